@@ -1,0 +1,130 @@
+package configs
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestExampleFileIsValidAndMatchesDefaults(t *testing.T) {
+	c, err := Load("onionpod.toml")
+	if err != nil {
+		t.Fatalf("the example config is invalid: %v", err)
+	}
+	d := Default()
+	if c.StateDir != d.StateDir || c.DNS.Zone != d.DNS.Zone || c.Tor.Control != d.Tor.Control ||
+		c.Network.ULAPrefix != d.Network.ULAPrefix || c.API.Socket != d.API.Socket {
+		t.Errorf("the example file says other values than the defaults it documents:\nexample %+v\ndefault %+v", c, d)
+	}
+}
+
+func TestDefaultsValidate(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileOverridesDefaults(t *testing.T) {
+	c, err := Parse([]byte("state_dir = \"/srv/op\"\n[dns]\nzone = \"home.example.org\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/srv/op" || c.DNS.Zone != "home.example.org" {
+		t.Errorf("got state_dir %q zone %q", c.StateDir, c.DNS.Zone)
+	}
+	if c.DNS.Mode != "builtin" || c.Tor.Mode != "managed" {
+		t.Errorf("defaults lost: dns.mode %q tor.mode %q", c.DNS.Mode, c.Tor.Mode)
+	}
+}
+
+// TestConfigErrors checks, against golden files, the message each broken config gets: it must name
+// the key (and its line) or the field and say what is wrong, and it must wrap ErrInvalid.
+func TestConfigErrors(t *testing.T) {
+	files, _ := filepath.Glob("testdata/errors/*.toml")
+	if len(files) == 0 {
+		t.Fatal("no test configs")
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(data, filepath.Base(file))
+			if err == nil {
+				t.Fatal("accepted a broken config")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(file, ".toml") + ".golden"
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, _ := os.ReadFile(golden)
+			if got != string(want) {
+				t.Errorf("error message changed:\ngot:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestSecretNeverInErrors(t *testing.T) {
+	secret := "not-base64-but-secret!!"
+	_, err := Parse([]byte("[[dns.tsig]]\nname = \"k.\"\nsecret = \""+secret+"\"\n"), "t.toml")
+	if err == nil || strings.Contains(err.Error(), secret) {
+		t.Fatalf("want an error without the secret, got %v", err)
+	}
+}
+
+func TestSecretFileBINDFormat(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "k.key")
+	os.WriteFile(f, []byte("key \"op.\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0\";\n};\n"), 0o600)
+	got, err := TSIGKey{Name: "op.", SecretFile: f}.SecretOf()
+	if err != nil || got != "c2VjcmV0c2VjcmV0" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+func TestPath(t *testing.T) {
+	t.Setenv("ONIONPOD_CONFIG", "")
+	if got := Path(""); got != DefaultPath {
+		t.Errorf("Path(\"\") = %q", got)
+	}
+	t.Setenv("ONIONPOD_CONFIG", "/x.toml")
+	if got := Path(""); got != "/x.toml" {
+		t.Errorf("env ignored: %q", got)
+	}
+	if got := Path("/y.toml"); got != "/y.toml" {
+		t.Errorf("flag ignored: %q", got)
+	}
+}
+
+// Validate runs on every `config check` and daemon reload: it must stay fast.
+func TestValidateIsFast(t *testing.T) {
+	c := Default()
+	start := time.Now()
+	for i := 0; i < 1000; i++ {
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if per := time.Since(start) / 1000; per > time.Millisecond {
+		t.Errorf("Validate takes %v", per)
+	}
+}
+
+func BenchmarkLoadExample(b *testing.B) {
+	for b.Loop() {
+		if _, err := Load("onionpod.toml"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package configs
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Validate checks every field and returns all problems at once, each prefixed by where it is
+// (`dns.zone: ...`). The error wraps ErrInvalid. It touches nothing outside the struct, except
+// that a TSIG secret_file must be readable.
+func (c *Config) Validate() error {
+	if errs := c.problems(); len(errs) > 0 {
+		return problems("config", errs)
+	}
+	return nil
+}
+
+func (c *Config) problems() []error {
+	var errs []error
+	bad := func(where, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...)))
+	}
+	if c.Version != CurrentVersion {
+		bad("version", "%d is not supported (this onionpod reads version %d)", c.Version, CurrentVersion)
+	}
+	if !filepath.IsAbs(c.StateDir) {
+		bad("state_dir", "%q must be an absolute path", c.StateDir)
+	}
+	if !filepath.IsAbs(c.API.Socket) {
+		bad("api.socket", "%q must be an absolute path", c.API.Socket)
+	}
+	c.validateNetwork(bad)
+	c.validateDNS(bad)
+	c.validateTor(bad)
+	return errs
+}
+
+type reporter func(where, format string, args ...any)
+
+func (c *Config) validateNetwork(bad reporter) {
+	n := c.Network
+	if n.Uplink != "auto" && !validIfName(n.Uplink) {
+		bad("network.uplink", "%q is not an interface name (or \"auto\")", n.Uplink)
+	}
+	if p, err := netip.ParsePrefix(n.ULAPrefix); err != nil {
+		bad("network.ula_prefix", "%q is not a prefix like fd12:3456:789a:1::/64", n.ULAPrefix)
+	} else if p.Bits() != 64 || !p.Addr().Is6() || p.Addr().As16()[0] != 0xfd || p.Masked() != p {
+		bad("network.ula_prefix", "%q must be a unique local /64 (fdXX:XXXX:XXXX:XXXX::/64)", n.ULAPrefix)
+	}
+	if len(n.CNIPaths) == 0 {
+		bad("network.cni_paths", "needs at least one directory")
+	}
+	for i, p := range n.CNIPaths {
+		if !filepath.IsAbs(p) {
+			bad(fmt.Sprintf("network.cni_paths[%d]", i), "%q must be an absolute path", p)
+		}
+	}
+	if !filepath.IsAbs(n.NetnsDir) {
+		bad("network.netns_dir", "%q must be an absolute path", n.NetnsDir)
+	}
+	if !filepath.IsAbs(n.DHCPSocket) {
+		bad("network.dhcp_socket", "%q must be an absolute path", n.DHCPSocket)
+	}
+}
+
+func (c *Config) validateDNS(bad reporter) {
+	d := c.DNS
+	if !ValidDomain(d.Zone) {
+		bad("dns.zone", "%q is not a domain name", d.Zone)
+	}
+	if d.TTL < 1 || d.TTL > 86400 {
+		bad("dns.ttl", "%d must be between 1 and 86400 seconds", d.TTL)
+	}
+	keys := map[string]bool{}
+	for i, k := range d.TSIG {
+		where := fmt.Sprintf("dns.tsig[%d]", i)
+		if !ValidDomain(k.Name) {
+			bad(where+".name", "%q is not a key name", k.Name)
+		}
+		keys[canonical(k.Name)] = true
+		switch k.Algorithm {
+		case "", "hmac-sha256", "hmac-sha1", "hmac-sha224", "hmac-sha384", "hmac-sha512":
+		default:
+			bad(where+".algorithm", "%q is not one of hmac-sha256, hmac-sha1, hmac-sha224, hmac-sha384, hmac-sha512", k.Algorithm)
+		}
+		if (k.Secret == "") == (k.SecretFile == "") {
+			bad(where, "needs exactly one of secret or secret_file")
+			continue
+		}
+		secret, err := k.SecretOf()
+		if err != nil {
+			bad(where+".secret_file", "cannot be read: %s", rootCause(err))
+			continue
+		}
+		if _, err := base64.StdEncoding.DecodeString(secret); err != nil || secret == "" {
+			bad(where, "the secret is not base64") // never print the secret itself
+		}
+	}
+	switch d.Mode {
+	case "builtin":
+		if len(d.Listen) == 0 {
+			bad("dns.listen", "builtin mode needs at least one address to serve on")
+		}
+		for i, l := range d.Listen {
+			if !validHostPort(l) {
+				bad(fmt.Sprintf("dns.listen[%d]", i), "%q is not host:port (IPv6 in brackets)", l)
+			}
+		}
+		for i, n := range d.NS {
+			if !ValidDomain(n) {
+				bad(fmt.Sprintf("dns.ns[%d]", i), "%q is not a domain name", n)
+			}
+		}
+		for i, s := range d.Secondaries {
+			where := fmt.Sprintf("dns.secondaries[%d]", i)
+			if !validHostPort(s.Address) {
+				bad(where+".address", "%q is not host:port (IPv6 in brackets)", s.Address)
+			}
+			if !keys[canonical(s.Key)] {
+				bad(where+".key", "%q is not one of dns.tsig's names", s.Key)
+			}
+		}
+	case "rfc2136":
+		if !validHostPort(d.RFC2136.Server) {
+			bad("dns.rfc2136.server", "%q is not host:port of your primary", d.RFC2136.Server)
+		}
+		if !keys[canonical(d.RFC2136.Key)] {
+			bad("dns.rfc2136.key", "%q is not one of dns.tsig's names", d.RFC2136.Key)
+		}
+	default:
+		bad("dns.mode", "%q must be \"builtin\" or \"rfc2136\"", d.Mode)
+	}
+}
+
+func (c *Config) validateTor(bad reporter) {
+	t := c.Tor
+	switch t.Mode {
+	case "managed", "system":
+	default:
+		bad("tor.mode", "%q must be \"managed\" or \"system\"", t.Mode)
+	}
+	if network, _, err := ParseControl(t.Control); err != nil {
+		bad("tor.control", "%s", err)
+	} else if t.Mode == "managed" && network != "unix" {
+		bad("tor.control", "%q: the managed tor listens on a unix socket (unix:/path)", t.Control)
+	}
+	switch t.Auth {
+	case "cookie", "none":
+	case "password":
+		if t.PasswordFile == "" {
+			bad("tor.password_file", "auth = \"password\" needs password_file")
+		}
+	default:
+		bad("tor.auth", "%q must be \"cookie\", \"password\" or \"none\"", t.Auth)
+	}
+	if t.Mode == "managed" && !filepath.IsAbs(t.Binary) {
+		bad("tor.binary", "%q must be an absolute path", t.Binary)
+	}
+	if t.SocksPort < 0 || t.SocksPort > 65535 {
+		bad("tor.socks_port", "%d is not a port", t.SocksPort)
+	}
+	for i, line := range t.TorrcExtra {
+		if strings.ContainsAny(line, "\n\r") {
+			bad(fmt.Sprintf("tor.torrc_extra[%d]", i), "must be a single line")
+		}
+	}
+}
+
+// ParseControl splits a tor control endpoint ("unix:/path" or "tcp:host:port") into a network and
+// an address for net.Dial.
+func ParseControl(s string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		addr = strings.TrimPrefix(s, "unix:")
+		if !filepath.IsAbs(addr) {
+			return "", "", fmt.Errorf("%q: the socket path must be absolute", s)
+		}
+		return "unix", addr, nil
+	case strings.HasPrefix(s, "tcp:"):
+		addr = strings.TrimPrefix(s, "tcp:")
+		if !validHostPort(addr) {
+			return "", "", fmt.Errorf("%q: expected tcp:host:port", s)
+		}
+		return "tcp", addr, nil
+	}
+	return "", "", fmt.Errorf("%q must start with unix: or tcp:", s)
+}
+
+// ValidDomain reports whether s is a syntactically valid DNS name (with or without the final dot).
+func ValidDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if !validLabel(label) {
+			return false
+		}
+	}
+	return true
+}
+
+func validLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for _, r := range l {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func canonical(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }
+
+func validIfName(s string) bool {
+	return s != "" && len(s) < 16 && !strings.ContainsAny(s, "/ \t\n:") && s != "." && s != ".."
+}
+
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	return err == nil && p >= 0 && p <= 65535
+}
+
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
