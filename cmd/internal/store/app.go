@@ -14,6 +14,17 @@ import (
 // ErrInvalid marks bad input in an app record (name, port, volume...). The CLI maps it to exit code 2.
 var ErrInvalid = errors.New("invalid input")
 
+// invalidError is bad input: it matches ErrInvalid without repeating "invalid input" in the message.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+// invalidf formats a bad-input error.
+func invalidf(format string, args ...any) error {
+	return &invalidError{fmt.Sprintf(format, args...)}
+}
+
 // ErrNotFound is returned for an app that has no record.
 var ErrNotFound = errors.New("no such app")
 
@@ -56,15 +67,15 @@ func (a App) WantsOnion() bool { return a.Onion || a.OnionOnly }
 func ValidateName(name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: app name is empty", ErrInvalid)
+		return invalidf("app name is empty")
 	case len(name) > 63:
-		return fmt.Errorf("%w: app name %q is longer than 63 characters", ErrInvalid, name)
+		return invalidf("app name %q is longer than 63 characters", name)
 	case name[0] == '-' || name[len(name)-1] == '-':
-		return fmt.Errorf("%w: app name %q must not start or end with '-'", ErrInvalid, name)
+		return invalidf("app name %q must not start or end with '-'", name)
 	}
 	for _, r := range name {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return fmt.Errorf("%w: app name %q may only hold lowercase letters, digits and '-' (it becomes a DNS label)", ErrInvalid, name)
+			return invalidf("app name %q may only hold lowercase letters, digits and '-' (it becomes a DNS label)", name)
 		}
 	}
 	return nil
@@ -75,14 +86,14 @@ func ParsePort(s string) (Port, error) {
 	public, target, found := strings.Cut(s, ":")
 	p, err := parsePortNumber(public)
 	if err != nil {
-		return Port{}, fmt.Errorf("%w: port %q: %w", ErrInvalid, s, err)
+		return Port{}, invalidf("port %q: %v", s, err)
 	}
 	if !found {
 		return Port{Public: p, Target: p}, nil
 	}
 	t, err := parsePortNumber(target)
 	if err != nil {
-		return Port{}, fmt.Errorf("%w: port %q: %w", ErrInvalid, s, err)
+		return Port{}, invalidf("port %q: %v", s, err)
 	}
 	return Port{Public: p, Target: t}, nil
 }
@@ -100,17 +111,17 @@ func ParseVolume(s string) (Volume, error) {
 	name, path, ok := strings.Cut(s, ":")
 	v := Volume{Name: name, Path: path}
 	if !ok {
-		return Volume{}, fmt.Errorf("%w: volume %q: expected NAME:/path", ErrInvalid, s)
+		return Volume{}, invalidf("volume %q: expected NAME:/path", s)
 	}
 	return v, v.validate()
 }
 
 func (v Volume) validate() error {
 	if err := ValidateName(v.Name); err != nil {
-		return fmt.Errorf("%w: volume %q: the name must be a lowercase label (a-z, 0-9, -)", ErrInvalid, v.Name)
+		return invalidf("volume %q: the name must be a lowercase label (a-z, 0-9, -)", v.Name)
 	}
 	if !strings.HasPrefix(v.Path, "/") || strings.Contains("/"+v.Path+"/", "/../") || v.Path == "/" {
-		return fmt.Errorf("%w: volume %q: the mount point must be an absolute path other than /, without ..", ErrInvalid, v.Name+":"+v.Path)
+		return invalidf("volume %q: the mount point must be an absolute path other than /, without ..", v.Name+":"+v.Path)
 	}
 	return nil
 }
@@ -120,7 +131,7 @@ func ValidateEnv(env []string) error {
 	for _, e := range env {
 		k, _, ok := strings.Cut(e, "=")
 		if !ok || k == "" || strings.ContainsAny(k, " \t\n\x00") || strings.ContainsAny(e, "\n\x00") {
-			return fmt.Errorf("%w: environment %q: expected KEY=VALUE", ErrInvalid, e)
+			return invalidf("environment %q: expected KEY=VALUE", e)
 		}
 	}
 	return nil
@@ -132,26 +143,26 @@ func (a App) Validate() error {
 		return err
 	}
 	if (a.Image == "") == (a.Static == "") {
-		return fmt.Errorf("%w: app %q needs exactly one of an image or a static directory", ErrInvalid, a.Name)
+		return invalidf("app %q needs exactly one of an image or a static directory", a.Name)
 	}
 	if a.Static != "" && !strings.HasPrefix(a.Static, "/") {
-		return fmt.Errorf("%w: app %q: static directory %q must be an absolute path", ErrInvalid, a.Name, a.Static)
+		return invalidf("app %q: static directory %q must be an absolute path", a.Name, a.Static)
 	}
 	if a.Image != "" && strings.ContainsAny(a.Image, " \t\n\x00") {
-		return fmt.Errorf("%w: app %q: %q is not an image reference", ErrInvalid, a.Name, a.Image)
+		return invalidf("app %q: %q is not an image reference", a.Name, a.Image)
 	}
 	seen := map[uint16]bool{}
 	for _, p := range a.Ports {
 		if p.Public == 0 || p.Target == 0 {
-			return fmt.Errorf("%w: app %q: ports must be from 1 to 65535", ErrInvalid, a.Name)
+			return invalidf("app %q: ports must be from 1 to 65535", a.Name)
 		}
 		if seen[p.Public] {
-			return fmt.Errorf("%w: app %q: public port %d given twice", ErrInvalid, a.Name, p.Public)
+			return invalidf("app %q: public port %d given twice", a.Name, p.Public)
 		}
 		seen[p.Public] = true
 	}
 	if a.WantsOnion() && len(a.Ports) == 0 {
-		return fmt.Errorf("%w: app %q: an onion service needs at least one --port", ErrInvalid, a.Name)
+		return invalidf("app %q: an onion service needs at least one --port", a.Name)
 	}
 	for _, v := range a.Volumes {
 		if err := v.validate(); err != nil {
@@ -159,7 +170,7 @@ func (a App) Validate() error {
 		}
 	}
 	if a.OnionOnly && a.IPv4 {
-		return fmt.Errorf("%w: app %q: an onion-only app has no LAN interface, so no IPv4", ErrInvalid, a.Name)
+		return invalidf("app %q: an onion-only app has no LAN interface, so no IPv4", a.Name)
 	}
 	return ValidateEnv(a.Env)
 }

@@ -1,0 +1,181 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+)
+
+// Client talks to the daemon's unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	return &Client{
+		socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// Socket is the path the client dials.
+func (c *Client) Socket() string { return c.socket }
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	resp, err := c.send(ctx, method, path, query, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("api: %s %s: bad answer from the daemon: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	u := "http://onionpod" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w (no one listens on %s): start it with `systemctl start onionpod` or `onionpod daemon`", ErrNoDaemon, c.socket)
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("api: %s: permission denied: run as root or as a member of the api.group of the config", c.socket)
+		}
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	var eb errorBody
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+		eb.Error = fmt.Sprintf("%s %s: %s", method, path, resp.Status)
+	}
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%s: %w", eb.Error, ErrNotFound)
+	case http.StatusBadRequest:
+		return nil, fmt.Errorf("%s: %w", eb.Error, ErrBadInput)
+	}
+	return nil, errors.New(eb.Error)
+}
+
+// Apps lists every app with its status.
+func (c *Client) Apps(ctx context.Context) ([]AppStatus, error) {
+	var out []AppStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/apps", nil, nil, &out)
+}
+
+// App returns one app's status.
+func (c *Client) App(ctx context.Context, name string) (AppStatus, error) {
+	var out AppStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name), nil, nil, &out)
+}
+
+// Put creates or replaces an app's desired state.
+func (c *Client) Put(ctx context.Context, app store.App) (AppStatus, error) {
+	var out AppStatus
+	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), nil, app, &out)
+}
+
+// Start asks for a stopped app to run again; Stop stops it and keeps everything else.
+func (c *Client) Start(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/start", nil, nil, nil)
+}
+
+// Stop stops an app's pod; its key, address and record stay.
+func (c *Client) Stop(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/stop", nil, nil, nil)
+}
+
+// Remove deletes an app; its onion key is kept unless purgeKey.
+func (c *Client) Remove(ctx context.Context, name string, purgeKey bool) error {
+	q := url.Values{}
+	if purgeKey {
+		q.Set("purge_key", "true")
+	}
+	return c.do(ctx, http.MethodDelete, "/v1/apps/"+url.PathEscape(name), q, nil, nil)
+}
+
+// Wait blocks until the app reaches the state named by what (WaitRunning, WaitPublished, WaitGone)
+// or the timeout passes; it returns the last status seen.
+func (c *Client) Wait(ctx context.Context, name, what string, timeout time.Duration) (AppStatus, error) {
+	q := url.Values{"for": {what}, "timeout": {timeout.String()}}
+	var out AppStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/wait", q, nil, &out)
+}
+
+// Logs copies the app's journal to w, following it while ctx lasts when follow is set.
+func (c *Client) Logs(ctx context.Context, name string, follow bool, lines int, w io.Writer) error {
+	q := url.Values{"lines": {fmt.Sprint(lines)}}
+	if follow {
+		q.Set("follow", "true")
+	}
+	resp, err := c.send(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/logs", q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// DNS reports what is published and where.
+func (c *Client) DNS(ctx context.Context) (DNSStatus, error) {
+	var out DNSStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/dns", nil, nil, &out)
+}
+
+// Status reports the daemon's own health.
+func (c *Client) Status(ctx context.Context) (DaemonStatus, error) {
+	var out DaemonStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
+}
+
+// Sync asks the daemon to re-read the state dir now (after an offline key change).
+func (c *Client) Sync(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/sync", nil, nil, nil)
+}

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain lets the testscripts run "onionpod" as a real command (this test binary, re-executed).
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"onionpod": func() { os.Exit(Main(os.Args[1:])) },
+	})
+}
+
+// TestScripts runs the CLI end to end as a user would (testdata/script/*.txtar): exit codes,
+// messages, and what lands on disk.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(e *testscript.Env) error {
+			// Configs in the scripts may say $WORK: make it the script's real work dir.
+			cfg := filepath.Join(e.WorkDir, "onionpod.toml")
+			if data, err := os.ReadFile(cfg); err == nil {
+				os.WriteFile(cfg, []byte(strings.ReplaceAll(string(data), "$WORK", e.WorkDir)), 0o644)
+			}
+			e.Setenv("ONIONPOD_CONFIG", cfg)
+			return nil
+		},
+		RequireExplicitExec: true,
+		Condition: func(cond string) (bool, error) {
+			if cond == "root" {
+				return os.Geteuid() == 0, nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
+	})
+}
+
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		args []string
+		want int
+	}{
+		{[]string{"version"}, 0},
+		{[]string{"run", "Blog_1", "--image", "x"}, 2},
+		{[]string{"status", "-bad-"}, 2},
+		{[]string{"nope"}, 2},
+		{[]string{"ls", "--nope"}, 2},
+		{[]string{"ls", "extra"}, 2},
+		{[]string{"config", "check", "testdata/missing.toml"}, 1},
+	}
+	for _, c := range cases {
+		var out, errOut nopWriter
+		if got := Run(context.Background(), c.args, IO{Out: &out, Err: &errOut}); got != c.want {
+			t.Errorf("onionpod %v: exit %d, want %d", c.args, got, c.want)
+		}
+	}
+}
+
+type nopWriter struct{}
+
+func (*nopWriter) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/store"
+)
+
+type statusOptions struct {
+	App  string
+	JSON bool
+}
+
+func newStatusCmd(env *Env) *cobra.Command {
+	var opts statusOptions
+	cmd := &cobra.Command{
+		Use:   "status APP",
+		Short: "Show an app: state, addresses, onion and DNS publication, last error",
+		Args:  exactArgs("APP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.App = args[0]
+			return runStatus(cmd.Context(), env, opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func runStatus(ctx context.Context, env *Env, opts statusOptions) error {
+	if err := store.ValidateName(opts.App); err != nil {
+		return err
+	}
+	cfg, err := env.Config()
+	if err != nil {
+		return err
+	}
+	st, err := env.Client(cfg).App(ctx, opts.App)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(env.Out, st)
+	}
+	printStatus(env, st)
+	return nil
+}
+
+func printStatus(env *Env, st api.AppStatus) {
+	w := env.Out
+	a := st.App
+	fmt.Fprintf(w, "%s: %s\n", a.Name, st.State)
+	fmt.Fprintf(w, "  source:    %s\n", source(st))
+	if u := st.Unit; u.Name != "" {
+		line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
+		if u.MainPID != 0 {
+			line += fmt.Sprintf(", pid %d", u.MainPID)
+		}
+		if u.Restarts > 0 {
+			line += fmt.Sprintf(", %d restarts", u.Restarts)
+		}
+		if !u.Since.IsZero() {
+			line += ", since " + u.Since.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  unit:      %s\n", line)
+	}
+	var ports []string
+	for _, p := range a.Ports {
+		ports = append(ports, fmt.Sprintf("%d->%d", p.Public, p.Target))
+	}
+	fmt.Fprintf(w, "  ports:     %s\n", orDash(strings.Join(ports, " ")))
+	if a.WantsOnion() {
+		state := "not added"
+		switch {
+		case st.Onion.Published:
+			state = "published"
+		case st.Onion.Added:
+			state = "added, descriptor not uploaded yet"
+		}
+		fmt.Fprintf(w, "  onion:     %s (%s)\n", orDash(st.Onion.Address), state)
+		if st.Onion.Clients > 0 {
+			fmt.Fprintf(w, "  clients:   %d authorized (v3 client auth)\n", st.Onion.Clients)
+		}
+	}
+	if a.Clearnet() {
+		fmt.Fprintf(w, "  ipv6:      %s\n", orDash(st.Network.LAN))
+		if st.Network.IPv4 != "" {
+			fmt.Fprintf(w, "  ipv4:      %s\n", st.Network.IPv4)
+		}
+		dns := "not published"
+		if st.DNS.Published {
+			dns = "published"
+		}
+		fmt.Fprintf(w, "  dns:       %s (%s)\n", orDash(st.DNS.Name), dns)
+	} else {
+		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
+	}
+	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
+	if st.LastError != "" {
+		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
+	}
+	if lines := addressLines(st); len(lines) > 0 && st.State == api.StateRunning {
+		fmt.Fprintln(w)
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+}

@@ -1,0 +1,287 @@
+// Package daemon is onionpod's daemon: it owns the desired-state store, serves the LocalAPI on a
+// unix socket, and runs the reconcile loop that makes the box match the store (keys, images,
+// network, units, onion services, DNS), on API changes, Tor reconnects, address changes, unit
+// failures, boot, and a periodic drift check.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/configs"
+)
+
+// Options are the daemon's inputs besides the config.
+type Options struct {
+	Log     *slog.Logger
+	Version string
+	// DriftInterval is how often a pass runs with no trigger (default 30 s).
+	DriftInterval time.Duration
+	// Ready is called once the API socket listens (the CLI sends sd_notify READY=1).
+	Ready func()
+}
+
+// Daemon is one running onionpod daemon.
+type Daemon struct {
+	cfg     *configs.Config
+	store   *store.Store
+	log     *slog.Logger
+	opts    Options
+	started time.Time
+
+	triggerCh chan struct{}
+
+	mu       sync.Mutex
+	statuses map[string]api.AppStatus
+	lastPass time.Time
+	changed  chan struct{} // closed and replaced whenever statuses change
+}
+
+// New prepares a daemon for cfg; Run starts it.
+func New(cfg *configs.Config, opts Options) (*Daemon, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.DriftInterval == 0 {
+		opts.DriftInterval = 30 * time.Second
+	}
+	st, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	return &Daemon{
+		cfg:       cfg,
+		store:     st,
+		log:       opts.Log,
+		opts:      opts,
+		started:   time.Now(),
+		triggerCh: make(chan struct{}, 1),
+		statuses:  map[string]api.AppStatus{},
+		changed:   make(chan struct{}),
+	}, nil
+}
+
+// Run serves the LocalAPI and reconciles until ctx ends.
+func (d *Daemon) Run(ctx context.Context) error {
+	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	d.log.Info("listening", "socket", d.cfg.API.Socket, "state_dir", d.cfg.StateDir)
+	if d.opts.Ready != nil {
+		d.opts.Ready()
+	}
+	d.trigger("boot")
+	loopErr := d.loop(ctx)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("daemon: api: %w", err)
+	}
+	return loopErr
+}
+
+// trigger asks for a reconcile pass soon; triggers coalesce.
+func (d *Daemon) trigger(reason string) {
+	select {
+	case d.triggerCh <- struct{}{}:
+		d.log.Debug("pass triggered", "reason", reason)
+	default:
+	}
+}
+
+func (d *Daemon) loop(ctx context.Context) error {
+	tick := time.NewTicker(d.opts.DriftInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.triggerCh:
+		case <-tick.C:
+		}
+		d.pass(ctx)
+	}
+}
+
+// pass runs one reconcile pass over every app.
+func (d *Daemon) pass(ctx context.Context) {
+	apps, err := d.store.List()
+	if err != nil {
+		d.log.Error("reading desired state", "err", err)
+	}
+	next := make(map[string]api.AppStatus, len(apps))
+	for _, app := range apps {
+		st := api.AppStatus{App: app, State: api.StateStarting, Updated: time.Now(),
+			LastError: "reconciling real parts is not built yet"}
+		if app.Stopped {
+			st.State = api.StateStopped
+		}
+		next[app.Name] = st
+	}
+	d.setStatuses(next)
+}
+
+func (d *Daemon) setStatuses(next map[string]api.AppStatus) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.statuses = next
+	d.lastPass = time.Now()
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+func (d *Daemon) daemonStatus() api.DaemonStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass}
+}
+
+// appStatuses lists every app in the store with its last observed status.
+func (d *Daemon) appStatuses() ([]api.AppStatus, error) {
+	apps, err := d.store.List()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]api.AppStatus, 0, len(apps))
+	for _, app := range apps {
+		out = append(out, d.statusOfLocked(app))
+	}
+	return out, err
+}
+
+func (d *Daemon) appStatus(name string) (api.AppStatus, error) {
+	app, err := d.store.Get(name)
+	if err != nil {
+		return api.AppStatus{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusOfLocked(app), nil
+}
+
+func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {
+	st, ok := d.statuses[app.Name]
+	if !ok {
+		return api.AppStatus{App: app, State: api.StateStarting}
+	}
+	st.App = app
+	return st
+}
+
+func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, error) {
+	err := d.store.Update(ctx, func() error {
+		old, err := d.store.Get(app.Name)
+		switch {
+		case err == nil:
+			app.Created = old.Created
+		case errors.Is(err, store.ErrNotFound):
+			app.Created = time.Now().UTC()
+		default:
+			return err
+		}
+		app.Updated = time.Now().UTC()
+		return d.store.Put(app)
+	})
+	if err != nil {
+		return api.AppStatus{}, err
+	}
+	d.trigger("app " + app.Name + " changed")
+	return d.appStatus(app.Name)
+}
+
+func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) error {
+	err := d.store.Update(ctx, func() error {
+		app, err := d.store.Get(name)
+		if err != nil {
+			return err
+		}
+		app.Stopped = stopped
+		app.Updated = time.Now().UTC()
+		return d.store.Put(app)
+	})
+	if err == nil {
+		d.trigger("app " + name + " started/stopped")
+	}
+	return err
+}
+
+func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
+	if _, err := d.store.Get(name); err != nil {
+		return err
+	}
+	return fmt.Errorf("daemon: rm: %w", errNotBuilt)
+}
+
+var errNotBuilt = errors.New("not implemented yet")
+
+// wait blocks until the app reaches the wanted state or the timeout passes.
+func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Duration) (api.AppStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		d.mu.Lock()
+		changed := d.changed
+		d.mu.Unlock()
+		st, err := d.appStatus(name)
+		done := false
+		switch {
+		case what == api.WaitGone:
+			if errors.Is(err, store.ErrNotFound) {
+				return api.AppStatus{}, nil
+			}
+		case err != nil:
+			return st, err
+		case st.State == api.StateFailed:
+			return st, fmt.Errorf("app %q failed: %s", name, st.LastError)
+		case what == api.WaitRunning:
+			done = st.State == api.StateRunning
+		case what == api.WaitPublished:
+			done = st.State == api.StateRunning && (!st.App.WantsOnion() || st.Onion.Published)
+		default:
+			return st, fmt.Errorf("%w: wait for %q: expected running, published or gone", store.ErrInvalid, what)
+		}
+		if done {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("app %q is not %s after %v (state %s%s): %w", name, what, timeout, st.State, lastErr(st), ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+func lastErr(st api.AppStatus) string {
+	if st.LastError == "" {
+		return ""
+	}
+	return ", last error: " + st.LastError
+}
+
+func (d *Daemon) logs(ctx context.Context, name string, follow bool, lines int, w io.Writer) error {
+	if _, err := d.store.Get(name); err != nil {
+		return err
+	}
+	return fmt.Errorf("daemon: logs: %w", errNotBuilt)
+}
+
+func (d *Daemon) dnsStatus() api.DNSStatus {
+	return api.DNSStatus{Mode: d.cfg.DNS.Mode, Zone: d.cfg.DNS.Zone}
+}
+
+// isBadInput reports whether err is the caller's fault (HTTP 400).
+func isBadInput(err error) bool {
+	return errors.Is(err, store.ErrInvalid) || errors.Is(err, configs.ErrInvalid)
+}
