@@ -1,0 +1,254 @@
+// Package reconcile decides and carries out what makes the box match the desired state.
+// Plan(desired, observed) is pure and golden-tested; Apply runs a plan against the adapters in the
+// order key → image → network → unit → onion → DNS, and removal in reverse. Every step is
+// idempotent, so a pass interrupted at any point (even by SIGKILL) is finished by the next one.
+package reconcile
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+)
+
+// StepKind is one kind of reconcile step. The constants are in the order they run for one app.
+type StepKind int
+
+// Creation steps, in order.
+const (
+	EnsureKey     StepKind = iota // create the app's onion key if it has none
+	EnsureImage                   // pull or load the image and unpack its root once
+	AttachNetwork                 // netns + CNI attach (LAN macvlan and/or ULA link)
+	WriteUnit                     // write the pod's unit files (only when they differ) and enable them
+	StartUnit                     // start (or restart after a change) the pod's unit
+	// Onion services and DNS records are set for all apps at once (declarative adapters), after
+	// every app's per-app steps; a step here says this app's part of that set changes.
+	AddOnion
+	PublishDNS
+	// Removal steps, in order (the reverse of creation).
+	WithdrawDNS
+	RemoveOnion
+	StopUnit
+	RemoveUnit
+	DetachNetwork
+)
+
+var stepNames = [...]string{
+	EnsureKey: "ensure-key", EnsureImage: "ensure-image", AttachNetwork: "attach-network",
+	WriteUnit: "write-unit", StartUnit: "start-unit", AddOnion: "add-onion", PublishDNS: "publish-dns",
+	WithdrawDNS: "withdraw-dns", RemoveOnion: "remove-onion", StopUnit: "stop-unit",
+	RemoveUnit: "remove-unit", DetachNetwork: "detach-network",
+}
+
+func (k StepKind) String() string {
+	if int(k) < len(stepNames) {
+		return stepNames[k]
+	}
+	return fmt.Sprintf("step(%d)", int(k))
+}
+
+// Observed is what the adapters report about the box right now; it is never stored.
+// Each map is keyed by app name; a missing key means "not there".
+type Observed struct {
+	Keys     map[string]bool      // the app has an onion key
+	Images   map[string]bool      // the app's image (or static root) is unpacked and ready
+	Networks map[string]bool      // the app's netns is attached
+	Units    map[string]UnitState // the app's pod unit
+	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
+	DNS      map[string]bool      // the app's records are published, as wanted
+}
+
+// UnitState is what systemd says of an app's pod unit.
+type UnitState struct {
+	Present bool // the unit file exists
+	Current bool // the unit file is what onionpod would write now
+	Active  bool // active (running), or activating
+}
+
+// Step is one thing to do for one app, and why.
+type Step struct {
+	Kind   StepKind
+	Reason string
+}
+
+// AppPlan is the steps of one app, in order.
+type AppPlan struct {
+	App     string
+	Removal bool // the app is gone from the desired state: its leftovers are removed
+	Steps   []Step
+}
+
+// Plan is everything one pass does: per app, creations first (in name order), removals after.
+type Plan struct {
+	Apps []AppPlan
+}
+
+// Empty reports whether the box already matches the desired state.
+func (p Plan) Empty() bool {
+	for _, a := range p.Apps {
+		if len(a.Steps) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// String renders the plan one app per line; the golden tests compare it.
+func (p Plan) String() string {
+	var b strings.Builder
+	for _, a := range p.Apps {
+		if len(a.Steps) == 0 {
+			continue
+		}
+		verb := "converge"
+		if a.Removal {
+			verb = "remove"
+		}
+		fmt.Fprintf(&b, "%s %s:\n", verb, a.App)
+		for _, s := range a.Steps {
+			fmt.Fprintf(&b, "  %-14s %s\n", s.Kind, s.Reason)
+		}
+	}
+	if b.Len() == 0 {
+		return "nothing to do\n"
+	}
+	return b.String()
+}
+
+// MakePlan decides the steps that make observed match desired. It is pure: same input, same plan.
+func MakePlan(desired []store.App, obs Observed) Plan {
+	var plan Plan
+	wanted := map[string]bool{}
+	sorted := append([]store.App(nil), desired...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, app := range sorted {
+		wanted[app.Name] = true
+		plan.Apps = append(plan.Apps, planApp(app, obs))
+	}
+	for _, name := range leftovers(wanted, obs) {
+		plan.Apps = append(plan.Apps, planRemoval(name, obs))
+	}
+	return plan
+}
+
+func planApp(app store.App, obs Observed) AppPlan {
+	p := AppPlan{App: app.Name}
+	add := func(k StepKind, reason string) { p.Steps = append(p.Steps, Step{k, reason}) }
+	name := app.Name
+	unit := obs.Units[name]
+	if app.Stopped {
+		if obs.DNS[name] {
+			add(WithdrawDNS, "stopped: its address must not be published")
+		}
+		if obs.Onions[name] {
+			add(RemoveOnion, "stopped: nothing would answer on the .onion")
+		}
+		if unit.Active {
+			add(StopUnit, "stopped by the user")
+		}
+		return p
+	}
+	if app.WantsOnion() && !obs.Keys[name] {
+		add(EnsureKey, "no onion key yet")
+	}
+	if !obs.Images[name] {
+		add(EnsureImage, "image not unpacked: "+sourceOf(app))
+	}
+	if !obs.Networks[name] {
+		add(AttachNetwork, netReason(app))
+	}
+	switch {
+	case !unit.Present:
+		add(WriteUnit, "no unit yet")
+		add(StartUnit, "new unit")
+	case !unit.Current:
+		add(WriteUnit, "the app or its image changed")
+		add(StartUnit, "restart with the new unit")
+	case !unit.Active:
+		add(StartUnit, "unit is not running")
+	}
+	switch {
+	case app.WantsOnion() && !obs.Onions[name]:
+		add(AddOnion, "onion service not added in tor")
+	case !app.WantsOnion() && obs.Onions[name]:
+		add(RemoveOnion, "onion service no longer wanted")
+	}
+	switch {
+	case app.Clearnet() && !obs.DNS[name]:
+		add(PublishDNS, "address not published")
+	case !app.Clearnet() && obs.DNS[name]:
+		add(WithdrawDNS, "onion-only: nothing on the clearnet")
+	}
+	return p
+}
+
+func planRemoval(name string, obs Observed) AppPlan {
+	p := AppPlan{App: name, Removal: true}
+	add := func(k StepKind, reason string) { p.Steps = append(p.Steps, Step{k, reason}) }
+	if obs.DNS[name] {
+		add(WithdrawDNS, "app removed")
+	}
+	if obs.Onions[name] {
+		add(RemoveOnion, "app removed (the key stays unless purged)")
+	}
+	if u := obs.Units[name]; u.Active {
+		add(StopUnit, "app removed")
+	}
+	if _, ok := obs.Units[name]; ok {
+		add(RemoveUnit, "app removed")
+	}
+	if obs.Networks[name] {
+		add(DetachNetwork, "app removed")
+	}
+	return p
+}
+
+// leftovers are apps something is observed of, that are not desired (sorted).
+func leftovers(wanted map[string]bool, obs Observed) []string {
+	seen := map[string]bool{}
+	note := func(name string) {
+		if !wanted[name] {
+			seen[name] = true
+		}
+	}
+	for n := range obs.Networks {
+		note(n)
+	}
+	for n := range obs.Units {
+		note(n)
+	}
+	for n, ok := range obs.Onions {
+		if ok {
+			note(n)
+		}
+	}
+	for n, ok := range obs.DNS {
+		if ok {
+			note(n)
+		}
+	}
+	var names []string
+	for n := range seen {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func sourceOf(app store.App) string {
+	if app.Static != "" {
+		return "static " + app.Static
+	}
+	return app.Image
+}
+
+func netReason(app store.App) string {
+	switch {
+	case app.OnionOnly:
+		return "no netns yet (onion-only: ULA link to the host, no LAN)"
+	case app.IPv4:
+		return "no netns yet (LAN IPv6 + DHCPv4, ULA)"
+	}
+	return "no netns yet (LAN IPv6, ULA)"
+}

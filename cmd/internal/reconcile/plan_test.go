@@ -1,0 +1,133 @@
+package reconcile
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/txtar"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+)
+
+var update = flag.Bool("update", false, "rewrite the plan sections of the golden files")
+
+// TestPlanGolden runs MakePlan on each testdata/plans/*.txtar (sections desired.json, observed.json)
+// and compares the result with its "plan" section.
+func TestPlanGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/plans/*.txtar")
+	if len(files) < 10 {
+		t.Fatalf("only %d plan cases", len(files))
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			ar, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var desired []store.App
+			var obs Observed
+			var want string
+			planIndex := -1
+			for i, f := range ar.Files {
+				switch f.Name {
+				case "desired.json":
+					if err := json.Unmarshal(f.Data, &desired); err != nil {
+						t.Fatalf("desired.json: %v", err)
+					}
+				case "observed.json":
+					if err := json.Unmarshal(f.Data, &obs); err != nil {
+						t.Fatalf("observed.json: %v", err)
+					}
+				case "plan":
+					want, planIndex = string(f.Data), i
+				}
+			}
+			for _, app := range desired {
+				if err := app.Validate(); err != nil {
+					t.Fatalf("test case has an invalid app: %v", err)
+				}
+			}
+			got := MakePlan(desired, obs).String()
+			if *update {
+				if planIndex < 0 {
+					ar.Files = append(ar.Files, txtar.File{Name: "plan"})
+					planIndex = len(ar.Files) - 1
+				}
+				ar.Files[planIndex].Data = []byte(got)
+				os.WriteFile(file, txtar.Format(ar), 0o644)
+				return
+			}
+			if got != want {
+				t.Errorf("plan differs\n--- got\n%s--- want\n%s", got, want)
+			}
+		})
+	}
+}
+
+// A plan made from what it would produce is empty: applying a plan converges.
+func TestPlanConverges(t *testing.T) {
+	apps := []store.App{
+		{Name: "blog", Image: "r.example/blog:1", Ports: []store.Port{{80, 80}}, Onion: true},
+		{Name: "hidden", Image: "r.example/h:1", Ports: []store.Port{{80, 80}}, OnionOnly: true},
+		{Name: "lan", Static: "/srv/lan"},
+		{Name: "off", Static: "/srv/off", Stopped: true},
+	}
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}}
+	obs.Networks["gone"] = true
+	obs.Units["gone"] = UnitState{Present: true, Current: true, Active: true}
+	obs.DNS["gone"] = true
+	for pass := 0; pass < 3; pass++ {
+		plan := MakePlan(apps, obs)
+		if plan.Empty() {
+			if pass == 0 {
+				t.Fatal("first plan is empty")
+			}
+			return
+		}
+		simulate(plan, &obs)
+	}
+	t.Fatalf("still not converged:\n%s", MakePlan(apps, obs))
+}
+
+// simulate applies a plan to observed state as perfect adapters would.
+func simulate(p Plan, obs *Observed) {
+	for _, a := range p.Apps {
+		for _, s := range a.Steps {
+			u := obs.Units[a.App]
+			switch s.Kind {
+			case EnsureKey:
+				obs.Keys[a.App] = true
+			case EnsureImage:
+				obs.Images[a.App] = true
+			case AttachNetwork:
+				obs.Networks[a.App] = true
+			case WriteUnit:
+				u.Present, u.Current = true, true
+				obs.Units[a.App] = u
+			case StartUnit:
+				u.Active = true
+				obs.Units[a.App] = u
+			case AddOnion:
+				obs.Onions[a.App] = true
+			case PublishDNS:
+				obs.DNS[a.App] = true
+			case WithdrawDNS:
+				delete(obs.DNS, a.App)
+			case RemoveOnion:
+				delete(obs.Onions, a.App)
+			case StopUnit:
+				u.Active = false
+				obs.Units[a.App] = u
+			case RemoveUnit:
+				delete(obs.Units, a.App)
+			case DetachNetwork:
+				delete(obs.Networks, a.App)
+			}
+		}
+	}
+}
