@@ -1,0 +1,16 @@
+// Package dns publishes onionpod's address records: a built-in authoritative
+// server (the default, nothing else to install) and an RFC 2136 dynamic-update
+// publisher with TSIG for a primary the owner already runs (BIND, Knot, ...).
+//
+// Both backends are declarative: Set(ctx, records) makes the zone hold exactly
+// these onionpod records, and Set with no records removes all of them. Records
+// are plain values (a fully qualified name and an address); no type of the
+// underlying DNS library is exported.
+//
+// The built-in Server answers from packets packed ahead of time on every Set
+// (a copy-on-write snapshot swapped atomically), so a query costs a map lookup
+// and a copy. It offers AXFR (and sends NOTIFY) only to configured secondaries
+// that sign with TSIG. The RFC2136 publisher keeps a ledger of what it
+// published, so deletes never depend on AXFR and a restart neither duplicates
+// nor forgets records; updates that cannot be delivered are retried by Run.
+package dns

@@ -1,0 +1,23 @@
+package dns
+
+import "errors"
+
+var (
+	// ErrBadInput marks invalid configuration or records (a name outside
+	// the zone, an unknown TSIG algorithm, a malformed secret, ...).
+	ErrBadInput = errors.New("bad input")
+
+	// ErrPending marks an RFC 2136 update that is recorded in the ledger but
+	// not yet applied (the server is unreachable or failing). Run keeps
+	// retrying it; nothing is lost.
+	ErrPending = errors.New("update pending")
+
+	// ErrRejected marks an update the server refused for good: TSIG failure
+	// (BADKEY, BADSIG, BADTIME), REFUSED, NOTAUTH, NOTZONE. It is not retried
+	// until Set is called with a different set of records or the publisher
+	// is created again with a new configuration.
+	ErrRejected = errors.New("update rejected")
+
+	// ErrClosed is returned by a server or publisher used after Close.
+	ErrClosed = errors.New("closed")
+)

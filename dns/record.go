@@ -1,0 +1,184 @@
+package dns
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Record is one address record onionpod publishes: AAAA when Addr is IPv6,
+// A when it is IPv4.
+type Record struct {
+	// Name is the fully qualified owner name, e.g. "blog.box.example.".
+	Name string `json:"name"`
+	// Addr is the address served for Name.
+	Addr netip.Addr `json:"addr"`
+}
+
+// Type is "AAAA" for an IPv6 address and "A" for an IPv4 one.
+func (r Record) Type() string {
+	if r.Addr.Is4() {
+		return "A"
+	}
+	return "AAAA"
+}
+
+// String formats the record like a zone file line without TTL and class.
+func (r Record) String() string {
+	return r.Name + " " + r.Type() + " " + r.Addr.String()
+}
+
+// compareRecords orders records by name, then A before AAAA, then address.
+func compareRecords(a, b Record) int {
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if a.Addr.Is4() != b.Addr.Is4() {
+		if a.Addr.Is4() {
+			return -1
+		}
+		return 1
+	}
+	return a.Addr.Compare(b.Addr)
+}
+
+// AppName returns the fully qualified name of an app in a zone
+// ("blog", "box.example" gives "blog.box.example."). The app name must be a
+// single DNS label.
+func AppName(app, zone string) (string, error) {
+	z, err := canonicalZone(zone)
+	if err != nil {
+		return "", err
+	}
+	label := strings.ToLower(app)
+	if !validLabel(label) {
+		return "", fmt.Errorf("dns: app name %q: %w: not a DNS label (1-63 of a-z, 0-9, -)", app, ErrBadInput)
+	}
+	if z == "." {
+		return label + ".", nil
+	}
+	return label + "." + z, nil
+}
+
+// AppRecords builds the records of an app: one per usable address, named
+// AppName(app, zone). Unspecified, loopback, link-local and multicast
+// addresses are left out (they mean nothing to another host); IPv4-mapped
+// IPv6 addresses become A records.
+func AppRecords(app, zone string, addrs ...netip.Addr) ([]Record, error) {
+	name, err := AppName(app, zone)
+	if err != nil {
+		return nil, err
+	}
+	var out []Record
+	for _, a := range addrs {
+		a = a.Unmap().WithZone("")
+		if !publishable(a) {
+			continue
+		}
+		out = append(out, Record{Name: name, Addr: a})
+	}
+	slices.SortFunc(out, compareRecords)
+	return slices.Compact(out), nil
+}
+
+func publishable(a netip.Addr) bool {
+	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() &&
+		!a.IsLinkLocalUnicast() && !a.IsMulticast() && !a.IsLinkLocalMulticast()
+}
+
+// validLabel reports whether s is a lowercase host name label.
+func validLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalName lowercases name, adds the final dot and checks that it is a
+// well-formed domain name (labels of letters, digits, '-' and '_', at most
+// 63 bytes each and 255 in all).
+func canonicalName(name string) (string, error) {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if n == "" {
+		return "", fmt.Errorf("dns: empty name: %w", ErrBadInput)
+	}
+	if n == "." {
+		return n, nil
+	}
+	if !strings.HasSuffix(n, ".") {
+		n += "."
+	}
+	if len(n) > 254 {
+		return "", fmt.Errorf("dns: name %q: %w: longer than 253 characters", name, ErrBadInput)
+	}
+	for _, l := range strings.Split(n[:len(n)-1], ".") {
+		if len(l) == 0 || len(l) > 63 {
+			return "", fmt.Errorf("dns: name %q: %w: empty or long label", name, ErrBadInput)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("dns: name %q: %w: character %q not allowed", name, ErrBadInput, c)
+			}
+		}
+	}
+	return n, nil
+}
+
+func canonicalZone(zone string) (string, error) {
+	z, err := canonicalName(zone)
+	if err != nil {
+		return "", fmt.Errorf("dns: zone: %w", err)
+	}
+	return z, nil
+}
+
+// inZone reports whether the canonical name is the zone apex or below it.
+func inZone(name, zone string) bool {
+	if zone == "." {
+		return true
+	}
+	return name == zone || strings.HasSuffix(name, "."+zone)
+}
+
+// normalizeRecords validates records for a zone and returns them canonical
+// (lowercase FQDN names, unmapped addresses), sorted and without duplicates.
+func normalizeRecords(zone string, recs []Record) ([]Record, error) {
+	out := make([]Record, 0, len(recs))
+	for _, r := range recs {
+		name, err := canonicalName(r.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !inZone(name, zone) {
+			return nil, fmt.Errorf("dns: record %s: %w: outside zone %s", name, ErrBadInput, zone)
+		}
+		a := r.Addr.Unmap()
+		if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
+			return nil, fmt.Errorf("dns: record %s: %w: address %q not publishable", name, ErrBadInput, r.Addr)
+		}
+		out = append(out, Record{Name: name, Addr: a})
+	}
+	slices.SortFunc(out, compareRecords)
+	return slices.Compact(out), nil
+}
+
+// recordsEqual reports whether two normalized record lists are the same.
+func recordsEqual(a, b []Record) bool {
+	return slices.Equal(a, b)
+}
+
+// cloneRecords returns a copy that callers may keep.
+func cloneRecords(r []Record) []Record {
+	if r == nil {
+		return nil
+	}
+	return slices.Clone(r)
+}

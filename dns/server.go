@@ -1,0 +1,252 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server is the built-in authoritative server for one zone.
+type Server struct {
+	setup *serverSetup
+	snap  atomic.Pointer[snapshot]
+
+	mu      sync.Mutex // serializes Set, Start and Close
+	started bool
+	closed  bool
+	apex    string // fingerprint saved with the state
+
+	udp    []*net.UDPConn
+	tcp    []net.Listener
+	conns  map[net.Conn]struct{}
+	connMu sync.Mutex
+	tcpSem chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	notify *notifier
+}
+
+// NewServer validates the configuration and loads the kept state (records
+// and serial). It opens no socket: see Start.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	setup, err := cfg.setup()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{setup: setup, apex: setup.zone.fingerprint(), conns: map[net.Conn]struct{}{}}
+	serial := dateSerial(time.Now())
+	var records []Record
+	save := setup.stateDir != ""
+	if setup.stateDir != "" {
+		st, err := loadServerState(setup.stateDir)
+		if err != nil {
+			return nil, err
+		}
+		if st != nil {
+			serial = st.Serial
+			save = false
+			if st.Zone == setup.zone.zone {
+				if records, err = normalizeRecords(setup.zone.zone, st.Records); err != nil {
+					return nil, fmt.Errorf("dns: state: %w", err)
+				}
+			}
+			if st.Zone != setup.zone.zone || st.Apex != s.apex {
+				serial = nextSerial(serial, time.Now())
+				save = true
+			}
+		}
+	}
+	snap, err := buildSnapshot(&setup.zone, serial, records)
+	if err != nil {
+		return nil, err
+	}
+	if save {
+		if err := s.saveState(snap); err != nil {
+			return nil, err
+		}
+	}
+	s.snap.Store(snap)
+	s.notify = newNotifier(setup)
+	return s, nil
+}
+
+func (s *Server) saveState(snap *snapshot) error {
+	if s.setup.stateDir == "" {
+		return nil
+	}
+	return saveServerState(s.setup.stateDir, &serverState{
+		Zone:    s.setup.zone.zone,
+		Serial:  snap.serial,
+		Apex:    s.apex,
+		Records: snap.records,
+	})
+}
+
+// Zone is the canonical zone apex, e.g. "box.example.".
+func (s *Server) Zone() string { return s.setup.zone.zone }
+
+// Set makes the zone hold exactly these records (in addition to the SOA,
+// the NS records and their glue). An unchanged set changes nothing; any
+// change bumps the serial, is saved in StateDir before it is served, and
+// sends a NOTIFY to the secondaries. Set with no records removes them all.
+func (s *Server) Set(ctx context.Context, records []Record) error {
+	recs, err := normalizeRecords(s.setup.zone.zone, records)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("dns: set: %w", ErrClosed)
+	}
+	cur := s.snap.Load()
+	if recordsEqual(cur.records, recs) {
+		return nil
+	}
+	snap, err := buildSnapshot(&s.setup.zone, nextSerial(cur.serial, time.Now()), recs)
+	if err != nil {
+		return err
+	}
+	if err := s.saveState(snap); err != nil {
+		return err
+	}
+	s.snap.Store(snap)
+	if s.started {
+		s.notify.kick()
+	}
+	return nil
+}
+
+// Records returns the onionpod records the zone holds, sorted.
+func (s *Server) Records() []Record { return cloneRecords(s.snap.Load().records) }
+
+// Serial is the SOA serial now served.
+func (s *Server) Serial() uint32 { return s.snap.Load().serial }
+
+// Start opens the UDP and TCP sockets and serves until Close. The context
+// bounds only the start itself.
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("dns: start: %w", ErrClosed)
+	}
+	if s.started {
+		return errors.New("dns: start: already started")
+	}
+	defer func() {
+		if err != nil {
+			s.closeSockets()
+		}
+	}()
+	for _, addr := range s.setup.listen {
+		if err := s.listen(ctx, addr); err != nil {
+			return err
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.tcpSem = make(chan struct{}, maxTCPConns)
+	for _, c := range s.udp {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveUDP(c)
+		}()
+	}
+	for _, l := range s.tcp {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveTCP(runCtx, l)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.notify.run(runCtx, func() *snapshot { return s.snap.Load() })
+	}()
+	s.started = true
+	s.notify.kick()
+	return nil
+}
+
+// Addrs are the addresses actually bound: one UDP address per listen
+// address (the first socket of its group) and one TCP address.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	seen := map[string]bool{}
+	for _, c := range s.udp {
+		a := c.LocalAddr()
+		if !seen[a.String()] {
+			seen[a.String()] = true
+			out = append(out, a)
+		}
+	}
+	for _, l := range s.tcp {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Close stops serving and waits for the readers to end. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.closeSockets()
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeSockets() {
+	for _, c := range s.udp {
+		_ = c.Close()
+	}
+	for _, l := range s.tcp {
+		_ = l.Close()
+	}
+	s.connMu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.connMu.Unlock()
+}
+
+// Status tells what is published and where.
+func (s *Server) Status() Status {
+	snap := s.snap.Load()
+	st := Status{
+		Mode:      ModeBuiltin,
+		Zone:      s.setup.zone.zone,
+		Serial:    snap.serial,
+		Published: cloneRecords(snap.records),
+		Desired:   cloneRecords(snap.records),
+	}
+	for _, a := range s.Addrs() {
+		st.Servers = append(st.Servers, a.Network()+"/"+a.String())
+	}
+	if len(st.Servers) == 0 {
+		st.Servers = slices.Clone(s.setup.listen)
+	}
+	st.Secondaries = s.notify.status()
+	return st
+}

@@ -1,0 +1,197 @@
+package dns
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// ServerConfig configures the built-in authoritative server.
+type ServerConfig struct {
+	// Zone is the apex the server is authoritative for, e.g. "box.example".
+	Zone string
+	// NS are the zone's name servers. Default: "ns1.ZONE" (without
+	// address records: give Addrs when the name server is inside the zone
+	// and must be found by others).
+	NS []NameServer
+	// Contact is the SOA mailbox, "hostmaster@box.example" or
+	// "hostmaster.box.example." (default hostmaster.ZONE).
+	Contact string
+	// Listen are the UDP and TCP addresses to serve on. Default "[::]:53"
+	// (both families). Port 0 lets the kernel choose; see Addrs.
+	Listen []string
+	// TTL of every record and of negative answers (default 60s).
+	TTL time.Duration
+	// StateDir keeps the serial and the records across restarts (file
+	// zone.json, written atomically). Empty: nothing is kept.
+	StateDir string
+	// TSIGKeys are the keys secondaries sign with.
+	TSIGKeys []TSIGKey
+	// Secondaries may transfer the zone (AXFR, or IXFR answered in full,
+	// over TCP, signed with their key) and get a NOTIFY on every change.
+	Secondaries []Secondary
+	// UDPSockets is the number of UDP sockets per listen address, bound
+	// with SO_REUSEPORT, each with its own reader. Default: GOMAXPROCS.
+	UDPSockets int
+}
+
+// NameServer is an NS record of the zone, with the addresses served for it
+// when its host name is inside the zone (glue).
+type NameServer struct {
+	Host  string       `json:"host"`
+	Addrs []netip.Addr `json:"addrs,omitempty"`
+}
+
+// Secondary is a server that copies the zone from this one.
+type Secondary struct {
+	// Addr is where NOTIFY goes: "host:port" or "host" (port 53).
+	Addr string `json:"addr"`
+	// KeyName names one of ServerConfig.TSIGKeys. Transfers must be
+	// signed with it; the NOTIFY messages are signed with it too.
+	KeyName string `json:"key_name"`
+}
+
+type secondary struct {
+	addr string
+	key  tsigKey
+}
+
+// serverSetup is a validated, canonical configuration.
+type serverSetup struct {
+	zone        zoneData
+	listen      []string
+	stateDir    string
+	keys        map[string]tsigKey
+	secondaries []secondary
+	udpSockets  int
+}
+
+const defaultTTL = 60 * time.Second
+
+func (c ServerConfig) setup() (*serverSetup, error) {
+	zone, err := canonicalZone(c.Zone)
+	if err != nil {
+		return nil, err
+	}
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = defaultTTL
+	}
+	if ttl < time.Second || ttl > 7*24*time.Hour {
+		return nil, fmt.Errorf("dns: TTL %s: %w: want 1s to 168h", ttl, ErrBadInput)
+	}
+	s := &serverSetup{
+		zone:       zoneData{zone: zone, ttl: uint32(ttl / time.Second)},
+		stateDir:   c.StateDir,
+		keys:       map[string]tsigKey{},
+		udpSockets: c.UDPSockets,
+	}
+	ns := c.NS
+	if len(ns) == 0 {
+		ns = []NameServer{{Host: "ns1." + zone}}
+	}
+	for i, n := range ns {
+		host, err := canonicalName(n.Host)
+		if err != nil {
+			return nil, fmt.Errorf("dns: NS[%d]: %w", i, err)
+		}
+		out := NameServer{Host: host}
+		for _, a := range n.Addrs {
+			a = a.Unmap()
+			if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
+				return nil, fmt.Errorf("dns: NS %s: %w: address %q not usable", host, ErrBadInput, a)
+			}
+			out.Addrs = append(out.Addrs, a)
+		}
+		s.zone.ns = append(s.zone.ns, out)
+	}
+	if s.zone.contact, err = contactName(c.Contact, zone); err != nil {
+		return nil, err
+	}
+	s.listen = c.Listen
+	if len(s.listen) == 0 {
+		s.listen = []string{"[::]:53"}
+	}
+	for _, l := range s.listen {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return nil, fmt.Errorf("dns: listen address %q: %w: want host:port", l, ErrBadInput)
+		}
+	}
+	for _, k := range c.TSIGKeys {
+		rk, err := k.resolve()
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := s.keys[rk.name]; dup {
+			return nil, fmt.Errorf("dns: TSIG key %s: %w: defined twice", rk.name, ErrBadInput)
+		}
+		s.keys[rk.name] = rk
+	}
+	for _, sec := range c.Secondaries {
+		addr, err := withDefaultPort(sec.Addr)
+		if err != nil {
+			return nil, err
+		}
+		name, err := canonicalName(sec.KeyName)
+		if err != nil {
+			return nil, fmt.Errorf("dns: secondary %s: key: %w", addr, err)
+		}
+		k, ok := s.keys[name]
+		if !ok {
+			return nil, fmt.Errorf("dns: secondary %s: %w: key %s is not among the TSIG keys", addr, ErrBadInput, name)
+		}
+		s.secondaries = append(s.secondaries, secondary{addr: addr, key: k})
+	}
+	if s.udpSockets < 0 || s.udpSockets > 64 {
+		return nil, fmt.Errorf("dns: UDPSockets %d: %w: want 0 to 64", s.udpSockets, ErrBadInput)
+	}
+	return s, nil
+}
+
+// contactName turns "user@domain" or a domain name into the SOA RNAME.
+func contactName(contact, zone string) (string, error) {
+	if contact == "" {
+		return "hostmaster." + strings.TrimPrefix(zone, "."), nil
+	}
+	if user, domain, ok := strings.Cut(contact, "@"); ok {
+		if !validLabel(strings.ToLower(user)) {
+			return "", fmt.Errorf("dns: contact %q: %w: the mailbox must be a plain label", contact, ErrBadInput)
+		}
+		contact = user + "." + domain
+	}
+	n, err := canonicalName(contact)
+	if err != nil {
+		return "", fmt.Errorf("dns: contact: %w", err)
+	}
+	return n, nil
+}
+
+// withDefaultPort adds port 53 to a bare host.
+func withDefaultPort(addr string) (string, error) {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr, nil
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	if host == "" {
+		return "", fmt.Errorf("dns: address %q: %w: want host or host:port", addr, ErrBadInput)
+	}
+	return net.JoinHostPort(host, "53"), nil
+}
+
+// fingerprint identifies the apex data, so a configuration change (TTL,
+// name servers, contact) bumps the serial like a record change does.
+func (z *zoneData) fingerprint() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%d", z.zone, z.contact, z.ttl)
+	for _, n := range z.ns {
+		fmt.Fprintf(h, "|%s", n.Host)
+		for _, a := range n.Addrs {
+			fmt.Fprintf(h, ",%s", a)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
