@@ -1,0 +1,93 @@
+package nettest_test
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/onionpod/onionpod/network/nettest"
+)
+
+func TestClientGetsSLAACAddress(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	lan := nettest.New(t, nettest.Options{})
+	t.Logf("LAN up in %v", time.Since(start))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	addr, err := lan.ClientAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("client %s after %v", addr, time.Since(start))
+	if !lan.Prefix().Contains(addr) {
+		t.Fatalf("client address %s not in %s", addr, lan.Prefix())
+	}
+}
+
+func TestClientReachesRouterAndBox(t *testing.T) {
+	t.Parallel()
+	lan := nettest.New(t, nettest.Options{Prefix: netip.MustParsePrefix("2001:db8:77::/64")})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := lan.ClientAddr(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lan.ClientExec(ctx, "busybox", "ping", "-6", "-c1", "-W2", lan.RouterAddr().String()); err != nil {
+		t.Fatalf("client cannot ping the router: %v", err)
+	}
+	// The box configures its uplink by SLAAC too, and gets a default route through it.
+	out, err := nettest.Exec(ctx, lan.BoxNetns(), "ip", "-6", "route", "show", "default")
+	if err != nil || !strings.Contains(string(out), "dev "+lan.Uplink()) {
+		t.Fatalf("box has no default route via %s: %v\n%s", lan.Uplink(), err, out)
+	}
+}
+
+func TestPrefixChange(t *testing.T) {
+	t.Parallel()
+	lan := nettest.New(t, nettest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old, err := lan.ClientAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	next := netip.MustParsePrefix("2001:db8:2::/64")
+	if err := lan.ChangePrefix(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := lan.ClientAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("client moved %s -> %s in %v", old, addr, time.Since(start))
+	if !next.Contains(addr) {
+		t.Fatalf("client address %s not in the new prefix %s", addr, next)
+	}
+	out, _ := lan.ClientExec(ctx, "ip", "-6", "addr", "show", "dev", "eth0")
+	if !strings.Contains(string(out), old.String()) || !strings.Contains(string(out), "deprecated") {
+		t.Errorf("old address %s should stay, deprecated:\n%s", old, out)
+	}
+}
+
+func TestDHCPv4(t *testing.T) {
+	t.Parallel()
+	lan := nettest.New(t, nettest.Options{IPv4: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := lan.ClientExec(ctx, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s", "/bin/true")
+	if err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	leases, err := lan.DHCPLeases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 1 {
+		t.Fatalf("dnsmasq leases = %v, want one\nudhcpc: %s", leases, out)
+	}
+	t.Logf("lease %v", leases[0])
+}
