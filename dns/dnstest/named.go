@@ -362,7 +362,10 @@ func (n *Named) writeConfig() error {
 	return nil
 }
 
-// freePort finds a port free for UDP and TCP on 127.0.0.1 and ::1.
+// FreePort finds a port that is free for UDP and TCP on 127.0.0.1 and ::1
+// (for a server that must know a peer's port before the peer starts).
+func FreePort() (int, error) { return freePort() }
+
 func freePort() (int, error) {
 	for i := 0; i < 50; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
