@@ -51,6 +51,9 @@ func (s *Server) slow(w *worker, req []byte, tcp bool) [][]byte {
 	}
 	var g *signer
 	if t := m.IsTsig(); t != nil {
+		if !validName(t.Hdr.Name) || !validName(t.Algorithm) {
+			return [][]byte{formErr(req, w.out[:])}
+		}
 		k, ok := s.setup.keys[mdns.CanonicalName(t.Hdr.Name)]
 		if !ok || k.algorithm != mdns.CanonicalName(t.Algorithm) {
 			return packed(tsigFailure(m, t, mdns.RcodeBadKey, nil))
@@ -189,4 +192,10 @@ func packed(wire []byte, err error) [][]byte {
 		return nil
 	}
 	return [][]byte{wire}
+}
+
+// validName reports whether a name from a request can be echoed back.
+func validName(name string) bool {
+	_, ok := mdns.IsDomainName(name)
+	return ok && name != ""
 }
