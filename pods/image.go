@@ -1,0 +1,621 @@
+package pods
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// ImageStore keeps images on disk:
+//
+//	Dir/layers/HEX      layer blobs as fetched (compressed or not), named by their DiffID
+//	                    (sha256 of the uncompressed tar): shared by every image that has them
+//	Dir/images/HEX.json an image's record, named by its ID (the digest of its config)
+//	Dir/refs/HEX.json   which image ID a reference points to (HEX = sha256 of the reference)
+//	Dir/roots/HEX/      the image's root file system, unpacked once, read-only for pods
+//	Dir/roots/empty/    the empty root of static-site pods
+//	Dir/tmp/            work in progress; a failure leaves nothing elsewhere
+type ImageStore struct {
+	Dir string
+	// Insecure allows plain-HTTP registries (go-containerregistry already uses HTTP for loopback
+	// and RFC 1918 registries without it).
+	Insecure bool
+	// MaxImageBytes bounds the uncompressed size of an image's layers (default 16 GiB).
+	MaxImageBytes int64
+}
+
+// Image is an image ready to run.
+type Image struct {
+	Ref    string // the reference it was pulled or loaded as
+	Digest string // the image ID ("sha256:..."): the digest of its config, the same however it came
+	Root   string // its unpacked root file system (never write to it)
+	Config ImageConfig
+}
+
+// ImageConfig is what the image says about how to run it.
+type ImageConfig struct {
+	Entrypoint   []string `json:"entrypoint,omitempty"`
+	Cmd          []string `json:"cmd,omitempty"`
+	Env          []string `json:"env,omitempty"`
+	WorkingDir   string   `json:"working_dir,omitempty"`
+	User         string   `json:"user,omitempty"` // informative: pods always run as a dynamic user
+	ExposedPorts []uint16 `json:"exposed_ports,omitempty"`
+}
+
+type imageRecord struct {
+	ID      string      `json:"id"`
+	DiffIDs []string    `json:"diff_ids"`
+	Config  ImageConfig `json:"config"`
+}
+
+type refRecord struct {
+	Ref string `json:"ref"`
+	ID  string `json:"id"`
+}
+
+// Pull fetches ref from its registry (credentials from the docker config, as `docker login`
+// writes them), skipping layers already cached, and unpacks it unless already unpacked. A
+// progress bar goes to progress when it is a terminal. A malformed reference wraps ErrBadInput.
+func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (*Image, error) {
+	var opts []name.Option
+	if s.Insecure {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("pods: pull %q: %w: %w", ref, ErrBadInput, err)
+	}
+	img, err := remote.Image(r,
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+	if err != nil {
+		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
+	}
+	return s.importImage(ctx, r.Name(), img, v1.Layer.Compressed, progress)
+}
+
+// LoadArchive loads an image from a `docker save` tarball or an OCI image archive (a tar of an
+// OCI layout). The first image in the archive is used.
+func (s *ImageStore) LoadArchive(ctx context.Context, path string, progress io.Writer) (*Image, error) {
+	kind, tags, err := archiveKind(path)
+	if err != nil {
+		return nil, fmt.Errorf("pods: load %s: %w", path, err)
+	}
+	switch kind {
+	case "docker":
+		var tag *name.Tag
+		ref := "archive:" + filepath.Base(path)
+		if len(tags) > 0 {
+			if t, err := name.NewTag(tags[0]); err == nil {
+				tag, ref = &t, t.Name()
+			}
+		}
+		img, err := tarball.ImageFromPath(path, tag)
+		if err != nil {
+			return nil, fmt.Errorf("pods: load %s: %w: %w", path, ErrBadInput, err)
+		}
+		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
+		// form would gzip them just to hash them.
+		return s.importImage(ctx, ref, img, v1.Layer.Uncompressed, progress)
+	default:
+		dir, err := s.tempDir("archive")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		if err := extractLayout(path, dir); err != nil {
+			return nil, fmt.Errorf("pods: load %s: %w", path, err)
+		}
+		img, ref, err := imageFromLayout(dir)
+		if err != nil {
+			return nil, fmt.Errorf("pods: load %s: %w", path, err)
+		}
+		if ref == "" {
+			ref = "archive:" + filepath.Base(path)
+		}
+		return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
+	}
+}
+
+// LoadLayout loads the first image of an OCI layout directory.
+func (s *ImageStore) LoadLayout(ctx context.Context, dir string, progress io.Writer) (*Image, error) {
+	img, ref, err := imageFromLayout(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pods: load layout %s: %w", dir, err)
+	}
+	if ref == "" {
+		ref = "layout:" + filepath.Base(dir)
+	}
+	return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
+}
+
+// Image returns an image already in the store by the reference it was pulled or loaded as, or by
+// its ID ("sha256:..."); ErrNotFound otherwise. It never contacts a registry.
+func (s *ImageStore) Image(ref string) (*Image, error) {
+	id := ref
+	if !strings.HasPrefix(ref, "sha256:") {
+		var rr refRecord
+		if err := readJSON(filepath.Join(s.Dir, "refs", refKey(canonicalRef(ref))+".json"), &rr); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
+			}
+			return nil, fmt.Errorf("pods: image %q: %w", ref, err)
+		}
+		id = rr.ID
+	}
+	img, err := s.cached(id, ref)
+	if err != nil {
+		return nil, err
+	}
+	if img == nil {
+		return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
+	}
+	return img, nil
+}
+
+// canonicalRef names a registry reference the way Pull records it ("busybox" and
+// "index.docker.io/library/busybox:latest" are the same); other references stay as they are.
+func canonicalRef(ref string) string {
+	if strings.HasPrefix(ref, "archive:") || strings.HasPrefix(ref, "layout:") {
+		return ref
+	}
+	if r, err := name.ParseReference(ref); err == nil {
+		return r.Name()
+	}
+	return ref
+}
+
+func refKey(ref string) string {
+	sum := sha256.Sum256([]byte(ref))
+	return hex.EncodeToString(sum[:])
+}
+
+// cached returns the unpacked image id, or nil when it is not (completely) in the store.
+func (s *ImageStore) cached(id, ref string) (*Image, error) {
+	hexID, err := idHex(id)
+	if err != nil {
+		return nil, err
+	}
+	var rec imageRecord
+	if err := readJSON(filepath.Join(s.Dir, "images", hexID+".json"), &rec); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("pods: image record %s: %w", id, err)
+	}
+	root := filepath.Join(s.Dir, "roots", hexID)
+	if st, err := os.Stat(root); err != nil || !st.IsDir() {
+		return nil, nil
+	}
+	return &Image{Ref: ref, Digest: rec.ID, Root: root, Config: rec.Config}, nil
+}
+
+func idHex(id string) (string, error) {
+	h, err := v1.NewHash(id)
+	if err != nil || h.Algorithm != "sha256" {
+		return "", fmt.Errorf("pods: image id %q: %w", id, ErrBadInput)
+	}
+	return h.Hex, nil
+}
+
+// importImage caches img's layers, unpacks them into a root (once per image ID) and records ref.
+func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, blob func(v1.Layer) (io.ReadCloser, error), progress io.Writer) (*Image, error) {
+	fail := func(err error) (*Image, error) { return nil, fmt.Errorf("pods: image %q: %w", ref, err) }
+	if err := s.makeDirs(); err != nil {
+		return fail(err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return fail(err)
+	}
+	id := cfgName.String()
+	if done, err := s.cached(id, ref); err != nil || done != nil {
+		if err == nil {
+			err = s.recordRef(ref, id)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return done, nil
+	}
+
+	layers, err := img.Layers()
+	if err != nil {
+		return fail(err)
+	}
+	if len(layers) != len(cfg.RootFS.DiffIDs) {
+		return fail(fmt.Errorf("%w: %d layers but %d diff ids", ErrHostileLayer, len(layers), len(cfg.RootFS.DiffIDs)))
+	}
+	diffIDs := make([]string, len(layers))
+	var missing []int
+	var total int64
+	for i, l := range layers {
+		diffIDs[i] = cfg.RootFS.DiffIDs[i].String()
+		if cfg.RootFS.DiffIDs[i].Algorithm != "sha256" {
+			return fail(fmt.Errorf("%w: diff id %s", ErrHostileLayer, diffIDs[i]))
+		}
+		if _, err := os.Stat(s.layerPath(cfg.RootFS.DiffIDs[i])); err == nil {
+			continue
+		}
+		missing = append(missing, i)
+		if n, err := l.Size(); err == nil {
+			total += n
+		}
+	}
+
+	// Fetch the missing layers.
+	if len(missing) > 0 {
+		bar := newProgress(progress, total, "pulling "+ref)
+		for _, i := range missing {
+			if err := ctx.Err(); err != nil {
+				return fail(err)
+			}
+			if err := s.fetchLayer(layers[i], cfg.RootFS.DiffIDs[i], blob, bar); err != nil {
+				return fail(err)
+			}
+		}
+		bar.finish()
+	}
+
+	// Unpack.
+	if err := s.unpack(ctx, id, cfg.RootFS.DiffIDs, progress); err != nil {
+		return fail(err)
+	}
+	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: imageConfig(cfg)}
+	hexID, _ := idHex(id)
+	if err := writeJSON(filepath.Join(s.Dir, "images", hexID+".json"), rec); err != nil {
+		return fail(err)
+	}
+	if err := s.recordRef(ref, id); err != nil {
+		return fail(err)
+	}
+	return &Image{Ref: ref, Digest: id, Root: filepath.Join(s.Dir, "roots", hexID), Config: rec.Config}, nil
+}
+
+func (s *ImageStore) makeDirs() error {
+	for _, d := range []string{"layers", "images", "refs", "roots", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(s.Dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	// Pods run as dynamic users: they must be able to reach their roots.
+	for _, d := range []string{"", "roots"} {
+		if err := os.Chmod(filepath.Join(s.Dir, d), 0o711); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *ImageStore) layerPath(diffID v1.Hash) string {
+	return filepath.Join(s.Dir, "layers", diffID.Hex)
+}
+
+func (s *ImageStore) tempDir(purpose string) (string, error) {
+	if err := s.makeDirs(); err != nil {
+		return "", fmt.Errorf("pods: %w", err)
+	}
+	d, err := os.MkdirTemp(filepath.Join(s.Dir, "tmp"), purpose+"-")
+	if err != nil {
+		return "", fmt.Errorf("pods: %w", err)
+	}
+	return d, nil
+}
+
+// fetchLayer copies one layer blob into the cache (temp file, fsync, rename).
+func (s *ImageStore) fetchLayer(l v1.Layer, diffID v1.Hash, blob func(v1.Layer) (io.ReadCloser, error), bar *progress) error {
+	rc, err := blob(l)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp(filepath.Join(s.Dir, "tmp"), "layer-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	limit := s.maxBytes() + 1
+	n, err := io.Copy(io.MultiWriter(tmp, bar), io.LimitReader(rc, limit))
+	if err == nil && n >= limit {
+		err = fmt.Errorf("%w: layer %s larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
+	}
+	if err == nil {
+		err = rc.Close() // remote layers verify their digest here
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	return os.Rename(tmp.Name(), s.layerPath(diffID))
+}
+
+func (s *ImageStore) maxBytes() int64 {
+	if s.MaxImageBytes > 0 {
+		return s.MaxImageBytes
+	}
+	return defaultMaxImageBytes
+}
+
+// unpack applies the cached layers to a fresh root in Dir/tmp and renames it into place only when
+// every layer was applied and matched its DiffID.
+func (s *ImageStore) unpack(ctx context.Context, id string, diffIDs []v1.Hash, progress io.Writer) error {
+	hexID, err := idHex(id)
+	if err != nil {
+		return err
+	}
+	tmp, err := s.tempDir("root")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	root := filepath.Join(tmp, "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
+	}
+	u, err := newUnpacker(root, s.maxBytes())
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	var total int64
+	for _, d := range diffIDs {
+		if st, err := os.Stat(s.layerPath(d)); err == nil {
+			total += st.Size()
+		}
+	}
+	bar := newProgress(progress, total, "unpacking")
+	for _, d := range diffIDs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.applyCachedLayer(u, d, bar); err != nil {
+			if errors.Is(err, ErrHostileLayer) {
+				// Do not keep a refused layer around.
+				_ = os.Remove(s.layerPath(d))
+			}
+			return err
+		}
+	}
+	if err := u.addMountPoints(); err != nil {
+		return err
+	}
+	bar.finish()
+	if err := syncDir(root); err != nil {
+		return err
+	}
+	final := filepath.Join(s.Dir, "roots", hexID)
+	if err := os.Rename(root, final); err != nil {
+		if st, serr := os.Stat(final); serr == nil && st.IsDir() {
+			return nil // unpacked meanwhile by someone else
+		}
+		return err
+	}
+	return syncDir(filepath.Join(s.Dir, "roots"))
+}
+
+func (s *ImageStore) applyCachedLayer(u *unpacker, diffID v1.Hash, bar *progress) error {
+	f, err := os.Open(s.layerPath(diffID))
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	defer f.Close()
+	r, err := decompress(io.TeeReader(f, bar))
+	if err != nil {
+		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	limited := &io.LimitedReader{R: r, N: s.maxBytes() + 1<<20}
+	tee := io.TeeReader(limited, h)
+	if err := u.applyLayer(tee); err != nil {
+		return fmt.Errorf("layer %s: %w", diffID, err)
+	}
+	// Hash what follows the tar's end marker too: the DiffID covers the whole stream.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
+	}
+	if limited.N <= 0 {
+		return fmt.Errorf("%w: layer %s: larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
+		return fmt.Errorf("%w: layer %s: content has digest sha256:%s", ErrHostileLayer, diffID, got)
+	}
+	return nil
+}
+
+func (s *ImageStore) recordRef(ref, id string) error {
+	ref = canonicalRef(ref)
+	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id})
+}
+
+func imageConfig(cfg *v1.ConfigFile) ImageConfig {
+	c := cfg.Config
+	out := ImageConfig{
+		Entrypoint: c.Entrypoint,
+		Cmd:        c.Cmd,
+		Env:        c.Env,
+		WorkingDir: c.WorkingDir,
+		User:       c.User,
+	}
+	for p := range c.ExposedPorts {
+		num, _, _ := strings.Cut(p, "/")
+		if n, err := strconv.ParseUint(num, 10, 16); err == nil && n > 0 {
+			out.ExposedPorts = append(out.ExposedPorts, uint16(n))
+		}
+	}
+	sort.Slice(out.ExposedPorts, func(i, j int) bool { return out.ExposedPorts[i] < out.ExposedPorts[j] })
+	return out
+}
+
+// archiveKind tells a `docker save` tarball ("docker", with its tags) from an OCI archive ("oci").
+func archiveKind(path string) (string, []string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	oci := false
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("%w: not a tar archive: %w", ErrBadInput, err)
+		}
+		switch strings.TrimPrefix(hdr.Name, "./") {
+		case "manifest.json":
+			var m []struct{ RepoTags []string }
+			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil || len(m) == 0 {
+				return "", nil, fmt.Errorf("%w: bad manifest.json", ErrBadInput)
+			}
+			return "docker", m[0].RepoTags, nil
+		case "oci-layout":
+			oci = true
+		}
+	}
+	if oci {
+		return "oci", nil, nil
+	}
+	return "", nil, fmt.Errorf("%w: neither a docker save tarball nor an OCI archive", ErrBadInput)
+}
+
+// extractLayout extracts the files of an OCI layout (oci-layout, index.json, blobs/ALG/HEX) from
+// an archive into dir. Anything else in the archive is ignored.
+func extractLayout(path, dir string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadInput, err)
+		}
+		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+			continue
+		}
+		name := strings.TrimPrefix(hdr.Name, "./")
+		parts := strings.Split(name, "/")
+		ok := name == "oci-layout" || name == "index.json" ||
+			len(parts) == 3 && parts[0] == "blobs" && isHexName(parts[1]) && isHexName(parts[2])
+		if !ok {
+			continue
+		}
+		target := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+			return err
+		}
+		out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, io.LimitReader(tr, hdr.Size))
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// isHexName accepts the algorithm and hex parts of a blob path: lowercase letters and digits.
+func isHexName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// imageFromLayout picks the first image of an OCI layout (for a nested index, the one for this
+// platform) and the reference its index annotates, if any.
+func imageFromLayout(dir string) (v1.Image, string, error) {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+	}
+	return firstImage(idx, 0)
+}
+
+func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
+	if depth > 3 {
+		return nil, "", fmt.Errorf("%w: nested indexes too deep", ErrBadInput)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+	}
+	for _, d := range m.Manifests {
+		ref := d.Annotations["io.containerd.image.name"]
+		if ref == "" {
+			ref = d.Annotations["org.opencontainers.image.ref.name"]
+			if ref != "" && !strings.ContainsAny(ref, ":/@") {
+				ref = "" // a bare tag, not a reference
+			}
+		}
+		switch {
+		case d.MediaType.IsImage():
+			if d.Platform != nil && (d.Platform.OS != "linux" || d.Platform.Architecture != runtime.GOARCH) {
+				continue
+			}
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+			}
+			return img, ref, nil
+		case d.MediaType.IsIndex():
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+			}
+			img, childRef, err := firstImage(child, depth+1)
+			if err == nil {
+				if ref == "" {
+					ref = childRef
+				}
+				return img, ref, nil
+			}
+		}
+	}
+	return nil, "", fmt.Errorf("%w: no linux/%s image in the index", ErrBadInput, runtime.GOARCH)
+}

@@ -1,0 +1,414 @@
+package pods
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+)
+
+// Systemd manages onionpod's units through systemd's D-Bus API. It must run in systemd's pid and
+// mount namespaces (as a service of that systemd, or entered with nsenter). Safe for concurrent use.
+type Systemd struct {
+	unitDir string
+
+	mu   sync.Mutex
+	conn *sddbus.Conn
+}
+
+// Status is what systemd says about a unit.
+type Status struct {
+	Unit        string    // e.g. onionpod-pod-blog.service
+	ActiveState string    // active, inactive, failed, activating, deactivating
+	SubState    string    // running, dead, auto-restart, exited, ...
+	MainPID     int       // 0 when not running
+	Restarts    int       // automatic restarts since the unit was last started by hand
+	Since       time.Time // when ActiveState last changed
+	Result      string    // success, exit-code, signal, core-dump, timeout, ...
+	Enabled     bool      // starts at boot
+}
+
+// Connect connects to systemd (the system bus, or systemd's private socket as root). unitDir is
+// where unit files are written, normally /etc/systemd/system.
+func Connect(ctx context.Context, unitDir string) (*Systemd, error) {
+	s := &Systemd{unitDir: unitDir}
+	if _, err := s.connection(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the D-Bus connection.
+func (s *Systemd) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+	return nil
+}
+
+// connection returns a live connection, reconnecting when systemd went away (daemon-reexec).
+func (s *Systemd) connection(ctx context.Context) (*sddbus.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil && s.conn.Connected() {
+		return s.conn, nil
+	}
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+	conn, err := sddbus.NewWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pods: connect to systemd: %w", err)
+	}
+	s.conn = conn
+	return conn, nil
+}
+
+func checkUnitName(name string) error {
+	if !strings.HasPrefix(name, UnitPrefix) || !strings.HasSuffix(name, ".service") ||
+		strings.ContainsAny(name, "/ \t\n\\") || len(name) > 255 {
+		return fmt.Errorf("pods: unit %q: %w: not an onionpod service", name, ErrBadInput)
+	}
+	return nil
+}
+
+// Apply makes the given units match: each file is written (atomically) only when its content
+// changed; systemd reloads once, and only when a changed unit was already loaded (new units are
+// loaded on demand); units with an [Install] section are enabled and started (a changed unit that
+// was running is restarted). Units without one (network units) start as dependencies.
+func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	for _, u := range units {
+		if err := checkUnitName(u.Name); err != nil {
+			return err
+		}
+		did, err := writeFileAtomic(filepath.Join(s.unitDir, u.Name), u.Content, 0o644)
+		if err != nil {
+			return fmt.Errorf("pods: write %s: %w", u.Name, err)
+		}
+		if did {
+			changed = append(changed, u.Name)
+		}
+	}
+	wasActive := map[string]bool{}
+	reload := false
+	for _, name := range changed {
+		props, err := conn.GetUnitPropertiesContext(ctx, name)
+		if err != nil {
+			return fmt.Errorf("pods: %s: %w", name, err)
+		}
+		if b, _ := props["NeedDaemonReload"].(bool); b {
+			reload = true
+		}
+		if st, _ := props["ActiveState"].(string); st == "active" || st == "activating" || st == "reloading" {
+			wasActive[name] = true
+		}
+	}
+
+	var enable []string
+	for _, u := range units {
+		if bytes.Contains(u.Content, []byte("\n[Install]\n")) && !s.enabled(u.Name) {
+			enable = append(enable, u.Name)
+		}
+	}
+	if len(enable) > 0 {
+		if _, _, err := conn.EnableUnitFilesContext(ctx, enable, false, true); err != nil {
+			return fmt.Errorf("pods: enable %s: %w", strings.Join(enable, " "), err)
+		}
+	}
+	if reload {
+		if err := conn.ReloadContext(ctx); err != nil {
+			return fmt.Errorf("pods: daemon-reload: %w", err)
+		}
+	}
+
+	var errs []error
+	for _, u := range units {
+		if !bytes.Contains(u.Content, []byte("\n[Install]\n")) {
+			continue
+		}
+		job := conn.StartUnitContext
+		if wasActive[u.Name] {
+			job = conn.RestartUnitContext
+		}
+		if err := runJob(ctx, u.Name, job); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// enabled reports whether a unit is linked into multi-user.target.
+func (s *Systemd) enabled(name string) bool {
+	_, err := os.Lstat(filepath.Join(s.unitDir, "multi-user.target.wants", name))
+	return err == nil
+}
+
+type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
+
+// runJob queues a job and waits for its result.
+func runJob(ctx context.Context, name string, job jobFunc) error {
+	done := make(chan string, 1)
+	if _, err := job(ctx, name, "replace", done); err != nil {
+		return fmt.Errorf("pods: %s: %w", name, err)
+	}
+	select {
+	case r := <-done:
+		if r != "done" {
+			return fmt.Errorf("pods: %s: job %s", name, r)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("pods: %s: %w", name, ctx.Err())
+	}
+}
+
+// Start starts an app's pod (and so its network).
+func (s *Systemd) Start(ctx context.Context, app string) error {
+	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.StartUnitContext })
+}
+
+// Stop stops an app's pod. Its network unit stays up.
+func (s *Systemd) Stop(ctx context.Context, app string) error {
+	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.StopUnitContext })
+}
+
+// Restart restarts an app's pod.
+func (s *Systemd) Restart(ctx context.Context, app string) error {
+	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.RestartUnitContext })
+}
+
+func (s *Systemd) appJob(ctx context.Context, app string, pick func(*sddbus.Conn) jobFunc) error {
+	if err := ValidApp(app); err != nil {
+		return err
+	}
+	name := PodUnitName(app)
+	if !s.exists(name) {
+		return fmt.Errorf("pods: %s: %w", app, ErrNotFound)
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	return runJob(ctx, name, pick(conn))
+}
+
+// StartUnit, StopUnit and RestartUnit act on any onionpod unit by name (e.g. a HostService's).
+func (s *Systemd) StartUnit(ctx context.Context, name string) error {
+	return s.unitJob(ctx, name, func(c *sddbus.Conn) jobFunc { return c.StartUnitContext })
+}
+
+// StopUnit stops an onionpod unit; see StartUnit.
+func (s *Systemd) StopUnit(ctx context.Context, name string) error {
+	return s.unitJob(ctx, name, func(c *sddbus.Conn) jobFunc { return c.StopUnitContext })
+}
+
+// RestartUnit restarts an onionpod unit; see StartUnit.
+func (s *Systemd) RestartUnit(ctx context.Context, name string) error {
+	return s.unitJob(ctx, name, func(c *sddbus.Conn) jobFunc { return c.RestartUnitContext })
+}
+
+func (s *Systemd) unitJob(ctx context.Context, name string, pick func(*sddbus.Conn) jobFunc) error {
+	if err := checkUnitName(name); err != nil {
+		return err
+	}
+	if !s.exists(name) {
+		return fmt.Errorf("pods: %s: %w", name, ErrNotFound)
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	return runJob(ctx, name, pick(conn))
+}
+
+func (s *Systemd) exists(name string) bool {
+	_, err := os.Stat(filepath.Join(s.unitDir, name))
+	return err == nil
+}
+
+// Remove stops, disables and deletes an app's pod and network units. It is idempotent: an app
+// that is already gone is success. The app's volumes (VolumeHostDir) are kept.
+func (s *Systemd) Remove(ctx context.Context, app string) error {
+	if err := ValidApp(app); err != nil {
+		return err
+	}
+	return s.RemoveUnits(ctx, PodUnitName(app), NetUnitName(app))
+}
+
+// RemoveUnits stops, disables and deletes onionpod units by name, in order; idempotent.
+func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
+	for _, n := range names {
+		if err := checkUnitName(n); err != nil {
+			return err
+		}
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var present []string
+	for _, n := range names {
+		if err := runJob(ctx, n, conn.StopUnitContext); err != nil && !isNoSuchUnit(err) {
+			errs = append(errs, err)
+		}
+		if s.exists(n) || s.enabled(n) {
+			present = append(present, n)
+		}
+	}
+	if len(present) > 0 {
+		if _, err := conn.DisableUnitFilesContext(ctx, present, false); err != nil {
+			errs = append(errs, fmt.Errorf("pods: disable %s: %w", strings.Join(present, " "), err))
+		}
+		for _, n := range present {
+			if err := os.Remove(filepath.Join(s.unitDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("pods: remove %s: %w", n, err))
+			}
+		}
+		if err := conn.ReloadContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("pods: daemon-reload: %w", err))
+		}
+	}
+	for _, n := range names {
+		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
+	}
+	return errors.Join(errs...)
+}
+
+func isNoSuchUnit(err error) bool {
+	var dErr dbus.Error
+	if errors.As(err, &dErr) {
+		return dErr.Name == "org.freedesktop.systemd1.NoSuchUnit"
+	}
+	return strings.Contains(err.Error(), "not loaded")
+}
+
+// Status returns the state of an app's pod unit; ErrNotFound when the app has no unit.
+func (s *Systemd) Status(ctx context.Context, app string) (Status, error) {
+	if err := ValidApp(app); err != nil {
+		return Status{}, err
+	}
+	return s.UnitStatus(ctx, PodUnitName(app))
+}
+
+// UnitStatus returns the state of any onionpod service unit; ErrNotFound when it does not exist.
+func (s *Systemd) UnitStatus(ctx context.Context, name string) (Status, error) {
+	if err := checkUnitName(name); err != nil {
+		return Status{}, err
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	props, err := conn.GetUnitPropertiesContext(ctx, name)
+	if err != nil {
+		return Status{}, fmt.Errorf("pods: status %s: %w", name, err)
+	}
+	if ls, _ := props["LoadState"].(string); ls == "not-found" || !s.exists(name) {
+		return Status{}, fmt.Errorf("pods: %s: %w", name, ErrNotFound)
+	}
+	st := Status{Unit: name}
+	st.ActiveState, _ = props["ActiveState"].(string)
+	st.SubState, _ = props["SubState"].(string)
+	if us, _ := props["UnitFileState"].(string); us == "enabled" {
+		st.Enabled = true
+	}
+	if ts, _ := props["StateChangeTimestamp"].(uint64); ts > 0 {
+		st.Since = time.UnixMicro(int64(ts))
+	}
+	svc, err := conn.GetUnitTypePropertiesContext(ctx, name, "Service")
+	if err != nil {
+		return Status{}, fmt.Errorf("pods: status %s: %w", name, err)
+	}
+	if pid, ok := svc["MainPID"].(uint32); ok {
+		st.MainPID = int(pid)
+	}
+	if n, ok := svc["NRestarts"].(uint32); ok {
+		st.Restarts = int(n)
+	}
+	st.Result, _ = svc["Result"].(string)
+	return st, nil
+}
+
+// Units lists the onionpod unit files present (pods, networks, helper services), sorted: the
+// reconciler compares them with the desired state to find orphans.
+func (s *Systemd) Units(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(s.unitDir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("pods: list units: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, UnitPrefix) && strings.HasSuffix(n, ".service") && !e.IsDir() {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Apps lists the apps that have a pod unit file.
+func (s *Systemd) Apps(ctx context.Context) ([]string, error) {
+	units, err := s.Units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var apps []string
+	for _, u := range units {
+		if app, ok := strings.CutPrefix(u, UnitPrefix+"pod-"); ok {
+			apps = append(apps, strings.TrimSuffix(app, ".service"))
+		}
+	}
+	return apps, nil
+}
+
+// Logs writes an app's journal (its pod and network units) to w, with `journalctl`. With follow
+// it keeps writing new lines until ctx is done (which is then not an error).
+func (s *Systemd) Logs(ctx context.Context, app string, follow bool, w io.Writer) error {
+	if err := ValidApp(app); err != nil {
+		return err
+	}
+	if !s.exists(PodUnitName(app)) {
+		return fmt.Errorf("pods: logs %s: %w", app, ErrNotFound)
+	}
+	args := []string{"--no-pager", "--output=short-iso", "--unit=" + PodUnitName(app), "--unit=" + NetUnitName(app)}
+	if follow {
+		args = append(args, "--follow", "--lines=all")
+	}
+	cmd := exec.CommandContext(ctx, "journalctl", args...)
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err != nil && follow && ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pods: logs %s: %w: %s", app, err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package pods
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/unit"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/golden")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	file := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(file, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s differs from the golden file (run with -update if intended):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func blogSpec() Spec {
+	return Spec{
+		App:        "blog",
+		Root:       "/var/lib/onionpod/images/roots/0123abcd",
+		Netns:      "/run/netns/onionpod-blog",
+		Command:    []string{"/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"},
+		Env:        []string{"PATH=/usr/bin:/bin", "GREETING=hello \"world\" 100% $HOME"},
+		WorkingDir: "/www",
+		Volumes:    []Volume{{Name: "data", Path: "/data"}},
+		NetUp:      []string{"/usr/bin/onionpod", "internal", "net-up", "blog"},
+		NetDown:    []string{"/usr/bin/onionpod", "internal", "net-down", "blog"},
+	}
+}
+
+func TestRenderUnitsGolden(t *testing.T) {
+	units, err := PodUnits(blogSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(units) != 2 || units[0].Name != "onionpod-net-blog.service" || units[1].Name != "onionpod-pod-blog.service" {
+		t.Fatalf("units = %v", units)
+	}
+	for _, u := range units {
+		golden(t, u.Name, u.Content)
+	}
+
+	web := blogSpec()
+	web.App = "web"
+	web.Capabilities = []string{"CAP_NET_BIND_SERVICE"}
+	web.Command = []string{"/bin/busybox", "httpd", "-f", "-p", "80"}
+	web.NetUp, web.NetDown, web.Volumes, web.Env, web.WorkingDir = nil, nil, nil, nil, ""
+	web.BindReadOnly = []Bind{{Source: "/srv/site", Target: "/site"}}
+	units, err = PodUnits(web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(units) != 1 {
+		t.Fatalf("without NetUp there is no network unit: %v", units)
+	}
+	golden(t, units[0].Name, units[0].Content)
+
+	tor, err := HostService{Name: "tor", ExecStart: []string{"/usr/bin/tor", "-f", "/var/lib/onionpod/tor/torrc"},
+		Environment: []string{"HOME=/var/lib/onionpod/tor"}, Type: "notify", Restart: "always", After: []string{"network.target"}}.Unit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, tor.Name, tor.Content)
+}
+
+// The rendered unit parses back (go-systemd's parser) to the settings that matter, with quoting
+// that systemd reads back as the original argv and environment.
+func TestRenderUnitParsesBack(t *testing.T) {
+	s := blogSpec()
+	opts, err := unit.DeserializeOptions(strings.NewReader(string(RenderUnit(s))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, o := range opts {
+		got[o.Section+"."+o.Name] = append(got[o.Section+"."+o.Name], o.Value)
+	}
+	want := map[string]string{
+		"Service.RootDirectory":         s.Root,
+		"Service.NetworkNamespacePath":  s.Netns,
+		"Service.DynamicUser":           "yes",
+		"Service.NoNewPrivileges":       "yes",
+		"Service.CapabilityBoundingSet": "",
+		"Service.ProtectSystem":         "strict",
+		"Service.PrivateDevices":        "yes",
+		"Service.MountAPIVFS":           "yes",
+		"Service.Restart":               "on-failure",
+		"Service.WorkingDirectory":      "/www",
+		"Service.StateDirectory":        "onionpod/blog/data",
+		"Service.BindPaths":             "/var/lib/private/onionpod/blog/data:/data",
+		"Unit.BindsTo":                  "onionpod-net-blog.service",
+		"Unit.After":                    "onionpod-net-blog.service",
+		"Install.WantedBy":              "multi-user.target",
+	}
+	for k, v := range want {
+		if len(got[k]) != 1 || got[k][0] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, ok := got["Service.AmbientCapabilities"]; ok {
+		t.Errorf("AmbientCapabilities set without capabilities")
+	}
+	env := got["Service.Environment"]
+	if len(env) != 2 || env[1] != `"GREETING=hello \"world\" 100%% $HOME"` {
+		t.Errorf("Environment = %q", env)
+	}
+}
+
+func TestExecLineQuoting(t *testing.T) {
+	got := execLine([]string{"/bin/sh", "-c", `echo "$HOME" 50% \ok`, "a\nb"})
+	want := `"/bin/sh" "-c" "echo \"$$HOME\" 50%% \\ok" "a\nb"`
+	if got != want {
+		t.Errorf("execLine = %s\nwant      %s", got, want)
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	bad := []func(*Spec){
+		func(s *Spec) { s.App = "Blog_1" },
+		func(s *Spec) { s.App = "" },
+		func(s *Spec) { s.App = strings.Repeat("a", 64) },
+		func(s *Spec) { s.Root = "relative/root" },
+		func(s *Spec) { s.Root = "/roots/../etc" },
+		func(s *Spec) { s.Netns = "/run/netns/a b" },
+		func(s *Spec) { s.Command = nil },
+		func(s *Spec) { s.Command = []string{"httpd"} },
+		func(s *Spec) { s.Env = []string{"NOEQUALS"} },
+		func(s *Spec) { s.Env = []string{"1BAD=x"} },
+		func(s *Spec) { s.Capabilities = []string{"CAP_NET_BIND_SERVICE; rm -rf"} },
+		func(s *Spec) { s.Volumes = []Volume{{Name: "../x", Path: "/data"}} },
+		func(s *Spec) { s.Volumes = []Volume{{Name: "d", Path: "/"}} },
+		func(s *Spec) { s.Volumes = []Volume{{Name: "d", Path: "/a"}, {Name: "d", Path: "/b"}} },
+		func(s *Spec) { s.BindReadOnly = []Bind{{Source: "/a:b", Target: "/x"}} },
+		func(s *Spec) { s.NetUp = []string{"onionpod", "net-up"} },
+	}
+	for i, mutate := range bad {
+		s := blogSpec()
+		mutate(&s)
+		if err := s.Validate(); !errors.Is(err, ErrBadInput) {
+			t.Errorf("case %d: Validate() = %v, want ErrBadInput", i, err)
+		}
+	}
+	if err := blogSpec().Validate(); err != nil {
+		t.Errorf("valid spec: %v", err)
+	}
+	if _, err := (HostService{Name: "pod-x", ExecStart: []string{"/bin/true"}}).Unit(); !errors.Is(err, ErrBadInput) {
+		t.Errorf("host service named pod-x accepted: %v", err)
+	}
+}
+
+func TestMergeEnv(t *testing.T) {
+	got := MergeEnv([]string{"PATH=/bin", "A=1", "bad"}, []string{"A=2", "B=3"})
+	if strings.Join(got, " ") != "PATH=/bin A=2 B=3" {
+		t.Errorf("MergeEnv = %q", got)
+	}
+}
