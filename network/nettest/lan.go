@@ -259,7 +259,7 @@ func (l *LAN) buildNamespaces() error {
 		paths = append(paths, l.box)
 	}
 	for _, p := range paths {
-		if err := netnsfile.Create(p); err != nil {
+		if err := netnsfile.Create(p, nil); err != nil {
 			return fmt.Errorf("nettest: %w", err)
 		}
 	}

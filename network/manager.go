@@ -1,0 +1,203 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/network/internal/netnsfile"
+)
+
+// Manager attaches pods to the network. Create it with New; Close it to wait for background
+// teardown. One Manager per state dir.
+type Manager struct {
+	cfg    Config
+	box    ns.NetNS // held open for the Manager's life
+	cni    *libcni.CNIConfig
+	leases leaseStore
+
+	mu       sync.Mutex
+	held     map[string]*lease        // app -> its lease, mirrors the lease files
+	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach ends
+	pending  map[string]chan struct{} // app or shimName -> closed when background teardown ends
+	watchers map[*watcher]struct{}
+	bg       sync.WaitGroup
+}
+
+// New checks the configuration, opens the box namespace and loads the leases. It changes nothing
+// on the network.
+func New(cfg Config) (*Manager, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	box, err := ns.GetNS(cfg.BoxNetns)
+	if err != nil {
+		return nil, fmt.Errorf("network: box netns %s: %w", cfg.BoxNetns, err)
+	}
+	m := &Manager{
+		cfg:      cfg,
+		box:      box,
+		leases:   leaseStore{dir: filepath.Join(cfg.StateDir, "leases")},
+		busy:     map[string]chan struct{}{},
+		pending:  map[string]chan struct{}{},
+		watchers: map[*watcher]struct{}{},
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		box.Close()
+		return nil, fmt.Errorf("network: state dir: %w", err)
+	}
+	if m.held, err = m.leases.loadAll(); err != nil {
+		box.Close()
+		return nil, fmt.Errorf("network: leases: %w", err)
+	}
+	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})
+	return m, nil
+}
+
+// Close waits for background teardown (links being deleted after Detach) to finish and releases
+// the box namespace. Watches end when their contexts do.
+func (m *Manager) Close() error {
+	m.bg.Wait()
+	return m.box.Close()
+}
+
+// Attached lists the apps that hold a lease or a namespace, sorted: what the reconciler compares
+// with the desired state to find orphans.
+func (m *Manager) Attached(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("network: attached: %w", err)
+	}
+	set := map[string]bool{}
+	m.mu.Lock()
+	for app := range m.held {
+		set[app] = true
+	}
+	m.mu.Unlock()
+	entries, err := os.ReadDir(m.cfg.NetnsDir)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("network: attached: %w", err)
+	}
+	for _, e := range entries {
+		if app, ok := strings.CutPrefix(e.Name(), netnsPrefix); ok && validApp(app) == nil {
+			set[app] = true
+		}
+	}
+	apps := make([]string, 0, len(set))
+	for app := range set {
+		apps = append(apps, app)
+	}
+	sort.Strings(apps)
+	return apps, nil
+}
+
+func (m *Manager) netnsPath(app string) string {
+	return filepath.Join(m.cfg.NetnsDir, netnsPrefix+app)
+}
+
+// lock serializes Attach and Detach of one app; other apps proceed in parallel.
+func (m *Manager) lock(ctx context.Context, app string) (unlock func(), err error) {
+	for {
+		m.mu.Lock()
+		ch, taken := m.busy[app]
+		if !taken {
+			ch = make(chan struct{})
+			m.busy[app] = ch
+			m.mu.Unlock()
+			return func() {
+				m.mu.Lock()
+				delete(m.busy, app)
+				m.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		m.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// background runs fn (a teardown the caller must not wait for) and marks key pending until it ends.
+func (m *Manager) background(key string, fn func()) {
+	done := make(chan struct{})
+	m.mu.Lock()
+	prev := m.pending[key]
+	m.pending[key] = done
+	m.mu.Unlock()
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		if prev != nil {
+			<-prev
+		}
+		fn()
+		m.mu.Lock()
+		if m.pending[key] == done {
+			delete(m.pending, key)
+		}
+		m.mu.Unlock()
+		close(done)
+	}()
+}
+
+// settled waits until no background teardown of key is running.
+func (m *Manager) settled(ctx context.Context, key string) error {
+	m.mu.Lock()
+	done := m.pending[key]
+	m.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// inBox runs fn with a netlink handle in the box namespace.
+func (m *Manager) inBox(fn func(h *netlink.Handle) error) error {
+	return withHandle(netns.NsHandle(m.box.Fd()), fn)
+}
+
+// boxDo runs fn on a thread inside the box namespace (for sysctls and /proc/thread-self/net).
+func (m *Manager) boxDo(fn func() error) error {
+	return m.box.Do(func(ns.NetNS) error { return fn() })
+}
+
+func withHandle(nsh netns.NsHandle, fn func(h *netlink.Handle) error) error {
+	h, err := netlink.NewHandleAt(nsh, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	return fn(h)
+}
+
+// inPod runs fn with a netlink handle in the pod namespace at path.
+func inPod(path string, fn func(h *netlink.Handle) error) error {
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open pod netns: %w", err)
+	}
+	defer nsh.Close()
+	return withHandle(nsh, fn)
+}
+
+// podDo runs fn on a thread inside the pod namespace at path.
+func podDo(path string, fn func() error) error {
+	return netnsfile.Do(path, fn)
+}

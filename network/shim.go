@@ -1,0 +1,145 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/network/internal/netnsfile"
+)
+
+// A macvlan master cannot talk to its own macvlan children, so the host reaches LAN pods through
+// a macvlan "shim" of its own on the uplink (mode bridge: macvlan siblings switch to each other),
+// holding prefix::1/64 of the ULA prefix. It ignores router advertisements: it exists only for
+// the ULA. It is created by the first LAN pod's attach and removed after the last one's detach.
+
+// ensureShim makes the shim exist on uplink with the host's ULA, up. Call with m.mu not held.
+func (m *Manager) ensureShim(ctx context.Context, uplink string) error {
+	if err := m.settled(ctx, shimName); err != nil {
+		return fmt.Errorf("shim: %w", err)
+	}
+	m.mu.Lock() // one shim decision at a time, consistent with the leases
+	defer m.mu.Unlock()
+	var lowerIndex, shimLower int
+	exists := false
+	err := m.inBox(func(h *netlink.Handle) error {
+		lower, err := h.LinkByName(uplink)
+		if err != nil {
+			return fmt.Errorf("uplink %s: %w", uplink, err)
+		}
+		lowerIndex = lower.Attrs().Index
+		if shim, err := h.LinkByName(shimName); err == nil {
+			exists, shimLower = true, shim.Attrs().ParentIndex
+			if shimLower != lowerIndex || shim.Type() != "macvlan" {
+				// the uplink changed (or a stranger took the name): start over
+				if err := h.LinkDel(shim); err != nil {
+					return fmt.Errorf("replace %s: %w", shimName, err)
+				}
+				exists = false
+			}
+		}
+		if exists {
+			return nil
+		}
+		mv := &netlink.Macvlan{
+			LinkAttrs: netlink.LinkAttrs{Name: shimName, ParentIndex: lowerIndex,
+				HardwareAddr: PredictMAC("onionpod shim " + m.cfg.ULAPrefix.String())},
+			Mode: netlink.MACVLAN_MODE_BRIDGE,
+		}
+		if err := h.LinkAdd(mv); err != nil {
+			return fmt.Errorf("add %s on %s: %w", shimName, uplink, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("shim: %w", err)
+	}
+	if !exists {
+		err := m.boxDo(func() error {
+			return errors.Join(
+				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_ra", "0"),
+				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/autoconf", "0"),
+				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_dad", "0"),
+			)
+		})
+		if err != nil {
+			return fmt.Errorf("shim sysctls: %w", err)
+		}
+	}
+	err = m.inBox(func(h *netlink.Handle) error {
+		shim, err := h.LinkByName(shimName)
+		if err != nil {
+			return err
+		}
+		addr := &netlink.Addr{IPNet: ipNet(hostULA(m.cfg.ULAPrefix), 64), Flags: unix.IFA_F_NODAD}
+		if err := h.AddrReplace(shim, addr); err != nil {
+			return fmt.Errorf("address %s: %w", addr.IPNet, err)
+		}
+		if shim.Attrs().Flags&unix.IFF_UP == 0 {
+			return h.LinkSetUp(shim)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("shim: %w", err)
+	}
+	return nil
+}
+
+// releaseShim removes the shim in the background when no LAN pod holds a lease any more.
+func (m *Manager) releaseShim() {
+	m.mu.Lock()
+	for _, l := range m.held {
+		if !l.OnionOnly {
+			m.mu.Unlock()
+			return
+		}
+	}
+	m.mu.Unlock()
+	m.background(shimName, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, l := range m.held {
+			if !l.OnionOnly {
+				return // a LAN pod attached meanwhile
+			}
+		}
+		m.inBox(func(h *netlink.Handle) error {
+			if shim, err := h.LinkByName(shimName); err == nil {
+				return h.LinkDel(shim)
+			}
+			return nil
+		})
+	})
+}
+
+// checkShim verifies the shim is up on uplink with the host's ULA.
+func (m *Manager) checkShim(uplink string) error {
+	return m.inBox(func(h *netlink.Handle) error {
+		shim, err := h.LinkByName(shimName)
+		if err != nil {
+			return fmt.Errorf("shim %s missing", shimName)
+		}
+		lower, err := h.LinkByName(uplink)
+		if err != nil {
+			return fmt.Errorf("uplink %s missing", uplink)
+		}
+		if shim.Attrs().ParentIndex != lower.Attrs().Index || shim.Attrs().Flags&unix.IFF_UP == 0 {
+			return fmt.Errorf("shim %s is not up on %s", shimName, uplink)
+		}
+		addrs, err := h.AddrList(shim, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == hostULA(m.cfg.ULAPrefix) {
+				return nil
+			}
+		}
+		return fmt.Errorf("shim %s lacks %s", shimName, hostULA(m.cfg.ULAPrefix))
+	})
+}
