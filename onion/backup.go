@@ -1,0 +1,341 @@
+package onion
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"filippo.io/age/agessh"
+)
+
+// The backup is an age file whose plaintext is this versioned JSON document.
+const (
+	backupFormat   = "onionpod-onion-backup"
+	backupVersion  = 1
+	maxBackupBytes = 16 << 20
+)
+
+type backupDoc struct {
+	Format  string      `json:"format"`
+	Version int         `json:"version"`
+	Created time.Time   `json:"created"`
+	Apps    []backupApp `json:"apps"`
+}
+
+type backupApp struct {
+	App       string         `json:"app"`
+	Address   string         `json:"address"`
+	SecretKey string         `json:"secret_key"` // the ADD_ONION blob
+	Clients   []backupClient `json:"clients"`
+}
+
+type backupClient struct {
+	Name string `json:"name"`
+	Auth string `json:"auth"` // the .auth file line: descriptor:x25519:<base32>
+}
+
+// Backup writes one age-encrypted file holding the keys and client lists of apps (all apps
+// of the store when apps is empty) for the recipients, and returns what it wrote.
+func Backup(w io.Writer, ks *KeyStore, apps []string, recipients []age.Recipient) ([]AppKey, error) {
+	if len(recipients) == 0 {
+		return nil, fmt.Errorf("onion: backup: no passphrase or recipient: %w", ErrBadInput)
+	}
+	if len(apps) == 0 {
+		all, err := ks.List()
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range all {
+			if a.Err != nil {
+				return nil, fmt.Errorf("onion: backup: %w", a.Err)
+			}
+			apps = append(apps, a.App)
+		}
+		if len(apps) == 0 {
+			return nil, fmt.Errorf("onion: backup: no keys in %s: %w", ks.Dir, ErrNotFound)
+		}
+	}
+	doc := backupDoc{Format: backupFormat, Version: backupVersion, Created: time.Now().UTC()}
+	var done []AppKey
+	for _, app := range apps {
+		if slices.ContainsFunc(doc.Apps, func(a backupApp) bool { return a.App == app }) {
+			continue
+		}
+		k, err := ks.Load(app)
+		if err != nil {
+			return nil, fmt.Errorf("onion: backup: %w", err)
+		}
+		clients, err := ks.Clients(app)
+		if err != nil {
+			return nil, fmt.Errorf("onion: backup: %w", err)
+		}
+		ba := backupApp{App: app, Address: k.Address(), SecretKey: k.addOnionBlob(), Clients: []backupClient{}}
+		ak := AppKey{App: app, Address: k.Address()}
+		for _, c := range clients {
+			ba.Clients = append(ba.Clients, backupClient{Name: c.Name, Auth: strings.TrimSpace(string(c.authFile()))})
+			ak.Clients = append(ak.Clients, c.Name)
+		}
+		doc.Apps = append(doc.Apps, ba)
+		done = append(done, ak)
+	}
+	plain, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	enc, err := age.Encrypt(w, recipients...)
+	if err != nil {
+		return nil, fmt.Errorf("onion: backup: %w", err)
+	}
+	if _, err := enc.Write(plain); err != nil {
+		return nil, fmt.Errorf("onion: backup: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("onion: backup: %w", err)
+	}
+	return done, nil
+}
+
+// RestoredApp is one app written (or found unchanged) by Restore.
+type RestoredApp struct {
+	App     string `json:"app"`
+	Address string `json:"address"`
+	// Result is "created" (the app had no key), "replaced" (it had another key: force),
+	// "updated" (same key, other clients) or "unchanged".
+	Result string `json:"result"`
+}
+
+// restoreItem is a verified app of a backup.
+type restoreItem struct {
+	app     string
+	key     *Key
+	clients []AuthorizedClient
+}
+
+// Restore decrypts a backup, verifies every app in it (name, key, address derived from the
+// key, clients), and only then writes them all or nothing: each app directory is staged
+// next to the store and swapped in, and a failure swaps every app back. A wrong passphrase
+// or identity, or a modified byte, is ErrDecrypt and changes nothing. An app that has a
+// different key (or one that does not load) is replaced only with force.
+func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) ([]RestoredApp, error) {
+	if len(identities) == 0 {
+		return nil, fmt.Errorf("onion: restore: no passphrase or identity: %w", ErrBadInput)
+	}
+	plainReader, err := age.Decrypt(r, identities...)
+	if err != nil {
+		return nil, fmt.Errorf("onion: restore: %w: %w", ErrDecrypt, err)
+	}
+	plain, err := io.ReadAll(io.LimitReader(plainReader, maxBackupBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("onion: restore: %w: %w", ErrDecrypt, err)
+	}
+	defer clear(plain)
+	if len(plain) > maxBackupBytes {
+		return nil, fmt.Errorf("onion: restore: backup larger than %d bytes: %w", maxBackupBytes, ErrBadInput)
+	}
+	items, err := decodeBackup(plain)
+	if err != nil {
+		return nil, fmt.Errorf("onion: restore: %w", err)
+	}
+	// Decide everything before writing anything.
+	results := make([]RestoredApp, len(items))
+	var conflicts []error
+	var todo []int
+	for i, it := range items {
+		results[i] = RestoredApp{App: it.app, Address: it.key.Address()}
+		old, err := ks.Load(it.app)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			results[i].Result = "created"
+		case err != nil && !force:
+			conflicts = append(conflicts, fmt.Errorf("%w (force replaces it)", err))
+			continue
+		case err != nil:
+			results[i].Result = "replaced"
+		case !old.Equal(it.key) && !force:
+			conflicts = append(conflicts, fmt.Errorf("onion: %q has %s, the backup %s: %w", it.app, old.Address(), it.key.Address(), ErrKeyExists))
+			continue
+		case !old.Equal(it.key):
+			results[i].Result = "replaced"
+		default:
+			current, err := ks.Clients(it.app)
+			if err == nil && sameClients(current, it.clients) {
+				results[i].Result = "unchanged"
+				continue
+			}
+			results[i].Result = "updated"
+		}
+		todo = append(todo, i)
+	}
+	if len(conflicts) > 0 {
+		return nil, fmt.Errorf("onion: restore: nothing written: %w", errors.Join(conflicts...))
+	}
+	if err := ks.writeAll(items, todo); err != nil {
+		return nil, fmt.Errorf("onion: restore: nothing written: %w", err)
+	}
+	return results, nil
+}
+
+// writeAll stages every app, then swaps them in one by one; if any step fails, the swapped
+// ones are swapped back.
+func (ks *KeyStore) writeAll(items []restoreItem, todo []int) (err error) {
+	var staged []string
+	defer func() {
+		for _, dir := range staged {
+			if dir != "" {
+				os.RemoveAll(dir)
+			}
+		}
+	}()
+	for _, i := range todo {
+		dir, err := ks.stage(items[i].app, items[i].key, items[i].clients)
+		if err != nil {
+			return err
+		}
+		staged = append(staged, dir)
+	}
+	var commits []*commit
+	for n, i := range todo {
+		c, err := ks.commit(items[i].app, staged[n])
+		if err != nil {
+			var rollbackErrs []error
+			for j := len(commits) - 1; j >= 0; j-- {
+				if rerr := commits[j].rollback(); rerr != nil {
+					rollbackErrs = append(rollbackErrs, fmt.Errorf("roll back %q: %w", commits[j].app, rerr))
+					continue
+				}
+				commits[j].finish() // removes the new directory it swapped out
+			}
+			return errors.Join(append([]error{err}, rollbackErrs...)...)
+		}
+		commits = append(commits, c)
+		staged[n] = "" // the commit owns it now
+	}
+	for _, c := range commits {
+		c.finish()
+	}
+	return nil
+}
+
+// decodeBackup parses and verifies the plaintext of a backup.
+func decodeBackup(plain []byte) ([]restoreItem, error) {
+	dec := json.NewDecoder(bytes.NewReader(plain))
+	dec.DisallowUnknownFields()
+	var doc backupDoc
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("not an onionpod backup: %w (%w)", err, ErrBadInput)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("not an onionpod backup: trailing data: %w", ErrBadInput)
+	}
+	if doc.Format != backupFormat {
+		return nil, fmt.Errorf("not an onionpod backup (format %q): %w", doc.Format, ErrBadInput)
+	}
+	if doc.Version != backupVersion {
+		return nil, fmt.Errorf("backup version %d, this onionpod reads %d: %w", doc.Version, backupVersion, ErrBadInput)
+	}
+	if len(doc.Apps) == 0 {
+		return nil, fmt.Errorf("backup holds no apps: %w", ErrBadInput)
+	}
+	items := make([]restoreItem, 0, len(doc.Apps))
+	seen := map[string]bool{}
+	for i, a := range doc.Apps {
+		where := fmt.Sprintf("apps[%d]", i)
+		if err := checkAppName(a.App); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		where = fmt.Sprintf("apps[%d] (%s)", i, a.App)
+		if seen[a.App] {
+			return nil, fmt.Errorf("%s: listed twice: %w", where, ErrBadInput)
+		}
+		seen[a.App] = true
+		k, err := ParseAddOnionBlob(a.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("%s: secret_key: %w", where, err)
+		}
+		if strings.ToLower(a.Address) != k.Address() {
+			return nil, fmt.Errorf("%s: address %q is not the one of its key (%s): %w", where, a.Address, k.Address(), ErrKeyMismatch)
+		}
+		it := restoreItem{app: a.App, key: k, clients: []AuthorizedClient{}}
+		for j, c := range a.Clients {
+			ac, err := ParseAuthorizedClient(c.Name, []byte(c.Auth))
+			if err != nil {
+				return nil, fmt.Errorf("%s: clients[%d]: %w", where, j, err)
+			}
+			it.clients = append(it.clients, ac)
+		}
+		if err := checkClientList(it.clients); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// PassphraseRecipient encrypts a backup with a passphrase (age scrypt, its default work factor).
+func PassphraseRecipient(passphrase string) (age.Recipient, error) {
+	if passphrase == "" {
+		return nil, fmt.Errorf("onion: empty passphrase: %w", ErrBadInput)
+	}
+	return age.NewScryptRecipient(passphrase)
+}
+
+// PassphraseIdentity decrypts a backup made with PassphraseRecipient.
+func PassphraseIdentity(passphrase string) (age.Identity, error) {
+	if passphrase == "" {
+		return nil, fmt.Errorf("onion: empty passphrase: %w", ErrBadInput)
+	}
+	return age.NewScryptIdentity(passphrase)
+}
+
+// ParseRecipient parses an age recipient ("age1...") or an SSH public key line
+// ("ssh-ed25519 AAAA...", "ssh-rsa AAAA...").
+func ParseRecipient(s string) (age.Recipient, error) {
+	s = strings.TrimSpace(s)
+	var r age.Recipient
+	var err error
+	if strings.HasPrefix(s, "ssh-") {
+		r, err = agessh.ParseRecipient(s)
+	} else {
+		var rs []age.Recipient
+		rs, err = age.ParseRecipients(strings.NewReader(s))
+		if err == nil && len(rs) != 1 {
+			err = errors.New("want exactly one recipient")
+		}
+		if err == nil {
+			r = rs[0]
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("onion: recipient %q: %w (%w)", s, err, ErrBadInput)
+	}
+	return r, nil
+}
+
+// ParseIdentities parses an age identity file (AGE-SECRET-KEY-... lines) or an unencrypted
+// SSH private key (PEM). The error never quotes the file.
+func ParseIdentities(b []byte) ([]age.Identity, error) {
+	if bytes.Contains(b, []byte("-----BEGIN")) {
+		id, err := agessh.ParseIdentity(b)
+		if err != nil {
+			var missing interface{ Error() string }
+			if errors.As(err, &missing) && strings.Contains(err.Error(), "passphrase") {
+				return nil, fmt.Errorf("onion: identity: passphrase-protected SSH keys are not supported: %w", ErrBadInput)
+			}
+			return nil, fmt.Errorf("onion: identity: not a usable SSH private key: %w", ErrBadInput)
+		}
+		return []age.Identity{id}, nil
+	}
+	ids, err := age.ParseIdentities(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("onion: identity: not an age identity file: %w", ErrBadInput)
+	}
+	return ids, nil
+}

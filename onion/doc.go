@@ -1,0 +1,16 @@
+// Package onion gives every onionpod app a v3 onion service whose address never changes.
+//
+// It has three parts:
+//
+//   - Keys: [Key], parsed from Tor's own HiddenServiceDir files, from the ADD_ONION blob, or
+//     generated, and a [KeyStore] that keeps one HiddenServiceDir per app (a directory a plain
+//     tor serves as is), with v3 client authorization, import, export, and encrypted
+//     [Backup]/[Restore] with age.
+//   - [Manager]: one goroutine that owns a Tor control connection and keeps tor's detached
+//     onion services equal to the desired set given to [Manager.Set], re-adding them all when
+//     tor restarts.
+//   - [ManagedTorrc] and [TorCommand]: the configuration of the tor that onionpod runs itself.
+//
+// Secret keys never appear in errors, logs or fmt output: [Key] and [ClientCredential] print
+// in a redacted form.
+package onion

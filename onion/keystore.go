@@ -1,0 +1,523 @@
+package onion
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// KeyStore keeps one v3 key per app under Dir, one subdirectory per app in tor's
+// HiddenServiceDir layout:
+//
+//	Dir/<app>/hs_ed25519_secret_key
+//	Dir/<app>/hs_ed25519_public_key
+//	Dir/<app>/hostname
+//	Dir/<app>/authorized_clients/<client>.auth
+//
+// Files are 0600 in 0700 directories and written atomically: a whole app directory is
+// prepared under a temporary name next to it and swapped in with one rename. KeyStore does
+// no locking of its own: callers that write hold the state store's lock.
+type KeyStore struct {
+	Dir string
+
+	// failCommit, when set (by tests), makes committing that app fail, to prove rollback.
+	failCommit func(app string) error
+}
+
+// AppKey is one app of the store, as List reports it.
+type AppKey struct {
+	App     string   `json:"app"`
+	Address string   `json:"address,omitempty"`
+	Clients []string `json:"clients,omitempty"`
+	// Err is set when the app's key does not load; Address is then empty.
+	Err error `json:"-"`
+}
+
+func (ks *KeyStore) appDir(app string) string { return filepath.Join(ks.Dir, app) }
+
+// Load reads and verifies the app's key: the secret key file's header and length, and that
+// hs_ed25519_public_key and hostname are the ones of that secret key. A missing key is
+// ErrNotFound; a mismatch is an error naming the file and wrapping ErrKeyMismatch.
+func (ks *KeyStore) Load(app string) (*Key, error) {
+	if err := checkAppName(app); err != nil {
+		return nil, err
+	}
+	k, err := loadKeyDir(ks.appDir(app), true)
+	if err != nil {
+		return nil, fmt.Errorf("onion: load %q: %w", app, err)
+	}
+	return k, nil
+}
+
+// loadKeyDir reads a HiddenServiceDir. With strict, hs_ed25519_public_key and hostname must
+// exist; without, they are checked when present (a bare directory with only the secret key
+// imports fine).
+func loadKeyDir(dir string, strict bool) (*Key, error) {
+	secretPath := filepath.Join(dir, secretKeyFile)
+	b, err := readSmallFile(secretPath, secretKeyFileBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		for _, derived := range []string{hostnameFile, publicKeyFile} {
+			if _, err := os.Lstat(filepath.Join(dir, derived)); err == nil {
+				return nil, fmt.Errorf("%s is missing but %s exists: %w", secretPath, derived, ErrKeyMismatch)
+			}
+		}
+		return nil, fmt.Errorf("no key in %s: %w", dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseSecretKeyFile(b)
+	clear(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", secretPath, err)
+	}
+	checks := []struct {
+		name  string
+		size  int
+		check func([]byte) error
+	}{
+		{publicKeyFile, publicKeyFileBytes, k.checkPublicKeyFile},
+		{hostnameFile, 128, k.checkHostnameFile},
+	}
+	for _, c := range checks {
+		path := filepath.Join(dir, c.name)
+		b, err := readSmallFile(path, c.size)
+		if errors.Is(err, fs.ErrNotExist) && !strict {
+			continue
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s is missing: %w", path, ErrKeyMismatch)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := c.check(b); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return k, nil
+}
+
+// readSmallFile reads a regular file of at most max bytes (one more is read to detect a
+// longer file, which is then reported with its true size by the parser's length check).
+func readSmallFile(path string, max int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file: %w", path, ErrBadInput)
+	}
+	return io.ReadAll(io.LimitReader(f, int64(max)+1))
+}
+
+// Ensure returns the app's key, creating one from crypto/rand if the app has none.
+// It never replaces a key that fails to load.
+func (ks *KeyStore) Ensure(app string) (key *Key, created bool, err error) {
+	k, err := ks.Load(app)
+	if err == nil {
+		return k, false, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, false, err
+	}
+	k, err = GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := ks.write(app, k, nil); err != nil {
+		return nil, false, fmt.Errorf("onion: create key for %q: %w", app, err)
+	}
+	return k, true, nil
+}
+
+// Import stores a key from source for app and returns it. source is one of:
+//   - a HiddenServiceDir written by tor or by mkp224o (its authorized_clients/, if present,
+//     replaces the app's client list);
+//   - a bare hs_ed25519_secret_key file (96 bytes);
+//   - the ADD_ONION blob "ED25519-V3:<base64 of 64 bytes>", given as is or in a file.
+//
+// Importing the key the app already has is a no-op; a different key needs force.
+func (ks *KeyStore) Import(app, source string, force bool) (*Key, error) {
+	if err := checkAppName(app); err != nil {
+		return nil, err
+	}
+	k, clients, err := ReadKeySource(source)
+	if err != nil {
+		return nil, fmt.Errorf("onion: import %q: %w", app, err)
+	}
+	if err := ks.Save(app, k, clients, force); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// ReadKeySource reads a key (and, from a HiddenServiceDir with authorized_clients/, the
+// clients) from one of the sources Import accepts. clients is nil when the source has no
+// client list.
+func ReadKeySource(source string) (*Key, []AuthorizedClient, error) {
+	if strings.HasPrefix(strings.TrimSpace(source), addOnionPrefix) {
+		k, err := ParseAddOnionBlob(source)
+		return k, nil, err
+	}
+	fi, err := os.Stat(source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source: %w (%w)", err, ErrBadInput)
+	}
+	if fi.IsDir() {
+		k, err := loadKeyDir(source, false)
+		if errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w (%w)", err, ErrBadInput)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		clients, err := readClientsDir(filepath.Join(source, authorizedClients))
+		if err != nil {
+			return nil, nil, err
+		}
+		return k, clients, nil
+	}
+	b, err := readSmallFile(source, 4096)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(b)
+	if len(b) == secretKeyFileBytes && string(b[:32]) == secretKeyHeader {
+		k, err := ParseSecretKeyFile(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", source, err)
+		}
+		return k, nil, nil
+	}
+	if strings.HasPrefix(strings.TrimSpace(string(b)), addOnionPrefix) {
+		k, err := ParseAddOnionBlob(string(b))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", source, err)
+		}
+		return k, nil, nil
+	}
+	return nil, nil, fmt.Errorf("%s: neither an hs_ed25519_secret_key file (%d bytes with a v3 header) nor an %s blob: %w",
+		source, secretKeyFileBytes, addOnionPrefix, ErrBadInput)
+}
+
+// Save stores key for app. clients == nil keeps the app's current client list; a non-nil
+// slice (even empty) replaces it. Saving the app's current key is allowed; a different key,
+// or replacing a key that does not load, needs force.
+func (ks *KeyStore) Save(app string, key *Key, clients []AuthorizedClient, force bool) error {
+	if err := checkAppName(app); err != nil {
+		return err
+	}
+	if key == nil {
+		return fmt.Errorf("onion: save %q: nil key: %w", app, ErrBadInput)
+	}
+	if err := checkClientList(clients); err != nil {
+		return fmt.Errorf("onion: save %q: %w", app, err)
+	}
+	old, err := ks.Load(app)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		old = nil
+	case err != nil && !force:
+		return fmt.Errorf("%w (the stored key does not load; force replaces it)", err)
+	case err != nil:
+		old = nil
+	case !old.Equal(key) && !force:
+		return fmt.Errorf("onion: %q has %s: %w", app, old.Address(), ErrKeyExists)
+	}
+	sameKey := old != nil && old.Equal(key)
+	if old != nil {
+		current, err := ks.Clients(app)
+		switch {
+		case err != nil && !force:
+			return err
+		case err != nil:
+		case clients == nil && sameKey:
+			return nil // nothing changes
+		case clients == nil:
+			clients = current
+		case sameKey && sameClients(current, clients):
+			return nil
+		}
+	}
+	if err := ks.write(app, key, clients); err != nil {
+		return fmt.Errorf("onion: save %q: %w", app, err)
+	}
+	return nil
+}
+
+func checkClientList(clients []AuthorizedClient) error {
+	seen := map[string]bool{}
+	for _, c := range clients {
+		if err := checkClientName(c.Name); err != nil {
+			return err
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("client %q listed twice: %w", c.Name, ErrBadInput)
+		}
+		seen[c.Name] = true
+	}
+	return nil
+}
+
+func sameClients(a, b []AuthorizedClient) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byName := map[string][32]byte{}
+	for _, c := range a {
+		byName[c.Name] = c.PublicKey
+	}
+	for _, c := range b {
+		if pub, ok := byName[c.Name]; !ok || pub != c.PublicKey {
+			return false
+		}
+	}
+	return true
+}
+
+// write replaces the app's directory with one holding key and clients, atomically.
+func (ks *KeyStore) write(app string, key *Key, clients []AuthorizedClient) error {
+	staged, err := ks.stage(app, key, clients)
+	if err != nil {
+		return err
+	}
+	c, err := ks.commit(app, staged)
+	if err != nil {
+		os.RemoveAll(staged)
+		return err
+	}
+	c.finish()
+	return nil
+}
+
+// stage writes a complete app directory under a temporary name in ks.Dir.
+func (ks *KeyStore) stage(app string, key *Key, clients []AuthorizedClient) (dir string, err error) {
+	if err := os.MkdirAll(ks.Dir, 0o700); err != nil {
+		return "", err
+	}
+	dir, err = os.MkdirTemp(ks.Dir, ".stage-"+app+"-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := writeHiddenServiceFiles(dir, key, clients, writeFileSynced); err != nil {
+		return "", err
+	}
+	return dir, syncDir(dir)
+}
+
+// writeHiddenServiceFiles writes the key files and authorized_clients/ into dir.
+func writeHiddenServiceFiles(dir string, key *Key, clients []AuthorizedClient, write func(string, []byte) error) error {
+	secret := key.secretKeyFile()
+	defer clear(secret)
+	files := []struct {
+		name string
+		data []byte
+	}{
+		{secretKeyFile, secret},
+		{publicKeyFile, key.publicKeyFile()},
+		{hostnameFile, key.hostnameFile()},
+	}
+	for _, f := range files {
+		if err := write(filepath.Join(dir, f.name), f.data); err != nil {
+			return err
+		}
+	}
+	authDir := filepath.Join(dir, authorizedClients)
+	if err := os.Mkdir(authDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	for _, c := range clients {
+		if err := write(filepath.Join(authDir, c.Name+authFileSuffix), c.authFile()); err != nil {
+			return err
+		}
+	}
+	return syncDir(authDir)
+}
+
+// commit is a staged app directory swapped into place, with the old one kept until finish.
+type commit struct {
+	ks         *KeyStore
+	app        string
+	staged     string // after the swap: the old directory, if there was one
+	hadOld     bool
+	rolledBack bool
+}
+
+func (ks *KeyStore) commit(app, staged string) (*commit, error) {
+	if ks.failCommit != nil {
+		if err := ks.failCommit(app); err != nil {
+			return nil, err
+		}
+	}
+	target := ks.appDir(app)
+	c := &commit{ks: ks, app: app, staged: staged}
+	_, err := os.Lstat(target)
+	switch {
+	case err == nil:
+		c.hadOld = true
+		err = exchangeDirs(staged, target)
+	case errors.Is(err, fs.ErrNotExist):
+		err = renameNoReplace(staged, target)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, syncDir(ks.Dir)
+}
+
+// rollback puts the previous directory (or nothing) back.
+func (c *commit) rollback() error {
+	target := c.ks.appDir(c.app)
+	var err error
+	if c.hadOld {
+		err = exchangeDirs(c.staged, target)
+	} else {
+		err = os.Rename(target, c.staged)
+	}
+	if err == nil {
+		c.rolledBack = true
+		err = syncDir(c.ks.Dir)
+	}
+	return err
+}
+
+// finish removes what the swap left behind: the old directory, or after a rollback the new.
+func (c *commit) finish() { os.RemoveAll(c.staged) }
+
+// Export writes the app's key and authorized_clients/ into dir, a HiddenServiceDir that a
+// plain tor serves as is (HiddenServiceDir dir). dir is created 0700 if needed; an existing
+// dir may hold the same key (its files are refreshed, stale .auth files removed) but not
+// a different one.
+func (ks *KeyStore) Export(app, dir string) error {
+	k, err := ks.Load(app)
+	if err != nil {
+		return err
+	}
+	clients, err := ks.Clients(app)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("onion: export %q: %w", app, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("onion: export %q: %w", app, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("onion: export %q: %s is not a directory: %w", app, dir, ErrBadInput)
+	}
+	existing, err := loadKeyDir(dir, false)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("onion: export %q: %s already holds key files that do not load (%w): %w", app, dir, err, ErrKeyExists)
+	case !existing.Equal(k):
+		return fmt.Errorf("onion: export %q: %s holds %s: %w", app, dir, existing.Address(), ErrKeyExists)
+	}
+	// tor refuses a HiddenServiceDir that others can read.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("onion: export %q: %w", app, err)
+	}
+	if err := writeHiddenServiceFiles(dir, k, clients, writeFileAtomic); err != nil {
+		return fmt.Errorf("onion: export %q: %w", app, err)
+	}
+	if err := removeStaleAuthFiles(filepath.Join(dir, authorizedClients), clients); err != nil {
+		return fmt.Errorf("onion: export %q: %w", app, err)
+	}
+	return nil
+}
+
+func removeStaleAuthFiles(authDir string, keep []AuthorizedClient) error {
+	entries, err := os.ReadDir(authDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), authFileSuffix)
+		if !ok || slices.ContainsFunc(keep, func(c AuthorizedClient) bool { return c.Name == name }) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(authDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return syncDir(authDir)
+}
+
+// Remove deletes the app's key and clients. Removing an app without a key is not an error.
+func (ks *KeyStore) Remove(app string) error {
+	if err := checkAppName(app); err != nil {
+		return err
+	}
+	target := ks.appDir(app)
+	trash, err := os.MkdirTemp(ks.Dir, ".remove-"+app+"-")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no store, no key
+	}
+	if err != nil {
+		return fmt.Errorf("onion: remove %q: %w", app, err)
+	}
+	defer os.RemoveAll(trash)
+	// One rename takes the key out of the store, so a crash never leaves half a key.
+	err = os.Rename(target, filepath.Join(trash, app))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("onion: remove %q: %w", app, err)
+	}
+	return syncDir(ks.Dir)
+}
+
+// List reports every app with a key directory, sorted by name. An app whose key does not
+// load is listed with Err set.
+func (ks *KeyStore) List() ([]AppKey, error) {
+	entries, err := os.ReadDir(ks.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("onion: list keys: %w", err)
+	}
+	var out []AppKey
+	for _, e := range entries {
+		if !e.IsDir() || !isDNSLabel(e.Name()) {
+			continue // staging directories start with '.', lock files are files
+		}
+		ak := AppKey{App: e.Name()}
+		k, err := ks.Load(ak.App)
+		if err != nil {
+			ak.Err = err
+			out = append(out, ak)
+			continue
+		}
+		ak.Address = k.Address()
+		clients, err := ks.Clients(ak.App)
+		if err != nil {
+			ak.Err = err
+		}
+		for _, c := range clients {
+			ak.Clients = append(ak.Clients, c.Name)
+		}
+		out = append(out, ak)
+	}
+	return out, nil
+}

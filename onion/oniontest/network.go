@@ -1,0 +1,485 @@
+package oniontest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NetworkOptions configures a private Tor network on 127.0.0.1.
+type NetworkOptions struct {
+	// Dir keeps each node's directory. Keys (the slow part: RSA authority identities) are
+	// kept between runs, so a second StartNetwork on the same Dir is faster; everything
+	// else in the nodes' data directories is wiped at start.
+	Dir string
+	// NetnsPath runs every node inside this network namespace (nsenter --net=PATH); its
+	// loopback must be up. "" runs them in the current namespace.
+	NetnsPath string
+	// Relays is the number of relays besides the three authorities (default 2).
+	Relays int
+	// KeepAfterExit lets the nodes outlive this process; stop them with StopNetwork(Dir).
+	KeepAfterExit bool
+}
+
+// Network is a running private Tor network: three directory authorities (which are also
+// relays, guards and HSDirs), some relays, and a client with a SOCKS port.
+type Network struct {
+	opts   NetworkOptions
+	auths  []*Tor
+	relays []*Tor
+	client *Tor
+	socks  string
+	join   []string
+}
+
+// nodeSpec is one node of the network before it starts.
+type nodeSpec struct {
+	name    string
+	dir     string
+	orPort  int
+	dirPort int // authorities only
+	v3ident string
+	fpr     string
+}
+
+const authorities = 3
+
+// The fastest consensus schedule tor accepts: delays of at least 2 s whose sum is less than
+// half the interval.
+const (
+	votingInterval = "10"
+	voteDelay      = "2"
+)
+
+// StartNetwork generates (or reuses) the authorities' keys, starts every node and returns
+// once each answers on its control socket. Call WaitReady before fetching through it: the
+// first consensus takes 15-35 s.
+func StartNetwork(ctx context.Context, o NetworkOptions) (_ *Network, err error) {
+	if o.Dir == "" {
+		return nil, errors.New("oniontest: NetworkOptions.Dir is empty")
+	}
+	if o.Relays <= 0 {
+		o.Relays = 2
+	}
+	for _, bin := range []string{"tor", "tor-gencert"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("oniontest: %s is not installed: %w", bin, err)
+		}
+	}
+	ports, err := pickPorts(2*authorities+o.Relays, o.NetnsPath)
+	if err != nil {
+		return nil, err
+	}
+	var specs []*nodeSpec
+	for i := range authorities {
+		specs = append(specs, &nodeSpec{name: fmt.Sprintf("auth%d", i), orPort: ports[2*i], dirPort: ports[2*i+1]})
+	}
+	for i := range o.Relays {
+		specs = append(specs, &nodeSpec{name: fmt.Sprintf("relay%d", i), orPort: ports[2*authorities+i]})
+	}
+	for _, s := range specs {
+		s.dir = filepath.Join(o.Dir, s.name)
+		if _, err := prepareNodeDirs(s.dir); err != nil {
+			return nil, err
+		}
+		if err := wipeExceptKeys(filepath.Join(s.dir, "data")); err != nil {
+			return nil, err
+		}
+		removeLogs(s.dir)
+	}
+	// Keys: authorities need an authority certificate (tor-gencert) and a relay identity;
+	// every relay's fingerprint goes into no line, but generating all in parallel is cheap.
+	if err := parallel(specs[:authorities], func(s *nodeSpec) error { return s.ensureKeys(ctx, o.NetnsPath) }); err != nil {
+		return nil, err
+	}
+	n := &Network{opts: o}
+	for _, s := range specs[:authorities] {
+		n.join = append(n.join, fmt.Sprintf("DirAuthority %s orport=%d no-v2 v3ident=%s 127.0.0.1:%d %s",
+			s.name, s.orPort, s.v3ident, s.dirPort, s.fpr))
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	var mu sync.Mutex
+	clientDir := filepath.Join(o.Dir, "client")
+	err = parallel(append(specs, &nodeSpec{name: "client", dir: clientDir}), func(s *nodeSpec) error {
+		var t *Tor
+		var err error
+		if s.name == "client" {
+			t, err = n.StartClient(ctx, s.dir, nil)
+		} else {
+			t, err = n.startNode(ctx, s)
+		}
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case s.name == "client":
+			n.client = t
+		case strings.HasPrefix(s.name, "auth"):
+			n.auths = append(n.auths, t)
+		default:
+			n.relays = append(n.relays, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n.socks, err = n.client.SocksAddr(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// commonTorrc are the lines every node of the network and every tor joining it needs.
+func (n *Network) commonTorrc() []string {
+	return append([]string{
+		"TestingTorNetwork 1",
+		"UseDefaultFallbackDirs 0",
+		"PathsNeededToBuildCircuits 0.67",
+		"V3AuthNIntervalsValid 2",
+		"LearnCircuitBuildTimeout 0",
+		"CircuitBuildTimeout 30",
+	}, n.join...)
+}
+
+// JoinTorrc returns the torrc lines a tor adds to use this network (for example the managed
+// tor that hosts onion services: onion.TorrcOptions.Extra).
+func (n *Network) JoinTorrc() []string { return append([]string(nil), n.commonTorrc()...) }
+
+// SocksAddr is the client's SOCKS address ("127.0.0.1:PORT", in the network's namespace).
+func (n *Network) SocksAddr() string { return n.socks }
+
+// Client is the network's client tor.
+func (n *Network) Client() *Tor { return n.client }
+
+func nodeBaseTorrc(dir, name string) []string {
+	return []string{
+		"DataDirectory " + filepath.Join(dir, "data"),
+		"Nickname " + name,
+		"ControlPort unix:" + filepath.Join(dir, "ctl", "control.sock"),
+		"CookieAuthentication 1",
+		"Log notice file " + filepath.Join(dir, "notice.log"),
+		"RunAsDaemon 0",
+		"ShutdownWaitLength 0",
+		"SafeLogging 0",
+	}
+}
+
+func (n *Network) startNode(ctx context.Context, s *nodeSpec) (*Tor, error) {
+	lines := append(nodeBaseTorrc(s.dir, s.name), n.commonTorrc()...)
+	lines = append(lines,
+		"SocksPort 0",
+		"Address 127.0.0.1",
+		fmt.Sprintf("ORPort 127.0.0.1:%d", s.orPort),
+		"AssumeReachable 1",
+		"ExitRelay 0",
+		"ExitPolicy reject *:*",
+		"ServerDNSResolvConfFile /dev/null",
+		"TestingDirAuthVoteGuard *",
+		"TestingDirAuthVoteHSDir *",
+		"TestingDirAuthVoteExit *",
+	)
+	if s.dirPort != 0 {
+		lines = append(lines,
+			fmt.Sprintf("DirPort 127.0.0.1:%d", s.dirPort),
+			"AuthoritativeDirectory 1",
+			"V3AuthoritativeDirectory 1",
+			"ContactInfo "+s.name+"@test.invalid",
+			"V3AuthVotingInterval "+votingInterval,
+			"V3AuthVoteDelay "+voteDelay,
+			"V3AuthDistDelay "+voteDelay,
+			"TestingV3AuthInitialVotingInterval "+votingInterval,
+			"TestingV3AuthInitialVoteDelay "+voteDelay,
+			"TestingV3AuthInitialDistDelay "+voteDelay,
+		)
+	}
+	return Start(ctx, Options{
+		Dir:           s.dir,
+		Torrc:         []byte(strings.Join(lines, "\n") + "\n"),
+		ControlSocket: filepath.Join(s.dir, "ctl", "control.sock"),
+		NetnsPath:     n.opts.NetnsPath,
+		KeepAfterExit: n.opts.KeepAfterExit,
+	})
+}
+
+// StartClient starts another client of the network in dir, with authPrivate lines (the
+// "<56 chars>:descriptor:x25519:<key>" a service's owner hands out) in its
+// ClientOnionAuthDir. Its SOCKS address is Tor.SocksAddr. Close it when done (Network.Close
+// does not know it).
+func (n *Network) StartClient(ctx context.Context, dir string, authPrivate []string) (*Tor, error) {
+	if _, err := prepareNodeDirs(dir); err != nil {
+		return nil, err
+	}
+	if err := wipeExceptKeys(filepath.Join(dir, "data")); err != nil {
+		return nil, err
+	}
+	removeLogs(dir)
+	return n.startClient(ctx, dir, authPrivate)
+}
+
+func (n *Network) startClient(ctx context.Context, dir string, authPrivate []string) (*Tor, error) {
+	if _, err := prepareNodeDirs(dir); err != nil {
+		return nil, err
+	}
+	lines := append(nodeBaseTorrc(dir, "client"), n.commonTorrc()...)
+	lines = append(lines, "SocksPort 127.0.0.1:auto ExtendedErrors", "ClientOnly 1")
+	if len(authPrivate) > 0 {
+		authDir := filepath.Join(dir, "onion_auth")
+		os.RemoveAll(authDir)
+		if err := os.Mkdir(authDir, 0o700); err != nil {
+			return nil, fmt.Errorf("oniontest: %w", err)
+		}
+		for i, l := range authPrivate {
+			if strings.ContainsAny(l, "\r\n") {
+				return nil, errors.New("oniontest: auth_private line with a line break")
+			}
+			if err := os.WriteFile(filepath.Join(authDir, fmt.Sprintf("client%d.auth_private", i)), []byte(l+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("oniontest: %w", err)
+			}
+		}
+		lines = append(lines, "ClientOnionAuthDir "+authDir)
+	}
+	return Start(ctx, Options{
+		Dir:           dir,
+		Torrc:         []byte(strings.Join(lines, "\n") + "\n"),
+		ControlSocket: filepath.Join(dir, "ctl", "control.sock"),
+		NetnsPath:     n.opts.NetnsPath,
+		KeepAfterExit: n.opts.KeepAfterExit,
+	})
+}
+
+// WaitReady waits until the client has bootstrapped to 100% (a consensus, descriptors and a
+// circuit).
+func (n *Network) WaitReady(ctx context.Context) error {
+	return n.client.WaitBootstrapped(ctx)
+}
+
+// WaitBootstrapped waits until tor reports "Bootstrapped 100%".
+func (t *Tor) WaitBootstrapped(ctx context.Context) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		v, err := t.GetInfo(ctx, "status/bootstrap-phase")
+		if err == nil && strings.Contains(v, "PROGRESS=100") {
+			return nil
+		}
+		if err == nil {
+			last = v
+		}
+		select {
+		case <-t.Done():
+			return fmt.Errorf("oniontest: tor exited while bootstrapping: %s", t.LogTail())
+		case <-ctx.Done():
+			return fmt.Errorf("oniontest: not bootstrapped (%s): %w%s", last, ctx.Err(), t.LogTail())
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops every node (by PID).
+func (n *Network) Close() error {
+	var all []*Tor
+	all = append(all, n.client)
+	all = append(all, n.relays...)
+	all = append(all, n.auths...)
+	var wg sync.WaitGroup
+	for _, t := range all {
+		if t == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); t.Close() }()
+	}
+	wg.Wait()
+	return nil
+}
+
+// StopNetwork stops the nodes of a network started in dir with KeepAfterExit, from their
+// PID files. A PID is signalled only if that process still runs tor on the node's torrc.
+func StopNetwork(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("oniontest: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			errs = append(errs, stopByPIDFile(filepath.Join(dir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func stopByPIDFile(nodeDir string) error {
+	b, err := os.ReadFile(filepath.Join(nodeDir, "tor.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("oniontest: bad PID file in %s", nodeDir)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte(filepath.Join(nodeDir, "torrc"))) {
+		os.Remove(filepath.Join(nodeDir, "tor.pid"))
+		return nil // gone, or the PID was reused by something else
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for range 100 {
+		if err := syscall.Kill(pid, 0); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.Remove(filepath.Join(nodeDir, "tor.pid"))
+	return nil
+}
+
+// ensureKeys makes (once) the authority certificate and relay identity of an authority and
+// reads its v3 identity and relay fingerprint.
+func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
+	keys := filepath.Join(s.dir, "data", "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return fmt.Errorf("oniontest: %w", err)
+	}
+	cert := filepath.Join(keys, "authority_certificate")
+	if _, err := os.Stat(cert); err != nil {
+		cmd := exec.CommandContext(ctx, "tor-gencert", "--create-identity-key", "-m", "24",
+			"-i", filepath.Join(keys, "authority_identity_key"),
+			"-s", filepath.Join(keys, "authority_signing_key"),
+			"-c", cert, "--passphrase-fd", "0")
+		cmd.Stdin = strings.NewReader("\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("oniontest: tor-gencert for %s: %w: %s", s.name, err, out)
+		}
+	}
+	v3, err := certFingerprint(cert)
+	if err != nil {
+		return err
+	}
+	s.v3ident = v3
+	argv := []string{"tor", "--defaults-torrc", "/dev/null", "--ignore-missing-torrc", "-f", filepath.Join(s.dir, "no-torrc"),
+		"--list-fingerprint", "--DataDirectory", filepath.Join(s.dir, "data"), "--ORPort", "127.0.0.1:1",
+		"--Nickname", s.name, "--DisableNetwork", "1", "--Log", "err stderr"}
+	if netns != "" {
+		argv = append([]string{"nsenter", "--net=" + netns, "--"}, argv...)
+	}
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("oniontest: tor --list-fingerprint for %s: %w: %s", s.name, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, fpr, ok := strings.Cut(strings.TrimSpace(line), " "); ok && name == s.name {
+			s.fpr = strings.ReplaceAll(fpr, " ", "")
+		}
+	}
+	if len(s.fpr) != 40 {
+		return fmt.Errorf("oniontest: no fingerprint for %s in: %s", s.name, out)
+	}
+	return nil
+}
+
+func certFingerprint(cert string) (string, error) {
+	f, err := os.Open(cert)
+	if err != nil {
+		return "", fmt.Errorf("oniontest: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fpr, ok := strings.CutPrefix(sc.Text(), "fingerprint "); ok {
+			return strings.TrimSpace(fpr), nil
+		}
+	}
+	return "", fmt.Errorf("oniontest: no fingerprint line in %s", cert)
+}
+
+// wipeExceptKeys empties a data directory except keys/, so a node starts from a clean state
+// with the identity it had.
+func wipeExceptKeys(data string) error {
+	entries, err := os.ReadDir(data)
+	if err != nil {
+		return fmt.Errorf("oniontest: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name() == "keys" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
+			return fmt.Errorf("oniontest: %w", err)
+		}
+	}
+	return nil
+}
+
+func removeLogs(dir string) {
+	for _, name := range []string{"notice.log", "stderr.log"} {
+		os.Remove(filepath.Join(dir, name))
+	}
+}
+
+// pickPorts returns n distinct free TCP ports on 127.0.0.1: chosen by the kernel in the
+// current namespace; at random in another (fresh) namespace, where nothing else listens.
+func pickPorts(n int, netns string) ([]int, error) {
+	ports := make([]int, 0, n)
+	if netns != "" {
+		seen := map[int]bool{}
+		for len(ports) < n {
+			p := 20000 + rand.IntN(30000)
+			if !seen[p] {
+				seen[p] = true
+				ports = append(ports, p)
+			}
+		}
+		return ports, nil
+	}
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("oniontest: pick port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// parallel runs f on every item at once and joins the errors.
+func parallel(items []*nodeSpec, f func(*nodeSpec) error) error {
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f(it) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
