@@ -86,7 +86,7 @@ func (s *ImageStore) EmptyRoot() (string, error) {
 		return "", fmt.Errorf("pods: empty root: %w", err)
 	}
 	root := filepath.Join(s.Dir, "roots", "empty")
-	for _, d := range []string{"", "dev", "proc", "sys", "run", "tmp", "var/tmp", strings.TrimPrefix(StaticSite, "/")} {
+	for _, d := range []string{"", "dev", "proc", "sys", "run", "tmp", "etc", "usr", "root", "var/tmp", "var/lib", strings.TrimPrefix(StaticSite, "/")} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return "", fmt.Errorf("pods: empty root: %w", err)
 		}

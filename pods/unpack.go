@@ -467,10 +467,11 @@ func setTimes(dfd int, name string, hdr *tar.Header) error {
 	return nil
 }
 
-// addMountPoints creates the directories systemd mounts over (MountAPIVFS, PrivateTmp) where the
-// image does not have them, so systemd need not create them in the shared root at start.
+// addMountPoints creates the directories systemd mounts over (MountAPIVFS, PrivateTmp,
+// ProtectSystem, ProtectHome, StateDirectory) where the image does not have them, so systemd need
+// not create them in the shared root at start. (It still creates a volume's mount point there.)
 func (u *unpacker) addMountPoints() error {
-	for _, p := range []string{"dev", "proc", "sys", "run", "tmp", "var/tmp"} {
+	for _, p := range []string{"dev", "proc", "sys", "run", "tmp", "etc", "usr", "root", "var/tmp", "var/lib"} {
 		dir, base := path.Split(p)
 		dfd, _, err := u.resolveDir(strings.TrimSuffix(dir, "/"), true)
 		if err != nil {

@@ -1,0 +1,380 @@
+package pods
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/onionpod/onionpod/pods/podstest"
+)
+
+// Environment passed from the host test to its phases inside the box.
+const (
+	envStore     = "PODS_TEST_STORE"
+	envStaticBin = "PODS_TEST_STATIC_BIN"
+	envSite      = "PODS_TEST_SITE"
+)
+
+const (
+	blogApp   = "blog"
+	blogNetns = "onionpod-blog"
+	siteApp   = "site"
+	siteNetns = "onionpod-site"
+)
+
+// TestPodsUnderSystemd boots a real systemd (podstest) and, inside it: pulls a busybox image
+// from a registry on loopback, runs it as a pod in its own netns, checks the sandbox, kills it,
+// runs a static site, reboots the box and sees both pods come back by themselves, then removes
+// them.
+func TestPodsUnderSystemd(t *testing.T) {
+	if podstest.Inside() {
+		t.Skip("runs on the host")
+	}
+	if err := podstest.Available(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := os.Stat(busyboxPath); err != nil {
+		t.Skipf("busybox-static needed: %v", err)
+	}
+	for _, tool := range []string{"curl", "ip", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s needed: %v", tool, err)
+		}
+	}
+	work := t.TempDir()
+	staticBin := filepath.Join(work, "onionpod-static")
+	build := exec.Command("go", "build", "-o", staticBin, "./testdata/staticserver")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build static server: %v\n%s", err, out)
+	}
+	site := filepath.Join(work, "site")
+	if err := os.MkdirAll(filepath.Join(site, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(site, "index.html"), []byte("static site\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(site, "sub", "secret.txt"), []byte("listed?\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{envStore + "=" + filepath.Join(work, "store"), envStaticBin + "=" + staticBin, envSite + "=" + site}
+
+	box := podstest.New(t, podstest.Options{})
+	box.RunTestInside(t, "TestInsideRunPods", env...)
+	start := time.Now()
+	box.RebootT(t)
+	t.Logf("box rebooted in %v", time.Since(start))
+	box.RunTestInside(t, "TestInsideAfterReboot", env...)
+}
+
+func inside(t *testing.T) (*ImageStore, *Systemd) {
+	t.Helper()
+	if !podstest.Inside() {
+		t.Skip("runs inside a podstest box")
+	}
+	sd, err := Connect(t.Context(), "/etc/systemd/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sd.Close() })
+	return &ImageStore{Dir: os.Getenv(envStore)}, sd
+}
+
+// netCommands is the stand-in for onionpod's network code: create a netns with loopback up.
+func netCommands(netns string) (up, down []string) {
+	return []string{"/bin/sh", "-c", fmt.Sprintf("ip netns del %[1]s 2>/dev/null; ip netns add %[1]s && ip -n %[1]s link set lo up", netns)},
+		[]string{"/usr/sbin/ip", "netns", "del", netns}
+}
+
+func TestInsideRunPods(t *testing.T) {
+	store, sd := inside(t)
+	ctx := t.Context()
+
+	// A registry on the box's loopback.
+	reg := startRegistry(t)
+	ref := reg + "/apps/busybox:1"
+	push(t, ref, busyboxImage(t))
+	img, err := store.Pull(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, err := img.Command(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, down := netCommands(blogNetns)
+	spec := Spec{
+		App: blogApp, Root: img.Root, Netns: "/run/netns/" + blogNetns, Command: argv,
+		Env: MergeEnv(img.Config.Env, []string{"GREETING=hi there"}), WorkingDir: img.Config.WorkingDir,
+		Volumes: []Volume{{Name: "data", Path: "/data"}},
+		NetUp:   up, NetDown: down,
+	}
+	units, err := PodUnits(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := sd.Apply(ctx, units...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod created and started in %v", time.Since(start))
+	st := waitRunning(t, sd, blogApp, 0)
+	if !st.Enabled {
+		t.Errorf("pod unit not enabled: %+v", st)
+	}
+
+	// Serves HTTP in its netns, and only there.
+	if got := httpGet(t, blogNetns, "http://127.0.0.1:8080/"); got != indexPage {
+		t.Errorf("GET / in the pod's netns = %q, want %q", got, indexPage)
+	}
+	if out, err := exec.Command("curl", "-sS", "--max-time", "2", "http://127.0.0.1:8080/").CombinedOutput(); err == nil {
+		t.Errorf("the pod answers outside its netns: %s", out)
+	}
+
+	// A dynamic user without capabilities, in its own root, with its environment.
+	checkSandbox(t, st.MainPID, 0)
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.MainPID))
+	if err != nil || !bytes.Contains(environ, []byte("GREETING=hi there\x00")) {
+		t.Errorf("environment %q, %v", environ, err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/www/index.html", st.MainPID)); err != nil || string(b) != indexPage {
+		t.Errorf("the pod's root is not the image's: %q, %v", b, err)
+	}
+
+
+	// Its volume exists on the host, owned by its dynamic user; leave a file for after the reboot.
+	vol := VolumeHostDir(blogApp, "data")
+	vst, err := os.Stat(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := vst.Sys().(*syscall.Stat_t).Uid; int(uid) != procUID(t, st.MainPID) {
+		t.Errorf("volume owned by %d, pod runs as %d", uid, procUID(t, st.MainPID))
+	}
+	if err := os.WriteFile(filepath.Join(vol, "kept"), []byte("across reboots"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Killed, it is restarted.
+	if err := syscall.Kill(st.MainPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	st2 := waitRunning(t, sd, blogApp, st.MainPID)
+	t.Logf("restarted after SIGKILL in %v", time.Since(killed))
+	if st2.Restarts < 1 {
+		t.Errorf("Restarts = %d after a kill", st2.Restarts)
+	}
+	if got := httpGet(t, blogNetns, "http://127.0.0.1:8080/"); got != indexPage {
+		t.Errorf("after restart GET / = %q", got)
+	}
+
+	// Stop and start; applying the same units again changes nothing.
+	start = time.Now()
+	if err := sd.Stop(ctx, blogApp); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped in %v", time.Since(start))
+	if st, err := sd.Status(ctx, blogApp); err != nil || st.ActiveState != "inactive" || st.MainPID != 0 {
+		t.Errorf("after Stop: %+v, %v", st, err)
+	}
+	if err := sd.Apply(ctx, units...); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, sd, blogApp, 0)
+
+	// Logs come from the journal.
+	var logs bytes.Buffer
+	if err := sd.Logs(ctx, blogApp, false, &logs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "onionpod pod blog") {
+		t.Errorf("logs lack systemd's lines about the pod:\n%s", logs.String())
+	}
+	if err := sd.Logs(ctx, "nothere", false, &logs); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Logs(unknown) = %v, want ErrNotFound", err)
+	}
+	if _, err := sd.Status(ctx, "nothere"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Status(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := sd.Start(ctx, "nothere"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Start(unknown) = %v, want ErrNotFound", err)
+	}
+
+	// A static site: the (static) binary and the site, read-only, in an empty root, on port 80.
+	sspec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), 80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sspec.Netns = "/run/netns/" + siteNetns
+	sspec.NetUp, sspec.NetDown = netCommands(siteNetns)
+	sunits, err := PodUnits(sspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(ctx, sunits...); err != nil {
+		t.Fatal(err)
+	}
+	sst := waitRunning(t, sd, siteApp, 0)
+	if got := httpGet(t, siteNetns, "http://127.0.0.1:80/"); got != "static site\n" {
+		t.Errorf("static GET / = %q", got)
+	}
+	if got := httpGet(t, siteNetns, "http://127.0.0.1:80/sub/"); strings.Contains(got, "secret.txt") {
+		t.Errorf("static site lists a directory: %q", got)
+	}
+	checkSandbox(t, sst.MainPID, 1<<10) // CAP_NET_BIND_SERVICE only
+	// The root on disk holds no file but the bind mount's target (and empty mount points).
+	var files []string
+	err = filepath.WalkDir(sspec.Root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, strings.TrimPrefix(p, sspec.Root))
+		}
+		return err
+	})
+	if err != nil || strings.Join(files, " ") != StaticBinary {
+		t.Errorf("static root holds %v, %v; want only %s", files, err, StaticBinary)
+	}
+
+	// A hostile image from the same registry is refused.
+	hostile := busyboxImage(t, tarOf(t,
+		entry{name: "evil", typ: tar.TypeSymlink, link: "/etc"},
+		entry{name: "evil/onionpod-pwned", body: "pwned"}))
+	push(t, reg+"/apps/hostile:1", hostile)
+	if _, err := store.Pull(ctx, reg+"/apps/hostile:1", nil); !errors.Is(err, ErrHostileLayer) {
+		t.Errorf("hostile image: %v, want ErrHostileLayer", err)
+	}
+	if _, err := os.Stat("/etc/onionpod-pwned"); err == nil {
+		t.Errorf("/etc/onionpod-pwned appeared")
+	}
+
+	apps, err := sd.Apps(ctx)
+	if err != nil || strings.Join(apps, " ") != "blog site" {
+		t.Errorf("Apps = %v, %v", apps, err)
+	}
+}
+
+func TestInsideAfterReboot(t *testing.T) {
+	_, sd := inside(t)
+	ctx := t.Context()
+	// Both pods came back by themselves, network included.
+	st := waitRunning(t, sd, blogApp, 0)
+	if got := httpGet(t, blogNetns, "http://127.0.0.1:8080/"); got != indexPage {
+		t.Errorf("after reboot GET / = %q", got)
+	}
+	checkSandbox(t, st.MainPID, 0)
+	if b, err := os.ReadFile(filepath.Join(VolumeHostDir(blogApp, "data"), "kept")); err != nil || string(b) != "across reboots" {
+		t.Errorf("volume after reboot: %q, %v", b, err)
+	}
+	waitRunning(t, sd, siteApp, 0)
+	if got := httpGet(t, siteNetns, "http://127.0.0.1:80/"); got != "static site\n" {
+		t.Errorf("static after reboot GET / = %q", got)
+	}
+
+	// Remove: units gone, network torn down; again is fine.
+	for _, app := range []string{blogApp, siteApp} {
+		if err := sd.Remove(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+		if err := sd.Remove(ctx, app); err != nil {
+			t.Errorf("second Remove(%s): %v", app, err)
+		}
+		if _, err := sd.Status(ctx, app); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Status(%s) after Remove = %v, want ErrNotFound", app, err)
+		}
+	}
+	for _, ns := range []string{blogNetns, siteNetns} {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			t.Errorf("netns %s left after Remove", ns)
+		}
+	}
+	units, err := sd.Units(ctx)
+	if err != nil || len(units) != 0 {
+		t.Errorf("Units after Remove = %v, %v", units, err)
+	}
+	if _, err := os.Lstat(filepath.Join("/etc/systemd/system/multi-user.target.wants", PodUnitName(blogApp))); err == nil {
+		t.Errorf("enable symlink left after Remove")
+	}
+}
+
+// waitRunning waits until app's pod is active/running with a main PID other than notPID.
+func waitRunning(t *testing.T, sd *Systemd, app string, notPID int) Status {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st, err := sd.Status(t.Context(), app)
+		if err == nil && st.ActiveState == "active" && st.SubState == "running" && st.MainPID != 0 && st.MainPID != notPID {
+			return st
+		}
+		if time.Now().After(deadline) {
+			out, _ := exec.Command("systemctl", "status", "--no-pager", PodUnitName(app), NetUnitName(app)).CombinedOutput()
+			t.Fatalf("%s not running: %+v, %v\n%s", app, st, err, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func httpGet(t *testing.T, netns, url string) string {
+	t.Helper()
+	var out []byte
+	var err error
+	for range 50 { // the server may still be binding its socket
+		out, err = exec.Command("nsenter", "--net=/run/netns/"+netns, "curl", "-sS", "--max-time", "2", url).Output()
+		if err == nil {
+			return string(out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("GET %s in %s: %v", url, netns, err)
+	return ""
+}
+
+// checkSandbox asserts that pid runs as a non-root user with exactly the effective capabilities
+// wantCaps.
+func checkSandbox(t *testing.T, pid int, wantCaps uint64) {
+	t.Helper()
+	if uid := procUID(t, pid); uid == 0 {
+		t.Errorf("pod %d runs as root", pid)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil || caps != wantCaps {
+				t.Errorf("pod %d CapEff = %s, want %x", pid, strings.TrimSpace(v), wantCaps)
+			}
+		}
+		if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok && strings.TrimSpace(v) != "1" {
+			t.Errorf("pod %d NoNewPrivs = %s", pid, strings.TrimSpace(v))
+		}
+	}
+}
+
+func procUID(t *testing.T, pid int) int {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			uid, _ := strconv.Atoi(f[0])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return -1
+}
