@@ -347,7 +347,7 @@ func TestHostileImageRefused(t *testing.T) {
 		"symlink out": tarOf(t,
 			entry{name: "escape", typ: tar.TypeSymlink, link: s.outside},
 			entry{name: "escape/pwned", body: "pwned"}),
-		"dot-dot": tarOf(t, entry{name: "../../../../../../" + strings.TrimPrefix(s.outside, "/") + "/pwned", body: "pwned"}),
+		"dot-dot":   tarOf(t, entry{name: "../../../../../../" + strings.TrimPrefix(s.outside, "/") + "/pwned", body: "pwned"}),
 		"hard link": tarOf(t, entry{name: "www/passwd", typ: tar.TypeLink, link: "../../../../../../etc/passwd"}),
 	}
 	reg := startRegistry(t)

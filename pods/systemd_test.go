@@ -151,7 +151,6 @@ func TestInsideRunPods(t *testing.T) {
 		t.Errorf("the pod's root is not the image's: %q, %v", b, err)
 	}
 
-
 	// Its volume exists on the host, owned by its dynamic user; leave a file for after the reboot.
 	vol := VolumeHostDir(blogApp, "data")
 	vst, err := os.Stat(vol)
