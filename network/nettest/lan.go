@@ -82,7 +82,8 @@ type LAN struct {
 	mu       sync.Mutex
 	prefix   netip.Prefix
 	retired  []netip.Prefix
-	radvd    *exec.Cmd
+	radvd    *exec.Cmd // unshare, whose child radvdPID is radvd
+	radvdPID int
 	dnsmasq  *exec.Cmd
 	closed   bool
 	procDone map[*exec.Cmd]chan struct{}
@@ -293,17 +294,22 @@ func (l *LAN) start(name string, argv ...string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// stop terminates a process this LAN started: SIGTERM, then SIGKILL after two seconds.
+// stop terminates a process this LAN started: SIGTERM (to radvd itself, not to its unshare
+// wrapper, which ignores it), then SIGKILL after two seconds.
 func (l *LAN) stop(cmd *exec.Cmd) error {
 	l.mu.Lock()
 	done := l.procDone[cmd]
+	target := cmd.Process.Pid
+	if cmd == l.radvd && l.radvdPID != 0 {
+		target = l.radvdPID
+	}
 	l.mu.Unlock()
 	select {
 	case <-done:
 		return nil
 	default:
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	syscall.Kill(target, syscall.SIGTERM)
 	select {
 	case <-done:
 		return nil

@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +26,7 @@ func radvdConfig(current netip.Prefix, retired []netip.Prefix) string {
 	b.WriteString("\tAdvSendAdvert on;\n")
 	b.WriteString("\tMinRtrAdvInterval 3;\n")
 	b.WriteString("\tMaxRtrAdvInterval 4;\n")
+	// Solicited RAs are rate-limited to one per 3 s: radvd refuses less without Mobile IPv6.
 	b.WriteString("\tMinDelayBetweenRAs 3;\n")
 	fmt.Fprintf(&b, "\tprefix %s {\n\t\tAdvOnLink on;\n\t\tAdvAutonomous on;\n"+
 		"\t\tAdvPreferredLifetime 14400;\n\t\tAdvValidLifetime 86400;\n\t};\n", current)
@@ -52,7 +55,11 @@ func (l *LAN) startRadvd() error {
 	if err := l.writeRadvdConfig(); err != nil {
 		return fmt.Errorf("nettest: radvd config: %w", err)
 	}
-	cmd, err := l.start("radvd", "radvd", "--nodaemon", "--config", l.radvdConfPath(),
+	// radvd forks a privilege-separation helper that outlives it and stays a zombie where PID 1
+	// does not reap. As PID 1 of its own PID namespace, radvd takes the helper down with it and
+	// the kernel reaps it; unshare stays our child and kills radvd if it dies itself.
+	cmd, err := l.start("radvd", "unshare", "--pid", "--fork", "--kill-child",
+		"radvd", "--nodaemon", "--config", l.radvdConfPath(),
 		"--pidfile", filepath.Join(l.workDir, "radvd.pid"), "--logmethod", "stderr")
 	if err != nil {
 		return err
@@ -60,11 +67,36 @@ func (l *LAN) startRadvd() error {
 	l.mu.Lock()
 	l.radvd = cmd
 	l.mu.Unlock()
+	pid, err := l.childOf(cmd)
+	if err != nil {
+		return fmt.Errorf("nettest: radvd: %w: %s", err, l.log("radvd"))
+	}
+	l.mu.Lock()
+	l.radvdPID = pid
+	l.mu.Unlock()
 	// radvd checks its config and the interface at once; an early exit is a startup failure.
 	if l.exited(cmd, 30*time.Millisecond) {
 		return fmt.Errorf("nettest: radvd exited at start: %s", l.log("radvd"))
 	}
 	return nil
+}
+
+// childOf waits for the process cmd forks (unshare --fork's child) and returns its PID.
+func (l *LAN) childOf(cmd *exec.Cmd) (int, error) {
+	children := fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(children)
+		if err != nil {
+			return 0, err
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			return strconv.Atoi(f[0])
+		}
+		if l.exited(cmd, 0) {
+			return 0, errors.New("exited at start")
+		}
+	}
+	return 0, errors.New("did not start")
 }
 
 // ChangePrefix makes the router advertise newPrefix and withdraw the previous ones (lifetime 0),
@@ -84,7 +116,7 @@ func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 		l.retired = append(without(l.retired, newPrefix), old)
 		l.prefix = newPrefix
 	}
-	radvd := l.radvd
+	radvd := l.radvdPID
 	l.mu.Unlock()
 
 	err := withHandle(l.lanNS, func(h *netlink.Handle) error {
@@ -96,7 +128,7 @@ func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 	if err := l.writeRadvdConfig(); err != nil {
 		return fmt.Errorf("nettest: change prefix: %w", err)
 	}
-	if err := radvd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := syscall.Kill(radvd, syscall.SIGHUP); err != nil {
 		return fmt.Errorf("nettest: change prefix: reload radvd: %w", err)
 	}
 	return ctx.Err()
