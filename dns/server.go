@@ -21,13 +21,14 @@ type Server struct {
 	closed  bool
 	apex    string // fingerprint saved with the state
 
-	udp    []*net.UDPConn
-	tcp    []net.Listener
-	conns  map[net.Conn]struct{}
-	connMu sync.Mutex
-	tcpSem chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	udp     []*net.UDPConn
+	tcp     []net.Listener
+	conns   map[net.Conn]struct{}
+	connMu  sync.Mutex
+	tcpSem  chan struct{}
+	workers sync.Pool // *worker for TCP connections
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	notify *notifier
 }
@@ -40,6 +41,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{setup: setup, apex: setup.zone.fingerprint(), conns: map[net.Conn]struct{}{}}
+	s.workers.New = func() any { return new(worker) }
 	serial := dateSerial(time.Now())
 	var records []Record
 	save := setup.stateDir != ""

@@ -152,7 +152,8 @@ func (s *Server) serveTCP(ctx context.Context, l net.Listener) {
 // serveConn answers length-prefixed messages on one TCP connection until
 // the peer closes it or stays idle.
 func (s *Server) serveConn(c net.Conn) {
-	w := new(worker)
+	w := s.workers.Get().(*worker)
+	defer s.workers.Put(w)
 	var lenBuf [2]byte
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
