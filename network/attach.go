@@ -45,7 +45,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (res Result, err err
 	m.mu.Lock()
 	old := m.held[a.App]
 	m.mu.Unlock()
-	if old != nil && old.OnionOnly == a.OnionOnly && old.IPv4 == a.IPv4 && podLinkReady(old) {
+	if old != nil && m.same(old, a) && podLinkReady(old) {
 		return m.result(old), nil
 	}
 	if old != nil || netnsfile.Exists(m.netnsPath(a.App)) {
@@ -105,6 +105,15 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (res Result, err err
 		r.IPv4 = res.IPv4
 	}
 	return r, nil
+}
+
+// same reports whether lease l is what attachment a asks for. An "auto" uplink is not resolved
+// again: a pod stays where it is until Check finds its uplink gone.
+func (m *Manager) same(l *lease, a Attachment) bool {
+	if l.OnionOnly != a.OnionOnly || l.IPv4 != a.IPv4 {
+		return false
+	}
+	return l.OnionOnly || m.cfg.Uplink == autoUplink || m.cfg.Uplink == l.Uplink
 }
 
 // prepareLease checks what the attach needs (plugins, uplink, DHCP daemon) and builds the lease:

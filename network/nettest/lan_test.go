@@ -3,10 +3,13 @@ package nettest_test
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/onionpod/onionpod/network/internal/netnsfile"
 	"github.com/onionpod/onionpod/network/nettest"
 )
 
@@ -90,4 +93,45 @@ func TestDHCPv4(t *testing.T) {
 		t.Fatalf("dnsmasq leases = %v, want one\nudhcpc: %s", leases, out)
 	}
 	t.Logf("lease %v", leases[0])
+}
+
+// A LAN can use an existing namespace as its box (the lab's systemd): it adds the uplink there and
+// takes it away again on Close, leaving the namespace itself alone.
+func TestExistingBox(t *testing.T) {
+	t.Parallel()
+	if why := nettest.Missing(false); why != "" {
+		t.Skip(why)
+	}
+	box := filepath.Join(t.TempDir(), "box")
+	if err := netnsfile.Create(box, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer netnsfile.Remove(box)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	lan, err := nettest.Start(ctx, nettest.Options{BoxNetns: box, Uplink: "uplink0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lan.BoxNetns() != box || lan.Uplink() != "uplink0" {
+		t.Fatalf("box %s uplink %s", lan.BoxNetns(), lan.Uplink())
+	}
+	if _, err := lan.ClientAddr(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := nettest.Exec(ctx, box, "ip", "link", "show", "uplink0"); err != nil {
+		t.Fatalf("no uplink in the box: %v\n%s", err, out)
+	}
+	if err := lan.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !netnsfile.Exists(box) {
+		t.Fatal("Close removed a box it did not create")
+	}
+	if out, err := nettest.Exec(ctx, box, "ip", "-o", "link", "show"); err != nil || strings.Contains(string(out), "uplink0") {
+		t.Fatalf("uplink left in the box after Close: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(lan.ClientNetns()); !os.IsNotExist(err) {
+		t.Fatalf("client namespace left: %v", err)
+	}
 }
