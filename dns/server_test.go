@@ -307,3 +307,29 @@ func TestServerStateKept(t *testing.T) {
 		t.Fatalf("TTL change kept serial %d", s3.Serial())
 	}
 }
+
+// TestServerListensOnBothFamilies: one server on IPv6 and IPv4 loopback,
+// each address serving UDP and TCP, and Status naming where it serves.
+func TestServerListensOnBothFamilies(t *testing.T) {
+	dnstest.NeedDig(t)
+	s, _ := startServer(t, dns.ServerConfig{Listen: []string{"[::1]:0", "127.0.0.1:0"}, UDPSockets: 2})
+	mustSet(t, s, rec("blog.box.example", "2001:db8::1"))
+	addrs := s.Addrs()
+	if len(addrs) != 4 {
+		t.Fatalf("Addrs = %v, want UDP and TCP for two addresses", addrs)
+	}
+	for _, a := range addrs {
+		host, port, _ := net.SplitHostPort(a.String())
+		args := []string{"@" + host, "-p", port, "+short", "blog.box.example", "AAAA"}
+		if a.Network() == "tcp" {
+			args = append(args, "+tcp")
+		}
+		if out := dnstest.DigT(t, args...); strings.TrimSpace(out) != "2001:db8::1" {
+			t.Errorf("%s %s: %q", a.Network(), a, out)
+		}
+	}
+	st := s.Status()
+	if st.Mode != dns.ModeBuiltin || st.Zone != zone || len(st.Servers) != 4 || st.Serial != s.Serial() || len(st.Published) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
