@@ -21,7 +21,7 @@ const undoTimeout = 30 * time.Second
 // Attach makes app's network exist as asked and returns where the pod is. Attaching an app that is
 // already attached the same way returns its current addresses and changes nothing; attached
 // differently (or half-attached after a crash), it is detached first. On error nothing is left.
-func (m *Manager) Attach(ctx context.Context, a Attachment) (res Result, err error) {
+func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error) {
 	if err := validApp(a.App); err != nil {
 		return Result{}, fmt.Errorf("network: attach: %w", err)
 	}
@@ -87,24 +87,18 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (res Result, err err
 		}
 	} else {
 		l.cniStarted = true
-		ipv4, err := m.cniAdd(ctx, l)
-		if err != nil {
+		if err := m.cniAdd(ctx, l); err != nil {
 			return Result{}, err
 		}
 		if err := addULA(l.Netns, l.ULA); err != nil {
 			return Result{}, err
 		}
-		res.IPv4 = ipv4
 	}
 	if err := saved(); err != nil {
 		return Result{}, err
 	}
 	m.watchPod(l)
-	r := m.result(l)
-	if res.IPv4.IsValid() {
-		r.IPv4 = res.IPv4
-	}
-	return r, nil
+	return m.result(l), nil
 }
 
 // same reports whether lease l is what attachment a asks for. An "auto" uplink is not resolved

@@ -66,19 +66,18 @@ func withCNITimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, cniTimeout)
 }
 
-// cniAdd runs CNI ADD of the lease's conflist and returns the IPv4 address IPAM gave, if any.
-func (m *Manager) cniAdd(ctx context.Context, l *lease) (netip.Addr, error) {
+// cniAdd runs CNI ADD of the lease's conflist (libcni caches the result for CHECK and DEL).
+func (m *Manager) cniAdd(ctx context.Context, l *lease) error {
 	list, err := libcni.ConfListFromBytes(l.Conflist)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("conflist: %w", err)
+		return fmt.Errorf("conflist: %w", err)
 	}
 	ctx, cancel := withCNITimeout(ctx)
 	defer cancel()
-	res, err := m.cni.AddNetworkList(ctx, list, m.runtimeConf(l, l.Netns))
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("CNI ADD: %w", err)
+	if _, err := m.cni.AddNetworkList(ctx, list, m.runtimeConf(l, l.Netns)); err != nil {
+		return fmt.Errorf("CNI ADD: %w", err)
 	}
-	return resultIPv4(res), nil
+	return nil
 }
 
 // cniDel runs CNI DEL of the lease's conflist against netnsPath (which may be gone already: the

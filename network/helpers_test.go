@@ -33,6 +33,11 @@ type testEnv struct {
 // that nothing is left.
 func newEnv(t *testing.T, opts nettest.Options, edit ...func(*network.Config)) *testEnv {
 	t.Helper()
+	for _, tool := range []string{"ip", "curl", "busybox"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (Debian packages iproute2, curl, busybox-static)", tool)
+		}
+	}
 	lan := nettest.New(t, opts)
 	cfg := network.Config{
 		Uplink:    "auto",

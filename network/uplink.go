@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -133,4 +132,9 @@ func wirelessInterfaces(r io.Reader) ([]string, error) {
 }
 
 // sysctlBool renders a boolean sysctl value.
-func sysctlBool(b bool) string { return strconv.Itoa(map[bool]int{false: 0, true: 1}[b]) }
+func sysctlBool(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}

@@ -9,12 +9,12 @@ import (
 )
 
 // Missing returns why a LAN cannot be built on this machine ("" if it can): not root, or a tool
-// (nsenter, radvd, and dnsmasq when ipv4) absent from PATH.
+// (nsenter, unshare, radvd, and dnsmasq when ipv4) absent from PATH.
 func Missing(ipv4 bool) string {
 	if os.Geteuid() != 0 {
 		return "nettest: needs root to create network namespaces"
 	}
-	tools := []string{"nsenter", "radvd"}
+	tools := []string{"nsenter", "unshare", "radvd"}
 	if ipv4 {
 		tools = append(tools, "dnsmasq")
 	}
@@ -27,7 +27,7 @@ func Missing(ipv4 bool) string {
 }
 
 func debianPackage(tool string) string {
-	if tool == "nsenter" {
+	if tool == "nsenter" || tool == "unshare" {
 		return "util-linux"
 	}
 	return tool
