@@ -16,6 +16,16 @@ import (
 // writeFileAtomic writes data to path through a temp file in the same directory (fsync, rename,
 // fsync of the directory). It reports whether the file changed; an identical file is left alone.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) (bool, error) {
+	changed, err := writeFileNoDirSync(path, data, perm)
+	if err != nil || !changed {
+		return changed, err
+	}
+	return true, syncDir(filepath.Dir(path))
+}
+
+// writeFileNoDirSync is writeFileAtomic without the directory's fsync, for callers that write
+// several files into one directory and sync it once.
+func writeFileNoDirSync(path string, data []byte, perm os.FileMode) (bool, error) {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		if st, err := os.Stat(path); err == nil && st.Mode().Perm() == perm {
 			return false, nil
@@ -45,7 +55,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (bool, error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return false, err
 	}
-	return true, syncDir(dir)
+	return true, nil
 }
 
 func syncDir(dir string) error {

@@ -89,29 +89,46 @@ func checkUnitName(name string) error {
 
 // Apply makes the given units match: each file is written (atomically) only when its content
 // changed; systemd reloads once, and only when a changed unit was already loaded (new units are
-// loaded on demand); units with an [Install] section are enabled and started (a changed unit that
-// was running is restarted). Units without one (network units) start as dependencies.
+// loaded on demand, so creating a pod needs no reload); units with an [Install] section are
+// enabled (the multi-user.target.wants symlink `systemctl enable` makes) and started, and a
+// changed one that was running is restarted. Units without one (network units) start as
+// dependencies of their pod.
 func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
-	var changed []string
+	var replaced []string // changed files that existed before: systemd may have loaded them
 	for _, u := range units {
 		if err := checkUnitName(u.Name); err != nil {
 			return err
 		}
-		did, err := writeFileAtomic(filepath.Join(s.unitDir, u.Name), u.Content, 0o644)
+		file := filepath.Join(s.unitDir, u.Name)
+		_, statErr := os.Stat(file)
+		did, err := writeFileNoDirSync(file, u.Content, 0o644)
 		if err != nil {
 			return fmt.Errorf("pods: write %s: %w", u.Name, err)
 		}
-		if did {
-			changed = append(changed, u.Name)
+		if did && statErr == nil {
+			replaced = append(replaced, u.Name)
 		}
 	}
+	var enable []string
+	for _, u := range units {
+		if installable(u) && !s.enabled(u.Name) {
+			enable = append(enable, u.Name)
+		}
+	}
+	if err := s.enable(enable); err != nil {
+		return err
+	}
+	if err := syncDir(s.unitDir); err != nil {
+		return fmt.Errorf("pods: sync %s: %w", s.unitDir, err)
+	}
+
 	wasActive := map[string]bool{}
 	reload := false
-	for _, name := range changed {
+	for _, name := range replaced {
 		props, err := conn.GetUnitPropertiesContext(ctx, name)
 		if err != nil {
 			return fmt.Errorf("pods: %s: %w", name, err)
@@ -123,18 +140,6 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 			wasActive[name] = true
 		}
 	}
-
-	var enable []string
-	for _, u := range units {
-		if bytes.Contains(u.Content, []byte("\n[Install]\n")) && !s.enabled(u.Name) {
-			enable = append(enable, u.Name)
-		}
-	}
-	if len(enable) > 0 {
-		if _, _, err := conn.EnableUnitFilesContext(ctx, enable, false, true); err != nil {
-			return fmt.Errorf("pods: enable %s: %w", strings.Join(enable, " "), err)
-		}
-	}
 	if reload {
 		if err := conn.ReloadContext(ctx); err != nil {
 			return fmt.Errorf("pods: daemon-reload: %w", err)
@@ -143,7 +148,7 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 
 	var errs []error
 	for _, u := range units {
-		if !bytes.Contains(u.Content, []byte("\n[Install]\n")) {
+		if !installable(u) {
 			continue
 		}
 		job := conn.StartUnitContext
@@ -157,10 +162,38 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	return errors.Join(errs...)
 }
 
+func installable(u Unit) bool { return bytes.Contains(u.Content, []byte("\n[Install]\n")) }
+
+func (s *Systemd) wantsDir() string { return filepath.Join(s.unitDir, "multi-user.target.wants") }
+
 // enabled reports whether a unit is linked into multi-user.target.
 func (s *Systemd) enabled(name string) bool {
-	_, err := os.Lstat(filepath.Join(s.unitDir, "multi-user.target.wants", name))
+	_, err := os.Lstat(filepath.Join(s.wantsDir(), name))
 	return err == nil
+}
+
+// enable links units into multi-user.target.wants (what `systemctl enable` does for
+// WantedBy=multi-user.target), each symlink created under a temp name and renamed into place.
+func (s *Systemd) enable(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(s.wantsDir(), 0o755); err != nil {
+		return fmt.Errorf("pods: enable: %w", err)
+	}
+	for _, n := range names {
+		link := filepath.Join(s.wantsDir(), n)
+		tmp := link + ".tmp-onionpod"
+		_ = os.Remove(tmp)
+		if err := os.Symlink(filepath.Join(s.unitDir, n), tmp); err != nil {
+			return fmt.Errorf("pods: enable %s: %w", n, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("pods: enable %s: %w", n, err)
+		}
+	}
+	return syncDir(s.wantsDir())
 }
 
 type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
@@ -277,13 +310,15 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 		}
 	}
 	if len(present) > 0 {
-		if _, err := conn.DisableUnitFilesContext(ctx, present, false); err != nil {
-			errs = append(errs, fmt.Errorf("pods: disable %s: %w", strings.Join(present, " "), err))
-		}
 		for _, n := range present {
-			if err := os.Remove(filepath.Join(s.unitDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("pods: remove %s: %w", n, err))
+			for _, f := range []string{filepath.Join(s.wantsDir(), n), filepath.Join(s.unitDir, n)} {
+				if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, fmt.Errorf("pods: remove %s: %w", f, err))
+				}
 			}
+		}
+		if err := syncDir(s.unitDir); err != nil {
+			errs = append(errs, err)
 		}
 		if err := conn.ReloadContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("pods: daemon-reload: %w", err))
