@@ -2,6 +2,7 @@ package network_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +83,25 @@ func TestAttachIsIdempotent(t *testing.T) {
 	}
 	// The namespace (and the server in it) survived: the second attach did not rebuild it.
 	fetchEventually(t, e.lan.BoxNetns(), httpURL(first.ULA), "still here")
+}
+
+// Debian's packaged plugins (1.1.1) work with the generated conflist too: same pinned MAC, host
+// path through the shim.
+func TestDebianPlugins(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/usr/lib/cni/macvlan"); err != nil {
+		t.Skip("Debian's containernetworking-plugins not installed")
+	}
+	e := newEnv(t, nettest.Options{}, func(c *network.Config) { c.CNIPaths = []string{"/usr/lib/cni"} })
+	e.waitForBox(t)
+	res := e.attach(t, network.Attachment{App: "debian"})
+	out, err := nettest.Exec(context.Background(), res.Netns, "ip", "-o", "link", "show", "eth0")
+	if err != nil || !strings.Contains(string(out), "link/ether "+network.PredictMAC("debian").String()) {
+		t.Fatalf("pod link does not carry the pinned MAC: %v\n%s", err, out)
+	}
+	serveHTTP(t, res.Netns, "debian")
+	fetchEventually(t, e.lan.BoxNetns(), httpURL(res.ULA), "debian")
+	if err := e.m.Check(context.Background(), "debian"); err != nil {
+		t.Fatal(err)
+	}
 }
