@@ -78,6 +78,7 @@ type LAN struct {
 	ownBox   bool
 	uplink   string
 	ipv4     bool
+	madeLink bool // the uplink veth exists (Close removes it from a box it does not own)
 
 	mu       sync.Mutex
 	prefix   netip.Prefix
@@ -230,8 +231,8 @@ func (l *LAN) Close() error {
 			errs = append(errs, l.stop(cmd))
 		}
 	}
-	// Deleting the namespaces destroys the veths, so the box (which may outlive the LAN) loses lan0.
-	if !l.ownBox {
+	// The box may outlive the LAN: take the uplink away explicitly (only if we made it).
+	if !l.ownBox && l.madeLink {
 		errs = append(errs, deleteLinkIn(l.box, l.uplink))
 	}
 	for _, p := range []string{l.lanNS, l.client} {

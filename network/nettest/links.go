@@ -80,6 +80,7 @@ func (l *LAN) buildLinks() error {
 		if err := h.LinkAdd(box); err != nil {
 			return fmt.Errorf("add uplink veth %s/%s: %w", lanBoxPort, l.uplink, err)
 		}
+		l.madeLink = true
 		cli := &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: lanCliPort, MasterIndex: br.Index},
 			PeerName:      clientIfName,
