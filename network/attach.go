@@ -233,9 +233,11 @@ func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool
 	}
 	var delErr error
 	if !l.OnionOnly && (l.cniStarted || !force) {
-		delErr = m.cniDel(ctx, l, path)
-		if delErr != nil && l.IPv4 {
-			delErr = fmt.Errorf("%w (is the CNI DHCP daemon running on %s?)", delErr, m.cfg.DHCPSocket)
+		delErr = m.cniDel(ctx, l, path, l.Conflist)
+		if delErr != nil && l.IPv4 && m.probeDHCP(ctx) != nil {
+			// The daemon is gone, and the leases it kept in memory with it: nothing left to
+			// release here (the server's lease expires). DEL without IPAM clears the CNI cache.
+			delErr = m.cniDel(ctx, l, path, Conflist(l.Uplink, l.mac(), ""))
 		}
 	}
 	reap()

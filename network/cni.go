@@ -80,13 +80,13 @@ func (m *Manager) cniAdd(ctx context.Context, l *lease) error {
 	return nil
 }
 
-// cniDel runs CNI DEL of the lease's conflist against netnsPath (which may be gone already: the
-// plugins then only release their IPAM state).
-func (m *Manager) cniDel(ctx context.Context, l *lease, netnsPath string) error {
-	if len(l.Conflist) == 0 {
+// cniDel runs CNI DEL of conflist (the lease's, normally) against netnsPath, which may be gone
+// already: the plugins then only release their IPAM state.
+func (m *Manager) cniDel(ctx context.Context, l *lease, netnsPath string, conflist []byte) error {
+	if len(conflist) == 0 {
 		return nil
 	}
-	list, err := libcni.ConfListFromBytes(l.Conflist)
+	list, err := libcni.ConfListFromBytes(conflist)
 	if err != nil {
 		return fmt.Errorf("conflist: %w", err)
 	}

@@ -3,7 +3,6 @@ package network_test
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -217,8 +216,9 @@ func randomULA() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
 }
 
-// startDHCPDaemon runs the CNI DHCP daemon in the box as a child process, stopped by PID at cleanup.
-func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) {
+// startDHCPDaemon runs the CNI DHCP daemon in the box as a child process, stopped by PID at
+// cleanup or by calling the returned stop.
+func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) (stop func()) {
 	t.Helper()
 	argv := append(network.DHCPDaemonCommand("/opt/cni/bin", socket), extra...)
 	cmd := exec.Command("nsenter", append([]string{"--net=" + box, "--"}, argv...)...)
@@ -232,9 +232,12 @@ func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop = func() {
 		cmd.Process.Kill()
 		<-done
+	}
+	t.Cleanup(func() {
+		stop()
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
@@ -245,7 +248,7 @@ func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) {
 	for {
 		if c, err := net.Dial("unix", socket); err == nil {
 			c.Close()
-			return
+			return stop
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("dhcp daemon did not open its socket")
@@ -253,5 +256,3 @@ func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-func isErr(err, target error) bool { return errors.Is(err, target) }

@@ -56,3 +56,15 @@ func TestIPv4LeaseObtainedAndReleased(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// If the DHCP daemon died (and its leases with it), Detach still cleans up everything.
+func TestDetachWithoutDHCPDaemon(t *testing.T) {
+	t.Parallel()
+	socket := filepath.Join(t.TempDir(), "dhcp.sock")
+	e := newEnv(t, nettest.Options{IPv4: true}, func(c *network.Config) { c.DHCPSocket = socket })
+	e.waitForBox(t)
+	stop := startDHCPDaemon(t, e.lan.BoxNetns(), socket)
+	e.attach(t, network.Attachment{App: "legacy", IPv4: true})
+	stop()
+	e.detach(t, "legacy") // newEnv's cleanup checks that nothing is left
+}
