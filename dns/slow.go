@@ -124,6 +124,16 @@ func (s *Server) transfer(m *mdns.Msg, g *signer, tcp bool) [][]byte {
 		}
 		return reply(mdns.RcodeRefused)
 	}
+	if m.Question[0].Qtype == mdns.TypeIXFR && len(m.Ns) == 1 {
+		// RFC 1995 4: a client that already has our serial gets the SOA alone.
+		if have, ok := m.Ns[0].(*mdns.SOA); ok && !serialGreater(snap.serial, have.Serial) {
+			r := new(mdns.Msg)
+			r.SetReply(m)
+			r.Authoritative = true
+			r.Answer = []mdns.RR{snap.soa}
+			return packed(g.sign(r))
+		}
+	}
 	rrs := append(append([]mdns.RR{}, snap.xfr...), snap.soa)
 	var out [][]byte
 	for len(rrs) > 0 {
