@@ -78,11 +78,13 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 			return Result{}, err
 		}
 	}
-	if err := netnsfile.Create(l.Netns, setupPod(l.OnionOnly)); err != nil {
+	var podH *netlink.Handle
+	if err := netnsfile.Create(l.Netns, setupPod(l.OnionOnly, &podH)); err != nil {
 		return Result{}, err
 	}
+	defer podH.Close()
 	if l.OnionOnly {
-		if err := m.addHostVeth(l); err != nil {
+		if err := m.addHostVeth(l, podH); err != nil {
 			return Result{}, err
 		}
 	} else {
@@ -90,7 +92,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 		if err := m.cniAdd(ctx, l); err != nil {
 			return Result{}, err
 		}
-		if err := addULA(l.Netns, l.ULA); err != nil {
+		if err := addULA(podH, l.ULA); err != nil {
 			return Result{}, err
 		}
 	}
@@ -98,7 +100,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 		return Result{}, err
 	}
 	m.watchPod(l)
-	return m.result(l), nil
+	return m.resultWith(l, podH), nil
 }
 
 // same reports whether lease l is what attachment a asks for. An "auto" uplink is not resolved
@@ -261,14 +263,36 @@ func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool
 
 // result is where the pod of lease l is now.
 func (m *Manager) result(l *lease) Result {
+	var r Result
+	err := inPod(l.Netns, func(h *netlink.Handle) error {
+		r = m.resultWith(l, h)
+		return nil
+	})
+	if err != nil {
+		r = m.resultWith(l, nil)
+	}
+	return r
+}
+
+// resultWith is result with a netlink handle in the pod (nil: the pod's addresses are unknown).
+func (m *Manager) resultWith(l *lease, podH *netlink.Handle) Result {
 	r := Result{Netns: l.Netns, MAC: l.mac(), ULA: l.ULA}
 	if l.OnionOnly {
 		return r
 	}
-	now, err := podAddresses(l.Netns, m.cfg.ULAPrefix)
+	if podH == nil {
+		return m.predict(l, r)
+	}
+	now, err := podAddresses(podH, m.cfg.ULAPrefix)
 	if err == nil {
 		r.LAN, r.IPv4 = now.LAN, now.IPv4
 	}
+	return m.predict(l, r)
+}
+
+// predict fills what the pod does not have yet: the LAN address from the prefix the box sees
+// advertised, IPv4 from the CNI result.
+func (m *Manager) predict(l *lease, r Result) Result {
 	if !r.LAN.IsValid() {
 		if prefix, ok := m.advertisedPrefix(l.Uplink); ok {
 			r.LAN = SLAACAddress(prefix, l.mac())

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/onionpod/onionpod/network/nettest"
 )
@@ -30,7 +29,6 @@ func BenchmarkAttachDetach(b *testing.B) {
 		b.Skip(why)
 	}
 	lan := nettest.New(b, nettest.Options{})
-	waitBoxPrefix(b, lan)
 	m, err := New(Config{
 		Uplink: lan.Uplink(), ULAPrefix: randomULAPrefix(), StateDir: b.TempDir(), NetnsDir: b.TempDir(),
 		BoxNetns: lan.BoxNetns(),
@@ -39,6 +37,7 @@ func BenchmarkAttachDetach(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	waitBoxPrefix(b, m, lan.Uplink())
 	ctx := context.Background()
 
 	var attach, detach, floorAdd, floorDel, staticAdd, all50 []float64
@@ -140,17 +139,10 @@ func benchFloor(b *testing.B, m *Manager, lan *nettest.LAN, prefix string, stati
 	return add, del
 }
 
-func waitBoxPrefix(b testing.TB, lan *nettest.LAN) {
-	m := &Manager{}
-	box, err := ns.GetNS(lan.BoxNetns())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer box.Close()
-	m.box = box
-	m.cfg.ULAPrefix = randomULAPrefix()
+// waitBoxPrefix waits until the box saw the router's prefix, so attaches predict LAN addresses.
+func waitBoxPrefix(b testing.TB, m *Manager, uplink string) {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if _, ok := m.advertisedPrefix(lan.Uplink()); ok {
+		if _, ok := m.advertisedPrefix(uplink); ok {
 			return
 		}
 	}

@@ -22,7 +22,8 @@ import (
 // teardown. One Manager per state dir.
 type Manager struct {
 	cfg    Config
-	box    ns.NetNS // held open for the Manager's life
+	box    ns.NetNS        // held open for the Manager's life
+	boxH   *netlink.Handle // netlink in the box; safe for concurrent use
 	cni    *libcni.CNIConfig
 	leases leaseStore
 
@@ -31,6 +32,7 @@ type Manager struct {
 	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach ends
 	pending  map[string]chan struct{} // app or shimName -> closed when background teardown ends
 	watchers map[*watcher]struct{}
+	wireless map[int]bool // uplink ifindex -> is wireless (checked once)
 	bg       sync.WaitGroup
 }
 
@@ -51,14 +53,23 @@ func New(cfg Config) (*Manager, error) {
 		busy:     map[string]chan struct{}{},
 		pending:  map[string]chan struct{}{},
 		watchers: map[*watcher]struct{}{},
+		wireless: map[int]bool{},
+	}
+	fail := func(what string, err error) (*Manager, error) {
+		if m.boxH != nil {
+			m.boxH.Close()
+		}
+		box.Close()
+		return nil, fmt.Errorf("network: %s: %w", what, err)
+	}
+	if m.boxH, err = netlink.NewHandleAt(netns.NsHandle(box.Fd()), unix.NETLINK_ROUTE); err != nil {
+		return fail("netlink in the box", err)
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		box.Close()
-		return nil, fmt.Errorf("network: state dir: %w", err)
+		return fail("state dir", err)
 	}
 	if m.held, err = m.leases.loadAll(); err != nil {
-		box.Close()
-		return nil, fmt.Errorf("network: leases: %w", err)
+		return fail("leases", err)
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})
 	return m, nil
@@ -68,6 +79,7 @@ func New(cfg Config) (*Manager, error) {
 // the box namespace. Watches end when their contexts do.
 func (m *Manager) Close() error {
 	m.bg.Wait()
+	m.boxH.Close()
 	return m.box.Close()
 }
 
@@ -168,9 +180,9 @@ func (m *Manager) settled(ctx context.Context, key string) error {
 	}
 }
 
-// inBox runs fn with a netlink handle in the box namespace.
+// inBox runs fn with the netlink handle of the box namespace.
 func (m *Manager) inBox(fn func(h *netlink.Handle) error) error {
-	return withHandle(netns.NsHandle(m.box.Fd()), fn)
+	return fn(m.boxH)
 }
 
 // boxDo runs fn on a thread inside the box namespace (for sysctls and /proc/thread-self/net).

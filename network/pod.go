@@ -13,11 +13,12 @@ import (
 )
 
 // setupPod runs inside a new pod namespace (see netnsfile.Create): it sets the IPv6 defaults the
-// pod's link will inherit when CNI creates it, and brings loopback up (what the CNI loopback
-// plugin would do, without the cost of one more plugin process). A LAN pod forms its address by
-// SLAAC from the pinned MAC (EUI-64, no temporary addresses) with optimistic DAD; an onion-only
-// pod ignores router advertisements and skips DAD on its point-to-point link.
-func setupPod(onionOnly bool) func() error {
+// pod's link will inherit when CNI creates it, brings loopback up (what the CNI loopback plugin
+// would do, without the cost of one more plugin process), and opens a netlink handle in the pod
+// for the rest of the attach (*h; the caller closes it). A LAN pod forms its address by SLAAC from
+// the pinned MAC (EUI-64, no temporary addresses) with optimistic DAD; an onion-only pod ignores
+// router advertisements and skips DAD on its point-to-point link.
+func setupPod(onionOnly bool, h **netlink.Handle) func() error {
 	return func() error {
 		set := [][2]string{
 			{"default/accept_ra", sysctlBool(!onionOnly)},
@@ -38,37 +39,41 @@ func setupPod(onionOnly bool) func() error {
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("pod sysctls: %w", err)
 		}
-		lo, err := netlink.LinkByName("lo") // this thread's namespace: the pod's
+		handle, err := netlink.NewHandle(unix.NETLINK_ROUTE) // this thread's namespace: the pod's
+		if err != nil {
+			return fmt.Errorf("netlink in the pod: %w", err)
+		}
+		lo, err := handle.LinkByName("lo")
 		if err == nil {
-			err = netlink.LinkSetUp(lo)
+			err = handle.LinkSetUp(lo)
 		}
 		if err != nil {
+			handle.Close()
 			return fmt.Errorf("loopback up: %w", err)
 		}
+		*h = handle
 		return nil
 	}
 }
 
 // addULA gives the pod's link its ULA (/64, so the host's prefix::1 is on-link), without DAD:
 // the lease makes it unique, and the host path must work the moment Attach returns.
-func addULA(path string, ula netip.Addr) error {
-	return inPod(path, func(h *netlink.Handle) error {
-		link, err := h.LinkByName(podIfName)
-		if err != nil {
-			return err
-		}
-		addr := &netlink.Addr{IPNet: ipNet(ula, 64), Flags: unix.IFA_F_NODAD}
-		if err := h.AddrReplace(link, addr); err != nil {
-			return fmt.Errorf("add ULA %s: %w", ula, err)
-		}
-		return h.LinkSetUp(link)
-	})
+func addULA(h *netlink.Handle, ula netip.Addr) error {
+	link, err := h.LinkByName(podIfName)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: ipNet(ula, 64), Flags: unix.IFA_F_NODAD}
+	if err := h.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("add ULA %s: %w", ula, err)
+	}
+	return h.LinkSetUp(link)
 }
 
 // addHostVeth wires an onion-only pod: a veth pair whose host end (in the box) holds prefix::1/128
 // and routes the pod's ULA/128, and whose pod end is eth0 with the pod's MAC and ULA. Nothing else:
 // no LAN link, no default route, and the host does not forward for it.
-func (m *Manager) addHostVeth(l *lease) error {
+func (m *Manager) addHostVeth(l *lease, podH *netlink.Handle) error {
 	podNS, err := netns.GetFromPath(l.Netns)
 	if err != nil {
 		return fmt.Errorf("open pod netns: %w", err)
@@ -124,7 +129,7 @@ func (m *Manager) addHostVeth(l *lease) error {
 	if err != nil {
 		return err
 	}
-	return addULA(l.Netns, l.ULA)
+	return addULA(podH, l.ULA)
 }
 
 // podLinkReady reports whether the pod's namespace has its link with the ULA: the cheap test that

@@ -81,9 +81,16 @@ func (m *Manager) checkUplink(name string) error {
 	if attrs.EncapType != "ether" || attrs.Flags&unix.IFF_LOOPBACK != 0 || len(attrs.HardwareAddr) != 6 {
 		return fmt.Errorf("uplink %q is a %q link, not Ethernet: %w", name, attrs.EncapType, ErrUplink)
 	}
-	wireless, err := m.isWireless(name)
-	if err != nil {
-		return fmt.Errorf("uplink %q: %w", name, err)
+	m.mu.Lock()
+	wireless, known := m.wireless[attrs.Index]
+	m.mu.Unlock()
+	if !known {
+		if wireless, err = m.isWireless(name); err != nil {
+			return fmt.Errorf("uplink %q: %w", name, err)
+		}
+		m.mu.Lock()
+		m.wireless[attrs.Index] = wireless
+		m.mu.Unlock()
 	}
 	if wireless {
 		return fmt.Errorf("uplink %q is a wireless interface: Wi-Fi in client (managed) mode "+

@@ -272,27 +272,21 @@ func better(ip netip.Addr, a addrInfo, than netip.Addr, b addrInfo) bool {
 	return ip.Less(than)
 }
 
-// podAddresses reads the usable addresses of the pod's LAN link now.
-func podAddresses(path string, ownULA netip.Prefix) (podAddrs, error) {
-	seen := map[netip.Addr]addrInfo{}
-	err := inPod(path, func(h *netlink.Handle) error {
-		link, err := h.LinkByName(podIfName)
-		if err != nil {
-			return err
-		}
-		addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok {
-				seen[ip.Unmap()] = addrInfo{flags: a.Flags, scope: a.Scope, preferred: a.PreferedLft}
-			}
-		}
-		return nil
-	})
+// podAddresses reads the usable addresses of the pod's LAN link now, through a handle in the pod.
+func podAddresses(h *netlink.Handle, ownULA netip.Prefix) (podAddrs, error) {
+	link, err := h.LinkByName(podIfName)
 	if err != nil {
 		return podAddrs{}, err
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return podAddrs{}, err
+	}
+	seen := map[netip.Addr]addrInfo{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			seen[ip.Unmap()] = addrInfo{flags: a.Flags, scope: a.Scope, preferred: a.PreferedLft}
+		}
 	}
 	return usable(seen, ownULA), nil
 }
