@@ -1,0 +1,93 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/onionpod/onionpod/network/internal/netnsfile"
+)
+
+// Detach removes app's network: the namespace, the links, the ULA lease, the DHCP lease (CNI DEL).
+// Already gone is success. It returns without waiting for the kernel to finish deleting the links;
+// an Attach of the same app waits for that.
+func (m *Manager) Detach(ctx context.Context, app string) (err error) {
+	if err := validApp(app); err != nil {
+		return fmt.Errorf("network: detach: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("network: detach %q: %w", app, err)
+		}
+	}()
+	unlock, err := m.lock(ctx, app)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m.mu.Lock()
+	l := m.held[app]
+	m.mu.Unlock()
+	return m.teardown(ctx, app, l, false)
+}
+
+// teardown undoes an attach, complete or not, in an order that never blocks on the kernel: the
+// namespace is unmounted first (but held open by us), so CNI DEL finds no namespace and only
+// releases IPAM state (the DHCP daemon releases the lease from inside the namespace, whose link
+// still exists); then the lease goes, and the links are deleted in the background. If CNI DEL fails
+// the lease is kept so a later Detach retries it, unless force (the undo of a failed attach, which
+// must leave nothing).
+func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool) error {
+	path := m.netnsPath(app)
+	if l != nil {
+		path = l.Netns
+	}
+	var held netns.NsHandle = -1
+	if netnsfile.Exists(path) {
+		if h, err := netns.GetFromPath(path); err == nil {
+			held = h
+		}
+	}
+	reap := func() {
+		if held >= 0 {
+			m.background(app, func() { deleteLinks(held) })
+		}
+	}
+	if err := netnsfile.Remove(path); err != nil {
+		reap()
+		return err
+	}
+	m.unwatchPod(app)
+	if l == nil {
+		reap()
+		return nil
+	}
+	var delErr error
+	if !l.OnionOnly && (l.cniStarted || !force) {
+		delErr = m.cniDel(ctx, l, path, l.Conflist)
+		if delErr != nil && l.IPv4 && m.probeDHCP(ctx) != nil {
+			// The daemon is gone, and the leases it kept in memory with it: nothing left to
+			// release here (the server's lease expires). DEL without IPAM clears the CNI cache.
+			delErr = m.cniDel(ctx, l, path, Conflist(l.Uplink, l.mac(), ""))
+		}
+	}
+	reap()
+	if delErr != nil && !force {
+		return delErr
+	}
+	m.mu.Lock()
+	err := m.leases.remove(app)
+	if err == nil {
+		delete(m.held, app)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return errors.Join(delErr, fmt.Errorf("remove lease: %w", err))
+	}
+	if !l.OnionOnly {
+		m.releaseShim()
+	}
+	return delErr
+}

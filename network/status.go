@@ -1,0 +1,127 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/onionpod/onionpod/network/internal/netnsfile"
+)
+
+// result is where the pod of lease l is now.
+func (m *Manager) result(l *lease) Result {
+	var r Result
+	err := inPod(l.Netns, func(h *netlink.Handle) error {
+		r = m.resultWith(l, h)
+		return nil
+	})
+	if err != nil {
+		r = m.resultWith(l, nil)
+	}
+	return r
+}
+
+// resultWith is result with a netlink handle in the pod (nil: the pod's addresses are unknown).
+func (m *Manager) resultWith(l *lease, podH *netlink.Handle) Result {
+	r := Result{Netns: l.Netns, MAC: l.mac(), ULA: l.ULA}
+	if l.OnionOnly {
+		return r
+	}
+	if podH == nil {
+		return m.predict(l, r)
+	}
+	now, err := podAddresses(podH, m.cfg.ULAPrefix)
+	if err == nil {
+		r.LAN, r.IPv4 = now.LAN, now.IPv4
+	}
+	return m.predict(l, r)
+}
+
+// predict fills what the pod does not have yet: the LAN address from the prefix the box sees
+// advertised, IPv4 from the CNI result.
+func (m *Manager) predict(l *lease, r Result) Result {
+	if !r.LAN.IsValid() {
+		if prefix, ok := m.advertisedPrefix(l.Uplink); ok {
+			r.LAN = SLAACAddress(prefix, l.mac())
+		}
+	}
+	if l.IPv4 && !r.IPv4.IsValid() {
+		r.IPv4 = m.cachedIPv4(l)
+	}
+	return r
+}
+
+// Addresses returns where an attached pod is now.
+func (m *Manager) Addresses(app string) (Result, error) {
+	if err := validApp(app); err != nil {
+		return Result{}, fmt.Errorf("network: addresses: %w", err)
+	}
+	m.mu.Lock()
+	l := m.held[app]
+	m.mu.Unlock()
+	if l == nil {
+		return Result{}, fmt.Errorf("network: addresses %q: %w", app, ErrNotFound)
+	}
+	return m.result(l), nil
+}
+
+// Check verifies that app's attachment is still as Attach left it: namespace, link, MAC and ULA
+// (CNI CHECK for LAN pods), and the host side (shim or veth). Errors wrap ErrNotFound or ErrDrift;
+// on drift, the caller detaches and attaches again.
+func (m *Manager) Check(ctx context.Context, app string) error {
+	if err := validApp(app); err != nil {
+		return fmt.Errorf("network: check: %w", err)
+	}
+	m.mu.Lock()
+	l := m.held[app]
+	m.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("network: check %q: %w", app, ErrNotFound)
+	}
+	drift := func(err error) error { return fmt.Errorf("network: check %q: %w: %w", app, ErrDrift, err) }
+	if !netnsfile.Exists(l.Netns) {
+		return drift(fmt.Errorf("namespace %s is gone", l.Netns))
+	}
+	if !podLinkReady(l) {
+		return drift(fmt.Errorf("%s is missing, down or without %s", podIfName, l.ULA))
+	}
+	if l.OnionOnly {
+		if err := m.checkHostVeth(l); err != nil {
+			return drift(err)
+		}
+		return nil
+	}
+	if err := m.cniCheck(ctx, l); err != nil {
+		return drift(err)
+	}
+	if err := m.checkShim(l.Uplink); err != nil {
+		return drift(err)
+	}
+	return nil
+}
+
+func (m *Manager) checkHostVeth(l *lease) error {
+	var mac net.HardwareAddr
+	err := inPod(l.Netns, func(h *netlink.Handle) error {
+		link, err := h.LinkByName(podIfName)
+		if err != nil {
+			return err
+		}
+		mac = link.Attrs().HardwareAddr
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if mac.String() != l.MAC {
+		return fmt.Errorf("%s has MAC %s, want %s", podIfName, mac, l.MAC)
+	}
+	return m.inBox(func(h *netlink.Handle) error {
+		if _, err := h.LinkByName(hostVethName(l.App)); err != nil {
+			return fmt.Errorf("host veth %s missing", hostVethName(l.App))
+		}
+		return nil
+	})
+}
