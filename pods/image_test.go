@@ -378,3 +378,46 @@ func TestHostileImageRefused(t *testing.T) {
 	}
 	s.untouched(t)
 }
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	push(t, reg+"/test/a:1", busyboxImage(t, tarOf(t, entry{name: "www/a.html", body: "a"})))
+	push(t, reg+"/test/b:1", busyboxImage(t, tarOf(t, entry{name: "www/b.html", body: "b"})))
+	store := &ImageStore{Dir: t.TempDir()}
+	a, err := store.Pull(ctx, reg+"/test/a:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.Pull(ctx, reg+"/test/b:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.EmptyRoot(); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Prune([]string{a.Digest}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.Root); err == nil {
+		t.Errorf("b's root survived the prune")
+	}
+	if _, err := store.Image(reg + "/test/b:1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("b still known: %v", err)
+	}
+	if got, err := store.Image(reg + "/test/a:1"); err != nil || got.Root != a.Root {
+		t.Errorf("a after prune: %v, %v", got, err)
+	}
+	if n := dirNames(t, filepath.Join(store.Dir, "layers")); len(n) != 2 {
+		t.Errorf("layers after prune: %v, want a's two", n)
+	}
+	if n := dirNames(t, filepath.Join(store.Dir, "roots")); len(n) != 2 {
+		t.Errorf("roots after prune: %v, want a's and the empty root", n)
+	}
+	if err := store.Prune(nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := dirNames(t, filepath.Join(store.Dir, "layers")); len(n) != 0 {
+		t.Errorf("layers after pruning everything: %v", n)
+	}
+}

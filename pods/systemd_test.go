@@ -3,6 +3,7 @@ package pods
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -129,8 +130,8 @@ func TestInsideRunPods(t *testing.T) {
 	}
 	t.Logf("pod created and started in %v", time.Since(start))
 	st := waitRunning(t, sd, blogApp, 0)
-	if !st.Enabled {
-		t.Errorf("pod unit not enabled: %+v", st)
+	if !st.Enabled || time.Since(st.Since) > time.Minute || st.Result != "success" {
+		t.Errorf("pod status: %+v (want enabled, recent Since, Result success)", st)
 	}
 
 	// Serves HTTP in its netns, and only there.
@@ -199,6 +200,15 @@ func TestInsideRunPods(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "onionpod pod blog") {
 		t.Errorf("logs lack systemd's lines about the pod:\n%s", logs.String())
+	}
+	fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	var followed bytes.Buffer
+	if err := sd.Logs(fctx, blogApp, true, &followed); err != nil {
+		t.Errorf("Logs(follow) until the context ends: %v", err)
+	}
+	cancel()
+	if !strings.Contains(followed.String(), "onionpod pod blog") {
+		t.Errorf("followed logs lack the pod's lines:\n%s", followed.String())
 	}
 	if err := sd.Logs(ctx, "nothere", false, &logs); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Logs(unknown) = %v, want ErrNotFound", err)

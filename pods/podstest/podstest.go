@@ -146,6 +146,9 @@ func Boot(ctx context.Context, opts Options) (*System, error) {
 		return nil, fmt.Errorf("podstest: state dir: %w", err)
 	}
 	opts.StateDir = state
+	if strings.ContainsAny(state, ",:\n\t ") {
+		return nil, fmt.Errorf("podstest: state dir %q: overlay options cannot hold ',', ':' or spaces", state)
+	}
 	root, err := cgroup2Mount()
 	if err != nil {
 		return nil, fmt.Errorf("podstest: %w", err)
@@ -168,6 +171,52 @@ func validName(name string) error {
 		}
 	}
 	return nil
+}
+
+// Attach returns the running box booted (with KeepOnExit) on opts.StateDir by another process,
+// e.g. for `onionpod lab down`. Shutdown then powers it off and cleans up as usual.
+func Attach(opts Options) (*System, error) {
+	if err := validName(opts.Name); err != nil {
+		return nil, err
+	}
+	state, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("podstest: state dir: %w", err)
+	}
+	opts.StateDir = state
+	root, err := cgroup2Mount()
+	if err != nil {
+		return nil, fmt.Errorf("podstest: %w", err)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "pid"))
+	if err != nil {
+		return nil, fmt.Errorf("podstest: attach %s: %w", opts.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return nil, fmt.Errorf("podstest: attach %s: bad pid file", opts.Name)
+	}
+	// It must be the box's PID 1: in the box's cgroup.
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil || !strings.Contains(string(cg), "/podstest-"+opts.Name+"/") && !strings.Contains(string(cg), "/podstest-"+opts.Name+"\n") {
+		return nil, fmt.Errorf("podstest: attach %s: process %d is not that box", opts.Name, pid)
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, fmt.Errorf("podstest: attach %s: %w", opts.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() { // not our child: poll until it is gone
+		for syscall.Kill(pid, 0) == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		close(exited)
+	}()
+	s := &System{PID: pid, opts: opts, cgroup: filepath.Join(root, "podstest-"+opts.Name), proc: proc, exited: exited}
+	if id, err := os.ReadFile(filepath.Join(state, "boot_id")); err == nil {
+		s.bootIDs = append(s.bootIDs, strings.TrimSpace(string(id)))
+	}
+	return s, nil
 }
 
 // start boots PID 1 and waits for it to be up. On failure nothing is left running.
@@ -237,6 +286,7 @@ func (s *System) start(ctx context.Context) (err error) {
 	s.closed = false
 	s.mu.Unlock()
 	_ = os.WriteFile(filepath.Join(s.opts.StateDir, "pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
+	_ = os.WriteFile(filepath.Join(s.opts.StateDir, "boot_id"), []byte(bootID+"\n"), 0o600)
 
 	defer func() {
 		if err != nil {

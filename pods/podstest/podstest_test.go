@@ -205,3 +205,45 @@ func TestKilledBoxLeavesNothing(t *testing.T) {
 		t.Errorf("cgroup left behind")
 	}
 }
+
+// TestAttach boots a box that outlives its booter (KeepOnExit), attaches to it from its state dir
+// as `onionpod lab down` would, and shuts it down through the attached handle.
+func TestAttach(t *testing.T) {
+	if podstest.Inside() {
+		t.Skip("runs on the host")
+	}
+	if err := podstest.Available(); err != nil {
+		t.Skip(err)
+	}
+	opts := podstest.Options{StateDir: t.TempDir(), Name: podstest.UniqueName("attach"), KeepOnExit: true}
+	ctx := t.Context()
+	box, err := podstest.Boot(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = box.Shutdown(context.Background()) })
+	if _, err := podstest.Attach(podstest.Options{StateDir: opts.StateDir, Name: "some-other-box"}); err == nil {
+		t.Errorf("attached to a box under the wrong name")
+	}
+	same, err := podstest.Attach(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.PID != box.PID {
+		t.Fatalf("attached PID %d, booted %d", same.PID, box.PID)
+	}
+	if out, err := same.Command(ctx, "systemctl", "is-system-running").Output(); err != nil || strings.TrimSpace(string(out)) != "running" {
+		t.Errorf("through the attached handle: %q, %v", out, err)
+	}
+	if err := same.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if syscall.Kill(box.PID, 0) == nil {
+		if b, _ := os.ReadFile("/proc/" + itoa(box.PID) + "/comm"); strings.TrimSpace(string(b)) == "systemd" {
+			t.Errorf("box still running after the attached Shutdown")
+		}
+	}
+	if _, err := os.Stat(cgroupDir(t, opts.Name)); err == nil {
+		t.Errorf("cgroup left behind")
+	}
+}
