@@ -34,6 +34,9 @@ func TestIPv4LeaseObtainedAndReleased(t *testing.T) {
 	if again, err := e.m.Addresses("legacy"); err != nil || again.IPv4 != res.IPv4 {
 		t.Fatalf("Addresses = %+v, %v; want IPv4 %s", again, err, res.IPv4)
 	}
+	if err := e.m.Check(context.Background(), "legacy"); err != nil {
+		t.Fatalf("Check of an IPv4 pod: %v", err)
+	}
 	serveHTTP(t, res.Netns, "over IPv4")
 	if _, err := e.lan.ClientExec(context.Background(), "busybox", "ip", "addr", "add", "192.0.2.9/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
