@@ -32,7 +32,7 @@ type Manager struct {
 	applied  uint64               // generation last applied on a live connection
 	applyErr error                // per-service errors of that apply
 	conn     ConnStatus
-	tried    bool          // Run made its first connection attempt
+	tried    bool          // Run made its first connection attempt (Set waits for it)
 	changed  chan struct{} // closed and replaced on every change (wakes Set)
 	notify   chan struct{} // capacity 1, for Changes
 	wake     chan struct{} // capacity 1, desired set changed
@@ -86,8 +86,8 @@ func NewManager(cfg ControlConfig) *Manager {
 
 // Set makes services the desired set (the zero value removes every service this Manager
 // added) and waits until it is applied on the live connection. While tor is unreachable it
-// returns an error wrapping ErrTorUnavailable (at once, or after Run's first connection
-// attempt if Run has just started); the set is kept and applied when tor
+// returns an error wrapping ErrTorUnavailable (at once, or, before Run's first connection
+// attempt, once it is made); the set is kept and applied when tor
 // comes back. Per-service failures (say, an address another controller holds) are joined
 // in the error and reported in Status; the other services are applied. Changing the ports
 // or clients of a live service removes and re-adds it.
@@ -137,7 +137,7 @@ func (m *Manager) waitApplied(ctx context.Context, gen uint64) error {
 			m.mu.Unlock()
 			return err
 		}
-		if !m.conn.Connected && (m.tried || !m.running.Load()) {
+		if !m.conn.Connected && m.tried {
 			err := m.unavailableLocked()
 			m.mu.Unlock()
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -49,4 +50,57 @@ func NewOffline(t testing.TB) *Tor {
 	}
 	t.Cleanup(func() { tor.Close() })
 	return tor
+}
+
+// SharedNetwork starts one private Tor network per test binary (it costs 15-35 s). Declare
+// one as a variable of the test package and close it from TestMain:
+//
+//	var torNet oniontest.SharedNetwork
+//
+//	func TestMain(m *testing.M) { code := m.Run(); torNet.Close(); os.Exit(code) }
+//
+//	func TestX(t *testing.T) { n := torNet.Get(t); ... }
+//
+// Get skips the test (with the reason) when not root, tor is missing, or in -short mode.
+type SharedNetwork struct {
+	once sync.Once
+	net  *Network
+	dir  string
+	err  error
+}
+
+// Get starts the network on first use and returns it; it does not wait for bootstrap
+// (call WaitReady, possibly after starting the tors that join it).
+func (s *SharedNetwork) Get(t testing.TB) *Network {
+	t.Helper()
+	if r := SkipReason(); r != "" {
+		t.Skip(r)
+	}
+	if testing.Short() {
+		t.Skip("oniontest: private Tor network skipped in -short mode")
+	}
+	s.once.Do(func() {
+		s.dir, s.err = os.MkdirTemp("", "oniontest-net-")
+		if s.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		s.net, s.err = StartNetwork(ctx, NetworkOptions{Dir: s.dir})
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.net
+}
+
+// Close stops the network and removes its directory.
+func (s *SharedNetwork) Close() error {
+	if s.net != nil {
+		s.net.Close()
+	}
+	if s.dir != "" {
+		return os.RemoveAll(s.dir)
+	}
+	return nil
 }

@@ -27,6 +27,10 @@ type Options struct {
 	// ControlSocket is the unix control socket the torrc configures (cookie auth); Start
 	// waits until it answers. Its directory must exist with mode 0700.
 	ControlSocket string
+	// ControlTCP, instead of ControlSocket, is a "127.0.0.1:PORT" control port, with
+	// ControlPassword (HashedControlPassword) or cookie authentication when empty.
+	ControlTCP      string
+	ControlPassword string
 	// NetnsPath runs tor inside that network namespace (nsenter --net=PATH); "" = current.
 	NetnsPath string
 	// KeepAfterExit lets tor outlive this process (for a lab that outlives its command).
@@ -191,13 +195,17 @@ func (t *Tor) exited() bool {
 // The caller closes it; closing it never stops tor.
 func (t *Tor) Control(ctx context.Context) (*control.Conn, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "unix", t.opts.ControlSocket)
+	network, addr := "unix", t.opts.ControlSocket
+	if t.opts.ControlTCP != "" {
+		network, addr = "tcp", t.opts.ControlTCP
+	}
+	nc, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
 	c := control.NewConn(textproto.NewConn(nc))
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := c.Authenticate(""); err != nil {
+	if err := c.Authenticate(t.opts.ControlPassword); err != nil {
 		nc.Close()
 		return nil, err
 	}
