@@ -9,8 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"slices"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -239,4 +239,3 @@ func addMultipleOfL(s []byte, n int) {
 		}
 	}
 }
-
