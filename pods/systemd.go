@@ -156,7 +156,13 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 			job = conn.RestartUnitContext
 		}
 		if err := runJob(ctx, u.Name, job); err != nil {
-			errs = append(errs, err)
+			// A unit that failed too often hits its start rate limit: forget that, retry once.
+			if rerr := conn.ResetFailedUnitContext(ctx, u.Name); rerr == nil {
+				err = runJob(ctx, u.Name, job)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -191,13 +191,14 @@ func (u *unpacker) applyEntry(hdr *tar.Header, tr io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("create %s: %w", full, err)
 		}
-		f := os.NewFile(uintptr(fd), full)
+		f := &fileWriter{File: os.NewFile(uintptr(fd), full)}
 		defer f.Close()
-		src := &readErr{r: io.LimitReader(tr, hdr.Size)}
-		n, err := io.Copy(f, src)
+		// io.Copy uses the tar reader's WriteTo, which seeks over the holes of sparse entries
+		// instead of writing gigabytes of zeros.
+		n, err := io.Copy(f, tr)
 		u.budget -= n
-		if src.err != nil {
-			return hostile("entry %q: %v", name, src.err)
+		if err != nil && f.err == nil {
+			return hostile("entry %q: %v", name, err)
 		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", full, err)
@@ -486,16 +487,17 @@ func (u *unpacker) addMountPoints() error {
 	return nil
 }
 
-// readErr remembers a read error, to tell a broken archive from a failing disk.
-type readErr struct {
-	r   io.Reader
+// fileWriter remembers a write error, to tell a failing disk from a broken archive. It keeps the
+// file's Seek for sparse entries.
+type fileWriter struct {
+	*os.File
 	err error
 }
 
-func (r *readErr) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		r.err = err
+func (w *fileWriter) Write(p []byte) (int, error) {
+	n, err := w.File.Write(p)
+	if err != nil {
+		w.err = err
 	}
 	return n, err
 }
