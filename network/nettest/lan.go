@@ -21,8 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/onionpod/onionpod/network/internal/netnsfile"
 )
@@ -80,14 +78,12 @@ type LAN struct {
 	ipv4     bool
 	madeLink bool // the uplink veth exists (Close removes it from a box it does not own)
 
-	mu       sync.Mutex
-	prefix   netip.Prefix
-	retired  []netip.Prefix
-	radvd    *exec.Cmd // unshare, whose child radvdPID is radvd
-	radvdPID int
-	dnsmasq  *exec.Cmd
-	closed   bool
-	procDone map[*exec.Cmd]chan struct{}
+	mu      sync.Mutex
+	prefix  netip.Prefix
+	retired []netip.Prefix
+	radvd   *daemon
+	dnsmasq *daemon
+	closed  bool
 }
 
 // Start builds the LAN and starts its router daemons. On error nothing is left behind.
@@ -114,6 +110,12 @@ func Start(ctx context.Context, opts Options) (_ *LAN, err error) {
 		if err := l.startDnsmasq(); err != nil {
 			return nil, err
 		}
+	}
+	l.mu.Lock()
+	err = l.saveState()
+	l.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("nettest: state: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("nettest: start: %w", err)
@@ -142,7 +144,6 @@ func newLAN(opts Options) (*LAN, error) {
 		uplink:   opts.Uplink,
 		ipv4:     opts.IPv4,
 		prefix:   opts.Prefix.Masked(),
-		procDone: map[*exec.Cmd]chan struct{}{},
 	}
 	if l.workDir == "" {
 		dir, err := os.MkdirTemp("", "nettest-"+opts.Name+"-")
@@ -222,13 +223,13 @@ func (l *LAN) Close() error {
 		return nil
 	}
 	l.closed = true
-	procs := []*exec.Cmd{l.radvd, l.dnsmasq}
+	daemons := []*daemon{l.radvd, l.dnsmasq}
 	l.mu.Unlock()
 
 	var errs []error
-	for _, cmd := range procs {
-		if cmd != nil {
-			errs = append(errs, l.stop(cmd))
+	for _, d := range daemons {
+		if d != nil {
+			d.stop()
 		}
 	}
 	// The box may outlive the LAN: take the uplink away explicitly (only if we made it).
@@ -269,69 +270,6 @@ func (l *LAN) buildNamespaces() error {
 		return fmt.Errorf("nettest: box %s is not a network namespace", l.box)
 	}
 	return nil
-}
-
-// start runs argv inside the lan namespace in the background, logging to WorkDir/NAME.log.
-func (l *LAN) start(name string, argv ...string) (*exec.Cmd, error) {
-	logf, err := os.OpenFile(filepath.Join(l.workDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("nettest: %s: %w", name, err)
-	}
-	defer logf.Close()
-	args := append([]string{"--net=" + l.lanNS, "--"}, argv...)
-	cmd := exec.Command("nsenter", args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("nettest: start %s: %w", name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	l.mu.Lock()
-	l.procDone[cmd] = done
-	l.mu.Unlock()
-	return cmd, nil
-}
-
-// stop terminates a process this LAN started: SIGTERM (to radvd itself, not to its unshare
-// wrapper, which ignores it), then SIGKILL after two seconds.
-func (l *LAN) stop(cmd *exec.Cmd) error {
-	l.mu.Lock()
-	done := l.procDone[cmd]
-	target := cmd.Process.Pid
-	if cmd == l.radvd && l.radvdPID != 0 {
-		target = l.radvdPID
-	}
-	l.mu.Unlock()
-	select {
-	case <-done:
-		return nil
-	default:
-	}
-	syscall.Kill(target, syscall.SIGTERM)
-	select {
-	case <-done:
-		return nil
-	case <-time.After(2 * time.Second):
-	}
-	cmd.Process.Kill()
-	<-done
-	return nil
-}
-
-// exited reports whether cmd has exited, and waits up to d for it to do so.
-func (l *LAN) exited(cmd *exec.Cmd, d time.Duration) bool {
-	l.mu.Lock()
-	done := l.procDone[cmd]
-	l.mu.Unlock()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
-	}
 }
 
 func (l *LAN) log(name string) string {

@@ -2,9 +2,11 @@ package nettest_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -134,4 +136,67 @@ func TestExistingBox(t *testing.T) {
 	if _, err := os.Stat(lan.ClientNetns()); !os.IsNotExist(err) {
 		t.Fatalf("client namespace left: %v", err)
 	}
+}
+
+// Another process (here: another handle) takes the LAN over from its work dir, changes the prefix
+// and closes it: the daemons stop and the namespaces go.
+func TestReopen(t *testing.T) {
+	t.Parallel()
+	if why := nettest.Missing(true); why != "" {
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	lan, err := nettest.Start(ctx, nettest.Options{IPv4: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lan.Close()
+	again, err := nettest.Reopen(lan.WorkDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ClientNetns() != lan.ClientNetns() || again.BoxNetns() != lan.BoxNetns() || again.Prefix() != lan.Prefix() {
+		t.Fatalf("reopened LAN differs")
+	}
+	next := netip.MustParsePrefix("2001:db8:99::/64")
+	if err := again.ChangePrefix(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if addr, err := again.ClientAddr(ctx); err != nil || !next.Contains(addr) {
+		t.Fatalf("client after the change: %v %v", addr, err)
+	}
+	pids := daemonPIDs(t, lan.WorkDir())
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), lan.WorkDir()) {
+				t.Errorf("daemon %d still running after Close", pid)
+			}
+		}
+	}
+	if _, err := os.Stat(lan.ClientNetns()); !os.IsNotExist(err) {
+		t.Errorf("client namespace left: %v", err)
+	}
+}
+
+// daemonPIDs lists the processes whose command line names dir.
+func daemonPIDs(t *testing.T, dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); strings.Contains(string(b), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) < 2 {
+		t.Fatalf("expected radvd and dnsmasq processes naming %s, found %v", dir, pids)
+	}
+	return pids
 }

@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -58,45 +56,16 @@ func (l *LAN) startRadvd() error {
 	// radvd forks a privilege-separation helper that outlives it and stays a zombie where PID 1
 	// does not reap. As PID 1 of its own PID namespace, radvd takes the helper down with it and
 	// the kernel reaps it; unshare stays our child and kills radvd if it dies itself.
-	cmd, err := l.start("radvd", "unshare", "--pid", "--fork", "--kill-child",
+	d, err := l.startDaemon("radvd", true, "unshare", "--pid", "--fork", "--kill-child",
 		"radvd", "--nodaemon", "--config", l.radvdConfPath(),
 		"--pidfile", filepath.Join(l.workDir, "radvd.pid"), "--logmethod", "stderr")
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
-	l.radvd = cmd
+	l.radvd = d
 	l.mu.Unlock()
-	pid, err := l.childOf(cmd)
-	if err != nil {
-		return fmt.Errorf("nettest: radvd: %w: %s", err, l.log("radvd"))
-	}
-	l.mu.Lock()
-	l.radvdPID = pid
-	l.mu.Unlock()
-	// radvd checks its config and the interface at once; an early exit is a startup failure.
-	if l.exited(cmd, 30*time.Millisecond) {
-		return fmt.Errorf("nettest: radvd exited at start: %s", l.log("radvd"))
-	}
 	return nil
-}
-
-// childOf waits for the process cmd forks (unshare --fork's child) and returns its PID.
-func (l *LAN) childOf(cmd *exec.Cmd) (int, error) {
-	children := fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		b, err := os.ReadFile(children)
-		if err != nil {
-			return 0, err
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			return strconv.Atoi(f[0])
-		}
-		if l.exited(cmd, 0) {
-			return 0, errors.New("exited at start")
-		}
-	}
-	return 0, errors.New("did not start")
 }
 
 // ChangePrefix makes the router advertise newPrefix and withdraw the previous ones (lifetime 0),
@@ -116,10 +85,14 @@ func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 		l.retired = append(without(l.retired, newPrefix), old)
 		l.prefix = newPrefix
 	}
-	radvd := l.radvdPID
+	radvd := l.radvd
+	err := l.saveState()
 	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("nettest: change prefix: %w", err)
+	}
 
-	err := withHandle(l.lanNS, func(h *netlink.Handle) error {
+	err = withHandle(l.lanNS, func(h *netlink.Handle) error {
 		return addAddr(h, bridgeName, netip.PrefixFrom(hostAddr(newPrefix, 1), 64))
 	})
 	if err != nil {
@@ -128,7 +101,7 @@ func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 	if err := l.writeRadvdConfig(); err != nil {
 		return fmt.Errorf("nettest: change prefix: %w", err)
 	}
-	if err := syscall.Kill(radvd, syscall.SIGHUP); err != nil {
+	if err := radvd.signal(syscall.SIGHUP); err != nil {
 		return fmt.Errorf("nettest: change prefix: reload radvd: %w", err)
 	}
 	return ctx.Err()
@@ -145,7 +118,7 @@ func without(ps []netip.Prefix, p netip.Prefix) []netip.Prefix {
 }
 
 func (l *LAN) startDnsmasq() error {
-	cmd, err := l.start("dnsmasq", "dnsmasq",
+	d, err := l.startDaemon("dnsmasq", false, "dnsmasq",
 		"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
 		"--port=0", "--user=root", "--group=root", "--pid-file",
 		"--interface="+bridgeName, "--bind-interfaces", "--except-interface=lo",
@@ -156,11 +129,8 @@ func (l *LAN) startDnsmasq() error {
 		return err
 	}
 	l.mu.Lock()
-	l.dnsmasq = cmd
+	l.dnsmasq = d
 	l.mu.Unlock()
-	if l.exited(cmd, 30*time.Millisecond) {
-		return fmt.Errorf("nettest: dnsmasq exited at start: %s", l.log("dnsmasq"))
-	}
 	return nil
 }
 
