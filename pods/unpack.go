@@ -2,6 +2,7 @@ package pods
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -183,7 +184,7 @@ func (u *unpacker) applyEntry(hdr *tar.Header, tr io.Reader) error {
 		defer unix.Close(fd)
 		return u.setOwnerMode(fd, full, uid, gid, mode)
 
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
 		if err := removeAt(dfd, base); err != nil {
 			return err
 		}
@@ -191,17 +192,15 @@ func (u *unpacker) applyEntry(hdr *tar.Header, tr io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("create %s: %w", full, err)
 		}
-		f := &fileWriter{File: os.NewFile(uintptr(fd), full)}
+		f := os.NewFile(uintptr(fd), full)
 		defer f.Close()
-		// io.Copy uses the tar reader's WriteTo, which seeks over the holes of sparse entries
-		// instead of writing gigabytes of zeros.
-		n, err := io.Copy(f, tr)
+		n, readErr, writeErr := copySparse(f, tr)
 		u.budget -= n
-		if err != nil && f.err == nil {
-			return hostile("entry %q: %v", name, err)
+		if readErr != nil {
+			return hostile("entry %q: %v", name, readErr)
 		}
-		if err != nil {
-			return fmt.Errorf("write %s: %w", full, err)
+		if writeErr != nil {
+			return fmt.Errorf("write %s: %w", full, writeErr)
 		}
 		if n != hdr.Size {
 			return hostile("entry %q: truncated (%d of %d bytes)", name, n, hdr.Size)
@@ -487,17 +486,41 @@ func (u *unpacker) addMountPoints() error {
 	return nil
 }
 
-// fileWriter remembers a write error, to tell a failing disk from a broken archive. It keeps the
-// file's Seek for sparse entries.
-type fileWriter struct {
-	*os.File
-	err error
-}
-
-func (w *fileWriter) Write(p []byte) (int, error) {
-	n, err := w.File.Write(p)
-	if err != nil {
-		w.err = err
+// copySparse copies r to f, seeking over blocks of zeros instead of writing them, so a layer of
+// compressed zeros or a sparse entry leaves holes, not gigabytes on disk. It tells read errors
+// (a broken archive) from write errors (the disk).
+func copySparse(f *os.File, r io.Reader) (n int64, readErr, writeErr error) {
+	buf := make([]byte, 64<<10)
+	zeros := make([]byte, len(buf))
+	hole := false
+	for {
+		m, err := r.Read(buf)
+		if m > 0 {
+			chunk := buf[:m]
+			if bytes.Equal(chunk, zeros[:m]) {
+				if _, serr := f.Seek(int64(m), io.SeekCurrent); serr != nil {
+					return n, nil, serr
+				}
+				hole = true
+			} else {
+				if _, werr := f.Write(chunk); werr != nil {
+					return n, nil, werr
+				}
+				hole = false
+			}
+			n += int64(m)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, err, nil
+		}
 	}
-	return n, err
+	if hole {
+		if err := f.Truncate(n); err != nil {
+			return n, nil, err
+		}
+	}
+	return n, nil, nil
 }
