@@ -25,6 +25,9 @@ const (
 	envSite      = "PODS_TEST_SITE"
 )
 
+// greeting is an environment variable that needs quoting in a unit file.
+const greeting = `GREETING=hi "there" 100% $HOME \x %n`
+
 const (
 	blogApp   = "blog"
 	blogNetns = "onionpod-blog"
@@ -116,7 +119,7 @@ func TestInsideRunPods(t *testing.T) {
 	up, down := netCommands(blogNetns)
 	spec := Spec{
 		App: blogApp, Root: img.Root, Netns: "/run/netns/" + blogNetns, Command: argv,
-		Env: MergeEnv(img.Config.Env, []string{"GREETING=hi there"}), WorkingDir: img.Config.WorkingDir,
+		Env: MergeEnv(img.Config.Env, []string{greeting}), WorkingDir: img.Config.WorkingDir,
 		Volumes: []Volume{{Name: "data", Path: "/data"}},
 		NetUp:   up, NetDown: down,
 	}
@@ -145,7 +148,7 @@ func TestInsideRunPods(t *testing.T) {
 	// A dynamic user without capabilities, in its own root, with its environment.
 	checkSandbox(t, st.MainPID, 0)
 	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.MainPID))
-	if err != nil || !bytes.Contains(environ, []byte("GREETING=hi there\x00")) {
+	if err != nil || !bytes.Contains(environ, []byte(greeting+"\x00")) {
 		t.Errorf("environment %q, %v", environ, err)
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/www/index.html", st.MainPID)); err != nil || string(b) != indexPage {

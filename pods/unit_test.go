@@ -1,12 +1,17 @@
 package pods
 
 import (
+	"context"
 	"errors"
 	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/unit"
 )
@@ -168,5 +173,68 @@ func TestMergeEnv(t *testing.T) {
 	got := MergeEnv([]string{"PATH=/bin", "A=1", "bad"}, []string{"A=2", "B=3"})
 	if strings.Join(got, " ") != "PATH=/bin A=2 B=3" {
 		t.Errorf("MergeEnv = %q", got)
+	}
+}
+
+func TestServeStatic(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "docs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"index.html": "home", "docs/a.txt": "a", "docs/index.html": "docs"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(staticHandler(dir))
+	defer srv.Close()
+	cases := map[string]struct {
+		code int
+		body string
+	}{
+		"/":                 {200, "home"},
+		"/docs/":            {200, "docs"},
+		"/docs/a.txt":       {200, "a"},
+		"/empty/":           {404, ""},
+		"/../../etc/passwd": {404, ""},
+		"/nothere":          {404, ""},
+	}
+	for path, want := range cases {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want.code || want.code == 200 && string(b) != want.body {
+			t.Errorf("GET %s = %d %q, want %d %q", path, resp.StatusCode, b, want.code, want.body)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST = %d", resp.StatusCode)
+	}
+
+	// ServeStatic itself returns when its context ends; a missing directory is bad input.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeStatic(ctx, dir, "127.0.0.1:0") }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("ServeStatic after cancel: %v", err)
+	}
+	if err := ServeStatic(context.Background(), filepath.Join(dir, "missing"), "127.0.0.1:0"); !errors.Is(err, ErrBadInput) {
+		t.Errorf("ServeStatic(missing dir) = %v, want ErrBadInput", err)
+	}
+	if _, err := (&ImageStore{Dir: t.TempDir()}).StaticSpec("site", dir, "/bin/sh", 80); !errors.Is(err, ErrBadInput) {
+		t.Errorf("StaticSpec with a dynamic binary = %v, want ErrBadInput", err)
 	}
 }
