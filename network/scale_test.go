@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +58,57 @@ func TestFiftyPodsReachable(t *testing.T) {
 			if body != fmt.Sprintf("pod%02d", i) {
 				t.Errorf("from %s: pod %d answered %q", from.netns, i, body)
 			}
+		}
+	}
+}
+
+// Attaches and detaches from many goroutines at once (the Manager is safe for concurrent use):
+// every pod gets its own ULA and answers on it; afterwards nothing is left.
+func TestConcurrentAttachDetach(t *testing.T) {
+	t.Parallel()
+	const pods = 12
+	e := newEnv(t, nettest.Options{})
+	e.waitForBox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	results := make([]network.Result, pods)
+	errs := make(chan error, 2*pods)
+	var wg sync.WaitGroup
+	for i := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := network.Attachment{App: fmt.Sprintf("c%02d", i), OnionOnly: i%3 == 0}
+			var err error
+			results[i], err = e.m.Attach(ctx, a)
+			errs <- err
+			_, err = e.m.Attach(ctx, a) // the same app twice at once is fine too
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, r := range results {
+		if seen[r.ULA.String()] {
+			t.Fatalf("ULA %s given twice", r.ULA)
+		}
+		seen[r.ULA.String()] = true
+		serveHTTP(t, r.Netns, fmt.Sprintf("c%02d", i))
+		fetchEventually(t, e.lan.BoxNetns(), httpURL(r.ULA), fmt.Sprintf("c%02d", i))
+	}
+	derrs := make(chan error, pods)
+	for i := range pods {
+		go func() { derrs <- e.m.Detach(ctx, fmt.Sprintf("c%02d", i)) }()
+	}
+	for range pods {
+		if err := <-derrs; err != nil {
+			t.Fatal(err)
 		}
 	}
 }
