@@ -66,7 +66,15 @@ func withCNITimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, cniTimeout)
 }
 
+// macBusyWait bounds how long an attach waits for the kernel to free the pod's MAC.
+const macBusyWait = 3 * time.Second
+
 // cniAdd runs CNI ADD of the lease's conflist (libcni caches the result for CHECK and DEL).
+//
+// The MAC is the app's, always: if an old macvlan with it still exists in a namespace the kernel
+// is destroying (one deleted behind our back, not by Detach, which Attach waits for), macvlan
+// refuses to come up with "address already in use". The plugin removes its half-made link; we try
+// again until the kernel is done.
 func (m *Manager) cniAdd(ctx context.Context, l *lease) error {
 	list, err := libcni.ConfListFromBytes(l.Conflist)
 	if err != nil {
@@ -74,10 +82,21 @@ func (m *Manager) cniAdd(ctx context.Context, l *lease) error {
 	}
 	ctx, cancel := withCNITimeout(ctx)
 	defer cancel()
-	if _, err := m.cni.AddNetworkList(ctx, list, m.runtimeConf(l, l.Netns)); err != nil {
-		return fmt.Errorf("CNI ADD: %w", err)
+	deadline := time.Now().Add(macBusyWait)
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		_, err := m.cni.AddNetworkList(ctx, list, m.runtimeConf(l, l.Netns))
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("CNI ADD: %w", err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("CNI ADD: %w", err)
+		}
 	}
-	return nil
 }
 
 // cniDel runs CNI DEL of conflist (the lease's, normally) against netnsPath, which may be gone

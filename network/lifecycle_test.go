@@ -158,7 +158,8 @@ func TestAttachedReportsOrphans(t *testing.T) {
 	}
 }
 
-// A new Manager on the same state dir (a daemon restart) finds the pods and keeps their leases.
+// A new Manager on the same state dir (a daemon restart) finds the pods and keeps their leases;
+// after a reboot (namespaces gone, state kept) Attach brings them back on the same ULA.
 func TestRestartKeepsLeases(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nettest.Options{})
@@ -168,7 +169,6 @@ func TestRestartKeepsLeases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer again.Close()
 	got, err := again.Attach(context.Background(), network.Attachment{App: "blog"})
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +179,34 @@ func TestRestartKeepsLeases(t *testing.T) {
 	if apps, _ := again.Attached(context.Background()); strings.Join(apps, ",") != "blog" {
 		t.Fatalf("Attached after restart = %v", apps)
 	}
+
+	// A reboot: /run is gone (with the namespace) but the state dir is not.
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := netnsfile.Remove(res.Netns); err != nil {
+		t.Fatal(err)
+	}
+	afterBoot, err := network.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer afterBoot.Close()
+	if apps, _ := afterBoot.Attached(context.Background()); strings.Join(apps, ",") != "blog" {
+		t.Fatalf("Attached after reboot = %v (the lease should be reported)", apps)
+	}
+	if err := afterBoot.Check(context.Background(), "blog"); !errors.Is(err, network.ErrDrift) {
+		t.Fatalf("Check after reboot = %v, want ErrDrift", err)
+	}
+	booted, err := afterBoot.Attach(context.Background(), network.Attachment{App: "blog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if booted.ULA != res.ULA || !netnsfile.Exists(booted.Netns) {
+		t.Fatalf("after reboot: %+v, want ULA %s and a namespace", booted, res.ULA)
+	}
+	serveHTTP(t, booted.Netns, "back")
+	fetchEventually(t, e.lan.BoxNetns(), httpURL(booted.ULA), "back")
 }
 
 func TestBadInput(t *testing.T) {
