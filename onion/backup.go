@@ -148,8 +148,18 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 	results := make([]RestoredApp, len(items))
 	var conflicts []error
 	var todo []int
+	inBackup := map[string]bool{}
+	for _, it := range items {
+		inBackup[it.app] = true
+	}
 	for i, it := range items {
 		results[i] = RestoredApp{App: it.app, Address: it.key.Address()}
+		if other, err := ks.appWithKey(it.key, it.app); err != nil {
+			return nil, fmt.Errorf("onion: restore: %w", err)
+		} else if other != "" && !inBackup[other] {
+			conflicts = append(conflicts, fmt.Errorf("onion: %q: %s is the key of app %q: %w", it.app, it.key.Address(), other, ErrKeyInUse))
+			continue
+		}
 		old, err := ks.Load(it.app)
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -245,7 +255,7 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 		return nil, fmt.Errorf("backup holds no apps: %w", ErrBadInput)
 	}
 	items := make([]restoreItem, 0, len(doc.Apps))
-	seen := map[string]bool{}
+	seen, seenKeys := map[string]bool{}, map[string]bool{}
 	for i, a := range doc.Apps {
 		where := fmt.Sprintf("apps[%d]", i)
 		if err := checkAppName(a.App); err != nil {
@@ -263,6 +273,10 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 		if strings.ToLower(a.Address) != k.Address() {
 			return nil, fmt.Errorf("%s: address %q is not the one of its key (%s): %w", where, a.Address, k.Address(), ErrKeyMismatch)
 		}
+		if seenKeys[k.Address()] {
+			return nil, fmt.Errorf("%s: the same key as another app: %w", where, ErrBadInput)
+		}
+		seenKeys[k.Address()] = true
 		it := restoreItem{app: a.App, key: k, clients: []AuthorizedClient{}}
 		for j, c := range a.Clients {
 			ac, err := ParseAuthorizedClient(c.Name, []byte(c.Auth))

@@ -336,3 +336,25 @@ func TestClientCredentialMatchesAuthFile(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+func TestRestoreRefusesAKeyAnotherAppHas(t *testing.T) {
+	ks, _ := storeWithApps(t, "blog")
+	rec, id := testAgePair(t)
+	var buf bytes.Buffer
+	if _, err := Backup(&buf, ks, nil, []age.Recipient{rec}); err != nil {
+		t.Fatal(err)
+	}
+	// The target has blog's key under another name.
+	k, _ := ks.Load("blog")
+	target := newStore(t)
+	if err := target.Save("renamed", k, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, target.Dir)
+	if _, err := Restore(bytes.NewReader(buf.Bytes()), target, []age.Identity{id}, true); !errors.Is(err, ErrKeyInUse) {
+		t.Fatalf("restore: %v, want ErrKeyInUse", err)
+	}
+	if snapshot(t, target.Dir) != before {
+		t.Fatal("refused restore changed the store")
+	}
+}

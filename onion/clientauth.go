@@ -20,10 +20,14 @@ type AuthorizedClient struct {
 	PublicKey [32]byte
 }
 
-// authFile is the content of authorized_clients/<name>.auth.
-func (c AuthorizedClient) authFile() []byte {
-	return []byte(authPrefix + authKeyEncoding.EncodeToString(c.PublicKey[:]) + "\n")
+// AuthLine is the client's line in tor's authorized_clients/<name>.auth format:
+// "descriptor:x25519:<base32 public key>".
+func (c AuthorizedClient) AuthLine() string {
+	return authPrefix + authKeyEncoding.EncodeToString(c.PublicKey[:])
 }
+
+// authFile is the content of authorized_clients/<name>.auth.
+func (c AuthorizedClient) authFile() []byte { return []byte(c.AuthLine() + "\n") }
 
 // parseAuthFile parses "descriptor:x25519:<base32 public key>" (tor's .auth format).
 func parseAuthFile(b []byte) ([32]byte, error) {

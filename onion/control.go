@@ -20,7 +20,8 @@ type ControlConfig struct {
 	Network string
 	Address string
 	// Auth is "cookie" (SAFECOOKIE, with the cookie file tor names in PROTOCOLINFO),
-	// "password" (HASHEDPASSWORD with Password), or "" for the best method tor offers.
+	// "password" (HASHEDPASSWORD with Password), "none" (tor asks for no authentication),
+	// or "" for the best method tor offers.
 	Auth     string
 	Password string
 	// Exclusive says the tor is onionpod's own (managed mode): detached onion services that
@@ -28,6 +29,21 @@ type ControlConfig struct {
 	// example those of apps removed while the daemon was down). Leave it false for a system
 	// tor that other programs use too: then only services this Manager added are removed.
 	Exclusive bool
+}
+
+// ParseControlEndpoint parses "unix:/path/to/socket" or "tcp:host:port" (the config's
+// tor.control) into a ControlConfig's Network and Address.
+func ParseControlEndpoint(s string) (network, address string, err error) {
+	network, address, ok := strings.Cut(s, ":")
+	switch {
+	case ok && network == "unix" && strings.HasPrefix(address, "/"):
+		return network, address, nil
+	case ok && network == "tcp":
+		if _, _, err := net.SplitHostPort(address); err == nil {
+			return network, address, nil
+		}
+	}
+	return "", "", fmt.Errorf("onion: control endpoint %q: want unix:/path or tcp:host:port: %w", s, ErrBadInput)
 }
 
 func (c ControlConfig) validate() error {
@@ -40,13 +56,13 @@ func (c ControlConfig) validate() error {
 		return fmt.Errorf("onion: control address is empty: %w", ErrBadInput)
 	}
 	switch c.Auth {
-	case "", "cookie":
+	case "", "cookie", "none":
 	case "password":
 		if c.Password == "" {
 			return fmt.Errorf("onion: control auth password without a password: %w", ErrBadInput)
 		}
 	default:
-		return fmt.Errorf("onion: control auth %q: want cookie or password: %w", c.Auth, ErrBadInput)
+		return fmt.Errorf("onion: control auth %q: want cookie, password or none: %w", c.Auth, ErrBadInput)
 	}
 	return nil
 }
@@ -96,6 +112,11 @@ func authenticate(bc *control.Conn, cfg ControlConfig) error {
 	case "cookie":
 		if !pi.HasAuthMethod("SAFECOOKIE") && !pi.HasAuthMethod("NULL") {
 			return fmt.Errorf("tor offers %v, not SAFECOOKIE", pi.AuthMethods)
+		}
+		return bc.Authenticate("")
+	case "none":
+		if !pi.HasAuthMethod("NULL") {
+			return fmt.Errorf("tor offers %v, not NULL (no authentication)", pi.AuthMethods)
 		}
 		return bc.Authenticate("")
 	case "password":

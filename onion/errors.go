@@ -24,3 +24,6 @@ var (
 
 // ErrClientExists: the client is already authorized for the app.
 var ErrClientExists = errors.New("client already authorized")
+
+// ErrKeyInUse: another app already has this key (one key, one address, per app).
+var ErrKeyInUse = errors.New("key already used by another app")

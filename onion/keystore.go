@@ -237,6 +237,13 @@ func (ks *KeyStore) Save(app string, key *Key, clients []AuthorizedClient, force
 		return fmt.Errorf("onion: %q has %s: %w", app, old.Address(), ErrKeyExists)
 	}
 	sameKey := old != nil && old.Equal(key)
+	if !sameKey {
+		if other, err := ks.appWithKey(key, app); err != nil {
+			return err
+		} else if other != "" {
+			return fmt.Errorf("onion: save %q: %s is the key of app %q: %w", app, key.Address(), other, ErrKeyInUse)
+		}
+	}
 	if old != nil {
 		current, err := ks.Clients(app)
 		switch {
@@ -255,6 +262,29 @@ func (ks *KeyStore) Save(app string, key *Key, clients []AuthorizedClient, force
 		return fmt.Errorf("onion: save %q: %w", app, err)
 	}
 	return nil
+}
+
+// appWithKey returns the app, other than except, whose stored address is key's ("" if none).
+// It reads the hostname files: a broken app is skipped here and reported by Load.
+func (ks *KeyStore) appWithKey(key *Key, except string) (string, error) {
+	entries, err := os.ReadDir(ks.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	want := key.Address()
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == except || !isDNSLabel(e.Name()) {
+			continue
+		}
+		b, err := readSmallFile(filepath.Join(ks.Dir, e.Name(), hostnameFile), 128)
+		if err == nil && strings.TrimSpace(strings.ToLower(string(b))) == want {
+			return e.Name(), nil
+		}
+	}
+	return "", nil
 }
 
 func checkClientList(clients []AuthorizedClient) error {

@@ -387,3 +387,14 @@ func TestListAndClients(t *testing.T) {
 		t.Fatalf("clients after remove: %v", c)
 	}
 }
+
+func TestOneKeyPerApp(t *testing.T) {
+	ks := newStore(t)
+	k, _, _ := ks.Ensure("blog")
+	if _, err := ks.Import("copy", k.addOnionBlob(), true); !errors.Is(err, ErrKeyInUse) || !strings.Contains(err.Error(), `"blog"`) {
+		t.Fatalf("importing blog's key into another app: %v, want ErrKeyInUse naming blog", err)
+	}
+	if _, err := ks.Load("copy"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("the refused import wrote the key")
+	}
+}

@@ -79,9 +79,13 @@ func TestTorWrittenHiddenServiceDirImports(t *testing.T) {
 	if err != nil || k.Address() != want {
 		t.Fatalf("tor's secret key parses to %v (%v), tor says %s", k, err, want)
 	}
-	ks := newStore(t)
+	ks, other := newStore(t), newStore(t)
 	for name, source := range map[string]string{"dir": hs, "file": filepath.Join(hs, secretKeyFile)} {
-		got, err := ks.Import("fromtor-"+name, source, false)
+		store := ks
+		if name == "file" {
+			store = other
+		}
+		got, err := store.Import("fromtor-"+name, source, false)
 		if err != nil || got.Address() != want {
 			t.Fatalf("import of tor's %s: %v, %v; tor says %s", name, got, err, want)
 		}

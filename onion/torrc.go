@@ -85,10 +85,20 @@ func PrepareManagedDirs(o TorrcOptions) error {
 
 // TorCommand is the argv that runs tor on torrcPath in the foreground, ignoring any
 // system-wide defaults file. The binary is "tor" from PATH, or /usr/sbin/tor.
-func TorCommand(torrcPath string) []string {
-	bin, err := exec.LookPath("tor")
-	if err != nil {
-		bin = "/usr/sbin/tor"
+func TorCommand(torrcPath string) []string { return TorCommandBinary("", torrcPath) }
+
+// TorCommandBinary is TorCommand with a given tor binary ("" looks tor up as TorCommand does;
+// a bare name is looked up in PATH, so ExecStart gets an absolute path).
+func TorCommandBinary(bin, torrcPath string) []string {
+	if bin == "" {
+		bin = "tor"
+	}
+	if !filepath.IsAbs(bin) {
+		if found, err := exec.LookPath(bin); err == nil {
+			bin = found
+		} else if bin == "tor" {
+			bin = "/usr/sbin/tor"
+		}
 	}
 	if abs, err := filepath.Abs(bin); err == nil {
 		bin = abs

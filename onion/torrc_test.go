@@ -97,3 +97,21 @@ func TestManagedTorrcRunsAndManages(t *testing.T) {
 		t.Fatalf("detached %v", got)
 	}
 }
+
+func TestParseControlEndpoint(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"unix:/run/tor/control": {"unix", "/run/tor/control"},
+		"tcp:127.0.0.1:9051":    {"tcp", "127.0.0.1:9051"},
+		"tcp:[::1]:9051":        {"tcp", "[::1]:9051"},
+	} {
+		n, a, err := ParseControlEndpoint(in)
+		if err != nil || n != want[0] || a != want[1] {
+			t.Errorf("ParseControlEndpoint(%q) = %q %q %v", in, n, a, err)
+		}
+	}
+	for _, in := range []string{"", "unix:relative", "tcp:9051", "udp:1.2.3.4:5", "/run/tor/control"} {
+		if _, _, err := ParseControlEndpoint(in); !errors.Is(err, ErrBadInput) {
+			t.Errorf("ParseControlEndpoint(%q): %v", in, err)
+		}
+	}
+}
