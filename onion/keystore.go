@@ -551,3 +551,36 @@ func (ks *KeyStore) List() ([]AppKey, error) {
 	}
 	return out, nil
 }
+
+// Cleanup removes what an interrupted write left in the store (staging and removal
+// directories) and puts back an app directory left under its ".swap" name by the two-rename
+// fallback. Call it under the store's lock, for example when the daemon starts.
+func (ks *KeyStore) Cleanup() error {
+	entries, err := os.ReadDir(ks.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("onion: cleanup: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		path := filepath.Join(ks.Dir, name)
+		switch {
+		case strings.HasPrefix(name, ".stage-"), strings.HasPrefix(name, ".remove-"):
+			errs = append(errs, os.RemoveAll(path))
+		case strings.HasSuffix(name, ".swap") && isDNSLabel(strings.TrimSuffix(name, ".swap")):
+			app := filepath.Join(ks.Dir, strings.TrimSuffix(name, ".swap"))
+			if _, err := os.Lstat(app); errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, os.Rename(path, app))
+			} else {
+				errs = append(errs, os.RemoveAll(path))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("onion: cleanup: %w", err)
+	}
+	return syncDir(ks.Dir)
+}

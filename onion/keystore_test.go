@@ -398,3 +398,27 @@ func TestOneKeyPerApp(t *testing.T) {
 		t.Fatal("the refused import wrote the key")
 	}
 }
+
+func TestCleanupAfterInterruptedWrites(t *testing.T) {
+	ks := newStore(t)
+	k, _, _ := ks.Ensure("blog")
+	ks.Ensure("wiki")
+	// A crash after staging, during a remove, and between the two renames of the fallback.
+	os.MkdirAll(filepath.Join(ks.Dir, ".stage-blog-123", "authorized_clients"), 0o700)
+	os.MkdirAll(filepath.Join(ks.Dir, ".remove-x-1", "x"), 0o700)
+	os.Rename(filepath.Join(ks.Dir, "blog"), filepath.Join(ks.Dir, "blog.swap"))
+	if err := ks.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(ks.Dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "blog wiki" {
+		t.Fatalf("after cleanup: %v", names)
+	}
+	if got, err := ks.Load("blog"); err != nil || !got.Equal(k) {
+		t.Fatalf("blog not put back: %v", err)
+	}
+}
