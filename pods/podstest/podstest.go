@@ -84,6 +84,10 @@ type Options struct {
 	BindMounts []Bind
 	// ExtraUnitDirs are appended to the unit search path (after podstest's own units).
 	ExtraUnitDirs []string
+	// Netns is the path of an existing network namespace (e.g. a bind mount made by
+	// `ip netns add`) the box boots in, and boots in again after a Reboot, so its links (and the
+	// processes of others in it) outlive the box's systemd. "" gives every boot a fresh one.
+	Netns string
 	// KeepOnExit lets the box outlive the process that booted it. By default the box is killed
 	// (SIGKILL to its PID 1) when the booting process exits.
 	KeepOnExit bool
@@ -252,7 +256,13 @@ func (s *System) start(ctx context.Context) (err error) {
 	}
 	defer cg.Close()
 
+	cloneNet := uintptr(unix.CLONE_NEWNET)
 	cmd := exec.Command("/bin/sh", scriptPath)
+	if s.opts.Netns != "" {
+		// nsenter joins the namespace and execs the init script: still the new pid ns's PID 1.
+		cloneNet = 0
+		cmd = exec.Command("nsenter", "--net="+s.opts.Netns, "/bin/sh", scriptPath)
+	}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Stdin = nil
 	cmd.Stdout = console
@@ -261,7 +271,7 @@ func (s *System) start(ctx context.Context) (err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setsid: true,
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
-			unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP,
+			cloneNet | unix.CLONE_NEWCGROUP,
 		UseCgroupFD: true,
 		CgroupFD:    int(cg.Fd()),
 	}
