@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
@@ -40,10 +43,20 @@ func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(env.Err, &slog.HandlerOptions{Level: level}))
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	configPath, err := filepath.Abs(env.ConfigPath())
+	if err != nil {
+		return err
+	}
 	d, err := daemonpkg.New(cfg, daemonpkg.Options{
-		Log:     log,
-		Version: version(),
-		Ready:   func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
+		Log:        log,
+		Version:    version(),
+		Self:       self,
+		ConfigPath: configPath,
+		Ready:      func() { daemon.SdNotify(false, daemon.SdNotifyReady) },
 	})
 	if err != nil {
 		return err

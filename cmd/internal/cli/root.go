@@ -79,6 +79,7 @@ a v3 onion service whose .onion name never changes.
 		c.GroupID = "system"
 		root.AddCommand(c)
 	}
+	root.AddCommand(newInternalCmd(env), newServeStaticCmd(env))
 	root.SetCompletionCommandGroupID("system")
 	root.SetHelpCommandGroupID("system")
 	return root

@@ -11,12 +11,18 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // Options are the daemon's inputs besides the config.
@@ -27,6 +33,10 @@ type Options struct {
 	DriftInterval time.Duration
 	// Ready is called once the API socket listens (the CLI sends sd_notify READY=1).
 	Ready func()
+	// Self is the onionpod binary (network units and static sites run it); ConfigPath is the
+	// config file those commands read.
+	Self       string
+	ConfigPath string
 }
 
 // Daemon is one running onionpod daemon.
@@ -38,6 +48,10 @@ type Daemon struct {
 	started time.Time
 
 	triggerCh chan struct{}
+	parts     *parts
+
+	passMu     sync.Mutex // one pass or status refresh at a time
+	lastResult reconcile.Result
 
 	mu       sync.Mutex
 	statuses map[string]api.AppStatus
@@ -71,6 +85,17 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 
 // Run serves the LocalAPI and reconciles until ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
+	p, err := buildParts(ctx, d.cfg, d.opts.Self, d.opts.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer p.close()
+	d.parts = p
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := d.startServices(ctx); err != nil {
+		return err
+	}
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -116,24 +141,6 @@ func (d *Daemon) loop(ctx context.Context) error {
 	}
 }
 
-// pass runs one reconcile pass over every app.
-func (d *Daemon) pass(ctx context.Context) {
-	apps, err := d.store.List()
-	if err != nil {
-		d.log.Error("reading desired state", "err", err)
-	}
-	next := make(map[string]api.AppStatus, len(apps))
-	for _, app := range apps {
-		st := api.AppStatus{App: app, State: api.StateStarting, Updated: time.Now(),
-			LastError: "reconciling real parts is not built yet"}
-		if app.Stopped {
-			st.State = api.StateStopped
-		}
-		next[app.Name] = st
-	}
-	d.setStatuses(next)
-}
-
 func (d *Daemon) setStatuses(next map[string]api.AppStatus) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -146,7 +153,15 @@ func (d *Daemon) setStatuses(next map[string]api.AppStatus) {
 func (d *Daemon) daemonStatus() api.DaemonStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass}
+	st := api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass}
+	if d.parts != nil {
+		conn := d.parts.tor.Conn()
+		st.Tor = "connected"
+		if !conn.Connected {
+			st.Tor = "connecting: " + conn.LastError
+		}
+	}
+	return st
 }
 
 // appStatuses lists every app in the store with its last observed status.
@@ -217,14 +232,36 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) erro
 	return err
 }
 
+// removeApp deletes an app's record, then runs a pass at once, which withdraws its DNS records and
+// onion service and removes its units and network. The onion key is kept unless purgeKey; it is
+// purged only after the pass, so a crash in between keeps the key (never loses it early). An app
+// with no record but a leftover key can still be purged.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
-	if _, err := d.store.Get(name); err != nil {
+	if err := store.ValidateName(name); err != nil {
 		return err
 	}
-	return fmt.Errorf("daemon: rm: %w", errNotBuilt)
+	err := d.store.Update(ctx, func() error {
+		if _, err := d.store.Get(name); err != nil {
+			return err
+		}
+		return d.store.Delete(name)
+	})
+	if errors.Is(err, store.ErrNotFound) && purgeKey {
+		if _, kerr := d.parts.keys.Load(name); kerr != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	d.pass(ctx)
+	if res, ok := d.lastResult.Apps[name]; ok && res.Err != nil {
+		return fmt.Errorf("daemon: rm %s: %w (the record is gone; the next pass retries)", name, res.Err)
+	}
+	if purgeKey {
+		return d.store.Update(ctx, func() error { return d.parts.keys.Remove(name) })
+	}
+	return nil
 }
-
-var errNotBuilt = errors.New("not implemented yet")
 
 // wait blocks until the app reaches the wanted state or the timeout passes.
 func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Duration) (api.AppStatus, error) {
@@ -274,14 +311,37 @@ func (d *Daemon) logs(ctx context.Context, name string, follow bool, lines int, 
 	if _, err := d.store.Get(name); err != nil {
 		return err
 	}
-	return fmt.Errorf("daemon: logs: %w", errNotBuilt)
+	return d.parts.systemd.Logs(ctx, name, follow, w)
 }
 
 func (d *Daemon) dnsStatus() api.DNSStatus {
-	return api.DNSStatus{Mode: d.cfg.DNS.Mode, Zone: d.cfg.DNS.Zone}
+	out := api.DNSStatus{Mode: d.cfg.DNS.Mode, Zone: d.cfg.DNS.Zone, Records: []api.DNSRecord{}}
+	pub := d.parts.publisher()
+	if pub == nil {
+		return out
+	}
+	st := pub.Status()
+	out.Server = strings.Join(st.Servers, ", ")
+	out.Serial, out.Pending, out.Error = st.Serial, st.Pending, st.LastError
+	byName := map[string]*api.DNSRecord{}
+	for _, r := range st.Published {
+		rec, ok := byName[r.Name]
+		if !ok {
+			out.Records = append(out.Records, api.DNSRecord{Name: r.Name, Published: true})
+			rec = &out.Records[len(out.Records)-1]
+			byName[r.Name] = rec
+		}
+		rec.Addresses = append(rec.Addresses, r.Addr.String())
+	}
+	return out
 }
 
 // isBadInput reports whether err is the caller's fault (HTTP 400).
 func isBadInput(err error) bool {
-	return errors.Is(err, store.ErrInvalid) || errors.Is(err, configs.ErrInvalid)
+	for _, sentinel := range []error{store.ErrInvalid, configs.ErrInvalid, onion.ErrBadInput, pods.ErrBadInput, network.ErrBadInput, dns.ErrBadInput} {
+		if errors.Is(err, sentinel) {
+			return true
+		}
+	}
+	return false
 }

@@ -71,8 +71,8 @@ func TestPlanGolden(t *testing.T) {
 // A plan made from what it would produce is empty: applying a plan converges.
 func TestPlanConverges(t *testing.T) {
 	apps := []store.App{
-		{Name: "blog", Image: "r.example/blog:1", Ports: []store.Port{{80, 80}}, Onion: true},
-		{Name: "hidden", Image: "r.example/h:1", Ports: []store.Port{{80, 80}}, OnionOnly: true},
+		{Name: "blog", Image: "r.example/blog:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "hidden", Image: "r.example/h:1", Ports: []store.Port{{Public: 80, Target: 80}}, OnionOnly: true},
 		{Name: "lan", Static: "/srv/lan"},
 		{Name: "off", Static: "/srv/off", Stopped: true},
 	}

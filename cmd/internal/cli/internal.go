@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// newInternalCmd holds commands onionpod's own units run; users never need them.
+func newInternalCmd(env *Env) *cobra.Command {
+	cmd := &cobra.Command{Use: "internal", Short: "Commands run by onionpod's units", Hidden: true}
+	cmd.AddCommand(newNetCmd(env, "net-up"), newNetCmd(env, "net-down"))
+	return cmd
+}
+
+// newNetCmd is the ExecStart (net-up) and ExecStop (net-down) of an app's network unit: it
+// recreates the pod's network namespace and attachment at boot, before the pod and before the
+// daemon, from the config and the app's record.
+func newNetCmd(env *Env, verb string) *cobra.Command {
+	return &cobra.Command{
+		Use:  verb + " APP",
+		Args: exactArgs("APP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			app := args[0]
+			if err := store.ValidateName(app); err != nil {
+				return err
+			}
+			cfg, err := env.Config()
+			if err != nil {
+				return err
+			}
+			ula, err := netip.ParsePrefix(cfg.Network.ULAPrefix)
+			if err != nil {
+				return err
+			}
+			m, err := network.New(network.Config{
+				Uplink: cfg.Network.Uplink, ULAPrefix: ula, CNIPaths: cfg.Network.CNIPaths,
+				StateDir: filepath.Join(cfg.StateDir, "network"), NetnsDir: cfg.Network.NetnsDir,
+				DHCPSocket: cfg.Network.DHCPSocket,
+			})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if verb == "net-down" {
+				return m.Detach(cmd.Context(), app)
+			}
+			st, err := store.Open(cfg.StateDir)
+			if err != nil {
+				return err
+			}
+			rec, err := st.Get(app)
+			if err != nil {
+				return err
+			}
+			res, err := m.Attach(cmd.Context(), network.Attachment{App: app, OnionOnly: rec.OnionOnly, IPv4: rec.IPv4})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Out, "%s: netns %s, ula %s, lan %s\n", app, res.Netns, res.ULA, res.LAN)
+			return nil
+		},
+	}
+}
+
+// newServeStaticCmd is what a static-site pod runs: the onionpod binary itself serving a
+// read-only directory.
+func newServeStaticCmd(env *Env) *cobra.Command {
+	var dir, listen string
+	cmd := &cobra.Command{
+		Use:    "serve-static --dir DIR --listen ADDR",
+		Short:  "Serve a directory of static files over HTTP (what a --static pod runs)",
+		Hidden: true,
+		Args:   exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return pods.ServeStatic(cmd.Context(), dir, listen)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "/site", "directory to serve")
+	cmd.Flags().StringVar(&listen, "listen", "[::]:8080", "address to listen on")
+	return cmd
+}

@@ -1,0 +1,281 @@
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/onionpod/onionpod/cmd/internal/reconcile"
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// UnitDir is where onionpod writes its unit files.
+const UnitDir = "/etc/systemd/system"
+
+// parts are the adapters of one daemon, built from its config.
+type parts struct {
+	keys    *onion.KeyStore
+	tor     *onion.Manager
+	net     *network.Manager
+	images  *pods.ImageStore
+	systemd *pods.Systemd
+	units   *unitAdapter
+	pods    *podBuilder
+	dnsSrv  *dns.Server  // builtin mode
+	dnsUpd  *dns.RFC2136 // rfc2136 mode
+	runner  *reconcile.Runner
+	closers []func() error
+}
+
+// statePaths are the subdirectories of the state dir, one per owner.
+type statePaths struct{ root string }
+
+func (p statePaths) onion() string   { return filepath.Join(p.root, "onion") }
+func (p statePaths) images() string  { return filepath.Join(p.root, "images") }
+func (p statePaths) network() string { return filepath.Join(p.root, "network") }
+func (p statePaths) dns() string     { return filepath.Join(p.root, "dns") }
+func (p statePaths) tor() string     { return filepath.Join(p.root, "tor") }
+
+// buildParts connects the adapters. On failure, whatever was opened is closed.
+func buildParts(ctx context.Context, cfg *configs.Config, self string, configPath string) (_ *parts, err error) {
+	paths := statePaths{cfg.StateDir}
+	p := &parts{keys: &onion.KeyStore{Dir: paths.onion()}, images: &pods.ImageStore{Dir: paths.images()}}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	ula, err := netip.ParsePrefix(cfg.Network.ULAPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	p.net, err = network.New(network.Config{
+		Uplink: cfg.Network.Uplink, ULAPrefix: ula, CNIPaths: cfg.Network.CNIPaths,
+		StateDir: paths.network(), NetnsDir: cfg.Network.NetnsDir, DHCPSocket: cfg.Network.DHCPSocket,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, p.net.Close)
+
+	p.systemd, err = pods.Connect(ctx, UnitDir)
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, p.systemd.Close)
+	p.units = &unitAdapter{Systemd: p.systemd, dir: UnitDir}
+	p.pods = &podBuilder{images: p.images, self: self, configPath: configPath, netnsDir: cfg.Network.NetnsDir}
+
+	control, err := torControl(cfg, paths)
+	if err != nil {
+		return nil, err
+	}
+	p.tor = onion.NewManager(control)
+
+	switch cfg.DNS.Mode {
+	case "builtin":
+		p.dnsSrv, err = builtinDNS(cfg, paths)
+	case "rfc2136":
+		p.dnsUpd, err = rfc2136DNS(cfg, paths)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.runner = &reconcile.Runner{
+		Keys: p.keys, Network: p.net, Pods: p.pods, Units: p.units, Onions: p.tor,
+		DNS: p.publisher(), Zone: cfg.DNS.Zone,
+	}
+	return p, nil
+}
+
+func (p *parts) publisher() reconcile.Publisher {
+	switch {
+	case p.dnsSrv != nil:
+		return p.dnsSrv
+	case p.dnsUpd != nil:
+		return p.dnsUpd
+	}
+	return nil
+}
+
+func (p *parts) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// torControl is how the daemon reaches tor: the managed tor's socket with cookie auth, or the
+// configured one.
+func torControl(cfg *configs.Config, paths statePaths) (onion.ControlConfig, error) {
+	network, addr, err := onion.ParseControlEndpoint(cfg.Tor.Control)
+	if err != nil {
+		return onion.ControlConfig{}, err
+	}
+	c := onion.ControlConfig{Network: network, Address: addr, Auth: cfg.Tor.Auth, Exclusive: cfg.Tor.Mode == "managed"}
+	if cfg.Tor.Auth == "password" {
+		pw, err := os.ReadFile(cfg.Tor.PasswordFile)
+		if err != nil {
+			return c, fmt.Errorf("daemon: tor.password_file: %w", err)
+		}
+		c.Password = strings.TrimSpace(string(pw))
+	}
+	return c, nil
+}
+
+// managedTorrc is the torrc options of the managed tor.
+func managedTorrc(cfg *configs.Config, paths statePaths) (onion.TorrcOptions, error) {
+	_, sock, err := configs.ParseControl(cfg.Tor.Control)
+	if err != nil {
+		return onion.TorrcOptions{}, err
+	}
+	return onion.TorrcOptions{
+		DataDir: filepath.Join(paths.tor(), "data"), ControlSocket: sock,
+		SocksPort: uint16(cfg.Tor.SocksPort), Extra: cfg.Tor.TorrcExtra,
+	}, nil
+}
+
+// ensureManagedTor writes the managed tor's torrc and unit and starts it (a no-op when unchanged
+// and running).
+func (p *parts) ensureManagedTor(ctx context.Context, cfg *configs.Config) error {
+	opts, err := managedTorrc(cfg, statePaths{cfg.StateDir})
+	if err != nil {
+		return err
+	}
+	torrc, err := onion.ManagedTorrc(opts)
+	if err != nil {
+		return err
+	}
+	if err := onion.PrepareManagedDirs(opts); err != nil {
+		return err
+	}
+	path := filepath.Join(statePaths{cfg.StateDir}.tor(), "torrc")
+	changed, err := writeIfChanged(path, torrc)
+	if err != nil {
+		return fmt.Errorf("daemon: torrc: %w", err)
+	}
+	unit, err := pods.HostService{
+		Name: "tor", Description: "onionpod's tor (onion services of the apps)",
+		ExecStart: onion.TorCommandBinary(cfg.Tor.Binary, path), Restart: "always",
+	}.Unit()
+	if err != nil {
+		return err
+	}
+	if err := p.systemd.Apply(ctx, unit); err != nil {
+		return err
+	}
+	if changed {
+		return p.systemd.RestartUnit(ctx, unit.Name)
+	}
+	return nil
+}
+
+// ensureDHCPDaemon runs the CNI dhcp daemon as onionpod-dhcp.service while an app wants IPv4.
+func (p *parts) ensureDHCPDaemon(ctx context.Context, cfg *configs.Config, wanted bool) error {
+	name := pods.HostService{Name: "dhcp"}.UnitName()
+	if !wanted {
+		if _, err := p.systemd.UnitStatus(ctx, name); errors.Is(err, pods.ErrNotFound) {
+			return nil
+		}
+		return p.systemd.RemoveUnits(ctx, name)
+	}
+	pluginDir := ""
+	for _, d := range cfg.Network.CNIPaths {
+		if _, err := os.Stat(filepath.Join(d, "dhcp")); err == nil {
+			pluginDir = d
+			break
+		}
+	}
+	if pluginDir == "" {
+		return fmt.Errorf("daemon: IPv4: the CNI dhcp plugin is in none of %v", cfg.Network.CNIPaths)
+	}
+	unit, err := pods.HostService{
+		Name: "dhcp", Description: "onionpod's CNI DHCP daemon (IPv4 leases of the pods)",
+		ExecStart: network.DHCPDaemonCommand(pluginDir, cfg.Network.DHCPSocket), Restart: "always",
+	}.Unit()
+	if err != nil {
+		return err
+	}
+	if err := p.systemd.Apply(ctx, unit); err != nil {
+		return err
+	}
+	// The daemon creates its socket a moment after it starts.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(cfg.Network.DHCPSocket); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("daemon: the CNI DHCP daemon did not create %s", cfg.Network.DHCPSocket)
+}
+
+func builtinDNS(cfg *configs.Config, paths statePaths) (*dns.Server, error) {
+	keys, err := tsigKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sc := dns.ServerConfig{
+		Zone: cfg.DNS.Zone, Listen: cfg.DNS.Listen, TTL: time.Duration(cfg.DNS.TTL) * time.Second,
+		StateDir: paths.dns(), TSIGKeys: keys,
+	}
+	for _, n := range cfg.DNS.NS {
+		sc.NS = append(sc.NS, dns.NameServer{Host: n})
+	}
+	for _, s := range cfg.DNS.Secondaries {
+		sc.Secondaries = append(sc.Secondaries, dns.Secondary{Addr: s.Address, KeyName: s.Key})
+	}
+	return dns.NewServer(sc)
+}
+
+func rfc2136DNS(cfg *configs.Config, paths statePaths) (*dns.RFC2136, error) {
+	keys, err := tsigKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var key dns.TSIGKey
+	for _, k := range keys {
+		if strings.TrimSuffix(k.Name, ".") == strings.TrimSuffix(cfg.DNS.RFC2136.Key, ".") {
+			key = k
+		}
+	}
+	return dns.NewRFC2136(dns.RFC2136Config{
+		Server: cfg.DNS.RFC2136.Server, Zone: cfg.DNS.Zone, TSIG: key,
+		LedgerPath: filepath.Join(paths.dns(), "rfc2136-"+strings.TrimSuffix(cfg.DNS.Zone, ".")+".json"),
+		TTL:        time.Duration(cfg.DNS.TTL) * time.Second,
+	})
+}
+
+func tsigKeys(cfg *configs.Config) ([]dns.TSIGKey, error) {
+	var keys []dns.TSIGKey
+	for _, k := range cfg.DNS.TSIG {
+		secret, err := k.SecretOf()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := base64.StdEncoding.DecodeString(secret); err != nil {
+			return nil, fmt.Errorf("daemon: dns.tsig %q: the secret is not base64", k.Name)
+		}
+		keys = append(keys, dns.TSIGKey{Name: k.Name, Algorithm: k.Algorithm, Secret: secret})
+	}
+	return keys, nil
+}
+
+// writeIfChanged writes data atomically unless the file already holds it; it reports a change.
+func writeIfChanged(path string, data []byte) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	return true, store.WriteFileAtomic(path, data, 0o600)
+}

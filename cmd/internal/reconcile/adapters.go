@@ -1,0 +1,64 @@
+package reconcile
+
+import (
+	"context"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// The adapters the reconciler drives, declared here where they are used. The domain packages'
+// types satisfy them (KeyStore, Network, Onions, Publisher) or the daemon wraps them (Pods, Units).
+
+// KeyStore holds the apps' onion keys.
+type KeyStore interface {
+	Ensure(app string) (key *onion.Key, created bool, err error)
+	Clients(app string) ([]onion.AuthorizedClient, error)
+	List() ([]onion.AppKey, error)
+}
+
+// Network attaches pods' network namespaces.
+type Network interface {
+	Attach(ctx context.Context, a network.Attachment) (network.Result, error)
+	Detach(ctx context.Context, app string) error
+	Attached(ctx context.Context) ([]string, error)
+	Addresses(app string) (network.Result, error)
+}
+
+// Pods turns an app into its unit files (from its cached image) and fetches images.
+type Pods interface {
+	// Units renders the app's units for a pod in netns; ErrImageMissing when the image is not
+	// cached yet (Fetch it first).
+	Units(app store.App, netns string) ([]pods.Unit, error)
+	// Fetch pulls or loads the app's image and unpacks it (nothing for a static site).
+	Fetch(ctx context.Context, app store.App) error
+}
+
+// Units runs unit files through systemd.
+type Units interface {
+	// Apply writes the units (when changed), enables and starts them (restarting changed ones).
+	Apply(ctx context.Context, units ...pods.Unit) error
+	// Stop stops an app's pod (its network stays).
+	Stop(ctx context.Context, app string) error
+	// Remove stops, disables and deletes an app's units; idempotent.
+	Remove(ctx context.Context, app string) error
+	// State says whether the app's pod unit exists, runs, and matches want.
+	State(ctx context.Context, app string, want []pods.Unit) (UnitState, error)
+	// Apps lists the apps that have units.
+	Apps(ctx context.Context) ([]string, error)
+}
+
+// Onions keeps the wanted onion services in tor (declarative: the set replaces the last one).
+type Onions interface {
+	Set(ctx context.Context, services []onion.Service) error
+	Status() map[string]onion.ServiceStatus
+}
+
+// Publisher keeps the zone holding exactly the given records (declarative).
+type Publisher interface {
+	Set(ctx context.Context, records []dns.Record) error
+	Status() dns.Status
+}

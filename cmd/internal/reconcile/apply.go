@@ -1,0 +1,318 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+)
+
+// ErrImageMissing is what Pods.Units returns when the app's image is not cached.
+var ErrImageMissing = errors.New("image not cached")
+
+// Runner carries out plans against the adapters.
+type Runner struct {
+	Keys    KeyStore
+	Network Network
+	Pods    Pods
+	Units   Units
+	Onions  Onions
+	DNS     Publisher // nil: no DNS publishing
+	Zone    string
+	// Parallel bounds how many apps converge at once (default 4).
+	Parallel int
+}
+
+// StepResult is one step as it ran.
+type StepResult struct {
+	Kind     StepKind
+	Duration time.Duration
+	Err      error
+}
+
+// AppResult is how one app's steps went.
+type AppResult struct {
+	App     string
+	Steps   []StepResult
+	Err     error          // the first failed step's error, or the onion/DNS error of this app
+	Net     network.Result // where the pod is (when attached)
+	Address string         // the .onion address (when it has a key)
+}
+
+// Result is a whole pass.
+type Result struct {
+	Apps     map[string]*AppResult
+	OnionErr error // the declarative Set of onion services failed as a whole
+	DNSErr   error // the declarative Set of DNS records failed as a whole
+	Records  []dns.Record
+	Services []string // apps whose onion services were set
+}
+
+// Apply runs plan for the desired apps: per-app creation steps (several apps at once, each app's
+// steps in order, one app's failure never blocking another), then the onion services and DNS
+// records of every app (declarative sets, which also withdraw those of stopped and removed apps),
+// then the removals of leftover units and networks.
+func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App) Result {
+	res := Result{Apps: map[string]*AppResult{}}
+	apps := map[string]store.App{}
+	for _, a := range desired {
+		apps[a.Name] = a
+	}
+	var creations, removals []AppPlan
+	for _, p := range plan.Apps {
+		res.Apps[p.App] = &AppResult{App: p.App}
+		if p.Removal {
+			removals = append(removals, p)
+		} else {
+			creations = append(creations, p)
+		}
+	}
+
+	// 1. key, image, network, unit: per app, in order.
+	parallel := r.Parallel
+	if parallel <= 0 {
+		parallel = 4
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, p := range creations {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(p AppPlan) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.converge(ctx, apps[p.App], p, res.Apps[p.App])
+		}(p)
+	}
+	wg.Wait()
+
+	// 2. onion services and DNS records of every app whose pod is in place.
+	services, serviceErrs := r.onionServices(desired, res.Apps)
+	for app, err := range serviceErrs {
+		res.Apps[app].fail(AddOnion, 0, err)
+	}
+	start := time.Now()
+	res.OnionErr = r.Onions.Set(ctx, services)
+	onionTime := time.Since(start)
+	for _, s := range services {
+		res.Services = append(res.Services, s.App)
+		res.Apps[s.App].record(AddOnion, onionTime, res.OnionErr)
+	}
+	if r.DNS != nil {
+		res.Records = r.records(desired, res.Apps)
+		start = time.Now()
+		res.DNSErr = r.DNS.Set(ctx, res.Records)
+		dnsTime := time.Since(start)
+		for _, app := range appsOf(res.Records, r.Zone) {
+			if a, ok := res.Apps[app]; ok {
+				a.record(PublishDNS, dnsTime, res.DNSErr)
+			}
+		}
+	}
+
+	// 3. leftovers of removed apps: units, then networks.
+	for _, p := range removals {
+		r.remove(ctx, p, res.Apps[p.App])
+	}
+	return res
+}
+
+func (a *AppResult) record(kind StepKind, d time.Duration, err error) {
+	a.Steps = append(a.Steps, StepResult{Kind: kind, Duration: d, Err: err})
+	if err != nil && a.Err == nil {
+		a.Err = err
+	}
+}
+
+func (a *AppResult) fail(kind StepKind, d time.Duration, err error) { a.record(kind, d, err) }
+
+// failed reports whether a step of this app failed before onion/DNS.
+func (a *AppResult) failed() bool { return a.Err != nil }
+
+// converge runs an app's per-app creation steps in order; the first failure stops the app's steps.
+func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, out *AppResult) {
+	if app.Stopped {
+		r.stopApp(ctx, app, p, out)
+		return
+	}
+	// The key is needed for the address even when it exists; Ensure never replaces a key.
+	if app.WantsOnion() {
+		start := time.Now()
+		key, _, err := r.Keys.Ensure(app.Name)
+		if err != nil {
+			out.fail(EnsureKey, time.Since(start), err)
+			return
+		}
+		out.Address = key.Address()
+		if planned(p, EnsureKey) {
+			out.record(EnsureKey, time.Since(start), nil)
+		}
+	}
+	if planned(p, EnsureImage) {
+		start := time.Now()
+		if err := r.Pods.Fetch(ctx, app); err != nil {
+			out.fail(EnsureImage, time.Since(start), err)
+			return
+		}
+		out.record(EnsureImage, time.Since(start), nil)
+	}
+	start := time.Now()
+	var net network.Result
+	var err error
+	if planned(p, AttachNetwork) {
+		net, err = r.Network.Attach(ctx, network.Attachment{App: app.Name, OnionOnly: app.OnionOnly, IPv4: app.IPv4})
+		if err != nil {
+			out.fail(AttachNetwork, time.Since(start), err)
+			return
+		}
+		out.record(AttachNetwork, time.Since(start), nil)
+	} else if net, err = r.Network.Addresses(app.Name); err != nil {
+		out.fail(AttachNetwork, time.Since(start), err)
+		return
+	}
+	out.Net = net
+	if planned(p, WriteUnit) || planned(p, StartUnit) {
+		start := time.Now()
+		units, err := r.Pods.Units(app, net.Netns)
+		if err == nil {
+			err = r.Units.Apply(ctx, units...)
+		}
+		if err != nil {
+			out.fail(StartUnit, time.Since(start), err)
+			return
+		}
+		out.record(StartUnit, time.Since(start), nil)
+	}
+}
+
+// stopApp stops a stopped app's pod; its onion service and records go with the declarative sets.
+func (r *Runner) stopApp(ctx context.Context, app store.App, p AppPlan, out *AppResult) {
+	if !planned(p, StopUnit) {
+		return
+	}
+	start := time.Now()
+	out.record(StopUnit, time.Since(start), r.Units.Stop(ctx, app.Name))
+}
+
+func (r *Runner) remove(ctx context.Context, p AppPlan, out *AppResult) {
+	for _, s := range p.Steps {
+		start := time.Now()
+		var err error
+		switch s.Kind {
+		case RemoveUnit:
+			err = r.Units.Remove(ctx, p.App)
+		case DetachNetwork:
+			err = r.Network.Detach(ctx, p.App)
+		default:
+			continue // DNS and onion went with the sets; stopping is part of removing the unit
+		}
+		out.record(s.Kind, time.Since(start), err)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func planned(p AppPlan, kind StepKind) bool {
+	for _, s := range p.Steps {
+		if s.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// onionServices are the services of running apps that want one and whose pod is in place.
+func (r *Runner) onionServices(desired []store.App, results map[string]*AppResult) ([]onion.Service, map[string]error) {
+	var services []onion.Service
+	errs := map[string]error{}
+	for _, app := range desired {
+		res := results[app.Name]
+		if app.Stopped || !app.WantsOnion() || res == nil || res.failed() || !res.Net.ULA.IsValid() {
+			continue
+		}
+		key, _, err := r.Keys.Ensure(app.Name)
+		if err != nil {
+			errs[app.Name] = err
+			continue
+		}
+		clients, err := r.Keys.Clients(app.Name)
+		if err != nil {
+			errs[app.Name] = err
+			continue
+		}
+		svc := onion.Service{App: app.Name, Key: key, Clients: clients}
+		for _, p := range app.Ports {
+			svc.Ports = append(svc.Ports, onion.Port{
+				Virtual: p.Public,
+				Target:  netip.AddrPortFrom(res.Net.ULA, p.Target).String(),
+			})
+		}
+		services = append(services, svc)
+	}
+	return services, errs
+}
+
+// records are the AAAA (and A) records of running clearnet apps with a known LAN address.
+func (r *Runner) records(desired []store.App, results map[string]*AppResult) []dns.Record {
+	var out []dns.Record
+	for _, app := range desired {
+		res := results[app.Name]
+		if app.Stopped || !app.Clearnet() || res == nil || res.failed() {
+			continue
+		}
+		net := res.Net
+		var addrs []netip.Addr
+		for _, a := range []netip.Addr{net.LAN, net.IPv4} {
+			if a.IsValid() {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		recs, err := dns.AppRecords(app.Name, r.Zone, addrs...)
+		if err != nil {
+			res.fail(PublishDNS, 0, err)
+			continue
+		}
+		out = append(out, recs...)
+	}
+	return out
+}
+
+// appsOf maps records back to app names (the first label under the zone).
+func appsOf(records []dns.Record, zone string) []string {
+	seen := map[string]bool{}
+	var apps []string
+	suffix := "." + strings.TrimSuffix(zone, ".") + "."
+	for _, rec := range records {
+		name, ok := strings.CutSuffix(rec.Name, suffix)
+		if ok && !seen[name] {
+			seen[name] = true
+			apps = append(apps, name)
+		}
+	}
+	return apps
+}
+
+// String is the step list of an app as it ran, for logs and status.
+func (a *AppResult) String() string {
+	var parts []string
+	for _, s := range a.Steps {
+		p := fmt.Sprintf("%s %v", s.Kind, s.Duration.Round(time.Microsecond))
+		if s.Err != nil {
+			p += " (failed)"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
+}
