@@ -17,7 +17,8 @@ import (
 // would do, without the cost of one more plugin process), and opens a netlink handle in the pod
 // for the rest of the attach (*h; the caller closes it). A LAN pod forms its address by SLAAC from
 // the pinned MAC (EUI-64, no temporary addresses) with optimistic DAD; an onion-only pod ignores
-// router advertisements and skips DAD on its point-to-point link.
+// router advertisements and skips DAD on its point-to-point link. Every pod may bind any port
+// without a capability (net.ipv4.ip_unprivileged_port_start=0 in its namespace).
 func setupPod(onionOnly bool, h **netlink.Handle) func() error {
 	return func() error {
 		set := [][2]string{
@@ -36,6 +37,9 @@ func setupPod(onionOnly bool, h **netlink.Handle) func() error {
 		for _, kv := range set {
 			errs = append(errs, netnsfile.Sysctl("net/ipv6/conf/"+kv[0], kv[1]))
 		}
+		// Any port may be bound without a capability in the pod's own namespace (the sysctl is
+		// per network namespace): a pod serving on port 80 runs with an empty capability set.
+		errs = append(errs, netnsfile.Sysctl("net/ipv4/ip_unprivileged_port_start", "0"))
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("pod sysctls: %w", err)
 		}
