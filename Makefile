@@ -11,7 +11,7 @@ BIN := bin/onionpod
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/onionpod
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/onionpod
 
 deps:
 	bash .ci/install-deps

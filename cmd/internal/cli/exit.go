@@ -44,6 +44,10 @@ func exitCode(err error) int {
 	if errors.As(err, &u) {
 		return exitBadInput
 	}
+	var child *childExit
+	if errors.As(err, &child) {
+		return child.code
+	}
 	for _, sentinel := range badInput() {
 		if errors.Is(err, sentinel) {
 			return exitBadInput

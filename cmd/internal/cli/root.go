@@ -31,7 +31,9 @@ func Run(ctx context.Context, args []string, streams IO) int {
 		if _, ok := err.(*usageError); !ok && isCobraUsageError(err) {
 			err = &usageError{err: err, cmdPath: cmd.CommandPath()}
 		}
-		fmt.Fprintln(streams.Err, describe(err))
+		if _, quiet := err.(*childExit); !quiet {
+			fmt.Fprintln(streams.Err, describe(err))
+		}
 	}
 	return exitCode(err)
 }

@@ -18,15 +18,3 @@ func notBuilt(check func(args []string) error) func(*cobra.Command, []string) er
 		return fmt.Errorf("%s: %w", cmd.CommandPath(), errNotImplemented)
 	}
 }
-
-func newLabCmd(env *Env) *cobra.Command {
-	cmd := &cobra.Command{Use: "lab", Short: "A lab in namespaces (systemd, IPv6 LAN, private Tor network, DNS) touching nothing else"}
-	for _, verb := range []string{"up", "down", "status", "exec"} {
-		cmd.AddCommand(&cobra.Command{Use: verb, RunE: notBuilt(nil)})
-	}
-	return cmd
-}
-
-func newDemoCmd(env *Env) *cobra.Command {
-	return &cobra.Command{Use: "demo", Short: "Bring the lab up, expose a demo app, fetch it over .onion and over IPv6 + DNS", RunE: notBuilt(nil)}
-}
