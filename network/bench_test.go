@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"crypto/rand"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -17,22 +18,28 @@ import (
 
 const benchPods = 50
 
+var benchCNIPath = flag.String("bench-cni-path", "", "CNI plugin dir for BenchmarkAttachDetach (default: the default CNI paths)")
+
 // BenchmarkAttachDetach attaches and detaches 50 LAN pods with the Manager, side by side with the
 // floor: `ip netns add` plus a raw libcni ADD of the same conflist (and DEL plus `ip netns del`),
 // and with what CNI static IPAM for the ULA plus the loopback plugin would cost. DAD is not waited
 // for. Reported per pod, medians: attach-ms, detach-ms, floor-add-ms, floor-del-ms,
 // static-lo-add-ms, attach/floor; and attach50-s, the time to attach all 50.
 //
-//	go test -run '^$' -bench AttachDetach -benchtime 3x ./network/
+//	go test -run '^$' -bench AttachDetach -benchtime 3x ./network/ [-args -bench-cni-path /usr/lib/cni]
 func BenchmarkAttachDetach(b *testing.B) {
 	if why := nettest.Missing(false); why != "" {
 		b.Skip(why)
 	}
 	lan := nettest.New(b, nettest.Options{})
-	m, err := New(Config{
+	cfg := Config{
 		Uplink: lan.Uplink(), ULAPrefix: randomULAPrefix(), StateDir: b.TempDir(), NetnsDir: b.TempDir(),
 		BoxNetns: lan.BoxNetns(),
-	})
+	}
+	if *benchCNIPath != "" {
+		cfg.CNIPaths = []string{*benchCNIPath}
+	}
+	m, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
