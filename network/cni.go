@@ -130,6 +130,15 @@ func (m *Manager) cniCheck(ctx context.Context, l *lease) error {
 	return nil
 }
 
+// cachedConflist is the configuration of l's last CNI ADD, from libcni's cache (nil if none).
+func (m *Manager) cachedConflist(l *lease) []byte {
+	conf, _, err := m.cni.GetNetworkListCachedConfig(&libcni.NetworkConfigList{Name: networkName}, m.runtimeConf(l, l.Netns))
+	if err != nil {
+		return nil
+	}
+	return conf
+}
+
 // cachedIPv4 is the IPv4 address of the last ADD, from libcni's cache.
 func (m *Manager) cachedIPv4(l *lease) netip.Addr {
 	if !l.IPv4 || len(l.Conflist) == 0 {

@@ -56,12 +56,20 @@ func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool
 		}
 	}
 	if err := netnsfile.Remove(path); err != nil {
-		reap()
+		if held >= 0 {
+			held.Close()
+		}
 		return err
 	}
 	m.unwatchPod(app)
 	if l == nil {
-		reap()
+		// An orphan (a crash before its lease was stored): CNI DEL with the configuration libcni
+		// cached at ADD, if it got that far, releases what the plugins hold.
+		defer reap()
+		orphan := &lease{App: app, Netns: path}
+		if conf := m.cachedConflist(orphan); conf != nil {
+			return m.cniDel(ctx, orphan, path, conf)
+		}
 		return nil
 	}
 	var delErr error

@@ -156,6 +156,34 @@ func TestAttachedReportsOrphans(t *testing.T) {
 	if netnsfile.Exists(ghost) {
 		t.Fatal("orphan namespace survived Detach")
 	}
+
+	// A crash after CNI ADD but before the lease was stored: a new Manager sees the namespace, and
+	// Detach also runs CNI DEL from libcni's cache.
+	e.waitForBox(t)
+	res := e.attach(t, network.Attachment{App: "crashed"})
+	if err := os.Remove(filepath.Join(e.cfg.StateDir, "leases", "crashed.json")); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := network.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	if apps, _ := restarted.Attached(context.Background()); strings.Join(apps, ",") != "crashed" {
+		t.Fatalf("Attached = %v, want [crashed]", apps)
+	}
+	if err := restarted.Detach(context.Background(), "crashed"); err != nil {
+		t.Fatal(err)
+	}
+	if netnsfile.Exists(res.Netns) {
+		t.Fatal("orphan namespace survived Detach")
+	}
+	if cached, _ := os.ReadDir(filepath.Join(e.cfg.StateDir, "cni-cache", "results")); len(cached) != 0 {
+		t.Fatalf("CNI cache not cleared for the orphan: %v", cached)
+	}
+	if err := restarted.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A new Manager on the same state dir (a daemon restart) finds the pods and keeps their leases;
