@@ -38,6 +38,12 @@ func TestLANPodReachable(t *testing.T) {
 	t.Run("box reaches the ULA through the shim", func(t *testing.T) {
 		fetchEventually(t, e.lan.BoxNetns(), httpURL(res.ULA), "hello from blog")
 	})
+	t.Run("any port without a capability", func(t *testing.T) {
+		out, err := nettest.Exec(context.Background(), res.Netns, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start")
+		if err != nil || strings.TrimSpace(string(out)) != "0" {
+			t.Fatalf("ip_unprivileged_port_start in the pod = %q, %v; want 0", out, err)
+		}
+	})
 	t.Run("check passes", func(t *testing.T) {
 		if err := e.m.Check(context.Background(), "blog"); err != nil {
 			t.Fatal(err)
