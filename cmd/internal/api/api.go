@@ -71,6 +71,7 @@ type OnionStatus struct {
 	Published bool      `json:"published"`         // descriptor uploaded (HS_DESC UPLOADED)
 	Since     time.Time `json:"since,omitempty"`
 	Clients   int       `json:"clients,omitempty"` // v3 client-auth keys
+	Err       string    `json:"error,omitempty"`   // tor refused this service
 }
 
 // DNSRecord is one published name.

@@ -153,9 +153,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 			}
 			if o, ok := onions[app.Name]; ok {
 				st.Onion.Added, st.Onion.Published, st.Onion.Since = o.Added, o.Uploaded, o.UploadedAt
-				if o.Err != "" {
-					st.LastError = "onion: " + o.Err
-				}
+				st.Onion.Err = o.Err
 			}
 		}
 		if app.Clearnet() {
@@ -178,6 +176,12 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	}
 	if st.Unit.ActiveState == "failed" {
 		return api.StateFailed, "the pod's unit failed: see onionpod logs " + app.Name
+	}
+	if app.WantsOnion() && st.Onion.Err != "" {
+		return api.StateFailed, "onion: " + st.Onion.Err
+	}
+	if app.Clearnet() && errors.Is(res.DNSErr, dns.ErrRejected) {
+		return api.StateFailed, "dns: " + res.DNSErr.Error()
 	}
 	if app.WantsOnion() && res.OnionErr != nil && !st.Onion.Added {
 		lastErr = "onion: " + res.OnionErr.Error()

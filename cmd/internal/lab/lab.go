@@ -154,6 +154,9 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
+	if err := step("forget the last Tor network's consensus", l.forgetTorNetwork); err != nil {
+		return nil, err
+	}
 	if err := step("config and onionpod.service", l.writeBoxFiles); err != nil {
 		return nil, err
 	}
@@ -223,6 +226,28 @@ func (l *Lab) torrcExtra() []string {
 		return l.tor.JoinTorrc()
 	}
 	return []string{"DisableNetwork 1"}
+}
+
+// forgetTorNetwork removes what the box's tor cached of the Tor network of an earlier lab up
+// (consensus, descriptors, guards): this lab's network is a new one, with new relays and ports.
+// The onion keys are not there: they live in onionpod's key store.
+func (l *Lab) forgetTorNetwork() error {
+	data := l.opts.path("box", "var", "upper", "lib", "onionpod", "tor", "data")
+	entries, err := os.ReadDir(data)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "cached-") || e.Name() == "state" {
+			if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (l *Lab) writeBoxFiles() error {

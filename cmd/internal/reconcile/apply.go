@@ -102,9 +102,11 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App) Resu
 	start := time.Now()
 	res.OnionErr = r.Onions.Set(ctx, services)
 	onionTime := time.Since(start)
+	// The sets' errors are the pass's, not an app's: tor down is transient (the Manager applies
+	// the set when it is back) and per-service failures are in the Manager's status.
 	for _, s := range services {
 		res.Services = append(res.Services, s.App)
-		res.Apps[s.App].record(AddOnion, onionTime, res.OnionErr)
+		res.Apps[s.App].note(AddOnion, onionTime, res.OnionErr)
 	}
 	if r.DNS != nil {
 		res.Records = r.records(desired, res.Apps)
@@ -113,7 +115,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App) Resu
 		dnsTime := time.Since(start)
 		for _, app := range appsOf(res.Records, r.Zone) {
 			if a, ok := res.Apps[app]; ok {
-				a.record(PublishDNS, dnsTime, res.DNSErr)
+				a.note(PublishDNS, dnsTime, res.DNSErr)
 			}
 		}
 	}
@@ -133,6 +135,11 @@ func (a *AppResult) record(kind StepKind, d time.Duration, err error) {
 }
 
 func (a *AppResult) fail(kind StepKind, d time.Duration, err error) { a.record(kind, d, err) }
+
+// note records a step whose error is not the app's own failure.
+func (a *AppResult) note(kind StepKind, d time.Duration, err error) {
+	a.Steps = append(a.Steps, StepResult{Kind: kind, Duration: d, Err: err})
+}
 
 // failed reports whether a step of this app failed before onion/DNS.
 func (a *AppResult) failed() bool { return a.Err != nil }
