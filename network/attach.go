@@ -43,7 +43,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 	m.mu.Lock()
 	old := m.held[a.App]
 	m.mu.Unlock()
-	if old != nil && m.same(old, a) && podLinkReady(old) {
+	if old != nil && m.same(old, a) && podLinkReady(old) && m.hostSideReady(ctx, old) {
 		return m.result(old), nil
 	}
 	if old != nil || netnsfile.Exists(m.netnsPath(a.App)) {
@@ -108,6 +108,15 @@ func (m *Manager) same(l *lease, a Attachment) bool {
 		return false
 	}
 	return l.OnionOnly || m.cfg.Uplink == autoUplink || m.cfg.Uplink == l.Uplink
+}
+
+// hostSideReady makes sure the host's end of an attached pod is there: for a LAN pod the shim
+// (recreated if someone deleted it), for an onion-only pod its host veth.
+func (m *Manager) hostSideReady(ctx context.Context, l *lease) bool {
+	if l.OnionOnly {
+		return m.checkHostVeth(l) == nil
+	}
+	return m.ensureShim(ctx, l.Uplink) == nil
 }
 
 // prepareLease checks what the attach needs (plugins, uplink, DHCP daemon) and builds the lease:

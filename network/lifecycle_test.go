@@ -137,6 +137,17 @@ func TestCheckDetectsDriftAndAttachHeals(t *testing.T) {
 	}
 	serveHTTP(t, healed.Netns, "healed")
 	fetchEventually(t, e.lan.BoxNetns(), httpURL(healed.ULA), "healed")
+
+	// The host side goes missing (someone deletes the shim): Check notices, Attach puts it back
+	// without touching the pod.
+	if _, err := nettest.Exec(ctx, e.lan.BoxNetns(), "ip", "link", "del", "onionpod0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Check(ctx, "shop"); !errors.Is(err, network.ErrDrift) {
+		t.Fatalf("Check without the shim = %v, want ErrDrift", err)
+	}
+	e.attach(t, network.Attachment{App: "shop"})
+	fetchEventually(t, e.lan.BoxNetns(), httpURL(healed.ULA), "healed") // same server: same namespace
 }
 
 // A namespace without a lease (a crash between creating it and storing the lease, or a lease
