@@ -59,25 +59,44 @@ func ServeStatic(ctx context.Context, dir, listenAddr string) error {
 
 // staticHandler serves files, and index.html for directories, without listings.
 func staticHandler(dir string) http.Handler {
-	files := http.FileServer(http.Dir(dir))
+	files := http.FileServer(indexOnly{http.Dir(dir)})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		p := path.Clean("/" + r.URL.Path)
-		full := filepath.Join(dir, filepath.FromSlash(p))
-		if st, err := os.Stat(full); err == nil && st.IsDir() {
-			if _, err := os.Stat(filepath.Join(full, "index.html")); err != nil {
-				http.NotFound(w, r)
-				return
-			}
-		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	})
 }
+
+// indexOnly opens a directory only when its index.html can be opened too (by the pod's user), and
+// never lists it: a directory without a readable index is "not found".
+type indexOnly struct{ fs http.FileSystem }
+
+func (o indexOnly) Open(name string) (http.File, error) {
+	f, err := o.fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil || !st.IsDir() {
+		return f, err
+	}
+	index, err := o.fs.Open(path.Join(name, "index.html"))
+	if err != nil {
+		f.Close()
+		return nil, os.ErrNotExist
+	}
+	index.Close()
+	return unlistable{f}, nil
+}
+
+// unlistable is a directory whose entries are never read.
+type unlistable struct{ http.File }
+
+func (unlistable) Readdir(int) ([]os.FileInfo, error) { return nil, nil }
 
 // EmptyRoot returns (creating it once) the store's empty root directory for static-site pods:
 // nothing but the mount points systemd needs.

@@ -189,6 +189,13 @@ func TestServeStatic(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// An index that cannot be opened (as one the pod's user may not read): still no listing.
+	if err := os.Mkdir(filepath.Join(dir, "broken"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("nowhere", filepath.Join(dir, "broken", "index.html")); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(staticHandler(dir))
 	defer srv.Close()
 	cases := map[string]struct {
@@ -199,6 +206,7 @@ func TestServeStatic(t *testing.T) {
 		"/docs/":            {200, "docs"},
 		"/docs/a.txt":       {200, "a"},
 		"/empty/":           {404, ""},
+		"/broken/":          {404, ""},
 		"/../../etc/passwd": {404, ""},
 		"/nothere":          {404, ""},
 	}
