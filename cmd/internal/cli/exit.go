@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // Exit codes, decided here and nowhere else.
@@ -25,12 +30,10 @@ type usageError struct {
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
-// errNotImplemented is what a verb that is registered but not built yet returns (exit 1).
-var errNotImplemented = errors.New("not implemented yet")
-
 // badInput lists the sentinels of every package whose errors mean "the user's input is wrong".
 func badInput() []error {
-	return []error{configs.ErrInvalid, store.ErrInvalid, errBadInput}
+	return []error{configs.ErrInvalid, store.ErrInvalid, errBadInput, api.ErrBadInput,
+		onion.ErrBadInput, pods.ErrBadInput, network.ErrBadInput, dns.ErrBadInput}
 }
 
 // errBadInput marks bad input detected by the CLI itself.

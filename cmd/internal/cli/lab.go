@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/onionpod/onionpod/cmd/internal/lab"
+	"github.com/onionpod/onionpod/e2e/lab"
 )
 
 type labOptions struct {

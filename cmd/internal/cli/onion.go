@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/onion"
@@ -50,21 +51,24 @@ func withKeys(ctx context.Context, env *Env, fn func(*onion.KeyStore) error) err
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func() error { return onionError(fn(keyStore(cfg))) })
+	return st.Update(ctx, func() error { return fn(keyStore(cfg)) })
 }
 
-// onionError marks the onion package's bad-input errors for exit code 2.
-func onionError(err error) error {
-	if err != nil && errors.Is(err, onion.ErrBadInput) && !errors.Is(err, errBadInput) {
-		return &markedError{err: err, mark: errBadInput}
+// changeKeys is withKeys for commands that change keys or client lists: a running daemon is then
+// told to pick the change up at once (with the daemon stopped, it reads the keys when it starts).
+func changeKeys(ctx context.Context, env *Env, fn func(*onion.KeyStore) error) error {
+	if err := withKeys(ctx, env, fn); err != nil {
+		return err
 	}
-	return err
+	cfg, err := env.Config()
+	if err != nil {
+		return err
+	}
+	if err := env.Client(cfg).Sync(ctx); err != nil && !errors.Is(err, api.ErrNoDaemon) {
+		fmt.Fprintf(env.Err, "note: the daemon was not told of the change (%v); it picks it up on its next pass\n", err)
+	}
+	return nil
 }
-
-type markedError struct{ err, mark error }
-
-func (e *markedError) Error() string   { return e.err.Error() }
-func (e *markedError) Unwrap() []error { return []error{e.err, e.mark} }
 
 // --- onion ls
 
@@ -185,12 +189,12 @@ func runOnionImport(ctx context.Context, env *Env, opts onionImportOptions) erro
 	if opts.Source == "-" {
 		k, err := readKeyFromStdin(env.In)
 		if err != nil {
-			return onionError(err)
+			return err
 		}
 		stdinKey = k
 	}
 	var key *onion.Key
-	err := withKeys(ctx, env, func(ks *onion.KeyStore) error {
+	err := changeKeys(ctx, env, func(ks *onion.KeyStore) error {
 		if stdinKey != nil {
 			key = stdinKey
 			return ks.Save(opts.App, stdinKey, nil, opts.Force)
@@ -313,7 +317,7 @@ func runOnionBackup(ctx context.Context, env *Env, opts onionBackupOptions) erro
 	for _, r := range opts.Recipients {
 		rec, err := onion.ParseRecipient(r)
 		if err != nil {
-			return onionError(err)
+			return err
 		}
 		recipients = append(recipients, rec)
 	}
@@ -324,7 +328,7 @@ func runOnionBackup(ctx context.Context, env *Env, opts onionBackupOptions) erro
 		}
 		rec, err := onion.PassphraseRecipient(pass)
 		if err != nil {
-			return onionError(err)
+			return err
 		}
 		recipients = []age.Recipient{rec}
 	}
@@ -435,7 +439,7 @@ func runOnionRestore(ctx context.Context, env *Env, opts onionRestoreOptions) er
 		identities, err = onion.ParseIdentities(b)
 		clear(b)
 		if err != nil {
-			return onionError(err)
+			return err
 		}
 	} else {
 		pass, err := passphrase(env, opts.PassphraseFile, false)
@@ -444,12 +448,12 @@ func runOnionRestore(ctx context.Context, env *Env, opts onionRestoreOptions) er
 		}
 		id, err := onion.PassphraseIdentity(pass)
 		if err != nil {
-			return onionError(err)
+			return err
 		}
 		identities = []age.Identity{id}
 	}
 	var restored []onion.RestoredApp
-	err = withKeys(ctx, env, func(ks *onion.KeyStore) error {
+	err = changeKeys(ctx, env, func(ks *onion.KeyStore) error {
 		var err error
 		restored, err = onion.Restore(bytes.NewReader(data), ks, identities, opts.Force)
 		return err
@@ -504,7 +508,7 @@ func runOnionAuthAdd(ctx context.Context, env *Env, opts onionAuthOptions) error
 		return err
 	}
 	var cred onion.ClientCredential
-	err := withKeys(ctx, env, func(ks *onion.KeyStore) error {
+	err := changeKeys(ctx, env, func(ks *onion.KeyStore) error {
 		var err error
 		cred, err = ks.AddClient(opts.App, opts.Client)
 		return err
@@ -539,7 +543,7 @@ func runOnionAuthRm(ctx context.Context, env *Env, opts onionAuthOptions) error 
 		return err
 	}
 	var left int
-	err := withKeys(ctx, env, func(ks *onion.KeyStore) error {
+	err := changeKeys(ctx, env, func(ks *onion.KeyStore) error {
 		if _, err := ks.Load(opts.App); err != nil {
 			return err
 		}

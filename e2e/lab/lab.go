@@ -9,6 +9,8 @@ package lab
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network/nettest"
 	"github.com/onionpod/onionpod/onion/oniontest"
 	"github.com/onionpod/onionpod/pods/podstest"
@@ -42,7 +43,7 @@ var (
 type Options struct {
 	// Dir keeps the lab's state: the box's /etc and /var, the Tor network's keys, the config.
 	Dir string
-	// Name prefixes the namespaces and names the box (default "oplab").
+	// Name prefixes the namespaces and names the box (default: "oplab-" and a hash of Dir).
 	Name string
 	// Binary is the onionpod executable run inside the box (default: this one). It must be
 	// statically linked (CGO_ENABLED=0): static-site pods run it in an empty root.
@@ -96,7 +97,9 @@ func (o *Options) defaults() error {
 		}
 	}
 	if o.Name == "" {
-		o.Name = "oplab"
+		// Two labs in two directories must not share namespace or cgroup names.
+		sum := sha256.Sum256([]byte(dir))
+		o.Name = "oplab-" + hex.EncodeToString(sum[:3])
 	}
 	if o.Binary == "" {
 		if o.Binary, err = os.Executable(); err != nil {
@@ -281,7 +284,7 @@ torrc_extra = [
 	if err := os.MkdirAll(l.opts.path("config"), 0o755); err != nil {
 		return err
 	}
-	if err := store.WriteFileAtomic(l.state.Config, []byte(config), 0o644); err != nil {
+	if err := writeFile(l.state.Config, []byte(config), 0o644); err != nil {
 		return err
 	}
 	bin := l.opts.path("bin", "onionpod")
@@ -298,6 +301,7 @@ torrc_extra = [
 	unit := fmt.Sprintf(`[Unit]
 Description=onionpod daemon (lab)
 After=network.target
+StartLimitIntervalSec=0
 
 [Service]
 Type=notify
@@ -312,7 +316,7 @@ RuntimeDirectoryPreserve=yes
 [Install]
 WantedBy=multi-user.target
 `, l.state.Config, bin, l.state.Config)
-	if err := store.WriteFileAtomic(filepath.Join(units, "onionpod.service"), []byte(unit), 0o644); err != nil {
+	if err := writeFile(filepath.Join(units, "onionpod.service"), []byte(unit), 0o644); err != nil {
 		return err
 	}
 	link := filepath.Join(wants, "onionpod.service")
@@ -361,7 +365,7 @@ func (l *Lab) saveState() error {
 	if err != nil {
 		return err
 	}
-	return store.WriteFileAtomic(l.opts.path("lab.json"), append(b, '\n'), 0o600)
+	return writeFile(l.opts.path("lab.json"), append(b, '\n'), 0o600)
 }
 
 // State is what another process needs to use the lab.
@@ -444,4 +448,13 @@ func (l *Lab) Down(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// writeFile replaces path atomically (temp file and rename), so a reader never sees half a file.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

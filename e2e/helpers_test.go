@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/onionpod/onionpod/e2e/lab"
+)
+
+// run runs argv in the lab (lab.InBox, InClient or InTor) and returns stdout; stderr goes to the
+// test log.
+func run(t *testing.T, ctx context.Context, where string, argv ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	c := theLab.Command(ctx, where, argv...)
+	c.Stdout, c.Stderr = &out, &errOut
+	err := c.Run()
+	if errOut.Len() > 0 {
+		t.Logf("%s$ %s\n%s", where, strings.Join(argv, " "), strings.TrimRight(errOut.String(), "\n"))
+	}
+	return out.String(), err
+}
+
+// onionpod runs the CLI inside the box and fails the test if it fails.
+func onionpod(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	out, err := run(t, ctx, lab.InBox, append([]string{"onionpod"}, args...)...)
+	if err != nil {
+		t.Fatalf("onionpod %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// appStatus is what the tests read of `onionpod status APP --json`, as a user's script would.
+type appStatus struct {
+	State string `json:"state"`
+	Unit  struct {
+		MainPID int `json:"main_pid"`
+	} `json:"unit"`
+	Network struct {
+		LAN string `json:"lan"`
+	} `json:"network"`
+	Onion struct {
+		Address   string `json:"address"`
+		Published bool   `json:"published"`
+	} `json:"onion"`
+	DNS struct {
+		Published bool `json:"published"`
+	} `json:"dns"`
+	LastError string `json:"last_error"`
+}
+
+const running = "running"
+
+// status returns an app's status as the daemon reports it.
+func status(t *testing.T, app string) appStatus {
+	t.Helper()
+	var st appStatus
+	if err := json.Unmarshal([]byte(onionpod(t, "status", app, "--json")), &st); err != nil {
+		t.Fatalf("status %s: %v", app, err)
+	}
+	return st
+}
+
+// exposed are the three addresses expose prints.
+type exposed struct {
+	Onion, DNS, IPv6 string
+}
+
+func parseExposed(t *testing.T, out string) exposed {
+	t.Helper()
+	var e exposed
+	for _, line := range strings.Fields(out) {
+		switch {
+		case strings.HasSuffix(line, ".onion/"):
+			e.Onion = line
+		case strings.Contains(line, "."+lab.Zone):
+			e.DNS = line
+		case strings.HasPrefix(line, "http://["):
+			e.IPv6 = line
+		}
+	}
+	return e
+}
+
+// demoImage writes a busybox httpd image serving page, where the box sees it.
+func demoImage(t *testing.T, name, page string) string {
+	t.Helper()
+	path := filepath.Join(labDir, name+".tar")
+	if err := lab.WriteDemoImage(path, page); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// fetch GETs url from the lab's LAN client (DNS through the box) or Tor client, retrying for up
+// to d (circuits, descriptors and DAD take a moment), and returns the body.
+func fetch(t *testing.T, where, url string, d time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+		out, err := run(t, ctx, where, "curl", "-sS", "-g", "--fail", "--max-time", "30", url)
+		cancel()
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fetch %s from %s: %v", url, where, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// waitFor polls cond until it holds or d passes; then it fails the test with the daemon's recent
+// journal, to show why.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			journal, _ := run(t, context.Background(), lab.InBox, "journalctl", "--no-pager", "-n", "60")
+			t.Fatalf("not %s after %v; the box's journal ends with:\n%s", what, d, journal)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(labDir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
