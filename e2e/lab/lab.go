@@ -308,6 +308,7 @@ Type=notify
 NotifyAccess=main
 Environment=ONIONPOD_CONFIG=%s
 ExecStart=%s daemon --config %s
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=1s
 RuntimeDirectory=onionpod

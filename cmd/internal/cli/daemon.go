@@ -1,15 +1,19 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
 	daemonpkg "github.com/onionpod/onionpod/cmd/internal/daemon"
+	"github.com/onionpod/onionpod/configs"
 )
 
 type daemonOptions struct {
@@ -61,5 +65,41 @@ func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	return d.Run(cmd.Context())
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	reexec := make(chan struct{})
+	go reloadOnHangup(ctx, log, configPath, func() { close(reexec); cancel() })
+	if err := d.Run(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-reexec:
+		// The new config is valid: start over with it, as the same process (systemd keeps the PID).
+		daemon.SdNotify(false, "RELOADING=1")
+		return syscall.Exec(self, os.Args, os.Environ())
+	default:
+		return nil
+	}
+}
+
+// reloadOnHangup waits for SIGHUP (systemctl reload onionpod). A config that does not load is
+// refused and the running one stays; a good one makes the daemon restart itself with it.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, path string, restart func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if _, err := configs.LoadOrDefault(path); err != nil {
+			log.Error("config reload refused: the running config stays", "err", err)
+			continue
+		}
+		log.Info("config reloaded: restarting the daemon with it", "config", path)
+		restart()
+		return
+	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -87,37 +88,21 @@ func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 	return nil
 }
 
-type unexposeOptions struct{ App string }
-
 func newUnexposeCmd(env *Env) *cobra.Command {
-	var opts unexposeOptions
-	return &cobra.Command{
-		Use:   "unexpose APP",
-		Short: "Take an app's onion service down (the key is kept: expose brings the same .onion back)",
-		Args:  exactArgs("APP"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			if err := store.ValidateName(opts.App); err != nil {
-				return err
-			}
-			cfg, err := env.Config()
-			if err != nil {
-				return err
-			}
-			client := env.Client(cfg)
-			st, err := client.App(cmd.Context(), opts.App)
+	return appCommand(env, "unexpose", "Take an app's onion service down (the key is kept: expose brings the same .onion back)",
+		func(ctx context.Context, client *api.Client, app string) error {
+			st, err := client.App(ctx, app)
 			if err != nil {
 				return err
 			}
 			if st.App.OnionOnly {
-				return fmt.Errorf("%w: %s is onion-only: `onionpod stop %s` or `onionpod rm %s`", errBadInput, opts.App, opts.App, opts.App)
+				return fmt.Errorf("%w: %s is onion-only: `onionpod stop %s` or `onionpod rm %s`", errBadInput, app, app, app)
 			}
 			st.App.Onion = false
-			if _, err := client.Put(cmd.Context(), st.App); err != nil {
+			if _, err := client.Put(ctx, st.App); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Out, "%s: onion service removed; its key is kept (%s)\n", opts.App, st.Onion.Address)
+			fmt.Fprintf(env.Out, "%s: onion service removed; its key is kept (%s)\n", app, st.Onion.Address)
 			return nil
-		},
-	}
+		})
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -10,140 +11,88 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/store"
 )
 
-type appOptions struct {
-	App     string
-	Timeout time.Duration
-}
-
-func newStartCmd(env *Env) *cobra.Command {
-	var opts appOptions
-	cmd := &cobra.Command{
-		Use:   "start APP",
-		Short: "Start a stopped app",
+// appCommand is a command on one app: it refuses a bad name (exit 2) before anything else, loads
+// the config, and hands a LocalAPI client to run.
+func appCommand(env *Env, use, short string, run func(ctx context.Context, client *api.Client, app string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " APP",
+		Short: short,
 		Args:  exactArgs("APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			if err := store.ValidateName(opts.App); err != nil {
+			if err := store.ValidateName(args[0]); err != nil {
 				return err
 			}
 			cfg, err := env.Config()
 			if err != nil {
 				return err
 			}
-			client := env.Client(cfg)
-			if err := client.Start(cmd.Context(), opts.App); err != nil {
-				return err
-			}
-			st, err := client.Wait(cmd.Context(), opts.App, api.WaitRunning, opts.Timeout)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Out, "%s is running\n", opts.App)
-			for _, l := range addressLines(st) {
-				fmt.Fprintln(env.Out, l)
-			}
-			return nil
+			return run(cmd.Context(), env.Client(cfg), args[0])
 		},
 	}
-	cmd.Flags().DurationVar(&opts.Timeout, "timeout", time.Minute, "how long to wait for the app")
+}
+
+func newStartCmd(env *Env) *cobra.Command {
+	var timeout time.Duration
+	cmd := appCommand(env, "start", "Start a stopped app", func(ctx context.Context, client *api.Client, app string) error {
+		if err := client.Start(ctx, app); err != nil {
+			return err
+		}
+		st, err := client.Wait(ctx, app, api.WaitRunning, timeout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Out, "%s is running\n", app)
+		for _, l := range addressLines(st) {
+			fmt.Fprintln(env.Out, l)
+		}
+		return nil
+	})
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for the app")
 	return cmd
 }
 
 func newStopCmd(env *Env) *cobra.Command {
-	var opts appOptions
-	return &cobra.Command{
-		Use:   "stop APP",
-		Short: "Stop an app: its pod stops, its onion service and DNS records are withdrawn, all else is kept",
-		Args:  exactArgs("APP"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			if err := store.ValidateName(opts.App); err != nil {
+	return appCommand(env, "stop", "Stop an app: its pod stops, its onion service and DNS records are withdrawn, all else is kept",
+		func(ctx context.Context, client *api.Client, app string) error {
+			if err := client.Stop(ctx, app); err != nil {
 				return err
 			}
-			cfg, err := env.Config()
-			if err != nil {
-				return err
-			}
-			if err := env.Client(cfg).Stop(cmd.Context(), opts.App); err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Out, "%s stopped (start it again with `onionpod start %s`)\n", opts.App, opts.App)
+			fmt.Fprintf(env.Out, "%s stopped (start it again with `onionpod start %s`)\n", app, app)
 			return nil
-		},
-	}
-}
-
-type rmOptions struct {
-	App      string
-	PurgeKey bool
+		})
 }
 
 func newRmCmd(env *Env) *cobra.Command {
-	var opts rmOptions
-	cmd := &cobra.Command{
-		Use:   "rm APP",
-		Short: "Remove an app: pod, network, DNS records, onion service (its key is kept unless --purge-key)",
-		Args:  exactArgs("APP"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			return runRm(cmd, env, opts)
-		},
-	}
-	cmd.Flags().BoolVar(&opts.PurgeKey, "purge-key", false, "also delete the onion key: the .onion address is lost for good")
+	var purgeKey bool
+	cmd := appCommand(env, "rm", "Remove an app: pod, network, DNS records, onion service (its key is kept unless --purge-key)",
+		func(ctx context.Context, client *api.Client, app string) error {
+			address := ""
+			if st, err := client.App(ctx, app); err == nil {
+				address = st.Onion.Address
+			}
+			if err := client.Remove(ctx, app, purgeKey); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Out, "%s removed\n", app)
+			switch {
+			case purgeKey:
+				fmt.Fprintf(env.Out, "its onion key is deleted: %s is gone for good\n", orDash(address))
+			case address != "":
+				fmt.Fprintf(env.Out, "its onion key is kept, so `onionpod expose %s` brings %s back;\n"+
+					"`onionpod onion backup %s -o FILE` saves it, `onionpod rm --purge-key %s` deletes it\n",
+					app, address, app, app)
+			}
+			return nil
+		})
+	cmd.Flags().BoolVar(&purgeKey, "purge-key", false, "also delete the onion key: the .onion address is lost for good")
 	return cmd
 }
 
-func runRm(cmd *cobra.Command, env *Env, opts rmOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
-		return err
-	}
-	cfg, err := env.Config()
-	if err != nil {
-		return err
-	}
-	client := env.Client(cfg)
-	address := ""
-	if st, err := client.App(cmd.Context(), opts.App); err == nil {
-		address = st.Onion.Address
-	}
-	if err := client.Remove(cmd.Context(), opts.App, opts.PurgeKey); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Out, "%s removed\n", opts.App)
-	switch {
-	case opts.PurgeKey:
-		fmt.Fprintf(env.Out, "its onion key is deleted: %s is gone for good\n", orDash(address))
-	case address != "":
-		fmt.Fprintf(env.Out, "its onion key is kept, so `onionpod expose %s` brings %s back;\n"+
-			"`onionpod onion backup %s -o FILE` saves it, `onionpod rm --purge-key %s` deletes it\n",
-			opts.App, address, opts.App, opts.App)
-	}
-	return nil
-}
-
-type logsOptions struct {
-	App    string
-	Follow bool
-}
-
 func newLogsCmd(env *Env) *cobra.Command {
-	var opts logsOptions
-	cmd := &cobra.Command{
-		Use:   "logs APP",
-		Short: "Show an app's logs (from the journal)",
-		Args:  exactArgs("APP"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			if err := store.ValidateName(opts.App); err != nil {
-				return err
-			}
-			cfg, err := env.Config()
-			if err != nil {
-				return err
-			}
-			return env.Client(cfg).Logs(cmd.Context(), opts.App, opts.Follow, 0, env.Out)
-		},
-	}
-	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing new lines")
+	var follow bool
+	cmd := appCommand(env, "logs", "Show an app's logs (from the journal)", func(ctx context.Context, client *api.Client, app string) error {
+		return client.Logs(ctx, app, follow, 0, env.Out)
+	})
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
 	return cmd
 }

@@ -9,46 +9,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
-	"github.com/onionpod/onionpod/cmd/internal/store"
 )
 
-type statusOptions struct {
-	App  string
-	JSON bool
-}
-
 func newStatusCmd(env *Env) *cobra.Command {
-	var opts statusOptions
-	cmd := &cobra.Command{
-		Use:   "status APP",
-		Short: "Show an app: state, addresses, onion and DNS publication, last error",
-		Args:  exactArgs("APP"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			return runStatus(cmd.Context(), env, opts)
-		},
-	}
-	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	var asJSON bool
+	cmd := appCommand(env, "status", "Show an app: state, addresses, onion and DNS publication, last error",
+		func(ctx context.Context, client *api.Client, app string) error {
+			st, err := client.App(ctx, app)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(env.Out, st)
+			}
+			printStatus(env, st)
+			return nil
+		})
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func runStatus(ctx context.Context, env *Env, opts statusOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
-		return err
-	}
-	cfg, err := env.Config()
-	if err != nil {
-		return err
-	}
-	st, err := env.Client(cfg).App(ctx, opts.App)
-	if err != nil {
-		return err
-	}
-	if opts.JSON {
-		return writeJSON(env.Out, st)
-	}
-	printStatus(env, st)
-	return nil
 }
 
 func printStatus(env *Env, st api.AppStatus) {
