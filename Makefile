@@ -20,8 +20,10 @@ demo: deps build
 	./$(BIN) demo
 
 # -p 2: two test binaries at a time on a 2-core machine; each package boots what it needs.
+# testreport prints every test (ok, FAIL, skip with its reason) and fails on an unexpected skip:
+# the integration tests must run here, not skip.
 test: deps
-	$(GO) test -count=1 -p 2 -timeout 75m ./...
+	set -o pipefail; $(GO) test -count=1 -p 2 -timeout 75m -json ./... | $(GO) run ./.ci/testreport
 
 test-short:
 	$(GO) test -short ./...
