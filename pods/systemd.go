@@ -391,6 +391,29 @@ func (s *Systemd) UnitStatus(ctx context.Context, name string) (Status, error) {
 	return st, nil
 }
 
+// States returns, in one call to systemd, the active and sub state of every app's pod unit that
+// systemd has loaded, by app name (Status's other fields are left zero: ask Status for them). A
+// pod unit that is not loaded is inactive.
+func (s *Systemd) States(ctx context.Context) (map[string]Status, error) {
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	units, err := conn.ListUnitsByPatternsContext(ctx, nil, []string{UnitPrefix + "pod-*.service"})
+	if err != nil {
+		return nil, fmt.Errorf("pods: list pod units: %w", err)
+	}
+	out := make(map[string]Status, len(units))
+	for _, u := range units {
+		app := strings.TrimSuffix(strings.TrimPrefix(u.Name, UnitPrefix+"pod-"), ".service")
+		if u.LoadState == "not-found" || ValidApp(app) != nil {
+			continue
+		}
+		out[app] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
+	}
+	return out, nil
+}
+
 // Units lists the onionpod unit files present (pods, networks, helper services), sorted: the
 // reconciler compares them with the desired state to find orphans.
 func (s *Systemd) Units(ctx context.Context) ([]string, error) {

@@ -191,10 +191,16 @@ func TestInsideRunPods(t *testing.T) {
 	if st, err := sd.Status(ctx, blogApp); err != nil || st.ActiveState != "inactive" || st.MainPID != 0 {
 		t.Errorf("after Stop: %+v, %v", st, err)
 	}
+	if states, err := sd.States(ctx); err != nil || states[blogApp].ActiveState == "active" {
+		t.Errorf("States after Stop: %+v, %v", states[blogApp], err)
+	}
 	if err := sd.Apply(ctx, units...); err != nil {
 		t.Fatal(err)
 	}
 	waitRunning(t, sd, blogApp, 0)
+	if states, err := sd.States(ctx); err != nil || states[blogApp].ActiveState != "active" || states[blogApp].SubState != "running" {
+		t.Errorf("States when running: %+v, %v", states[blogApp], err)
+	}
 
 	// Logs come from the journal.
 	var logs bytes.Buffer

@@ -52,6 +52,7 @@ type Daemon struct {
 
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
+	dhcp       *bool // whether the DHCP daemon was last made to run (nil: not yet decided)
 
 	mu       sync.Mutex
 	statuses map[string]api.AppStatus
@@ -184,6 +185,20 @@ func (d *Daemon) appStatus(name string) (api.AppStatus, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.statusOfLocked(app), nil
+}
+
+// appDetail is appStatus with the pod unit's details (main PID, restarts, since) asked of
+// systemd now: what `onionpod status` shows.
+func (d *Daemon) appDetail(ctx context.Context, name string) (api.AppStatus, error) {
+	st, err := d.appStatus(name)
+	if err != nil {
+		return st, err
+	}
+	if us, err := d.parts.systemd.Status(ctx, name); err == nil {
+		st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
+			MainPID: us.MainPID, Restarts: us.Restarts, Since: us.Since}
+	}
+	return st, nil
 }
 
 func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {

@@ -10,7 +10,6 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/dns"
-	"github.com/onionpod/onionpod/pods"
 )
 
 // startServices starts what runs beside the loop: the managed tor, the Tor control connection,
@@ -70,10 +69,16 @@ func (d *Daemon) pass(ctx context.Context) {
 	for _, a := range desired {
 		wantV4 = wantV4 || (a.IPv4 && !a.Stopped)
 	}
-	if err := p.ensureDHCPDaemon(ctx, d.cfg, wantV4); err != nil {
-		d.log.Error("dhcp daemon", "err", err)
+	if d.dhcp == nil || *d.dhcp != wantV4 {
+		if err := p.ensureDHCPDaemon(ctx, d.cfg, wantV4); err != nil {
+			d.log.Error("dhcp daemon", "err", err)
+		} else {
+			d.dhcp = &wantV4
+		}
 	}
+	tObserve := time.Now()
 	obs, obsErr := p.runner.Observe(ctx, desired)
+	observeTook := time.Since(tObserve)
 	if obsErr != nil {
 		d.log.Warn("observing", "err", obsErr)
 	}
@@ -84,11 +89,16 @@ func (d *Daemon) pass(ctx context.Context) {
 	if !plan.Empty() {
 		d.log.Info("reconciling", "plan", plan.String())
 	}
+	tApply := time.Now()
 	res := p.runner.Apply(ctx, plan, desired)
+	applyTook := time.Since(tApply)
 	d.lastResult = res
+	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {
-		d.log.Info("pass done", "took", time.Since(start).Round(time.Millisecond))
+		d.log.Info("pass done", "took", time.Since(start).Round(time.Millisecond),
+			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
+			"status", time.Since(tStatus).Round(time.Millisecond))
 	}
 }
 
@@ -118,6 +128,7 @@ func (d *Daemon) refresh(ctx context.Context) {
 func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res reconcile.Result) {
 	p := d.parts
 	onions := p.tor.Status()
+	units, unitsErr := p.systemd.States(ctx)
 	var dnsStatus dns.Status
 	if pub := p.publisher(); pub != nil {
 		dnsStatus = pub.Status()
@@ -138,11 +149,10 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 		if net, err := p.net.Addresses(app.Name); err == nil {
 			st.Network = api.NetStatus{ULA: addrString(net.ULA), LAN: addrString(net.LAN), IPv4: addrString(net.IPv4), MAC: net.MAC.String()}
 		}
-		if us, err := p.systemd.Status(ctx, app.Name); err == nil {
-			st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
-				MainPID: us.MainPID, Restarts: us.Restarts, Since: us.Since}
-		} else if !errors.Is(err, pods.ErrNotFound) {
-			st.LastError = err.Error()
+		if us, ok := units[app.Name]; ok {
+			st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
+		} else if unitsErr != nil {
+			st.LastError = unitsErr.Error()
 		}
 		if app.WantsOnion() {
 			if k, err := p.keys.Load(app.Name); err == nil {

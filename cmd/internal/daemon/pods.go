@@ -142,28 +142,13 @@ type unitAdapter struct {
 	dir string
 }
 
-// Apps lists the apps that have a pod unit file.
-func (u *unitAdapter) Apps(ctx context.Context) ([]string, error) { return u.Systemd.Apps(ctx) }
-
-// State reports the app's pod unit: present, current (files equal want), active.
-func (u *unitAdapter) State(ctx context.Context, app string, want []pods.Unit) (reconcile.UnitState, error) {
-	st, err := u.Systemd.Status(ctx, app)
-	if errors.Is(err, pods.ErrNotFound) {
-		return reconcile.UnitState{}, nil
-	}
-	if err != nil {
-		return reconcile.UnitState{}, err
-	}
-	state := reconcile.UnitState{
-		Present: true,
-		Active:  st.ActiveState == "active" || st.ActiveState == "activating" || st.ActiveState == "reloading",
-		Current: len(want) > 0,
-	}
+// Current reports whether the unit files on disk are exactly want.
+func (u *unitAdapter) Current(want []pods.Unit) bool {
 	for _, w := range want {
 		have, err := os.ReadFile(filepath.Join(u.dir, w.Name))
 		if err != nil || !bytes.Equal(have, w.Content) {
-			state.Current = false
+			return false
 		}
 	}
-	return state, nil
+	return len(want) > 0
 }

@@ -29,7 +29,7 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, apps)
 	})
 	mux.HandleFunc("GET /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {
-		st, err := d.appStatus(r.PathValue("name"))
+		st, err := d.appDetail(r.Context(), r.PathValue("name"))
 		if err != nil {
 			fail(w, err)
 			return

@@ -93,7 +93,7 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 		return nil, err
 	}
 	p.runner = &reconcile.Runner{
-		Keys: p.keys, Network: p.net, Pods: p.pods, Units: p.units, Onions: p.tor,
+		Keys: p.keys, Network: p.net, Pods: p.pods, Units: p.units, Systemd: p.units, Onions: p.tor,
 		DNS: p.publisher(), Zone: cfg.DNS.Zone,
 	}
 	return p, nil

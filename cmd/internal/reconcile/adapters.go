@@ -45,10 +45,16 @@ type Units interface {
 	Stop(ctx context.Context, app string) error
 	// Remove stops, disables and deletes an app's units; idempotent.
 	Remove(ctx context.Context, app string) error
-	// State says whether the app's pod unit exists, runs, and matches want.
-	State(ctx context.Context, app string, want []pods.Unit) (UnitState, error)
-	// Apps lists the apps that have units.
+}
+
+// UnitObserver tells what systemd has: unit files, their states, whether they are current.
+type UnitObserver interface {
+	// Apps lists the apps that have a pod unit file.
 	Apps(ctx context.Context) ([]string, error)
+	// States gives the state of every loaded pod unit, by app, in one call.
+	States(ctx context.Context) (map[string]pods.Status, error)
+	// Current reports whether the unit files on disk are exactly these.
+	Current(units []pods.Unit) bool
 }
 
 // Onions keeps the wanted onion services in tor (declarative: the set replaces the last one).

@@ -24,6 +24,7 @@ type Runner struct {
 	Network Network
 	Pods    Pods
 	Units   Units
+	Systemd UnitObserver
 	Onions  Onions
 	DNS     Publisher // nil: no DNS publishing
 	Zone    string

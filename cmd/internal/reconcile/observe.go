@@ -34,9 +34,19 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	for _, app := range attached {
 		obs.Networks[app] = true
 	}
-	wanted := map[string]bool{}
+	unitApps, err := r.Systemd.Apps(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	states, err := r.Systemd.States(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, app := range unitApps {
+		st := states[app]
+		obs.Units[app] = UnitState{Present: true, Active: isActive(st.ActiveState)}
+	}
 	for _, app := range desired {
-		wanted[app.Name] = true
 		netns := ""
 		if obs.Networks[app.Name] {
 			if res, err := r.Network.Addresses(app.Name); err == nil {
@@ -44,34 +54,13 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 			}
 		}
 		units, err := r.Pods.Units(app, netns)
-		switch {
-		case err == nil:
+		if err == nil {
 			obs.Images[app.Name] = true
-		case errors.Is(err, ErrImageMissing):
-		default:
-			// A unit that cannot be rendered: the creation steps will report why.
 		}
-		st, err := r.Units.State(ctx, app.Name, unitsOrNil(units, netns))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if st.Present {
-			obs.Units[app.Name] = st
-		}
-	}
-	unitApps, err := r.Units.Apps(ctx)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, app := range unitApps {
-		if !wanted[app] {
-			st, err := r.Units.State(ctx, app, nil)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			obs.Units[app] = st
+		// Without its netns the rendered units are not what would be written: not current.
+		if u, ok := obs.Units[app.Name]; ok && err == nil && netns != "" {
+			u.Current = r.Systemd.Current(units)
+			obs.Units[app.Name] = u
 		}
 	}
 	for app, st := range r.Onions.Status() {
@@ -90,11 +79,7 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	return obs, errors.Join(errs...)
 }
 
-// unitsOrNil: without a netns the rendered units are not what would be written, so they cannot
-// tell whether the files are current.
-func unitsOrNil[T any](units []T, netns string) []T {
-	if netns == "" {
-		return nil
-	}
-	return units
+// isActive reports whether a unit in this ActiveState runs or is on its way to.
+func isActive(state string) bool {
+	return state == "active" || state == "activating" || state == "reloading"
 }
