@@ -517,9 +517,9 @@ func (ks *KeyStore) Remove(app string) error {
 	return syncDir(ks.Dir)
 }
 
-// List reports every app with a key directory, sorted by name. An app whose key does not
-// load is listed with Err set.
-func (ks *KeyStore) List() ([]AppKey, error) {
+// Apps lists the apps that have a key directory, sorted by name, without reading the keys (List
+// loads and checks them).
+func (ks *KeyStore) Apps() ([]string, error) {
 	entries, err := os.ReadDir(ks.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -527,12 +527,25 @@ func (ks *KeyStore) List() ([]AppKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("onion: list keys: %w", err)
 	}
-	var out []AppKey
+	var apps []string
 	for _, e := range entries {
-		if !e.IsDir() || !isDNSLabel(e.Name()) {
-			continue // staging directories start with '.', lock files are files
+		if e.IsDir() && isDNSLabel(e.Name()) { // staging directories start with '.', lock files are files
+			apps = append(apps, e.Name())
 		}
-		ak := AppKey{App: e.Name()}
+	}
+	return apps, nil
+}
+
+// List reports every app with a key directory, sorted by name. An app whose key does not
+// load is listed with Err set.
+func (ks *KeyStore) List() ([]AppKey, error) {
+	apps, err := ks.Apps()
+	if err != nil {
+		return nil, err
+	}
+	var out []AppKey
+	for _, app := range apps {
+		ak := AppKey{App: app}
 		k, err := ks.Load(ak.App)
 		if err != nil {
 			ak.Err = err

@@ -90,7 +90,7 @@ func (d *Daemon) pass(ctx context.Context) {
 		d.log.Info("reconciling", "plan", plan.String())
 	}
 	tApply := time.Now()
-	res := p.runner.Apply(ctx, plan, desired)
+	res := p.runner.Apply(ctx, plan, desired, obs)
 	applyTook := time.Since(tApply)
 	d.lastResult = res
 	tStatus := time.Now()
@@ -129,9 +129,12 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 	p := d.parts
 	onions := p.tor.Status()
 	units, unitsErr := p.systemd.States(ctx)
-	var dnsStatus dns.Status
+	var published map[string][]string // DNS name -> addresses
 	if pub := p.publisher(); pub != nil {
-		dnsStatus = pub.Status()
+		published = map[string][]string{}
+		for _, r := range pub.Status().Published {
+			published[r.Name] = append(published[r.Name], r.Addr.String())
+		}
 	}
 	next := make(map[string]api.AppStatus, len(desired))
 	for _, app := range desired {
@@ -146,7 +149,9 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 				st.Steps = append(st.Steps, step)
 			}
 		}
-		if net, err := p.net.Addresses(app.Name); err == nil {
+		// The pass's own view of the addresses (a change triggers a new pass).
+		if r != nil && r.Net.Netns != "" {
+			net := r.Net
 			st.Network = api.NetStatus{ULA: addrString(net.ULA), LAN: addrString(net.LAN), IPv4: addrString(net.IPv4), MAC: net.MAC.String()}
 		}
 		if us, ok := units[app.Name]; ok {
@@ -155,11 +160,10 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 			st.LastError = unitsErr.Error()
 		}
 		if app.WantsOnion() {
-			if k, err := p.keys.Load(app.Name); err == nil {
+			if r != nil && r.Address != "" {
+				st.Onion.Address, st.Onion.Clients = r.Address, r.Clients
+			} else if k, err := p.keys.Load(app.Name); err == nil {
 				st.Onion.Address = k.Address()
-				if clients, err := p.keys.Clients(app.Name); err == nil {
-					st.Onion.Clients = len(clients)
-				}
 			}
 			if o, ok := onions[app.Name]; ok {
 				st.Onion.Added, st.Onion.Published, st.Onion.Since = o.Added, o.Uploaded, o.UploadedAt
@@ -167,7 +171,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 			}
 		}
 		if app.Clearnet() {
-			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, dnsStatus)
+			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
 		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
 		next[app.Name] = st
@@ -212,19 +216,13 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	return api.StateStarting, lastErr
 }
 
-func dnsRecordOf(app, zone string, s dns.Status) api.DNSRecord {
+func dnsRecordOf(app, zone string, published map[string][]string) api.DNSRecord {
 	name, err := dns.AppName(app, zone)
 	if err != nil {
 		return api.DNSRecord{}
 	}
-	rec := api.DNSRecord{Name: name}
-	for _, r := range s.Published {
-		if r.Name == name {
-			rec.Addresses = append(rec.Addresses, r.Addr.String())
-			rec.Published = true
-		}
-	}
-	return rec
+	addrs := published[name]
+	return api.DNSRecord{Name: name, Addresses: addrs, Published: len(addrs) > 0}
 }
 
 func addrString(a interface {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -84,6 +85,9 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/dns", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, d.dnsStatus())
 	})
+	// Profiles of the running daemon, for whoever may use the socket (root): curl --unix-socket.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})

@@ -17,7 +17,7 @@ import (
 type KeyStore interface {
 	Ensure(app string) (key *onion.Key, created bool, err error)
 	Clients(app string) ([]onion.AuthorizedClient, error)
-	List() ([]onion.AppKey, error)
+	Apps() ([]string, error)
 }
 
 // Network attaches pods' network namespaces.

@@ -43,9 +43,11 @@ type StepResult struct {
 type AppResult struct {
 	App     string
 	Steps   []StepResult
-	Err     error          // the first failed step's error, or the onion/DNS error of this app
+	Err     error          // the first failed step's error
 	Net     network.Result // where the pod is (when attached)
 	Address string         // the .onion address (when it has a key)
+	Clients int            // v3 client-auth keys of its onion service
+	key     *onion.Key
 }
 
 // Result is a whole pass.
@@ -61,7 +63,7 @@ type Result struct {
 // steps in order, one app's failure never blocking another), then the onion services and DNS
 // records of every app (declarative sets, which also withdraw those of stopped and removed apps),
 // then the removals of leftover units and networks.
-func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App) Result {
+func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs Observed) Result {
 	res := Result{Apps: map[string]*AppResult{}}
 	apps := map[string]store.App{}
 	for _, a := range desired {
@@ -90,7 +92,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App) Resu
 		go func(p AppPlan) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r.converge(ctx, apps[p.App], p, res.Apps[p.App])
+			r.converge(ctx, apps[p.App], p, obs, res.Apps[p.App])
 		}(p)
 	}
 	wg.Wait()
@@ -146,7 +148,8 @@ func (a *AppResult) note(kind StepKind, d time.Duration, err error) {
 func (a *AppResult) failed() bool { return a.Err != nil }
 
 // converge runs an app's per-app creation steps in order; the first failure stops the app's steps.
-func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, out *AppResult) {
+func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Observed, out *AppResult) {
+	out.Net = obs.Addresses[app.Name]
 	if app.Stopped {
 		r.stopApp(ctx, app, p, out)
 		return
@@ -159,7 +162,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, out *Ap
 			out.fail(EnsureKey, time.Since(start), err)
 			return
 		}
-		out.Address = key.Address()
+		out.Address, out.key = key.Address(), key
 		if planned(p, EnsureKey) {
 			out.record(EnsureKey, time.Since(start), nil)
 		}
@@ -182,6 +185,8 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, out *Ap
 			return
 		}
 		out.record(AttachNetwork, time.Since(start), nil)
+	} else if observed, ok := obs.Addresses[app.Name]; ok {
+		net = observed
 	} else if net, err = r.Network.Addresses(app.Name); err != nil {
 		out.fail(AttachNetwork, time.Since(start), err)
 		return
@@ -244,19 +249,16 @@ func (r *Runner) onionServices(desired []store.App, results map[string]*AppResul
 	errs := map[string]error{}
 	for _, app := range desired {
 		res := results[app.Name]
-		if app.Stopped || !app.WantsOnion() || res == nil || res.failed() || !res.Net.ULA.IsValid() {
+		if app.Stopped || !app.WantsOnion() || res == nil || res.failed() || !res.Net.ULA.IsValid() || res.key == nil {
 			continue
 		}
-		key, _, err := r.Keys.Ensure(app.Name)
-		if err != nil {
-			errs[app.Name] = err
-			continue
-		}
+		key := res.key
 		clients, err := r.Keys.Clients(app.Name)
 		if err != nil {
 			errs[app.Name] = err
 			continue
 		}
+		res.Clients = len(clients)
 		svc := onion.Service{App: app.Name, Key: key, Clients: clients}
 		for _, p := range app.Ports {
 			svc.Ports = append(svc.Ports, onion.Port{

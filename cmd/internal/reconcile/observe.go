@@ -3,10 +3,10 @@ package reconcile
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/network"
 )
 
 // Observe asks every adapter what is there now. A failing adapter leaves its part empty and its
@@ -16,16 +16,15 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	obs := Observed{
 		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
 		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{},
+		Addresses: map[string]network.Result{},
 	}
 	var errs []error
-	keys, err := r.Keys.List()
+	keyed, err := r.Keys.Apps()
 	if err != nil {
-		errs = append(errs, fmt.Errorf("keys: %w", err))
+		errs = append(errs, err)
 	}
-	for _, k := range keys {
-		if k.Err == nil && k.Address != "" {
-			obs.Keys[k.App] = true
-		}
+	for _, app := range keyed {
+		obs.Keys[app] = true // a key that does not load fails the app's ensure-key step
 	}
 	attached, err := r.Network.Attached(ctx)
 	if err != nil {
@@ -51,6 +50,7 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 		if obs.Networks[app.Name] {
 			if res, err := r.Network.Addresses(app.Name); err == nil {
 				netns = res.Netns
+				obs.Addresses[app.Name] = res
 			}
 		}
 		units, err := r.Pods.Units(app, netns)

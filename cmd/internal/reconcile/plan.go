@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/network"
 )
 
 // StepKind is one kind of reconcile step. The constants are in the order they run for one app.
@@ -57,6 +58,10 @@ type Observed struct {
 	Units    map[string]UnitState // the app's pod unit
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
+
+	// Addresses of the attached apps, as observed (not used by the plan: Apply reuses them
+	// rather than asking the network again).
+	Addresses map[string]network.Result `json:"-"`
 }
 
 // UnitState is what systemd says of an app's pod unit.
