@@ -51,7 +51,9 @@ func TestBadConfigNeverReplacesGood(t *testing.T) {
 	if pid() != before {
 		t.Fatal("the daemon restarted on a bad config")
 	}
-	onionpod(t, "ls") // still answering
+	// Still answering (the CLI itself refuses the broken file: it reads a good copy).
+	goodCopy := writeFile(t, "good.toml", string(good))
+	onionpod(t, "--config", goodCopy, "ls")
 	journal, _ := run(t, t.Context(), lab.InBox, "journalctl", "--no-pager", "-u", "onionpod.service", "-n", "20")
 	if !strings.Contains(journal, "config reload refused") || !strings.Contains(journal, "zonee") {
 		t.Errorf("the refusal is not in the journal:\n%s", journal)

@@ -92,7 +92,7 @@ func parseExposed(t *testing.T, out string) exposed {
 }
 
 // demoImage writes a busybox httpd image serving page, where the box sees it.
-func demoImage(t *testing.T, name, page string) string {
+func demoImage(t testing.TB, name, page string) string {
 	t.Helper()
 	path := filepath.Join(labDir, name+".tar")
 	if err := lab.WriteDemoImage(path, page); err != nil {

@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/onionpod/onionpod/e2e/lab"
+)
+
+// BenchmarkExposeCachedImage measures `onionpod expose APP --no-wait` with a cached image, end to
+// end through the CLI in the box: from the command to "pod running + onion added + DNS published"
+// (the descriptor upload, tor's own work, is not waited for). Side by side in the same run: the
+// floor of a CLI round trip that changes nothing (`onionpod ls`). Target (issue 7): under 0.5 s.
+//
+//	go test -run '^$' -bench ExposeCached -benchtime 20x ./e2e
+func BenchmarkExposeCachedImage(b *testing.B) {
+	if theLab == nil {
+		b.Skip("the lab cannot run here: " + skipReason)
+	}
+	img := demoImage(b, "bench", "bench\n")
+	ctx := b.Context()
+	// Cache the image once.
+	if out, err := theLab.Command(ctx, lab.InBox, "onionpod", "run", "benchwarm", "--image", img, "--port", "80").CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	var expose, floor []time.Duration
+	var apps []string
+	for i := 0; b.Loop(); i++ {
+		app := fmt.Sprintf("bench%03d", i)
+		apps = append(apps, app)
+		start := time.Now()
+		if out, err := theLab.Command(ctx, lab.InBox, "onionpod", "expose", app, "--image", img, "--port", "80", "--no-wait").CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+		expose = append(expose, time.Since(start))
+		start = time.Now()
+		if out, err := theLab.Command(ctx, lab.InBox, "onionpod", "ls").CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+		floor = append(floor, time.Since(start))
+	}
+	b.StopTimer()
+	e, f := median(expose), median(floor)
+	b.ReportMetric(float64(e.Microseconds())/1000, "ms-expose-median")
+	b.ReportMetric(float64(f.Microseconds())/1000, "ms-cli-floor-median")
+	b.ReportMetric(float64(e)/float64(f), "x-floor")
+	for _, app := range append(apps, "benchwarm") {
+		theLab.Command(ctx, lab.InBox, "onionpod", "rm", "--purge-key", app).Run()
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
