@@ -222,3 +222,20 @@ func parseSecret(data []byte) string {
 }
 
 var bindSecret = regexp.MustCompile(`secret\s+"([^"]+)"`)
+
+// Where each owner keeps its state under state_dir (the README's "Where state lives").
+
+// KeysDir holds the apps' onion keys, in Tor's HiddenServiceDir layout.
+func (c *Config) KeysDir() string { return filepath.Join(c.StateDir, "onion") }
+
+// ImagesDir holds image layers and unpacked roots.
+func (c *Config) ImagesDir() string { return filepath.Join(c.StateDir, "images") }
+
+// NetworkDir holds ULA leases, the CNI cache and conflists.
+func (c *Config) NetworkDir() string { return filepath.Join(c.StateDir, "network") }
+
+// DNSDir holds the built-in zone's serial and records, or the RFC 2136 ledger.
+func (c *Config) DNSDir() string { return filepath.Join(c.StateDir, "dns") }
+
+// TorDir holds the managed tor's torrc and data directory.
+func (c *Config) TorDir() string { return filepath.Join(c.StateDir, "tor") }

@@ -63,6 +63,7 @@ func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 	if err := app.Validate(); err != nil {
 		return err
 	}
+	prefetch(ctx, env, cfg, app.Image)
 	start := time.Now()
 	if _, err := client.Put(ctx, app); err != nil {
 		return err

@@ -2,11 +2,10 @@ package cli
 
 import (
 	"fmt"
-	"net/netip"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/onionpod/onionpod/cmd/internal/daemon"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
@@ -35,15 +34,11 @@ func newNetCmd(env *Env, verb string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ula, err := netip.ParsePrefix(cfg.Network.ULAPrefix)
+			netCfg, err := daemon.NetworkConfig(cfg)
 			if err != nil {
 				return err
 			}
-			m, err := network.New(network.Config{
-				Uplink: cfg.Network.Uplink, ULAPrefix: ula, CNIPaths: cfg.Network.CNIPaths,
-				StateDir: filepath.Join(cfg.StateDir, "network"), NetnsDir: cfg.Network.NetnsDir,
-				DHCPSocket: cfg.Network.DHCPSocket,
-			})
+			m, err := network.New(netCfg)
 			if err != nil {
 				return err
 			}

@@ -38,7 +38,7 @@ restoring a backup onto a fresh box comes before anything else.`,
 
 // keyStore is where the apps' onion keys live: STATE_DIR/onion/APP/.
 func keyStore(cfg *configs.Config) *onion.KeyStore {
-	return &onion.KeyStore{Dir: filepath.Join(cfg.StateDir, "onion")}
+	return &onion.KeyStore{Dir: cfg.KeysDir()}
 }
 
 // withKeys runs fn on the key store under the state dir's lock.

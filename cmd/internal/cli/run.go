@@ -167,6 +167,7 @@ func runRun(cmd *cobra.Command, env *Env, opts runOptions) error {
 	if cmd.Flags().Changed("onion") {
 		app.Onion = opts.Onion
 	}
+	prefetch(ctx, env, cfg, app.Image)
 	app.Stopped = false
 	start := time.Now()
 	if _, err := client.Put(ctx, app); err != nil {

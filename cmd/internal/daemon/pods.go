@@ -27,9 +27,9 @@ type podBuilder struct {
 	loaded map[string]string // local archive/layout path -> image ID, for this daemon's life
 }
 
-// localImage reports whether an app's image is a file or directory on this box rather than a
+// LocalImage reports whether an app's image is a file or directory on this box rather than a
 // registry reference.
-func localImage(ref string) bool { return strings.HasPrefix(ref, "/") }
+func LocalImage(ref string) bool { return strings.HasPrefix(ref, "/") }
 
 // Fetch pulls or loads the app's image (static sites need none).
 func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
@@ -40,7 +40,7 @@ func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
 	var img *pods.Image
 	var err error
 	switch {
-	case !localImage(app.Image):
+	case !LocalImage(app.Image):
 		img, err = b.images.Pull(ctx, app.Image, io.Discard)
 	default:
 		st, statErr := os.Stat(app.Image)
@@ -67,7 +67,7 @@ func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
 // cached returns the app's image if it is in the store.
 func (b *podBuilder) cached(app store.App) (*pods.Image, error) {
 	ref := app.Image
-	if localImage(ref) {
+	if LocalImage(ref) {
 		b.mu.Lock()
 		id, ok := b.loaded[ref]
 		b.mu.Unlock()

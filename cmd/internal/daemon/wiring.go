@@ -38,33 +38,31 @@ type parts struct {
 	closers []func() error
 }
 
-// statePaths are the subdirectories of the state dir, one per owner.
-type statePaths struct{ root string }
-
-func (p statePaths) onion() string   { return filepath.Join(p.root, "onion") }
-func (p statePaths) images() string  { return filepath.Join(p.root, "images") }
-func (p statePaths) network() string { return filepath.Join(p.root, "network") }
-func (p statePaths) dns() string     { return filepath.Join(p.root, "dns") }
-func (p statePaths) tor() string     { return filepath.Join(p.root, "tor") }
+// NetworkConfig is the network Manager's config for cfg (the daemon's, and net-up's at boot).
+func NetworkConfig(cfg *configs.Config) (network.Config, error) {
+	ula, err := netip.ParsePrefix(cfg.Network.ULAPrefix)
+	if err != nil {
+		return network.Config{}, fmt.Errorf("daemon: %w", err)
+	}
+	return network.Config{
+		Uplink: cfg.Network.Uplink, ULAPrefix: ula, CNIPaths: cfg.Network.CNIPaths,
+		StateDir: cfg.NetworkDir(), NetnsDir: cfg.Network.NetnsDir, DHCPSocket: cfg.Network.DHCPSocket,
+	}, nil
+}
 
 // buildParts connects the adapters. On failure, whatever was opened is closed.
 func buildParts(ctx context.Context, cfg *configs.Config, self string, configPath string) (_ *parts, err error) {
-	paths := statePaths{cfg.StateDir}
-	p := &parts{keys: &onion.KeyStore{Dir: paths.onion()}, images: &pods.ImageStore{Dir: paths.images()}}
+	p := &parts{keys: &onion.KeyStore{Dir: cfg.KeysDir()}, images: &pods.ImageStore{Dir: cfg.ImagesDir()}}
 	defer func() {
 		if err != nil {
 			p.close()
 		}
 	}()
-	ula, err := netip.ParsePrefix(cfg.Network.ULAPrefix)
+	netCfg, err := NetworkConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return nil, err
 	}
-	p.net, err = network.New(network.Config{
-		Uplink: cfg.Network.Uplink, ULAPrefix: ula, CNIPaths: cfg.Network.CNIPaths,
-		StateDir: paths.network(), NetnsDir: cfg.Network.NetnsDir, DHCPSocket: cfg.Network.DHCPSocket,
-	})
-	if err != nil {
+	if p.net, err = network.New(netCfg); err != nil {
 		return nil, err
 	}
 	p.closers = append(p.closers, p.net.Close)
@@ -77,7 +75,7 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 	p.units = &unitAdapter{Systemd: p.systemd, dir: UnitDir}
 	p.pods = &podBuilder{images: p.images, self: self, configPath: configPath, netnsDir: cfg.Network.NetnsDir}
 
-	control, err := torControl(cfg, paths)
+	control, err := torControl(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -85,9 +83,9 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 
 	switch cfg.DNS.Mode {
 	case "builtin":
-		p.dnsSrv, err = builtinDNS(cfg, paths)
+		p.dnsSrv, err = builtinDNS(cfg)
 	case "rfc2136":
-		p.dnsUpd, err = rfc2136DNS(cfg, paths)
+		p.dnsUpd, err = rfc2136DNS(cfg)
 	}
 	if err != nil {
 		return nil, err
@@ -117,7 +115,7 @@ func (p *parts) close() {
 
 // torControl is how the daemon reaches tor: the managed tor's socket with cookie auth, or the
 // configured one.
-func torControl(cfg *configs.Config, paths statePaths) (onion.ControlConfig, error) {
+func torControl(cfg *configs.Config) (onion.ControlConfig, error) {
 	network, addr, err := onion.ParseControlEndpoint(cfg.Tor.Control)
 	if err != nil {
 		return onion.ControlConfig{}, err
@@ -134,13 +132,13 @@ func torControl(cfg *configs.Config, paths statePaths) (onion.ControlConfig, err
 }
 
 // managedTorrc is the torrc options of the managed tor.
-func managedTorrc(cfg *configs.Config, paths statePaths) (onion.TorrcOptions, error) {
+func managedTorrc(cfg *configs.Config) (onion.TorrcOptions, error) {
 	_, sock, err := configs.ParseControl(cfg.Tor.Control)
 	if err != nil {
 		return onion.TorrcOptions{}, err
 	}
 	return onion.TorrcOptions{
-		DataDir: filepath.Join(paths.tor(), "data"), ControlSocket: sock,
+		DataDir: filepath.Join(cfg.TorDir(), "data"), ControlSocket: sock,
 		SocksPort: uint16(cfg.Tor.SocksPort), Extra: cfg.Tor.TorrcExtra,
 	}, nil
 }
@@ -148,7 +146,7 @@ func managedTorrc(cfg *configs.Config, paths statePaths) (onion.TorrcOptions, er
 // ensureManagedTor writes the managed tor's torrc and unit and starts it (a no-op when unchanged
 // and running).
 func (p *parts) ensureManagedTor(ctx context.Context, cfg *configs.Config) error {
-	opts, err := managedTorrc(cfg, statePaths{cfg.StateDir})
+	opts, err := managedTorrc(cfg)
 	if err != nil {
 		return err
 	}
@@ -159,7 +157,7 @@ func (p *parts) ensureManagedTor(ctx context.Context, cfg *configs.Config) error
 	if err := onion.PrepareManagedDirs(opts); err != nil {
 		return err
 	}
-	path := filepath.Join(statePaths{cfg.StateDir}.tor(), "torrc")
+	path := filepath.Join(cfg.TorDir(), "torrc")
 	changed, err := writeIfChanged(path, torrc)
 	if err != nil {
 		return fmt.Errorf("daemon: torrc: %w", err)
@@ -218,14 +216,14 @@ func (p *parts) ensureDHCPDaemon(ctx context.Context, cfg *configs.Config, wante
 	return fmt.Errorf("daemon: the CNI DHCP daemon did not create %s", cfg.Network.DHCPSocket)
 }
 
-func builtinDNS(cfg *configs.Config, paths statePaths) (*dns.Server, error) {
+func builtinDNS(cfg *configs.Config) (*dns.Server, error) {
 	keys, err := tsigKeys(cfg)
 	if err != nil {
 		return nil, err
 	}
 	sc := dns.ServerConfig{
 		Zone: cfg.DNS.Zone, Listen: cfg.DNS.Listen, TTL: time.Duration(cfg.DNS.TTL) * time.Second,
-		StateDir: paths.dns(), TSIGKeys: keys,
+		StateDir: cfg.DNSDir(), TSIGKeys: keys,
 	}
 	for _, n := range cfg.DNS.NS {
 		sc.NS = append(sc.NS, dns.NameServer{Host: n})
@@ -236,7 +234,7 @@ func builtinDNS(cfg *configs.Config, paths statePaths) (*dns.Server, error) {
 	return dns.NewServer(sc)
 }
 
-func rfc2136DNS(cfg *configs.Config, paths statePaths) (*dns.RFC2136, error) {
+func rfc2136DNS(cfg *configs.Config) (*dns.RFC2136, error) {
 	keys, err := tsigKeys(cfg)
 	if err != nil {
 		return nil, err
@@ -249,7 +247,7 @@ func rfc2136DNS(cfg *configs.Config, paths statePaths) (*dns.RFC2136, error) {
 	}
 	return dns.NewRFC2136(dns.RFC2136Config{
 		Server: cfg.DNS.RFC2136.Server, Zone: cfg.DNS.Zone, TSIG: key,
-		LedgerPath: filepath.Join(paths.dns(), "rfc2136-"+strings.TrimSuffix(cfg.DNS.Zone, ".")+".json"),
+		LedgerPath: filepath.Join(cfg.DNSDir(), "rfc2136-"+strings.TrimSuffix(cfg.DNS.Zone, ".")+".json"),
 		TTL:        time.Duration(cfg.DNS.TTL) * time.Second,
 	})
 }

@@ -1,0 +1,39 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/onionpod/onionpod/cmd/internal/daemon"
+	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// prefetch pulls or loads an app's image into the box's image store with a progress bar, when
+// the user watches a terminal: the daemon then finds it cached. Without a terminal (scripts, the
+// lab) the daemon fetches it itself. A failure here is only reported: the daemon tries again
+// and its error is the one that counts.
+func prefetch(ctx context.Context, env *Env, cfg *configs.Config, ref string) {
+	if ref == "" || !IsTerminal(env.Err) || os.Geteuid() != 0 {
+		return
+	}
+	images := &pods.ImageStore{Dir: cfg.ImagesDir()}
+	var err error
+	switch st, statErr := os.Stat(ref); {
+	case !daemon.LocalImage(ref):
+		if _, cached := images.Image(ref); cached == nil {
+			return
+		}
+		_, err = images.Pull(ctx, ref, env.Err)
+	case statErr != nil:
+		return // the daemon reports it
+	case st.IsDir():
+		_, err = images.LoadLayout(ctx, ref, env.Err)
+	default:
+		_, err = images.LoadArchive(ctx, ref, env.Err)
+	}
+	if err != nil {
+		fmt.Fprintf(env.Err, "note: fetching %s here failed (%v); the daemon tries again\n", ref, err)
+	}
+}
