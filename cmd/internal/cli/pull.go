@@ -22,8 +22,8 @@ func prefetch(ctx context.Context, env *Env, cfg *configs.Config, ref string) {
 	var err error
 	switch st, statErr := os.Stat(ref); {
 	case !daemon.LocalImage(ref):
-		if _, cached := images.Image(ref); cached == nil {
-			return
+		if _, err := images.Image(ref); err == nil {
+			return // already cached
 		}
 		_, err = images.Pull(ctx, ref, env.Err)
 	case statErr != nil:
