@@ -384,6 +384,13 @@ func (l *Lab) TorNetwork() *oniontest.Network { return l.tor }
 // Reboot reboots the box's systemd on the same state; the LAN and the Tor network stay up, as a
 // real box's router and the Tor network do. It returns once the daemon answers again.
 func (l *Lab) Reboot(ctx context.Context) error {
+	if l.box == nil {
+		box, err := podstest.Attach(l.boxOptions())
+		if err != nil {
+			return fmt.Errorf("lab: reboot: %w", err)
+		}
+		l.box = box
+	}
 	if err := l.box.Reboot(ctx); err != nil {
 		return fmt.Errorf("lab: reboot: %w", err)
 	}

@@ -14,16 +14,16 @@ import (
 // newInternalCmd holds commands onionpod's own units run; users never need them.
 func newInternalCmd(env *Env) *cobra.Command {
 	cmd := &cobra.Command{Use: "internal", Short: "Commands run by onionpod's units", Hidden: true}
-	cmd.AddCommand(newNetCmd(env, "net-up"), newNetCmd(env, "net-down"))
+	cmd.AddCommand(newNetUpCmd(env))
 	return cmd
 }
 
-// newNetCmd is the ExecStart (net-up) and ExecStop (net-down) of an app's network unit: it
-// recreates the pod's network namespace and attachment at boot, before the pod and before the
-// daemon, from the config and the app's record.
-func newNetCmd(env *Env, verb string) *cobra.Command {
+// newNetUpCmd is the ExecStart of an app's network unit: it recreates the pod's network
+// namespace and attachment at boot, before the pod and before the daemon, from the config and
+// the app's record.
+func newNetUpCmd(env *Env) *cobra.Command {
 	return &cobra.Command{
-		Use:  verb + " APP",
+		Use:  "net-up APP",
 		Args: exactArgs("APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app := args[0]
@@ -43,9 +43,6 @@ func newNetCmd(env *Env, verb string) *cobra.Command {
 				return err
 			}
 			defer m.Close()
-			if verb == "net-down" {
-				return m.Detach(cmd.Context(), app)
-			}
 			st, err := store.Open(cfg.StateDir)
 			if err != nil {
 				return err

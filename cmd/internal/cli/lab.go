@@ -57,6 +57,23 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return nil
 		},
 	}
+	reboot := &cobra.Command{
+		Use:   "reboot",
+		Short: "Reboot the box's systemd (the LAN and the Tor network stay up, as a router would)",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := lab.Open(opts.Dir)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if err := l.Reboot(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Out, "box rebooted; the daemon answers again after %.2f s\n", time.Since(start).Seconds())
+			return nil
+		},
+	}
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show whether the lab is up, and its apps",
@@ -108,7 +125,7 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return err
 		},
 	}
-	cmd.AddCommand(up, down, status, execCmd)
+	cmd.AddCommand(up, down, reboot, status, execCmd)
 	return cmd
 }
 

@@ -131,8 +131,10 @@ func (b *podBuilder) spec(app store.App, netns string) (pods.Spec, error) {
 		netns = filepath.Join(b.netnsDir, "onionpod-"+app.Name)
 	}
 	spec.Netns = netns
+	// The network unit recreates the pod's network at boot, before the pod and the daemon. It has
+	// no ExecStop: at shutdown the namespaces go with the box (leases stay, so the next boot gets
+	// the same addresses); removing an app detaches its network in the daemon.
 	spec.NetUp = []string{b.self, "--config", b.configPath, "internal", "net-up", app.Name}
-	spec.NetDown = []string{b.self, "--config", b.configPath, "internal", "net-down", app.Name}
 	return spec, nil
 }
 
