@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 const undoTimeout = 30 * time.Second
 
 // Attach makes app's network exist as asked and returns where the pod is. Attaching an app that is
-// already attached the same way returns its current addresses and changes nothing; attached
-// differently (or half-attached after a crash), it is detached first. On error nothing is left.
+// already attached the same way (by this Manager or by another process on the state dir) returns
+// its current addresses and changes nothing; attached differently (or half-attached after a crash),
+// it is detached first. On error nothing is left.
 func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error) {
 	if err := validApp(a.App); err != nil {
 		return Result{}, fmt.Errorf("network: attach: %w", err)
@@ -40,9 +42,10 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 		return Result{}, err
 	}
 
-	m.mu.Lock()
-	old := m.held[a.App]
-	m.mu.Unlock()
+	old, err := m.leases.load(a.App) // as the last process left it: we hold the app's lock
+	if err != nil {
+		return Result{}, err
+	}
 	if old != nil && m.same(old, a) && podLinkReady(old) && m.hostSideReady(ctx, old) {
 		return m.result(old), nil
 	}
@@ -68,7 +71,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 			err = errors.Join(err, m.teardown(undoCtx, a.App, l, true))
 		}
 	}()
-	if saved, err = m.hold(l); err != nil {
+	if saved, err = m.hold(ctx, l); err != nil {
 		return Result{}, err
 	}
 	if !l.OnionOnly {
@@ -97,7 +100,7 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 	if err := saved(); err != nil {
 		return Result{}, err
 	}
-	m.watchPod(l)
+	m.announce(l.App)
 	return m.resultWith(l, podH), nil
 }
 
@@ -153,35 +156,62 @@ func (m *Manager) prepareLease(ctx context.Context, a Attachment) (*lease, error
 	return l, nil
 }
 
-// hold picks the lease's ULA and holds the lease, under the Manager's lock so two attaches never
-// pick the same ULA or MAC. The lease file is written (and fsynced) in the background while the
-// attach goes on; saved waits for that write and returns its error.
-func (m *Manager) hold(l *lease) (saved func() error, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	taken := map[netip.Addr]bool{}
-	for app, other := range m.held {
-		if app == l.App {
-			continue
-		}
-		if other.MAC == l.MAC {
-			return nil, fmt.Errorf("apps %q and %q derive the same MAC %s; rename one: %w", l.App, app, l.MAC, ErrMACCollision)
-		}
-		taken[other.ULA] = true
+// hold picks the lease's ULA and stores the lease, under the state lock, so that no two attaches
+// (in this process or another) pick the same ULA or share a MAC: every lease on disk counts. The
+// lease file is written (and fsynced) in the background while the attach goes on, and the state
+// lock is released when it has landed; saved waits for that and returns the write's error.
+func (m *Manager) hold(ctx context.Context, l *lease) (saved func() error, err error) {
+	unlock, err := m.lockState(ctx)
+	if err != nil {
+		return nil, err
 	}
-	for try := 0; ; try++ {
-		if ula := ulaFor(m.cfg.ULAPrefix, l.App, try); !taken[ula] {
-			l.ULA = ula
-			break
-		}
+	if err := m.pickULA(l); err != nil {
+		unlock()
+		return nil, err
 	}
-	m.held[l.App] = l
 	done := make(chan error, 1)
-	go func() { done <- m.leases.save(l) }()
+	go func() {
+		defer unlock()
+		done <- m.leases.save(l)
+	}()
 	return sync.OnceValue(func() error {
 		if err := <-done; err != nil {
 			return fmt.Errorf("store lease: %w", err)
 		}
 		return nil
 	}), nil
+}
+
+// pickULA refuses a MAC another lease has and gives l the first candidate ULA no other lease holds.
+// Call it under the state lock.
+func (m *Manager) pickULA(l *lease) error {
+	all, err := m.leases.loadAll(&m.cache)
+	if err != nil {
+		return fmt.Errorf("read leases: %w", err)
+	}
+	taken := map[netip.Addr]bool{}
+	for app, other := range all {
+		if app == l.App {
+			continue
+		}
+		if other.MAC == l.MAC {
+			return fmt.Errorf("apps %q and %q derive the same MAC %s; rename one: %w", l.App, app, l.MAC, ErrMACCollision)
+		}
+		taken[other.ULA] = true
+	}
+	for try := 0; ; try++ {
+		if ula := ulaFor(m.cfg.ULAPrefix, l.App, try); !taken[ula] {
+			l.ULA = ula
+			return nil
+		}
+	}
+}
+
+// announce tells watchers, here and in other processes, that app's attach has finished: the lease
+// file's times are touched (an inotify IN_ATTRIB; nothing to fsync), and this process's watchers
+// are told directly.
+func (m *Manager) announce(app string) {
+	now := time.Now()
+	os.Chtimes(m.leases.path(app), now, now) // best effort: watchers also retry on their own
+	m.syncWatchers(app)
 }

@@ -11,8 +11,9 @@ import (
 )
 
 // Detach removes app's network: the namespace, the links, the ULA lease, the DHCP lease (CNI DEL).
-// Already gone is success. It returns without waiting for the kernel to finish deleting the links;
-// an Attach of the same app waits for that.
+// Already gone (also: detached by another process) is success. It returns without waiting for the
+// kernel to finish deleting the links; an Attach of the same app waits for that (in another
+// process, CNI ADD retries while the kernel still holds the pod's MAC).
 func (m *Manager) Detach(ctx context.Context, app string) (err error) {
 	if err := validApp(app); err != nil {
 		return fmt.Errorf("network: detach: %w", err)
@@ -27,9 +28,10 @@ func (m *Manager) Detach(ctx context.Context, app string) (err error) {
 		return err
 	}
 	defer unlock()
-	m.mu.Lock()
-	l := m.held[app]
-	m.mu.Unlock()
+	l, err := m.leases.load(app) // as the last process left it: we hold the app's lock
+	if err != nil {
+		return err
+	}
 	return m.teardown(ctx, app, l, false)
 }
 
@@ -64,7 +66,9 @@ func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool
 	m.unwatchPod(app)
 	if l == nil {
 		// An orphan (a crash before its lease was stored): CNI DEL with the configuration libcni
-		// cached at ADD, if it got that far, releases what the plugins hold.
+		// cached at ADD, if it got that far, releases what the plugins hold. It may have been the
+		// last LAN pod: the shim goes if no LAN lease is left.
+		defer m.releaseShim()
 		defer reap()
 		orphan := &lease{App: app, Netns: path}
 		if conf := m.cachedConflist(orphan); conf != nil {
@@ -85,15 +89,10 @@ func (m *Manager) teardown(ctx context.Context, app string, l *lease, force bool
 	if delErr != nil && !force {
 		return delErr
 	}
-	m.mu.Lock()
-	err := m.leases.remove(app)
-	if err == nil {
-		delete(m.held, app)
-	}
-	m.mu.Unlock()
-	if err != nil {
+	if err := m.leases.remove(app); err != nil {
 		return errors.Join(delErr, fmt.Errorf("remove lease: %w", err))
 	}
+	m.syncWatchers(app)
 	if !l.OnionOnly {
 		m.releaseShim()
 	}

@@ -17,7 +17,13 @@ const sandboxEnv = "ONIONPOD_NETWORK_TEST_SANDBOX"
 // under test works on a box namespace given by path, never on the process's own; running the
 // tests from an empty namespace makes any slip visible (no uplink there) and keeps it from ever
 // touching the host's links. Mounts are shared, so the namespaces the tests create are visible.
+//
+// With helperEnv set, the binary is instead a second process with a Manager of its own (see
+// otherprocess_test.go), started by a test already in the sandbox.
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runOtherProcess())
+	}
 	if os.Geteuid() == 0 && os.Getenv(sandboxEnv) == "" {
 		if unshare, err := exec.LookPath("unshare"); err == nil {
 			os.Exit(runSandboxed(unshare))

@@ -19,25 +19,29 @@ import (
 )
 
 // Manager attaches pods to the network. Create it with New; Close it to wait for background
-// teardown. One Manager per state dir.
+// teardown. Several Managers, in one process or in several, may work on one state dir at once:
+// the lease files are the truth, read again under a lock before every change (see lock.go), so a
+// pod attached or detached by one Manager is attached or detached for all of them.
 type Manager struct {
-	cfg    Config
-	box    ns.NetNS        // held open for the Manager's life
-	boxH   *netlink.Handle // netlink in the box; safe for concurrent use
-	cni    *libcni.CNIConfig
-	leases leaseStore
+	cfg       Config
+	box       ns.NetNS        // held open for the Manager's life
+	boxH      *netlink.Handle // netlink in the box; safe for concurrent use
+	cni       *libcni.CNIConfig
+	leases    leaseStore
+	cache     leaseCache    // parsed lease files, checked against the disk at each use
+	lockFile  lockFile      // cross-process locks
+	stateTurn chan struct{} // this process's turn at the state lock
 
 	mu       sync.Mutex
-	held     map[string]*lease        // app -> its lease, mirrors the lease files
-	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach ends
+	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach/Check ends
 	pending  map[string]chan struct{} // app or shimName -> closed when background teardown ends
 	watchers map[*watcher]struct{}
 	wireless map[int]bool // uplink ifindex -> is wireless (checked once)
 	bg       sync.WaitGroup
 }
 
-// New checks the configuration, opens the box namespace and loads the leases. It changes nothing
-// on the network.
+// New checks the configuration, opens the box namespace and checks that the stored leases are
+// readable. It changes nothing on the network.
 func New(cfg Config) (*Manager, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
@@ -47,13 +51,15 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("network: box netns %s: %w", cfg.BoxNetns, err)
 	}
 	m := &Manager{
-		cfg:      cfg,
-		box:      box,
-		leases:   leaseStore{dir: filepath.Join(cfg.StateDir, "leases")},
-		busy:     map[string]chan struct{}{},
-		pending:  map[string]chan struct{}{},
-		watchers: map[*watcher]struct{}{},
-		wireless: map[int]bool{},
+		cfg:       cfg,
+		box:       box,
+		leases:    leaseStore{dir: filepath.Join(cfg.StateDir, "leases")},
+		lockFile:  lockFile{path: filepath.Join(cfg.StateDir, "lock")},
+		stateTurn: make(chan struct{}, 1),
+		busy:      map[string]chan struct{}{},
+		pending:   map[string]chan struct{}{},
+		watchers:  map[*watcher]struct{}{},
+		wireless:  map[int]bool{},
 	}
 	fail := func(what string, err error) (*Manager, error) {
 		if m.boxH != nil {
@@ -65,10 +71,10 @@ func New(cfg Config) (*Manager, error) {
 	if m.boxH, err = netlink.NewHandleAt(netns.NsHandle(box.Fd()), unix.NETLINK_ROUTE); err != nil {
 		return fail("netlink in the box", err)
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := os.MkdirAll(m.leases.dir, 0o700); err != nil {
 		return fail("state dir", err)
 	}
-	if m.held, err = m.leases.loadAll(); err != nil {
+	if _, err := m.leases.loadAll(&m.cache); err != nil {
 		return fail("leases", err)
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})
@@ -83,18 +89,20 @@ func (m *Manager) Close() error {
 	return m.box.Close()
 }
 
-// Attached lists the apps that hold a lease or a namespace, sorted: what the reconciler compares
-// with the desired state to find orphans.
+// Attached lists the apps that hold a lease or a namespace now (whichever process attached them),
+// sorted: what the reconciler compares with the desired state to find orphans.
 func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
 	set := map[string]bool{}
-	m.mu.Lock()
-	for app := range m.held {
+	leased, err := m.leases.apps()
+	if err != nil {
+		return nil, fmt.Errorf("network: attached: %w", err)
+	}
+	for _, app := range leased {
 		set[app] = true
 	}
-	m.mu.Unlock()
 	entries, err := os.ReadDir(m.cfg.NetnsDir)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("network: attached: %w", err)
@@ -116,7 +124,8 @@ func (m *Manager) netnsPath(app string) string {
 	return filepath.Join(m.cfg.NetnsDir, netnsPrefix+app)
 }
 
-// lock serializes Attach and Detach of one app; other apps proceed in parallel.
+// lock serializes Attach, Detach and Check of one app, among this process's goroutines and then
+// among processes (the app's byte of the lock file); other apps proceed in parallel.
 func (m *Manager) lock(ctx context.Context, app string) (unlock func(), err error) {
 	for {
 		m.mu.Lock()
@@ -125,11 +134,20 @@ func (m *Manager) lock(ctx context.Context, app string) (unlock func(), err erro
 			ch = make(chan struct{})
 			m.busy[app] = ch
 			m.mu.Unlock()
-			return func() {
+			unbusy := func() {
 				m.mu.Lock()
 				delete(m.busy, app)
 				m.mu.Unlock()
 				close(ch)
+			}
+			unlockFile, err := m.lockFile.lock(ctx, appLockOffset(app))
+			if err != nil {
+				unbusy()
+				return nil, err
+			}
+			return func() {
+				unlockFile()
+				unbusy()
 			}, nil
 		}
 		m.mu.Unlock()

@@ -8,8 +8,11 @@
 // LAN link, no default route). IPv4, when asked for, comes from the CNI dhcp plugin and its daemon.
 //
 // A Manager works on the "box" namespace (the host; by default the namespace of the calling
-// process) and is safe for concurrent use. Attach, Check and Detach are idempotent; a failed
-// Attach leaves nothing behind; Detach does not wait for the kernel to tear links down.
+// process) and is safe for concurrent use, also by several processes on one state dir (the daemon
+// and the `net-up`/`net-down` of the apps' network units): the lease files are the shared truth,
+// changed under cross-process locks (lock.go), read afresh by every call, and followed by Watch.
+// Attach, Check and Detach are idempotent; a failed Attach leaves nothing behind; Detach does not
+// wait for the kernel to tear links down.
 package network
 
 import (

@@ -15,18 +15,26 @@ import (
 // A macvlan master cannot talk to its own macvlan children, so the host reaches LAN pods through
 // a macvlan "shim" of its own on the uplink (mode bridge: macvlan siblings switch to each other),
 // holding prefix::1/64 of the ULA prefix. It ignores router advertisements: it exists only for
-// the ULA. It is created by the first LAN pod's attach and removed after the last one's detach.
+// the ULA. It is created by the first LAN pod's attach and removed after the last one's detach,
+// whichever processes those were: it exists while any LAN lease is on disk. Both decisions are
+// taken under the state lock, and a LAN pod's lease is stored (under that lock) before its attach
+// looks at the shim, so a removal either sees the lease and keeps the shim, or comes before the
+// attach looks and the attach creates it again.
 
-// ensureShim makes the shim exist on uplink with the host's ULA, up. Call with m.mu not held.
+// ensureShim makes the shim exist on uplink with the host's ULA, up. Call it after the lease of the
+// LAN pod that needs it is stored (or while its write holds the state lock).
 func (m *Manager) ensureShim(ctx context.Context, uplink string) error {
-	if err := m.settled(ctx, shimName); err != nil {
+	if m.checkShim(uplink) == nil {
+		return nil // the usual case, and no removal can come while our lease is on disk
+	}
+	unlock, err := m.lockState(ctx)
+	if err != nil {
 		return fmt.Errorf("shim: %w", err)
 	}
-	m.mu.Lock() // one shim decision at a time, consistent with the leases
-	defer m.mu.Unlock()
+	defer unlock()
 	var lowerIndex, shimLower int
 	exists := false
-	err := m.inBox(func(h *netlink.Handle) error {
+	err = m.inBox(func(h *netlink.Handle) error {
 		lower, err := h.LinkByName(uplink)
 		if err != nil {
 			return fmt.Errorf("uplink %s: %w", uplink, err)
@@ -90,23 +98,22 @@ func (m *Manager) ensureShim(ctx context.Context, uplink string) error {
 	return nil
 }
 
-// releaseShim removes the shim in the background when no LAN pod holds a lease any more.
+// releaseShim removes the shim in the background when no LAN pod holds a lease any more, in this
+// process or another. The removal looks at the leases again under the state lock and holds it
+// while the link goes (the kernel takes some 20 ms), so that no attach sees a shim that is about
+// to vanish.
 func (m *Manager) releaseShim() {
-	m.mu.Lock()
-	for _, l := range m.held {
-		if !l.OnionOnly {
-			m.mu.Unlock()
+	if m.lanLeaseExists() {
+		return
+	}
+	m.background(shimName, func() {
+		unlock, err := m.lockState(context.Background())
+		if err != nil {
 			return
 		}
-	}
-	m.mu.Unlock()
-	m.background(shimName, func() {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for _, l := range m.held {
-			if !l.OnionOnly {
-				return // a LAN pod attached meanwhile
-			}
+		defer unlock()
+		if m.lanLeaseExists() {
+			return // a LAN pod attached meanwhile
 		}
 		m.inBox(func(h *netlink.Handle) error {
 			if shim, err := h.LinkByName(shimName); err == nil {
@@ -115,6 +122,21 @@ func (m *Manager) releaseShim() {
 			return nil
 		})
 	})
+}
+
+// lanLeaseExists reports whether a LAN pod's lease is on disk; when the leases cannot be read it
+// says yes (keeping the shim is the safe mistake).
+func (m *Manager) lanLeaseExists() bool {
+	all, err := m.leases.loadAll(&m.cache)
+	if err != nil {
+		return true
+	}
+	for _, l := range all {
+		if !l.OnionOnly {
+			return true
+		}
+	}
+	return false
 }
 
 // checkShim verifies the shim is up on uplink with the host's ULA.

@@ -53,14 +53,17 @@ func (m *Manager) predict(l *lease, r Result) Result {
 	return r
 }
 
-// Addresses returns where an attached pod is now.
+// Addresses returns where an attached pod is now, whichever process attached it (its lease file and
+// its namespace, read now). It takes no lock: during another process's attach it may see the lease
+// before the namespace, and then reports the addresses the pod will have.
 func (m *Manager) Addresses(app string) (Result, error) {
 	if err := validApp(app); err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
 	}
-	m.mu.Lock()
-	l := m.held[app]
-	m.mu.Unlock()
+	l, err := m.leases.load(app)
+	if err != nil {
+		return Result{}, fmt.Errorf("network: addresses: %w", err)
+	}
 	if l == nil {
 		return Result{}, fmt.Errorf("network: addresses %q: %w", app, ErrNotFound)
 	}
@@ -69,14 +72,21 @@ func (m *Manager) Addresses(app string) (Result, error) {
 
 // Check verifies that app's attachment is still as Attach left it: namespace, link, MAC and ULA
 // (CNI CHECK for LAN pods), and the host side (shim or veth). Errors wrap ErrNotFound or ErrDrift;
-// on drift, the caller detaches and attaches again.
+// on drift, the caller detaches and attaches again. It waits for an Attach or Detach of the app
+// running in this process or another, and checks what that left.
 func (m *Manager) Check(ctx context.Context, app string) error {
 	if err := validApp(app); err != nil {
 		return fmt.Errorf("network: check: %w", err)
 	}
-	m.mu.Lock()
-	l := m.held[app]
-	m.mu.Unlock()
+	unlock, err := m.lock(ctx, app) // CNI CHECK must not run alongside ADD or DEL of the pod
+	if err != nil {
+		return fmt.Errorf("network: check %q: %w", app, err)
+	}
+	defer unlock()
+	l, err := m.leases.load(app)
+	if err != nil {
+		return fmt.Errorf("network: check: %w", err)
+	}
 	if l == nil {
 		return fmt.Errorf("network: check %q: %w", app, ErrNotFound)
 	}

@@ -27,26 +27,25 @@ type AddressChange struct {
 	Deprecated []netip.Addr
 }
 
-// Watch reports address changes of every LAN pod, attached now or later, until ctx ends; then the
-// channel is closed. It follows netlink address events inside each pod's namespace (no polling),
-// and resynchronizes from a fresh dump if the kernel drops events. A slow reader delays events, it
+// Watch reports address changes of every LAN pod, attached now or later, by this Manager or by
+// another process on the state dir, until ctx ends; then the channel is closed. It follows the
+// lease files (inotify on the leases dir: a pod attached by `net-up` is followed from the moment
+// its attach ends) and netlink address events inside each pod's namespace (no polling), and
+// resynchronizes from a fresh dump if the kernel drops events. A slow reader delays events, it
 // does not lose the latest state.
 func (m *Manager) Watch(ctx context.Context) <-chan AddressChange {
-	w := &watcher{out: make(chan AddressChange, 64), ula: m.cfg.ULAPrefix, pods: map[string]chan struct{}{}}
+	w := &watcher{out: make(chan AddressChange, 64), ula: m.cfg.ULAPrefix, leases: m.leases, pods: map[string]*follower{}}
+	notify, notifyErr := openLeaseNotify(m.leases.dir) // before the first scan: no change slips between
 	m.mu.Lock()
 	m.watchers[w] = struct{}{}
-	var start []*lease
-	for _, l := range m.held {
-		if !l.OnionOnly {
-			start = append(start, l)
-		}
-	}
 	m.mu.Unlock()
-	for _, l := range start {
-		w.start(l.App, l.Netns)
-	}
+	w.resync()
 	go func() {
-		<-ctx.Done()
+		if notifyErr == nil {
+			notify.run(ctx, w.syncAll, w.resync)
+		} else {
+			rescanUntil(ctx, w.resync) // no inotify (out of instances): look again now and then
+		}
 		m.mu.Lock()
 		delete(m.watchers, w)
 		m.mu.Unlock()
@@ -55,16 +54,14 @@ func (m *Manager) Watch(ctx context.Context) <-chan AddressChange {
 	return w.out
 }
 
-// watchPod starts following a freshly attached LAN pod in every watcher.
-func (m *Manager) watchPod(l *lease) {
-	if l.OnionOnly {
-		return
-	}
+// syncWatchers makes every watcher of this process follow app as its lease on disk now says.
+func (m *Manager) syncWatchers(app string) {
 	for _, w := range m.currentWatchers() {
-		w.start(l.App, l.Netns)
+		w.sync(app)
 	}
 }
 
+// unwatchPod stops following app at once (its namespace is going: let go of it).
 func (m *Manager) unwatchPod(app string) {
 	for _, w := range m.currentWatchers() {
 		w.stop(app)
@@ -82,35 +79,84 @@ func (m *Manager) currentWatchers() []*watcher {
 }
 
 type watcher struct {
-	out chan AddressChange
-	ula netip.Prefix
+	out    chan AddressChange
+	ula    netip.Prefix
+	leases leaseStore
 
-	mu     sync.Mutex
-	pods   map[string]chan struct{} // app -> closed to stop following it
+	mu     sync.Mutex // also makes syncs one at a time, so the last one's view of the disk wins
+	pods   map[string]*follower
 	closed bool
 	wg     sync.WaitGroup
 }
 
-func (w *watcher) start(app, path string) {
+// follower follows one attach of a LAN pod: the one whose lease file is inode ino.
+type follower struct {
+	ino   uint64
+	netns string
+	stop  chan struct{}
+	kick  chan struct{} // try subscribing again now (the attach finished)
+}
+
+// sync makes the watcher follow app as its lease file says now: a LAN lease it does not follow yet
+// (or a new one: a re-attach, whose namespace is new) gets a fresh follower; a lease it follows
+// already is a nudge (its attach finished: subscribe now); no lease, or an onion-only one, stops it.
+func (w *watcher) sync(app string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return
 	}
-	if stop, ok := w.pods[app]; ok {
-		close(stop) // a re-attach: follow the new namespace
+	l, ino, err := w.leases.loadWithInode(app)
+	if err != nil {
+		return // unreadable now; the next change of the file brings us back
 	}
-	stop := make(chan struct{})
-	w.pods[app] = stop
+	f := w.pods[app]
+	if l == nil || l.OnionOnly {
+		if f != nil {
+			close(f.stop)
+			delete(w.pods, app)
+		}
+		return
+	}
+	if f != nil && f.ino == ino && f.netns == l.Netns {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if f != nil {
+		close(f.stop)
+	}
+	f = &follower{ino: ino, netns: l.Netns, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	w.pods[app] = f
 	w.wg.Add(1)
-	go w.follow(app, path, stop)
+	go w.follow(app, f)
+}
+
+func (w *watcher) syncAll(apps []string) {
+	for _, app := range apps {
+		w.sync(app)
+	}
+}
+
+// resync syncs every app with a lease file and every app followed: the first scan, and the
+// recovery when inotify dropped events.
+func (w *watcher) resync() {
+	apps, _ := w.leases.apps()
+	w.mu.Lock()
+	for app := range w.pods {
+		apps = append(apps, app)
+	}
+	w.mu.Unlock()
+	w.syncAll(apps)
 }
 
 func (w *watcher) stop(app string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if stop, ok := w.pods[app]; ok {
-		close(stop)
+	if f, ok := w.pods[app]; ok {
+		close(f.stop)
 		delete(w.pods, app)
 	}
 }
@@ -118,8 +164,8 @@ func (w *watcher) stop(app string) {
 func (w *watcher) close() {
 	w.mu.Lock()
 	w.closed = true
-	for app, stop := range w.pods {
-		close(stop)
+	for app, f := range w.pods {
+		close(f.stop)
 		delete(w.pods, app)
 	}
 	w.mu.Unlock()
@@ -127,25 +173,41 @@ func (w *watcher) close() {
 	close(w.out)
 }
 
-// follow reports app's address changes until stop; it resubscribes after errors (the namespace
-// not there yet, or the kernel dropping events under load), once a second at most.
-func (w *watcher) follow(app, path string, stop chan struct{}) {
+// Follower retries: at once when nudged, else after a second, doubling up to maxRetry while the
+// namespace is not there (a lease whose pod is not attached yet, as after a reboot).
+const maxRetry = 30 * time.Second
+
+// follow reports app's address changes until stopped; it subscribes again after errors (the
+// namespace or its link not there yet, or the kernel dropping events under load).
+func (w *watcher) follow(app string, f *follower) {
 	defer w.wg.Done()
 	var last podAddrs
+	retry := time.Second
 	for {
-		w.subscribe(app, path, stop, &last)
-		select {
-		case <-stop:
-			return
-		case <-time.After(time.Second):
+		wait := retry
+		if w.subscribe(app, f.netns, f.stop, &last) {
+			wait, retry = time.Second, time.Second
+		} else {
+			retry = min(2*retry, maxRetry)
 		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-f.stop:
+			timer.Stop()
+			return
+		case <-f.kick:
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
 }
 
-func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs) {
+// subscribe follows the pod's link until stop or an error; it reports whether it got as far as
+// following (false: the namespace or the link is not there).
+func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs) bool {
 	nsh, err := netns.GetFromPath(path)
 	if err != nil {
-		return
+		return false
 	}
 	ifindex := 0
 	err = withHandle(nsh, func(h *netlink.Handle) error {
@@ -157,7 +219,7 @@ func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs
 	})
 	if err != nil {
 		nsh.Close()
-		return
+		return false
 	}
 	updates := make(chan netlink.AddrUpdate, 256)
 	done := make(chan struct{})
@@ -166,7 +228,7 @@ func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs
 	})
 	nsh.Close()
 	if err != nil {
-		return
+		return false
 	}
 	defer func() {
 		close(done)
@@ -177,10 +239,10 @@ func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs
 	for {
 		select {
 		case <-stop:
-			return
+			return true
 		case u, ok := <-updates:
 			if !ok {
-				return
+				return true
 			}
 			if u.LinkIndex != ifindex {
 				continue
@@ -206,7 +268,7 @@ func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs
 			case w.out <- AddressChange{App: app, LAN: now.LAN, IPv4: now.IPv4, Deprecated: now.Deprecated}:
 				*last = now
 			case <-stop:
-				return
+				return true
 			}
 		}
 	}
