@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +25,57 @@ type podBuilder struct {
 	netnsDir   string
 
 	mu     sync.Mutex
-	loaded map[string]string // local archive/layout path -> image ID, for this daemon's life
+	loaded map[string]localImage // local archive/layout path -> what it loaded as (images/local.json)
+}
+
+// localImage is what a local archive or layout loaded as, and the file it was then, so a
+// restarted daemon need not read the archive again unless it changed.
+type localImage struct {
+	ID      string `json:"id"`
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mtime_ns"`
+}
+
+// identify stats a local image: an archive itself, or a layout's index.json.
+func identify(path string) (localImage, error) {
+	st, err := os.Stat(path)
+	if err == nil && st.IsDir() {
+		st, err = os.Stat(filepath.Join(path, "index.json"))
+	}
+	if err != nil {
+		return localImage{}, err
+	}
+	return localImage{Size: st.Size(), ModTime: st.ModTime().UnixNano()}, nil
+}
+
+func (b *podBuilder) indexPath() string { return filepath.Join(b.images.Dir, "local.json") }
+
+// localIndex returns the index of loaded local images, read once from disk. Call with mu held.
+func (b *podBuilder) localIndex() map[string]localImage {
+	if b.loaded == nil {
+		b.loaded = map[string]localImage{}
+		if data, err := os.ReadFile(b.indexPath()); err == nil {
+			json.Unmarshal(data, &b.loaded) // a damaged index only costs reloading archives
+		}
+	}
+	return b.loaded
+}
+
+// remember records what a local image loaded as, and saves the index.
+func (b *podBuilder) remember(path, id string) error {
+	li, err := identify(path)
+	if err != nil {
+		return err
+	}
+	li.ID = id
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.localIndex()[path] = li
+	data, err := json.Marshal(b.loaded)
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(b.indexPath(), data, 0o600)
 }
 
 // LocalImage reports whether an app's image is a file or directory on this box rather than a
@@ -53,12 +104,7 @@ func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
 			img, err = b.images.LoadArchive(ctx, app.Image, io.Discard)
 		}
 		if err == nil {
-			b.mu.Lock()
-			if b.loaded == nil {
-				b.loaded = map[string]string{}
-			}
-			b.loaded[app.Image] = img.Digest
-			b.mu.Unlock()
+			err = b.remember(app.Image, img.Digest)
 		}
 	}
 	return err
@@ -69,12 +115,13 @@ func (b *podBuilder) cached(app store.App) (*pods.Image, error) {
 	ref := app.Image
 	if LocalImage(ref) {
 		b.mu.Lock()
-		id, ok := b.loaded[ref]
+		known, ok := b.localIndex()[ref]
 		b.mu.Unlock()
-		if !ok {
-			return nil, reconcile.ErrImageMissing
+		now, err := identify(ref)
+		if !ok || err != nil || now.Size != known.Size || now.ModTime != known.ModTime {
+			return nil, reconcile.ErrImageMissing // never loaded, or changed since: load it again
 		}
-		ref = id
+		ref = known.ID
 	}
 	img, err := b.images.Image(ref)
 	if errors.Is(err, pods.ErrNotFound) {
