@@ -27,8 +27,7 @@ func (l *Lab) Command(ctx context.Context, where string, argv ...string) *exec.C
 			"env", "PATH=" + path, "ONIONPOD_CONFIG=" + l.state.Config}
 		return exec.CommandContext(ctx, "nsenter", append(args, argv...)...)
 	case InClient:
-		resolv := l.opts.path("client-resolv.conf")
-		os.WriteFile(resolv, []byte(fmt.Sprintf("nameserver %s\nsearch %s\n", BoxLANIP, Zone)), 0o644)
+		resolv := l.opts.path(clientResolvConf)
 		script := `mount --bind "$0" /etc/resolv.conf && exec "$@"`
 		args := []string{"--net=" + l.state.Client, "--", "unshare", "--mount", "--propagation", "private",
 			"sh", "-c", script, resolv}
@@ -39,6 +38,13 @@ func (l *Lab) Command(ctx context.Context, where string, argv ...string) *exec.C
 		return exec.CommandContext(ctx, "nsenter", append(args, argv...)...)
 	}
 	return exec.CommandContext(ctx, "false") // unreachable: callers check with ValidPlace
+}
+
+// clientResolvConf is the LAN client's resolv.conf (written by Up): the box's DNS server.
+const clientResolvConf = "client-resolv.conf"
+
+func (l *Lab) writeClientResolvConf() error {
+	return writeFile(l.opts.path(clientResolvConf), []byte(fmt.Sprintf("nameserver %s\nsearch %s\n", BoxLANIP, Zone)), 0o644)
 }
 
 // ValidPlace reports whether where names a place of the lab.

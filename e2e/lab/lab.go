@@ -160,7 +160,12 @@ func Up(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := step("forget the last Tor network's consensus", l.forgetTorNetwork); err != nil {
 		return nil, err
 	}
-	if err := step("config and onionpod.service", l.writeBoxFiles); err != nil {
+	if err := step("config, onionpod.service, client's resolv.conf", func() error {
+		if err := l.writeBoxFiles(); err != nil {
+			return err
+		}
+		return l.writeClientResolvConf()
+	}); err != nil {
 		return nil, err
 	}
 	if err := l.saveState(); err != nil {
