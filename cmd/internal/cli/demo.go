@@ -93,8 +93,8 @@ func runDemo(ctx context.Context, env *Env, opts demoOptions) error {
 		fmt.Fprint(env.Err, indent(errOut.String()))
 		return out.String(), nil
 	}
-	fmt.Fprintln(env.Out, "    (a new private Tor network needs 15-35 s for its first consensus: the descriptor upload waits for it)")
 	addrs, err := d.run("onionpod expose hello --image "+image+" --port 80   (in the box)", func() (string, error) {
+		fmt.Fprintln(env.Out, "    (a new private Tor network needs 15-35 s for its first consensus: the descriptor upload waits for it)")
 		return run(lab.InBox, "onionpod", "expose", "hello", "--image", image, "--port", "80")
 	})
 	if err != nil {
