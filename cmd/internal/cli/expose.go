@@ -40,45 +40,23 @@ the service descriptor, and print the addresses: the .onion, the DNS name and th
 }
 
 func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
-		return err
-	}
-	ctx := cmd.Context()
-	cfg, err := env.Config()
-	if err != nil {
-		return err
-	}
-	client := env.Client(cfg)
-	app, exists, err := currentApp(ctx, client, opts.App)
-	if err != nil {
-		return err
-	}
-	if !exists && opts.Image == "" && opts.Static == "" {
-		return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: cmd.CommandPath()}
-	}
-	if err := opts.apply(cmd, &app); err != nil {
-		return err
-	}
-	app.Onion, app.Stopped = true, false
-	if err := app.Validate(); err != nil {
-		return err
-	}
-	prefetch(ctx, env, cfg, app.Image)
 	start := time.Now()
-	if _, err := client.Put(ctx, app); err != nil {
-		return err
-	}
-	st, err := client.Wait(ctx, app.Name, api.WaitRunning, opts.Timeout)
+	st, running, client, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, exists bool) error {
+		if !exists && opts.Image == "" && opts.Static == "" {
+			return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: cmd.CommandPath()}
+		}
+		app.Onion = true
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	running := time.Since(start)
 	if !opts.NoWait {
-		if st, err = client.Wait(ctx, app.Name, api.WaitPublished, opts.Timeout); err != nil {
+		if st, err = client.Wait(cmd.Context(), opts.App, api.WaitPublished, opts.Timeout); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(env.Err, "%s: pod running, onion added and DNS published in %.2f s", app.Name, running.Seconds())
+	fmt.Fprintf(env.Err, "%s: pod running, onion added and DNS published in %.2f s", opts.App, running.Seconds())
 	if !opts.NoWait {
 		fmt.Fprintf(env.Err, "; descriptor uploaded after %.2f s", time.Since(start).Seconds())
 	}

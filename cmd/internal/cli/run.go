@@ -148,40 +148,57 @@ their current value. The app gets a stable IPv6 address on the LAN and a DNS nam
 }
 
 func runRun(cmd *cobra.Command, env *Env, opts runOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
-		return err
-	}
-	ctx := cmd.Context()
-	cfg, err := env.Config()
+	st, took, _, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, _ bool) error {
+		if cmd.Flags().Changed("onion") {
+			app.Onion = opts.Onion
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	client := env.Client(cfg)
-	app, _, err := currentApp(ctx, client, opts.App)
-	if err != nil {
-		return err
-	}
-	if err := opts.apply(cmd, &app); err != nil {
-		return err
-	}
-	if cmd.Flags().Changed("onion") {
-		app.Onion = opts.Onion
-	}
-	prefetch(ctx, env, cfg, app.Image)
-	app.Stopped = false
-	start := time.Now()
-	if _, err := client.Put(ctx, app); err != nil {
-		return err
-	}
-	st, err := client.Wait(ctx, app.Name, api.WaitRunning, opts.Timeout)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Out, "%s is running (%.2f s)\n", app.Name, time.Since(start).Seconds())
+	fmt.Fprintf(env.Out, "%s is running (%.2f s)\n", st.App.Name, took.Seconds())
 	for _, l := range addressLines(st) {
 		fmt.Fprintln(env.Out, l)
 	}
 	return nil
+}
+
+// submit is what run and expose share: it refuses a bad name (exit 2) first, lays the given
+// flags over the app's current record (or a new one), lets adjust change it, fetches the image
+// with a progress bar on a terminal, stores the record through the daemon and waits until the
+// app runs. It returns the status, how long the daemon took, and the client.
+func submit(cmd *cobra.Command, env *Env, name string, flags *appFlags, adjust func(app *store.App, exists bool) error) (api.AppStatus, time.Duration, *api.Client, error) {
+	if err := store.ValidateName(name); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	ctx := cmd.Context()
+	cfg, err := env.Config()
+	if err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	client := env.Client(cfg)
+	app, exists, err := currentApp(ctx, client, name)
+	if err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	if err := flags.apply(cmd, &app); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	if err := adjust(&app, exists); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	app.Stopped = false
+	if err := app.Validate(); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	prefetch(ctx, env, cfg, app.Image)
+	start := time.Now()
+	if _, err := client.Put(ctx, app); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	st, err := client.Wait(ctx, app.Name, api.WaitRunning, flags.Timeout)
+	return st, time.Since(start), client, err
 }
 
 // currentApp fetches the app's record from the daemon, or a fresh one if it does not exist.
