@@ -1,0 +1,179 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// fakes records every adapter call, in order, per app; failing[app] makes that app's image fetch
+// fail. This is a unit test of Apply's own logic (order, isolation); the e2e tests run it against
+// the real adapters.
+type fakes struct {
+	mu       sync.Mutex
+	calls    map[string][]string
+	global   []string
+	failing  map[string]bool
+	services []onion.Service
+	records  []dns.Record
+	keys     map[string]*onion.Key
+}
+
+func newFakes() *fakes {
+	return &fakes{calls: map[string][]string{}, failing: map[string]bool{}, keys: map[string]*onion.Key{}}
+}
+
+func (f *fakes) log(app, call string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[app] = append(f.calls[app], call)
+}
+
+func (f *fakes) Ensure(app string) (*onion.Key, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k, ok := f.keys[app]; ok {
+		return k, false, nil
+	}
+	k, err := onion.GenerateKey(rand.Reader)
+	f.keys[app] = k
+	f.calls[app] = append(f.calls[app], "key")
+	return k, true, err
+}
+func (f *fakes) Clients(string) ([]onion.AuthorizedClient, error) { return nil, nil }
+func (f *fakes) Apps() ([]string, error)                          { return nil, nil }
+
+func (f *fakes) Attach(_ context.Context, a network.Attachment) (network.Result, error) {
+	f.log(a.App, "attach")
+	return network.Result{Netns: "/run/netns/onionpod-" + a.App, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
+		ULA: netip.MustParseAddr("fd00::6"), LAN: netip.MustParseAddr("2001:db8:1::6")}, nil
+}
+func (f *fakes) Detach(_ context.Context, app string) error { f.log(app, "detach"); return nil }
+func (f *fakes) Attached(context.Context) ([]string, error) { return nil, nil }
+func (f *fakes) Addresses(string) (network.Result, error) {
+	return network.Result{}, network.ErrNotFound
+}
+
+func (f *fakes) Units(app store.App, netns string) ([]pods.Unit, error) {
+	return []pods.Unit{{Name: pods.PodUnitName(app.Name), Content: []byte(netns)}}, nil
+}
+func (f *fakes) Fetch(_ context.Context, app store.App) error {
+	f.log(app.Name, "image")
+	if f.failing[app.Name] {
+		return errors.New("registry unreachable")
+	}
+	return nil
+}
+
+func (f *fakes) Apply(_ context.Context, units ...pods.Unit) error {
+	for _, u := range units {
+		app := strings.TrimSuffix(strings.TrimPrefix(u.Name, "onionpod-pod-"), ".service")
+		f.log(app, "unit")
+	}
+	return nil
+}
+func (f *fakes) Stop(_ context.Context, app string) error   { f.log(app, "stop"); return nil }
+func (f *fakes) Remove(_ context.Context, app string) error { f.log(app, "remove-unit"); return nil }
+
+type fakeOnions struct{ *fakes }
+
+func (o fakeOnions) Set(_ context.Context, s []onion.Service) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.services = s
+	o.global = append(o.global, "onion-set")
+	return nil
+}
+func (o fakeOnions) Status() map[string]onion.ServiceStatus { return nil }
+
+type fakeDNS struct{ *fakes }
+
+func (d fakeDNS) Set(_ context.Context, r []dns.Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.records = r
+	d.global = append(d.global, "dns-set")
+	return nil
+}
+func (d fakeDNS) Status() dns.Status { return dns.Status{} }
+
+func (f *fakes) runner() *Runner {
+	return &Runner{Keys: f, Network: f, Pods: f, Units: f, Onions: fakeOnions{f}, DNS: fakeDNS{f}, Zone: "box.example"}
+}
+
+func (f *fakes) serviceApps() []string {
+	var apps []string
+	for _, s := range f.services {
+		apps = append(apps, s.App)
+	}
+	slices.Sort(apps)
+	return apps
+}
+
+func (f *fakes) recordNames() []string {
+	var names []string
+	for _, r := range f.records {
+		names = append(names, r.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestApplyOrderAndIsolation(t *testing.T) {
+	f := newFakes()
+	f.failing["bad"] = true
+	desired := []store.App{
+		{Name: "good", Image: "r.example/good:1", Ports: []store.Port{{Public: 80, Target: 8080}}, Onion: true},
+		{Name: "bad", Image: "r.example/bad:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "lan", Image: "r.example/lan:1"},
+		{Name: "paused", Image: "r.example/p:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true, Stopped: true},
+	}
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Units: map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
+		Onions: map[string]bool{}, DNS: map[string]bool{}}
+	obs.Networks["gone"] = true
+	res := f.runner().Apply(context.Background(), MakePlan(desired, obs), desired, obs)
+
+	want := map[string][]string{
+		"good":   {"key", "image", "attach", "unit"},
+		"bad":    {"key", "image"}, // stops at the failed step
+		"lan":    {"image", "attach", "unit"},
+		"paused": {"stop"},
+		"gone":   {"remove-unit", "detach"}, // removal: unit, then network
+	}
+	for app, calls := range want {
+		if !slices.Equal(f.calls[app], calls) {
+			t.Errorf("%s: calls %v, want %v", app, f.calls[app], calls)
+		}
+	}
+	if !slices.Equal(f.global, []string{"onion-set", "dns-set"}) {
+		t.Errorf("global calls %v, want the onion set before the DNS set", f.global)
+	}
+	if got := f.serviceApps(); !slices.Equal(got, []string{"good"}) {
+		t.Errorf("onion services for %v, want only good (bad failed, lan has none, paused is stopped)", got)
+	}
+	if got := f.recordNames(); !slices.Equal(got, []string{"good.box.example.", "lan.box.example."}) {
+		t.Errorf("DNS records %v", got)
+	}
+	if s := f.services[0]; len(s.Ports) != 1 || s.Ports[0].Virtual != 80 || s.Ports[0].Target != "[fd00::6]:8080" {
+		t.Errorf("onion ports %+v, want 80 -> [ULA]:8080", s.Ports)
+	}
+	if res.Apps["bad"].Err == nil || res.Apps["good"].Err != nil || res.Apps["lan"].Err != nil {
+		t.Errorf("errors: bad=%v good=%v lan=%v", res.Apps["bad"].Err, res.Apps["good"].Err, res.Apps["lan"].Err)
+	}
+	if res.Apps["good"].Address == "" || res.Apps["good"].Address != f.keys["good"].Address() {
+		t.Errorf("good's address %q", res.Apps["good"].Address)
+	}
+}
