@@ -46,7 +46,8 @@ type appStatus struct {
 		MainPID int `json:"main_pid"`
 	} `json:"unit"`
 	Network struct {
-		LAN string `json:"lan"`
+		LAN  string `json:"lan"`
+		IPv4 string `json:"ipv4"`
 	} `json:"network"`
 	Onion struct {
 		Address   string `json:"address"`

@@ -63,7 +63,7 @@ func setUp(m *testing.M) int {
 	defer cancel()
 	start := time.Now()
 	theLab, err = lab.Up(ctx, lab.Options{
-		Dir: filepath.Join(labDir, "lab"), Name: "e2e" + randomHex(3), Binary: bin, TorNetwork: true,
+		Dir: filepath.Join(labDir, "lab"), Name: "e2e" + randomHex(3), Binary: bin, TorNetwork: true, IPv4: true,
 		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e lab: "+format+"\n", args...) },
 	})
 	if err != nil {

@@ -37,6 +37,8 @@ const Zone = "box.example"
 var (
 	LANPrefix = netip.MustParsePrefix("2001:db8:1::/64")
 	BoxLANIP  = netip.MustParseAddr("2001:db8:1::53")
+	// ClientIPv4 is the LAN client's address when the LAN has IPv4 (dnsmasq leases from .100).
+	ClientIPv4 = netip.MustParseAddr("192.0.2.10")
 )
 
 // Options describe a lab.
@@ -212,6 +214,14 @@ func (l *Lab) startLAN(ctx context.Context) error {
 		netip.PrefixFrom(BoxLANIP, 64).String(), "dev", lan.Uplink(), "nodad").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("box address: %w: %s", err, out)
+	}
+	if l.opts.IPv4 {
+		// The client is a LAN host with a fixed IPv4 address (it runs no DHCP client).
+		out, err := exec.CommandContext(ctx, "nsenter", "--net="+l.state.Client, "ip", "addr", "add",
+			ClientIPv4.String()+"/24", "dev", "eth0").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("client IPv4: %w: %s", err, out)
+		}
 	}
 	return nil
 }

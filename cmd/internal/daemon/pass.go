@@ -69,12 +69,8 @@ func (d *Daemon) pass(ctx context.Context) {
 	for _, a := range desired {
 		wantV4 = wantV4 || (a.IPv4 && !a.Stopped)
 	}
-	if d.dhcp == nil || *d.dhcp != wantV4 {
-		if err := p.ensureDHCPDaemon(ctx, d.cfg, wantV4); err != nil {
-			d.log.Error("dhcp daemon", "err", err)
-		} else {
-			d.dhcp = &wantV4
-		}
+	if wantV4 {
+		d.runDHCPDaemon(ctx, true) // before the attaches that need it
 	}
 	tObserve := time.Now()
 	obs, obsErr := p.runner.Observe(ctx, desired)
@@ -92,6 +88,9 @@ func (d *Daemon) pass(ctx context.Context) {
 	tApply := time.Now()
 	res := p.runner.Apply(ctx, plan, desired, obs)
 	applyTook := time.Since(tApply)
+	if !wantV4 && !d.anyIPv4Attached(ctx) {
+		d.runDHCPDaemon(ctx, false) // after the detaches: they release their leases through it
+	}
 	d.lastResult = res
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
@@ -100,6 +99,35 @@ func (d *Daemon) pass(ctx context.Context) {
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
 			"status", time.Since(tStatus).Round(time.Millisecond))
 	}
+}
+
+// runDHCPDaemon starts or stops the CNI DHCP daemon, when that changes.
+func (d *Daemon) runDHCPDaemon(ctx context.Context, on bool) {
+	if d.dhcp != nil && *d.dhcp == on {
+		return
+	}
+	if err := d.parts.ensureDHCPDaemon(ctx, d.cfg, on); err != nil {
+		d.log.Error("dhcp daemon", "err", err)
+		return
+	}
+	d.dhcp = &on
+}
+
+// anyIPv4Attached reports whether an attached pod still holds a DHCP lease.
+func (d *Daemon) anyIPv4Attached(ctx context.Context) bool {
+	if d.dhcp != nil && !*d.dhcp {
+		return false // already off: nothing could have a lease through it
+	}
+	apps, err := d.parts.net.Attached(ctx)
+	if err != nil {
+		return true // unsure: keep it
+	}
+	for _, app := range apps {
+		if res, err := d.parts.net.Addresses(app); err == nil && res.IPv4.IsValid() {
+			return true
+		}
+	}
+	return false
 }
 
 func withoutRemovals(p reconcile.Plan) reconcile.Plan {

@@ -141,7 +141,7 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 		{Name: "paused", Image: "r.example/p:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true, Stopped: true},
 	}
 	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
-		Units: map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
+		Units:  map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
 		Onions: map[string]bool{}, DNS: map[string]bool{}}
 	obs.Networks["gone"] = true
 	res := f.runner().Apply(context.Background(), MakePlan(desired, obs), desired, obs)
