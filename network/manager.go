@@ -46,7 +46,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
-	box, err := ns.GetNS(cfg.BoxNetns)
+	box, err := openBox(cfg.BoxNetns)
 	if err != nil {
 		return nil, fmt.Errorf("network: box netns %s: %w", cfg.BoxNetns, err)
 	}
@@ -79,6 +79,17 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})
 	return m, nil
+}
+
+// openBox opens the box namespace: the given path, or the calling thread's own namespace. Not
+// /proc/self/ns/net: that is the main thread's, and a thread that created a pod namespace stays
+// in it, locked (netnsfile.Create) — when that thread is the main one, /proc/self points into a
+// pod. Threads free to run other goroutines are always in the process's own namespace.
+func openBox(path string) (ns.NetNS, error) {
+	if path != "" {
+		return ns.GetNS(path)
+	}
+	return ns.GetCurrentNS()
 }
 
 // Close waits for background teardown (links being deleted after Detach) to finish and releases

@@ -132,9 +132,6 @@ func (c *Config) setDefaults() error {
 	if c.DHCPSocket == "" {
 		c.DHCPSocket = DefaultDHCPSocket
 	}
-	if c.BoxNetns == "" {
-		c.BoxNetns = "/proc/self/ns/net"
-	}
 	p := c.ULAPrefix
 	if !p.IsValid() || !p.Addr().Is6() || p.Bits() != 64 || !localULA.Contains(p.Addr()) || p.Masked() != p {
 		return fmt.Errorf("ULA prefix %s must be an fdXX:XXXX:XXXX:XXXX::/64: %w", p, ErrBadInput)
