@@ -619,3 +619,12 @@ func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
 	}
 	return nil, "", fmt.Errorf("%w: no linux/%s image in the index", ErrBadInput, runtime.GOARCH)
 }
+
+// CheckRef checks the syntax of a registry reference ("registry.example/blog:1", "busybox",
+// "r.example/x@sha256:..."), without contacting anything. Errors wrap ErrBadInput.
+func CheckRef(ref string) error {
+	if _, err := name.ParseReference(ref); err != nil {
+		return fmt.Errorf("pods: image %q: %w: %w", ref, ErrBadInput, err)
+	}
+	return nil
+}

@@ -421,3 +421,16 @@ func TestPrune(t *testing.T) {
 		t.Errorf("layers after pruning everything: %v", n)
 	}
 }
+
+func TestCheckRef(t *testing.T) {
+	for _, ok := range []string{"busybox", "registry.example/blog:1", "127.0.0.1:5000/x/y:latest", "r.example/x@sha256:" + strings.Repeat("a", 64)} {
+		if err := CheckRef(ok); err != nil {
+			t.Errorf("CheckRef(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "Registry.example/UPPER:1", "blog:", "a b", "r.example/x@sha256:short"} {
+		if err := CheckRef(bad); !errors.Is(err, ErrBadInput) {
+			t.Errorf("CheckRef(%q) = %v, want ErrBadInput", bad, err)
+		}
+	}
+}

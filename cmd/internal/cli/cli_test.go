@@ -54,6 +54,14 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"ls", "--nope"}, 2},
 		{[]string{"ls", "extra"}, 2},
 		{[]string{"config", "check", "testdata/missing.toml"}, 1},
+		// Bad input is refused before the daemon is asked (none runs here): exit 2, not 1.
+		{[]string{"run", "blog", "--image", "Registry.example/UPPER:1"}, 2},
+		{[]string{"run", "blog", "--image", "r.example/blog:1", "--port", "http"}, 2},
+		{[]string{"expose", "blog", "--image", "r.example/blog:1", "--port", "0"}, 2},
+		{[]string{"run", "blog", "--static", "/nonexistent/site"}, 2},
+		{[]string{"run", "blog", "--image", "r.example/blog:1", "--volume", "data"}, 2},
+		{[]string{"run", "blog", "--image", "r.example/blog:1", "--env", "NOVALUE"}, 2},
+		{[]string{"run", "blog", "--image", "x", "--static", "/tmp"}, 2},
 	}
 	for _, c := range cases {
 		var out, errOut nopWriter

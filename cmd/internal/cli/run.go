@@ -13,6 +13,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // appFlags are the flags that describe an app (run and expose share them).
@@ -39,7 +40,8 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.Timeout, "timeout", 3*time.Minute, "how long to wait for the app")
 }
 
-// apply lays the flags that were given over app (an existing record, or a new one).
+// apply lays the flags that were given over app (an existing record, or a new one), checking each
+// value; the whole record is validated by the caller.
 func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 	changed := cmd.Flags().Changed
 	if changed("image") && changed("static") {
@@ -73,6 +75,9 @@ func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 		}
 	}
 	if changed("env") {
+		if err := store.ValidateEnv(f.Env); err != nil {
+			return err
+		}
 		app.Env = f.Env
 	}
 	if changed("volume") {
@@ -94,7 +99,7 @@ func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 	if app.Static != "" && len(app.Ports) == 0 {
 		app.Ports = []store.Port{{Public: 80, Target: 8080}}
 	}
-	return app.Validate()
+	return nil
 }
 
 // imageRef makes a local archive or layout path absolute (the daemon resolves it, not the
@@ -116,7 +121,7 @@ func imageRef(ref string) (string, error) {
 	if _, err := os.Stat(ref); err == nil && strings.ContainsAny(ref, "/.") && !strings.Contains(ref, ":") {
 		return filepath.Abs(ref)
 	}
-	return ref, nil
+	return ref, pods.CheckRef(ref)
 }
 
 type runOptions struct {
@@ -170,6 +175,10 @@ func runRun(cmd *cobra.Command, env *Env, opts runOptions) error {
 // app runs. It returns the status, how long the daemon took, and the client.
 func submit(cmd *cobra.Command, env *Env, name string, flags *appFlags, adjust func(app *store.App, exists bool) error) (api.AppStatus, time.Duration, *api.Client, error) {
 	if err := store.ValidateName(name); err != nil {
+		return api.AppStatus{}, 0, nil, err
+	}
+	// Every flag's value is checked before the daemon is asked anything.
+	if err := flags.apply(cmd, &store.App{Name: name}); err != nil {
 		return api.AppStatus{}, 0, nil, err
 	}
 	ctx := cmd.Context()
