@@ -14,8 +14,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
 )
 
 // Manager attaches pods to the network. Create it with New; Close it to wait for background
@@ -236,9 +234,4 @@ func inPod(path string, fn func(h *netlink.Handle) error) error {
 	}
 	defer nsh.Close()
 	return withHandle(nsh, fn)
-}
-
-// podDo runs fn on a thread inside the pod namespace at path.
-func podDo(path string, fn func() error) error {
-	return netnsfile.Do(path, fn)
 }

@@ -12,10 +12,9 @@ import (
 
 // Errors the client returns for the daemon's answers, so callers can branch on them.
 var (
-	ErrNotFound  = errors.New("not found")
-	ErrBadInput  = errors.New("bad input")
-	ErrNoDaemon  = errors.New("the onionpod daemon is not running")
-	ErrNotLeader = errors.New("daemon busy")
+	ErrNotFound = errors.New("not found")
+	ErrBadInput = errors.New("bad input")
+	ErrNoDaemon = errors.New("the onionpod daemon is not running")
 )
 
 // App states as the daemon reports them.
@@ -106,7 +105,6 @@ type DaemonStatus struct {
 const (
 	WaitRunning   = "running"   // the pod runs, onion added, DNS published
 	WaitPublished = "published" // and the onion descriptor is uploaded
-	WaitGone      = "gone"      // the app and everything of it are removed
 )
 
 // errorBody is the JSON of every error answer.

@@ -36,9 +36,6 @@ func NewClient(socket string) *Client {
 	}
 }
 
-// Socket is the path the client dials.
-func (c *Client) Socket() string { return c.socket }
-
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	resp, err := c.send(ctx, method, path, query, body)
 	if err != nil {
@@ -137,7 +134,7 @@ func (c *Client) Remove(ctx context.Context, name string, purgeKey bool) error {
 	return c.do(ctx, http.MethodDelete, "/v1/apps/"+url.PathEscape(name), q, nil, nil)
 }
 
-// Wait blocks until the app reaches the state named by what (WaitRunning, WaitPublished, WaitGone)
+// Wait blocks until the app reaches the state named by what (WaitRunning or WaitPublished)
 // or the timeout passes; it returns the last status seen.
 func (c *Client) Wait(ctx context.Context, name, what string, timeout time.Duration) (AppStatus, error) {
 	q := url.Values{"for": {what}, "timeout": {timeout.String()}}
@@ -146,8 +143,8 @@ func (c *Client) Wait(ctx context.Context, name, what string, timeout time.Durat
 }
 
 // Logs copies the app's journal to w, following it while ctx lasts when follow is set.
-func (c *Client) Logs(ctx context.Context, name string, follow bool, lines int, w io.Writer) error {
-	q := url.Values{"lines": {fmt.Sprint(lines)}}
+func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+	q := url.Values{}
 	if follow {
 		q.Set("follow", "true")
 	}
@@ -167,12 +164,6 @@ func (c *Client) Logs(ctx context.Context, name string, follow bool, lines int, 
 func (c *Client) DNS(ctx context.Context) (DNSStatus, error) {
 	var out DNSStatus
 	return out, c.do(ctx, http.MethodGet, "/v1/dns", nil, nil, &out)
-}
-
-// Status reports the daemon's own health.
-func (c *Client) Status(ctx context.Context) (DaemonStatus, error) {
-	var out DaemonStatus
-	return out, c.do(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
 }
 
 // Sync asks the daemon to re-read the state dir now (after an offline key change).

@@ -91,7 +91,7 @@ func newRmCmd(env *Env) *cobra.Command {
 func newLogsCmd(env *Env) *cobra.Command {
 	var follow bool
 	cmd := appCommand(env, "logs", "Show an app's logs (from the journal)", func(ctx context.Context, client *api.Client, app string) error {
-		return client.Logs(ctx, app, follow, 0, env.Out)
+		return client.Logs(ctx, app, follow, env.Out)
 	})
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
 	return cmd

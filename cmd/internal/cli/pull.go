@@ -19,21 +19,12 @@ func prefetch(ctx context.Context, env *Env, cfg *configs.Config, ref string) {
 		return
 	}
 	images := &pods.ImageStore{Dir: cfg.ImagesDir()}
-	var err error
-	switch st, statErr := os.Stat(ref); {
-	case !daemon.LocalImage(ref):
+	if !daemon.LocalImage(ref) {
 		if _, err := images.Image(ref); err == nil {
 			return // already cached
 		}
-		_, err = images.Pull(ctx, ref, env.Err)
-	case statErr != nil:
-		return // the daemon reports it
-	case st.IsDir():
-		_, err = images.LoadLayout(ctx, ref, env.Err)
-	default:
-		_, err = images.LoadArchive(ctx, ref, env.Err)
 	}
-	if err != nil {
+	if _, err := daemon.FetchImage(ctx, images, ref, env.Err); err != nil {
 		fmt.Fprintf(env.Err, "note: fetching %s here failed (%v); the daemon tries again\n", ref, err)
 	}
 }

@@ -289,10 +289,6 @@ func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Durat
 		st, err := d.appStatus(name)
 		done := false
 		switch {
-		case what == api.WaitGone:
-			if errors.Is(err, store.ErrNotFound) {
-				return api.AppStatus{}, nil
-			}
 		case err != nil:
 			return st, err
 		case st.State == api.StateFailed:
@@ -302,7 +298,7 @@ func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Durat
 		case what == api.WaitPublished:
 			done = st.State == api.StateRunning && (!st.App.WantsOnion() || st.Onion.Published)
 		default:
-			return st, fmt.Errorf("%w: wait for %q: expected running, published or gone", store.ErrInvalid, what)
+			return st, fmt.Errorf("%w: wait for %q: expected running or published", store.ErrInvalid, what)
 		}
 		if done {
 			return st, nil
@@ -322,7 +318,7 @@ func lastErr(st api.AppStatus) string {
 	return ", last error: " + st.LastError
 }
 
-func (d *Daemon) logs(ctx context.Context, name string, follow bool, lines int, w io.Writer) error {
+func (d *Daemon) logs(ctx context.Context, name string, follow bool, w io.Writer) error {
 	if _, err := d.store.Get(name); err != nil {
 		return err
 	}

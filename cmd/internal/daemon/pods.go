@@ -82,32 +82,34 @@ func (b *podBuilder) remember(path, id string) error {
 // registry reference.
 func LocalImage(ref string) bool { return strings.HasPrefix(ref, "/") }
 
+// FetchImage pulls a registry reference, or loads a local archive or OCI layout, into images,
+// with progress going to progress (a bar only on a terminal).
+func FetchImage(ctx context.Context, images *pods.ImageStore, ref string, progress io.Writer) (*pods.Image, error) {
+	if !LocalImage(ref) {
+		return images.Pull(ctx, ref, progress)
+	}
+	st, err := os.Stat(ref)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	case st.IsDir():
+		return images.LoadLayout(ctx, ref, progress)
+	default:
+		return images.LoadArchive(ctx, ref, progress)
+	}
+}
+
 // Fetch pulls or loads the app's image (static sites need none).
 func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
 	if app.Static != "" {
 		_, err := b.images.EmptyRoot()
 		return err
 	}
-	var img *pods.Image
-	var err error
-	switch {
-	case !LocalImage(app.Image):
-		img, err = b.images.Pull(ctx, app.Image, io.Discard)
-	default:
-		st, statErr := os.Stat(app.Image)
-		switch {
-		case statErr != nil:
-			return fmt.Errorf("image %s: %w", app.Image, statErr)
-		case st.IsDir():
-			img, err = b.images.LoadLayout(ctx, app.Image, io.Discard)
-		default:
-			img, err = b.images.LoadArchive(ctx, app.Image, io.Discard)
-		}
-		if err == nil {
-			err = b.remember(app.Image, img.Digest)
-		}
+	img, err := FetchImage(ctx, b.images, app.Image, io.Discard)
+	if err != nil || !LocalImage(app.Image) {
+		return err
 	}
-	return err
+	return b.remember(app.Image, img.Digest)
 }
 
 // cached returns the app's image if it is in the store.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
@@ -76,9 +75,8 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, st)
 	})
 	mux.HandleFunc("GET /v1/apps/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
-		lines, _ := strconv.Atoi(r.URL.Query().Get("lines"))
 		follow := r.URL.Query().Get("follow") == "true"
-		if err := d.logs(r.Context(), r.PathValue("name"), follow, lines, flushWriter{w}); err != nil && r.Context().Err() == nil {
+		if err := d.logs(r.Context(), r.PathValue("name"), follow, flushWriter{w}); err != nil && r.Context().Err() == nil {
 			fail(w, err)
 		}
 	})

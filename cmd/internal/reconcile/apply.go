@@ -55,8 +55,6 @@ type Result struct {
 	Apps     map[string]*AppResult
 	OnionErr error // the declarative Set of onion services failed as a whole
 	DNSErr   error // the declarative Set of DNS records failed as a whole
-	Records  []dns.Record
-	Services []string // apps whose onion services were set
 }
 
 // Apply runs plan for the desired apps: per-app creation steps (several apps at once, each app's
@@ -100,7 +98,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 	// 2. onion services and DNS records of every app whose pod is in place.
 	services, serviceErrs := r.onionServices(desired, res.Apps)
 	for app, err := range serviceErrs {
-		res.Apps[app].fail(AddOnion, 0, err)
+		res.Apps[app].record(AddOnion, 0, err)
 	}
 	start := time.Now()
 	res.OnionErr = r.Onions.Set(ctx, services)
@@ -108,15 +106,14 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 	// The sets' errors are the pass's, not an app's: tor down is transient (the Manager applies
 	// the set when it is back) and per-service failures are in the Manager's status.
 	for _, s := range services {
-		res.Services = append(res.Services, s.App)
 		res.Apps[s.App].note(AddOnion, onionTime, res.OnionErr)
 	}
 	if r.DNS != nil {
-		res.Records = r.records(desired, res.Apps)
+		records := r.records(desired, res.Apps)
 		start = time.Now()
-		res.DNSErr = r.DNS.Set(ctx, res.Records)
+		res.DNSErr = r.DNS.Set(ctx, records)
 		dnsTime := time.Since(start)
-		for _, app := range appsOf(res.Records, r.Zone) {
+		for _, app := range appsOf(records, r.Zone) {
 			if a, ok := res.Apps[app]; ok {
 				a.note(PublishDNS, dnsTime, res.DNSErr)
 			}
@@ -136,8 +133,6 @@ func (a *AppResult) record(kind StepKind, d time.Duration, err error) {
 		a.Err = err
 	}
 }
-
-func (a *AppResult) fail(kind StepKind, d time.Duration, err error) { a.record(kind, d, err) }
 
 // note records a step whose error is not the app's own failure.
 func (a *AppResult) note(kind StepKind, d time.Duration, err error) {
@@ -159,7 +154,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 		start := time.Now()
 		key, _, err := r.Keys.Ensure(app.Name)
 		if err != nil {
-			out.fail(EnsureKey, time.Since(start), err)
+			out.record(EnsureKey, time.Since(start), err)
 			return
 		}
 		out.Address, out.key = key.Address(), key
@@ -170,7 +165,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	if planned(p, EnsureImage) {
 		start := time.Now()
 		if err := r.Pods.Fetch(ctx, app); err != nil {
-			out.fail(EnsureImage, time.Since(start), err)
+			out.record(EnsureImage, time.Since(start), err)
 			return
 		}
 		out.record(EnsureImage, time.Since(start), nil)
@@ -181,14 +176,14 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	if planned(p, AttachNetwork) {
 		net, err = r.Network.Attach(ctx, network.Attachment{App: app.Name, OnionOnly: app.OnionOnly, IPv4: app.IPv4})
 		if err != nil {
-			out.fail(AttachNetwork, time.Since(start), err)
+			out.record(AttachNetwork, time.Since(start), err)
 			return
 		}
 		out.record(AttachNetwork, time.Since(start), nil)
 	} else if observed, ok := obs.Addresses[app.Name]; ok {
 		net = observed
 	} else if net, err = r.Network.Addresses(app.Name); err != nil {
-		out.fail(AttachNetwork, time.Since(start), err)
+		out.record(AttachNetwork, time.Since(start), err)
 		return
 	}
 	out.Net = net
@@ -199,7 +194,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 			err = r.Units.Apply(ctx, units...)
 		}
 		if err != nil {
-			out.fail(StartUnit, time.Since(start), err)
+			out.record(StartUnit, time.Since(start), err)
 			return
 		}
 		out.record(StartUnit, time.Since(start), nil)
@@ -291,7 +286,7 @@ func (r *Runner) records(desired []store.App, results map[string]*AppResult) []d
 		}
 		recs, err := dns.AppRecords(app.Name, r.Zone, addrs...)
 		if err != nil {
-			res.fail(PublishDNS, 0, err)
+			res.record(PublishDNS, 0, err)
 			continue
 		}
 		out = append(out, recs...)
