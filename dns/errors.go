@@ -1,11 +1,15 @@
 package dns
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+)
 
 var (
 	// ErrBadInput marks invalid configuration or records (a name outside
 	// the zone, an unknown TSIG algorithm, a malformed secret, ...).
-	ErrBadInput = errors.New("bad input")
+	ErrBadInput = errkind.BadInput
 
 	// ErrPending marks an RFC 2136 update that is recorded in the ledger but
 	// not yet applied (the server is unreachable or failing). Run keeps

@@ -22,6 +22,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Config configures a Manager.
@@ -84,7 +86,7 @@ type Result struct {
 // Errors callers branch on; returned errors wrap them.
 var (
 	// ErrBadInput: an invalid app name or configuration.
-	ErrBadInput = errors.New("bad input")
+	ErrBadInput = errkind.BadInput
 	// ErrNotFound: the app is not attached.
 	ErrNotFound = errors.New("not attached")
 	// ErrPluginMissing: a CNI plugin binary is not in any CNI path.

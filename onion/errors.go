@@ -1,14 +1,18 @@
 package onion
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+)
 
 // Sentinel errors callers branch on. Errors returned by this package wrap them with %w.
 var (
 	// ErrBadInput: a malformed key, address, app or client name, backup, or service.
 	// The CLI maps it to exit code 2.
-	ErrBadInput = errors.New("bad input")
+	ErrBadInput = errkind.BadInput
 	// ErrNotFound: the app has no key, or the client is not authorized.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errkind.NotFound
 	// ErrKeyExists: the app already has a different key; pass force to replace it.
 	ErrKeyExists = errors.New("app already has a different key (use --force to replace it)")
 	// ErrKeyMismatch: files of a stored key disagree with each other (public key or hostname

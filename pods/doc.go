@@ -14,14 +14,18 @@
 // Nothing here touches a unit whose name does not start with "onionpod-".
 package pods
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+)
 
 // ErrBadInput marks errors caused by the caller's input (a bad image reference, app name, path or
 // capability): the CLI maps it to exit code 2.
-var ErrBadInput = errors.New("bad input")
+var ErrBadInput = errkind.BadInput
 
 // ErrNotFound is returned for an unknown app or image.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = errkind.NotFound
 
 // ErrHostileLayer marks an image layer that was refused because it tried to place something
 // outside its root (path traversal, a symlink or hard link leading out) or was absurd.
