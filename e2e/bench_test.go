@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // BenchmarkExposeCachedImage measures `onionpod expose APP --no-wait` with a cached image, end to

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // run runs argv in the lab (lab.InBox, InClient or InTor) and returns stdout; stderr goes to the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestIPv4FromTheLANsDHCP: an app that asks for IPv4 gets a lease from the LAN's DHCP server

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestRebootKeepsOnionAndAddress reboots the box (its systemd, on the same state): the pod comes

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestHundredApps runs 100 apps with onion services on the lab's box: every one answers on the

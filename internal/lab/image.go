@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // BusyboxPath is the statically linked busybox the demo image is built from (Debian's
@@ -83,10 +85,12 @@ func WriteDemoImage(path, page string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
-		os.Remove(tmp)
+	var archive bytes.Buffer
+	if err := tarball.Write(tag, img, &archive); err != nil {
 		return fmt.Errorf("lab: demo image: %w", err)
 	}
-	return os.Rename(tmp, path)
+	if _, err := atomicfile.WriteFile(path, archive.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("lab: demo image: %w", err)
+	}
+	return nil
 }
