@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,6 +36,11 @@ func TestMain(m *testing.M) {
 }
 
 func setUp(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		skipReason = "-short: the lab takes a minute to come up"
+		return m.Run()
+	}
 	opts := lab.Options{Name: "e2e" + randomHex(3), TorNetwork: true, IPv4: true,
 		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e lab: "+format+"\n", args...) }}
 	// The lab's parts, and the tools the tests run in it (curl, dig, socat; busybox for images).
