@@ -20,17 +20,21 @@ demo: deps build
 	./$(BIN) demo
 
 # The packages' tests run two binaries at a time (-p 2 on a 2-core machine); each boots what it
-# needs. The end-to-end tests run after them, alone, so their timing targets are measured on a
-# quiet machine. testreport prints every test (ok, FAIL, skip with its reason) and fails on an
-# unexpected skip: the integration tests must run here, not skip.
+# needs. The end-to-end tests run after them, alone: they bring up the whole lab (a box, a LAN, a
+# private Tor network). No test asserts a speed (targets are benchmarks: make bench).
+# testreport prints every test (ok, FAIL, skip with its reason) and fails on an unexpected skip:
+# the integration tests must run here, not skip.
 test: deps
 	set -o pipefail; { $(GO) test -count=1 -p 2 -timeout 40m -json $$($(GO) list ./... | grep -v '/e2e$$') && \
 		$(GO) test -count=1 -timeout 40m -json ./e2e; } | $(GO) run ./.ci/testreport
 
+# -short skips the slowest integration tests (the private Tor network, 100 apps, the e2e lab).
 test-short:
 	$(GO) test -short ./...
 
-bench: deps build
+# Every benchmark, one after another, and one summary of figures and ratios (e2e/bench/run-all.sh).
+bench: build
+	bash .ci/install-deps --bench
 	bash e2e/bench/run-all.sh
 
 clean:

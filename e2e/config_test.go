@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestBadConfigNeverReplacesGood: `systemctl reload onionpod` with a typo in the config is refused

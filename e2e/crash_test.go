@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestDaemonKilledMidOperationConverges kills the daemon with SIGKILL (its whole cgroup, CNI

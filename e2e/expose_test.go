@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestExposeReachableOverOnionAndDNS is the promise: one command, and the app answers over its

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // run runs argv in the lab (lab.InBox, InClient or InTor) and returns stdout; stderr goes to the
 // test log.
-func run(t *testing.T, ctx context.Context, where string, argv ...string) (string, error) {
+func run(t testing.TB, ctx context.Context, where string, argv ...string) (string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	c := theLab.Command(ctx, where, argv...)
@@ -28,7 +28,7 @@ func run(t *testing.T, ctx context.Context, where string, argv ...string) (strin
 }
 
 // onionpod runs the CLI inside the box and fails the test if it fails.
-func onionpod(t *testing.T, args ...string) string {
+func onionpod(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -123,7 +123,7 @@ func fetch(t *testing.T, where, url string, d time.Duration) string {
 
 // waitFor polls cond until it holds or d passes; then it fails the test with the daemon's recent
 // journal, to show why.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

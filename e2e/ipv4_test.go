@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestIPv4FromTheLANsDHCP: an app that asks for IPv4 gets a lease from the LAN's DHCP server
@@ -50,5 +50,5 @@ func TestIPv4FromTheLANsDHCP(t *testing.T) {
 		t.Fatalf("dnsmasq holds no lease for %s", addr)
 	}
 	onionpod(t, "rm", "v4")
-	waitFor(t, 10*time.Second, "the lease released", func() bool { return !held() })
+	waitFor(t, time.Minute, "the lease released", func() bool { return !held() })
 }

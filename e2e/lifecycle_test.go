@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestRebootKeepsOnionAndAddress reboots the box (its systemd, on the same state): the pod comes
@@ -44,8 +44,9 @@ func TestRebootKeepsOnionAndAddress(t *testing.T) {
 	}
 }
 
-// TestTorRestart restarts the box's tor: the daemon reconnects, re-adds the onion service within
-// seconds, and the .onion answers again.
+// TestTorRestart restarts the box's tor: the daemon reconnects, re-adds the onion service (within
+// a second or two: onion's BenchmarkReAdd100AfterRestart measures it; here only a minute fails),
+// and the .onion answers again.
 func TestTorRestart(t *testing.T) {
 	needLab(t)
 	page := "steady " + randomHex(4) + "\n"
@@ -58,7 +59,7 @@ func TestTorRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 10*time.Second, "re-added after the tor restart", func() bool {
+	waitFor(t, time.Minute, "re-added after the tor restart", func() bool {
 		return contains(detachedOnions(t), e.Onion)
 	})
 	t.Logf("re-added %v after tor restarted", time.Since(start))

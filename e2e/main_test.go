@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/e2e/lab"
-	"github.com/onionpod/onionpod/pods/podstest"
+	"github.com/onionpod/onionpod/internal/lab"
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
 // theLab is the lab every test of this binary shares (bringing one up with its Tor network takes
@@ -35,15 +36,18 @@ func TestMain(m *testing.M) {
 }
 
 func setUp(m *testing.M) int {
-	if err := podstest.Available(); err != nil {
-		skipReason = err.Error()
+	flag.Parse()
+	if testing.Short() {
+		skipReason = "-short: the lab takes a minute to come up"
 		return m.Run()
 	}
-	for _, tool := range []string{"tor", "radvd", "curl", "dig", lab.BusyboxPath} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skipReason = tool + " is missing (bash .ci/install-deps installs it)"
-			return m.Run()
-		}
+	opts := lab.Options{Name: "e2e" + randomHex(3), TorNetwork: true, IPv4: true,
+		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e lab: "+format+"\n", args...) }}
+	// The lab's parts, and the tools the tests run in it (curl, dig, socat; busybox for images).
+	needs := append(lab.Needs(opts), hostcheck.Curl, hostcheck.Dig, hostcheck.Socat, hostcheck.Busybox)
+	if err := hostcheck.Missing(needs...); err != nil {
+		skipReason = err.Error() + " (bash .ci/install-deps installs what is missing)"
+		return m.Run()
 	}
 	var err error
 	labDir, err = os.MkdirTemp("", "onionpod-e2e-")
@@ -62,10 +66,8 @@ func setUp(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	theLab, err = lab.Up(ctx, lab.Options{
-		Dir: filepath.Join(labDir, "lab"), Name: "e2e" + randomHex(3), Binary: bin, TorNetwork: true, IPv4: true,
-		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e lab: "+format+"\n", args...) },
-	})
+	opts.Dir, opts.Binary = filepath.Join(labDir, "lab"), bin
+	theLab, err = lab.Up(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: lab up: %v\n", err)
 		return 1

@@ -91,7 +91,12 @@ func TestFailedAttachLeavesNothing(t *testing.T) {
 		if !errors.Is(err, network.ErrDHCPDaemon) || !strings.Contains(err.Error(), socket) {
 			t.Fatalf("err = %v; want ErrDHCPDaemon naming %s", err, socket)
 		}
-		if d := time.Since(start); d > 2*time.Second {
+		// It must fail fast (the target, under 2 s, is BenchmarkMissingDHCPDaemon's); only ten
+		// times that fails here, which a loaded machine never reaches unless Attach waits for a
+		// timeout.
+		d := time.Since(start)
+		t.Logf("a missing DHCP daemon reported in %v", d)
+		if d > 20*time.Second {
 			t.Errorf("a missing daemon took %v to report", d)
 		}
 	})

@@ -1,27 +1,14 @@
 package dnstest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
-	"text/template"
-	"time"
-
-	mdns "github.com/miekg/dns"
 
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/internal/lab/named"
 )
+
+// ErrMissing is returned when a required program is not installed.
+var ErrMissing = named.ErrMissing
 
 // NamedOptions configures a BIND9 named for tests.
 type NamedOptions struct {
@@ -41,389 +28,43 @@ type NamedOptions struct {
 	Primary string
 	// Threads passed to named -n (0: named's default).
 	Threads int
-	// Persist keeps named running when this process dies (for a lab that
-	// outlives the command). By default named gets SIGTERM then.
+	// Persist keeps named running when this process dies. By default named
+	// gets SIGTERM then.
 	Persist bool
 }
 
-// Named is a running (or stopped) named. Start and Stop may be called again
-// on the same directory: the zone and its journal are kept.
+// Named is a running (or stopped) named: the engine's server, with its key as a dns.TSIGKey.
 type Named struct {
-	opts    NamedOptions
-	tempDir bool
-	bin     string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *tailBuffer
+	*named.Server
 }
 
-// StartNamed writes the configuration and starts named -g in the foreground
-// of its own process, listening only on 127.0.0.1 and ::1, and waits until
-// it answers.
+// StartNamed writes the configuration and starts named, listening only on
+// 127.0.0.1 and ::1, and waits until it answers (see named.Start).
 func StartNamed(ctx context.Context, opts NamedOptions) (*Named, error) {
-	bin, err := exec.LookPath("named")
+	o := named.Options{Dir: opts.Dir, Zone: opts.Zone, Port: opts.Port, Primary: opts.Primary,
+		Threads: opts.Threads, Persist: opts.Persist}
+	for _, k := range opts.Keys {
+		o.Keys = append(o.Keys, named.Key{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret})
+	}
+	s, err := named.Start(ctx, o)
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/named"); serr != nil {
-			return nil, fmt.Errorf("dnstest: named: %w", ErrMissing)
-		}
-		bin = "/usr/sbin/named"
+		return nil, err
 	}
-	n := &Named{opts: opts, bin: bin}
-	if n.opts.Zone == "" {
-		n.opts.Zone = "box.example."
-	}
-	n.opts.Zone = strings.ToLower(mdns.Fqdn(n.opts.Zone))
-	if len(n.opts.Keys) == 0 {
-		n.opts.Keys = []dns.TSIGKey{RandomKey("onionpod-test.", "hmac-sha256")}
-	}
-	if n.opts.Dir == "" {
-		d, err := os.MkdirTemp("", "dnstest-named-")
-		if err != nil {
-			return nil, fmt.Errorf("dnstest: %w", err)
-		}
-		n.opts.Dir, n.tempDir = d, true
-	}
-	if err := os.MkdirAll(n.opts.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("dnstest: %w", err)
-	}
-	if n.opts.Primary == "" {
-		if err := n.writeZone(); err != nil {
-			n.cleanup()
-			return nil, err
-		}
-	}
-	pickPort := n.opts.Port == 0
-	for attempt := 0; ; attempt++ {
-		if pickPort {
-			if n.opts.Port, err = freePort(); err != nil {
-				n.cleanup()
-				return nil, err
-			}
-		}
-		err = n.Start(ctx)
-		if err == nil {
-			return n, nil
-		}
-		if !pickPort || attempt == 4 || !strings.Contains(n.Log(), "address in use") {
-			n.cleanup()
-			return nil, err
-		}
-	}
+	return &Named{s}, nil
 }
-
-// RandomKey makes a TSIG key with a random 32-byte secret.
-func RandomKey(name, algorithm string) dns.TSIGKey {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return dns.TSIGKey{Name: name, Algorithm: algorithm, Secret: base64.StdEncoding.EncodeToString(b)}
-}
-
-// Addr is "127.0.0.1:PORT".
-func (n *Named) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.opts.Port)) }
-
-// Port named listens on (127.0.0.1 and ::1).
-func (n *Named) Port() int { return n.opts.Port }
-
-// Zone is the canonical zone name.
-func (n *Named) Zone() string { return n.opts.Zone }
 
 // Key is the first TSIG key (the one allowed to update the zone).
-func (n *Named) Key() dns.TSIGKey { return n.opts.Keys[0] }
+func (n *Named) Key() dns.TSIGKey { return tsigKey(n.Server.Key()) }
 
-// Dir is named's directory.
-func (n *Named) Dir() string { return n.opts.Dir }
+// RandomKey makes a TSIG key with a random 32-byte secret.
+func RandomKey(name, algorithm string) dns.TSIGKey { return tsigKey(named.RandomKey(name, algorithm)) }
 
-// Log returns the end of named's log (standard error).
-func (n *Named) Log() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.log == nil {
-		return ""
-	}
-	return n.log.String()
+func tsigKey(k named.Key) dns.TSIGKey {
+	return dns.TSIGKey{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret}
 }
 
-// Start starts named again after Stop, on the same directory and port.
-func (n *Named) Start(ctx context.Context) error {
-	n.mu.Lock()
-	if n.cmd != nil {
-		n.mu.Unlock()
-		return errors.New("dnstest: named already running")
-	}
-	if err := n.writeConfig(); err != nil {
-		n.mu.Unlock()
-		return err
-	}
-	args := []string{"-g", "-c", filepath.Join(n.opts.Dir, "named.conf")}
-	if n.opts.Threads > 0 {
-		args = append(args, "-n", strconv.Itoa(n.opts.Threads))
-	}
-	cmd := exec.Command(n.bin, args...)
-	cmd.Dir = n.opts.Dir
-	n.log = &tailBuffer{max: 64 << 10}
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if !n.opts.Persist {
-		cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
-	}
-	if err := cmd.Start(); err != nil {
-		n.mu.Unlock()
-		return fmt.Errorf("dnstest: start named: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	n.cmd, n.done = cmd, done
-	n.mu.Unlock()
+// FreePort finds a port that is free for UDP and TCP on 127.0.0.1 and ::1.
+func FreePort() (int, error) { return named.FreePort() }
 
-	if err := n.waitReady(ctx); err != nil {
-		_ = n.Stop()
-		return fmt.Errorf("dnstest: named on port %d: %w\n%s", n.opts.Port, err, n.Log())
-	}
-	return nil
-}
-
-// waitReady polls with SOA queries until named answers.
-func (n *Named) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	c := &mdns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
-	m := new(mdns.Msg)
-	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
-	for {
-		select {
-		case <-n.done:
-			return errors.New("named exited")
-		default:
-		}
-		if r, _, err := c.ExchangeContext(ctx, m, n.Addr()); err == nil && r != nil {
-			// A primary is ready when it serves the zone; a secondary as
-			// soon as it answers (the transfer follows).
-			if n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not answering: %w", ctx.Err())
-		case <-n.done:
-			return errors.New("named exited")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// Stop terminates named (SIGTERM, then SIGKILL after 10 s) and waits for
-// it. Only named's own process is signalled. Stopping a stopped named is a
-// no-op.
-func (n *Named) Stop() error {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.cmd = nil
-	n.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-	return nil
-}
-
-// Running reports whether named is running.
-func (n *Named) Running() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.cmd == nil {
-		return false
-	}
-	select {
-	case <-n.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Close stops named and removes its directory when StartNamed made it.
-func (n *Named) Close() error {
-	err := n.Stop()
-	n.cleanup()
-	return err
-}
-
-func (n *Named) cleanup() {
-	if n.tempDir {
-		_ = os.RemoveAll(n.opts.Dir)
-	}
-}
-
-// Serial asks named for the zone's SOA serial.
-func (n *Named) Serial(ctx context.Context) (uint32, error) {
-	c := &mdns.Client{Net: "udp", Timeout: time.Second}
-	m := new(mdns.Msg)
-	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
-	r, _, err := c.ExchangeContext(ctx, m, n.Addr())
-	if err != nil {
-		return 0, fmt.Errorf("dnstest: SOA: %w", err)
-	}
-	for _, rr := range r.Answer {
-		if soa, ok := rr.(*mdns.SOA); ok {
-			return soa.Serial, nil
-		}
-	}
-	return 0, fmt.Errorf("dnstest: SOA: no SOA in answer (%s)", mdns.RcodeToString[r.Rcode])
-}
-
-func (n *Named) writeZone() error {
-	path := filepath.Join(n.opts.Dir, "zone.db")
-	if _, err := os.Stat(path); err == nil {
-		return nil // kept from an earlier run: the journal goes with it
-	}
-	z := n.opts.Zone
-	data := fmt.Sprintf("$TTL 300\n@ IN SOA ns1.%s hostmaster.%s 1 3600 600 1209600 60\n@ IN NS ns1.%s\nns1 IN A 127.0.0.1\n", z, z, z)
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		return fmt.Errorf("dnstest: %w", err)
-	}
-	return nil
-}
-
-var confTemplate = template.Must(template.New("named.conf").Parse(`options {
-	directory "{{.Dir}}";
-	pid-file "{{.Dir}}/named.pid";
-	session-keyfile "{{.Dir}}/session.key";
-	managed-keys-directory "{{.Dir}}";
-	listen-on port {{.Port}} { 127.0.0.1; };
-	listen-on-v6 port {{.Port}} { ::1; };
-	recursion no;
-	allow-recursion { none; };
-	dnssec-validation no;
-	notify no;
-	minimal-responses yes;
-};
-controls { };
-{{range .Keys}}
-key "{{.Name}}" {
-	algorithm {{.Algorithm}};
-	secret "{{.Secret}}";
-};
-{{end}}
-zone "{{.Zone}}" {
-{{- if .Primary}}
-	type secondary;
-	file "secondary.db";
-	primaries { {{.PrimaryHost}} port {{.PrimaryPort}} key "{{(index .Keys 0).Name}}"; };
-{{- else}}
-	type primary;
-	file "zone.db";
-	update-policy {
-{{- range .Keys}}
-		grant "{{.Name}}" zonesub ANY;
-{{- end}}
-	};
-	allow-transfer { {{range .Keys}}key "{{.Name}}"; {{end}}};
-{{- end}}
-};
-`))
-
-func (n *Named) writeConfig() error {
-	type key struct{ Name, Algorithm, Secret string }
-	data := struct {
-		Dir, Zone, Primary, PrimaryHost, PrimaryPort string
-		Port                                         int
-		Keys                                         []key
-	}{Dir: n.opts.Dir, Zone: n.opts.Zone, Port: n.opts.Port, Primary: n.opts.Primary}
-	for _, k := range n.opts.Keys {
-		alg := k.Algorithm
-		if alg == "" {
-			alg = "hmac-sha256"
-		}
-		data.Keys = append(data.Keys, key{Name: strings.TrimSuffix(k.Name, "."), Algorithm: alg, Secret: k.Secret})
-	}
-	if n.opts.Primary != "" {
-		host, port, err := net.SplitHostPort(n.opts.Primary)
-		if err != nil {
-			return fmt.Errorf("dnstest: primary %q: %w", n.opts.Primary, err)
-		}
-		data.PrimaryHost, data.PrimaryPort = host, port
-	}
-	var buf bytes.Buffer
-	if err := confTemplate.Execute(&buf, data); err != nil {
-		return fmt.Errorf("dnstest: named.conf: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(n.opts.Dir, "named.conf"), buf.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("dnstest: %w", err)
-	}
-	return nil
-}
-
-// FreePort finds a port that is free for UDP and TCP on 127.0.0.1 and ::1
-// (for a server that must know a peer's port before the peer starts).
-func FreePort() (int, error) { return freePort() }
-
-func freePort() (int, error) {
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("dnstest: free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		var closers = []interface{ Close() error }{l}
-		ok := true
-		for _, try := range []struct{ net, addr string }{
-			{"udp", "127.0.0.1"}, {"udp", "::1"}, {"tcp", "::1"},
-		} {
-			a := net.JoinHostPort(try.addr, strconv.Itoa(port))
-			if try.net == "udp" {
-				c, err := net.ListenPacket(try.net, a)
-				if err != nil {
-					ok = false
-					break
-				}
-				closers = append(closers, c)
-			} else {
-				c, err := net.Listen(try.net, a)
-				if err != nil {
-					ok = false
-					break
-				}
-				closers = append(closers, c)
-			}
-		}
-		for _, c := range closers {
-			_ = c.Close()
-		}
-		if ok {
-			return port, nil
-		}
-	}
-	return 0, errors.New("dnstest: no free port")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
+// Dig runs the real dig with args and returns its standard output (see named.Dig).
+func Dig(ctx context.Context, args ...string) (string, error) { return named.Dig(ctx, args...) }

@@ -3,9 +3,10 @@ package dnstest
 import (
 	"context"
 	"errors"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
 // New starts named for a test (StartNamed) and stops it at the end of the
@@ -19,7 +20,7 @@ func New(t testing.TB, opts NamedOptions) *Named {
 	defer cancel()
 	n, err := StartNamed(ctx, opts)
 	if errors.Is(err, ErrMissing) {
-		t.Skip("named (BIND9) is not installed: apt-get install bind9")
+		t.Skip("dnstest: " + err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +37,8 @@ func New(t testing.TB, opts NamedOptions) *Named {
 // NeedDig skips the test when dig is not installed.
 func NeedDig(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("dig"); err != nil {
-		t.Skip("dig is not installed: apt-get install bind9-dnsutils")
+	if err := hostcheck.Missing(hostcheck.Dig); err != nil {
+		t.Skip("dnstest: " + err.Error())
 	}
 }
 

@@ -2,35 +2,20 @@ package nettest
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
+	"github.com/onionpod/onionpod/internal/lab/lan"
 )
 
 // Missing returns why a LAN cannot be built on this machine ("" if it can): not root, or a tool
-// (nsenter, unshare, radvd, and dnsmasq when ipv4) absent from PATH.
+// (nsenter, unshare, radvd, and dnsmasq when ipv4) or a kernel feature missing.
 func Missing(ipv4 bool) string {
-	if os.Geteuid() != 0 {
-		return "nettest: needs root to create network namespaces"
-	}
-	tools := []string{"nsenter", "unshare", "radvd"}
-	if ipv4 {
-		tools = append(tools, "dnsmasq")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			return "nettest: " + tool + " not installed (Debian package " + debianPackage(tool) + ")"
-		}
+	if err := hostcheck.Missing(lan.Needs(ipv4)...); err != nil {
+		return "nettest: " + err.Error()
 	}
 	return ""
-}
-
-func debianPackage(tool string) string {
-	if tool == "nsenter" || tool == "unshare" {
-		return "util-linux"
-	}
-	return tool
 }
 
 // New starts a LAN for a test and closes it in t.Cleanup. It skips the test (with the reason)
@@ -42,14 +27,14 @@ func New(t testing.TB, opts Options) *LAN {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lan, err := Start(ctx, opts)
+	l, err := Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := lan.Close(); err != nil {
+		if err := l.Close(); err != nil {
 			t.Error(err)
 		}
 	})
-	return lan
+	return l
 }

@@ -3,22 +3,19 @@ package oniontest
 import (
 	"context"
 	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
+	"github.com/onionpod/onionpod/internal/lab/tornet"
 )
 
-// SkipReason says why real-tor tests cannot run here ("" when they can): not root, or tor
-// or tor-gencert missing.
+// SkipReason says why real-tor tests cannot run here ("" when they can): not root (tor's
+// control socket and key directories are checked for ownership), or tor or tor-gencert missing.
 func SkipReason() string {
-	if os.Geteuid() != 0 {
-		return "oniontest: needs root (tor's control socket and key directories are checked for ownership)"
-	}
-	for _, bin := range []string{"tor", "tor-gencert"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return "oniontest: " + bin + " is not installed (apt-get install tor)"
-		}
+	if err := hostcheck.Missing(tornet.Needs()...); err != nil {
+		return "oniontest: " + err.Error()
 	}
 	return ""
 }

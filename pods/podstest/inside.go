@@ -26,8 +26,7 @@ func (s *System) RunTest(ctx context.Context, name string, out io.Writer, env ..
 	if err != nil {
 		return fmt.Errorf("podstest: run %s inside: %w", name, err)
 	}
-	cmd := s.command(ctx, []string{"--wd=" + wd},
-		os.Args[0], "-test.run", "^"+name+"$", "-test.v", "-test.count=1")
+	cmd := s.CommandIn(ctx, wd, os.Args[0], "-test.run", "^"+name+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(append(os.Environ(), InsideEnv+"=1"), env...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
@@ -51,10 +50,10 @@ func (s *System) RunTest(ctx context.Context, name string, out io.Writer, env ..
 	_ = pw.Close()
 	<-done
 	if runErr != nil {
-		return fmt.Errorf("podstest: %s inside %s: %w", name, s.opts.Name, runErr)
+		return fmt.Errorf("podstest: %s inside %s: %w", name, s.Name(), runErr)
 	}
 	if !passed {
-		return fmt.Errorf("podstest: %s inside %s: did not pass (not found, or skipped)", name, s.opts.Name)
+		return fmt.Errorf("podstest: %s inside %s: did not pass (not found, or skipped)", name, s.Name())
 	}
 	return nil
 }

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 type labOptions struct {
@@ -20,7 +19,7 @@ type labOptions struct {
 }
 
 func newLabCmd(env *Env) *cobra.Command {
-	var opts labOptions
+	opts := &labOptions{}
 	cmd := &cobra.Command{
 		Use:   "lab",
 		Short: "A lab in namespaces (systemd, IPv6 LAN, private Tor network, DNS) touching nothing else",
@@ -30,18 +29,28 @@ a private Tor network on the box's loopback (the public Tor network is never con
 built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 	}
 	cmd.PersistentFlags().StringVar(&opts.Dir, "dir", lab.DefaultDir, "the lab's state directory")
+	cmd.AddCommand(newLabUpCmd(env, opts), newLabDownCmd(env, opts), newLabRebootCmd(env, opts),
+		newLabStatusCmd(env, opts), newLabExecCmd(env, opts))
+	return cmd
+}
+
+func newLabUpCmd(env *Env, opts *labOptions) *cobra.Command {
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the lab up (about 30 s with the Tor network)",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := labUp(cmd.Context(), env, opts)
+			_, err := labUp(cmd.Context(), env, *opts)
 			return err
 		},
 	}
 	up.Flags().BoolVar(&opts.TorNetwork, "tor-network", true, "run the private Tor network (off: the box's tor stays offline)")
 	up.Flags().BoolVar(&opts.IPv4, "ipv4", false, "add a DHCPv4 server to the LAN")
-	down := &cobra.Command{
+	return up
+}
+
+func newLabDownCmd(env *Env, opts *labOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "down",
 		Short: "Tear the lab down (its state is kept for the next lab up)",
 		Args:  exactArgs(),
@@ -57,7 +66,10 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return nil
 		},
 	}
-	reboot := &cobra.Command{
+}
+
+func newLabRebootCmd(env *Env, opts *labOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "reboot",
 		Short: "Reboot the box's systemd (the LAN and the Tor network stay up, as a router would)",
 		Args:  exactArgs(),
@@ -74,7 +86,10 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return nil
 		},
 	}
-	status := &cobra.Command{
+}
+
+func newLabStatusCmd(env *Env, opts *labOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "status",
 		Short: "Show whether the lab is up, and its apps",
 		Args:  exactArgs(),
@@ -94,7 +109,10 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return c.Run()
 		},
 	}
-	execCmd := &cobra.Command{
+}
+
+func newLabExecCmd(env *Env, opts *labOptions) *cobra.Command {
+	return &cobra.Command{
 		Use:   "exec box|client|tor -- CMD [ARG...]",
 		Short: "Run a command in the box, on the LAN client, or beside the lab's Tor client",
 		Long: `Run a command in the lab:
@@ -125,15 +143,11 @@ built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
 			return err
 		},
 	}
-	cmd.AddCommand(up, down, reboot, status, execCmd)
-	return cmd
 }
 
-// labUp brings a lab up with progress on stderr.
+// labUp brings a lab up with progress on stderr. lab.Up says first what this machine lacks, if
+// anything (not root, a tool or kernel feature missing).
 func labUp(ctx context.Context, env *Env, opts labOptions) (*lab.Lab, error) {
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: the lab needs root (it creates namespaces and boots systemd)", errBadInput)
-	}
 	start := time.Now()
 	l, err := lab.Up(ctx, lab.Options{
 		Dir: opts.Dir, TorNetwork: opts.TorNetwork, IPv4: opts.IPv4, Persist: true,

@@ -1,4 +1,4 @@
-package nettest
+package lan
 
 import (
 	"bytes"
@@ -31,13 +31,13 @@ type daemon struct {
 func (l *LAN) startDaemon(name string, wrapped bool, argv ...string) (*daemon, error) {
 	logf, err := os.OpenFile(filepath.Join(l.workDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("nettest: %s: %w", name, err)
+		return nil, fmt.Errorf("lan: %s: %w", name, err)
 	}
 	defer logf.Close()
 	cmd := exec.Command("nsenter", append([]string{"--net=" + l.lanNS, "--"}, argv...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("nettest: start %s: %w", name, err)
+		return nil, fmt.Errorf("lan: start %s: %w", name, err)
 	}
 	d := &daemon{Name: name, PID: cmd.Process.Pid, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -48,12 +48,12 @@ func (l *LAN) startDaemon(name string, wrapped bool, argv ...string) (*daemon, e
 		d.Wrapper = d.PID
 		if d.PID, err = d.child(); err != nil {
 			d.stop()
-			return nil, fmt.Errorf("nettest: %s: %w: %s", name, err, l.log(name))
+			return nil, fmt.Errorf("lan: %s: %w: %s", name, err, l.log(name))
 		}
 	}
 	// Both daemons check their configuration at once: an early exit is a failed start.
 	if d.exited(30 * time.Millisecond) {
-		return nil, fmt.Errorf("nettest: %s exited at start: %s", name, l.log(name))
+		return nil, fmt.Errorf("lan: %s exited at start: %s", name, l.log(name))
 	}
 	return d, nil
 }

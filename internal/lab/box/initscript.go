@@ -1,4 +1,4 @@
-package podstest
+package box
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package podstest
+package box
 
 import (
 	"crypto/rand"
@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 //go:embed units
@@ -22,59 +24,59 @@ var ownUnits embed.FS
 func prepareState(dir, name string) error {
 	for _, d := range []string{"", "etc/upper", "etc/work", "var/upper", "var/work"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return fmt.Errorf("podstest: state dir: %w", err)
+			return fmt.Errorf("box: state dir: %w", err)
 		}
 	}
 	// The upper dirs' roots become /etc and /var: give them the usual modes.
 	for _, d := range []string{"etc/upper", "var/upper"} {
 		if err := os.Chmod(filepath.Join(dir, d), 0o755); err != nil {
-			return fmt.Errorf("podstest: state dir: %w", err)
+			return fmt.Errorf("box: state dir: %w", err)
 		}
 	}
 	units := filepath.Join(dir, "etc/upper/systemd/system")
 	if _, err := os.Stat(units); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(units, 0o755); err != nil {
-			return fmt.Errorf("podstest: state dir: %w", err)
+			return fmt.Errorf("box: state dir: %w", err)
 		}
 		if err := unix.Setxattr(units, "trusted.overlay.opaque", []byte("y"), 0); err != nil {
-			return fmt.Errorf("podstest: hide the host's /etc/systemd/system: %w", err)
+			return fmt.Errorf("box: hide the host's /etc/systemd/system: %w", err)
 		}
 	}
 	machineID := filepath.Join(dir, "etc/upper/machine-id")
 	if _, err := os.Stat(machineID); errors.Is(err, os.ErrNotExist) {
 		var b [16]byte
 		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("podstest: machine id: %w", err)
+			return fmt.Errorf("box: machine id: %w", err)
 		}
-		if err := os.WriteFile(machineID, []byte(hex.EncodeToString(b[:])+"\n"), 0o444); err != nil {
-			return fmt.Errorf("podstest: machine id: %w", err)
+		if _, err := atomicfile.WriteFile(machineID, []byte(hex.EncodeToString(b[:])+"\n"), 0o444); err != nil {
+			return fmt.Errorf("box: machine id: %w", err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "etc/upper/hostname"), []byte(name+"\n"), 0o644); err != nil {
-		return fmt.Errorf("podstest: hostname: %w", err)
+	if _, err := atomicfile.WriteFile(filepath.Join(dir, "etc/upper/hostname"), []byte(name+"\n"), 0o644); err != nil {
+		return fmt.Errorf("box: hostname: %w", err)
 	}
 	return nil
 }
 
-// writeOwnUnits (re)writes podstest's own unit files into dir.
+// writeOwnUnits (re)writes the box's own unit files into dir.
 func writeOwnUnits(dir string) error {
 	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("podstest: units: %w", err)
+		return fmt.Errorf("box: units: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("podstest: units: %w", err)
+		return fmt.Errorf("box: units: %w", err)
 	}
 	entries, err := fs.ReadDir(ownUnits, "units")
 	if err != nil {
-		return fmt.Errorf("podstest: units: %w", err)
+		return fmt.Errorf("box: units: %w", err)
 	}
 	for _, e := range entries {
 		b, err := ownUnits.ReadFile("units/" + e.Name())
 		if err != nil {
-			return fmt.Errorf("podstest: units: %w", err)
+			return fmt.Errorf("box: units: %w", err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
-			return fmt.Errorf("podstest: units: %w", err)
+			return fmt.Errorf("box: units: %w", err)
 		}
 	}
 	return nil

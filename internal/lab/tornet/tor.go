@@ -1,4 +1,4 @@
-package oniontest
+package tornet
 
 import (
 	"bytes"
@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/cretz/bine/control"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
 // Options starts one tor.
@@ -70,15 +73,15 @@ RunAsDaemon 0
 func prepareNodeDirs(dir string) (string, error) {
 	for _, d := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "ctl")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return "", fmt.Errorf("oniontest: %w", err)
+			return "", fmt.Errorf("tornet: %w", err)
 		}
 		if err := os.Chmod(d, 0o700); err != nil {
-			return "", fmt.Errorf("oniontest: %w", err)
+			return "", fmt.Errorf("tornet: %w", err)
 		}
 	}
 	sock := filepath.Join(dir, "ctl", "control.sock")
 	if len(sock) >= 108 {
-		return "", fmt.Errorf("oniontest: control socket path %q is too long for a unix socket", sock)
+		return "", fmt.Errorf("tornet: control socket path %q is too long for a unix socket", sock)
 	}
 	return sock, nil
 }
@@ -89,15 +92,15 @@ func Start(ctx context.Context, o Options) (*Tor, error) {
 	if err := CheckTorrc(o.Torrc); err != nil {
 		return nil, err
 	}
-	if _, err := exec.LookPath("tor"); err != nil {
-		return nil, fmt.Errorf("oniontest: tor is not installed: %w", err)
+	if err := hostcheck.Missing(hostcheck.Tor); err != nil {
+		return nil, fmt.Errorf("tornet: %w", err)
 	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("oniontest: %w", err)
+		return nil, fmt.Errorf("tornet: %w", err)
 	}
 	t := &Tor{opts: o, torrcPath: filepath.Join(o.Dir, "torrc")}
-	if err := os.WriteFile(t.torrcPath, o.Torrc, 0o600); err != nil {
-		return nil, fmt.Errorf("oniontest: %w", err)
+	if _, err := atomicfile.WriteFile(t.torrcPath, o.Torrc, 0o600); err != nil {
+		return nil, fmt.Errorf("tornet: %w", err)
 	}
 	if err := t.start(ctx); err != nil {
 		return nil, err
@@ -116,14 +119,14 @@ func (t *Tor) start(ctx context.Context) error {
 	}
 	stderr, err := os.OpenFile(filepath.Join(t.opts.Dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("oniontest: %w", err)
+		return fmt.Errorf("tornet: %w", err)
 	}
 	defer stderr.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("oniontest: start tor: %w", err)
+		return fmt.Errorf("tornet: start tor: %w", err)
 	}
 	t.cmd = cmd
 	t.done = make(chan struct{})
@@ -131,9 +134,9 @@ func (t *Tor) start(ctx context.Context) error {
 		t.exitErr = cmd.Wait()
 		close(t.done)
 	}()
-	if err := os.WriteFile(filepath.Join(t.opts.Dir, "tor.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+	if _, err := atomicfile.WriteFile(filepath.Join(t.opts.Dir, "tor.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
 		t.Close()
-		return fmt.Errorf("oniontest: %w", err)
+		return fmt.Errorf("tornet: %w", err)
 	}
 	if err := t.waitControl(ctx); err != nil {
 		t.Close()
@@ -158,11 +161,11 @@ func (t *Tor) waitControl(ctx context.Context) error {
 		lastErr = err
 		select {
 		case <-t.done:
-			return fmt.Errorf("oniontest: tor exited at start (%v): %s", t.exitErr, t.LogTail())
+			return fmt.Errorf("tornet: tor exited at start (%v): %s", t.exitErr, t.LogTail())
 		case <-ctx.Done():
-			return fmt.Errorf("oniontest: waiting for tor's control socket: %w (last: %v)", ctx.Err(), lastErr)
+			return fmt.Errorf("tornet: waiting for tor's control socket: %w (last: %v)", ctx.Err(), lastErr)
 		case <-deadline.C:
-			return fmt.Errorf("oniontest: tor's control socket did not answer in 60 s (last: %v): %s", lastErr, t.LogTail())
+			return fmt.Errorf("tornet: tor's control socket did not answer in 60 s (last: %v): %s", lastErr, t.LogTail())
 		case <-tick.C:
 		}
 	}
@@ -230,7 +233,7 @@ func (t *Tor) GetInfo(ctx context.Context, key string) (string, error) {
 			return strings.TrimLeft(kv.Val, "\r\n"), nil
 		}
 	}
-	return "", fmt.Errorf("oniontest: GETINFO %s: no value", key)
+	return "", fmt.Errorf("tornet: GETINFO %s: no value", key)
 }
 
 // Detached returns the service IDs of tor's detached onion services.
@@ -250,7 +253,7 @@ func (t *Tor) SocksAddr(ctx context.Context) (string, error) {
 	}
 	f := strings.Fields(v)
 	if len(f) == 0 {
-		return "", errors.New("oniontest: tor has no SOCKS listener")
+		return "", errors.New("tornet: tor has no SOCKS listener")
 	}
 	return strings.Trim(f[0], `"`), nil
 }

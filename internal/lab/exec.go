@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // Places where Command runs.
@@ -44,7 +46,9 @@ func (l *Lab) Command(ctx context.Context, where string, argv ...string) *exec.C
 const clientResolvConf = "client-resolv.conf"
 
 func (l *Lab) writeClientResolvConf() error {
-	return writeFile(l.opts.path(clientResolvConf), []byte(fmt.Sprintf("nameserver %s\nsearch %s\n", BoxLANIP, Zone)), 0o644)
+	conf := fmt.Sprintf("nameserver %s\nsearch %s\n", BoxLANIP, Zone)
+	_, err := atomicfile.WriteFile(l.opts.path(clientResolvConf), []byte(conf), 0o644)
+	return err
 }
 
 // ValidPlace reports whether where names a place of the lab.

@@ -1,4 +1,4 @@
-package oniontest
+package tornet
 
 import (
 	"bufio"
@@ -16,6 +16,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
 // NetworkOptions configures a private Tor network on 127.0.0.1.
@@ -68,16 +71,43 @@ const (
 // first consensus takes 15-35 s.
 func StartNetwork(ctx context.Context, o NetworkOptions) (_ *Network, err error) {
 	if o.Dir == "" {
-		return nil, errors.New("oniontest: NetworkOptions.Dir is empty")
+		return nil, errors.New("tornet: NetworkOptions.Dir is empty")
 	}
 	if o.Relays <= 0 {
 		o.Relays = 2
 	}
-	for _, bin := range []string{"tor", "tor-gencert"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("oniontest: %s is not installed: %w", bin, err)
-		}
+	if err := hostcheck.Missing(hostcheck.Tor); err != nil {
+		return nil, fmt.Errorf("tornet: %w", err)
 	}
+	specs, err := planNodes(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareNodes(specs); err != nil {
+		return nil, err
+	}
+	// Keys: authorities need an authority certificate (tor-gencert) and a relay identity.
+	auths := specs[:authorities]
+	if err := parallel(auths, func(s *nodeSpec) error { return s.ensureKeys(ctx, o.NetnsPath) }); err != nil {
+		return nil, err
+	}
+	n := &Network{opts: o, join: dirAuthorityLines(auths)}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := n.startNodes(ctx, specs); err != nil {
+		return nil, err
+	}
+	if n.socks, err = n.client.SocksAddr(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// planNodes names the authorities and relays and gives each its ports and directory.
+func planNodes(o NetworkOptions) ([]*nodeSpec, error) {
 	ports, err := pickPorts(2*authorities+o.Relays, o.NetnsPath)
 	if err != nil {
 		return nil, err
@@ -91,35 +121,43 @@ func StartNetwork(ctx context.Context, o NetworkOptions) (_ *Network, err error)
 	}
 	for _, s := range specs {
 		s.dir = filepath.Join(o.Dir, s.name)
+	}
+	return specs, nil
+}
+
+// prepareNodes makes each node's directories and empties them of everything but its keys, so
+// each node starts from a clean state with the identity it had.
+func prepareNodes(specs []*nodeSpec) error {
+	for _, s := range specs {
 		if _, err := prepareNodeDirs(s.dir); err != nil {
-			return nil, err
+			return err
 		}
 		if err := wipeExceptKeys(filepath.Join(s.dir, "data")); err != nil {
-			return nil, err
+			return err
 		}
 		removeLogs(s.dir)
 	}
-	// Keys: authorities need an authority certificate (tor-gencert) and a relay identity;
-	// every relay's fingerprint goes into no line, but generating all in parallel is cheap.
-	if err := parallel(specs[:authorities], func(s *nodeSpec) error { return s.ensureKeys(ctx, o.NetnsPath) }); err != nil {
-		return nil, err
-	}
-	n := &Network{opts: o}
-	for _, s := range specs[:authorities] {
-		n.join = append(n.join, fmt.Sprintf("DirAuthority %s orport=%d no-v2 v3ident=%s 127.0.0.1:%d %s",
+	return nil
+}
+
+// dirAuthorityLines are the torrc lines naming the authorities, which every node needs.
+func dirAuthorityLines(auths []*nodeSpec) []string {
+	var lines []string
+	for _, s := range auths {
+		lines = append(lines, fmt.Sprintf("DirAuthority %s orport=%d no-v2 v3ident=%s 127.0.0.1:%d %s",
 			s.name, s.orPort, s.v3ident, s.dirPort, s.fpr))
 	}
-	defer func() {
-		if err != nil {
-			n.Close()
-		}
-	}()
+	return lines
+}
+
+// startNodes starts the authorities, the relays and the client at once and files each under n.
+func (n *Network) startNodes(ctx context.Context, specs []*nodeSpec) error {
 	var mu sync.Mutex
-	clientDir := filepath.Join(o.Dir, "client")
-	err = parallel(append(specs, &nodeSpec{name: "client", dir: clientDir}), func(s *nodeSpec) error {
+	client := &nodeSpec{name: "client", dir: filepath.Join(n.opts.Dir, "client")}
+	return parallel(append(specs, client), func(s *nodeSpec) error {
 		var t *Tor
 		var err error
-		if s.name == "client" {
+		if s == client {
 			t, err = n.StartClient(ctx, s.dir, nil)
 		} else {
 			t, err = n.startNode(ctx, s)
@@ -130,22 +168,15 @@ func StartNetwork(ctx context.Context, o NetworkOptions) (_ *Network, err error)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
-		case s.name == "client":
+		case s == client:
 			n.client = t
-		case strings.HasPrefix(s.name, "auth"):
+		case s.dirPort != 0:
 			n.auths = append(n.auths, t)
 		default:
 			n.relays = append(n.relays, t)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if n.socks, err = n.client.SocksAddr(ctx); err != nil {
-		return nil, err
-	}
-	return n, nil
 }
 
 // commonTorrc are the lines every node of the network and every tor joining it needs.
@@ -245,14 +276,14 @@ func (n *Network) startClient(ctx context.Context, dir string, authPrivate []str
 		authDir := filepath.Join(dir, "onion_auth")
 		os.RemoveAll(authDir)
 		if err := os.Mkdir(authDir, 0o700); err != nil {
-			return nil, fmt.Errorf("oniontest: %w", err)
+			return nil, fmt.Errorf("tornet: %w", err)
 		}
 		for i, l := range authPrivate {
 			if strings.ContainsAny(l, "\r\n") {
-				return nil, errors.New("oniontest: auth_private line with a line break")
+				return nil, errors.New("tornet: auth_private line with a line break")
 			}
-			if err := os.WriteFile(filepath.Join(authDir, fmt.Sprintf("client%d.auth_private", i)), []byte(l+"\n"), 0o600); err != nil {
-				return nil, fmt.Errorf("oniontest: %w", err)
+			if _, err := atomicfile.WriteFile(filepath.Join(authDir, fmt.Sprintf("client%d.auth_private", i)), []byte(l+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("tornet: %w", err)
 			}
 		}
 		lines = append(lines, "ClientOnionAuthDir "+authDir)
@@ -287,9 +318,9 @@ func (t *Tor) WaitBootstrapped(ctx context.Context) error {
 		}
 		select {
 		case <-t.Done():
-			return fmt.Errorf("oniontest: tor exited while bootstrapping: %s", t.LogTail())
+			return fmt.Errorf("tornet: tor exited while bootstrapping: %s", t.LogTail())
 		case <-ctx.Done():
-			return fmt.Errorf("oniontest: not bootstrapped (%s): %w%s", last, ctx.Err(), t.LogTail())
+			return fmt.Errorf("tornet: not bootstrapped (%s): %w%s", last, ctx.Err(), t.LogTail())
 		case <-tick.C:
 		}
 	}
@@ -318,7 +349,7 @@ func (n *Network) Close() error {
 func StopNetwork(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("oniontest: %w", err)
+		return fmt.Errorf("tornet: %w", err)
 	}
 	var errs []error
 	for _, e := range entries {
@@ -339,7 +370,7 @@ func stopByPIDFile(nodeDir string) error {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {
-		return fmt.Errorf("oniontest: bad PID file in %s", nodeDir)
+		return fmt.Errorf("tornet: bad PID file in %s", nodeDir)
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil || !bytes.Contains(cmdline, []byte(filepath.Join(nodeDir, "torrc"))) {
@@ -362,7 +393,7 @@ func stopByPIDFile(nodeDir string) error {
 func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
 	keys := filepath.Join(s.dir, "data", "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
-		return fmt.Errorf("oniontest: %w", err)
+		return fmt.Errorf("tornet: %w", err)
 	}
 	cert := filepath.Join(keys, "authority_certificate")
 	if _, err := os.Stat(cert); err != nil {
@@ -372,7 +403,7 @@ func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
 			"-c", cert, "--passphrase-fd", "0")
 		cmd.Stdin = strings.NewReader("\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("oniontest: tor-gencert for %s: %w: %s", s.name, err, out)
+			return fmt.Errorf("tornet: tor-gencert for %s: %w: %s", s.name, err, out)
 		}
 	}
 	v3, err := certFingerprint(cert)
@@ -388,7 +419,7 @@ func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
 	}
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("oniontest: tor --list-fingerprint for %s: %w: %s", s.name, err, out)
+		return fmt.Errorf("tornet: tor --list-fingerprint for %s: %w: %s", s.name, err, out)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if name, fpr, ok := strings.Cut(strings.TrimSpace(line), " "); ok && name == s.name {
@@ -396,7 +427,7 @@ func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
 		}
 	}
 	if len(s.fpr) != 40 {
-		return fmt.Errorf("oniontest: no fingerprint for %s in: %s", s.name, out)
+		return fmt.Errorf("tornet: no fingerprint for %s in: %s", s.name, out)
 	}
 	return nil
 }
@@ -404,7 +435,7 @@ func (s *nodeSpec) ensureKeys(ctx context.Context, netns string) error {
 func certFingerprint(cert string) (string, error) {
 	f, err := os.Open(cert)
 	if err != nil {
-		return "", fmt.Errorf("oniontest: %w", err)
+		return "", fmt.Errorf("tornet: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -413,7 +444,7 @@ func certFingerprint(cert string) (string, error) {
 			return strings.TrimSpace(fpr), nil
 		}
 	}
-	return "", fmt.Errorf("oniontest: no fingerprint line in %s", cert)
+	return "", fmt.Errorf("tornet: no fingerprint line in %s", cert)
 }
 
 // wipeExceptKeys empties a data directory except keys/, so a node starts from a clean state
@@ -421,14 +452,14 @@ func certFingerprint(cert string) (string, error) {
 func wipeExceptKeys(data string) error {
 	entries, err := os.ReadDir(data)
 	if err != nil {
-		return fmt.Errorf("oniontest: %w", err)
+		return fmt.Errorf("tornet: %w", err)
 	}
 	for _, e := range entries {
 		if e.Name() == "keys" {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(data, e.Name())); err != nil {
-			return fmt.Errorf("oniontest: %w", err)
+			return fmt.Errorf("tornet: %w", err)
 		}
 	}
 	return nil
@@ -464,7 +495,7 @@ func pickPorts(n int, netns string) ([]int, error) {
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return nil, fmt.Errorf("oniontest: pick port: %w", err)
+			return nil, fmt.Errorf("tornet: pick port: %w", err)
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)

@@ -1,14 +1,12 @@
-// Package nettest builds a simulated IPv6 LAN in network namespaces, for tests and for the lab.
+// Package lan builds a simulated IPv6 LAN in network namespaces: the uplink of `onionpod lab`'s box
+// and of the tests (network/nettest wraps it for a *testing.T).
 //
 // A LAN is three namespaces: "lan" holds a bridge br0 with the router address (prefix::1/64), radvd
 // advertising the prefix and, optionally, dnsmasq serving DHCPv4 on 192.0.2.0/24; "client" is a LAN
 // host that configures itself by SLAAC; "box" (created, or an existing one given by path) gets the
 // uplink veth lan0 whose other end sits on br0. Nothing outside these namespaces is touched, and
 // Close stops only the processes this LAN started.
-//
-// Start and Close work without a *testing.T (the lab uses them); New wraps them for tests and skips
-// with a reason when not root or a tool is missing.
-package nettest
+package lan
 
 import (
 	"context"
@@ -22,7 +20,8 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // Options configure a LAN. The zero value is a LAN advertising 2001:db8:1::/64 without DHCPv4.
@@ -86,8 +85,21 @@ type LAN struct {
 	closed  bool
 }
 
-// Start builds the LAN and starts its router daemons. On error nothing is left behind.
+// Needs are the parts of the machine a LAN needs (dnsmasq only with ipv4).
+func Needs(ipv4 bool) []hostcheck.Part {
+	parts := []hostcheck.Part{hostcheck.Root, hostcheck.Namespaces, hostcheck.Links, hostcheck.UtilLinux, hostcheck.Radvd}
+	if ipv4 {
+		parts = append(parts, hostcheck.Dnsmasq)
+	}
+	return parts
+}
+
+// Start builds the LAN and starts its router daemons. On error nothing is left behind. When the
+// machine lacks a part (Needs) the error wraps hostcheck.ErrUnavailable.
 func Start(ctx context.Context, opts Options) (_ *LAN, err error) {
+	if err := hostcheck.Missing(Needs(opts.IPv4)...); err != nil {
+		return nil, fmt.Errorf("lan: %w", err)
+	}
 	l, err := newLAN(opts)
 	if err != nil {
 		return nil, err
@@ -115,10 +127,10 @@ func Start(ctx context.Context, opts Options) (_ *LAN, err error) {
 	err = l.saveState()
 	l.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("nettest: state: %w", err)
+		return nil, fmt.Errorf("lan: state: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("nettest: start: %w", err)
+		return nil, fmt.Errorf("lan: start: %w", err)
 	}
 	return l, nil
 }
@@ -128,7 +140,7 @@ func newLAN(opts Options) (*LAN, error) {
 		opts.Prefix = DefaultPrefix
 	}
 	if !opts.Prefix.Addr().Is6() || opts.Prefix.Bits() != 64 {
-		return nil, fmt.Errorf("nettest: prefix %s: want an IPv6 /64", opts.Prefix)
+		return nil, fmt.Errorf("lan: prefix %s: want an IPv6 /64", opts.Prefix)
 	}
 	if opts.Name == "" {
 		opts.Name = "nt" + randomHex(4)
@@ -146,13 +158,13 @@ func newLAN(opts Options) (*LAN, error) {
 		prefix:   opts.Prefix.Masked(),
 	}
 	if l.workDir == "" {
-		dir, err := os.MkdirTemp("", "nettest-"+opts.Name+"-")
+		dir, err := os.MkdirTemp("", "onionpod-lan-"+opts.Name+"-")
 		if err != nil {
-			return nil, fmt.Errorf("nettest: %w", err)
+			return nil, fmt.Errorf("lan: %w", err)
 		}
 		l.workDir, l.ownWork = dir, true
 	} else if err := os.MkdirAll(l.workDir, 0o700); err != nil {
-		return nil, fmt.Errorf("nettest: %w", err)
+		return nil, fmt.Errorf("lan: %w", err)
 	}
 	if l.netnsDir == "" {
 		l.netnsDir, l.ownDir = filepath.Join(l.workDir, "netns"), true
@@ -204,12 +216,12 @@ func (l *LAN) ClientExec(ctx context.Context, argv ...string) ([]byte, error) {
 // same mounts, including other namespaces' bind mounts) and returns its combined output.
 func Exec(ctx context.Context, netnsPath string, argv ...string) ([]byte, error) {
 	if len(argv) == 0 {
-		return nil, errors.New("nettest: exec: empty command")
+		return nil, errors.New("lan: exec: empty command")
 	}
 	args := append([]string{"--net=" + netnsPath, "--"}, argv...)
 	out, err := exec.CommandContext(ctx, "nsenter", args...).CombinedOutput()
 	if err != nil {
-		return out, fmt.Errorf("nettest: exec %q in %s: %w: %s", argv, netnsPath, err, out)
+		return out, fmt.Errorf("lan: exec %q in %s: %w: %s", argv, netnsPath, err, out)
 	}
 	return out, nil
 }
@@ -251,7 +263,7 @@ func (l *LAN) Close() error {
 		errs = append(errs, os.RemoveAll(l.workDir))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("nettest: close: %w", err)
+		return fmt.Errorf("lan: close: %w", err)
 	}
 	return nil
 }
@@ -263,11 +275,11 @@ func (l *LAN) buildNamespaces() error {
 	}
 	for _, p := range paths {
 		if err := netnsfile.Create(p, nil); err != nil {
-			return fmt.Errorf("nettest: %w", err)
+			return fmt.Errorf("lan: %w", err)
 		}
 	}
 	if !netnsfile.Exists(l.box) {
-		return fmt.Errorf("nettest: box %s is not a network namespace", l.box)
+		return fmt.Errorf("lan: box %s is not a network namespace", l.box)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package nettest
+package lan
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // radvdConfig renders radvd's configuration: the current prefix with normal lifetimes, and every
@@ -42,16 +44,13 @@ func (l *LAN) writeRadvdConfig() error {
 	l.mu.Lock()
 	conf := radvdConfig(l.prefix, l.retired)
 	l.mu.Unlock()
-	tmp := l.radvdConfPath() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(conf), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, l.radvdConfPath())
+	_, err := atomicfile.WriteFile(l.radvdConfPath(), []byte(conf), 0o600)
+	return err
 }
 
 func (l *LAN) startRadvd() error {
 	if err := l.writeRadvdConfig(); err != nil {
-		return fmt.Errorf("nettest: radvd config: %w", err)
+		return fmt.Errorf("lan: radvd config: %w", err)
 	}
 	// radvd forks a privilege-separation helper that outlives it and stays a zombie where PID 1
 	// does not reap. As PID 1 of its own PID namespace, radvd takes the helper down with it and
@@ -72,13 +71,13 @@ func (l *LAN) startRadvd() error {
 // as a LAN does when the provider changes the delegated prefix. The router also takes newPrefix::1.
 func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 	if !newPrefix.Addr().Is6() || newPrefix.Bits() != 64 {
-		return fmt.Errorf("nettest: change prefix to %s: want an IPv6 /64", newPrefix)
+		return fmt.Errorf("lan: change prefix to %s: want an IPv6 /64", newPrefix)
 	}
 	newPrefix = newPrefix.Masked()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return errors.New("nettest: change prefix: LAN is closed")
+		return errors.New("lan: change prefix: LAN is closed")
 	}
 	old := l.prefix
 	if newPrefix != old {
@@ -89,20 +88,20 @@ func (l *LAN) ChangePrefix(ctx context.Context, newPrefix netip.Prefix) error {
 	err := l.saveState()
 	l.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("nettest: change prefix: %w", err)
+		return fmt.Errorf("lan: change prefix: %w", err)
 	}
 
 	err = withHandle(l.lanNS, func(h *netlink.Handle) error {
 		return addAddr(h, bridgeName, netip.PrefixFrom(hostAddr(newPrefix, 1), 64))
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: change prefix: %w", err)
+		return fmt.Errorf("lan: change prefix: %w", err)
 	}
 	if err := l.writeRadvdConfig(); err != nil {
-		return fmt.Errorf("nettest: change prefix: %w", err)
+		return fmt.Errorf("lan: change prefix: %w", err)
 	}
 	if err := radvd.signal(syscall.SIGHUP); err != nil {
-		return fmt.Errorf("nettest: change prefix: reload radvd: %w", err)
+		return fmt.Errorf("lan: change prefix: reload radvd: %w", err)
 	}
 	return ctx.Err()
 }
@@ -151,7 +150,7 @@ func (l *LAN) DHCPLeases() ([]DHCPLease, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("nettest: leases: %w", err)
+		return nil, fmt.Errorf("lan: leases: %w", err)
 	}
 	defer f.Close()
 	var leases []DHCPLease
@@ -199,14 +198,14 @@ func (l *LAN) ClientAddr(ctx context.Context) (netip.Addr, error) {
 			return nil
 		})
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("nettest: client address: %w", err)
+			return netip.Addr{}, fmt.Errorf("lan: client address: %w", err)
 		}
 		if found.IsValid() {
 			return found, nil
 		}
 		select {
 		case <-ctx.Done():
-			return netip.Addr{}, fmt.Errorf("nettest: client got no address in %s: %w", prefix, ctx.Err())
+			return netip.Addr{}, fmt.Errorf("lan: client got no address in %s: %w", prefix, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -1,4 +1,4 @@
-package oniontest
+package tornet
 
 import (
 	"bufio"
@@ -32,16 +32,16 @@ func CheckTorrc(torrc []byte) error {
 			noFallbacks = val == "0"
 		case "dirauthority", "alternatedirauthority", "fallbackdir":
 			if !onlyLoopback(val) {
-				return fmt.Errorf("oniontest: unsafe torrc: %s not on 127.0.0.1: %q", key, line)
+				return fmt.Errorf("tornet: unsafe torrc: %s not on 127.0.0.1: %q", key, line)
 			}
 			if strings.ToLower(key) != "fallbackdir" {
 				auths++
 			}
 		case "bridge":
-			return fmt.Errorf("oniontest: unsafe torrc: %q", line)
+			return fmt.Errorf("tornet: unsafe torrc: %q", line)
 		case "usebridges":
 			if val != "0" {
-				return fmt.Errorf("oniontest: unsafe torrc: %q", line)
+				return fmt.Errorf("tornet: unsafe torrc: %q", line)
 			}
 		}
 	}
@@ -51,7 +51,7 @@ func CheckTorrc(torrc []byte) error {
 	if testing && noFallbacks && auths > 0 {
 		return nil
 	}
-	return errors.New("oniontest: unsafe torrc: want DisableNetwork 1, or TestingTorNetwork 1 with UseDefaultFallbackDirs 0 and DirAuthority lines on 127.0.0.1")
+	return errors.New("tornet: unsafe torrc: want DisableNetwork 1, or TestingTorNetwork 1 with UseDefaultFallbackDirs 0 and DirAuthority lines on 127.0.0.1")
 }
 
 // onlyLoopback reports whether every address:port field of a DirAuthority/FallbackDir value

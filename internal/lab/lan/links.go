@@ -1,4 +1,4 @@
-package nettest
+package lan
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // withHandle runs fn with a netlink handle bound to the namespace at path.
@@ -31,8 +31,22 @@ func withHandle(path string, fn func(h *netlink.Handle) error) error {
 // buildLinks wires the namespaces: br0 in lan, veths lan<->box (uplink) and lan<->client.
 // Every link is created inside the LAN's own namespaces; the box end is created directly in the box.
 func (l *LAN) buildLinks() error {
-	// Sysctls first, so links created below inherit them: the router forwards (radvd requires it);
-	// fixture links skip DAD so addresses are usable at once.
+	if err := l.fixtureSysctls(); err != nil {
+		return err
+	}
+	if err := l.wireBridge(); err != nil {
+		return err
+	}
+	if err := withHandle(l.client, func(h *netlink.Handle) error { return setUp(h, "lo", clientIfName) }); err != nil {
+		return fmt.Errorf("lan: client links: %w", err)
+	}
+	return l.raiseUplink()
+}
+
+// fixtureSysctls sets the lan and client namespaces' sysctls before their links exist, so the
+// links inherit them: the router forwards (radvd requires it); the client configures itself by
+// SLAAC; fixture links skip DAD so addresses are usable at once.
+func (l *LAN) fixtureSysctls() error {
 	err := netnsfile.Do(l.lanNS, func() error {
 		return errors.Join(
 			netnsfile.Sysctl("net/ipv6/conf/all/forwarding", "1"),
@@ -41,7 +55,7 @@ func (l *LAN) buildLinks() error {
 		)
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: lan sysctls: %w", err)
+		return fmt.Errorf("lan: lan sysctls: %w", err)
 	}
 	err = netnsfile.Do(l.client, func() error {
 		return errors.Join(
@@ -52,41 +66,35 @@ func (l *LAN) buildLinks() error {
 		)
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: client sysctls: %w", err)
+		return fmt.Errorf("lan: client sysctls: %w", err)
 	}
+	return nil
+}
 
+// wireBridge makes, inside the lan namespace, the bridge with the router's addresses and the two
+// veths on it whose other ends are created directly in the box (the uplink) and the client.
+func (l *LAN) wireBridge() error {
 	boxNS, err := netns.GetFromPath(l.box)
 	if err != nil {
-		return fmt.Errorf("nettest: open box: %w", err)
+		return fmt.Errorf("lan: open box: %w", err)
 	}
 	defer boxNS.Close()
 	clientNS, err := netns.GetFromPath(l.client)
 	if err != nil {
-		return fmt.Errorf("nettest: open client: %w", err)
+		return fmt.Errorf("lan: open client: %w", err)
 	}
 	defer clientNS.Close()
-
 	err = withHandle(l.lanNS, func(h *netlink.Handle) error {
 		off := false
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridgeName}, MulticastSnooping: &off}
 		if err := h.LinkAdd(br); err != nil {
 			return fmt.Errorf("add %s: %w", bridgeName, err)
 		}
-		box := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: lanBoxPort, MasterIndex: br.Index},
-			PeerName:      l.uplink,
-			PeerNamespace: netlink.NsFd(boxNS),
-		}
-		if err := h.LinkAdd(box); err != nil {
+		if err := addPort(h, br, lanBoxPort, l.uplink, boxNS); err != nil {
 			return fmt.Errorf("add uplink veth %s/%s: %w", lanBoxPort, l.uplink, err)
 		}
 		l.madeLink = true
-		cli := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: lanCliPort, MasterIndex: br.Index},
-			PeerName:      clientIfName,
-			PeerNamespace: netlink.NsFd(clientNS),
-		}
-		if err := h.LinkAdd(cli); err != nil {
+		if err := addPort(h, br, lanCliPort, clientIfName, clientNS); err != nil {
 			return fmt.Errorf("add client veth: %w", err)
 		}
 		if err := addAddr(h, bridgeName, netip.PrefixFrom(l.RouterAddr(), 64)); err != nil {
@@ -100,20 +108,28 @@ func (l *LAN) buildLinks() error {
 		return setUp(h, "lo", bridgeName, lanBoxPort, lanCliPort)
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: lan links: %w", err)
+		return fmt.Errorf("lan: lan links: %w", err)
 	}
+	return nil
+}
 
-	err = withHandle(l.client, func(h *netlink.Handle) error { return setUp(h, "lo", clientIfName) })
-	if err != nil {
-		return fmt.Errorf("nettest: client links: %w", err)
-	}
+// addPort adds a veth whose end name sits on the bridge br and whose peer is created in peerNS.
+func addPort(h *netlink.Handle, br *netlink.Bridge, name, peer string, peerNS netns.NsHandle) error {
+	return h.LinkAdd(&netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: name, MasterIndex: br.Index},
+		PeerName:      peer,
+		PeerNamespace: netlink.NsFd(peerNS),
+	})
+}
 
-	// The box may be someone else's namespace: change only the uplink we just created.
-	err = netnsfile.Do(l.box, func() error {
+// raiseUplink sets the box's end of the uplink up, without DAD. The box may be someone else's
+// namespace: only the uplink just created is changed (and lo, when the box is the LAN's own).
+func (l *LAN) raiseUplink() error {
+	err := netnsfile.Do(l.box, func() error {
 		return netnsfile.Sysctl("net/ipv6/conf/"+l.uplink+"/accept_dad", "0")
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: box uplink sysctl: %w", err)
+		return fmt.Errorf("lan: box uplink sysctl: %w", err)
 	}
 	err = withHandle(l.box, func(h *netlink.Handle) error {
 		if l.ownBox {
@@ -122,7 +138,7 @@ func (l *LAN) buildLinks() error {
 		return setUp(h, l.uplink)
 	})
 	if err != nil {
-		return fmt.Errorf("nettest: box links: %w", err)
+		return fmt.Errorf("lan: box links: %w", err)
 	}
 	return nil
 }

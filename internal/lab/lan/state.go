@@ -1,4 +1,4 @@
-package nettest
+package lan
 
 import (
 	"encoding/json"
@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // lanState is what Reopen needs to take a LAN over from the process that started it (the lab's
@@ -45,11 +47,8 @@ func (l *LAN) saveState() error {
 	if err != nil {
 		return err
 	}
-	tmp := l.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, l.statePath())
+	_, err = atomicfile.WriteFile(l.statePath(), b, 0o600)
+	return err
 }
 
 // WorkDir is the LAN's directory of configs, logs, leases and state: what Reopen takes.
@@ -61,14 +60,14 @@ func (l *LAN) WorkDir() string { return l.workDir }
 func Reopen(workDir string) (*LAN, error) {
 	b, err := os.ReadFile(filepath.Join(workDir, "lan.json"))
 	if err != nil {
-		return nil, fmt.Errorf("nettest: reopen: %w", err)
+		return nil, fmt.Errorf("lan: reopen: %w", err)
 	}
 	var st lanState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("nettest: reopen %s: %w", workDir, err)
+		return nil, fmt.Errorf("lan: reopen %s: %w", workDir, err)
 	}
 	if st.Version != stateVersion || st.Radvd == nil {
-		return nil, fmt.Errorf("nettest: reopen %s: unknown state version %d", workDir, st.Version)
+		return nil, fmt.Errorf("lan: reopen %s: unknown state version %d", workDir, st.Version)
 	}
 	for _, d := range []*daemon{st.Radvd, st.Dnsmasq} {
 		if d != nil {
