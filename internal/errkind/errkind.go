@@ -11,11 +11,14 @@ import (
 
 // Kinds of errors. Test them with errors.Is.
 var (
+	//lint:ignore ST1012 the kind is the value callers test for, named as what it is
 	// BadInput: a name, port, image reference, key file, passphrase, config value... is wrong.
 	// Retrying the same call cannot succeed.
 	BadInput = errors.New("bad input")
+	//lint:ignore ST1012 as above
 	// NotFound: the app, key, image or record asked for does not exist.
 	NotFound = errors.New("not found")
+	//lint:ignore ST1012 as above
 	// Conflict: the thing changed since the caller read it (optimistic concurrency).
 	Conflict = errors.New("conflict")
 )
