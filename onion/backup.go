@@ -108,8 +108,50 @@ type RestoredApp struct {
 	App     string `json:"app"`
 	Address string `json:"address"`
 	// Result is "created" (the app had no key), "replaced" (it had another key: force),
-	// "updated" (same key, other clients) or "unchanged".
+	// "updated" (same key, the backup's client list applied: force) or "unchanged".
 	Result string `json:"result"`
+	// ClientsAdded, ClientsRemoved and ClientsChanged compare the backup's client list with
+	// the one on the box: clients only the backup has, clients only the box has, and clients
+	// both have with different keys. ClientsApplied says whether the backup's list was
+	// written: for a created or replaced app, always; for an app that keeps its key, only
+	// with force. Without force a restore never changes who may connect to such an app: the
+	// differences are only reported (restore --force applies them).
+	ClientsAdded   []string `json:"clients_added,omitempty"`
+	ClientsRemoved []string `json:"clients_removed,omitempty"`
+	ClientsChanged []string `json:"clients_changed,omitempty"`
+	ClientsApplied bool     `json:"clients_applied"`
+}
+
+// ClientsDiffer reports whether the backup's client list differs from the box's.
+func (r RestoredApp) ClientsDiffer() bool {
+	return len(r.ClientsAdded)+len(r.ClientsRemoved)+len(r.ClientsChanged) > 0
+}
+
+// diffClients fills in how the backup's clients differ from the box's (current).
+func (r *RestoredApp) diffClients(current, backup []AuthorizedClient) {
+	onBox := map[string][32]byte{}
+	for _, c := range current {
+		onBox[c.Name] = c.PublicKey
+	}
+	inBackup := map[string]bool{}
+	for _, c := range backup {
+		inBackup[c.Name] = true
+		pub, ok := onBox[c.Name]
+		switch {
+		case !ok:
+			r.ClientsAdded = append(r.ClientsAdded, c.Name)
+		case pub != c.PublicKey:
+			r.ClientsChanged = append(r.ClientsChanged, c.Name)
+		}
+	}
+	for _, c := range current {
+		if !inBackup[c.Name] {
+			r.ClientsRemoved = append(r.ClientsRemoved, c.Name)
+		}
+	}
+	slices.Sort(r.ClientsAdded)
+	slices.Sort(r.ClientsRemoved)
+	slices.Sort(r.ClientsChanged)
 }
 
 // restoreItem is a verified app of a backup.
@@ -124,6 +166,11 @@ type restoreItem struct {
 // next to the store and swapped in, and a failure swaps every app back. A wrong passphrase
 // or identity, or a modified byte, is ErrDecrypt and changes nothing. An app that has a
 // different key (or one that does not load) is replaced only with force.
+//
+// Who may connect to an app that keeps its key changes only with force: without it, its
+// authorized clients stay as they are on the box (a client revoked since the backup stays
+// revoked, a locked service stays locked), and the differences are reported in the result.
+// An app the box does not have gets the backup's clients.
 func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) ([]RestoredApp, error) {
 	if len(identities) == 0 {
 		return nil, fmt.Errorf("onion: restore: no passphrase or identity: %w", ErrBadInput)
@@ -164,24 +211,38 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 		switch {
 		case errors.Is(err, ErrNotFound):
 			results[i].Result = "created"
+			results[i].diffClients(nil, it.clients)
 		case err != nil && !force:
 			conflicts = append(conflicts, fmt.Errorf("%w (force replaces it)", err))
 			continue
 		case err != nil:
 			results[i].Result = "replaced"
+			results[i].diffClients(nil, it.clients)
 		case !old.Equal(it.key) && !force:
 			conflicts = append(conflicts, fmt.Errorf("onion: %q has %s, the backup %s: %w", it.app, old.Address(), it.key.Address(), ErrKeyExists))
 			continue
-		case !old.Equal(it.key):
-			results[i].Result = "replaced"
 		default:
 			current, err := ks.Clients(it.app)
-			if err == nil && sameClients(current, it.clients) {
-				results[i].Result = "unchanged"
+			if err != nil && !force {
+				conflicts = append(conflicts, fmt.Errorf("%w (force replaces the client list)", err))
 				continue
 			}
-			results[i].Result = "updated"
+			results[i].diffClients(current, it.clients)
+			switch {
+			case !old.Equal(it.key):
+				results[i].Result = "replaced"
+			case err == nil && !results[i].ClientsDiffer():
+				results[i].Result = "unchanged"
+				continue
+			case !force:
+				// Same key, other clients: the box's list stays; the result says what differs.
+				results[i].Result = "unchanged"
+				continue
+			default:
+				results[i].Result = "updated"
+			}
 		}
+		results[i].ClientsApplied = true
 		todo = append(todo, i)
 	}
 	if len(conflicts) > 0 {
