@@ -11,6 +11,7 @@
 //     tor restarts.
 //   - [ManagedTorrc] and [TorCommand]: the configuration of the tor that onionpod runs itself.
 //
-// Secret keys never appear in errors, logs or fmt output: [Key] and [ClientCredential] print
-// in a redacted form.
+// Secret keys never appear in errors, logs or fmt output: [Key], [ClientCredential] and
+// [ControlConfig] print in a redacted form, and errors about a key source, a backup or a
+// recipient never quote the input (it may be a key given by mistake, with a typo).
 package onion

@@ -194,7 +194,12 @@ func ReadKeySource(source string) (*Key, []AuthorizedClient, error) {
 	}
 	fi, err := os.Stat(source)
 	if err != nil {
-		return nil, nil, fmt.Errorf("source: %w (%w)", err, ErrBadInput)
+		// The source is not repeated: it may be a key typed with a typo in its prefix.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, errkind.BadInputf("source: not an %s key, and no such file or directory (%w)", addOnionPrefix, err)
 	}
 	if fi.IsDir() {
 		k, err := loadKeyDir(source, false)
