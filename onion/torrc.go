@@ -156,8 +156,9 @@ func torrcQuote(s string) string {
 	return strconv.Quote(s)
 }
 
-// PrepareManagedDirs creates DataDir and the control socket's directory with mode 0700, as
-// tor requires.
+// PrepareManagedDirs creates DataDir and the control socket's directory with mode 0700, owned
+// by the caller, as tor requires, for a tor the caller starts itself (tests). The daemon's
+// managed tor runs as another user: ManagedTor.Prepare makes its directories.
 func PrepareManagedDirs(o TorrcOptions) error {
 	for _, d := range []string{o.DataDir, filepath.Dir(o.ControlSocket)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
