@@ -228,8 +228,11 @@ func prepareOwnedDir(dir string, a account) error {
 	return chownTree(fd, dir, a, 0)
 }
 
-// chownTree gives every entry under the open directory to a (entries that vanish meanwhile are
-// skipped: tor may be running). Symlinks themselves are changed, never followed.
+// chownTree gives the regular files and directories under the open directory to a. Each is
+// opened (O_NOFOLLOW) and changed through its own fd, after checking what that fd is: tor's
+// user may swap names meanwhile, but cannot make root change anything else. A regular file
+// with other links is left alone (it could be a hard link to a file elsewhere); so are
+// symlinks, sockets and the like (tor recreates its socket), and entries that vanish.
 func chownTree(dirfd int, where string, a account, depth int) error {
 	if depth > 16 {
 		return fmt.Errorf("%s: nested too deep", where)
@@ -239,34 +242,46 @@ func chownTree(dirfd int, where string, a account, depth int) error {
 		return err
 	}
 	for _, name := range names {
-		st, ok, err := lstatAt(dirfd, name)
+		path := filepath.Join(where, name)
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENXIO) {
+			continue // gone, a symlink, a socket
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(where, name), err)
+			return fmt.Errorf("open %s: %w", path, err)
 		}
-		if !ok {
-			continue
-		}
-		if int(st.Uid) != a.uid || int(st.Gid) != a.gid {
-			err := unix.Fchownat(dirfd, name, a.uid, a.gid, unix.AT_SYMLINK_NOFOLLOW)
-			if err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("chown %s: %w", filepath.Join(where, name), err)
-			}
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		sub, err := openDirAt(dirfd, where, name)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+		err = chownEntry(fd, path, a, depth)
+		unix.Close(fd)
 		if err != nil {
 			return err
 		}
-		err = chownTree(sub, filepath.Join(where, name), a, depth+1)
-		unix.Close(sub)
-		if err != nil {
+	}
+	return nil
+}
+
+// chownEntry gives the open regular file or directory fd to a, and recurses into a directory.
+func chownEntry(fd int, path string, a account, depth int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if st.Nlink != 1 {
+			return nil
+		}
+	case unix.S_IFDIR:
+		if err := chownTree(fd, path, a, depth+1); err != nil {
 			return err
 		}
+	default:
+		return nil
+	}
+	if int(st.Uid) == a.uid && int(st.Gid) == a.gid {
+		return nil
+	}
+	if err := unix.Fchown(fd, a.uid, a.gid); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
 	}
 	return nil
 }

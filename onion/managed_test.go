@@ -71,9 +71,17 @@ func TestManagedTorPrepare(t *testing.T) {
 	os.MkdirAll(filepath.Join(data, "keys"), 0o700)
 	os.WriteFile(filepath.Join(data, "state"), []byte("x"), 0o600)
 	os.WriteFile(filepath.Join(data, "keys", "secret_onion_key"), []byte("x"), 0o600)
-	outside := filepath.Join(t.TempDir(), "outside")
+	outsideDir := t.TempDir()
+	outside := filepath.Join(outsideDir, "outside")
 	os.WriteFile(outside, []byte("root's"), 0o600)
 	os.Symlink(outside, filepath.Join(data, "link"))
+	// A hard link to a file elsewhere (what tor's user could plant where hard links to others'
+	// files are allowed): root must not give that file away.
+	hardTarget := filepath.Join(filepath.Dir(m.Hide[0]), "hard-target")
+	os.WriteFile(hardTarget, []byte("root's"), 0o600)
+	if err := os.Link(hardTarget, filepath.Join(data, "hard")); err != nil {
+		t.Fatal(err)
+	}
 
 	changed, err := m.Prepare()
 	if err != nil || !changed {
@@ -84,13 +92,15 @@ func TestManagedTorPrepare(t *testing.T) {
 			t.Errorf("%s: %d:%d %v, want debian-tor 0700", p, u, g, mode)
 		}
 	}
-	for _, p := range []string{"state", "keys", "keys/secret_onion_key", "link"} {
+	for _, p := range []string{"state", "keys", "keys/secret_onion_key"} {
 		if u, g, _ := owner(t, filepath.Join(data, p)); u != uid || g != gid {
 			t.Errorf("%s left by a root tor: %d:%d, want debian-tor", p, u, g)
 		}
 	}
-	if u, g, _ := owner(t, outside); u != 0 || g != 0 {
-		t.Errorf("the target of a symlink in the data dir was chowned: %d:%d", u, g)
+	for _, p := range []string{outside, hardTarget} {
+		if u, g, _ := owner(t, p); u != 0 || g != 0 {
+			t.Errorf("%s, linked from the data dir, was given away: %d:%d", p, u, g)
+		}
 	}
 	if u, g, mode := owner(t, m.TorrcPath); u != 0 || g != gid || mode.Perm() != 0o640 {
 		t.Errorf("torrc: %d:%d %v, want root:debian-tor 0640", u, g, mode)
