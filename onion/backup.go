@@ -13,6 +13,9 @@ import (
 
 	"filippo.io/age"
 	"filippo.io/age/agessh"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // The backup is an age file whose plaintext is this versioned JSON document.
@@ -34,6 +37,11 @@ type backupApp struct {
 	Address   string         `json:"address"`
 	SecretKey string         `json:"secret_key"` // the ADD_ONION blob
 	Clients   []backupClient `json:"clients"`
+}
+
+// Format prints the entry without its secret key, for every verb.
+func (a backupApp) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "onion.backupApp(%s, %s, %d client(s), secret redacted)", a.App, a.Address, len(a.Clients))
 }
 
 type backupClient struct {
@@ -108,8 +116,50 @@ type RestoredApp struct {
 	App     string `json:"app"`
 	Address string `json:"address"`
 	// Result is "created" (the app had no key), "replaced" (it had another key: force),
-	// "updated" (same key, other clients) or "unchanged".
+	// "updated" (same key, the backup's client list applied: force) or "unchanged".
 	Result string `json:"result"`
+	// ClientsAdded, ClientsRemoved and ClientsChanged compare the backup's client list with
+	// the one on the box: clients only the backup has, clients only the box has, and clients
+	// both have with different keys. ClientsApplied says whether the backup's list was
+	// written: for a created or replaced app, always; for an app that keeps its key, only
+	// with force. Without force a restore never changes who may connect to such an app: the
+	// differences are only reported (restore --force applies them).
+	ClientsAdded   []string `json:"clients_added,omitempty"`
+	ClientsRemoved []string `json:"clients_removed,omitempty"`
+	ClientsChanged []string `json:"clients_changed,omitempty"`
+	ClientsApplied bool     `json:"clients_applied"`
+}
+
+// ClientsDiffer reports whether the backup's client list differs from the box's.
+func (r RestoredApp) ClientsDiffer() bool {
+	return len(r.ClientsAdded)+len(r.ClientsRemoved)+len(r.ClientsChanged) > 0
+}
+
+// diffClients fills in how the backup's clients differ from the box's (current).
+func (r *RestoredApp) diffClients(current, backup []AuthorizedClient) {
+	onBox := map[string][32]byte{}
+	for _, c := range current {
+		onBox[c.Name] = c.PublicKey
+	}
+	inBackup := map[string]bool{}
+	for _, c := range backup {
+		inBackup[c.Name] = true
+		pub, ok := onBox[c.Name]
+		switch {
+		case !ok:
+			r.ClientsAdded = append(r.ClientsAdded, c.Name)
+		case pub != c.PublicKey:
+			r.ClientsChanged = append(r.ClientsChanged, c.Name)
+		}
+	}
+	for _, c := range current {
+		if !inBackup[c.Name] {
+			r.ClientsRemoved = append(r.ClientsRemoved, c.Name)
+		}
+	}
+	slices.Sort(r.ClientsAdded)
+	slices.Sort(r.ClientsRemoved)
+	slices.Sort(r.ClientsChanged)
 }
 
 // restoreItem is a verified app of a backup.
@@ -124,17 +174,22 @@ type restoreItem struct {
 // next to the store and swapped in, and a failure swaps every app back. A wrong passphrase
 // or identity, or a modified byte, is ErrDecrypt and changes nothing. An app that has a
 // different key (or one that does not load) is replaced only with force.
+//
+// Who may connect to an app that keeps its key changes only with force: without it, its
+// authorized clients stay as they are on the box (a client revoked since the backup stays
+// revoked, a locked service stays locked), and the differences are reported in the result.
+// An app the box does not have gets the backup's clients.
 func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) ([]RestoredApp, error) {
 	if len(identities) == 0 {
 		return nil, fmt.Errorf("onion: restore: no passphrase or identity: %w", ErrBadInput)
 	}
 	plainReader, err := age.Decrypt(r, identities...)
 	if err != nil {
-		return nil, fmt.Errorf("onion: restore: %w: %w", ErrDecrypt, err)
+		return nil, fmt.Errorf("onion: restore: %w%s", ErrDecrypt, decryptReason(err))
 	}
 	plain, err := io.ReadAll(io.LimitReader(plainReader, maxBackupBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("onion: restore: %w: %w", ErrDecrypt, err)
+		return nil, fmt.Errorf("onion: restore: %w: the payload does not authenticate", ErrDecrypt)
 	}
 	defer clear(plain)
 	if len(plain) > maxBackupBytes {
@@ -164,24 +219,38 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 		switch {
 		case errors.Is(err, ErrNotFound):
 			results[i].Result = "created"
+			results[i].diffClients(nil, it.clients)
 		case err != nil && !force:
 			conflicts = append(conflicts, fmt.Errorf("%w (force replaces it)", err))
 			continue
 		case err != nil:
 			results[i].Result = "replaced"
+			results[i].diffClients(nil, it.clients)
 		case !old.Equal(it.key) && !force:
 			conflicts = append(conflicts, fmt.Errorf("onion: %q has %s, the backup %s: %w", it.app, old.Address(), it.key.Address(), ErrKeyExists))
 			continue
-		case !old.Equal(it.key):
-			results[i].Result = "replaced"
 		default:
 			current, err := ks.Clients(it.app)
-			if err == nil && sameClients(current, it.clients) {
-				results[i].Result = "unchanged"
+			if err != nil && !force {
+				conflicts = append(conflicts, fmt.Errorf("%w (force replaces the client list)", err))
 				continue
 			}
-			results[i].Result = "updated"
+			results[i].diffClients(current, it.clients)
+			switch {
+			case !old.Equal(it.key):
+				results[i].Result = "replaced"
+			case err == nil && !results[i].ClientsDiffer():
+				results[i].Result = "unchanged"
+				continue
+			case !force:
+				// Same key, other clients: the box's list stays; the result says what differs.
+				results[i].Result = "unchanged"
+				continue
+			default:
+				results[i].Result = "updated"
+			}
 		}
+		results[i].ClientsApplied = true
 		todo = append(todo, i)
 	}
 	if len(conflicts) > 0 {
@@ -240,13 +309,13 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 	dec.DisallowUnknownFields()
 	var doc backupDoc
 	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("not an onionpod backup: %w (%w)", err, ErrBadInput)
+		return nil, errkind.BadInputf("not an onionpod backup: %s", jsonProblem(err))
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("not an onionpod backup: trailing data: %w", ErrBadInput)
 	}
 	if doc.Format != backupFormat {
-		return nil, fmt.Errorf("not an onionpod backup (format %q): %w", doc.Format, ErrBadInput)
+		return nil, errkind.BadInputf("not an onionpod backup (format is not %q)", backupFormat)
 	}
 	if doc.Version != backupVersion {
 		return nil, fmt.Errorf("backup version %d, this onionpod reads %d: %w", doc.Version, backupVersion, ErrBadInput)
@@ -258,8 +327,8 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 	seen, seenKeys := map[string]bool{}, map[string]bool{}
 	for i, a := range doc.Apps {
 		where := fmt.Sprintf("apps[%d]", i)
-		if err := checkAppName(a.App); err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+		if !names.IsApp(a.App) {
+			return nil, errkind.BadInputf("%s: app: not an app name (a DNS label)", where)
 		}
 		where = fmt.Sprintf("apps[%d] (%s)", i, a.App)
 		if seen[a.App] {
@@ -271,7 +340,7 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 			return nil, fmt.Errorf("%s: secret_key: %w", where, err)
 		}
 		if strings.ToLower(a.Address) != k.Address() {
-			return nil, fmt.Errorf("%s: address %q is not the one of its key (%s): %w", where, a.Address, k.Address(), ErrKeyMismatch)
+			return nil, fmt.Errorf("%s: address is not the one of its key (%s): %w", where, k.Address(), ErrKeyMismatch)
 		}
 		if seenKeys[k.Address()] {
 			return nil, fmt.Errorf("%s: the same key as another app: %w", where, ErrBadInput)
@@ -279,6 +348,9 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 		seenKeys[k.Address()] = true
 		it := restoreItem{app: a.App, key: k, clients: []AuthorizedClient{}}
 		for j, c := range a.Clients {
+			if !validClientName(c.Name) {
+				return nil, errkind.BadInputf("%s: clients[%d]: name: not a client name", where, j)
+			}
 			ac, err := ParseAuthorizedClient(c.Name, []byte(c.Auth))
 			if err != nil {
 				return nil, fmt.Errorf("%s: clients[%d]: %w", where, j, err)
@@ -291,6 +363,37 @@ func decodeBackup(plain []byte) ([]restoreItem, error) {
 		items = append(items, it)
 	}
 	return items, nil
+}
+
+// decryptReason says why age refused a backup, without age's own words: they may quote the
+// file, and a file given as a backup by mistake may be a key.
+func decryptReason(err error) string {
+	var noMatch *age.NoIdentityMatchError
+	switch {
+	case errors.As(err, &noMatch):
+		return ""
+	case strings.Contains(err.Error(), "header"):
+		return ": not an age-encrypted file, or its header is damaged"
+	}
+	return ": the payload does not authenticate"
+}
+
+// jsonProblem describes a JSON decoding error without quoting the input (a backup's plaintext
+// holds secret keys): the offset of a syntax error, the field of a type error.
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s has the wrong type", typ.Field)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return "unknown field"
+	}
+	return "invalid JSON"
 }
 
 // PassphraseRecipient encrypts a backup with a passphrase (age scrypt, its default work factor).
@@ -328,7 +431,12 @@ func ParseRecipient(s string) (age.Recipient, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("onion: recipient %q: %w (%w)", s, err, ErrBadInput)
+		// Neither the input nor age's error (which quotes it) is repeated: it may be a secret
+		// key given by mistake.
+		if strings.HasPrefix(strings.ToUpper(s), "AGE-SECRET-KEY-") {
+			return nil, errkind.BadInputf("onion: recipient: that is an age identity (a secret key), not a recipient (age1...)")
+		}
+		return nil, errkind.BadInputf("onion: recipient: want an age recipient (age1...) or an SSH public key line (ssh-ed25519 AAAA..., ssh-rsa AAAA...)")
 	}
 	return r, nil
 }

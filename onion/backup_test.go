@@ -358,3 +358,129 @@ func TestRestoreRefusesAKeyAnotherAppHas(t *testing.T) {
 		t.Fatal("refused restore changed the store")
 	}
 }
+
+func clientNames(t *testing.T, ks *KeyStore, app string) []string {
+	t.Helper()
+	clients, err := ks.Clients(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{}
+	for _, c := range clients {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+func restoredByApp(t *testing.T, rs []RestoredApp) map[string]RestoredApp {
+	t.Helper()
+	out := map[string]RestoredApp{}
+	for _, r := range rs {
+		out[r.App] = r
+	}
+	return out
+}
+
+// TestRestoreKeepsClientsWithoutForce: a restore without force never changes who may reach an
+// app that keeps its key: a client revoked since the backup stays revoked, a client added
+// since stays, a locked service does not become open to everyone. It reports what differs,
+// and force applies the backup's lists.
+func TestRestoreKeepsClientsWithoutForce(t *testing.T) {
+	ks, _ := storeWithApps(t, "chat", "wiki", "blog")
+	for _, c := range [][2]string{{"chat", "alice"}, {"chat", "bob"}} {
+		if _, err := ks.AddClient(c[0], c[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, id := testAgePair(t)
+	var buf bytes.Buffer
+	if _, err := Backup(&buf, ks, nil, []age.Recipient{rec}); err != nil {
+		t.Fatal(err)
+	}
+	backup := buf.Bytes()
+
+	// Since the backup: alice revoked, carol added to chat; wiki locked to dave; blog as it was.
+	if err := ks.RemoveClient("chat", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"chat", "carol"}, {"wiki", "dave"}} {
+		if _, err := ks.AddClient(c[0], c[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bobBefore, _ := os.ReadFile(filepath.Join(ks.Dir, "chat", authorizedClients, "bob.auth"))
+	before := snapshot(t, ks.Dir)
+
+	rs, err := Restore(bytes.NewReader(backup), ks, []age.Identity{id}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, ks.Dir); after != before {
+		t.Fatalf("a restore without force changed the store:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if got := clientNames(t, ks, "chat"); strings.Join(got, ",") != "bob,carol" {
+		t.Errorf("chat clients after restore: %v, want bob,carol (alice stays revoked)", got)
+	}
+	if got := clientNames(t, ks, "wiki"); strings.Join(got, ",") != "dave" {
+		t.Errorf("wiki clients after restore: %v, want dave (still locked)", got)
+	}
+	by := restoredByApp(t, rs)
+	chat, wiki, blog := by["chat"], by["wiki"], by["blog"]
+	if chat.Result != "unchanged" || strings.Join(chat.ClientsAdded, ",") != "alice" || strings.Join(chat.ClientsRemoved, ",") != "carol" || chat.ClientsApplied {
+		t.Errorf("chat: %+v, want unchanged, would add alice and remove carol, not applied", chat)
+	}
+	if wiki.Result != "unchanged" || len(wiki.ClientsAdded) != 0 || strings.Join(wiki.ClientsRemoved, ",") != "dave" || wiki.ClientsApplied {
+		t.Errorf("wiki: %+v, want unchanged, would remove dave, not applied", wiki)
+	}
+	if blog.Result != "unchanged" || len(blog.ClientsAdded)+len(blog.ClientsRemoved)+len(blog.ClientsChanged) != 0 {
+		t.Errorf("blog: %+v, want unchanged with no differences", blog)
+	}
+
+	// With force, the backup's lists are applied.
+	rs, err = Restore(bytes.NewReader(backup), ks, []age.Identity{id}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by = restoredByApp(t, rs)
+	if by["chat"].Result != "updated" || !by["chat"].ClientsApplied || by["wiki"].Result != "updated" || by["blog"].Result != "unchanged" {
+		t.Errorf("forced restore: %+v", rs)
+	}
+	if got := clientNames(t, ks, "chat"); strings.Join(got, ",") != "alice,bob" {
+		t.Errorf("chat clients after a forced restore: %v, want alice,bob", got)
+	}
+	if got := clientNames(t, ks, "wiki"); len(got) != 0 {
+		t.Errorf("wiki clients after a forced restore: %v, want none", got)
+	}
+	if bobAfter, _ := os.ReadFile(filepath.Join(ks.Dir, "chat", authorizedClients, "bob.auth")); !bytes.Equal(bobAfter, bobBefore) {
+		t.Error("bob's key changed")
+	}
+}
+
+// TestRestoreReportsChangedClientKey: the same client name with another key is a difference
+// too (reported as changed), kept without force.
+func TestRestoreReportsChangedClientKey(t *testing.T) {
+	ks, _ := storeWithApps(t, "chat")
+	if _, err := ks.AddClient("chat", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	rec, id := testAgePair(t)
+	var buf bytes.Buffer
+	if _, err := Backup(&buf, ks, nil, []age.Recipient{rec}); err != nil {
+		t.Fatal(err)
+	}
+	ks.RemoveClient("chat", "alice")
+	if _, err := ks.AddClient("chat", "alice"); err != nil { // a new key for alice
+		t.Fatal(err)
+	}
+	before := snapshot(t, ks.Dir)
+	rs, err := Restore(bytes.NewReader(buf.Bytes()), ks, []age.Identity{id}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snapshot(t, ks.Dir) != before {
+		t.Fatal("a restore without force replaced alice's key")
+	}
+	if r := rs[0]; r.Result != "unchanged" || strings.Join(r.ClientsChanged, ",") != "alice" || r.ClientsApplied {
+		t.Fatalf("%+v, want alice reported as changed, not applied", r)
+	}
+}

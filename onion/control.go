@@ -31,6 +31,15 @@ type ControlConfig struct {
 	Exclusive bool
 }
 
+// Format prints the config with its password redacted, for every verb.
+func (c ControlConfig) Format(f fmt.State, _ rune) {
+	pw := ""
+	if c.Password != "" {
+		pw = ", password redacted"
+	}
+	fmt.Fprintf(f, "onion.ControlConfig(%s:%s, auth=%s, exclusive=%t%s)", c.Network, c.Address, c.Auth, c.Exclusive, pw)
+}
+
 // ParseControlEndpoint parses "unix:/path/to/socket" or "tcp:host:port" (the config's
 // tor.control) into a ControlConfig's Network and Address.
 func ParseControlEndpoint(s string) (network, address string, err error) {

@@ -9,8 +9,11 @@
 //   - [Manager]: one goroutine that owns a Tor control connection and keeps tor's detached
 //     onion services equal to the desired set given to [Manager.Set], re-adding them all when
 //     tor restarts.
-//   - [ManagedTorrc] and [TorCommand]: the configuration of the tor that onionpod runs itself.
+//   - [ManagedTor]: the tor that onionpod runs itself: its torrc ([ManagedTorrc]), and how
+//     systemd runs it, as the tor package's unprivileged user in a sandbox that sees nothing
+//     of onionpod's state but its data directory and torrc.
 //
-// Secret keys never appear in errors, logs or fmt output: [Key] and [ClientCredential] print
-// in a redacted form.
+// Secret keys never appear in errors, logs or fmt output: [Key], [ClientCredential] and
+// [ControlConfig] print in a redacted form, and errors about a key source, a backup or a
+// recipient never quote the input (it may be a key given by mistake, with a typo).
 package onion

@@ -10,6 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // KeyStore keeps one v3 key per app under Dir, one subdirectory per app in tor's
@@ -55,19 +61,34 @@ func (ks *KeyStore) Load(app string) (*Key, error) {
 	return k, nil
 }
 
-// loadKeyDir reads a HiddenServiceDir. With strict, hs_ed25519_public_key and hostname must
-// exist; without, they are checked when present (a bare directory with only the secret key
-// imports fine).
+// loadKeyDir reads a HiddenServiceDir (see loadKeyDirAt). A symlink at dir itself is
+// followed (an import source is the user's choice); files inside are never symlinks.
 func loadKeyDir(dir string, strict bool) (*Key, error) {
-	secretPath := filepath.Join(dir, secretKeyFile)
-	b, err := readSmallFile(secretPath, secretKeyFileBytes)
+	fd, err := openDir(dir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no key in %s: %w", dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return loadKeyDirAt(fd, dir, strict)
+}
+
+// loadKeyDirAt reads the HiddenServiceDir open at dirfd (where names it in errors). With
+// strict, hs_ed25519_public_key and hostname must exist; without, they are checked when
+// present (a bare directory with only the secret key imports fine). A symlink in place of a
+// key file is refused, never followed.
+func loadKeyDirAt(dirfd int, where string, strict bool) (*Key, error) {
+	secretPath := filepath.Join(where, secretKeyFile)
+	b, err := readFileAt(dirfd, where, secretKeyFile, secretKeyFileBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		for _, derived := range []string{hostnameFile, publicKeyFile} {
-			if _, err := os.Lstat(filepath.Join(dir, derived)); err == nil {
+			if _, ok, _ := lstatAt(dirfd, derived); ok {
 				return nil, fmt.Errorf("%s is missing but %s exists: %w", secretPath, derived, ErrKeyMismatch)
 			}
 		}
-		return nil, fmt.Errorf("no key in %s: %w", dir, ErrNotFound)
+		return nil, fmt.Errorf("no key in %s: %w", where, ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
@@ -86,8 +107,8 @@ func loadKeyDir(dir string, strict bool) (*Key, error) {
 		{hostnameFile, 128, k.checkHostnameFile},
 	}
 	for _, c := range checks {
-		path := filepath.Join(dir, c.name)
-		b, err := readSmallFile(path, c.size)
+		path := filepath.Join(where, c.name)
+		b, err := readFileAt(dirfd, where, c.name, c.size)
 		if errors.Is(err, fs.ErrNotExist) && !strict {
 			continue
 		}
@@ -173,7 +194,12 @@ func ReadKeySource(source string) (*Key, []AuthorizedClient, error) {
 	}
 	fi, err := os.Stat(source)
 	if err != nil {
-		return nil, nil, fmt.Errorf("source: %w (%w)", err, ErrBadInput)
+		// The source is not repeated: it may be a key typed with a typo in its prefix.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, nil, errkind.BadInputf("source: not an %s key, and no such file or directory (%w)", addOnionPrefix, err)
 	}
 	if fi.IsDir() {
 		k, err := loadKeyDir(source, false)
@@ -276,7 +302,7 @@ func (ks *KeyStore) appWithKey(key *Key, except string) (string, error) {
 	}
 	want := key.Address()
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == except || !isDNSLabel(e.Name()) {
+		if !e.IsDir() || e.Name() == except || !names.IsApp(e.Name()) {
 			continue
 		}
 		b, err := readSmallFile(filepath.Join(ks.Dir, e.Name(), hostnameFile), 128)
@@ -346,14 +372,36 @@ func (ks *KeyStore) stage(app string, key *Key, clients []AuthorizedClient) (dir
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := writeHiddenServiceFiles(dir, key, clients, writeFileSynced); err != nil {
+	fd, err := openDir(dir, true)
+	if err != nil {
 		return "", err
 	}
-	return dir, syncDir(dir)
+	defer unix.Close(fd)
+	if err := writeHiddenServiceFiles(fd, dir, key, clients, writeNew); err != nil {
+		return "", err
+	}
+	return dir, fsync(fd, dir)
 }
 
-// writeHiddenServiceFiles writes the key files and authorized_clients/ into dir.
-func writeHiddenServiceFiles(dir string, key *Key, clients []AuthorizedClient, write func(string, []byte) error) error {
+// writeFunc writes one file into an open directory.
+type writeFunc func(dirfd int, name string, data []byte) error
+
+// writeNew creates a new 0600 file (in a staging directory: no temporary name is needed).
+func writeNew(dirfd int, name string, data []byte) error {
+	return atomicfile.WriteNewAt(dirfd, name, data, 0o600)
+}
+
+// replaceFile replaces a file atomically (temporary file and rename) with a 0600 one, unless it
+// already holds data.
+func replaceFile(dirfd int, name string, data []byte) error {
+	_, err := atomicfile.WriteFileAt(dirfd, name, data, 0o600)
+	return err
+}
+
+// writeHiddenServiceFiles writes the key files and authorized_clients/ (exactly clients:
+// other .auth files are removed) into the directory open at dirfd, all relative to it. The
+// caller fsyncs dirfd.
+func writeHiddenServiceFiles(dirfd int, where string, key *Key, clients []AuthorizedClient, write writeFunc) error {
 	secret := key.secretKeyFile()
 	defer clear(secret)
 	files := []struct {
@@ -365,20 +413,46 @@ func writeHiddenServiceFiles(dir string, key *Key, clients []AuthorizedClient, w
 		{hostnameFile, key.hostnameFile()},
 	}
 	for _, f := range files {
-		if err := write(filepath.Join(dir, f.name), f.data); err != nil {
+		if err := write(dirfd, f.name, f.data); err != nil {
 			return err
 		}
 	}
-	authDir := filepath.Join(dir, authorizedClients)
-	if err := os.Mkdir(authDir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := unix.Mkdirat(dirfd, authorizedClients, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("mkdir %s: %w", filepath.Join(where, authorizedClients), err)
+	}
+	authWhere := filepath.Join(where, authorizedClients)
+	afd, err := openDirAt(dirfd, where, authorizedClients)
+	if err != nil {
 		return err
 	}
+	defer unix.Close(afd)
 	for _, c := range clients {
-		if err := write(filepath.Join(authDir, c.Name+authFileSuffix), c.authFile()); err != nil {
+		if err := write(afd, c.Name+authFileSuffix, c.authFile()); err != nil {
 			return err
 		}
 	}
-	return syncDir(authDir)
+	if err := removeStaleAuthFiles(afd, authWhere, clients); err != nil {
+		return err
+	}
+	return fsync(afd, authWhere)
+}
+
+// removeStaleAuthFiles removes the .auth files of clients not in keep.
+func removeStaleAuthFiles(afd int, where string, keep []AuthorizedClient) error {
+	entries, err := readDirNames(afd, where)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e, authFileSuffix)
+		if !ok || slices.ContainsFunc(keep, func(c AuthorizedClient) bool { return c.Name == name }) {
+			continue
+		}
+		if err := unix.Unlinkat(afd, e, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove %s: %w", filepath.Join(where, e), err)
+		}
+	}
+	return nil
 }
 
 // commit is a staged app directory swapped into place, with the old one kept until finish.
@@ -409,7 +483,7 @@ func (ks *KeyStore) commit(app, staged string) (*commit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c, syncDir(ks.Dir)
+	return c, atomicfile.SyncDir(ks.Dir)
 }
 
 // rollback puts the previous directory (or nothing) back.
@@ -423,7 +497,7 @@ func (c *commit) rollback() error {
 	}
 	if err == nil {
 		c.rolledBack = true
-		err = syncDir(c.ks.Dir)
+		err = atomicfile.SyncDir(c.ks.Dir)
 	}
 	return err
 }
@@ -435,6 +509,11 @@ func (c *commit) finish() { os.RemoveAll(c.staged) }
 // plain tor serves as is (HiddenServiceDir dir). dir is created 0700 if needed; an existing
 // dir may hold the same key (its files are refreshed, stale .auth files removed) but not
 // a different one.
+//
+// dir is the user's, and may hold symlinks someone planted to make a root process write or
+// delete files elsewhere. Export opens dir once (refusing a symlink there), refuses a symlink
+// or any other non-regular file in place of every file it writes or deletes, and does all its
+// work relative to that directory descriptor, never through a path again.
 func (ks *KeyStore) Export(app, dir string) error {
 	k, err := ks.Load(app)
 	if err != nil {
@@ -444,52 +523,88 @@ func (ks *KeyStore) Export(app, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("onion: export %q: %w", app, err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("onion: export %q: %w", app, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("onion: export %q: %s is not a directory: %w", app, dir, ErrBadInput)
-	}
-	existing, err := loadKeyDir(dir, false)
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
-		return fmt.Errorf("onion: export %q: %s already holds key files that do not load (%w): %w", app, dir, err, ErrKeyExists)
-	case !existing.Equal(k):
-		return fmt.Errorf("onion: export %q: %s holds %s: %w", app, dir, existing.Address(), ErrKeyExists)
-	}
-	// tor refuses a HiddenServiceDir that others can read.
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return fmt.Errorf("onion: export %q: %w", app, err)
-	}
-	if err := writeHiddenServiceFiles(dir, k, clients, writeFileAtomic); err != nil {
-		return fmt.Errorf("onion: export %q: %w", app, err)
-	}
-	if err := removeStaleAuthFiles(filepath.Join(dir, authorizedClients), clients); err != nil {
+	if err := exportKey(dir, k, clients); err != nil {
 		return fmt.Errorf("onion: export %q: %w", app, err)
 	}
 	return nil
 }
 
-func removeStaleAuthFiles(authDir string, keep []AuthorizedClient) error {
-	entries, err := os.ReadDir(authDir)
+func exportKey(dir string, k *Key, clients []AuthorizedClient) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fd, err := openDir(dir, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := checkExportEntries(fd, dir); err != nil {
+		return err
+	}
+	existing, err := loadKeyDirAt(fd, dir, false)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("%s already holds key files that do not load (%w): %w", dir, err, ErrKeyExists)
+	case !existing.Equal(k):
+		return fmt.Errorf("%s holds %s: %w", dir, existing.Address(), ErrKeyExists)
+	}
+	// tor refuses a HiddenServiceDir that others can read.
+	if err := unix.Fchmod(fd, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	if err := writeHiddenServiceFiles(fd, dir, k, clients, replaceFile); err != nil {
+		return err
+	}
+	return fsync(fd, dir)
+}
+
+// checkExportEntries refuses, before anything is written, a symlink or other non-regular file
+// where Export writes a key file or an .auth file, and anything but a directory at
+// authorized_clients.
+func checkExportEntries(fd int, dir string) error {
+	for _, name := range []string{secretKeyFile, publicKeyFile, hostnameFile} {
+		if err := checkRegularAt(fd, dir, name); err != nil {
+			return err
+		}
+	}
+	st, ok, err := lstatAt(fd, authorizedClients)
+	if err != nil || !ok {
+		return err
+	}
+	authWhere := filepath.Join(dir, authorizedClients)
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return errkind.BadInputf("%s is not a directory (a symlink?): refused", authWhere)
+	}
+	afd, err := openDirAt(fd, dir, authorizedClients)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(afd)
+	entries, err := readDirNames(afd, authWhere)
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), authFileSuffix)
-		if !ok || slices.ContainsFunc(keep, func(c AuthorizedClient) bool { return c.Name == name }) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(authDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+		if strings.HasSuffix(e, authFileSuffix) {
+			if err := checkRegularAt(afd, authWhere, e); err != nil {
+				return err
+			}
 		}
 	}
-	return syncDir(authDir)
+	return nil
+}
+
+// checkRegularAt accepts a missing name or a regular file.
+func checkRegularAt(dirfd int, where, name string) error {
+	st, ok, err := lstatAt(dirfd, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(where, name), err)
+	}
+	if ok && st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return errkind.BadInputf("%s is not a regular file (a symlink?): refused", filepath.Join(where, name))
+	}
+	return nil
 }
 
 // Remove deletes the app's key and clients. Removing an app without a key is not an error.
@@ -514,7 +629,7 @@ func (ks *KeyStore) Remove(app string) error {
 	if err != nil {
 		return fmt.Errorf("onion: remove %q: %w", app, err)
 	}
-	return syncDir(ks.Dir)
+	return atomicfile.SyncDir(ks.Dir)
 }
 
 // Apps lists the apps that have a key directory, sorted by name, without reading the keys (List
@@ -529,7 +644,7 @@ func (ks *KeyStore) Apps() ([]string, error) {
 	}
 	var apps []string
 	for _, e := range entries {
-		if e.IsDir() && isDNSLabel(e.Name()) { // staging directories start with '.', lock files are files
+		if e.IsDir() && names.IsApp(e.Name()) { // staging directories start with '.', lock files are files
 			apps = append(apps, e.Name())
 		}
 	}
@@ -583,7 +698,7 @@ func (ks *KeyStore) Cleanup() error {
 		switch {
 		case strings.HasPrefix(name, ".stage-"), strings.HasPrefix(name, ".remove-"):
 			errs = append(errs, os.RemoveAll(path))
-		case strings.HasSuffix(name, ".swap") && isDNSLabel(strings.TrimSuffix(name, ".swap")):
+		case strings.HasSuffix(name, ".swap") && names.IsApp(strings.TrimSuffix(name, ".swap")):
 			app := filepath.Join(ks.Dir, strings.TrimSuffix(name, ".swap"))
 			if _, err := os.Lstat(app); errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, os.Rename(path, app))
@@ -595,5 +710,5 @@ func (ks *KeyStore) Cleanup() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("onion: cleanup: %w", err)
 	}
-	return syncDir(ks.Dir)
+	return atomicfile.SyncDir(ks.Dir)
 }

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // Clients returns the app's authorized clients sorted by name (empty when the service is
@@ -28,29 +32,36 @@ func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
 }
 
 // readClientsDir reads <name>.auth files the way tor does (other names are ignored). A
-// missing directory means no clients and gives nil.
+// missing directory means no clients and gives nil. A symlink is refused, never followed.
 func readClientsDir(dir string) ([]AuthorizedClient, error) {
-	entries, err := os.ReadDir(dir)
+	fd, err := openDir(dir, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	defer unix.Close(fd)
+	entries, err := readDirNames(fd, dir)
+	if err != nil {
+		return nil, err
+	}
 	clients := []AuthorizedClient{}
 	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), authFileSuffix)
-		if !ok || e.IsDir() {
+		name, ok := strings.CutSuffix(e, authFileSuffix)
+		if !ok {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		b, err := readSmallFile(path, 256)
+		if st, ok, _ := lstatAt(fd, e); ok && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			continue
+		}
+		b, err := readFileAt(fd, dir, e, 256)
 		if err != nil {
 			return nil, err
 		}
 		c, err := ParseAuthorizedClient(name, b)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, e), err)
 		}
 		clients = append(clients, c)
 	}
@@ -82,7 +93,7 @@ func (ks *KeyStore) AddClient(app, client string) (ClientCredential, error) {
 		return ClientCredential{}, fmt.Errorf("onion: add client %q to %q: %w", client, app, err)
 	}
 	ac := AuthorizedClient{Name: client, PublicKey: pub}
-	if err := writeFileAtomic(path, ac.authFile()); err != nil {
+	if _, err := atomicfile.WriteFile(path, ac.authFile(), 0o600); err != nil {
 		return ClientCredential{}, fmt.Errorf("onion: add client %q to %q: %w", client, app, err)
 	}
 	return ClientCredential{App: app, Client: client, Address: k.Address(), private: priv}, nil
@@ -104,5 +115,5 @@ func (ks *KeyStore) RemoveClient(app, client string) error {
 	if err != nil {
 		return fmt.Errorf("onion: remove client %q from %q: %w", client, app, err)
 	}
-	return syncDir(authDir)
+	return atomicfile.SyncDir(authDir)
 }

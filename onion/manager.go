@@ -365,6 +365,11 @@ type op struct {
 	cmd string
 }
 
+// Format prints the op without its command (an ADD_ONION holds the secret key).
+func (o op) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "onion.op(del=%t, %s, app=%s)", o.del, o.id, o.app)
+}
+
 // reconcile makes tor's detached services match the desired set: one GETINFO, then every
 // DEL_ONION and ADD_ONION pipelined.
 func (m *Manager) reconcile(ctx context.Context, c *ctlConn) error {
@@ -462,7 +467,7 @@ func (m *Manager) recordLocked(o op, r *control.Response) error {
 		}
 		return nil
 	}
-	err := replyError(r)
+	err := redactKeys(replyError(r))
 	if err == nil && !hasServiceID(r, o.id) {
 		err = errors.New("tor: ADD_ONION replied with another service ID")
 	}
@@ -477,6 +482,22 @@ func (m *Manager) recordLocked(o op, r *control.Response) error {
 		st.added, st.uploadedAt, st.err = true, time.Time{}, ""
 	}
 	return nil
+}
+
+// redactKeys rewrites an error of tor's reply to an ADD_ONION so that it holds no key, should
+// tor ever quote the command's key argument: every word holding "ED25519-V3:" loses what
+// follows the prefix.
+func redactKeys(err error) error {
+	if err == nil || !strings.Contains(err.Error(), addOnionPrefix) {
+		return err
+	}
+	words := strings.Fields(err.Error())
+	for i, w := range words {
+		if j := strings.Index(w, addOnionPrefix); j >= 0 {
+			words[i] = w[:j+len(addOnionPrefix)] + "[redacted]"
+		}
+	}
+	return errors.New(strings.Join(words, " "))
 }
 
 func hasServiceID(r *control.Response, id string) bool {

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // TorrcOptions configures the tor that onionpod runs itself ("managed" mode).
@@ -19,22 +22,29 @@ type TorrcOptions struct {
 	ControlSocket string
 	// SocksPort is a port on 127.0.0.1 for health probes; 0 turns the SOCKS listener off.
 	SocksPort uint16
-	// Extra lines are appended as they are (the lab joins its private Tor network with them).
+	// Extra lines are appended as they are (the lab joins its private Tor network with them,
+	// tests add "DisableNetwork 1"). Lines that set what onionpod sets, or that would weaken
+	// the sandbox or turn the network back on, are refused (checkExtraLine).
 	Extra []string
 }
 
 // ManagedTorrc renders the torrc of the managed tor: the unix control socket with cookie
 // authentication, SOCKS on loopback only, no ORPort (a client that hosts onion services),
-// logs to stdout (the journal), then the caller's extra lines. Options with newlines or
-// NULs are refused, so no value can inject a line.
+// logs to stdout (the journal), then the caller's extra lines. Every value passes
+// genvalue (no control character can end a line and add another); the paths are clean
+// absolute paths; extra lines that would override what onionpod sets or what keeps tor safe
+// and sandboxed are refused (see checkExtraLine).
 func ManagedTorrc(o TorrcOptions) ([]byte, error) {
-	for _, v := range append([]string{o.DataDir, o.ControlSocket}, o.Extra...) {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			return nil, fmt.Errorf("onion: torrc: value with a line break or NUL: %w", ErrBadInput)
-		}
+	if err := genvalue.Path("onion: torrc: DataDirectory", o.DataDir); err != nil {
+		return nil, err
 	}
-	if !filepath.IsAbs(o.DataDir) || !filepath.IsAbs(o.ControlSocket) {
-		return nil, fmt.Errorf("onion: torrc: DataDir and ControlSocket must be absolute paths: %w", ErrBadInput)
+	if err := genvalue.Path("onion: torrc: control socket", o.ControlSocket); err != nil {
+		return nil, err
+	}
+	for i, e := range o.Extra {
+		if err := checkExtraLine(i, e); err != nil {
+			return nil, err
+		}
 	}
 	var b bytes.Buffer
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
@@ -61,6 +71,83 @@ func ManagedTorrc(o TorrcOptions) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// ownOptions are the torrc options extra lines may not set (lower case): those onionpod sets
+// itself (where the data and the control socket are, how the daemon authenticates, the SOCKS
+// listener, client-only), and those that would take tor out of its sandbox or weaken it (a
+// directory or file outside the data directory, another user, running as a daemon, debugger
+// attachment). DisableNetwork may only be set to 1.
+var ownOptions = []string{
+	"datadirectory", "datadirectorygroupreadable", "cachedirectory", "cachedirectorygroupreadable",
+	"keydirectory", "keydirectorygroupreadable", "pidfile",
+	"controlport", "controlsocket", "controlsocketsgroupwritable", "controlportwritetofile",
+	"controlportfilegroupreadable", "cookieauthentication", "cookieauthfile",
+	"cookieauthfilegroupreadable", "hashedcontrolpassword",
+	"socksport", "sockspolicy", "orport", "dirport", "clientonly",
+	"user", "runasdaemon", "disabledebuggerattachment", "disablenetwork",
+}
+
+// checkExtraLine checks one extra torrc line (index i, for errors that never repeat the line).
+// tor reads a torrc line as KEY VALUE; it expands a key that is the start of an option's name
+// ("ControlP" is ControlPort, first match in its own order), takes "+KEY" as "append" and
+// "/KEY" as "reset", "%include" as another file, and joins a line ending in a backslash with
+// the next one. So a key is refused when it starts with "_" (tor's hidden options), or when
+// it is the start of an own option's name, or an own option's name starts with it: that covers
+// every abbreviation tor could expand to one of them.
+func checkExtraLine(i int, line string) error {
+	field := fmt.Sprintf("onion: torrc: torrc_extra[%d]", i)
+	if err := genvalue.Check(field, line); err != nil {
+		return err
+	}
+	rest := strings.TrimLeft(line, " ")
+	if rest == "" || rest[0] == '#' {
+		return nil
+	}
+	if strings.HasSuffix(rest, "\\") {
+		return errkind.BadInputf("%s: a line ending in a backslash continues on the next line: refused", field)
+	}
+	if rest[0] == '%' {
+		return errkind.BadInputf("%s: %%include and other %% directives are refused", field)
+	}
+	end := strings.IndexAny(rest, " #")
+	if end < 0 {
+		end = len(rest)
+	}
+	key := strings.ToLower(rest[:end])
+	value, _, _ := strings.Cut(rest[end:], "#")
+	value = strings.TrimSpace(value)
+	key = strings.TrimPrefix(strings.TrimPrefix(key, "+"), "/")
+	if key == "" || key[0] == '_' {
+		return errkind.BadInputf("%s: not a torrc option this config may set", field)
+	}
+	for _, own := range ownOptions {
+		if !strings.HasPrefix(own, key) && !strings.HasPrefix(key, own) {
+			continue
+		}
+		if own == "disablenetwork" && key == own && value == "1" && !strings.HasPrefix(strings.TrimLeft(line, " "), "/") {
+			continue // only ever turns the network off
+		}
+		return errkind.BadInputf("%s: option %s (or an abbreviation of it) is set by onionpod or unsafe in its sandboxed tor: refused", field, canonicalOption(own))
+	}
+	return nil
+}
+
+// canonicalOption spells an own option as tor's manual does, for errors.
+func canonicalOption(lower string) string {
+	for _, name := range []string{
+		"DataDirectory", "DataDirectoryGroupReadable", "CacheDirectory", "CacheDirectoryGroupReadable",
+		"KeyDirectory", "KeyDirectoryGroupReadable", "PidFile", "ControlPort", "ControlSocket",
+		"ControlSocketsGroupWritable", "ControlPortWriteToFile", "ControlPortFileGroupReadable",
+		"CookieAuthentication", "CookieAuthFile", "CookieAuthFileGroupReadable", "HashedControlPassword",
+		"SocksPort", "SocksPolicy", "ORPort", "DirPort", "ClientOnly", "User", "RunAsDaemon",
+		"DisableDebuggerAttachment", "DisableNetwork",
+	} {
+		if strings.ToLower(name) == lower {
+			return name
+		}
+	}
+	return lower
+}
+
 // torrcQuote quotes a path when it holds characters torrc would split on.
 func torrcQuote(s string) string {
 	if !strings.ContainsAny(s, " \t\"\\#") {
@@ -69,8 +156,9 @@ func torrcQuote(s string) string {
 	return strconv.Quote(s)
 }
 
-// PrepareManagedDirs creates DataDir and the control socket's directory with mode 0700, as
-// tor requires.
+// PrepareManagedDirs creates DataDir and the control socket's directory with mode 0700, owned
+// by the caller, as tor requires, for a tor the caller starts itself (tests). The daemon's
+// managed tor runs as another user: ManagedTor.Prepare makes its directories.
 func PrepareManagedDirs(o TorrcOptions) error {
 	for _, d := range []string{o.DataDir, filepath.Dir(o.ControlSocket)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

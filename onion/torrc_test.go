@@ -115,3 +115,103 @@ func TestParseControlEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestManagedTorrcRefusesUnsafeExtra: extra lines are appended after onionpod's own, and tor
+// takes the last value of an option, expands abbreviations ("ControlP" is ControlPort),
+// reads "/Key" as "reset Key" and "%include" as another file, and joins a line ending in a
+// backslash with the next one. None of that may undo DisableNetwork 1, move the control port
+// or the data directory out of the sandbox, or switch user.
+func TestManagedTorrcRefusesUnsafeExtra(t *testing.T) {
+	base := TorrcOptions{DataDir: "/var/lib/onionpod/tor/data", ControlSocket: "/run/onionpod/tor/control.sock"}
+	for _, line := range []string{
+		"DisableNetwork 0",
+		"disablenetwork 0",
+		"DisableNetwork  0 # off",
+		`DisableNetwork "0"`,
+		"/DisableNetwork",
+		"+DisableNetwork 0",
+		"DisableNet 0",
+		"ControlPort 9051",
+		"ControlP unix:/tmp/x",
+		"ControlSocket /tmp/ctl",
+		"__ControlPort 9051",
+		"HashedControlPassword 16:ABCD",
+		"CookieAuthFile /tmp/cookie",
+		"CookieAuthFileGroupReadable 1",
+		"DataDirectory /tmp/x",
+		"DataDir /tmp/x",
+		"CacheDirectory /tmp/x",
+		"KeyDirectory /tmp/x",
+		"User root",
+		"Us root",
+		"RunAsDaemon 1",
+		"PidFile /etc/x",
+		"SocksPort 0.0.0.0:9050",
+		"ORPort 443",
+		"ControlPortWriteToFile /etc/x",
+		"%include /etc/tor/torrc.d/*",
+		"Log notice stdout \\",
+		"Nickname\tx",
+		"ConnectionPadding 1\rDisableNetwork 0",
+		"ConnectionPadding 1\u2028DisableNetwork 0",
+		"ConnectionPadding \x85",
+		"\xff",
+	} {
+		o := base
+		o.Extra = []string{"DisableNetwork 1", line}
+		if _, err := ManagedTorrc(o); !errors.Is(err, ErrBadInput) {
+			t.Errorf("extra line %q: %v, want ErrBadInput", line, err)
+		} else if strings.Contains(err.Error(), line) && len(line) > 3 {
+			t.Errorf("extra line %q: the error repeats it: %v", line, err)
+		}
+	}
+	for _, line := range []string{
+		"DisableNetwork 1",
+		"disablenetwork 1",
+		"ConnectionPadding 1",
+		"TestingTorNetwork 1",
+		"DirAuthority auth0 orport=5000 no-v2 v3ident=AAAA 127.0.0.1:5001 BBBB",
+		"UseDefaultFallbackDirs 0",
+		"Log info stdout",
+		"# a comment",
+		"",
+		"HiddenServiceStatistics 0",
+		"Sandbox 1",
+	} {
+		o := base
+		o.Extra = []string{line}
+		if _, err := ManagedTorrc(o); err != nil {
+			t.Errorf("extra line %q refused: %v", line, err)
+		}
+	}
+	for _, o := range []TorrcOptions{
+		{DataDir: "/var/lib/a b", ControlSocket: "/run/c.sock"},
+		{DataDir: "/var/lib/../x", ControlSocket: "/run/c.sock"},
+		{DataDir: "/var/lib/x", ControlSocket: "/run/c\u2028.sock"},
+	} {
+		if _, err := ManagedTorrc(o); !errors.Is(err, ErrBadInput) {
+			t.Errorf("%+v: %v, want ErrBadInput", o, err)
+		}
+	}
+}
+
+// TestExtraLinesTorReads: the refused abbreviations and prefixes are real: tor itself reads
+// them as the options they would override (so the refusals above are not about spelling).
+func TestExtraLinesTorReads(t *testing.T) {
+	if _, err := exec.LookPath("tor"); err != nil {
+		t.Skip("tor is not installed")
+	}
+	dir := t.TempDir()
+	for line, want := range map[string]string{
+		"DisableNet 1":         "DisableNetwork", // 1: even a config check never sees the network on
+		"ControlP unix:/tmp/x": "ControlPort",
+	} {
+		torrc := filepath.Join(dir, "torrc")
+		os.WriteFile(torrc, []byte("DisableNetwork 1\nSocksPort 0\nDataDirectory "+filepath.Join(dir, "data")+"\n"+line+"\n"), 0o600)
+		// --verify-config parses and checks without starting anything.
+		out, _ := exec.Command("tor", "--defaults-torrc", "/dev/null", "-f", torrc, "--verify-config").CombinedOutput()
+		if !strings.Contains(string(out), "Please use '"+want+"'") {
+			t.Errorf("tor did not read %q as %s:\n%s", line, want, out)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/unit"
+
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // UnitPrefix starts the name of every unit onionpod owns.
@@ -67,6 +69,8 @@ var (
 	volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	capName    = regexp.MustCompile(`^CAP_[A-Z_]{2,32}$`)
 	envName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// addressFamily is a socket family systemd knows by name: AF_UNIX, AF_INET6...
+	addressFamily = regexp.MustCompile(`^AF_[A-Z0-9]{2,16}$`)
 )
 
 // ValidApp checks an app name (a DNS label); the error wraps ErrBadInput.
@@ -248,6 +252,27 @@ type HostService struct {
 	Restart     string   // "" = on-failure; no, always, ...
 	After       []string // ordering (units this one starts after)
 	Wants       []string
+
+	// Group runs the service with this group ("" = User's primary group).
+	Group string
+	// Sandbox confines the service (for one that needs no privilege, such as the managed tor):
+	// the whole file system read-only but ReadWritePaths and BindPaths, no /home, private /tmp
+	// and /dev, no capabilities at all and no way to gain any, no kernel tunables, modules,
+	// logs, clock, hostname or namespaces, native @system-service system calls only, sockets
+	// of AddressFamilies only.
+	Sandbox bool
+	// AddressFamilies is RestrictAddressFamilies= with Sandbox ("" = AF_UNIX AF_INET AF_INET6).
+	AddressFamilies []string
+	// ReadWritePaths stay writable under Sandbox.
+	ReadWritePaths []string
+	// BindPaths are bind-mounted onto themselves, writable: a path under a
+	// TemporaryFileSystem stays visible this way.
+	BindPaths []string
+	// BindReadOnlyPaths are bind-mounted onto themselves, read-only.
+	BindReadOnlyPaths []string
+	// TemporaryFileSystem hides directories: each is an empty read-only tmpfs in the
+	// service's view.
+	TemporaryFileSystem []string
 }
 
 // UnitName is the service's unit name.
@@ -277,6 +302,27 @@ func (h HostService) Unit() (Unit, error) {
 	if h.User != "" && !volumeName.MatchString(h.User) {
 		return bad("user %q", h.User)
 	}
+	if h.Group != "" && !volumeName.MatchString(h.Group) {
+		return bad("group %q", h.Group)
+	}
+	for _, f := range h.AddressFamilies {
+		if !addressFamily.MatchString(f) {
+			return bad("address family %q", f)
+		}
+	}
+	for _, paths := range []struct {
+		field string
+		list  []string
+	}{
+		{"ReadWritePaths", h.ReadWritePaths}, {"BindPaths", h.BindPaths},
+		{"BindReadOnlyPaths", h.BindReadOnlyPaths}, {"TemporaryFileSystem", h.TemporaryFileSystem},
+	} {
+		for _, p := range paths.list {
+			if err := genvalue.Path(fmt.Sprintf("pods: service %q: %s", h.Name, paths.field), p); err != nil {
+				return Unit{}, err
+			}
+		}
+	}
 	var o []*unit.UnitOption
 	add := func(section, name, value string) { o = append(o, unit.NewUnitOption(section, name, value)) }
 	desc := h.Description
@@ -302,6 +348,24 @@ func (h HostService) Unit() (Unit, error) {
 	if h.User != "" {
 		add("Service", "User", h.User)
 	}
+	if h.Group != "" {
+		add("Service", "Group", h.Group)
+	}
+	if h.Sandbox {
+		sandboxOptions(add, h.AddressFamilies)
+	}
+	for _, p := range h.ReadWritePaths {
+		add("Service", "ReadWritePaths", p)
+	}
+	for _, p := range h.TemporaryFileSystem {
+		add("Service", "TemporaryFileSystem", p+":ro")
+	}
+	for _, p := range h.BindPaths {
+		add("Service", "BindPaths", p)
+	}
+	for _, p := range h.BindReadOnlyPaths {
+		add("Service", "BindReadOnlyPaths", p)
+	}
 	restart := h.Restart
 	if restart == "" {
 		restart = "on-failure"
@@ -309,6 +373,43 @@ func (h HostService) Unit() (Unit, error) {
 	add("Service", "Restart", restart)
 	add("Install", "WantedBy", "multi-user.target")
 	return Unit{Name: h.UnitName(), Content: serialize(o)}, nil
+}
+
+// sandboxOptions adds the settings of HostService.Sandbox.
+func sandboxOptions(add func(section, name, value string), families []string) {
+	if len(families) == 0 {
+		families = []string{"AF_UNIX", "AF_INET", "AF_INET6"}
+	}
+	for _, kv := range [][2]string{
+		{"NoNewPrivileges", "yes"},
+		{"CapabilityBoundingSet", ""},
+		{"AmbientCapabilities", ""},
+		{"ProtectSystem", "strict"},
+		{"ReadOnlyPaths", "/run"}, // strict leaves /run (and /run/lock, 1777) writable
+		{"ProtectHome", "yes"},
+		{"PrivateTmp", "yes"},
+		{"PrivateDevices", "yes"},
+		{"ProtectKernelTunables", "yes"},
+		{"ProtectKernelModules", "yes"},
+		{"ProtectKernelLogs", "yes"},
+		{"ProtectControlGroups", "yes"},
+		{"ProtectClock", "yes"},
+		{"ProtectHostname", "yes"},
+		{"ProtectProc", "invisible"},
+		{"RestrictNamespaces", "yes"},
+		{"RestrictRealtime", "yes"},
+		{"RestrictSUIDSGID", "yes"},
+		{"LockPersonality", "yes"},
+		{"MemoryDenyWriteExecute", "yes"},
+		{"RemoveIPC", "yes"},
+		{"UMask", "0077"},
+		{"SystemCallArchitectures", "native"},
+		{"SystemCallFilter", "@system-service"},
+		{"SystemCallErrorNumber", "EPERM"},
+		{"RestrictAddressFamilies", strings.Join(families, " ")},
+	} {
+		add("Service", kv[0], kv[1])
+	}
 }
 
 func serialize(o []*unit.UnitOption) []byte {

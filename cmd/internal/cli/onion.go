@@ -409,14 +409,16 @@ func newOnionRestoreCmd(env *Env) *cobra.Command {
 		Short: "Restore keys and client lists from a backup: all apps or none",
 		Long: `Restore the onion keys and client lists of a backup. Every address is checked against its
 key before anything is written, and all apps are written or none. A wrong passphrase or a
-modified file changes nothing. An app that has another key is replaced only with --force.`,
+modified file changes nothing. An app that has another key is replaced only with --force.
+Without --force the authorized clients of an app that keeps its key stay as they are on
+the box; the differences are shown, and --force applies the backup's list.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.File = args[0]
 			return runOnionRestore(cmd.Context(), env, opts)
 		},
 	}
-	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace apps that have another key")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace apps that have another key, and apply the backup's client lists")
 	cmd.Flags().StringVar(&opts.PassphraseFile, "passphrase-file", "", "read the passphrase from this file")
 	cmd.Flags().StringVarP(&opts.Identity, "identity", "i", "", "decrypt with this age identity file or SSH private key")
 	return cmd
@@ -466,7 +468,34 @@ func runOnionRestore(ctx context.Context, env *Env, opts onionRestoreOptions) er
 	for _, r := range restored {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.App, r.Result, r.Address)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range restored {
+		switch {
+		case !r.ClientsDiffer() || r.Result == "created":
+		case r.ClientsApplied:
+			fmt.Fprintf(env.Out, "%s: clients applied from the backup: %s\n", r.App, clientChanges(r, "added", "removed", "new key for"))
+		default:
+			fmt.Fprintf(env.Out, "%s: the backup's clients differ: it would %s; kept the box's (--force applies the backup's)\n",
+				r.App, clientChanges(r, "add", "remove", "change the key of"))
+		}
+	}
+	return nil
+}
+
+// clientChanges says how a restored app's client list differs, with the given verbs.
+func clientChanges(r onion.RestoredApp, add, remove, change string) string {
+	var parts []string
+	for _, d := range []struct {
+		verb  string
+		names []string
+	}{{add, r.ClientsAdded}, {remove, r.ClientsRemoved}, {change, r.ClientsChanged}} {
+		if len(d.names) > 0 {
+			parts = append(parts, d.verb+" "+strings.Join(d.names, ", "))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // --- onion auth

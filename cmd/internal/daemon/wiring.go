@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
-	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/dns"
 	"github.com/onionpod/onionpod/network"
@@ -143,27 +142,29 @@ func managedTorrc(cfg *configs.Config) (onion.TorrcOptions, error) {
 }
 
 // ensureManagedTor writes the managed tor's torrc and unit and starts it (a no-op when unchanged
-// and running).
+// and running). tor runs as its package's unprivileged user, sandboxed, seeing nothing of the
+// state dir but its own data dir and torrc (onion.ManagedTor).
 func (p *parts) ensureManagedTor(ctx context.Context, cfg *configs.Config) error {
 	opts, err := managedTorrc(cfg)
 	if err != nil {
 		return err
 	}
-	torrc, err := onion.ManagedTorrc(opts)
+	tor := onion.ManagedTor{Torrc: opts, TorrcPath: filepath.Join(cfg.TorDir(), "torrc"), Binary: cfg.Tor.Binary,
+		Hide: []string{cfg.StateDir}}
+	changed, err := tor.Prepare()
 	if err != nil {
 		return err
 	}
-	if err := onion.PrepareManagedDirs(opts); err != nil {
-		return err
-	}
-	path := filepath.Join(cfg.TorDir(), "torrc")
-	changed, err := writeIfChanged(path, torrc)
+	svc, err := tor.Service()
 	if err != nil {
-		return fmt.Errorf("daemon: torrc: %w", err)
+		return err
 	}
 	unit, err := pods.HostService{
 		Name: "tor", Description: "onionpod's tor (onion services of the apps)",
-		ExecStart: onion.TorCommandBinary(cfg.Tor.Binary, path), Restart: "always",
+		ExecStart: svc.ExecStart, Restart: "always",
+		User: svc.User, Group: svc.Group, Sandbox: true, AddressFamilies: svc.AddressFamilies,
+		ReadWritePaths: svc.ReadWritePaths, BindPaths: svc.BindPaths, BindReadOnlyPaths: svc.BindReadOnlyPaths,
+		TemporaryFileSystem: svc.TemporaryFileSystem,
 	}.Unit()
 	if err != nil {
 		return err
@@ -261,15 +262,4 @@ func tsigKeys(cfg *configs.Config) ([]dns.TSIGKey, error) {
 		keys = append(keys, dns.TSIGKey{Name: k.Name, Algorithm: k.Algorithm, Secret: secret})
 	}
 	return keys, nil
-}
-
-// writeIfChanged writes data atomically unless the file already holds it; it reports a change.
-func writeIfChanged(path string, data []byte) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
-		return false, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return false, err
-	}
-	return true, store.WriteFileAtomic(path, data, 0o600)
 }
