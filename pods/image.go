@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // ImageStore keeps images on disk:
@@ -408,7 +410,7 @@ func (s *ImageStore) unpack(ctx context.Context, id string, diffIDs []v1.Hash, p
 		return err
 	}
 	bar.finish()
-	if err := syncDir(root); err != nil {
+	if err := atomicfile.SyncDir(root); err != nil {
 		return err
 	}
 	final := filepath.Join(s.Dir, "roots", hexID)
@@ -418,7 +420,7 @@ func (s *ImageStore) unpack(ctx context.Context, id string, diffIDs []v1.Hash, p
 		}
 		return err
 	}
-	return syncDir(filepath.Join(s.Dir, "roots"))
+	return atomicfile.SyncDir(filepath.Join(s.Dir, "roots"))
 }
 
 func (s *ImageStore) applyCachedLayer(u *unpacker, diffID v1.Hash, bar *progress) error {
@@ -526,7 +528,7 @@ func extractLayout(path, dir string) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrBadInput, err)
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
 		name := strings.TrimPrefix(hdr.Name, "./")

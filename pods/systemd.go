@@ -16,6 +16,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
 )
 
 // Systemd manages onionpod's units through systemd's D-Bus API. It must run in systemd's pid and
@@ -105,7 +107,7 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		}
 		file := filepath.Join(s.unitDir, u.Name)
 		_, statErr := os.Stat(file)
-		did, err := writeFileNoDirSync(file, u.Content, 0o644)
+		did, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644)
 		if err != nil {
 			return fmt.Errorf("pods: write %s: %w", u.Name, err)
 		}
@@ -122,7 +124,7 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	if err := s.enable(enable); err != nil {
 		return err
 	}
-	if err := syncDir(s.unitDir); err != nil {
+	if err := atomicfile.SyncDir(s.unitDir); err != nil {
 		return fmt.Errorf("pods: sync %s: %w", s.unitDir, err)
 	}
 
@@ -199,7 +201,7 @@ func (s *Systemd) enable(names []string) error {
 			return fmt.Errorf("pods: enable %s: %w", n, err)
 		}
 	}
-	return syncDir(s.wantsDir())
+	return atomicfile.SyncDir(s.wantsDir())
 }
 
 type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
@@ -323,7 +325,7 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 				}
 			}
 		}
-		if err := syncDir(s.unitDir); err != nil {
+		if err := atomicfile.SyncDir(s.unitDir); err != nil {
 			errs = append(errs, err)
 		}
 		if err := conn.ReloadContext(ctx); err != nil {
