@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // ImageStore keeps images on disk:
@@ -204,6 +206,9 @@ func (s *ImageStore) cached(id, ref string) (*Image, error) {
 		}
 		return nil, fmt.Errorf("pods: image record %s: %w", id, err)
 	}
+	if err := rec.Config.check(); err != nil {
+		return nil, fmt.Errorf("pods: image %s: %w", id, err)
+	}
 	root := filepath.Join(s.Dir, "roots", hexID)
 	if st, err := os.Stat(root); err != nil || !st.IsDir() {
 		return nil, nil
@@ -234,6 +239,10 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	id := cfgName.String()
+	config, err := imageConfig(cfg)
+	if err != nil {
+		return fail(err)
+	}
 	if done, err := s.cached(id, ref); err != nil || done != nil {
 		if err == nil {
 			err = s.recordRef(ref, id)
@@ -286,7 +295,7 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 	if err := s.unpack(ctx, id, cfg.RootFS.DiffIDs, progress); err != nil {
 		return fail(err)
 	}
-	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: imageConfig(cfg)}
+	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: config}
 	hexID, _ := idHex(id)
 	if err := writeJSON(filepath.Join(s.Dir, "images", hexID+".json"), rec); err != nil {
 		return fail(err)
@@ -458,7 +467,8 @@ func (s *ImageStore) recordRef(ref, id string) error {
 	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id})
 }
 
-func imageConfig(cfg *v1.ConfigFile) ImageConfig {
+// imageConfig takes what onionpod uses from an image's config, checked (see ImageConfig.check).
+func imageConfig(cfg *v1.ConfigFile) (ImageConfig, error) {
 	c := cfg.Config
 	out := ImageConfig{
 		Entrypoint: c.Entrypoint,
@@ -467,6 +477,9 @@ func imageConfig(cfg *v1.ConfigFile) ImageConfig {
 		WorkingDir: c.WorkingDir,
 		User:       c.User,
 	}
+	if path.IsAbs(out.WorkingDir) {
+		out.WorkingDir = path.Clean(out.WorkingDir) // "/app/" is "/app"
+	}
 	for p := range c.ExposedPorts {
 		num, _, _ := strings.Cut(p, "/")
 		if n, err := strconv.ParseUint(num, 10, 16); err == nil && n > 0 {
@@ -474,7 +487,27 @@ func imageConfig(cfg *v1.ConfigFile) ImageConfig {
 		}
 	}
 	sort.Slice(out.ExposedPorts, func(i, j int) bool { return out.ExposedPorts[i] < out.ExposedPorts[j] })
-	return out
+	return out, out.check()
+}
+
+// check refuses a config whose values could not be written into a unit or environment file: an
+// image is hostile input, and a control character there (a carriage return in WorkingDir) would
+// add a directive of its own to the pod's unit. The error names the image's field.
+func (c ImageConfig) check() error {
+	for _, f := range []struct {
+		name   string
+		values []string
+	}{{"Entrypoint", c.Entrypoint}, {"Cmd", c.Cmd}, {"Env", c.Env}, {"WorkingDir", []string{c.WorkingDir}}, {"User", []string{c.User}}} {
+		for _, v := range f.values {
+			if err := genvalue.Check("image config "+f.name, v); err != nil {
+				return err
+			}
+		}
+	}
+	if c.WorkingDir != "" {
+		return genvalue.Path("image config WorkingDir", c.WorkingDir)
+	}
+	return nil
 }
 
 // archiveKind tells a `docker save` tarball ("docker", with its tags) from an OCI archive ("oci").

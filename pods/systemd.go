@@ -90,28 +90,24 @@ func checkUnitName(name string) error {
 }
 
 // Apply makes the given units match: each file is written (atomically) only when its content
-// changed; systemd reloads once, and only when a changed unit was already loaded (new units are
-// loaded on demand, so creating a pod needs no reload); units with an [Install] section are
-// enabled (the multi-user.target.wants symlink `systemctl enable` makes) and started, and a
-// changed one that was running is restarted. Units without one (network units) start as
-// dependencies of their pod.
+// changed, a unit's environment file (Unit.Env) root-only before the unit; systemd reloads once,
+// and only when a changed unit was already loaded (new units are loaded on demand, so creating a
+// pod needs no reload); units with an [Install] section are enabled (the multi-user.target.wants
+// symlink `systemctl enable` makes) and started, and a changed one that was running (its unit or
+// its environment) is restarted. Units without one (network units) start as dependencies of
+// their pod.
 func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
-	var replaced []string // changed files that existed before: systemd may have loaded them
+	var replaced []string // units that existed and changed: systemd may have loaded or started them
 	for _, u := range units {
-		if err := checkUnitName(u.Name); err != nil {
+		changed, existed, err := s.write(u)
+		if err != nil {
 			return err
 		}
-		file := filepath.Join(s.unitDir, u.Name)
-		_, statErr := os.Stat(file)
-		did, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644)
-		if err != nil {
-			return fmt.Errorf("pods: write %s: %w", u.Name, err)
-		}
-		if did && statErr == nil {
+		if changed && existed {
 			replaced = append(replaced, u.Name)
 		}
 	}
@@ -168,6 +164,64 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// write writes a unit's environment file (or removes a stale one) and then its unit file, each
+// only when changed. It reports whether either changed and whether the unit file existed.
+func (s *Systemd) write(u Unit) (changed, existed bool, err error) {
+	if err := checkUnitName(u.Name); err != nil {
+		return false, false, err
+	}
+	envChanged, err := writeEnvFile(EnvFile(u.Name), u.Env)
+	if err != nil {
+		return false, false, fmt.Errorf("pods: write the environment of %s: %w", u.Name, err)
+	}
+	file := filepath.Join(s.unitDir, u.Name)
+	_, statErr := os.Lstat(file)
+	unitChanged, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644)
+	if err != nil {
+		return false, false, fmt.Errorf("pods: write %s: %w", u.Name, err)
+	}
+	return unitChanged || envChanged, statErr == nil, nil
+}
+
+// writeEnvFile writes an environment file root-only (0600, in a 0700 directory), atomically; nil
+// content removes it. It reports whether the file changed.
+func writeEnvFile(file string, content []byte) (bool, error) {
+	if content == nil {
+		err := os.Remove(file)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	dir := filepath.Dir(file)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, err
+	}
+	return atomicfile.WriteFile(file, content, 0o600)
+}
+
+// Current reports whether the unit files, and their environment files, on disk are exactly
+// units (and so Apply would change nothing on disk).
+func (s *Systemd) Current(units []Unit) bool {
+	for _, u := range units {
+		if checkUnitName(u.Name) != nil {
+			return false
+		}
+		have, err := os.ReadFile(filepath.Join(s.unitDir, u.Name))
+		if err != nil || !bytes.Equal(have, u.Content) {
+			return false
+		}
+		env, err := os.ReadFile(EnvFile(u.Name))
+		if u.Env == nil && !errors.Is(err, os.ErrNotExist) || u.Env != nil && (err != nil || !bytes.Equal(env, u.Env)) {
+			return false
+		}
+	}
+	return len(units) > 0
 }
 
 func installable(u Unit) bool { return bytes.Contains(u.Content, []byte("\n[Install]\n")) }
@@ -287,8 +341,9 @@ func (s *Systemd) exists(name string) bool {
 	return err == nil
 }
 
-// Remove stops, disables and deletes an app's pod and network units. It is idempotent: an app
-// that is already gone is success. The app's volumes (VolumeHostDir) are kept.
+// Remove stops, disables and deletes an app's pod and network units and the pod's environment
+// file. It is idempotent: an app that is already gone is success. The app's volumes
+// (VolumeHostDir) are kept.
 func (s *Systemd) Remove(ctx context.Context, app string) error {
 	if err := ValidApp(app); err != nil {
 		return err
@@ -296,7 +351,8 @@ func (s *Systemd) Remove(ctx context.Context, app string) error {
 	return s.RemoveUnits(ctx, PodUnitName(app), NetUnitName(app))
 }
 
-// RemoveUnits stops, disables and deletes onionpod units by name, in order; idempotent.
+// RemoveUnits stops, disables and deletes onionpod units (and their environment files) by name,
+// in order; idempotent.
 func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		if err := checkUnitName(n); err != nil {
@@ -334,6 +390,10 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	}
 	for _, n := range names {
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
+		// The environment goes with its unit (also one left by an Apply cut short).
+		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pods: remove %s: %w", EnvFile(n), err))
+		}
 	}
 	return errors.Join(errs...)
 }
