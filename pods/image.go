@@ -24,7 +24,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
@@ -94,7 +93,7 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 	if err != nil {
 		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
-	return s.importImage(ctx, r.Name(), img, v1.Layer.Compressed, progress)
+	return s.importImage(ctx, r.Name(), img, compressedBlobs, progress)
 }
 
 // LoadArchive loads an image from a `docker save` tarball or an OCI image archive (a tar of an
@@ -119,7 +118,7 @@ func (s *ImageStore) LoadArchive(ctx context.Context, path string, progress io.W
 		}
 		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
 		// form would gzip them just to hash them.
-		return s.importImage(ctx, ref, img, v1.Layer.Uncompressed, progress)
+		return s.importImage(ctx, ref, img, uncompressedBlobs, progress)
 	default:
 		dir, err := s.tempDir("archive")
 		if err != nil {
@@ -136,7 +135,7 @@ func (s *ImageStore) LoadArchive(ctx context.Context, path string, progress io.W
 		if ref == "" {
 			ref = "archive:" + filepath.Base(path)
 		}
-		return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
+		return s.importImage(ctx, ref, img, compressedBlobs, progress)
 	}
 }
 
@@ -149,7 +148,7 @@ func (s *ImageStore) LoadLayout(ctx context.Context, dir string, progress io.Wri
 	if ref == "" {
 		ref = "layout:" + filepath.Base(dir)
 	}
-	return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
+	return s.importImage(ctx, ref, img, compressedBlobs, progress)
 }
 
 // Image returns an image already in the store by the reference it was pulled or loaded as, or by
@@ -225,7 +224,7 @@ func idHex(id string) (string, error) {
 }
 
 // importImage caches img's layers, unpacks them into a root (once per image ID) and records ref.
-func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, blob func(v1.Layer) (io.ReadCloser, error), progress io.Writer) (*Image, error) {
+func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, src layerSource, progress io.Writer) (*Image, error) {
 	fail := func(err error) (*Image, error) { return nil, fmt.Errorf("pods: image %q: %w", ref, err) }
 	if err := s.makeDirs(); err != nil {
 		return fail(err)
@@ -257,38 +256,12 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 	if err != nil {
 		return fail(err)
 	}
-	if len(layers) != len(cfg.RootFS.DiffIDs) {
-		return fail(fmt.Errorf("%w: %d layers but %d diff ids", ErrHostileLayer, len(layers), len(cfg.RootFS.DiffIDs)))
+	if err := s.fetchLayers(ctx, ref, layers, cfg.RootFS.DiffIDs, src, progress); err != nil {
+		return fail(err)
 	}
 	diffIDs := make([]string, len(layers))
-	var missing []int
-	var total int64
-	for i, l := range layers {
-		diffIDs[i] = cfg.RootFS.DiffIDs[i].String()
-		if cfg.RootFS.DiffIDs[i].Algorithm != "sha256" {
-			return fail(fmt.Errorf("%w: diff id %s", ErrHostileLayer, diffIDs[i]))
-		}
-		if _, err := os.Stat(s.layerPath(cfg.RootFS.DiffIDs[i])); err == nil {
-			continue
-		}
-		missing = append(missing, i)
-		if n, err := l.Size(); err == nil {
-			total += n
-		}
-	}
-
-	// Fetch the missing layers.
-	if len(missing) > 0 {
-		bar := newProgress(progress, total, "pulling "+ref)
-		for _, i := range missing {
-			if err := ctx.Err(); err != nil {
-				return fail(err)
-			}
-			if err := s.fetchLayer(layers[i], cfg.RootFS.DiffIDs[i], blob, bar); err != nil {
-				return fail(err)
-			}
-		}
-		bar.finish()
+	for i, d := range cfg.RootFS.DiffIDs {
+		diffIDs[i] = d.String()
 	}
 
 	// Unpack.
@@ -321,10 +294,6 @@ func (s *ImageStore) makeDirs() error {
 	return nil
 }
 
-func (s *ImageStore) layerPath(diffID v1.Hash) string {
-	return filepath.Join(s.Dir, "layers", diffID.Hex)
-}
-
 func (s *ImageStore) tempDir(purpose string) (string, error) {
 	if err := s.makeDirs(); err != nil {
 		return "", fmt.Errorf("pods: %w", err)
@@ -334,132 +303,6 @@ func (s *ImageStore) tempDir(purpose string) (string, error) {
 		return "", fmt.Errorf("pods: %w", err)
 	}
 	return d, nil
-}
-
-// fetchLayer copies one layer blob into the cache (temp file, fsync, rename).
-func (s *ImageStore) fetchLayer(l v1.Layer, diffID v1.Hash, blob func(v1.Layer) (io.ReadCloser, error), bar *progress) error {
-	rc, err := blob(l)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Join(s.Dir, "tmp"), "layer-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	limit := s.maxBytes() + 1
-	n, err := io.Copy(io.MultiWriter(tmp, bar), io.LimitReader(rc, limit))
-	if err == nil && n >= limit {
-		err = fmt.Errorf("%w: layer %s larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
-	}
-	if err == nil {
-		err = rc.Close() // remote layers verify their digest here
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	return os.Rename(tmp.Name(), s.layerPath(diffID))
-}
-
-func (s *ImageStore) maxBytes() int64 {
-	if s.MaxImageBytes > 0 {
-		return s.MaxImageBytes
-	}
-	return defaultMaxImageBytes
-}
-
-// unpack applies the cached layers to a fresh root in Dir/tmp and renames it into place only when
-// every layer was applied and matched its DiffID.
-func (s *ImageStore) unpack(ctx context.Context, id string, diffIDs []v1.Hash, progress io.Writer) error {
-	hexID, err := idHex(id)
-	if err != nil {
-		return err
-	}
-	tmp, err := s.tempDir("root")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	root := filepath.Join(tmp, "root")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		return err
-	}
-	u, err := newUnpacker(root, s.maxBytes())
-	if err != nil {
-		return err
-	}
-	defer u.Close()
-	var total int64
-	for _, d := range diffIDs {
-		if st, err := os.Stat(s.layerPath(d)); err == nil {
-			total += st.Size()
-		}
-	}
-	bar := newProgress(progress, total, "unpacking")
-	for _, d := range diffIDs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := s.applyCachedLayer(u, d, bar); err != nil {
-			if errors.Is(err, ErrHostileLayer) {
-				// Do not keep a refused layer around.
-				_ = os.Remove(s.layerPath(d))
-			}
-			return err
-		}
-	}
-	if err := u.addMountPoints(); err != nil {
-		return err
-	}
-	bar.finish()
-	if err := atomicfile.SyncDir(root); err != nil {
-		return err
-	}
-	final := filepath.Join(s.Dir, "roots", hexID)
-	if err := os.Rename(root, final); err != nil {
-		if st, serr := os.Stat(final); serr == nil && st.IsDir() {
-			return nil // unpacked meanwhile by someone else
-		}
-		return err
-	}
-	return atomicfile.SyncDir(filepath.Join(s.Dir, "roots"))
-}
-
-func (s *ImageStore) applyCachedLayer(u *unpacker, diffID v1.Hash, bar *progress) error {
-	f, err := os.Open(s.layerPath(diffID))
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	defer f.Close()
-	r, err := decompress(io.TeeReader(f, bar))
-	if err != nil {
-		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
-	}
-	defer r.Close()
-	h := sha256.New()
-	limited := &io.LimitedReader{R: r, N: s.maxBytes() + 1<<20}
-	tee := io.TeeReader(limited, h)
-	if err := u.applyLayer(tee); err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	// Hash what follows the tar's end marker too: the DiffID covers the whole stream.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
-	}
-	if limited.N <= 0 {
-		return fmt.Errorf("%w: layer %s: larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-		return fmt.Errorf("%w: layer %s: content has digest sha256:%s", ErrHostileLayer, diffID, got)
-	}
-	return nil
 }
 
 func (s *ImageStore) recordRef(ref, id string) error {

@@ -69,6 +69,9 @@ func (u *unpacker) applyLayer(r io.Reader) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
+		if errors.Is(err, ErrHostileLayer) || isCanceled(err) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%w: read tar: %w", ErrHostileLayer, err)
 		}
