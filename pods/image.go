@@ -1,11 +1,9 @@
 package pods
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,13 +14,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/onionpod/onionpod/internal/genvalue"
 )
@@ -93,62 +90,12 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 	if err != nil {
 		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
+	unlock, err := s.lock(ctx, false)
+	if err != nil {
+		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
+	}
+	defer unlock()
 	return s.importImage(ctx, r.Name(), img, compressedBlobs, progress)
-}
-
-// LoadArchive loads an image from a `docker save` tarball or an OCI image archive (a tar of an
-// OCI layout). The first image in the archive is used.
-func (s *ImageStore) LoadArchive(ctx context.Context, path string, progress io.Writer) (*Image, error) {
-	kind, tags, err := archiveKind(path)
-	if err != nil {
-		return nil, fmt.Errorf("pods: load %s: %w", path, err)
-	}
-	switch kind {
-	case "docker":
-		var tag *name.Tag
-		ref := "archive:" + filepath.Base(path)
-		if len(tags) > 0 {
-			if t, err := name.NewTag(tags[0]); err == nil {
-				tag, ref = &t, t.Name()
-			}
-		}
-		img, err := tarball.ImageFromPath(path, tag)
-		if err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w: %w", path, ErrBadInput, err)
-		}
-		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
-		// form would gzip them just to hash them.
-		return s.importImage(ctx, ref, img, uncompressedBlobs, progress)
-	default:
-		dir, err := s.tempDir("archive")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		if err := extractLayout(path, dir); err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w", path, err)
-		}
-		img, ref, err := imageFromLayout(dir)
-		if err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w", path, err)
-		}
-		if ref == "" {
-			ref = "archive:" + filepath.Base(path)
-		}
-		return s.importImage(ctx, ref, img, compressedBlobs, progress)
-	}
-}
-
-// LoadLayout loads the first image of an OCI layout directory.
-func (s *ImageStore) LoadLayout(ctx context.Context, dir string, progress io.Writer) (*Image, error) {
-	img, ref, err := imageFromLayout(dir)
-	if err != nil {
-		return nil, fmt.Errorf("pods: load layout %s: %w", dir, err)
-	}
-	if ref == "" {
-		ref = "layout:" + filepath.Base(dir)
-	}
-	return s.importImage(ctx, ref, img, compressedBlobs, progress)
 }
 
 // Image returns an image already in the store by the reference it was pulled or loaded as, or by
@@ -171,6 +118,10 @@ func (s *ImageStore) Image(ref string) (*Image, error) {
 	}
 	if img == nil {
 		return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
+	}
+	hexID, _ := idHex(img.Digest)
+	if st, err := os.Stat(filepath.Join(s.Dir, "images", hexID+".json")); err == nil && time.Since(st.ModTime()) > time.Minute {
+		s.touch(hexID) // LastUsed, to the minute
 	}
 	return img, nil
 }
@@ -249,6 +200,8 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		if err != nil {
 			return fail(err)
 		}
+		hexID, _ := idHex(id)
+		s.touch(hexID) // used now: a prune already waiting keeps it
 		return done, nil
 	}
 
@@ -351,151 +304,6 @@ func (c ImageConfig) check() error {
 		return genvalue.Path("image config WorkingDir", c.WorkingDir)
 	}
 	return nil
-}
-
-// archiveKind tells a `docker save` tarball ("docker", with its tags) from an OCI archive ("oci").
-func archiveKind(path string) (string, []string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	oci := false
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return "", nil, fmt.Errorf("%w: not a tar archive: %w", ErrBadInput, err)
-		}
-		switch strings.TrimPrefix(hdr.Name, "./") {
-		case "manifest.json":
-			var m []struct{ RepoTags []string }
-			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil || len(m) == 0 {
-				return "", nil, fmt.Errorf("%w: bad manifest.json", ErrBadInput)
-			}
-			return "docker", m[0].RepoTags, nil
-		case "oci-layout":
-			oci = true
-		}
-	}
-	if oci {
-		return "oci", nil, nil
-	}
-	return "", nil, fmt.Errorf("%w: neither a docker save tarball nor an OCI archive", ErrBadInput)
-}
-
-// extractLayout extracts the files of an OCI layout (oci-layout, index.json, blobs/ALG/HEX) from
-// an archive into dir. Anything else in the archive is ignored.
-func extractLayout(path, dir string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrBadInput, err)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			continue
-		}
-		name := strings.TrimPrefix(hdr.Name, "./")
-		parts := strings.Split(name, "/")
-		ok := name == "oci-layout" || name == "index.json" ||
-			len(parts) == 3 && parts[0] == "blobs" && isHexName(parts[1]) && isHexName(parts[2])
-		if !ok {
-			continue
-		}
-		target := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
-			return err
-		}
-		out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(out, io.LimitReader(tr, hdr.Size))
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// isHexName accepts the algorithm and hex parts of a blob path: lowercase letters and digits.
-func isHexName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// imageFromLayout picks the first image of an OCI layout (for a nested index, the one for this
-// platform) and the reference its index annotates, if any.
-func imageFromLayout(dir string) (v1.Image, string, error) {
-	idx, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-	}
-	return firstImage(idx, 0)
-}
-
-func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
-	if depth > 3 {
-		return nil, "", fmt.Errorf("%w: nested indexes too deep", ErrBadInput)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-	}
-	for _, d := range m.Manifests {
-		ref := d.Annotations["io.containerd.image.name"]
-		if ref == "" {
-			ref = d.Annotations["org.opencontainers.image.ref.name"]
-			if ref != "" && !strings.ContainsAny(ref, ":/@") {
-				ref = "" // a bare tag, not a reference
-			}
-		}
-		switch {
-		case d.MediaType.IsImage():
-			if d.Platform != nil && (d.Platform.OS != "linux" || d.Platform.Architecture != runtime.GOARCH) {
-				continue
-			}
-			img, err := idx.Image(d.Digest)
-			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-			}
-			return img, ref, nil
-		case d.MediaType.IsIndex():
-			child, err := idx.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-			}
-			img, childRef, err := firstImage(child, depth+1)
-			if err == nil {
-				if ref == "" {
-					ref = childRef
-				}
-				return img, ref, nil
-			}
-		}
-	}
-	return nil, "", fmt.Errorf("%w: no linux/%s image in the index", ErrBadInput, runtime.GOARCH)
 }
 
 // CheckRef checks the syntax of a registry reference ("registry.example/blog:1", "busybox",

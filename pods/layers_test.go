@@ -3,11 +3,18 @@ package pods
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -127,5 +134,77 @@ func TestLayerCountBounded(t *testing.T) {
 	writeDockerArchive(t, archive, "example.com/many:2", smallImage(t, layers[:128]...))
 	if _, err := store.LoadArchive(ctx, archive, nil); err != nil {
 		t.Fatalf("128 layers: %v", err)
+	}
+}
+
+// A prune while a pull is half-way (its first layer cached, the second one stalled in the
+// registry) waits for the pull instead of removing its layer, and the image it then loads is
+// kept by a prune that was already waiting.
+func TestPruneDuringLoad(t *testing.T) {
+	ctx := context.Background()
+	img := busyboxImage(t, tarOf(t, entry{name: "www/late.html", body: "late"}))
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled, err := layers[1].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+stalled.String()) {
+			once.Do(func() { close(reached) })
+			<-release
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/late:1"
+	push(t, ref, img)
+
+	store := &ImageStore{Dir: t.TempDir()}
+	pulled := make(chan error, 1)
+	go func() {
+		_, err := store.Pull(ctx, ref, nil)
+		pulled <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-pulled:
+		t.Fatalf("pull ended before the stalled layer: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pull never asked for its second layer")
+	}
+	if n := dirNames(t, filepath.Join(store.Dir, "layers")); len(n) != 1 {
+		t.Fatalf("layers while the second one is stalled: %v", n)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = store.Prune(short, nil)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Prune during a pull = %v, want it to wait (the context's error)", err)
+	}
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := store.Prune(ctx, nil)
+		waiting <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the prune is waiting now
+	close(release)
+	if err := <-pulled; err != nil {
+		t.Fatalf("pull with a prune around: %v", err)
+	}
+	if err := <-waiting; err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Image(ref)
+	if err != nil {
+		t.Fatalf("the image loaded while a prune waited is gone: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(got.Root, "www/late.html")); err != nil || string(b) != "late" {
+		t.Errorf("late.html = %q, %v", b, err)
 	}
 }
