@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// within runs f and fails the test when it has not returned after d (a hang).
-func within(t *testing.T, d time.Duration, what string, f func() error) error {
+// returnsWithin runs f and fails the test when it has not returned after d (a hang).
+func returnsWithin(t *testing.T, d time.Duration, what string, f func() error) error {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- f() }()
@@ -46,7 +46,7 @@ func TestLocalArchiveMustBeARegularFile(t *testing.T) {
 	}
 	store := &ImageStore{Dir: filepath.Join(dir, "store")}
 	for _, p := range []string{fifo, "/dev/null", dir, link} {
-		err := within(t, 5*time.Second, "LoadArchive("+p+")", func() error {
+		err := returnsWithin(t, 5*time.Second, "LoadArchive("+p+")", func() error {
 			_, err := store.LoadArchive(ctx, p, nil)
 			return err
 		})
@@ -76,7 +76,7 @@ func TestStalledStreamAbandoned(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err = within(t, 10*time.Second, "LoadArchiveStream", func() error {
+	err = returnsWithin(t, 10*time.Second, "LoadArchiveStream", func() error {
 		_, err := store.LoadArchiveStream(ctx, pr, nil)
 		return err
 	})
@@ -211,7 +211,7 @@ func TestWriteLayoutArchiveRegularFilesOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := within(t, 5*time.Second, "WriteLayoutArchive", func() error { return WriteLayoutArchive(ctx, &buf, dir) }); err != nil {
+	if err := returnsWithin(t, 5*time.Second, "WriteLayoutArchive", func() error { return WriteLayoutArchive(ctx, &buf, dir) }); err != nil {
 		t.Fatal(err)
 	}
 	store := &ImageStore{Dir: t.TempDir()}

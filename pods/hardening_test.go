@@ -2,6 +2,7 @@ package pods
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/onionpod/onionpod/pods/podstest"
 )
@@ -31,10 +31,97 @@ func TestHardeningUnderSystemd(t *testing.T) {
 	if _, err := os.Stat(busyboxPath); err != nil {
 		t.Skipf("busybox-static needed: %v", err)
 	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skipf("go needed: %v", err)
+	}
 	work := t.TempDir()
-	env := []string{envStore + "=" + filepath.Join(work, "store")}
+	// The static server built the default way: cgo on, so dynamically linked.
+	dynBin := filepath.Join(work, "onionpod-dynamic")
+	build := exec.Command("go", "build", "-o", dynBin, "./testdata/staticserver")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the static server with cgo: %v\n%s", err, out)
+	}
+	if deps, err := binaryDeps(dynBin); err != nil || deps.Interp == "" || len(deps.Libs) == 0 {
+		t.Fatalf("the cgo build is not dynamically linked here: %+v, %v", deps, err)
+	}
+	site := filepath.Join(work, "site")
+	if err := os.MkdirAll(site, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]os.FileMode{"index.html": 0o644, "root-only.txt": 0o600}
+	for name, mode := range files {
+		if err := os.WriteFile(filepath.Join(site, name), []byte(name+"\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, target := range map[string]string{"environ": "/proc/self/environ", "passwd": "/etc/passwd"} {
+		if err := os.Symlink(target, filepath.Join(site, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := syscall.Mkfifo(filepath.Join(site, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{envStore + "=" + filepath.Join(work, "store"), envStaticBin + "=" + dynBin, envSite + "=" + site}
 	box := podstest.New(t, podstest.Options{})
 	box.RunTestInside(t, "TestInsideSecretsAndQuoting", env...)
+	box.RunTestInside(t, "TestInsideDynamicStaticSite", env...)
+}
+
+// TestInsideDynamicStaticSite runs a static site with a dynamically linked server binary: it
+// serves, through its dynamic loader, as its dynamic user, only the site's files that user may
+// read, and nothing a symlink points to outside the site (its own environment!).
+func TestInsideDynamicStaticSite(t *testing.T) {
+	store, sd := inside(t)
+	ctx := t.Context()
+	const app, netns = "dynsite", "onionpod-dynsite"
+	spec, err := store.StaticSpec(app, os.Getenv(envSite), os.Getenv(envStaticBin), 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Env = []string{secret}
+	spec.Netns = "/run/netns/" + netns
+	spec.NetUp, spec.NetDown = netCommands(netns)
+	units, err := PodUnits(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(ctx, units...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sd.Remove(context.Background(), app) })
+	st := waitRunning(t, sd, app, 0)
+	checkSandbox(t, st.MainPID, 0)
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", st.MainPID)); err != nil || !strings.Contains(exe, "ld-") {
+		t.Errorf("the server runs as %q, %v; want its dynamic loader", exe, err)
+	}
+	if got := httpGet(t, netns, "http://127.0.0.1:8080/"); got != "index.html\n" {
+		t.Errorf("GET / = %q", got)
+	}
+	value := strings.SplitN(secret, "=", 2)[1]
+	for _, p := range []string{"/root-only.txt", "/environ", "/passwd", "/fifo"} {
+		code, body := httpStatus(t, netns, "http://127.0.0.1:8080"+p)
+		if code != "404" && code != "403" || strings.Contains(body, value) || strings.Contains(body, p[1:]) {
+			t.Errorf("GET %s = %s %q, want it not served (404 or 403)", p, code, body)
+		}
+	}
+}
+
+// httpStatus GETs url in netns and returns the status code and the body.
+func httpStatus(t *testing.T, netns, url string) (string, string) {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net=/run/netns/"+netns, "curl", "-sS", "--max-time", "5",
+		"-w", "\n%{http_code}", url).Output()
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return "", ""
+	}
+	body, code, _ := strings.Cut(string(out), "\n")
+	if i := strings.LastIndex(string(out), "\n"); i >= 0 {
+		body, code = string(out[:i]), string(out[i+1:])
+	}
+	return code, body
 }
 
 // TestInsideSecretsAndQuoting runs a pod with a secret and hostile-looking values: the pod sees
@@ -131,5 +218,4 @@ func TestInsideSecretsAndQuoting(t *testing.T) {
 	if _, err := os.Stat(EnvFile(PodUnitName(app))); !os.IsNotExist(err) {
 		t.Errorf("environment file after Remove: %v", err)
 	}
-	_ = time.Second
 }

@@ -204,7 +204,12 @@ func TestServeStatic(t *testing.T) {
 	if err := os.Symlink("nowhere", filepath.Join(dir, "broken", "index.html")); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(staticHandler(dir))
+	site, err := openSite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.Close()
+	srv := httptest.NewServer(staticHandler(site))
 	defer srv.Close()
 	cases := map[string]struct {
 		code int
@@ -250,7 +255,7 @@ func TestServeStatic(t *testing.T) {
 	if err := ServeStatic(context.Background(), filepath.Join(dir, "missing"), "127.0.0.1:0"); !errors.Is(err, ErrBadInput) {
 		t.Errorf("ServeStatic(missing dir) = %v, want ErrBadInput", err)
 	}
-	if _, err := (&ImageStore{Dir: t.TempDir()}).StaticSpec("site", dir, "/bin/sh", 80); !errors.Is(err, ErrBadInput) {
-		t.Errorf("StaticSpec with a dynamic binary = %v, want ErrBadInput", err)
+	if _, err := (&ImageStore{Dir: t.TempDir()}).StaticSpec("site", dir, "/etc/passwd", 80); !errors.Is(err, ErrBadInput) {
+		t.Errorf("StaticSpec with a binary that is no ELF binary = %v, want ErrBadInput", err)
 	}
 }
