@@ -184,7 +184,7 @@ func (s *ImageStore) loadArchiveFile(ctx context.Context, f *os.File, fallbackRe
 		}
 		img, err := tarball.Image(func() (io.ReadCloser, error) { return io.NopCloser(open()), nil }, tag)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+			return nil, errkind.BadInputf("docker archive: %w", err)
 		}
 		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
 		// form would gzip them just to hash them.
@@ -372,17 +372,17 @@ func isHexName(s string) bool {
 func imageFromLayout(dir string) (v1.Image, string, error) {
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+		return nil, "", errkind.BadInputf("OCI layout: %w", err)
 	}
 	return firstImage(idx, 0)
 }
 func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
 	if depth > 3 {
-		return nil, "", fmt.Errorf("%w: nested indexes too deep", ErrBadInput)
+		return nil, "", errkind.BadInputf("OCI index: nested indexes too deep")
 	}
 	m, err := idx.IndexManifest()
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+		return nil, "", errkind.BadInputf("OCI index: %w", err)
 	}
 	for _, d := range m.Manifests {
 		ref := d.Annotations["io.containerd.image.name"]
@@ -399,13 +399,13 @@ func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
 			}
 			img, err := idx.Image(d.Digest)
 			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+				return nil, "", errkind.BadInputf("OCI image %s: %w", d.Digest, err)
 			}
 			return img, ref, nil
 		case d.MediaType.IsIndex():
 			child, err := idx.ImageIndex(d.Digest)
 			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
+				return nil, "", errkind.BadInputf("OCI index %s: %w", d.Digest, err)
 			}
 			img, childRef, err := firstImage(child, depth+1)
 			if err == nil {
@@ -416,5 +416,5 @@ func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
 			}
 		}
 	}
-	return nil, "", fmt.Errorf("%w: no linux/%s image in the index", ErrBadInput, runtime.GOARCH)
+	return nil, "", errkind.BadInputf("no linux/%s image in the index", runtime.GOARCH)
 }

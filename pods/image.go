@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
@@ -81,7 +82,7 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 	}
 	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("pods: pull %q: %w: %w", ref, ErrBadInput, err)
+		return nil, errkind.BadInputf("pods: pull %q: %w", ref, err)
 	}
 	img, err := remote.Image(r,
 		remote.WithContext(ctx),
@@ -169,7 +170,7 @@ func (s *ImageStore) cached(id, ref string) (*Image, error) {
 func idHex(id string) (string, error) {
 	h, err := v1.NewHash(id)
 	if err != nil || h.Algorithm != "sha256" {
-		return "", fmt.Errorf("pods: image id %q: %w", id, ErrBadInput)
+		return "", errkind.BadInputf("pods: image id %q: want sha256:HEX", id)
 	}
 	return h.Hex, nil
 }
@@ -310,7 +311,7 @@ func (c ImageConfig) check() error {
 // "r.example/x@sha256:..."), without contacting anything. Errors wrap ErrBadInput.
 func CheckRef(ref string) error {
 	if _, err := name.ParseReference(ref); err != nil {
-		return fmt.Errorf("pods: image %q: %w: %w", ref, ErrBadInput, err)
+		return errkind.BadInputf("pods: image %q: %w", ref, err)
 	}
 	return nil
 }

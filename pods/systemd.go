@@ -18,6 +18,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Systemd manages onionpod's units through systemd's D-Bus API. It must run in systemd's pid and
@@ -84,7 +85,7 @@ func (s *Systemd) connection(ctx context.Context) (*sddbus.Conn, error) {
 func checkUnitName(name string) error {
 	if !strings.HasPrefix(name, UnitPrefix) || !strings.HasSuffix(name, ".service") ||
 		strings.ContainsAny(name, "/ \t\n\\") || len(name) > 255 {
-		return fmt.Errorf("pods: unit %q: %w: not an onionpod service", name, ErrBadInput)
+		return errkind.BadInputf("pods: unit %q: not an onionpod service", name)
 	}
 	return nil
 }
