@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
 // returnsWithin runs f and fails the test when it has not returned after d (a hang).
@@ -227,5 +230,36 @@ func TestWriteLayoutArchiveRegularFilesOnly(t *testing.T) {
 	}
 	if err := WriteLayoutArchive(ctx, io.Discard, dir); !errors.Is(err, ErrBadInput) {
 		t.Errorf("WriteLayoutArchive with a symlinked index.json = %v, want ErrBadInput", err)
+	}
+}
+
+// An archive that names no reference loads as its ID, and records no reference.
+func TestLoadArchiveStreamWithoutReference(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(busyboxImage(t)); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteLayoutArchive(ctx, &buf, dir); err != nil {
+		t.Fatal(err)
+	}
+	store := &ImageStore{Dir: t.TempDir()}
+	img, err := store.LoadArchiveStream(ctx, &buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Ref != img.Digest {
+		t.Errorf("Ref = %q, want the ID %s", img.Ref, img.Digest)
+	}
+	if n := dirNames(t, filepath.Join(store.Dir, "refs")); len(n) != 0 {
+		t.Errorf("refs recorded: %v", n)
+	}
+	if got, err := store.Image(img.Digest); err != nil || got.Root != img.Root {
+		t.Errorf("Image(ID) = %v, %v", got, err)
 	}
 }

@@ -189,6 +189,8 @@ func TestInsideSecretsAndQuoting(t *testing.T) {
 		t.Errorf("environment file: %v, %v; want root's, 0600", fi, err)
 	} else if di, err := os.Stat(EnvDir); err != nil || di.Mode().Perm() != 0o700 {
 		t.Errorf("environment dir: %v, %v; want 0700", di, err)
+	} else if pi, err := os.Stat(filepath.Dir(EnvDir)); err != nil || pi.Mode().Perm() != 0o755 {
+		t.Errorf("%s: %v, %v; want 0755 (the config is there)", filepath.Dir(EnvDir), pi, err)
 	}
 
 	// A new secret changes only the environment file: the pod is restarted with it.

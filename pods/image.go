@@ -190,6 +190,9 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	id := cfgName.String()
+	if ref == "" { // an archive without a tag or a name annotation
+		ref = id
+	}
 	config, err := imageConfig(cfg)
 	if err != nil {
 		return fail(err)
@@ -259,7 +262,11 @@ func (s *ImageStore) tempDir(purpose string) (string, error) {
 	return d, nil
 }
 
+// recordRef records which image ref names; an image known by its ID alone needs no record.
 func (s *ImageStore) recordRef(ref, id string) error {
+	if ref == id {
+		return nil
+	}
 	ref = canonicalRef(ref)
 	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id})
 }

@@ -197,7 +197,10 @@ func writeEnvFile(file string, content []byte) (bool, error) {
 		return err == nil, err
 	}
 	dir := filepath.Dir(file)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { // /etc/onionpod: readable
+		return false, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return false, err
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
