@@ -230,6 +230,7 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 	if err := writeJSON(filepath.Join(s.Dir, "images", hexID+".json"), rec); err != nil {
 		return fail(err)
 	}
+	s.touch(hexID) // an unchanged record is not rewritten: mark it used all the same
 	if err := s.recordRef(ref, id); err != nil {
 		return fail(err)
 	}
