@@ -123,9 +123,10 @@ func (m *Manager) currentLease(ctx context.Context, a Attachment) (*lease, error
 		return nil, err
 	}
 	rec := m.recoverLease(a.App)
-	if rec == nil || !m.reusable(ctx, rec, a) {
+	if rec == nil || !m.same(rec, a) || !podLinkReady(rec) {
 		return nil, nil
 	}
+	// Stored before Attach looks at the host side (the shim stays while a LAN lease is on disk).
 	saved, err := m.hold(ctx, rec) // keeps rec's ULA, unless another lease holds it now
 	if err == nil {
 		err = saved()

@@ -13,6 +13,15 @@
 // changed under cross-process locks (lock.go), read afresh by every call, and followed by Watch.
 // Attach, Check and Detach are idempotent; a failed Attach leaves nothing behind; Detach does not
 // wait for the kernel to tear links down.
+//
+// Every pod's namespace holds a small nftables ruleset of its own (firewall.go), which the pod
+// (without CAP_NET_ADMIN) cannot change: its published ports answer on its LAN addresses exactly
+// as on its .onion (PUBLIC is redirected to TARGET), only those ports are open from the LAN, and
+// the pod opens no connection to the host (tor connects in; replies flow).
+//
+// A damaged lease file (damaged.go) is an error of its app alone: other apps attach, detach and
+// boot as usual, and the app's next Attach or Detach sets the file aside (DamagedLeases lists
+// it) and starts afresh, keeping the pod's addresses when its namespace still shows them.
 package network
 
 import (
