@@ -125,7 +125,7 @@ func (m *Manager) createPod(l *lease, ports []PortMap) (*netlink.Handle, error) 
 	if err := netnsfile.Create(l.Netns, setupPod(l.OnionOnly, &podH)); err != nil {
 		return nil, err
 	}
-	if err := applyFirewall(l.Netns, m.firewallFor(l, ports)); err != nil {
+	if err := applyFirewall(l.Netns, m.firewallFor(l, ports), false); err != nil {
 		podH.Close()
 		return nil, err
 	}
