@@ -53,10 +53,16 @@ func (l *lease) mac() net.HardwareAddr {
 	return mac
 }
 
+// stored is a copy of the fields the file holds, without Sum; it never reads cniStarted, which
+// the attach in progress writes while the lease is being saved.
+func (l *lease) stored() lease {
+	return lease{Version: l.Version, App: l.App, MAC: l.MAC, ULA: l.ULA, OnionOnly: l.OnionOnly,
+		IPv4: l.IPv4, Uplink: l.Uplink, Netns: l.Netns, Conflist: l.Conflist}
+}
+
 // checksum is what Sum must be.
 func (l *lease) checksum() string {
-	c := *l
-	c.Sum = ""
+	c := l.stored()
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return "" // a Conflist that is not JSON: never matches a stored sum
@@ -284,7 +290,7 @@ func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
 
 // save stores l (with its checksum) in place of app's lease file.
 func (s leaseStore) save(l *lease) error {
-	c := *l
+	c := l.stored()
 	c.Sum = c.checksum()
 	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {

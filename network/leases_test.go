@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -224,5 +225,29 @@ func TestLeaseWithoutChecksum(t *testing.T) {
 		if _, err := parseLease("hidden", b); !errors.Is(err, ErrDamagedLease) {
 			t.Errorf("%s: %v, want ErrDamagedLease", name, err)
 		}
+	}
+}
+
+// stored copies every field a lease file holds (all exported ones but Sum): a field added to the
+// lease and forgotten there would be dropped by save and left out of the checksum.
+func TestStoredKeepsEveryField(t *testing.T) {
+	l := &lease{Version: 1, App: "a", MAC: "m", ULA: netip.MustParseAddr("fd00::2"), OnionOnly: true, IPv4: true,
+		Uplink: "u", Netns: "/n", Conflist: json.RawMessage(`{}`), Sum: "s"}
+	v := reflect.ValueOf(*l)
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); f.IsExported() && f.Name != "Sum" && v.Field(i).IsZero() {
+			t.Fatalf("the test does not set %s", f.Name)
+		}
+	}
+	got := l.stored()
+	g := reflect.ValueOf(got)
+	for i := range g.NumField() {
+		f := g.Type().Field(i)
+		if f.IsExported() && f.Name != "Sum" && !reflect.DeepEqual(g.Field(i).Interface(), v.Field(i).Interface()) {
+			t.Errorf("stored drops %s", f.Name)
+		}
+	}
+	if got.Sum != "" {
+		t.Error("stored keeps Sum")
 	}
 }
