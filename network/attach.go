@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/onionpod/onionpod/internal/genvalue"
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // undoTimeout bounds the cleanup of a failed attach, which runs even if the caller's context is done.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network/nettest"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // A damaged lease file (cut short by a full disk, garbled by a bad sector or a slip of an editor)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // Detach removes app's network: the namespace, the links, the ULA lease, the DHCP lease (CNI DEL).

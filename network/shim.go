@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // A macvlan master cannot talk to its own macvlan children, so the host reaches LAN pods through
