@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/onionpod/onionpod/e2e/lab"
+	"github.com/onionpod/onionpod/internal/lab"
 )
 
 // TestEveryPrintedAddressAnswers: the addresses `expose` and `status` print are what users type,
