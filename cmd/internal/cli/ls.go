@@ -77,6 +77,9 @@ func onionURL(a api.AppStatus) string {
 }
 
 func source(a api.AppStatus) string {
+	if held(a) {
+		return "(record " + a.State + ": see onionpod status " + a.App.Name + ")"
+	}
 	if a.App.Static != "" {
 		return "static:" + a.App.Static
 	}

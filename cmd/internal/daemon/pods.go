@@ -14,6 +14,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -75,7 +76,8 @@ func (b *podBuilder) remember(path, id string) error {
 	if err != nil {
 		return err
 	}
-	return store.WriteFileAtomic(b.indexPath(), data, 0o600)
+	_, err = atomicfile.WriteFile(b.indexPath(), data, 0o600)
+	return err
 }
 
 // LocalImage reports whether an app's image is a file or directory on this box rather than a

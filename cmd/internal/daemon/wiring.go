@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
-	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/onion"
 	"github.com/onionpod/onionpod/pods"
@@ -263,13 +263,11 @@ func tsigKeys(cfg *configs.Config) ([]dns.TSIGKey, error) {
 	return keys, nil
 }
 
-// writeIfChanged writes data atomically unless the file already holds it; it reports a change.
+// writeIfChanged writes data atomically (mode 0600) unless the file already holds it; it reports
+// a change.
 func writeIfChanged(path string, data []byte) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && string(old) == string(data) {
-		return false, nil
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return false, err
 	}
-	return true, store.WriteFileAtomic(path, data, 0o600)
+	return atomicfile.WriteFile(path, data, 0o600)
 }
