@@ -322,3 +322,28 @@ func curlAs(t *testing.T, uid uint32, sock, method, path string, extra ...string
 	out, _ := cmd.Output()
 	return strings.TrimSpace(string(out))
 }
+
+// TestFailingAppBacksOff: an app whose image cannot be fetched is not tried again on every pass:
+// it waits out its backoff (the status says when), and a change of the app retries at once.
+func TestFailingAppBacksOff(t *testing.T) { inBox(t, "TestInsideBackoff") }
+
+func TestInsideBackoff(t *testing.T) {
+	r := newRig(t)
+	out, errOut, code := r.onionpod("run", "flaky", "--image", "127.0.0.1:1/nothing:1", "--port", "80", "--timeout", "30s")
+	if code != 1 || !strings.Contains(errOut, "127.0.0.1:1") {
+		t.Fatalf("run with an unreachable registry: exit %d, want 1 naming the image\n%s%s", code, out, errOut)
+	}
+	st := r.status("flaky")
+	if st.State != api.StateFailed || st.RetryAt.IsZero() {
+		t.Fatalf("flaky is %s, retry at %v", st.State, st.RetryAt)
+	}
+	r.sync()
+	r.sync()
+	if st := r.status("flaky"); len(st.Steps) != 0 || st.State != api.StateFailed {
+		t.Errorf("passes within the backoff tried flaky again: %s, steps %+v", st.State, st.Steps)
+	}
+	if out := r.must("status", "flaky"); !strings.Contains(out, "retry:") {
+		t.Errorf("status does not say when flaky is retried:\n%s", out)
+	}
+	r.must("run", "flaky", "--image", r.image("flaky", "flaky\n"), "--timeout", "1m")
+}

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -11,6 +14,9 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // apiOnly is a daemon with a store but no parts, serving its LocalAPI on a unix socket: enough
@@ -97,6 +103,30 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not %s after 10 s", what)
+		}
+	}
+}
+
+// TestStatusCodes: the HTTP status of an error is decided by its errkind kind alone, whichever
+// package the error comes from.
+func TestStatusCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{names.App("Bad_Name"), http.StatusBadRequest},
+		{fmt.Errorf("pods: %w", pods.ErrBadInput), http.StatusBadRequest},
+		{configs.ErrInvalid, http.StatusBadRequest},
+		{errkind.NotFoundf("store: app %q: no such app", "x"), http.StatusNotFound},
+		{fmt.Errorf("wrapped: %w", errkind.Conflictf("changed")), http.StatusConflict},
+		{&http.MaxBytesError{Limit: 10}, http.StatusRequestEntityTooLarge},
+		{errors.New("disk on fire"), http.StatusInternalServerError},
+	}
+	for _, c := range cases {
+		w := httptest.NewRecorder()
+		fail(w, c.err)
+		if w.Code != c.want {
+			t.Errorf("%v: %d, want %d", c.err, w.Code, c.want)
 		}
 	}
 }
