@@ -120,6 +120,14 @@ type DaemonStatus struct {
 	ConfigErr string    `json:"config_error,omitempty"`
 }
 
+// ImageInfo is what an image archive sent to the daemon (POST /v1/images) loaded as: its ID
+// ("sha256:..."), which an app's record then names as its image, and the reference the archive
+// gave it.
+type ImageInfo struct {
+	ID  string `json:"id"`
+	Ref string `json:"ref,omitempty"`
+}
+
 // WaitFor names what `wait` waits for.
 const (
 	WaitRunning   = "running"   // the pod runs, onion added, DNS published

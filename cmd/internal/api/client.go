@@ -56,7 +56,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd = b
+	default:
 		data, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)
@@ -120,6 +124,14 @@ func (c *Client) App(ctx context.Context, name string) (AppStatus, error) {
 func (c *Client) Put(ctx context.Context, app store.App) (AppStatus, error) {
 	var out AppStatus
 	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), nil, app, &out)
+}
+
+// LoadImage sends an image archive (a `docker save` tarball or an OCI archive, read by the
+// caller as the user who named it) to the daemon, which loads it into its image store. The
+// returned ID is what an app's record names as its image.
+func (c *Client) LoadImage(ctx context.Context, archive io.Reader) (ImageInfo, error) {
+	var out ImageInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, &out)
 }
 
 // Start asks for a stopped app to run again; the status carries the new generation.

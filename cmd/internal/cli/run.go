@@ -30,6 +30,9 @@ type appFlags struct {
 	OnionOnly bool
 	IPv4      bool
 	Timeout   time.Duration
+
+	localImage string        // --image names this local archive or layout (absolute)
+	sent       api.ImageInfo // what the daemon loaded it as, once sent
 }
 
 func (f *appFlags) register(cmd *cobra.Command) {
@@ -53,11 +56,15 @@ func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 		return &usageError{err: errors.New("give --image or --static, not both"), cmdPath: cmd.CommandPath()}
 	}
 	if changed("image") {
-		ref, err := imageRef(f.Image)
+		ref, local, err := imageRef(f.Image)
 		if err != nil {
 			return err
 		}
-		app.Image, app.Static = ref, ""
+		app.Image, app.Source, app.Static = ref, "", ""
+		if local {
+			f.localImage = ref
+			app.Image, app.Source = f.sent.ID, ref // empty until sent (see submit)
+		}
 	}
 	if changed("static") {
 		dir, err := filepath.Abs(f.Static)
@@ -114,26 +121,39 @@ func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 	return nil
 }
 
-// imageRef makes a local archive or layout path absolute (the daemon resolves it, not the
-// shell's working directory); anything else is a registry reference.
-func imageRef(ref string) (string, error) {
+// imageRef tells a local archive or layout (local: its absolute path, checked to be readable
+// here, by this user) from a registry reference (checked for syntax).
+func imageRef(ref string) (_ string, local bool, _ error) {
 	if ref == "" || strings.ContainsAny(ref, " \t\n") {
-		return "", errkind.BadInputf("%q is not an image reference", ref)
+		return "", false, errkind.BadInputf("%q is not an image reference", ref)
 	}
-	if strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") {
+	_, statErr := os.Stat(ref)
+	if strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, "./") || strings.HasPrefix(ref, "../") ||
+		statErr == nil && strings.ContainsAny(ref, "/.") && !strings.Contains(ref, ":") {
 		abs, err := filepath.Abs(ref)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
-		if _, err := os.Stat(abs); err != nil {
-			return "", errkind.BadInputf("image %s: %w", ref, err)
-		}
-		return abs, nil
+		return abs, true, checkLocalImage(abs)
 	}
-	if _, err := os.Stat(ref); err == nil && strings.ContainsAny(ref, "/.") && !strings.Contains(ref, ":") {
-		return filepath.Abs(ref)
+	return ref, false, pods.CheckRef(ref)
+}
+
+// checkLocalImage checks that this user can read the local image at path (an archive, or a
+// layout directory's index.json), the way it is read when sent.
+func checkLocalImage(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return errkind.BadInputf("image %s: %w", path, err)
 	}
-	return ref, pods.CheckRef(ref)
+	if st.IsDir() {
+		path = filepath.Join(path, "index.json")
+	}
+	f, err := openArchive(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 type runOptions struct {
@@ -210,6 +230,11 @@ func submit(cmd *cobra.Command, env *Env, name string, flags *appFlags, adjust f
 		return submitted{}, err
 	}
 	client := env.Client(cfg)
+	if flags.localImage != "" {
+		if flags.sent, err = sendImage(ctx, client, flags.localImage); err != nil {
+			return submitted{}, err
+		}
+	}
 	prefetched := false
 	start := time.Now()
 	st, err := update(ctx, client, name, func(app *store.App, exists bool) error {

@@ -45,12 +45,13 @@ func (r retries) due(apps []store.App, now time.Time) map[string]reconcile.Retry
 }
 
 // record counts a pass's outcome: a failure pushes the app's next attempt back, a success
-// forgets its backoff. Apps that only waited are left as they were.
+// forgets its backoff. Apps that only waited (for their retry, or for their image) are left as
+// they were.
 func (r retries) record(apps []store.App, res reconcile.Result, now time.Time) {
 	for _, a := range apps {
 		ar := res.Apps[a.Name]
 		switch {
-		case ar == nil || ar.Retrying:
+		case ar == nil || ar.Retrying || ar.Fetching:
 		case ar.Err == nil:
 			delete(r, a.Name)
 		default:

@@ -56,6 +56,7 @@ type Daemon struct {
 	maxWait   time.Duration
 	waits     *perUID
 	followers *perUID
+	uploads   *perUID
 	handlers  gate
 
 	passMu     sync.Mutex // one pass or status refresh at a time
@@ -99,6 +100,7 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 		maxWait:   maxWaitTimeout,
 		waits:     newPerUID("waits", maxWaitsPerUID),
 		followers: newPerUID("log followers", maxFollowersPerUID),
+		uploads:   newPerUID("image uploads", maxUploadsPerUID),
 		retries:   retries{},
 		statuses:  map[string]api.AppStatus{},
 		changed:   make(chan struct{}),
@@ -118,6 +120,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
+		_, err := p.images.Pull(ctx, ref, io.Discard)
+		return err
+	}, wg.Go, func(app string) { d.trigger("image of " + app + " fetched") })
 	if err := d.startServices(ctx, &wg); err != nil {
 		return err
 	}
@@ -301,10 +307,11 @@ func heldWhy(h *store.Held) string {
 	return fmt.Sprint(h.Err)
 }
 
-// putApp stores a new or changed record. app.Generation is the generation the change is based
-// on (0: a new app): when the record has changed meanwhile, the change is refused (Conflict)
-// and nothing is written. The record gets the next generation.
-func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, error) {
+// putApp stores a new or changed record for who. app.Generation is the generation the change is
+// based on (0: a new app): when the record has changed meanwhile, the change is refused
+// (Conflict) and nothing is written. The record gets the next generation. A new static
+// directory must be one who may read (checkStaticSite).
+func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppStatus, error) {
 	now := time.Now().UTC()
 	err := d.store.Update(ctx, func(tx *store.Tx) error {
 		old, err := tx.Get(app.Name)
@@ -326,6 +333,11 @@ func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, erro
 		}
 		if app.Generation != old.Generation {
 			return errkind.Conflictf("daemon: app %q changed since it was read (generation %d, now %d): read it again", app.Name, app.Generation, old.Generation)
+		}
+		if app.Static != "" && app.Static != old.Static {
+			if err := checkStaticSite(app.Static, who, []string{d.cfg.StateDir}); err != nil {
+				return err
+			}
 		}
 		app.Generation = old.Generation + 1
 		app.Created, app.Updated = old.Created, now

@@ -2,7 +2,9 @@ package daemon_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +28,7 @@ func TestInsideDaemon(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
 	client := r.client
-	img := r.image("web", "web\n")
+	img := r.upload(r.image("web", "web\n"))
 	web := store.App{Name: "web", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
 	put, err := client.Put(ctx, web)
 	if err != nil {
@@ -346,4 +348,89 @@ func TestInsideBackoff(t *testing.T) {
 		t.Errorf("status does not say when flaky is retried:\n%s", out)
 	}
 	r.must("run", "flaky", "--image", r.image("flaky", "flaky\n"), "--timeout", "1m")
+}
+
+// TestDaemonOpensNothingAUserNames: the root daemon never opens an image path a user names (the
+// CLI opens it, as that user, and sends it): a FIFO is refused at once and holds nothing; a
+// group member cannot publish a root-only archive, nor a directory it cannot read as a static
+// site; onionpod's own state is never a static site.
+func TestDaemonOpensNothingAUserNames(t *testing.T) { inBox(t, "TestInsideNoUserPath") }
+
+func TestInsideNoUserPath(t *testing.T) {
+	r := newRigWith(t, "nogroup")
+	os.Chmod(r.cfgPath, 0o644) // the group member reads the config (its TSIG secret is the rig's own)
+	web := r.image("web", "web\n")
+	fifo := filepath.Join(r.dir, "fifo.tar")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := r.onionpod("run", "fifo", "--image", fifo, "--port", "80", "--timeout", "10s")
+	if code != 2 || !strings.Contains(errOut, "not a regular file") {
+		t.Errorf("run with a FIFO as the image: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	r.must("run", "web", "--image", web, "--port", "80", "--timeout", "1m")
+
+	secret := filepath.Join(r.dir, "secret.tar")
+	copyFile(t, web, secret, 0o600)
+	private := filepath.Join(r.dir, "private")
+	public := filepath.Join(r.dir, "public")
+	for dir, mode := range map[string]os.FileMode{private: 0o700, public: 0o755} {
+		os.Mkdir(dir, mode)
+		os.WriteFile(filepath.Join(dir, "index.html"), []byte(dir+"\n"), 0o644)
+	}
+	const nobody = 65534
+	code, out, errOut = r.onionpodAs(nobody, "run", "stolen", "--image", secret, "--port", "80", "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "permission denied") {
+		t.Errorf("a group member's run with a root-only archive: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = r.onionpodAs(nobody, "run", "peek", "--static", private, "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "may not read") {
+		t.Errorf("a group member's run with a directory only root reads: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	for _, app := range []string{"stolen", "peek"} {
+		if _, err := r.client.App(t.Context(), app); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("%s was created: %v", app, err)
+		}
+	}
+	if code, out, errOut := r.onionpodAs(nobody, "run", "shared", "--static", public, "--timeout", "1m"); code != 0 {
+		t.Errorf("a group member's run with its readable directory: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = r.onionpod("run", "own", "--static", filepath.Join(r.cfg.StateDir, "apps"), "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "onionpod's own state") {
+		t.Errorf("run with onionpod's state as the site: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+}
+
+// TestStalledFetchHoldsNothing: a registry that accepts connections and never answers stalls one
+// app's fetch, in the background: the app says so, and another app still starts at once.
+func TestStalledFetchHoldsNothing(t *testing.T) { inBox(t, "TestInsideStalledFetch") }
+
+func TestInsideStalledFetch(t *testing.T) {
+	r := newRig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never answered
+		}
+	}()
+	ref := ln.Addr().String() + "/stalled:1"
+	out, errOut, code := r.onionpod("run", "stalled", "--image", ref, "--port", "80", "--timeout", "5s")
+	if code != 1 {
+		t.Errorf("run with a stalled registry: exit %d, want 1 (not running after 5 s)\n%s%s", code, out, errOut)
+	}
+	if st := r.status("stalled"); st.State != api.StateStarting || !strings.Contains(st.LastError, "fetching") {
+		t.Errorf("stalled is %s (%s), want starting, fetching", st.State, st.LastError)
+	}
+	r.must("run", "quick", "--image", r.image("quick", "quick\n"), "--port", "80", "--timeout", "1m")
+	if st := r.status("stalled"); st.State != api.StateStarting {
+		t.Errorf("stalled is %s (%s)", st.State, st.LastError)
+	}
 }

@@ -17,6 +17,7 @@ import (
 const (
 	maxWaitsPerUID     = 16
 	maxFollowersPerUID = 4
+	maxUploadsPerUID   = 2
 	maxWaitTimeout     = 10 * time.Minute
 	maxBodyBytes       = 1 << 20
 )
@@ -110,10 +111,14 @@ func (l *perUID) limited(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// bodyLimit bounds every request body to n bytes (http.MaxBytesReader: reading past it fails,
-// and the answer is 413).
-func bodyLimit(n int64, h http.Handler) http.Handler {
+// bodyLimit bounds every request body (http.MaxBytesReader: reading past it fails, and the
+// answer is 413): an image archive to maxUploadBytes, anything else to maxBodyBytes.
+func bodyLimit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int64(maxBodyBytes)
+		if r.URL.Path == "/v1/images" {
+			n = maxUploadBytes
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 		h.ServeHTTP(w, r)
 	})

@@ -279,6 +279,9 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	if r != nil && r.Err != nil {
 		return api.StateFailed, r.Err.Error()
 	}
+	if r != nil && r.Fetching {
+		return api.StateStarting, "fetching the image " + app.Image + " in the background"
+	}
 	if st.Unit.ActiveState == "failed" {
 		return api.StateFailed, "the pod's unit failed: see onionpod logs " + app.Name
 	}

@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +44,10 @@ func inBox(t *testing.T, inside string) {
 	if err := podstest.Available(); err != nil {
 		t.Skip(err)
 	}
-	bin := filepath.Join(t.TempDir(), "onionpod")
+	binDir := t.TempDir()
+	os.Chmod(binDir, 0o755) // other users run it too
+	os.Chmod(filepath.Dir(binDir), 0o755)
+	bin := filepath.Join(binDir, "onionpod")
 	build := exec.Command("go", "build", "-o", bin, "../../onionpod")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -217,6 +221,21 @@ func (r *rig) image(name, page string) string {
 	return p
 }
 
+// upload sends an image archive to the daemon, as the CLI does, and returns its ID.
+func (r *rig) upload(archive string) string {
+	r.t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := r.client.LoadImage(r.t.Context(), f)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return info.ID
+}
+
 // status is the app's status as the daemon reports it.
 func (r *rig) status(app string) api.AppStatus {
 	r.t.Helper()
@@ -320,3 +339,36 @@ func (r *rig) lastPass() time.Time {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// onionpodAs runs the CLI as uid (gid the same), and returns its exit code, stdout and stderr.
+func (r *rig) onionpodAs(uid uint32, args ...string) (code int, stdout, stderr string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(r.t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Getenv(binEnv), append([]string{"--config", r.cfgPath}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	cmd.Dir = "/"
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		r.t.Fatalf("onionpod %s: %v", strings.Join(args, " "), err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+func copyFile(t *testing.T, from, to string, perm os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, perm); err != nil {
+		t.Fatal(err)
+	}
+}

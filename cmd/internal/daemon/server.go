@@ -47,7 +47,7 @@ func (d *Daemon) handler() http.Handler {
 			fail(w, errkind.BadInputf("api: the record names app %q", app.Name))
 			return
 		}
-		st, err := d.putApp(r.Context(), app)
+		st, err := d.putApp(r.Context(), app, peerOf(r))
 		if err != nil {
 			fail(w, err)
 			return
@@ -106,11 +106,15 @@ func (d *Daemon) handler() http.Handler {
 	// curl --unix-socket.
 	mux.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/profile", rootOnly(pprof.Profile))
+	mux.HandleFunc("POST /v1/images", d.uploads.limited(func(w http.ResponseWriter, r *http.Request) {
+		info, err := d.loadImage(r.Context(), r.Body)
+		replyStatus(w, info, err)
+	}))
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})
 	})
-	return d.handlers.wrap(bodyLimit(maxBodyBytes, mux))
+	return d.handlers.wrap(bodyLimit(mux))
 }
 
 func reply(w http.ResponseWriter, v any) {

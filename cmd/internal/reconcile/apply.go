@@ -18,6 +18,10 @@ import (
 // ErrImageMissing is what Pods.Units returns when the app's image is not cached.
 var ErrImageMissing = errors.New("image not cached")
 
+// ErrFetching is what Pods.Fetch returns while the app's image is fetched in the background:
+// the app waits (its other steps come once the image is there), and the pass goes on.
+var ErrFetching = errors.New("image being fetched")
+
 // Runner carries out plans against the adapters.
 type Runner struct {
 	Keys    KeyStore
@@ -49,6 +53,8 @@ type AppResult struct {
 	Clients int            // v3 client-auth keys of its onion service
 	// Retrying: the app waits to retry after a failure (Err is that failure); nothing ran.
 	Retrying bool
+	// Fetching: the app's image is being fetched in the background; its later steps wait.
+	Fetching bool
 	key      *onion.Key
 }
 
@@ -212,7 +218,13 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	}
 	if planned(p, EnsureImage) {
 		start := time.Now()
-		if err := r.Pods.Fetch(ctx, app); err != nil {
+		err := r.Pods.Fetch(ctx, app)
+		if errors.Is(err, ErrFetching) {
+			out.Fetching = true
+			out.note(EnsureImage, time.Since(start), nil)
+			return
+		}
+		if err != nil {
 			out.record(EnsureImage, time.Since(start), err)
 			return
 		}

@@ -74,6 +74,8 @@ func (f *fakes) Addresses(app string) (network.Result, error) {
 func (f *fakes) Units(app store.App, netns string) ([]pods.Unit, error) {
 	return []pods.Unit{{Name: pods.PodUnitName(app.Name), Content: []byte(netns)}}, nil
 }
+func (f *fakes) Fetching(store.App) bool { return false }
+
 func (f *fakes) Fetch(_ context.Context, app store.App) error {
 	f.log(app.Name, "image")
 	if f.failing[app.Name] {

@@ -59,6 +59,7 @@ type Observed struct {
 	Units    map[string]UnitState // the app's pod unit
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
+	Fetching map[string]bool      // the app's image is being fetched in the background
 
 	// Addresses of the attached apps, as observed (not used by the plan: Apply reuses them
 	// rather than asking the network again).
@@ -207,6 +208,11 @@ func planApp(app store.App, obs Observed) AppPlan {
 	}
 	if app.WantsOnion() && !obs.Keys[name] {
 		add(EnsureKey, "no onion key yet")
+	}
+	if obs.Fetching[name] {
+		// Its other steps wait for the image; the pass does not (nor do the other apps).
+		add(EnsureImage, "fetching in the background: "+sourceOf(app))
+		return p
 	}
 	if !obs.Images[name] {
 		add(EnsureImage, "image not unpacked: "+sourceOf(app))

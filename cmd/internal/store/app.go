@@ -25,7 +25,8 @@ var (
 // App is the desired state of one app, as the user asked for it.
 type App struct {
 	Name      string   `json:"name"`
-	Image     string   `json:"image,omitempty"`  // OCI image reference or archive path
+	Image     string   `json:"image,omitempty"`  // registry reference, or the ID ("sha256:...") of an image sent to the daemon
+	Source    string   `json:"source,omitempty"` // the local archive or layout the image was sent from (shown, never opened)
 	Static    string   `json:"static,omitempty"` // directory served by the built-in static server
 	Ports     []Port   `json:"ports,omitempty"`
 	Env       []string `json:"env,omitempty"`
