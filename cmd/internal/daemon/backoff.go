@@ -67,10 +67,11 @@ func (r retries) record(apps []store.App, res reconcile.Result, now time.Time) {
 	}
 }
 
-// nextAt is when the earliest backoff ends (ok false: none).
-func (r retries) nextAt() (at time.Time, ok bool) {
+// nextAt is when the earliest backoff still running after now ends (ok false: none). A backoff
+// already over (its app is being tried) needs no timer.
+func (r retries) nextAt(now time.Time) (at time.Time, ok bool) {
 	for _, b := range r {
-		if !ok || b.next.Before(at) {
+		if b.next.After(now) && (!ok || b.next.Before(at)) {
 			at, ok = b.next, true
 		}
 	}

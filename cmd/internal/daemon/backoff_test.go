@@ -28,8 +28,11 @@ func TestRetriesBackOff(t *testing.T) {
 		}
 		// A pass while it waits leaves the backoff as it is.
 		r.record([]store.App{app}, reconcile.Result{Apps: map[string]*reconcile.AppResult{"blog": {Retrying: true, Err: errors.New("x")}}}, now)
-		if at, ok := r.nextAt(); !ok || !at.Equal(now.Add(want)) {
+		if at, ok := r.nextAt(now); !ok || !at.Equal(now.Add(want)) {
 			t.Fatalf("after failure %d: next retry at %v, want %v", i+1, at, now.Add(want))
+		}
+		if at, ok := r.nextAt(now.Add(want)); ok {
+			t.Fatalf("after failure %d: a timer for a backoff already over, at %v", i+1, at)
 		}
 		now = now.Add(want)
 	}

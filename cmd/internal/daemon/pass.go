@@ -96,8 +96,12 @@ func (d *Daemon) pass(ctx context.Context) {
 	}
 	d.retries.record(desired.Apps, res, time.Now())
 	for name, r := range res.Apps {
-		if r.Err != nil && !r.Retrying {
-			d.log.Warn("app failed", "app", name, "err", r.Err, "retry_in", retryDelay(d.retries[name].failures))
+		switch b := d.retries[name]; {
+		case r.Err == nil || r.Retrying:
+		case b != nil:
+			d.log.Warn("app failed", "app", name, "err", r.Err, "failures", b.failures, "retry_in", retryDelay(b.failures))
+		default:
+			d.log.Warn("app failed", "app", name, "err", r.Err) // a removal: the next pass retries
 		}
 	}
 	d.lastResult, d.lastWanted = res, desired
@@ -246,7 +250,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 	for name := range desired.Held {
 		next[name] = d.heldObserved(name, units, onions, published)
 	}
-	nextRetry, _ := d.retries.nextAt()
+	nextRetry, _ := d.retries.nextAt(time.Now())
 	d.setStatuses(next, nextRetry)
 }
 
