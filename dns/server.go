@@ -22,10 +22,8 @@ type Server struct {
 	apex    string // fingerprint saved with the state
 
 	udp     []*net.UDPConn
-	tcp     []net.Listener
-	conns   map[net.Conn]struct{}
-	connMu  sync.Mutex
-	tcpSem  chan struct{}
+	tcpLs   []net.Listener
+	tcp     *tcpConns
 	workers sync.Pool // *worker for TCP connections
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -40,7 +38,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{setup: setup, apex: setup.zone.fingerprint(), conns: map[net.Conn]struct{}{}}
+	s := &Server{setup: setup, apex: setup.zone.fingerprint(), tcp: newTCPConns()}
 	s.workers.New = func() any { return new(worker) }
 	serial := dateSerial(time.Now())
 	var records []Record
@@ -157,7 +155,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.tcpSem = make(chan struct{}, maxTCPConns)
 	for _, c := range s.udp {
 		s.wg.Add(1)
 		go func() {
@@ -165,7 +162,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.serveUDP(c)
 		}()
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -196,7 +193,7 @@ func (s *Server) Addrs() []net.Addr {
 			out = append(out, a)
 		}
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		out = append(out, l.Addr())
 	}
 	return out
@@ -223,14 +220,10 @@ func (s *Server) closeSockets() {
 	for _, c := range s.udp {
 		_ = c.Close()
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		_ = l.Close()
 	}
-	s.connMu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.connMu.Unlock()
+	s.tcp.closeAll()
 }
 
 // Status tells what is published and where.

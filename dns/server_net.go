@@ -2,25 +2,17 @@ package dns
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"strconv"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-const (
-	maxTCPConns    = 128
-	tcpIdleTimeout = 10 * time.Second
-	tcpWriteTimout = 10 * time.Second
-	maxMsgSize     = 65535
-)
+const maxMsgSize = 65535
 
 func reusePort(_, _ string, c syscall.RawConn) error {
 	var serr error
@@ -60,7 +52,7 @@ func (s *Server) listen(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("dns: listen tcp %s: %w", bind, err)
 	}
-	s.tcp = append(s.tcp, l)
+	s.tcpLs = append(s.tcpLs, l)
 	return nil
 }
 
@@ -110,77 +102,4 @@ func (s *Server) serve(w *worker, req []byte, tcp bool) (resp []byte, more [][]b
 		limit = w.q.udpLimit()
 	}
 	return s.snap.Load().respond(req, w.key[:], &w.q, w.out[:], limit), nil
-}
-
-func (s *Server) serveTCP(ctx context.Context, l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		select {
-		case s.tcpSem <- struct{}{}:
-		default:
-			_ = c.Close() // too many connections
-			continue
-		}
-		s.connMu.Lock()
-		if ctx.Err() != nil {
-			s.connMu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.connMu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.tcpSem }()
-			s.serveConn(c)
-			s.connMu.Lock()
-			delete(s.conns, c)
-			s.connMu.Unlock()
-			_ = c.Close()
-		}()
-	}
-}
-
-// serveConn answers length-prefixed messages on one TCP connection until
-// the peer closes it or stays idle.
-func (s *Server) serveConn(c net.Conn) {
-	w := s.workers.Get().(*worker)
-	defer s.workers.Put(w)
-	var lenBuf [2]byte
-	for {
-		_ = c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
-		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
-			return
-		}
-		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c, w.req[:n]); err != nil {
-			return
-		}
-		resp, more := s.serve(w, w.req[:n], true)
-		if resp == nil {
-			continue
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimout))
-		for _, m := range append([][]byte{resp}, more...) {
-			if err := writeTCP(c, m); err != nil {
-				return
-			}
-		}
-	}
-}
-
-func writeTCP(c net.Conn, msg []byte) error {
-	buf := make([]byte, 2+len(msg))
-	binary.BigEndian.PutUint16(buf, uint16(len(msg)))
-	copy(buf[2:], msg)
-	_, err := c.Write(buf)
-	return err
 }
