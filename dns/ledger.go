@@ -53,7 +53,7 @@ func readLedger(path, zone string) (*ledger, *damagedFile, error) {
 			return err
 		}
 		for i, n := range l.Replace {
-			if l.Replace[i], err = canonicalName(n); err != nil {
+			if l.Replace[i], err = canonicalName("ledger name", n); err != nil {
 				return err
 			}
 		}

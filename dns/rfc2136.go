@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // RFC2136Config configures the dynamic-update publisher.
@@ -73,7 +75,7 @@ func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 		return nil, err
 	}
 	if cfg.Server == "" {
-		return nil, fmt.Errorf("dns: rfc2136: %w: no server", ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: no server")
 	}
 	server, err := withDefaultPort(cfg.Server)
 	if err != nil {
@@ -84,14 +86,14 @@ func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 		return nil, fmt.Errorf("dns: rfc2136: %w", err)
 	}
 	if cfg.LedgerPath == "" {
-		return nil, fmt.Errorf("dns: rfc2136: %w: no ledger path", ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: no ledger path")
 	}
 	ttl := cfg.TTL
 	if ttl == 0 {
 		ttl = defaultTTL
 	}
 	if ttl < time.Second || ttl > 7*24*time.Hour {
-		return nil, fmt.Errorf("dns: rfc2136: TTL %s: %w: want 1s to 168h", ttl, ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: TTL %s: want 1s to 168h", ttl)
 	}
 	p := &RFC2136{
 		server: server, zone: zone, ledgerPath: cfg.LedgerPath, key: key,
@@ -112,7 +114,7 @@ func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 	}
 	if l != nil {
 		if l.Zone != zone {
-			return nil, fmt.Errorf("dns: rfc2136: %w: ledger %s belongs to zone %s, not %s", ErrBadInput, cfg.LedgerPath, l.Zone, zone)
+			return nil, errkind.BadInputf("dns: rfc2136: ledger %s belongs to zone %s, not %s", cfg.LedgerPath, l.Zone, zone)
 		}
 		p.led = *l
 	}

@@ -98,7 +98,7 @@ func salvageSerial(data []byte) (uint32, bool) {
 func salvageNames(data []byte, zone string) []string {
 	var out []string
 	for _, m := range nameField.FindAllSubmatch(data, -1) {
-		if n, err := canonicalName(string(m[1])); err == nil && inZone(n, zone) && n != zone {
+		if n, err := canonicalName("name", string(m[1])); err == nil && inZone(n, zone) && n != zone {
 			out = append(out, n)
 		}
 	}
