@@ -24,7 +24,7 @@ type Server struct {
 	udp     []*net.UDPConn
 	tcpLs   []net.Listener
 	tcp     *tcpConns
-	workers sync.Pool // *worker for TCP connections
+	workers sync.Pool // *tcpWorker for TCP connections
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -43,7 +43,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{setup: setup, apex: setup.zone.fingerprint(), tcp: newTCPConns()}
-	s.workers.New = func() any { return new(worker) }
+	s.workers.New = func() any { return new(tcpWorker) }
 	init, err := s.initialState(time.Now())
 	if err != nil {
 		return nil, err

@@ -2,13 +2,13 @@ package dns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strconv"
 	"syscall"
 
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,42 +56,46 @@ func (s *Server) listen(ctx context.Context, addr string) error {
 	return nil
 }
 
-// worker holds one reader's buffers, so serving allocates nothing.
+// worker holds what one reader learns of a query, so serving allocates
+// nothing.
 type worker struct {
-	req [maxMsgSize]byte
-	out [maxMsgSize]byte
 	key [260]byte
 	q   query
 }
 
-func (s *Server) serveUDP(c *net.UDPConn) {
-	w := new(worker)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(w.req[:])
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		resp, _ := s.serve(w, w.req[:n], false)
-		if resp != nil {
-			_, _ = c.WriteToUDPAddrPort(resp, from)
-		}
-	}
+// tcpWorker adds the buffers of a TCP connection.
+type tcpWorker struct {
+	worker
+	req [maxMsgSize]byte
+	out [maxMsgSize]byte
 }
 
-// serve answers one request: the hot path for plain queries, the slow path
-// (TSIG, transfers, other opcodes) otherwise. more holds the further
-// messages of a zone transfer.
-func (s *Server) serve(w *worker, req []byte, tcp bool) (resp []byte, more [][]byte) {
+// udpWorker answers the datagrams of one UDP socket (udpbatch.Handler).
+type udpWorker struct {
+	s *Server
+	w worker
+}
+
+func (u *udpWorker) Answer(req, out []byte) []byte {
+	resp, _ := u.s.serve(&u.w, req, out, false)
+	return resp
+}
+
+func (s *Server) serveUDP(c *net.UDPConn) {
+	_ = udpbatch.Serve(c, &udpWorker{s: s})
+}
+
+// serve answers one request into out: the hot path for plain queries, the
+// slow path (TSIG, transfers, other opcodes) otherwise. more holds the
+// further messages of a zone transfer.
+func (s *Server) serve(w *worker, req, out []byte, tcp bool) (resp []byte, more [][]byte) {
 	switch parseQuery(req, w.key[:], &w.q) {
 	case parseDrop:
 		return nil, nil
 	case parseFormErr:
-		return formErr(req, w.out[:]), nil
+		return formErr(req, out), nil
 	case parseSlow:
-		msgs := s.slow(w, req, tcp)
+		msgs := s.slow(w, req, out, tcp)
 		if len(msgs) == 0 {
 			return nil, nil
 		}
@@ -101,5 +105,5 @@ func (s *Server) serve(w *worker, req []byte, tcp bool) (resp []byte, more [][]b
 	if !tcp {
 		limit = w.q.udpLimit()
 	}
-	return s.snap.Load().respond(req, w.key[:], &w.q, w.out[:], limit), nil
+	return s.snap.Load().respond(req, w.key[:], &w.q, out, limit), nil
 }

@@ -165,7 +165,7 @@ func (s *Server) serveTCP(ctx context.Context, l net.Listener) {
 // serveConn answers length-prefixed messages on one TCP connection until
 // the peer closes it, stays idle too long, or is evicted.
 func (s *Server) serveConn(c net.Conn) {
-	w := s.workers.Get().(*worker)
+	w := s.workers.Get().(*tcpWorker)
 	defer s.workers.Put(w)
 	var lenBuf [2]byte
 	wait := tcpFirstTimeout
@@ -186,7 +186,7 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		s.tcp.setIdle(c, false, time.Now())
-		resp, more := s.serve(w, w.req[:n], true)
+		resp, more := s.serve(&w.worker, w.req[:n], w.out[:], true)
 		if resp != nil {
 			_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 			for _, m := range append([][]byte{resp}, more...) {

@@ -1,21 +1,29 @@
 // Command benchserver runs the built-in authoritative server for
 // e2e/bench/dns.sh: it serves the records of a file ("NAME ADDRESS" per
-// line) until SIGINT or SIGTERM.
+// line) until SIGINT or SIGTERM. With -echo it is instead a UDP echo
+// server on the same sockets and batched I/O (dns/internal/udpbatch) that
+// only sets the response bit of each request: the floor the benchmark
+// quotes, what this machine and dnsperf measure with no DNS work at all.
 package main
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -32,6 +40,7 @@ func run() error {
 	sockets := flag.Int("sockets", 0, "UDP sockets (SO_REUSEPORT); 0: GOMAXPROCS")
 	ns := flag.String("ns-addr", "127.0.0.1", "address of ns1.ZONE")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	echo := flag.Bool("echo", false, "echo each request with the response bit set, no DNS")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -42,6 +51,12 @@ func run() error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *echo {
+		return serveEcho(ctx, *listen, *sockets)
 	}
 
 	var recs []dns.Record
@@ -77,8 +92,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := s.Set(ctx, recs); err != nil {
 		return err
 	}
@@ -88,4 +101,49 @@ func run() error {
 	fmt.Println("ready", s.Addrs()[0], len(recs), "records")
 	<-ctx.Done()
 	return s.Close()
+}
+
+// echoHandler answers a request with itself, the response bit set.
+type echoHandler struct{}
+
+func (echoHandler) Answer(req, _ []byte) []byte {
+	if len(req) < 12 {
+		return nil
+	}
+	req[2] |= 0x80
+	return req
+}
+
+// serveEcho runs the echo floor: one SO_REUSEPORT socket per core, as the
+// built-in server binds them.
+func serveEcho(ctx context.Context, listen string, sockets int) error {
+	if sockets == 0 {
+		sockets = runtime.GOMAXPROCS(0)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	var conns []*net.UDPConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range sockets {
+		pc, err := lc.ListenPacket(ctx, "udp", listen)
+		if err != nil {
+			return err
+		}
+		c := pc.(*net.UDPConn)
+		conns = append(conns, c)
+		listen = c.LocalAddr().String()
+		go func() { _ = udpbatch.Serve(c, echoHandler{}) }()
+	}
+	fmt.Println("ready", listen, "echo")
+	<-ctx.Done()
+	return nil
 }
