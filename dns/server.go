@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 )
 
 // Server is the built-in authoritative server for one zone.
@@ -21,7 +23,7 @@ type Server struct {
 	closed  bool
 	apex    string // fingerprint saved with the state
 
-	udp     []*net.UDPConn
+	udp     []*udpbatch.Group
 	tcpLs   []net.Listener
 	tcp     *tcpConns
 	workers sync.Pool // *tcpWorker for TCP connections
@@ -153,12 +155,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	for _, c := range s.udp {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveUDP(c)
-		}()
+	for _, g := range s.udp {
+		s.serveUDP(g)
 	}
 	for _, l := range s.tcpLs {
 		s.wg.Add(1)
@@ -184,8 +182,8 @@ func (s *Server) Addrs() []net.Addr {
 	defer s.mu.Unlock()
 	var out []net.Addr
 	seen := map[string]bool{}
-	for _, c := range s.udp {
-		a := c.LocalAddr()
+	for _, g := range s.udp {
+		a := g.Addr()
 		if !seen[a.String()] {
 			seen[a.String()] = true
 			out = append(out, a)
@@ -215,8 +213,8 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeSockets() {
-	for _, c := range s.udp {
-		_ = c.Close()
+	for _, g := range s.udp {
+		_ = g.Close()
 	}
 	for _, l := range s.tcpLs {
 		_ = l.Close()

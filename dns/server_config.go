@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
@@ -38,7 +39,9 @@ type ServerConfig struct {
 	// over TCP, signed with their key) and get a NOTIFY on every change.
 	Secondaries []Secondary
 	// UDPSockets is the number of UDP sockets per listen address, bound
-	// with SO_REUSEPORT, each with its own reader. Default: GOMAXPROCS.
+	// with SO_REUSEPORT, each served by its own thread. Default: one per
+	// CPU the process may run on, each thread bound to its CPU, and each
+	// datagram steered to the socket of the CPU that processed it.
 	UDPSockets int
 }
 
@@ -149,8 +152,8 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 		}
 		s.secondaries = append(s.secondaries, secondary{addr: addr, key: k})
 	}
-	if s.udpSockets < 0 || s.udpSockets > 64 {
-		return nil, errkind.BadInputf("dns: UDPSockets %d: want 0 to 64", s.udpSockets)
+	if s.udpSockets < 0 || s.udpSockets > udpbatch.MaxSockets {
+		return nil, errkind.BadInputf("dns: UDPSockets %d: want 0 to %d", s.udpSockets, udpbatch.MaxSockets)
 	}
 	return s, nil
 }

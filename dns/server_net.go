@@ -4,49 +4,22 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
-	"strconv"
-	"syscall"
 
 	"github.com/onionpod/onionpod/dns/internal/udpbatch"
-	"golang.org/x/sys/unix"
 )
 
 const maxMsgSize = 65535
 
-func reusePort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-// listen binds a group of UDP sockets (SO_REUSEPORT) and a TCP listener on
-// one address. With port 0 the first socket picks the port and the others
-// (and TCP) take the same one.
+// listen binds a group of UDP sockets (see udpbatch.Listen) and a TCP
+// listener on one address. With port 0 the kernel picks the port for the
+// group and TCP takes the same one.
 func (s *Server) listen(ctx context.Context, addr string) error {
-	host, _, _ := net.SplitHostPort(addr)
-	n := s.setup.udpSockets
-	if n == 0 {
-		n = runtime.GOMAXPROCS(0)
+	g, err := udpbatch.Listen(addr, s.setup.udpSockets)
+	if err != nil {
+		return fmt.Errorf("dns: listen udp %s: %w", addr, err)
 	}
-	lc := net.ListenConfig{Control: reusePort}
-	bind := addr
-	for i := 0; i < n; i++ {
-		pc, err := lc.ListenPacket(ctx, "udp", bind)
-		if err != nil {
-			return fmt.Errorf("dns: listen udp %s: %w", addr, err)
-		}
-		c := pc.(*net.UDPConn)
-		s.udp = append(s.udp, c)
-		if i == 0 {
-			bind = net.JoinHostPort(host, strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port))
-		}
-	}
+	s.udp = append(s.udp, g)
+	bind := g.Addr().String()
 	// TCP without SO_REUSEPORT: a second server on the same port must fail.
 	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", bind)
 	if err != nil {
@@ -81,8 +54,8 @@ func (u *udpWorker) Answer(req, out []byte) []byte {
 	return resp
 }
 
-func (s *Server) serveUDP(c *net.UDPConn) {
-	_ = udpbatch.Serve(c, &udpWorker{s: s})
+func (s *Server) serveUDP(g *udpbatch.Group) {
+	g.Serve(func() udpbatch.Handler { return &udpWorker{s: s} })
 }
 
 // serve answers one request into out: the hot path for plain queries, the

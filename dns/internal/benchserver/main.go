@@ -9,21 +9,17 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 
 	"github.com/onionpod/onionpod/dns"
 	"github.com/onionpod/onionpod/dns/internal/udpbatch"
-	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -37,7 +33,7 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:0", "address to serve on (UDP and TCP)")
 	zone := flag.String("zone", "bench.example.", "zone")
 	records := flag.String("records", "", "file of NAME ADDRESS lines")
-	sockets := flag.Int("sockets", 0, "UDP sockets (SO_REUSEPORT); 0: GOMAXPROCS")
+	sockets := flag.Int("sockets", 0, "UDP sockets (SO_REUSEPORT); 0: one per CPU, steered by CPU")
 	ns := flag.String("ns-addr", "127.0.0.1", "address of ns1.ZONE")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	echo := flag.Bool("echo", false, "echo each request with the response bit set, no DNS")
@@ -114,36 +110,16 @@ func (echoHandler) Answer(req, _ []byte) []byte {
 	return req
 }
 
-// serveEcho runs the echo floor: one SO_REUSEPORT socket per core, as the
-// built-in server binds them.
+// serveEcho runs the echo floor on a socket group bound as the built-in
+// server binds its own.
 func serveEcho(ctx context.Context, listen string, sockets int) error {
-	if sockets == 0 {
-		sockets = runtime.GOMAXPROCS(0)
+	g, err := udpbatch.Listen(listen, sockets)
+	if err != nil {
+		return err
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-		return errors.Join(err, serr)
-	}}
-	var conns []*net.UDPConn
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	}()
-	for range sockets {
-		pc, err := lc.ListenPacket(ctx, "udp", listen)
-		if err != nil {
-			return err
-		}
-		c := pc.(*net.UDPConn)
-		conns = append(conns, c)
-		listen = c.LocalAddr().String()
-		go func() { _ = udpbatch.Serve(c, echoHandler{}) }()
-	}
-	fmt.Println("ready", listen, "echo")
+	defer g.Close()
+	g.Serve(func() udpbatch.Handler { return echoHandler{} })
+	fmt.Println("ready", g.Addr(), "echo,", g.Sockets(), "sockets")
 	<-ctx.Done()
 	return nil
 }

@@ -27,32 +27,40 @@ func (upper) Answer(req, out []byte) []byte {
 	return out
 }
 
-func serve(t *testing.T, network, addr string) (*net.UDPConn, chan error) {
+func serve(t *testing.T, addr string, n int) *Group {
 	t.Helper()
-	pc, err := net.ListenPacket(network, addr)
+	g, err := Listen(addr, n)
 	if err != nil {
-		t.Skipf("%s %s: %v", network, addr, err)
+		t.Skipf("%s: %v", addr, err)
 	}
-	c := pc.(*net.UDPConn)
-	done := make(chan error, 1)
-	go func() { done <- Serve(c, upper{}) }()
-	return c, done
+	g.Serve(func() Handler { return upper{} })
+	t.Cleanup(func() { _ = g.Close() })
+	return g
 }
 
-// TestServeBatches: many clients at once, over IPv4 and IPv6, each get
-// their own answers back; a datagram the handler drops gets none, one too
-// large is dropped, and closing the socket ends Serve with nil.
+// TestServeBatches: many clients at once, over IPv4 and IPv6, with the
+// sockets steered by CPU or by the kernel's hash, each get their own
+// answers back; a datagram the handler drops gets none, one too large is
+// dropped, and Close ends the serving threads.
 func TestServeBatches(t *testing.T) {
-	for _, fam := range []struct{ network, addr string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}} {
-		t.Run(fam.network, func(t *testing.T) {
-			c, done := serve(t, fam.network, fam.addr)
+	for _, fam := range []struct {
+		network, addr string
+		n             int
+	}{{"udp4", "127.0.0.1:0", 0}, {"udp6", "[::1]:0", 0}, {"udp4", "127.0.0.1:0", 3}, {"udp", "[::]:0", 0}} {
+		t.Run(fmt.Sprintf("%s %s %d sockets", fam.network, fam.addr, fam.n), func(t *testing.T) {
+			g := serve(t, fam.addr, fam.n)
+			to := g.Addr()
+			if fam.network == "udp" {
+				to = &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: to.Port} // IPv4 on a dual-stack socket
+				fam.network = "udp4"
+			}
 			var wg sync.WaitGroup
 			errs := make(chan error, 16)
 			for client := range 16 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					cc, err := net.DialUDP(fam.network, nil, c.LocalAddr().(*net.UDPAddr))
+					cc, err := net.DialUDP(fam.network, nil, to)
 					if err != nil {
 						errs <- err
 						return
@@ -80,7 +88,7 @@ func TestServeBatches(t *testing.T) {
 				t.Error(err)
 			}
 
-			cc, err := net.DialUDP(fam.network, nil, c.LocalAddr().(*net.UDPAddr))
+			cc, err := net.DialUDP(fam.network, nil, to)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,14 +101,17 @@ func TestServeBatches(t *testing.T) {
 			if n, err := cc.Read(buf); err != nil || string(buf[:n]) != "LAST" {
 				t.Fatalf("after a dropped and an oversized datagram: %q %v", buf[:n], err)
 			}
-			_ = c.Close()
+			closed := make(chan struct{})
+			go func() { _ = g.Close(); close(closed) }()
 			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("Serve after Close: %v", err)
-				}
+			case <-closed:
 			case <-time.After(5 * time.Second):
-				t.Fatal("Serve did not end after Close")
+				t.Fatal("Close did not end the serving threads")
+			}
+			_, _ = cc.Write([]byte("after close"))
+			_ = cc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, err := cc.Read(buf); err == nil {
+				t.Fatalf("answer after Close: %q", buf[:n])
 			}
 		})
 	}
@@ -109,9 +120,8 @@ func TestServeBatches(t *testing.T) {
 // TestServeAllocatesNothing: serving datagrams allocates nothing per
 // datagram (the client side here allocates nothing either).
 func TestServeAllocatesNothing(t *testing.T) {
-	c, _ := serve(t, "udp4", "127.0.0.1:0")
-	defer c.Close()
-	cc, err := net.DialUDP("udp4", nil, c.LocalAddr().(*net.UDPAddr))
+	g := serve(t, "127.0.0.1:0", 0)
+	cc, err := net.DialUDP("udp4", nil, g.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
