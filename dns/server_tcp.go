@@ -54,11 +54,11 @@ func newTCPConns() *tcpConns {
 // sourceOf groups a peer address: an IPv4 address alone, an IPv6 address
 // with its /64 (one host easily holds a whole /64).
 func sourceOf(a net.Addr) netip.Prefix {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
 		return netip.Prefix{}
 	}
-	ip := ap.Addr().Unmap().WithZone("")
+	ip := ta.AddrPort().Addr().Unmap().WithZone("")
 	if ip.Is4() {
 		return netip.PrefixFrom(ip, 32)
 	}

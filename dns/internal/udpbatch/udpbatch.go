@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -275,10 +276,10 @@ func (g *Group) serve(fd, cpu int, h Handler) {
 	l.init()
 	for !g.closing.Load() {
 		if err := l.recvmmsg(); err != nil {
-			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ECONNREFUSED) {
-				continue
+			if !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.ECONNREFUSED) {
+				time.Sleep(time.Millisecond) // ENOMEM and the like: do not spin
 			}
-			return // the socket was shut down, or is unusable
+			continue
 		}
 		if l.received == 0 {
 			continue // shut down: the loop condition ends it
