@@ -266,6 +266,10 @@ echo "zone: 100 names; queries: 80% AAAA, 10% A, 10% NXDOMAIN; ${DURATION}s per 
 declare -A MED
 for mode in $MODES; do
 	start_servers "$mode"
+	echo "$mode: configurations (the built-in server: benchserver -listen 127.0.0.1:PORT -zone $ZONE. -records FILE, one UDP socket per CPU it may use)"
+	for f in bind/named.conf knot/knot.conf nsd/nsd.conf; do
+		case " $SERVERS " in *" ${f%%/*} "*) sed "s|^|    $f: |" "$WORK/$f" ;; esac
+	done
 	declare -A Q=()
 	for r in $(seq "$ROUNDS"); do
 		line="  $mode round $r:"
@@ -297,12 +301,13 @@ for s in $SERVERS; do
 	echo
 done
 for mode in $MODES; do
-	best=0 bestname=""
+	best=0 bestname="" line="$mode:"
 	for s in $SERVERS; do
+		line="$line $s ${MED[$mode.$s]}"
 		case $s in builtin | echo) continue ;; esac
 		if [ "${MED[$mode.$s]}" -gt "$best" ]; then best=${MED[$mode.$s]} bestname=$s; fi
 	done
-	line="$mode:"
+	line="$line qps;"
 	[ -n "$bestname" ] && line="$line builtin/best peer ($bestname) $(ratio "${MED[$mode.builtin]}" "$best");"
 	for s in $SERVERS; do
 		case $s in builtin) ;; echo) line="$line builtin/echo floor $(ratio "${MED[$mode.builtin]}" "${MED[$mode.echo]}");" ;;
@@ -310,9 +315,3 @@ for mode in $MODES; do
 	done
 	echo "$line"
 done
-echo
-echo "configurations (ports vary per run):"
-for f in bind/named.conf knot/knot.conf nsd/nsd.conf; do
-	[ -e "$WORK/$f" ] && { echo "--- $f"; cat "$WORK/$f"; }
-done
-echo "--- builtin: benchserver -listen 127.0.0.1:PORT -zone $ZONE. -records FILE (UDP sockets: one per core it may use)"
