@@ -44,7 +44,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{setup: setup, apex: setup.zone.fingerprint(), tcp: newTCPConns()}
+	s := &Server{setup: setup, apex: setup.zone.fingerprint(), tcp: newTCPConns(setup.secondaries)}
 	s.workers.New = func() any { return new(tcpWorker) }
 	init, err := s.initialState(time.Now())
 	if err != nil {

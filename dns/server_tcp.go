@@ -15,13 +15,16 @@ import (
 // UDP. Its connections are a scarce resource an outsider could hold, so:
 //   - one source (an IPv4 address, an IPv6 /64) holds at most
 //     maxTCPPerSource connections: a flood from one place leaves the other
-//     slots to everyone else;
+//     slots to everyone else. A new connection from a source at its share
+//     takes the place of that source's connection waiting the longest for
+//     (the rest of) a query, or is refused when all of them are being
+//     answered. The secondaries' own addresses have no share to exhaust;
 //   - a connection must deliver its first query within tcpFirstTimeout, and
 //     may then stay idle only tcpIdleTimeout between queries; a started
 //     message must arrive whole within tcpReadTimeout;
 //   - when every slot is taken, a new connection takes the place of the one
-//     waiting the longest for (the rest of) a query, so many sources holding
-//     idle or trickling connections cannot lock a secondary out either. A
+//     waiting the longest, from any source, so many sources holding idle or
+//     trickling connections cannot lock a secondary out either. A
 //     connection being answered (a transfer under way) is never evicted.
 const (
 	maxTCPConns     = 128
@@ -34,6 +37,8 @@ const (
 
 // tcpConns admits, tracks and evicts the server's TCP connections.
 type tcpConns struct {
+	unlimited map[netip.Prefix]bool // sources with no share: the secondaries
+
 	mu        sync.Mutex
 	closed    bool
 	all       map[net.Conn]*tcpConn
@@ -47,8 +52,17 @@ type tcpConn struct {
 	idleSince time.Time // when it started waiting
 }
 
-func newTCPConns() *tcpConns {
-	return &tcpConns{all: map[net.Conn]*tcpConn{}, perSource: map[netip.Prefix]int{}}
+// newTCPConns tracks connections; the secondaries' addresses (host:port,
+// host names ignored) have no per-source share.
+func newTCPConns(secondaries []secondary) *tcpConns {
+	t := &tcpConns{unlimited: map[netip.Prefix]bool{}, all: map[net.Conn]*tcpConn{}, perSource: map[netip.Prefix]int{}}
+	for _, sec := range secondaries {
+		host, _, _ := net.SplitHostPort(sec.addr)
+		if ip, err := netip.ParseAddr(host); err == nil {
+			t.unlimited[sourceOf(net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))] = true
+		}
+	}
+	return t
 }
 
 // sourceOf groups a peer address: an IPv4 address alone, an IPv6 address
@@ -66,39 +80,44 @@ func sourceOf(a net.Addr) netip.Prefix {
 	return p
 }
 
-// admit registers c, evicting the longest idle connection when all slots
-// are taken. It reports false (and c must be closed) when c's source has
-// its share already, every slot is busy, or the server is closing.
+// admit registers c, making room when its source has its share (evicting
+// that source's connection waiting the longest) or all slots are taken
+// (evicting the one waiting the longest). It reports false, and c must be
+// closed, when there is no room to make or the server is closing.
 func (t *tcpConns) admit(c net.Conn, now time.Time) bool {
 	src := sourceOf(c.RemoteAddr())
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed || t.perSource[src] >= maxTCPPerSource {
+	if t.closed {
 		return false
 	}
-	if len(t.all) >= maxTCPConns {
-		victim := t.longestIdle()
-		if victim == nil {
-			return false
-		}
-		t.dropLocked(victim)
-		_ = victim.Close()
+	if t.perSource[src] >= maxTCPPerSource && !t.unlimited[src] && !t.evictWaiting(func(st *tcpConn) bool { return st.source == src }) {
+		return false
+	}
+	if len(t.all) >= maxTCPConns && !t.evictWaiting(func(*tcpConn) bool { return true }) {
+		return false
 	}
 	t.all[c] = &tcpConn{source: src, idle: true, idleSince: now}
 	t.perSource[src]++
 	return true
 }
 
-// longestIdle is the connection waiting for a query the longest, or nil.
-func (t *tcpConns) longestIdle() net.Conn {
+// evictWaiting closes the connection among those that match which has
+// waited the longest for a query; false when every one is being answered.
+func (t *tcpConns) evictWaiting(match func(*tcpConn) bool) bool {
 	var victim net.Conn
 	var since time.Time
 	for c, st := range t.all {
-		if st.idle && (victim == nil || st.idleSince.Before(since)) {
+		if st.idle && match(st) && (victim == nil || st.idleSince.Before(since)) {
 			victim, since = c, st.idleSince
 		}
 	}
-	return victim
+	if victim == nil {
+		return false
+	}
+	t.dropLocked(victim)
+	_ = victim.Close()
+	return true
 }
 
 // setIdle marks c as waiting for a query (idle) or working on one.

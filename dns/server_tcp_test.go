@@ -36,20 +36,23 @@ func dialFrom(t *testing.T, src, addr string, n int, slow bool) []net.Conn {
 	return conns
 }
 
-// TestServerTCPFlood: idle TCP connections, from one source or from many,
-// do not lock others out of the 128 TCP slots: while they are held, a
-// secondary (another source, with its TSIG key) transfers the zone and
-// other clients get answers over TCP.
+// TestServerTCPFlood: idle and trickling TCP connections, from one source,
+// from many, or from the secondary's own address (a neighbour sharing it),
+// do not lock others out of the 128 TCP slots: while they are held, the
+// secondary (with its TSIG key) transfers the zone and other clients get
+// answers over TCP.
 func TestServerTCPFlood(t *testing.T) {
 	dnstest.NeedDig(t)
 	key := dnstest.RandomKey("xfr.box.example.", "hmac-sha256")
 	for _, c := range []struct {
 		name    string
-		sources int // flooding addresses 127.0.0.10, .11, ...
+		first   int // flooding addresses 127.0.0.FIRST, FIRST+1, ...
+		sources int
 		each    int // connections from each
 	}{
-		{"one source", 1, 300},
-		{"many sources", 150, 1},
+		{"one source", 10, 1, 300},
+		{"many sources", 10, 150, 1},
+		{"the secondary's own address", 3, 1, 300},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, port := startServer(t, dns.ServerConfig{
@@ -59,7 +62,7 @@ func TestServerTCPFlood(t *testing.T) {
 			mustSet(t, s, rec("blog.box.example", "2001:db8::1"), rec("wiki.box.example", "2001:db8::2"))
 			addr := "127.0.0.1:" + port
 			for i := 0; i < c.sources; i++ {
-				src := fmt.Sprintf("127.0.0.%d", 10+i)
+				src := fmt.Sprintf("127.0.0.%d", c.first+i)
 				dialFrom(t, src, addr, c.each/2, false)
 				dialFrom(t, src, addr, c.each-c.each/2, true)
 			}
