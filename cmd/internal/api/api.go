@@ -101,12 +101,15 @@ type DNSRecord struct {
 
 // DNSStatus is what `onionpod dns ls` shows: where records go and which are published.
 type DNSStatus struct {
-	Mode    string      `json:"mode"` // builtin or rfc2136
-	Zone    string      `json:"zone"`
-	Server  string      `json:"server"` // where the zone is served or updated
-	Serial  uint32      `json:"serial,omitempty"`
-	Pending bool        `json:"pending,omitempty"`
-	Error   string      `json:"error,omitempty"`
+	Mode    string `json:"mode"` // builtin or rfc2136
+	Zone    string `json:"zone"`
+	Server  string `json:"server"` // where the zone is served or updated
+	Serial  uint32 `json:"serial,omitempty"`
+	Pending bool   `json:"pending,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Damaged tells of a damaged state file (zone or ledger) found at start, kept aside, and
+	// what was done instead.
+	Damaged string      `json:"damaged,omitempty"`
 	Records []DNSRecord `json:"records"`
 }
 

@@ -86,6 +86,9 @@ func printStatus(env *Env, st api.AppStatus) {
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	}
+	for _, f := range st.Damaged {
+		fmt.Fprintf(w, "  damaged:   %s (kept for you; a fresh one was made)\n", f)
+	}
 	if !st.RetryAt.IsZero() {
 		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", time.Until(st.RetryAt).Round(time.Second))
 	}

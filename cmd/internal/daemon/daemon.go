@@ -116,6 +116,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	d.logDamagedState()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
 	ctx, cancel := context.WithCancel(ctx)
@@ -501,7 +502,7 @@ func (d *Daemon) dnsStatus() api.DNSStatus {
 	}
 	st := pub.Status()
 	out.Server = strings.Join(st.Servers, ", ")
-	out.Serial, out.Pending, out.Error = st.Serial, st.Pending, st.LastError
+	out.Serial, out.Pending, out.Error, out.Damaged = st.Serial, st.Pending, st.LastError, st.Damaged
 	byName := map[string]*api.DNSRecord{}
 	for _, r := range st.Published {
 		rec, ok := byName[r.Name]
@@ -513,4 +514,21 @@ func (d *Daemon) dnsStatus() api.DNSStatus {
 		rec.Addresses = append(rec.Addresses, r.Addr.String())
 	}
 	return out
+}
+
+// logDamagedState tells the log of the state files found damaged at start (the DNS zone or
+// ledger, network leases): each was kept aside and the part carries on without it.
+func (d *Daemon) logDamagedState() {
+	if pub := d.parts.publisher(); pub != nil {
+		if damaged := pub.Status().Damaged; damaged != "" {
+			d.log.Warn("dns: damaged state kept aside", "what", damaged)
+		}
+	}
+	leases, err := d.parts.net.DamagedLeases()
+	if err != nil {
+		d.log.Warn("network: damaged leases", "err", err)
+	}
+	for _, l := range leases {
+		d.log.Warn("network: damaged lease", "app", l.App, "file", l.File, "set_aside", l.Quarantined)
+	}
 }

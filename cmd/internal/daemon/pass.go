@@ -204,6 +204,12 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 			published[r.Name] = append(published[r.Name], r.Addr.String())
 		}
 	}
+	damagedLeases := map[string][]string{} // app -> its damaged lease files, kept for the user
+	if leases, err := p.net.DamagedLeases(); err == nil {
+		for _, l := range leases {
+			damagedLeases[l.App] = append(damagedLeases[l.App], l.File)
+		}
+	}
 	next := make(map[string]api.AppStatus, len(desired.Apps)+len(desired.Held))
 	for _, app := range desired.Apps {
 		st := api.AppStatus{App: app, ObservedGeneration: app.Generation, Updated: time.Now()}
@@ -242,6 +248,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
 		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
+		st.Damaged = damagedLeases[app.Name]
 		if b := d.retries[app.Name]; b != nil && st.State == api.StateFailed {
 			st.RetryAt = b.next
 		}
