@@ -63,8 +63,11 @@ type Builder struct {
 	// and rebuilds only when they changed. When the mirror cannot be reached, the older layer is
 	// used and Result.Stale says so.
 	Refresh time.Duration
-	// Log receives progress lines and mmdebstrap's output (nil = none).
+	// Log receives progress lines (nil = none).
 	Log io.Writer
+	// Verbose also sends mmdebstrap's output to Log (its last lines are in a failure's error
+	// either way).
+	Verbose bool
 }
 
 // Result is a built (or cached) image archive.
@@ -78,7 +81,7 @@ type Result struct {
 	Took     time.Duration // this call
 	BuiltIn  time.Duration // how long building the archive took when it was built (Debian layer included)
 	Size     int64         // the archive's size in bytes
-	Packages []string      // the Debian layer's packages, "name version arch", sorted
+	Packages []string      // the Debian layer's packages as apt resolved them, "name version arch", sorted (for variants other than extract and custom, a superset)
 }
 
 // CacheDir is the cache directory builders use by default: $ONIONPOD_IMAGE_CACHE, or
@@ -348,12 +351,20 @@ func (b *Builder) buildDebianLayer(ctx context.Context, dir string, d Debian, st
 	if err != nil {
 		return debianLayerResult{}, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if err := removeTemp(tmp); err != nil {
+			b.logf("mmdebstrap's work dir: %v", err)
+		}
+	}()
 	path := filepath.Join(dir, "layers", key+".tar.gz")
 	var stats layerStats
 	err = writeFileAtomic(path, filepath.Join(dir, "tmp"), func(w io.Writer) error {
 		var err error
-		stats, err = runMmdebstrap(ctx, d, state, filepath.Join(dir, "debs"), tmp, w, b.Log)
+		var out io.Writer
+		if b.Verbose {
+			out = b.Log
+		}
+		stats, err = runMmdebstrap(ctx, d, state, filepath.Join(dir, "debs"), tmp, w, out)
 		return err
 	})
 	if err != nil {

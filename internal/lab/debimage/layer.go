@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -30,14 +31,16 @@ type layerStats struct {
 
 // runMmdebstrap runs mmdebstrap for d with apt's lists of state (no update of its own: the layer
 // holds exactly what resolve saw), reusing and filling the .deb cache debs, and writes the
-// filtered root as a gzip-compressed layer to w.
-func runMmdebstrap(ctx context.Context, d Debian, state *aptState, debs, tmp string, w io.Writer, log io.Writer) (layerStats, error) {
+// filtered root as a gzip-compressed layer to w. mmdebstrap's messages also go to output, if set.
+func runMmdebstrap(ctx context.Context, d Debian, state *aptState, debs, tmp string, w io.Writer, output io.Writer) (layerStats, error) {
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return layerStats{}, err
 	}
 	lists, archives := `"$1/var/lib/apt/lists"`, `"$1/var/cache/apt/archives"`
 	args := []string{
 		"--mode=root", "--variant=" + d.variant(), "--format=tar", "--skip=update",
+		// Our sources carry their signed-by already (no gpg needed to guess it).
+		"--skip=check/signed-by",
 		"--include=" + strings.Join(d.Packages, ","),
 		// The temp dir is private to root: apt's _apt sandbox user could not write there.
 		`--aptopt=APT::Sandbox::User "root"`,
@@ -53,11 +56,14 @@ func runMmdebstrap(ctx context.Context, d Debian, state *aptState, debs, tmp str
 	}
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "LC_ALL=C.UTF-8")
-	cmd.WaitDelay = 10 * time.Second
+	// Cancelled, mmdebstrap gets SIGTERM first: it then unmounts what it mounted in its root
+	// (/proc, /sys, /dev for variants that run maintainer scripts) and removes its temp dir.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
 	var stderr lockedTail
 	cmd.Stderr = &stderr
-	if log != nil {
-		cmd.Stderr = io.MultiWriter(&stderr, log)
+	if output != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, output)
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -263,4 +269,21 @@ func (t *lockedTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return tail(t.buf.Bytes(), 2000)
+}
+
+// removeTemp removes a temp dir of mmdebstrap's, unless something is still mounted below it (a
+// killed mmdebstrap can leave its root's /proc, /sys or /dev mounted): removing through those
+// would reach the host's files. Such a dir is left for a person to unmount, and said so.
+func removeTemp(dir string) error {
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			return fmt.Errorf("%s is still mounted: left in place", f[4])
+		}
+	}
+	return os.RemoveAll(dir)
 }
