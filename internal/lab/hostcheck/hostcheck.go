@@ -63,6 +63,12 @@ const (
 	Apt
 	// Mmdebstrap: mmdebstrap (building test images from Debian packages).
 	Mmdebstrap
+	// Registry: docker-registry, the distribution registry (images pushed and re-pushed).
+	Registry
+	// Skopeo: skopeo (copying image archives into a registry).
+	Skopeo
+	// Age: age, the reference age CLI (benchmarks of backups against `tar | age`).
+	Age
 )
 
 // Missing checks every part and returns nil, or one error wrapping ErrUnavailable that lists each
@@ -130,6 +136,12 @@ func (p Part) String() string {
 		return "apt"
 	case Mmdebstrap:
 		return "mmdebstrap"
+	case Registry:
+		return "docker-registry"
+	case Skopeo:
+		return "skopeo"
+	case Age:
+		return "age"
 	}
 	return fmt.Sprintf("part(%d)", int(p))
 }
@@ -195,6 +207,12 @@ func (p Part) check() string {
 		return inPath("apt", "apt-get")
 	case Mmdebstrap:
 		return inPath("mmdebstrap", "mmdebstrap")
+	case Registry:
+		return inPath("docker-registry", "docker-registry")
+	case Skopeo:
+		return inPath("skopeo", "skopeo")
+	case Age:
+		return inPath("age", "age")
 	}
 	return "unknown part " + p.String()
 }
