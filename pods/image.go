@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +40,10 @@ type ImageStore struct {
 	// Insecure allows plain-HTTP registries (go-containerregistry already uses HTTP for loopback
 	// and RFC 1918 registries without it).
 	Insecure bool
+	// InsecureRegistries are registries ("host:port", "[2001:db8::1]:5000", as references
+	// name them) spoken to over plain HTTP when HTTPS fails: a registry on the LAN without a
+	// certificate.
+	InsecureRegistries []string
 	// MaxImageBytes bounds the uncompressed size of an image's layers (default 16 GiB).
 	MaxImageBytes int64
 }
@@ -117,6 +122,9 @@ func (s *ImageStore) parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
 		return nil, errkind.BadInputf("pods: pull %q: %w", ref, err)
+	}
+	if !s.Insecure && slices.Contains(s.InsecureRegistries, r.Context().RegistryStr()) {
+		return name.ParseReference(ref, name.Insecure)
 	}
 	return r, nil
 }

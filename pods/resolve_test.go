@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 	"github.com/onionpod/onionpod/internal/lab/registry"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/internal/lab/registry/registrytest"
 )
 
@@ -203,5 +206,71 @@ func TestRefreshBadAndMissing(t *testing.T) {
 	}
 	if n := dirNames(t, filepath.Join(s.Dir, "images")); len(n) != 0 {
 		t.Errorf("a failed Refresh left images %v", n)
+	}
+}
+
+const envInsecureChild = "PODS_INSECURE_REGISTRY_CHILD"
+
+// A registry on a LAN address without a certificate is reached over plain HTTP only when it is
+// listed in InsecureRegistries (go-containerregistry speaks HTTP by itself only to loopback and
+// RFC 1918 registries). The registry runs in a network namespace of the test's own, on a
+// documentation address; the pulls run in a child process inside that namespace.
+func TestInsecureRegistries(t *testing.T) {
+	if ref := os.Getenv(envInsecureChild); ref != "" {
+		insecureChild(t, ref)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a network namespace)")
+	}
+	nsPath := filepath.Join(t.TempDir(), "netns")
+	if err := netnsfile.Create(nsPath, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netnsfile.Remove(nsPath) })
+	for _, argv := range [][]string{{"ip", "link", "set", "lo", "up"}, {"ip", "addr", "add", "2001:db8:5::1/128", "dev", "lo"}} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + nsPath, "--"}, argv...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+	if err := hostcheck.Missing(hostcheck.Registry, hostcheck.Skopeo); err != nil {
+		t.Skip(err)
+	}
+	reg, err := registry.Start(t.Context(), registry.Options{Dir: t.TempDir(), Host: "2001:db8:5::1", Port: 5000, Netns: nsPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	pushPage(t, reg, "site:1", "lan\n")
+	cmd := exec.Command("nsenter", "--net="+nsPath, "--", os.Args[0], "-test.run=^TestInsecureRegistries$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), envInsecureChild+"="+reg.Ref("site:1"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Logf("child:\n%s", out)
+}
+
+func insecureChild(t *testing.T, ref string) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := &ImageStore{Dir: t.TempDir()}
+	if _, err := plain.Pull(t.Context(), ref, io.Discard); err == nil {
+		t.Errorf("pulled %s over plain HTTP without it being listed", ref)
+	} else {
+		t.Logf("not listed: %v", err)
+	}
+	listed := &ImageStore{Dir: t.TempDir(), InsecureRegistries: []string{r.Context().RegistryStr()}}
+	img, err := listed.Pull(t.Context(), ref, io.Discard)
+	if err != nil {
+		t.Fatalf("listed %s: %v", r.Context().RegistryStr(), err)
+	}
+	if got := readPage(t, img); got != "lan\n" {
+		t.Errorf("page %q", got)
+	}
+	if _, _, err := listed.Refresh(t.Context(), ref, io.Discard); err != nil {
+		t.Errorf("Refresh: %v", err)
 	}
 }

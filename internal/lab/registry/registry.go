@@ -33,7 +33,10 @@ type Options struct {
 	// Dir holds the configuration and the registry's storage. Empty: a temporary directory
 	// that Stop removes.
 	Dir string
-	// Host is the address it listens on (default 127.0.0.1). Host names are not accepted.
+	// Host is the address clients reach it at (default 127.0.0.1). Host names are not accepted.
+	// On loopback it listens there only; in a namespace of its own (Netns) on every address of
+	// that namespace, and Push reaches it on 127.0.0.1 there (skopeo's reference parser takes no
+	// IPv6 address).
 	Host string
 	// Port; 0 picks a free one (on loopback only: in another namespace, name one).
 	Port int
@@ -108,11 +111,11 @@ log:
   level: warn
 storage:
   filesystem:
-    rootdirectory: %s
+    rootdirectory: %q
   delete:
     enabled: true
 http:
-  addr: %s
+  addr: %q
   secret: onionpod-lab-registry
 `
 
@@ -122,7 +125,11 @@ func (r *Registry) start(ctx context.Context) error {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	if _, err := atomicfile.WriteFile(cfg, fmt.Appendf(nil, configTemplate, data, r.Addr()), 0o600); err != nil {
+	listen := r.Addr()
+	if r.opts.Netns != "" {
+		listen = ":" + strconv.Itoa(r.opts.Port)
+	}
+	if _, err := atomicfile.WriteFile(cfg, fmt.Appendf(nil, configTemplate, data, listen), 0o600); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	args := []string{"serve", cfg}
@@ -309,8 +316,8 @@ func (r *Registry) Dir() string { return r.opts.Dir }
 func (r *Registry) Ref(repoTag string) string { return r.Addr() + "/" + repoTag }
 
 // Push copies an image archive (a `docker save` tar, "docker-archive:" assumed, or a path given
-// with its transport, "oci-archive:F.tar") to ref at this registry with skopeo, over plain HTTP.
-// In a registry's own namespace skopeo runs there too.
+// with its transport, "oci-archive:F.tar") to repoTag at this registry with skopeo, over plain
+// HTTP. In a registry's own namespace skopeo runs there too, and pushes to 127.0.0.1.
 func (r *Registry) Push(ctx context.Context, archive, repoTag string) error {
 	if err := hostcheck.Missing(hostcheck.Skopeo); err != nil {
 		return fmt.Errorf("registry: %w", err)
@@ -319,7 +326,11 @@ func (r *Registry) Push(ctx context.Context, archive, repoTag string) error {
 	if !strings.HasPrefix(src, "docker-archive:") && !strings.HasPrefix(src, "oci-archive:") {
 		src = "docker-archive:" + src
 	}
-	args := []string{"copy", "--quiet", "--insecure-policy", "--dest-tls-verify=false", src, "docker://" + r.Ref(repoTag)}
+	dest := r.Ref(repoTag)
+	if r.opts.Netns != "" {
+		dest = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.opts.Port)) + "/" + repoTag
+	}
+	args := []string{"copy", "--quiet", "--insecure-policy", "--dest-tls-verify=false", src, "docker://" + dest}
 	bin := "skopeo"
 	if r.opts.Netns != "" {
 		args = append([]string{"--net=" + r.opts.Netns, "--", bin}, args...)
