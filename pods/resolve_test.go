@@ -16,8 +16,8 @@ import (
 
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 	"github.com/onionpod/onionpod/internal/lab/registry"
-	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/internal/lab/registry/registrytest"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // pageTar is a layer holding /www/index.html with page.
