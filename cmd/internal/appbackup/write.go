@@ -263,7 +263,7 @@ func (aw *archiveWriter) writeVolume(ctx context.Context, prefix, dir string, re
 	if err := vw.entry(".", fi); err != nil {
 		return err
 	}
-	return vw.walk(ctx, ".")
+	return vw.walk(ctx, ".", fi)
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -283,10 +283,15 @@ func (vw *volumeWriter) name(rel string) string {
 	return vw.prefix + rel
 }
 
-func (vw *volumeWriter) walk(ctx context.Context, rel string) error {
-	d, err := vw.root.Open(rel)
+// walk writes the entries of the directory rel, which Lstat saw as fi.
+func (vw *volumeWriter) walk(ctx context.Context, rel string, fi fs.FileInfo) error {
+	d, err := vw.root.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
+	}
+	if st, err := d.Stat(); err != nil || !os.SameFile(st, fi) {
+		d.Close()
+		return fmt.Errorf("%s changed while it was read (is the app stopped?)", rel)
 	}
 	entries, err := d.Readdirnames(-1)
 	d.Close()
@@ -310,7 +315,7 @@ func (vw *volumeWriter) walk(ctx context.Context, rel string) error {
 			return err
 		}
 		if fi.IsDir() {
-			if err := vw.walk(ctx, p); err != nil {
+			if err := vw.walk(ctx, p, fi); err != nil {
 				return err
 			}
 		}
