@@ -155,7 +155,10 @@ func (p *Prober) ProbePath(ctx context.Context, t Target, path Path) Result {
 		err = fmt.Errorf("probe: unknown path %q", path)
 	}
 	if err == nil {
-		res.Status, err = get(ctx, conn, hostPort(host, port), p.UserAgent)
+		if port != 80 {
+			host = hostPort(host, port)
+		}
+		res.Status, err = get(ctx, conn, host, p.UserAgent)
 		conn.Close()
 	}
 	res.Latency = time.Since(start)
