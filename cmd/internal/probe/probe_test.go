@@ -140,6 +140,9 @@ func TestProbeOnion(t *testing.T) {
 		}
 	}
 	t.Logf("descriptors uploaded after %v", time.Since(start))
+	if b := m.Conn().Bootstrap; b != 100 {
+		t.Errorf("the Manager reports bootstrap %d%%, want 100 (a tor that uploaded descriptors)", b)
+	}
 
 	p := &Prober{Socks: "127.0.0.1:" + strconv.Itoa(int(socks)), OnionTimeout: 60 * time.Second}
 	targets := map[*onion.Key]string{down: downTarget}
