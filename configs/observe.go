@@ -107,9 +107,12 @@ func (c *Config) validateObservability(bad reporter) {
 	if p.Interval.D() < 10*time.Second {
 		bad("probes.interval", "%s is shorter than 10s", p.Interval.D())
 	}
-	for where, v := range map[string]Duration{"probes.onion_timeout": p.OnionTimeout, "probes.clearnet_timeout": p.ClearnetTimeout} {
-		if v.D() < time.Second || v.D() > 5*time.Minute {
-			bad(where, "%s must be between 1s and 5m", v.D())
+	for _, t := range []struct {
+		where string
+		v     Duration
+	}{{"probes.onion_timeout", p.OnionTimeout}, {"probes.clearnet_timeout", p.ClearnetTimeout}} {
+		if t.v.D() < time.Second || t.v.D() > 5*time.Minute {
+			bad(t.where, "%s must be between 1s and 5m", t.v.D())
 		}
 	}
 	if p.History < 1 || p.History > 1000 {
