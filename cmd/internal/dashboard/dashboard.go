@@ -242,6 +242,7 @@ type page struct {
 	Logs    []string
 	LogErr  string
 	Updates bool
+	Select  string // the backup form's preselected app
 	Err     string
 	Code    int
 }
@@ -357,7 +358,7 @@ func (s *Server) backupForm(w http.ResponseWriter, r *http.Request, _ session) {
 			p.Apps = append(p.Apps, s.view(a, false))
 		}
 	}
-	p.Flash = takeFlash(w, r)
+	p.Flash, p.Select = takeFlash(w, r), r.URL.Query().Get("app")
 	s.render(w, r, http.StatusOK, "backup", p)
 }
 
