@@ -64,7 +64,7 @@ func TestULAForAvoidsHostAndStaysInPrefix(t *testing.T) {
 		}
 		seen[ula] = true
 	}
-	if ulaFor(prefix, "blog", 0) != ulaFor(prefix, "blog", 0) {
+	if first, again := ulaFor(prefix, "blog", 0), ulaFor(prefix, "blog", 0); first != again {
 		t.Fatal("ULA not stable for a name")
 	}
 }

@@ -11,7 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/genvalue"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // undoTimeout bounds the cleanup of a failed attach, which runs even if the caller's context is done.
@@ -19,14 +20,12 @@ const undoTimeout = 30 * time.Second
 
 // Attach makes app's network exist as asked and returns where the pod is. Attaching an app that is
 // already attached the same way (by this Manager or by another process on the state dir) returns
-// its current addresses and changes nothing; attached differently (or half-attached after a crash),
-// it is detached first. On error nothing is left.
+// its current addresses and changes nothing but its firewall, if its published ports changed (in
+// place: the namespace and the pod in it stay); attached differently (or half-attached after a
+// crash), it is detached first. On error nothing is left.
 func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error) {
-	if err := validApp(a.App); err != nil {
+	if err := checkAttachment(a); err != nil {
 		return Result{}, fmt.Errorf("network: attach: %w", err)
-	}
-	if a.OnionOnly && a.IPv4 {
-		return Result{}, fmt.Errorf("network: attach %q: an onion-only pod has no LAN link for IPv4: %w", a.App, ErrBadInput)
 	}
 	defer func() {
 		if err != nil {
@@ -41,23 +40,48 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 	if err := m.settled(ctx, a.App); err != nil {
 		return Result{}, err
 	}
-
-	old, err := m.leases.load(a.App) // as the last process left it: we hold the app's lock
+	old, err := m.currentLease(ctx, a) // as the last process left it: we hold the app's lock
 	if err != nil {
 		return Result{}, err
 	}
-	if old != nil && m.same(old, a) && podLinkReady(old) && m.hostSideReady(ctx, old) {
-		return m.result(old), nil
+	if m.reusable(ctx, old, a) {
+		return m.keep(old, a)
 	}
-	if old != nil || netnsfile.Exists(m.netnsPath(a.App)) {
-		if err := m.teardown(ctx, a.App, old, false); err != nil {
-			return Result{}, fmt.Errorf("clear previous attach: %w", err)
-		}
-		if err := m.settled(ctx, a.App); err != nil {
-			return Result{}, err
-		}
+	if err := m.clearPrevious(ctx, a.App, old); err != nil {
+		return Result{}, err
 	}
+	return m.attachFresh(ctx, a)
+}
 
+// reusable reports whether the attach that lease l records is finished and is what a asks for
+// (published ports aside: keep changes those in place).
+func (m *Manager) reusable(ctx context.Context, l *lease, a Attachment) bool {
+	return l != nil && m.same(l, a) && podLinkReady(l) && m.hostSideReady(ctx, l)
+}
+
+// keep returns an attached pod as it is, with its firewall made to publish a's ports.
+func (m *Manager) keep(l *lease, a Attachment) (Result, error) {
+	if err := ensureFirewall(l.Netns, m.firewallFor(l, a.Ports)); err != nil {
+		return Result{}, err
+	}
+	return m.result(l), nil
+}
+
+// clearPrevious detaches what an earlier attach of app left (a lease or a namespace), and waits
+// until its links are gone.
+func (m *Manager) clearPrevious(ctx context.Context, app string, old *lease) error {
+	if old == nil && !netnsfile.Exists(m.netnsPath(app)) {
+		return nil
+	}
+	if err := m.teardown(ctx, app, old, false); err != nil {
+		return fmt.Errorf("clear previous attach: %w", err)
+	}
+	return m.settled(ctx, app)
+}
+
+// attachFresh attaches a from nothing: the lease (stored while the rest goes on), the shim, the
+// namespace with its firewall, then its links. On error it undoes all of it.
+func (m *Manager) attachFresh(ctx context.Context, a Attachment) (_ Result, err error) {
 	l, err := m.prepareLease(ctx, a)
 	if err != nil {
 		return Result{}, err
@@ -79,29 +103,46 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 			return Result{}, err
 		}
 	}
-	var podH *netlink.Handle
-	if err := netnsfile.Create(l.Netns, setupPod(l.OnionOnly, &podH)); err != nil {
+	podH, err := m.createPod(l, a.Ports)
+	if err != nil {
 		return Result{}, err
 	}
 	defer podH.Close()
-	if l.OnionOnly {
-		if err := m.addHostVeth(l, podH); err != nil {
-			return Result{}, err
-		}
-	} else {
-		l.cniStarted = true
-		if err := m.cniAdd(ctx, l); err != nil {
-			return Result{}, err
-		}
-		if err := addULA(podH, l.ULA); err != nil {
-			return Result{}, err
-		}
+	if err := m.wirePod(ctx, l, podH); err != nil {
+		return Result{}, err
 	}
 	if err := saved(); err != nil {
 		return Result{}, err
 	}
 	m.announce(l.App)
 	return m.resultWith(l, podH), nil
+}
+
+// createPod creates the pod's namespace and its firewall, before any link exists, and returns a
+// netlink handle in it (the caller closes it).
+func (m *Manager) createPod(l *lease, ports []PortMap) (*netlink.Handle, error) {
+	var podH *netlink.Handle
+	if err := netnsfile.Create(l.Netns, setupPod(l.OnionOnly, &podH)); err != nil {
+		return nil, err
+	}
+	if err := applyFirewall(l.Netns, m.firewallFor(l, ports), false); err != nil {
+		podH.Close()
+		return nil, err
+	}
+	return podH, nil
+}
+
+// wirePod gives the pod its links: an onion-only pod its veth to the host, a LAN pod its macvlan
+// (CNI ADD) and its ULA.
+func (m *Manager) wirePod(ctx context.Context, l *lease, podH *netlink.Handle) error {
+	if l.OnionOnly {
+		return m.addHostVeth(l, podH)
+	}
+	l.cniStarted = true
+	if err := m.cniAdd(ctx, l); err != nil {
+		return err
+	}
+	return addULA(podH, l.ULA)
 }
 
 // same reports whether lease l is what attachment a asks for. An "auto" uplink is not resolved
@@ -126,6 +167,9 @@ func (m *Manager) hostSideReady(ctx context.Context, l *lease) bool {
 // MAC from the name (refused if another held app has it), a free ULA, the conflist.
 func (m *Manager) prepareLease(ctx context.Context, a Attachment) (*lease, error) {
 	l := &lease{Version: leaseVersion, App: a.App, OnionOnly: a.OnionOnly, IPv4: a.IPv4, Netns: m.netnsPath(a.App)}
+	if err := genvalue.Path("netns", l.Netns); err != nil {
+		return nil, err
+	}
 	mac := PredictMAC(a.App)
 	l.MAC = mac.String()
 	if !a.OnionOnly {
@@ -138,6 +182,9 @@ func (m *Manager) prepareLease(ctx context.Context, a Attachment) (*lease, error
 		}
 		uplink, err := m.resolveUplink()
 		if err != nil {
+			return nil, err
+		}
+		if err := checkIfName("uplink", uplink); err != nil {
 			return nil, err
 		}
 		if err := m.checkUplink(uplink); err != nil {
@@ -156,7 +203,7 @@ func (m *Manager) prepareLease(ctx context.Context, a Attachment) (*lease, error
 	return l, nil
 }
 
-// hold picks the lease's ULA and stores the lease, under the state lock, so that no two attaches
+// hold picks the lease's ULA (see pickULA) and stores the lease, under the state lock, so that no two attaches
 // (in this process or another) pick the same ULA or share a MAC: every lease on disk counts. The
 // lease file is written (and fsynced) in the background while the attach goes on, and the state
 // lock is released when it has landed; saved waits for that and returns the write's error.
@@ -182,22 +229,43 @@ func (m *Manager) hold(ctx context.Context, l *lease) (saved func() error, err e
 	}), nil
 }
 
-// pickULA refuses a MAC another lease has and gives l the first candidate ULA no other lease holds.
-// Call it under the state lock.
+// pickULA refuses a MAC another lease has and gives l the first candidate ULA no other lease
+// holds; a lease rebuilt from a live pod (l.ULA set) keeps its ULA, or is refused if another lease
+// holds it. Apps whose lease file cannot be read keep what they may hold. Call it under the state
+// lock.
 func (m *Manager) pickULA(l *lease) error {
-	all, err := m.leases.loadAll(&m.cache)
+	set, err := m.leases.loadAll(&m.cache)
 	if err != nil {
 		return fmt.Errorf("read leases: %w", err)
 	}
 	taken := map[netip.Addr]bool{}
-	for app, other := range all {
+	holds := func(app, mac string, ulas ...netip.Addr) error {
 		if app == l.App {
-			continue
+			return nil
 		}
-		if other.MAC == l.MAC {
+		if mac == l.MAC {
 			return fmt.Errorf("apps %q and %q derive the same MAC %s; rename one: %w", l.App, app, l.MAC, ErrMACCollision)
 		}
-		taken[other.ULA] = true
+		for _, ula := range ulas {
+			taken[ula] = true
+		}
+		return nil
+	}
+	for app, other := range set.leases {
+		if err := holds(app, other.MAC, other.ULA); err != nil {
+			return err
+		}
+	}
+	for app := range set.bad {
+		if err := holds(app, PredictMAC(app).String(), m.heldByUnreadable(app)...); err != nil {
+			return err
+		}
+	}
+	if l.ULA.IsValid() {
+		if taken[l.ULA] {
+			return fmt.Errorf("ULA %s is leased to another app", l.ULA)
+		}
+		return nil
 	}
 	for try := 0; ; try++ {
 		if ula := ulaFor(m.cfg.ULAPrefix, l.App, try); !taken[ula] {

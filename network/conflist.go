@@ -2,7 +2,11 @@ package network
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
+
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // cniVersion is the spec version of the generated configurations: the newest that both the
@@ -42,4 +46,22 @@ func Conflist(uplink string, mac net.HardwareAddr, dhcpSocket string) []byte {
 		panic("network: conflist: " + err.Error()) // only plain strings: cannot fail
 	}
 	return append(b, '\n')
+}
+
+// parseConflist reads back a configuration Conflist rendered (from a lease, or from libcni's
+// cache of the last ADD) and refuses anything else.
+func parseConflist(b []byte) (conflist, error) {
+	var c conflist
+	if err := json.Unmarshal(b, &c); err != nil {
+		return conflist{}, fmt.Errorf("conflist: %w", err)
+	}
+	if c.Name != networkName || len(c.Plugins) != 1 || c.Plugins[0].Type != "macvlan" {
+		return conflist{}, errors.New("conflist: not one of onionpod's")
+	}
+	if ipam := c.Plugins[0].IPAM; ipam != nil {
+		if ipam.Type != "dhcp" || genvalue.Path("DHCP socket", ipam.DaemonSocketPath) != nil {
+			return conflist{}, errors.New("conflist: not one of onionpod's")
+		}
+	}
+	return c, nil
 }

@@ -7,11 +7,12 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // Detach removes app's network: the namespace, the links, the ULA lease, the DHCP lease (CNI DEL).
-// Already gone (also: detached by another process) is success. It returns without waiting for the
+// Already gone (also: detached by another process) is success; a damaged lease file is set aside
+// (see DamagedLeases) and the pod torn down by its namespace's path. It returns without waiting for the
 // kernel to finish deleting the links; an Attach of the same app waits for that (in another
 // process, CNI ADD retries while the kernel still holds the pod's MAC).
 func (m *Manager) Detach(ctx context.Context, app string) (err error) {
@@ -28,7 +29,7 @@ func (m *Manager) Detach(ctx context.Context, app string) (err error) {
 		return err
 	}
 	defer unlock()
-	l, err := m.leases.load(app) // as the last process left it: we hold the app's lock
+	l, err := m.leaseForDetach(app) // as the last process left it: we hold the app's lock
 	if err != nil {
 		return err
 	}

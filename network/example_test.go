@@ -2,6 +2,7 @@ package network_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -27,12 +28,21 @@ func Example() {
 			fmt.Println("publish", change.App, change.LAN, change.IPv4)
 		}
 	}()
-	res, err := m.Attach(ctx, network.Attachment{App: "blog"})
+	// The app listens on 8080; http://blog.ZONE/ and its .onion both answer on 80.
+	ports := []network.PortMap{{Public: 80, Target: 8080}}
+	res, err := m.Attach(ctx, network.Attachment{App: "blog", Ports: ports})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println(res.Netns, res.ULA, res.LAN)
+	// Each pass: attach again (in place) when the app's ports changed, and report damaged leases.
+	if now, err := m.Addresses("blog"); errors.Is(err, network.ErrDamagedLease) || (err == nil && !now.Publishes(ports)) {
+		m.Attach(ctx, network.Attachment{App: "blog", Ports: ports})
+	}
+	if damaged, _ := m.DamagedLeases(); len(damaged) > 0 {
+		fmt.Println("lease of", damaged[0].App, "damaged, kept as", damaged[0].File)
+	}
 	// ... later, after the pod's unit stopped:
 	if err := m.Detach(ctx, "blog"); err != nil {
 		fmt.Println(err)

@@ -166,10 +166,16 @@ func (e *testEnv) assertNothingLeft(t *testing.T) {
 // server goroutines may run anywhere.
 func serveHTTP(t testing.TB, netnsPath, body string) {
 	t.Helper()
+	serveHTTPOn(t, netnsPath, 80, body)
+}
+
+// serveHTTPOn is serveHTTP on [::]:port (IPv6 and IPv4).
+func serveHTTPOn(t testing.TB, netnsPath string, port uint16, body string) {
+	t.Helper()
 	var ln net.Listener
 	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 		var err error
-		ln, err = net.Listen("tcp", "[::]:80")
+		ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", port))
 		return err
 	})
 	if err != nil {
@@ -206,7 +212,11 @@ func fetchEventually(t testing.TB, netnsPath, url, want string) {
 	}
 }
 
-func httpURL(a netip.Addr) string { return "http://" + netip.AddrPortFrom(a, 80).String() + "/" }
+func httpURL(a netip.Addr) string { return httpURLPort(a, 80) }
+
+func httpURLPort(a netip.Addr, port uint16) string {
+	return "http://" + netip.AddrPortFrom(a, port).String() + "/"
+}
 
 // randomULA is a random fdXX:XXXX:XXXX:XXXX::/64, different for every test.
 func randomULA() netip.Prefix {

@@ -1,6 +1,9 @@
 package network
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,11 +17,18 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // lease is the stored record of an attached pod: what it holds (MAC, ULA) and what is needed to
 // undo the attach (the conflist CNI ADD ran with). It is written before anything is created, so
 // a crash mid-attach leaves a record that Attached reports and Detach cleans up.
+//
+// A lease file that cannot be read back as a lease (cut short, garbled) is damaged: see
+// parseLease, which checks the JSON, every field against what it must be for its app, and the
+// checksum; and damaged.go for what is done with it.
 type lease struct {
 	Version   int             `json:"version"`
 	App       string          `json:"app"`
@@ -29,6 +39,9 @@ type lease struct {
 	Uplink    string          `json:"uplink,omitempty"`
 	Netns     string          `json:"netns"`
 	Conflist  json.RawMessage `json:"conflist,omitempty"`
+	// Sum is the SHA-256 of the lease as compact JSON without it: garbling that still parses is
+	// caught too. Leases written before it existed have none (their fields are still checked).
+	Sum string `json:"sum,omitempty"`
 
 	cniStarted bool // this process ran CNI ADD for it (an undo needs DEL)
 }
@@ -40,13 +53,91 @@ func (l *lease) mac() net.HardwareAddr {
 	return mac
 }
 
+// stored is a copy of the fields the file holds, without Sum; it never reads cniStarted, which
+// the attach in progress writes while the lease is being saved.
+func (l *lease) stored() lease {
+	return lease{Version: l.Version, App: l.App, MAC: l.MAC, ULA: l.ULA, OnionOnly: l.OnionOnly,
+		IPv4: l.IPv4, Uplink: l.Uplink, Netns: l.Netns, Conflist: l.Conflist}
+}
+
+// checksum is what Sum must be.
+func (l *lease) checksum() string {
+	c := l.stored()
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "" // a Conflist that is not JSON: never matches a stored sum
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// damaged is the error of a lease file that is not a valid lease: it matches ErrDamagedLease.
+func damaged(app, format string, args ...any) error {
+	return fmt.Errorf("lease %s: %w: %s", app, ErrDamagedLease, fmt.Sprintf(format, args...))
+}
+
+// parseLease reads b as app's lease; any fault is a damaged lease.
+func parseLease(app string, b []byte) (*lease, error) {
+	var l lease
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, damaged(app, "%v", err)
+	}
+	if l.Sum != "" && l.Sum != l.checksum() {
+		return nil, damaged(app, "checksum mismatch")
+	}
+	if err := l.validate(app); err != nil {
+		return nil, damaged(app, "%v", err)
+	}
+	return &l, nil
+}
+
+// validate checks every field of a lease read back for app against what it must be.
+func (l *lease) validate(app string) error {
+	switch {
+	case l.Version != leaseVersion:
+		return fmt.Errorf("unknown version %d", l.Version)
+	case l.App != app:
+		return fmt.Errorf("it names app %q", l.App)
+	case l.MAC != PredictMAC(app).String():
+		return fmt.Errorf("MAC %q is not the app's", l.MAC)
+	case !l.ULA.Is6() || !localULA.Contains(l.ULA) || l.ULA.Zone() != "" || hostPart(l.ULA) <= 1:
+		return fmt.Errorf("ULA %q is not a pod's unique local address", l.ULA)
+	case genvalue.Path("netns", l.Netns) != nil || filepath.Base(l.Netns) != netnsPrefix+app:
+		return fmt.Errorf("netns %q is not the app's", l.Netns)
+	}
+	if l.OnionOnly {
+		if l.IPv4 || l.Uplink != "" || len(l.Conflist) > 0 {
+			return errors.New("an onion-only lease with a LAN link")
+		}
+		return nil
+	}
+	if err := checkIfName("uplink", l.Uplink); err != nil {
+		return err
+	}
+	c, err := parseConflist(l.Conflist)
+	if err != nil {
+		return err
+	}
+	if mv := c.Plugins[0]; mv.Master != l.Uplink || mv.MAC != l.MAC || (mv.IPAM != nil) != l.IPv4 {
+		return errors.New("the conflist does not match the lease")
+	}
+	return nil
+}
+
+// hostPart is the low 64 bits of an IPv6 address.
+func hostPart(a netip.Addr) uint64 {
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[8:])
+}
+
 // leaseStore keeps one JSON file per app under dir, written atomically (0600 in a 0700 dir).
 type leaseStore struct{ dir string }
 
 func (s leaseStore) path(app string) string { return filepath.Join(s.dir, app+".json") }
 
-// load reads app's lease: nil if there is none. The file is always whole (written by rename), so
-// reading it needs no lock: what another process stored is what this one sees.
+// load reads app's lease: nil if there is none; an error matching ErrDamagedLease if the file is
+// not a valid lease. The file is always whole (written by rename), so reading it needs no lock:
+// what another process stored is what this one sees.
 func (s leaseStore) load(app string) (*lease, error) {
 	b, err := os.ReadFile(s.path(app))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -81,17 +172,6 @@ func (s leaseStore) loadWithInode(app string) (*lease, uint64, error) {
 	return l, st.Ino, err
 }
 
-func parseLease(app string, b []byte) (*lease, error) {
-	var l lease
-	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, fmt.Errorf("lease %s: %w", app, err)
-	}
-	if l.Version != leaseVersion || l.App != app {
-		return nil, fmt.Errorf("lease %s: unknown version %d or app %q", app, l.Version, l.App)
-	}
-	return &l, nil
-}
-
 // apps lists the apps that have a lease file, unsorted (temp files and strangers are skipped).
 func (s leaseStore) apps() ([]string, error) {
 	entries, err := os.ReadDir(s.dir)
@@ -124,6 +204,7 @@ type leaseCache struct {
 type cachedLease struct {
 	id    fileID
 	lease *lease
+	err   error // why the file is not a lease (damaged)
 }
 
 type fileID struct {
@@ -135,24 +216,35 @@ func idOfStat(st *unix.Stat_t) fileID {
 	return fileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
 }
 
+// leaseSet is every lease file on disk at one moment.
+type leaseSet struct {
+	leases map[string]*lease
+	// bad are the apps whose lease file cannot be read as a lease now (damaged, or an I/O error),
+	// with the reason. They are no one else's business: skipped, but what they may hold (their
+	// MAC, their ULA) is not given to another app.
+	bad map[string]error
+}
+
 // loadAll reads every lease now on disk (including those other processes wrote), through the
-// cache: a stat per file (relative to the open dir), a read only for files new or changed.
-func (s leaseStore) loadAll(c *leaseCache) (map[string]*lease, error) {
+// cache: a stat per file (relative to the open dir), a read only for files new or changed. Only a
+// fault of the directory itself is an error: a file that cannot be read goes to the set's bad.
+func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
 	dir, err := os.Open(s.dir)
 	if err != nil {
-		return nil, err
+		return leaseSet{}, err
 	}
 	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
 	if err != nil {
-		return nil, err
+		return leaseSet{}, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.files == nil {
 		c.files = map[string]cachedLease{}
 	}
-	leases := make(map[string]*lease, len(names))
+	set := leaseSet{leases: make(map[string]*lease, len(names)), bad: map[string]error{}}
+	seen := make(map[string]bool, len(names))
 	for _, name := range names {
 		app, ok := leaseApp(name)
 		if !ok {
@@ -164,37 +256,48 @@ func (s leaseStore) loadAll(c *leaseCache) (map[string]*lease, error) {
 			continue // removed since the listing
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lease %s: %w", app, err)
+			set.bad[app] = fmt.Errorf("lease %s: %w", app, err)
+			continue
 		}
 		id := idOfStat(&st)
-		if cached, ok := c.files[app]; ok && cached.id == id {
-			leases[app] = cached.lease
-			continue
+		cached, ok := c.files[app]
+		if !ok || cached.id != id {
+			l, err := s.load(app)
+			if l == nil && err == nil {
+				continue // removed since the stat
+			}
+			if err != nil && !errors.Is(err, ErrDamagedLease) {
+				set.bad[app] = err // not cached: an I/O error may pass
+				continue
+			}
+			cached = cachedLease{id: id, lease: l, err: err}
+			c.files[app] = cached
 		}
-		l, err := s.load(app)
-		if err != nil {
-			return nil, err
+		seen[app] = true
+		if cached.err != nil {
+			set.bad[app] = cached.err
+		} else {
+			set.leases[app] = cached.lease
 		}
-		if l == nil {
-			continue
-		}
-		leases[app] = l
-		c.files[app] = cachedLease{id: id, lease: l}
 	}
 	for app := range c.files {
-		if leases[app] == nil {
+		if !seen[app] {
 			delete(c.files, app)
 		}
 	}
-	return leases, nil
+	return set, nil
 }
 
+// save stores l (with its checksum) in place of app's lease file.
 func (s leaseStore) save(l *lease) error {
-	b, err := json.MarshalIndent(l, "", "  ")
+	c := l.stored()
+	c.Sum = c.checksum()
+	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path(l.App), append(b, '\n'))
+	_, err = atomicfile.WriteFile(s.path(l.App), append(b, '\n'), 0o600)
+	return err
 }
 
 func (s leaseStore) remove(app string) error {
@@ -202,39 +305,4 @@ func (s leaseStore) remove(app string) error {
 		return err
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data: temp file in the same directory, fsync, rename, fsync
-// of the directory. The file is 0600.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -1,11 +1,15 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -20,25 +24,43 @@ func testManager(t *testing.T) *Manager {
 	}
 }
 
-// storeLease writes a lease file as another process would.
-func storeLease(t *testing.T, m *Manager, l *lease) {
+// storeLease writes a lease file as another process would: an onion-only pod's of app on ula.
+func storeLease(t *testing.T, m *Manager, app string, ula netip.Addr) {
 	t.Helper()
-	l.Version = leaseVersion
-	if err := m.leases.save(l); err != nil {
+	if err := m.leases.save(onionLease(app, ula)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// A lease another process stored counts: its MAC is refused to a colliding app.
+func onionLease(app string, ula netip.Addr) *lease {
+	return &lease{Version: leaseVersion, App: app, MAC: PredictMAC(app).String(), ULA: ula,
+		OnionOnly: true, Netns: "/run/netns/onionpod-" + app}
+}
+
+// Two names that derive the same MAC (found by a cycle search over PredictMAC).
+const collidingA, collidingB = "m6efa2032f536", "m569c4a153457"
+
+// A lease another process stored counts: its MAC is refused to a colliding app, also when its
+// file is damaged (the MAC comes from the name).
 func TestHoldRefusesMACCollision(t *testing.T) {
-	m := testManager(t)
-	storeLease(t, m, &lease{App: "other", MAC: PredictMAC("blog").String(), ULA: ulaFor(m.cfg.ULAPrefix, "other", 0)})
-	_, err := m.hold(context.Background(), &lease{Version: leaseVersion, App: "blog", MAC: PredictMAC("blog").String()})
-	if !errors.Is(err, ErrMACCollision) {
-		t.Fatalf("hold = %v, want ErrMACCollision", err)
+	if PredictMAC(collidingA).String() != PredictMAC(collidingB).String() {
+		t.Fatal("the colliding names do not collide")
 	}
-	if l, _ := m.leases.load("blog"); l != nil {
-		t.Fatal("a refused lease was stored")
+	for _, damage := range []bool{false, true} {
+		m := testManager(t)
+		storeLease(t, m, collidingA, ulaFor(m.cfg.ULAPrefix, collidingA, 0))
+		if damage {
+			if err := os.WriteFile(m.leases.path(collidingA), []byte("{"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := m.hold(context.Background(), onionLease(collidingB, netip.Addr{}))
+		if !errors.Is(err, ErrMACCollision) {
+			t.Fatalf("hold (damaged %t) = %v, want ErrMACCollision", damage, err)
+		}
+		if l, _ := m.leases.load(collidingB); l != nil {
+			t.Fatal("a refused lease was stored")
+		}
 	}
 }
 
@@ -50,8 +72,8 @@ func TestHoldNeverReusesAHeldULA(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := ulaFor(m.cfg.ULAPrefix, "blog", 0)
-	storeLease(t, m, &lease{App: "squatter", MAC: PredictMAC("squatter").String(), ULA: first})
-	l := &lease{Version: leaseVersion, App: "blog", MAC: PredictMAC("blog").String(), Netns: "/run/netns/onionpod-blog"}
+	storeLease(t, m, "squatter", first)
+	l := onionLease("blog", netip.Addr{})
 	saved, err := m.hold(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +90,7 @@ func TestHoldNeverReusesAHeldULA(t *testing.T) {
 		t.Fatalf("lease file: %v %v", info, err)
 	}
 	loaded, err := m.leases.loadAll(&m.cache)
-	if err != nil || loaded["blog"] == nil || loaded["blog"].ULA != l.ULA || loaded["blog"].MAC != l.MAC {
+	if err != nil || loaded.leases["blog"] == nil || loaded.leases["blog"].ULA != l.ULA || loaded.leases["blog"].MAC != l.MAC {
 		t.Fatalf("loadAll = %+v, %v", loaded, err)
 	}
 }
@@ -77,17 +99,17 @@ func TestHoldNeverReusesAHeldULA(t *testing.T) {
 func TestLeaseCacheFollowsTheDisk(t *testing.T) {
 	m := testManager(t)
 	prefix := m.cfg.ULAPrefix
-	storeLease(t, m, &lease{App: "a", MAC: PredictMAC("a").String(), ULA: ulaFor(prefix, "a", 0)})
-	storeLease(t, m, &lease{App: "b", MAC: PredictMAC("b").String(), ULA: ulaFor(prefix, "b", 0)})
-	if all, err := m.leases.loadAll(&m.cache); err != nil || len(all) != 2 {
+	storeLease(t, m, "a", ulaFor(prefix, "a", 0))
+	storeLease(t, m, "b", ulaFor(prefix, "b", 0))
+	if all, err := m.leases.loadAll(&m.cache); err != nil || len(all.leases) != 2 {
 		t.Fatalf("loadAll = %v, %v", all, err)
 	}
-	storeLease(t, m, &lease{App: "a", MAC: PredictMAC("a").String(), ULA: ulaFor(prefix, "a", 1)}) // same size
+	storeLease(t, m, "a", ulaFor(prefix, "a", 1)) // same size
 	if err := m.leases.remove("b"); err != nil {
 		t.Fatal(err)
 	}
 	all, err := m.leases.loadAll(&m.cache)
-	if err != nil || len(all) != 1 || all["a"].ULA != ulaFor(prefix, "a", 1) {
+	if err != nil || len(all.leases) != 1 || all.leases["a"].ULA != ulaFor(prefix, "a", 1) {
 		t.Fatalf("loadAll after changes = %v, %v; want only a with its new ULA", all, err)
 	}
 }
@@ -130,5 +152,102 @@ func TestLockFile(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiter never got the lock")
+	}
+}
+
+// Every way a lease file can be cut short, and every byte of it changed, is either found damaged
+// (ErrDamagedLease) or reads back as the very same lease (whitespace, the case of a key): never as
+// another lease. For a LAN pod's lease (with its conflist) and an onion-only pod's.
+func TestEveryDamageIsFound(t *testing.T) {
+	m := testManager(t)
+	lan := &lease{Version: leaseVersion, App: "web", MAC: PredictMAC("web").String(),
+		ULA: ulaFor(m.cfg.ULAPrefix, "web", 0), IPv4: true, Uplink: "lan0", Netns: "/run/netns/onionpod-web",
+		Conflist: Conflist("lan0", PredictMAC("web"), "/run/onionpod/dhcp.sock")}
+	for _, l := range []*lease{lan, onionLease("hidden", ulaFor(m.cfg.ULAPrefix, "hidden", 0))} {
+		if err := m.leases.save(l); err != nil {
+			t.Fatal(err)
+		}
+		good, err := os.ReadFile(m.leases.path(l.App))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := parseLease(l.App, good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found, same := 0, 0
+		check := func(what string, b []byte) {
+			got, err := parseLease(l.App, b)
+			switch {
+			case err == nil && got.checksum() == want.checksum():
+				same++
+			case err == nil:
+				t.Errorf("%s of %s's lease reads as another lease: %+v", what, l.App, got)
+			case !errors.Is(err, ErrDamagedLease):
+				t.Errorf("%s of %s's lease: %v, want ErrDamagedLease", what, l.App, err)
+			default:
+				found++
+			}
+		}
+		for n := range len(good) {
+			check(fmt.Sprintf("cut to %d bytes", n), good[:n])
+		}
+		for i := range good {
+			for _, x := range []byte{0x01, 0x02, 0x20, 0x80} {
+				b := bytes.Clone(good)
+				b[i] ^= x
+				check(fmt.Sprintf("byte %d ^ %#x", i, x), b)
+			}
+		}
+		t.Logf("%s: %d damaged versions found, %d harmless", l.App, found, same)
+	}
+}
+
+// A lease written before leases had a checksum is still read, and still checked field by field.
+func TestLeaseWithoutChecksum(t *testing.T) {
+	l := onionLease("hidden", ulaFor(netip.MustParsePrefix("fd11:2233:4455:6677::/64"), "hidden", 0))
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseLease("hidden", b); err != nil {
+		t.Fatalf("a lease without a checksum: %v", err)
+	}
+	for name, edit := range map[string]func(*lease){
+		"another app's MAC":      func(l *lease) { l.MAC = PredictMAC("web").String() },
+		"a ULA not unique local": func(l *lease) { l.ULA = netip.MustParseAddr("2001:db8::5") },
+		"another app's netns":    func(l *lease) { l.Netns = "/run/netns/onionpod-web" },
+		"a LAN link":             func(l *lease) { l.Uplink = "lan0" },
+	} {
+		c := *l
+		edit(&c)
+		b, _ := json.Marshal(&c)
+		if _, err := parseLease("hidden", b); !errors.Is(err, ErrDamagedLease) {
+			t.Errorf("%s: %v, want ErrDamagedLease", name, err)
+		}
+	}
+}
+
+// stored copies every field a lease file holds (all exported ones but Sum): a field added to the
+// lease and forgotten there would be dropped by save and left out of the checksum.
+func TestStoredKeepsEveryField(t *testing.T) {
+	l := &lease{Version: 1, App: "a", MAC: "m", ULA: netip.MustParseAddr("fd00::2"), OnionOnly: true, IPv4: true,
+		Uplink: "u", Netns: "/n", Conflist: json.RawMessage(`{}`), Sum: "s"}
+	v := reflect.ValueOf(*l)
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); f.IsExported() && f.Name != "Sum" && v.Field(i).IsZero() {
+			t.Fatalf("the test does not set %s", f.Name)
+		}
+	}
+	got := l.stored()
+	g := reflect.ValueOf(got)
+	for i := range g.NumField() {
+		f := g.Type().Field(i)
+		if f.IsExported() && f.Name != "Sum" && !reflect.DeepEqual(g.Field(i).Interface(), v.Field(i).Interface()) {
+			t.Errorf("stored drops %s", f.Name)
+		}
+	}
+	if got.Sum != "" {
+		t.Error("stored keeps Sum")
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network"
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
 	"github.com/onionpod/onionpod/network/nettest"
 )
 

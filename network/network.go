@@ -13,17 +13,28 @@
 // changed under cross-process locks (lock.go), read afresh by every call, and followed by Watch.
 // Attach, Check and Detach are idempotent; a failed Attach leaves nothing behind; Detach does not
 // wait for the kernel to tear links down.
+//
+// Every pod's namespace holds a small nftables ruleset of its own (firewall.go), which the pod
+// (without CAP_NET_ADMIN) cannot change: its published ports answer on its LAN addresses exactly
+// as on its .onion (PUBLIC is redirected to TARGET), only those ports are open from the LAN, and
+// the pod opens no connection to the host (tor connects in; replies flow).
+//
+// A damaged lease file (damaged.go) is an error of its app alone: other apps attach, detach and
+// boot as usual, and the app's next Attach or Detach sets the file aside (DamagedLeases lists
+// it) and starts afresh, keeping the pod's addresses when its namespace still shows them.
 package network
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
-	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/genvalue"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // Config configures a Manager.
@@ -65,6 +76,20 @@ type Attachment struct {
 	OnionOnly bool
 	// IPv4 asks the LAN's DHCP server for an IPv4 address (LAN pods only).
 	IPv4 bool
+	// Ports are the app's published ports, as on its .onion: a connection to Public on the pod's
+	// LAN addresses (IPv6 and IPv4, TCP and UDP) reaches Target in the pod. When Ports are given,
+	// they are the only ports open from the LAN (replies to the pod's own connections still come
+	// in); with none, nothing is declared and every port the app listens on is open, as before.
+	// The host (tor, on the ULA) reaches every port whatever Ports say. A change of Ports is
+	// applied in place by the next Attach: the namespace, and the pod in it, stay.
+	Ports []PortMap
+}
+
+// PortMap publishes one port of a pod: Public is what clients connect to, Target what the app
+// listens on. Both are from 1 to 65535; Public is unique within an Attachment.
+type PortMap struct {
+	Public uint16 `json:"public"`
+	Target uint16 `json:"target"`
 }
 
 // Result is where a pod is.
@@ -81,6 +106,19 @@ type Result struct {
 	LAN netip.Addr
 	// IPv4 is the DHCP address when asked for.
 	IPv4 netip.Addr
+	// Ports are the port maps the pod's firewall holds now, read from its namespace (sorted by
+	// public port).
+	Ports []PortMap
+	// Firewall reports that the pod's firewall is in place as Attach writes it for Ports. False
+	// means missing or stale (say, flushed by hand): Check reports drift, and Attach puts it back.
+	Firewall bool
+}
+
+// Publishes reports whether the pod's firewall is in place and publishes exactly ports (in any
+// order): when it does not, Attach with these ports changes the pod's firewall in place. This is
+// how a caller notices that an attached pod's published ports changed.
+func (r Result) Publishes(ports []PortMap) bool {
+	return r.Firewall && slices.Equal(r.Ports, sortedPorts(ports))
 }
 
 // Errors callers branch on; returned errors wrap them.
@@ -99,6 +137,10 @@ var (
 	ErrMACCollision = errors.New("MAC collision")
 	// ErrDrift: Check found the attachment no longer as Attach left it.
 	ErrDrift = errors.New("attachment drifted")
+	// ErrDamagedLease: the app's lease file cannot be read as a lease (truncated, garbled). Only
+	// that app is affected: its Addresses and Check fail with it until its next Attach (or
+	// Detach), which moves the file aside (see DamagedLeases) and starts afresh.
+	ErrDamagedLease = errors.New("lease file damaged")
 )
 
 // Names the Manager gives to what it creates.
@@ -111,14 +153,38 @@ const (
 	hostVethPrefix = "opv"
 )
 
-var appName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// validApp checks an app name with the shared rule (one DNS label); the error matches ErrBadInput.
+func validApp(app string) error { return names.App(app) }
 
-// validApp checks that app is a DNS label (lowercase letters, digits, hyphens, 1-63 characters).
-func validApp(app string) error {
-	if !appName.MatchString(app) {
-		return fmt.Errorf("app name %q must be a DNS label (a-z, 0-9, '-', 1-63 characters): %w", app, ErrBadInput)
+// checkAttachment refuses an attachment that cannot be carried out, before anything is touched.
+func checkAttachment(a Attachment) error {
+	if err := validApp(a.App); err != nil {
+		return err
+	}
+	if a.OnionOnly && a.IPv4 {
+		return errkind.BadInputf("app %q: an onion-only pod has no LAN link for IPv4", a.App)
+	}
+	seen := map[uint16]bool{}
+	for i, p := range a.Ports {
+		if p.Public == 0 || p.Target == 0 {
+			return errkind.BadInputf("app %q: ports[%d]: ports are from 1 to 65535", a.App, i)
+		}
+		if seen[p.Public] {
+			return errkind.BadInputf("app %q: ports[%d]: public port %d given twice", a.App, i, p.Public)
+		}
+		seen[p.Public] = true
 	}
 	return nil
+}
+
+// sortedPorts is a sorted copy of ports (by public port), nil when there are none.
+func sortedPorts(ports []PortMap) []PortMap {
+	if len(ports) == 0 {
+		return nil
+	}
+	s := slices.Clone(ports)
+	slices.SortFunc(s, func(a, b PortMap) int { return int(a.Public) - int(b.Public) })
+	return s
 }
 
 func (c *Config) setDefaults() error {
@@ -136,13 +202,34 @@ func (c *Config) setDefaults() error {
 	}
 	p := c.ULAPrefix
 	if !p.IsValid() || !p.Addr().Is6() || p.Bits() != 64 || !localULA.Contains(p.Addr()) || p.Masked() != p {
-		return fmt.Errorf("ULA prefix %s must be an fdXX:XXXX:XXXX:XXXX::/64: %w", p, ErrBadInput)
+		return errkind.BadInputf("ULA prefix %s must be an fdXX:XXXX:XXXX:XXXX::/64", p)
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
-		return fmt.Errorf("state dir %q must be an absolute path: %w", c.StateDir, ErrBadInput)
+		return errkind.BadInputf("state dir %q must be an absolute path", c.StateDir)
 	}
-	if !filepath.IsAbs(c.NetnsDir) {
-		return fmt.Errorf("netns dir %q must be an absolute path: %w", c.NetnsDir, ErrBadInput)
+	// These end up in generated files: the leases, the conflists, the pods' unit files.
+	if err := genvalue.Path("netns dir", c.NetnsDir); err != nil {
+		return err
+	}
+	if err := genvalue.Path("DHCP socket", c.DHCPSocket); err != nil {
+		return err
+	}
+	if c.Uplink != autoUplink {
+		if err := checkIfName("uplink", c.Uplink); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkIfName accepts a Linux interface name that may be written into a lease and a conflist:
+// 1 to 15 bytes, no '/', ':' or whitespace (the kernel's rule), nothing genvalue refuses.
+func checkIfName(field, name string) error {
+	if err := genvalue.Check(field, name); err != nil {
+		return err
+	}
+	if name == "" || len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: ") {
+		return errkind.BadInputf("%s: %q is not an interface name", field, name)
 	}
 	return nil
 }

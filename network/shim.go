@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // A macvlan master cannot talk to its own macvlan children, so the host reaches LAN pods through
@@ -66,17 +68,19 @@ func (m *Manager) ensureShim(ctx context.Context, uplink string) error {
 	if err != nil {
 		return fmt.Errorf("shim: %w", err)
 	}
-	if !exists {
-		err := m.boxDo(func() error {
-			return errors.Join(
-				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_ra", "0"),
-				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/autoconf", "0"),
-				netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_dad", "0"),
-			)
-		})
-		if err != nil {
-			return fmt.Errorf("shim sysctls: %w", err)
-		}
+	// Before it goes up (so it never autoconfigures), and also on a shim an older onionpod made.
+	err = m.boxDo(func() error {
+		return errors.Join(
+			netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_ra", "0"),
+			netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/autoconf", "0"),
+			netnsfile.Sysctl("net/ipv6/conf/"+shimName+"/accept_dad", "0"),
+			// Linux answers ARP on any link for any of the host's addresses: without this the
+			// pods would reach the host's IPv4 addresses through the shim (see firewall.go).
+			netnsfile.Sysctl("net/ipv4/conf/"+shimName+"/arp_ignore", "1"),
+		)
+	})
+	if err != nil {
+		return fmt.Errorf("shim sysctls: %w", err)
 	}
 	err = m.inBox(func(h *netlink.Handle) error {
 		shim, err := h.LinkByName(shimName)
@@ -124,14 +128,14 @@ func (m *Manager) releaseShim() {
 	})
 }
 
-// lanLeaseExists reports whether a LAN pod's lease is on disk; when the leases cannot be read it
-// says yes (keeping the shim is the safe mistake).
+// lanLeaseExists reports whether a LAN pod's lease is on disk; when the leases cannot be read (or
+// one of them, which may be a LAN pod's) it says yes: keeping the shim is the safe mistake.
 func (m *Manager) lanLeaseExists() bool {
-	all, err := m.leases.loadAll(&m.cache)
-	if err != nil {
+	set, err := m.leases.loadAll(&m.cache)
+	if err != nil || len(set.bad) > 0 {
 		return true
 	}
-	for _, l := range all {
+	for _, l := range set.leases {
 		if !l.OnionOnly {
 			return true
 		}
@@ -141,7 +145,7 @@ func (m *Manager) lanLeaseExists() bool {
 
 // checkShim verifies the shim is up on uplink with the host's ULA.
 func (m *Manager) checkShim(uplink string) error {
-	return m.inBox(func(h *netlink.Handle) error {
+	err := m.inBox(func(h *netlink.Handle) error {
 		shim, err := h.LinkByName(shimName)
 		if err != nil {
 			return fmt.Errorf("shim %s missing", shimName)
@@ -163,5 +167,15 @@ func (m *Manager) checkShim(uplink string) error {
 			}
 		}
 		return fmt.Errorf("shim %s lacks %s", shimName, hostULA(m.cfg.ULAPrefix))
+	})
+	if err != nil {
+		return err
+	}
+	return m.boxDo(func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + shimName + "/arp_ignore")
+		if err != nil || strings.TrimSpace(string(b)) != "1" {
+			return fmt.Errorf("shim %s answers ARP for the host's addresses", shimName)
+		}
+		return nil
 	})
 }

@@ -2,15 +2,16 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
-// result is where the pod of lease l is now.
+// result is where the pod of lease l is now, and what its firewall holds.
 func (m *Manager) result(l *lease) Result {
 	var r Result
 	err := inPod(l.Netns, func(h *netlink.Handle) error {
@@ -26,6 +27,9 @@ func (m *Manager) result(l *lease) Result {
 // resultWith is result with a netlink handle in the pod (nil: the pod's addresses are unknown).
 func (m *Manager) resultWith(l *lease, podH *netlink.Handle) Result {
 	r := Result{Netns: l.Netns, MAC: l.mac(), ULA: l.ULA}
+	if st, err := readFirewall(l.Netns); err == nil && st.present {
+		r.Ports, r.Firewall = st.ports, st.holds(m.firewallFor(l, st.ports))
+	}
 	if l.OnionOnly {
 		return r
 	}
@@ -54,8 +58,9 @@ func (m *Manager) predict(l *lease, r Result) Result {
 }
 
 // Addresses returns where an attached pod is now, whichever process attached it (its lease file and
-// its namespace, read now). It takes no lock: during another process's attach it may see the lease
-// before the namespace, and then reports the addresses the pod will have.
+// its namespace, read now), and the ports its firewall publishes. It takes no lock: during another
+// process's attach it may see the lease before the namespace, and then reports the addresses the
+// pod will have. A damaged lease file is an error matching ErrDamagedLease (Attach repairs it).
 func (m *Manager) Addresses(app string) (Result, error) {
 	if err := validApp(app); err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
@@ -71,8 +76,9 @@ func (m *Manager) Addresses(app string) (Result, error) {
 }
 
 // Check verifies that app's attachment is still as Attach left it: namespace, link, MAC and ULA
-// (CNI CHECK for LAN pods), and the host side (shim or veth). Errors wrap ErrNotFound or ErrDrift;
-// on drift, the caller detaches and attaches again. It waits for an Attach or Detach of the app
+// (CNI CHECK for LAN pods), its firewall, and the host side (shim or veth). Errors wrap
+// ErrNotFound or ErrDrift (with ErrDamagedLease when the lease file is damaged); on drift, the
+// caller attaches again (which repairs in place what it can). It waits for an Attach or Detach of the app
 // running in this process or another, and checks what that left.
 func (m *Manager) Check(ctx context.Context, app string) error {
 	if err := validApp(app); err != nil {
@@ -83,19 +89,25 @@ func (m *Manager) Check(ctx context.Context, app string) error {
 		return fmt.Errorf("network: check %q: %w", app, err)
 	}
 	defer unlock()
+	drift := func(err error) error { return fmt.Errorf("network: check %q: %w: %w", app, ErrDrift, err) }
 	l, err := m.leases.load(app)
+	if errors.Is(err, ErrDamagedLease) {
+		return drift(err)
+	}
 	if err != nil {
 		return fmt.Errorf("network: check: %w", err)
 	}
 	if l == nil {
 		return fmt.Errorf("network: check %q: %w", app, ErrNotFound)
 	}
-	drift := func(err error) error { return fmt.Errorf("network: check %q: %w: %w", app, ErrDrift, err) }
 	if !netnsfile.Exists(l.Netns) {
 		return drift(fmt.Errorf("namespace %s is gone", l.Netns))
 	}
 	if !podLinkReady(l) {
 		return drift(fmt.Errorf("%s is missing, down or without %s", podIfName, l.ULA))
+	}
+	if st, err := readFirewall(l.Netns); err != nil || !st.holds(m.firewallFor(l, st.ports)) {
+		return drift(errors.New("the pod's firewall is missing or not as written"))
 	}
 	if l.OnionOnly {
 		if err := m.checkHostVeth(l); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -23,7 +25,7 @@ func (img *Image) Command(args []string) ([]string, error) {
 		argv = append(argv, img.Config.Cmd...)
 	}
 	if len(argv) == 0 || argv[0] == "" {
-		return nil, fmt.Errorf("pods: image %q: %w: no command (no entrypoint or cmd)", img.Ref, ErrBadInput)
+		return nil, errkind.BadInputf("pods: image %q: no command (no entrypoint or cmd)", img.Ref)
 	}
 	prog := argv[0]
 	switch {
@@ -37,7 +39,7 @@ func (img *Image) Command(args []string) ([]string, error) {
 	default:
 		found, err := lookPathInRoot(img.Root, prog, envValue(img.Config.Env, "PATH"))
 		if err != nil {
-			return nil, fmt.Errorf("pods: image %q: %w: %w", img.Ref, ErrBadInput, err)
+			return nil, errkind.BadInputf("pods: image %q: %w", img.Ref, err)
 		}
 		argv[0] = found
 	}

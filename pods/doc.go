@@ -11,6 +11,12 @@
 //	                           before the pod unit by Requires=/BindsTo= + After=
 //	onionpod-NAME.service      onionpod's own helper services (HostService), e.g. onionpod-tor
 //
+// A pod's environment (it may hold secrets) is not in its unit, which anyone may read, but in
+// EnvDir/onionpod-pod-APP.env (root's, 0600), written and removed with the unit. Every value that
+// reaches a unit file goes through one function (unitValue), which refuses control characters
+// and quotes what systemd would otherwise expand. Images are hostile input: their layers are
+// unpacked safely and cached only once verified, their configs checked like any other value.
+//
 // Nothing here touches a unit whose name does not start with "onionpod-".
 package pods
 

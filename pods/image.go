@@ -1,27 +1,28 @@
 package pods
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
 // ImageStore keeps images on disk:
@@ -81,7 +82,7 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 	}
 	r, err := name.ParseReference(ref, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("pods: pull %q: %w: %w", ref, ErrBadInput, err)
+		return nil, errkind.BadInputf("pods: pull %q: %w", ref, err)
 	}
 	img, err := remote.Image(r,
 		remote.WithContext(ctx),
@@ -90,62 +91,12 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 	if err != nil {
 		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
-	return s.importImage(ctx, r.Name(), img, v1.Layer.Compressed, progress)
-}
-
-// LoadArchive loads an image from a `docker save` tarball or an OCI image archive (a tar of an
-// OCI layout). The first image in the archive is used.
-func (s *ImageStore) LoadArchive(ctx context.Context, path string, progress io.Writer) (*Image, error) {
-	kind, tags, err := archiveKind(path)
+	unlock, err := s.lock(ctx, false)
 	if err != nil {
-		return nil, fmt.Errorf("pods: load %s: %w", path, err)
+		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
-	switch kind {
-	case "docker":
-		var tag *name.Tag
-		ref := "archive:" + filepath.Base(path)
-		if len(tags) > 0 {
-			if t, err := name.NewTag(tags[0]); err == nil {
-				tag, ref = &t, t.Name()
-			}
-		}
-		img, err := tarball.ImageFromPath(path, tag)
-		if err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w: %w", path, ErrBadInput, err)
-		}
-		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
-		// form would gzip them just to hash them.
-		return s.importImage(ctx, ref, img, v1.Layer.Uncompressed, progress)
-	default:
-		dir, err := s.tempDir("archive")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		if err := extractLayout(path, dir); err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w", path, err)
-		}
-		img, ref, err := imageFromLayout(dir)
-		if err != nil {
-			return nil, fmt.Errorf("pods: load %s: %w", path, err)
-		}
-		if ref == "" {
-			ref = "archive:" + filepath.Base(path)
-		}
-		return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
-	}
-}
-
-// LoadLayout loads the first image of an OCI layout directory.
-func (s *ImageStore) LoadLayout(ctx context.Context, dir string, progress io.Writer) (*Image, error) {
-	img, ref, err := imageFromLayout(dir)
-	if err != nil {
-		return nil, fmt.Errorf("pods: load layout %s: %w", dir, err)
-	}
-	if ref == "" {
-		ref = "layout:" + filepath.Base(dir)
-	}
-	return s.importImage(ctx, ref, img, v1.Layer.Compressed, progress)
+	defer unlock()
+	return s.importImage(ctx, r.Name(), img, compressedBlobs, progress)
 }
 
 // Image returns an image already in the store by the reference it was pulled or loaded as, or by
@@ -168,6 +119,10 @@ func (s *ImageStore) Image(ref string) (*Image, error) {
 	}
 	if img == nil {
 		return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
+	}
+	hexID, _ := idHex(img.Digest)
+	if st, err := os.Stat(filepath.Join(s.Dir, "images", hexID+".json")); err == nil && time.Since(st.ModTime()) > time.Minute {
+		s.touch(hexID) // LastUsed, to the minute
 	}
 	return img, nil
 }
@@ -202,6 +157,9 @@ func (s *ImageStore) cached(id, ref string) (*Image, error) {
 		}
 		return nil, fmt.Errorf("pods: image record %s: %w", id, err)
 	}
+	if err := rec.Config.check(); err != nil {
+		return nil, fmt.Errorf("pods: image %s: %w", id, err)
+	}
 	root := filepath.Join(s.Dir, "roots", hexID)
 	if st, err := os.Stat(root); err != nil || !st.IsDir() {
 		return nil, nil
@@ -212,13 +170,13 @@ func (s *ImageStore) cached(id, ref string) (*Image, error) {
 func idHex(id string) (string, error) {
 	h, err := v1.NewHash(id)
 	if err != nil || h.Algorithm != "sha256" {
-		return "", fmt.Errorf("pods: image id %q: %w", id, ErrBadInput)
+		return "", errkind.BadInputf("pods: image id %q: want sha256:HEX", id)
 	}
 	return h.Hex, nil
 }
 
 // importImage caches img's layers, unpacks them into a root (once per image ID) and records ref.
-func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, blob func(v1.Layer) (io.ReadCloser, error), progress io.Writer) (*Image, error) {
+func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, src layerSource, progress io.Writer) (*Image, error) {
 	fail := func(err error) (*Image, error) { return nil, fmt.Errorf("pods: image %q: %w", ref, err) }
 	if err := s.makeDirs(); err != nil {
 		return fail(err)
@@ -232,6 +190,13 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	id := cfgName.String()
+	if ref == "" { // an archive without a tag or a name annotation
+		ref = id
+	}
+	config, err := imageConfig(cfg)
+	if err != nil {
+		return fail(err)
+	}
 	if done, err := s.cached(id, ref); err != nil || done != nil {
 		if err == nil {
 			err = s.recordRef(ref, id)
@@ -239,6 +204,8 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		if err != nil {
 			return fail(err)
 		}
+		hexID, _ := idHex(id)
+		s.touch(hexID) // used now: a prune already waiting keeps it
 		return done, nil
 	}
 
@@ -246,49 +213,24 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 	if err != nil {
 		return fail(err)
 	}
-	if len(layers) != len(cfg.RootFS.DiffIDs) {
-		return fail(fmt.Errorf("%w: %d layers but %d diff ids", ErrHostileLayer, len(layers), len(cfg.RootFS.DiffIDs)))
+	if err := s.fetchLayers(ctx, ref, layers, cfg.RootFS.DiffIDs, src, progress); err != nil {
+		return fail(err)
 	}
 	diffIDs := make([]string, len(layers))
-	var missing []int
-	var total int64
-	for i, l := range layers {
-		diffIDs[i] = cfg.RootFS.DiffIDs[i].String()
-		if cfg.RootFS.DiffIDs[i].Algorithm != "sha256" {
-			return fail(fmt.Errorf("%w: diff id %s", ErrHostileLayer, diffIDs[i]))
-		}
-		if _, err := os.Stat(s.layerPath(cfg.RootFS.DiffIDs[i])); err == nil {
-			continue
-		}
-		missing = append(missing, i)
-		if n, err := l.Size(); err == nil {
-			total += n
-		}
-	}
-
-	// Fetch the missing layers.
-	if len(missing) > 0 {
-		bar := newProgress(progress, total, "pulling "+ref)
-		for _, i := range missing {
-			if err := ctx.Err(); err != nil {
-				return fail(err)
-			}
-			if err := s.fetchLayer(layers[i], cfg.RootFS.DiffIDs[i], blob, bar); err != nil {
-				return fail(err)
-			}
-		}
-		bar.finish()
+	for i, d := range cfg.RootFS.DiffIDs {
+		diffIDs[i] = d.String()
 	}
 
 	// Unpack.
 	if err := s.unpack(ctx, id, cfg.RootFS.DiffIDs, progress); err != nil {
 		return fail(err)
 	}
-	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: imageConfig(cfg)}
+	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: config}
 	hexID, _ := idHex(id)
 	if err := writeJSON(filepath.Join(s.Dir, "images", hexID+".json"), rec); err != nil {
 		return fail(err)
 	}
+	s.touch(hexID) // an unchanged record is not rewritten: mark it used all the same
 	if err := s.recordRef(ref, id); err != nil {
 		return fail(err)
 	}
@@ -310,10 +252,6 @@ func (s *ImageStore) makeDirs() error {
 	return nil
 }
 
-func (s *ImageStore) layerPath(diffID v1.Hash) string {
-	return filepath.Join(s.Dir, "layers", diffID.Hex)
-}
-
 func (s *ImageStore) tempDir(purpose string) (string, error) {
 	if err := s.makeDirs(); err != nil {
 		return "", fmt.Errorf("pods: %w", err)
@@ -325,138 +263,17 @@ func (s *ImageStore) tempDir(purpose string) (string, error) {
 	return d, nil
 }
 
-// fetchLayer copies one layer blob into the cache (temp file, fsync, rename).
-func (s *ImageStore) fetchLayer(l v1.Layer, diffID v1.Hash, blob func(v1.Layer) (io.ReadCloser, error), bar *progress) error {
-	rc, err := blob(l)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Join(s.Dir, "tmp"), "layer-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	limit := s.maxBytes() + 1
-	n, err := io.Copy(io.MultiWriter(tmp, bar), io.LimitReader(rc, limit))
-	if err == nil && n >= limit {
-		err = fmt.Errorf("%w: layer %s larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
-	}
-	if err == nil {
-		err = rc.Close() // remote layers verify their digest here
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	return os.Rename(tmp.Name(), s.layerPath(diffID))
-}
-
-func (s *ImageStore) maxBytes() int64 {
-	if s.MaxImageBytes > 0 {
-		return s.MaxImageBytes
-	}
-	return defaultMaxImageBytes
-}
-
-// unpack applies the cached layers to a fresh root in Dir/tmp and renames it into place only when
-// every layer was applied and matched its DiffID.
-func (s *ImageStore) unpack(ctx context.Context, id string, diffIDs []v1.Hash, progress io.Writer) error {
-	hexID, err := idHex(id)
-	if err != nil {
-		return err
-	}
-	tmp, err := s.tempDir("root")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	root := filepath.Join(tmp, "root")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		return err
-	}
-	u, err := newUnpacker(root, s.maxBytes())
-	if err != nil {
-		return err
-	}
-	defer u.Close()
-	var total int64
-	for _, d := range diffIDs {
-		if st, err := os.Stat(s.layerPath(d)); err == nil {
-			total += st.Size()
-		}
-	}
-	bar := newProgress(progress, total, "unpacking")
-	for _, d := range diffIDs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := s.applyCachedLayer(u, d, bar); err != nil {
-			if errors.Is(err, ErrHostileLayer) {
-				// Do not keep a refused layer around.
-				_ = os.Remove(s.layerPath(d))
-			}
-			return err
-		}
-	}
-	if err := u.addMountPoints(); err != nil {
-		return err
-	}
-	bar.finish()
-	if err := syncDir(root); err != nil {
-		return err
-	}
-	final := filepath.Join(s.Dir, "roots", hexID)
-	if err := os.Rename(root, final); err != nil {
-		if st, serr := os.Stat(final); serr == nil && st.IsDir() {
-			return nil // unpacked meanwhile by someone else
-		}
-		return err
-	}
-	return syncDir(filepath.Join(s.Dir, "roots"))
-}
-
-func (s *ImageStore) applyCachedLayer(u *unpacker, diffID v1.Hash, bar *progress) error {
-	f, err := os.Open(s.layerPath(diffID))
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	defer f.Close()
-	r, err := decompress(io.TeeReader(f, bar))
-	if err != nil {
-		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
-	}
-	defer r.Close()
-	h := sha256.New()
-	limited := &io.LimitedReader{R: r, N: s.maxBytes() + 1<<20}
-	tee := io.TeeReader(limited, h)
-	if err := u.applyLayer(tee); err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	// Hash what follows the tar's end marker too: the DiffID covers the whole stream.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("%w: layer %s: %w", ErrHostileLayer, diffID, err)
-	}
-	if limited.N <= 0 {
-		return fmt.Errorf("%w: layer %s: larger than %d bytes", ErrHostileLayer, diffID, s.maxBytes())
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != diffID.Hex {
-		return fmt.Errorf("%w: layer %s: content has digest sha256:%s", ErrHostileLayer, diffID, got)
-	}
-	return nil
-}
-
+// recordRef records which image ref names; an image known by its ID alone needs no record.
 func (s *ImageStore) recordRef(ref, id string) error {
+	if ref == id {
+		return nil
+	}
 	ref = canonicalRef(ref)
 	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id})
 }
 
-func imageConfig(cfg *v1.ConfigFile) ImageConfig {
+// imageConfig takes what onionpod uses from an image's config, checked (see ImageConfig.check).
+func imageConfig(cfg *v1.ConfigFile) (ImageConfig, error) {
 	c := cfg.Config
 	out := ImageConfig{
 		Entrypoint: c.Entrypoint,
@@ -465,6 +282,9 @@ func imageConfig(cfg *v1.ConfigFile) ImageConfig {
 		WorkingDir: c.WorkingDir,
 		User:       c.User,
 	}
+	if path.IsAbs(out.WorkingDir) {
+		out.WorkingDir = path.Clean(out.WorkingDir) // "/app/" is "/app"
+	}
 	for p := range c.ExposedPorts {
 		num, _, _ := strings.Cut(p, "/")
 		if n, err := strconv.ParseUint(num, 10, 16); err == nil && n > 0 {
@@ -472,159 +292,34 @@ func imageConfig(cfg *v1.ConfigFile) ImageConfig {
 		}
 	}
 	sort.Slice(out.ExposedPorts, func(i, j int) bool { return out.ExposedPorts[i] < out.ExposedPorts[j] })
-	return out
+	return out, out.check()
 }
 
-// archiveKind tells a `docker save` tarball ("docker", with its tags) from an OCI archive ("oci").
-func archiveKind(path string) (string, []string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", nil, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	oci := false
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return "", nil, fmt.Errorf("%w: not a tar archive: %w", ErrBadInput, err)
-		}
-		switch strings.TrimPrefix(hdr.Name, "./") {
-		case "manifest.json":
-			var m []struct{ RepoTags []string }
-			if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil || len(m) == 0 {
-				return "", nil, fmt.Errorf("%w: bad manifest.json", ErrBadInput)
-			}
-			return "docker", m[0].RepoTags, nil
-		case "oci-layout":
-			oci = true
-		}
-	}
-	if oci {
-		return "oci", nil, nil
-	}
-	return "", nil, fmt.Errorf("%w: neither a docker save tarball nor an OCI archive", ErrBadInput)
-}
-
-// extractLayout extracts the files of an OCI layout (oci-layout, index.json, blobs/ALG/HEX) from
-// an archive into dir. Anything else in the archive is ignored.
-func extractLayout(path, dir string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrBadInput, err)
-		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
-			continue
-		}
-		name := strings.TrimPrefix(hdr.Name, "./")
-		parts := strings.Split(name, "/")
-		ok := name == "oci-layout" || name == "index.json" ||
-			len(parts) == 3 && parts[0] == "blobs" && isHexName(parts[1]) && isHexName(parts[2])
-		if !ok {
-			continue
-		}
-		target := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
-			return err
-		}
-		out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(out, io.LimitReader(tr, hdr.Size))
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// isHexName accepts the algorithm and hex parts of a blob path: lowercase letters and digits.
-func isHexName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// imageFromLayout picks the first image of an OCI layout (for a nested index, the one for this
-// platform) and the reference its index annotates, if any.
-func imageFromLayout(dir string) (v1.Image, string, error) {
-	idx, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-	}
-	return firstImage(idx, 0)
-}
-
-func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
-	if depth > 3 {
-		return nil, "", fmt.Errorf("%w: nested indexes too deep", ErrBadInput)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-	}
-	for _, d := range m.Manifests {
-		ref := d.Annotations["io.containerd.image.name"]
-		if ref == "" {
-			ref = d.Annotations["org.opencontainers.image.ref.name"]
-			if ref != "" && !strings.ContainsAny(ref, ":/@") {
-				ref = "" // a bare tag, not a reference
-			}
-		}
-		switch {
-		case d.MediaType.IsImage():
-			if d.Platform != nil && (d.Platform.OS != "linux" || d.Platform.Architecture != runtime.GOARCH) {
-				continue
-			}
-			img, err := idx.Image(d.Digest)
-			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-			}
-			return img, ref, nil
-		case d.MediaType.IsIndex():
-			child, err := idx.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrBadInput, err)
-			}
-			img, childRef, err := firstImage(child, depth+1)
-			if err == nil {
-				if ref == "" {
-					ref = childRef
-				}
-				return img, ref, nil
+// check refuses a config whose values could not be written into a unit or environment file: an
+// image is hostile input, and a control character there (a carriage return in WorkingDir) would
+// add a directive of its own to the pod's unit. The error names the image's field.
+func (c ImageConfig) check() error {
+	for _, f := range []struct {
+		name   string
+		values []string
+	}{{"Entrypoint", c.Entrypoint}, {"Cmd", c.Cmd}, {"Env", c.Env}, {"WorkingDir", []string{c.WorkingDir}}, {"User", []string{c.User}}} {
+		for _, v := range f.values {
+			if err := genvalue.Check("image config "+f.name, v); err != nil {
+				return err
 			}
 		}
 	}
-	return nil, "", fmt.Errorf("%w: no linux/%s image in the index", ErrBadInput, runtime.GOARCH)
+	if c.WorkingDir != "" {
+		return genvalue.Path("image config WorkingDir", c.WorkingDir)
+	}
+	return nil
 }
 
 // CheckRef checks the syntax of a registry reference ("registry.example/blog:1", "busybox",
 // "r.example/x@sha256:..."), without contacting anything. Errors wrap ErrBadInput.
 func CheckRef(ref string) error {
 	if _, err := name.ParseReference(ref); err != nil {
-		return fmt.Errorf("pods: image %q: %w: %w", ref, ErrBadInput, err)
+		return errkind.BadInputf("pods: image %q: %w", ref, err)
 	}
 	return nil
 }

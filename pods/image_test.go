@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -396,8 +397,22 @@ func TestPrune(t *testing.T) {
 	if _, err := store.EmptyRoot(); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Prune([]string{a.Digest}); err != nil {
+	list, err := store.List()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	for _, info := range list {
+		want := map[string]string{a.Digest: reg + "/test/a:1", b.Digest: reg + "/test/b:1"}[info.ID]
+		if len(info.Refs) != 1 || info.Refs[0] != want || info.Size < 1<<20 || time.Since(info.LastUsed) > time.Minute {
+			t.Errorf("List: %+v (want ref %s, a size over busybox's, used just now)", info, want)
+		}
+	}
+	report, err := store.Prune(ctx, []string{a.Digest})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(report.Images) != 1 || report.Images[0] != b.Digest || report.Layers != 1 || report.Bytes <= 0 {
+		t.Errorf("Prune report %+v, want b and its own layer", report)
 	}
 	if _, err := os.Stat(b.Root); err == nil {
 		t.Errorf("b's root survived the prune")
@@ -414,7 +429,7 @@ func TestPrune(t *testing.T) {
 	if n := dirNames(t, filepath.Join(store.Dir, "roots")); len(n) != 2 {
 		t.Errorf("roots after prune: %v, want a's and the empty root", n)
 	}
-	if err := store.Prune(nil); err != nil {
+	if _, err := store.Prune(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := dirNames(t, filepath.Join(store.Dir, "layers")); len(n) != 0 {

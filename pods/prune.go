@@ -1,35 +1,145 @@
 package pods
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 )
 
-// Prune removes every image whose ID (Image.Digest) is not in keep: its root, its record and the
-// references to it, then the cached layers that no kept image uses. Pass the IDs of all images in
-// use (by pods, running or not). It must not run while an image is being pulled or loaded.
-func (s *ImageStore) Prune(keep []string) error {
+// ImageInfo describes an image in the store (List).
+type ImageInfo struct {
+	ID       string    // the image ID ("sha256:..."), as Image.Digest
+	Refs     []string  // the references it was pulled or loaded as, sorted
+	Size     int64     // bytes on disk: its unpacked root plus its cached layers (shared ones too)
+	LastUsed time.Time // when it was last pulled, loaded, or looked up with Image
+}
+
+// List lists the images in the store, the most recently used first.
+func (s *ImageStore) List() ([]ImageInfo, error) {
+	records, err := filepath.Glob(filepath.Join(s.Dir, "images", "*.json"))
+	if err != nil {
+		return nil, fmt.Errorf("pods: list images: %w", err)
+	}
+	refs := s.refsByID()
+	var out []ImageInfo
+	for _, rec := range records {
+		var r imageRecord
+		st, err := os.Stat(rec)
+		if err == nil {
+			err = readJSON(rec, &r)
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			continue // pruned meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pods: list images: %w", err)
+		}
+		h, err := idHex(r.ID)
+		if err != nil || h+".json" != filepath.Base(rec) {
+			continue // not a record of ours
+		}
+		info := ImageInfo{ID: r.ID, Refs: refs[r.ID], LastUsed: st.ModTime(), Size: diskUsage(filepath.Join(s.Dir, "roots", h))}
+		for _, d := range r.DiffIDs {
+			if hash, err := v1.NewHash(d); err == nil {
+				info.Size += diskUsage(s.layerPath(hash))
+			}
+		}
+		sort.Strings(info.Refs)
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LastUsed.After(out[j].LastUsed) })
+	return out, nil
+}
+
+// refsByID reads the reference records: image ID -> references.
+func (s *ImageStore) refsByID() map[string][]string {
+	out := map[string][]string{}
+	files, _ := filepath.Glob(filepath.Join(s.Dir, "refs", "*.json"))
+	for _, f := range files {
+		var r refRecord
+		if readJSON(f, &r) == nil {
+			out[r.ID] = append(out[r.ID], r.Ref)
+		}
+	}
+	return out
+}
+
+// diskUsage is the space a file or tree takes on disk (allocated blocks; each inode once).
+func diskUsage(p string) int64 {
+	var total int64
+	seen := map[uint64]bool{}
+	_ = filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && !seen[st.Ino] {
+			seen[st.Ino] = true
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total
+}
+
+// touch marks an image record used now (its modification time is the image's LastUsed).
+func (s *ImageStore) touch(hexID string) {
+	now := time.Now()
+	_ = os.Chtimes(filepath.Join(s.Dir, "images", hexID+".json"), now, now)
+}
+
+// PruneReport says what a prune removed.
+type PruneReport struct {
+	Images []string // IDs of the images removed
+	Layers int      // cached layers removed
+	Bytes  int64    // disk space freed
+}
+
+// Prune removes every image whose ID is not in keep (pass the IDs of all images in use by pods,
+// running or not): its root, its record and the references to it, then the cached layers no kept
+// image uses, and whatever a crashed load left in Dir/tmp. It is safe with respect to loads, here
+// or in another process: it waits (until ctx ends) for the loads in progress to finish, and
+// images loaded or used after Prune was called are kept too.
+func (s *ImageStore) Prune(ctx context.Context, keep []string) (PruneReport, error) {
+	var report PruneReport
+	started := time.Now()
 	keepHex := map[string]bool{}
 	for _, id := range keep {
 		h, err := idHex(id)
 		if err != nil {
-			return err
+			return report, err
 		}
 		keepHex[h] = true
 	}
+	unlock, err := s.lock(ctx, true)
+	if err != nil {
+		return report, fmt.Errorf("pods: prune: %w", err)
+	}
+	defer unlock()
 	var errs []error
 	keptLayers := map[string]bool{}
 	records, err := filepath.Glob(filepath.Join(s.Dir, "images", "*.json"))
 	if err != nil {
-		return fmt.Errorf("pods: prune: %w", err)
+		return report, fmt.Errorf("pods: prune: %w", err)
 	}
 	for _, rec := range records {
 		h := strings.TrimSuffix(filepath.Base(rec), ".json")
+		if st, err := os.Stat(rec); err == nil && !st.ModTime().Before(started) {
+			keepHex[h] = true // loaded or used since Prune was called
+		}
 		if keepHex[h] {
 			var r imageRecord
 			if err := readJSON(rec, &r); err != nil {
@@ -44,34 +154,42 @@ func (s *ImageStore) Prune(keep []string) error {
 			continue
 		}
 		// The record goes last: a prune interrupted half-way is finished by the next one.
-		if err := os.RemoveAll(filepath.Join(s.Dir, "roots", h)); err != nil {
+		root := filepath.Join(s.Dir, "roots", h)
+		freed := diskUsage(root)
+		if err := os.RemoveAll(root); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
-		}
-	}
-	refs, _ := filepath.Glob(filepath.Join(s.Dir, "refs", "*.json"))
-	for _, ref := range refs {
-		var r refRecord
-		if err := readJSON(ref, &r); err != nil {
-			errs = append(errs, err)
 			continue
 		}
-		if h, err := idHex(r.ID); err != nil || !keepHex[h] {
-			if err := os.Remove(ref); err != nil && !errors.Is(err, os.ErrNotExist) {
+		report.Images = append(report.Images, "sha256:"+h)
+		report.Bytes += freed
+	}
+	for id, refs := range s.refsByID() {
+		if h, err := idHex(id); err == nil && keepHex[h] {
+			continue
+		}
+		for _, ref := range refs {
+			if err := os.Remove(filepath.Join(s.Dir, "refs", refKey(ref)+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
 	}
 	layers, _ := os.ReadDir(filepath.Join(s.Dir, "layers"))
 	for _, l := range layers {
-		if !keptLayers[l.Name()] {
-			if err := os.Remove(filepath.Join(s.Dir, "layers", l.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
-			}
+		if keptLayers[l.Name()] {
+			continue
 		}
+		p := filepath.Join(s.Dir, "layers", l.Name())
+		freed := diskUsage(p)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		report.Layers++
+		report.Bytes += freed
 	}
 	// Roots without a record (an interrupted prune) go too; the static sites' empty root stays.
 	roots, _ := os.ReadDir(filepath.Join(s.Dir, "roots"))
@@ -80,13 +198,55 @@ func (s *ImageStore) Prune(keep []string) error {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(s.Dir, "images", r.Name()+".json")); errors.Is(err, os.ErrNotExist) {
+			report.Bytes += diskUsage(filepath.Join(s.Dir, "roots", r.Name()))
 			if err := os.RemoveAll(filepath.Join(s.Dir, "roots", r.Name())); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("pods: prune: %w", err)
+	// No load is in progress (the lock): what is in tmp was left by a crash.
+	tmp, _ := os.ReadDir(filepath.Join(s.Dir, "tmp"))
+	for _, e := range tmp {
+		if err := os.RemoveAll(filepath.Join(s.Dir, "tmp", e.Name())); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	sort.Strings(report.Images)
+	if err := errors.Join(errs...); err != nil {
+		return report, fmt.Errorf("pods: prune: %w", err)
+	}
+	return report, nil
+}
+
+// lock takes the store's lock: shared for a load (any number at once), exclusive for a prune. It
+// is a flock on Dir/lock, so it also holds between processes (the CLI's pull and the daemon).
+// It waits until ctx ends; the returned function releases it.
+func (s *ImageStore) lock(ctx context.Context, exclusive bool) (func(), error) {
+	if err := s.makeDirs(); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing the file releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -2,17 +2,22 @@ package pods
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Paths inside a static-site pod's otherwise empty root.
@@ -22,19 +27,22 @@ const (
 )
 
 // ServeStatic serves the files of dir over HTTP on listenAddr until ctx is done. A directory is
-// served as its index.html; directory listings are never shown. It is what a static-site pod
-// runs (`onionpod serve-static --dir /site --listen [::]:PORT`).
+// served as its index.html; directory listings are never shown. Every file is opened beneath dir
+// (openBeneath): a symlink leading out of the site (to /proc/self/environ, to /etc) is not
+// followed, and only regular files and directories are served (a FIFO is never waited on). It is what a static-site pod runs (`onionpod serve-static --dir /site --listen
+// [::]:PORT`), as the pod's dynamic user.
 func ServeStatic(ctx context.Context, dir, listenAddr string) error {
-	st, err := os.Stat(dir)
-	if err != nil || !st.IsDir() {
-		return fmt.Errorf("pods: serve-static: %q: %w: not a directory", dir, ErrBadInput)
+	site, err := openSite(dir)
+	if err != nil {
+		return err
 	}
+	defer site.Close()
 	ln, err := net.Listen("tcp", listenAddr)
 	if err != nil {
 		return fmt.Errorf("pods: serve-static: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           staticHandler(dir),
+		Handler:           staticHandler(site),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      5 * time.Minute,
@@ -57,9 +65,18 @@ func ServeStatic(ctx context.Context, dir, listenAddr string) error {
 	}
 }
 
+// openSite opens the site directory that every file is then opened beneath.
+func openSite(dir string) (beneath, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return beneath{}, errkind.BadInputf("pods: serve-static: %q: not a directory: %w", dir, err)
+	}
+	return beneath{fd: fd}, nil
+}
+
 // staticHandler serves files, and index.html for directories, without listings.
-func staticHandler(dir string) http.Handler {
-	files := http.FileServer(indexOnly{http.Dir(dir)})
+func staticHandler(site beneath) http.Handler {
+	files := http.FileServer(indexOnly{site})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
@@ -69,6 +86,94 @@ func staticHandler(dir string) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// beneath is an http.FileSystem of the files beneath one directory (an O_PATH descriptor): see
+// openBeneath.
+type beneath struct{ fd int }
+
+func (b beneath) Close() error { return unix.Close(b.fd) }
+
+func (b beneath) Open(name string) (http.File, error) {
+	f, err := openBeneath(b.fd, strings.TrimPrefix(path.Clean("/"+name), "/"))
+	if err != nil {
+		return nil, fs.ErrNotExist // outside, missing, unreadable or special: the same answer
+	}
+	return f, nil
+}
+
+// openBeneath opens rel (a clean relative path; "" is the directory itself) beneath the
+// directory root and never outside it: it walks one component at a time without following
+// symlinks, follows a symlink only when its target is relative and stays inside (an absolute
+// one, or one climbing out, e.g. to /proc/self/environ or /etc, is refused), and opens only a
+// regular file or a directory, without blocking. (openat2's RESOLVE_BENEATH would do this in one
+// call, but the seccomp filter of systemd's RestrictSUIDSGID= answers openat2 with ENOSYS.)
+func openBeneath(root int, rel string) (*os.File, error) {
+	cur, err := unix.Openat(root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { unix.Close(cur) }()
+	comps := splitPath(rel)
+	var logical []string
+	hops := 0
+	for len(comps) > 0 {
+		c := comps[0]
+		comps = comps[1:]
+		var st unix.Stat_t
+		if err := unix.Fstatat(cur, c, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, err
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			next, err := unix.Openat(cur, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, err
+			}
+			unix.Close(cur)
+			cur = next
+			logical = append(logical, c)
+		case unix.S_IFLNK:
+			if hops++; hops > maxSymlinkHops {
+				return nil, unix.ELOOP
+			}
+			target, err := readlinkat(cur, c)
+			if err != nil {
+				return nil, err
+			}
+			joined := path.Clean(path.Join(append(append(slices.Clone(logical), target), comps...)...))
+			if path.IsAbs(target) || joined == ".." || strings.HasPrefix(joined, "../") {
+				return nil, unix.EXDEV
+			}
+			next, err := unix.Openat(root, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, err
+			}
+			unix.Close(cur)
+			cur, comps, logical = next, splitPath(joined), nil
+		case unix.S_IFREG:
+			if len(comps) > 0 {
+				return nil, unix.ENOTDIR
+			}
+			fd, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return nil, err
+			}
+			var opened unix.Stat_t
+			if err := unix.Fstat(fd, &opened); err != nil || opened.Dev != st.Dev || opened.Ino != st.Ino {
+				unix.Close(fd)
+				return nil, unix.ESTALE // replaced meanwhile
+			}
+			return os.NewFile(uintptr(fd), path.Join(append(logical, c)...)), nil
+		default:
+			return nil, unix.EACCES // FIFOs, sockets and devices are never served
+		}
+	}
+	fd, err := unix.Openat(cur, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/"+path.Join(logical...)), nil
 }
 
 // indexOnly opens a directory only when its index.html can be opened too (by the pod's user), and
@@ -110,31 +215,41 @@ func (s *ImageStore) EmptyRoot() (string, error) {
 			return "", fmt.Errorf("pods: empty root: %w", err)
 		}
 	}
-	bin := filepath.Join(root, strings.TrimPrefix(StaticBinary, "/"))
-	if _, err := os.Stat(bin); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(bin, nil, 0o555); err != nil { // the bind mount's target
-			return "", fmt.Errorf("pods: empty root: %w", err)
-		}
+	if err := mountPoint(root, StaticBinary); err != nil {
+		return "", fmt.Errorf("pods: empty root: %w", err)
 	}
 	return root, nil
 }
 
-// StaticSpec is the spec of a static-site pod: binary (the onionpod executable, which must be
-// statically linked: CGO_ENABLED=0) serves siteDir on port, both bind-mounted read-only into the
-// store's empty root. A port below 1024 adds CAP_NET_BIND_SERVICE. Netns, NetUp and NetDown are
-// left for the caller to set, as for image pods.
+// StaticSpec is the spec of a static-site pod: binary (the onionpod executable) serves siteDir
+// on port, both bind-mounted read-only into the store's empty root, as the pod's dynamic user
+// (it reads only what that user may read, and nothing outside the site). A dynamically linked
+// binary (a plain `go build`, cgo on) gets its dynamic loader and shared libraries, found from its
+// own ELF headers, read-only at the same paths in the root, and is started through the loader. A
+// port below 1024 adds CAP_NET_BIND_SERVICE. siteDir must pass CheckStaticDir (with the store's
+// directory refused too). Netns, NetUp and NetDown are left for the caller to set, as for image
+// pods.
 func (s *ImageStore) StaticSpec(app, siteDir, binary string, port uint16) (Spec, error) {
 	if err := ValidApp(app); err != nil {
 		return Spec{}, err
 	}
-	if st, err := os.Stat(siteDir); err != nil || !st.IsDir() {
-		return Spec{}, fmt.Errorf("pods: %s: %w: static site %q is not a directory", app, ErrBadInput, siteDir)
+	fail := func(err error) (Spec, error) { return Spec{}, fmt.Errorf("pods: app %q: %w", app, err) }
+	if err := CheckStaticDir(siteDir, []string{s.Dir}); err != nil {
+		return fail(err)
+	}
+	site, err := filepath.EvalSymlinks(siteDir)
+	if err != nil {
+		return fail(errkind.BadInputf("static site %q: %w", siteDir, err))
 	}
 	if port == 0 {
-		return Spec{}, fmt.Errorf("pods: %s: %w: port 0", app, ErrBadInput)
+		return fail(errkind.BadInputf("port 0"))
 	}
-	if err := checkStatic(binary); err != nil {
-		return Spec{}, fmt.Errorf("pods: %s: %w", app, err)
+	if !filepath.IsAbs(binary) {
+		return fail(errkind.BadInputf("binary %q: not an absolute path", binary))
+	}
+	deps, err := binaryDeps(binary)
+	if err != nil {
+		return fail(err)
 	}
 	root, err := s.EmptyRoot()
 	if err != nil {
@@ -146,8 +261,19 @@ func (s *ImageStore) StaticSpec(app, siteDir, binary string, port uint16) (Spec,
 		Command: []string{StaticBinary, "serve-static", "--dir", StaticSite, "--listen", net.JoinHostPort("::", strconv.Itoa(int(port)))},
 		BindReadOnly: []Bind{
 			{Source: filepath.Clean(binary), Target: StaticBinary},
-			{Source: filepath.Clean(siteDir), Target: StaticSite},
+			{Source: site, Target: StaticSite},
 		},
+	}
+	if deps.Interp != "" {
+		// The loader, started by name, loads the binary with exactly these libraries: nothing
+		// depends on the loader's built-in paths or a cache the empty root does not have.
+		spec.Command = append([]string{deps.Interp, "--library-path", strings.Join(deps.Dirs, ":")}, spec.Command...)
+		for _, f := range append([]string{deps.Interp}, deps.Libs...) {
+			if err := mountPoint(root, f); err != nil {
+				return Spec{}, fmt.Errorf("pods: app %q: empty root: %w", app, err)
+			}
+			spec.BindReadOnly = append(spec.BindReadOnly, Bind{Source: f, Target: f})
+		}
 	}
 	if port < 1024 {
 		spec.Capabilities = []string{"CAP_NET_BIND_SERVICE"}
@@ -155,20 +281,17 @@ func (s *ImageStore) StaticSpec(app, siteDir, binary string, port uint16) (Spec,
 	return spec, nil
 }
 
-// checkStatic refuses a binary that needs a dynamic loader: the static pod's root is empty.
-func checkStatic(binary string) error {
-	if !filepath.IsAbs(binary) {
-		return fmt.Errorf("%w: binary %q: not an absolute path", ErrBadInput, binary)
+// mountPoint creates an empty file at p inside root (and its directories), the target of a bind
+// mount, so systemd need not create it at each start. The empty root is onionpod's own: no
+// symlink in it.
+func mountPoint(root, p string) error {
+	target := filepath.Join(root, filepath.FromSlash(strings.TrimPrefix(p, "/")))
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
 	}
-	f, err := elf.Open(binary)
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o444)
 	if err != nil {
-		return fmt.Errorf("%w: binary %q: %w", ErrBadInput, binary, err)
+		return err
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%w: binary %q is dynamically linked (build it with CGO_ENABLED=0)", ErrBadInput, binary)
-		}
-	}
-	return nil
+	return f.Close()
 }

@@ -16,6 +16,9 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Systemd manages onionpod's units through systemd's D-Bus API. It must run in systemd's pid and
@@ -82,34 +85,30 @@ func (s *Systemd) connection(ctx context.Context) (*sddbus.Conn, error) {
 func checkUnitName(name string) error {
 	if !strings.HasPrefix(name, UnitPrefix) || !strings.HasSuffix(name, ".service") ||
 		strings.ContainsAny(name, "/ \t\n\\") || len(name) > 255 {
-		return fmt.Errorf("pods: unit %q: %w: not an onionpod service", name, ErrBadInput)
+		return errkind.BadInputf("pods: unit %q: not an onionpod service", name)
 	}
 	return nil
 }
 
 // Apply makes the given units match: each file is written (atomically) only when its content
-// changed; systemd reloads once, and only when a changed unit was already loaded (new units are
-// loaded on demand, so creating a pod needs no reload); units with an [Install] section are
-// enabled (the multi-user.target.wants symlink `systemctl enable` makes) and started, and a
-// changed one that was running is restarted. Units without one (network units) start as
-// dependencies of their pod.
+// changed, a unit's environment file (Unit.Env) root-only before the unit; systemd reloads once,
+// and only when a changed unit was already loaded (new units are loaded on demand, so creating a
+// pod needs no reload); units with an [Install] section are enabled (the multi-user.target.wants
+// symlink `systemctl enable` makes) and started, and a changed one that was running (its unit or
+// its environment) is restarted. Units without one (network units) start as dependencies of
+// their pod.
 func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
-	var replaced []string // changed files that existed before: systemd may have loaded them
+	var replaced []string // units that existed and changed: systemd may have loaded or started them
 	for _, u := range units {
-		if err := checkUnitName(u.Name); err != nil {
+		changed, existed, err := s.write(u)
+		if err != nil {
 			return err
 		}
-		file := filepath.Join(s.unitDir, u.Name)
-		_, statErr := os.Stat(file)
-		did, err := writeFileNoDirSync(file, u.Content, 0o644)
-		if err != nil {
-			return fmt.Errorf("pods: write %s: %w", u.Name, err)
-		}
-		if did && statErr == nil {
+		if changed && existed {
 			replaced = append(replaced, u.Name)
 		}
 	}
@@ -122,7 +121,7 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	if err := s.enable(enable); err != nil {
 		return err
 	}
-	if err := syncDir(s.unitDir); err != nil {
+	if err := atomicfile.SyncDir(s.unitDir); err != nil {
 		return fmt.Errorf("pods: sync %s: %w", s.unitDir, err)
 	}
 
@@ -168,6 +167,67 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	return errors.Join(errs...)
 }
 
+// write writes a unit's environment file (or removes a stale one) and then its unit file, each
+// only when changed. It reports whether either changed and whether the unit file existed.
+func (s *Systemd) write(u Unit) (changed, existed bool, err error) {
+	if err := checkUnitName(u.Name); err != nil {
+		return false, false, err
+	}
+	envChanged, err := writeEnvFile(EnvFile(u.Name), u.Env)
+	if err != nil {
+		return false, false, fmt.Errorf("pods: write the environment of %s: %w", u.Name, err)
+	}
+	file := filepath.Join(s.unitDir, u.Name)
+	_, statErr := os.Lstat(file)
+	unitChanged, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644)
+	if err != nil {
+		return false, false, fmt.Errorf("pods: write %s: %w", u.Name, err)
+	}
+	return unitChanged || envChanged, statErr == nil, nil
+}
+
+// writeEnvFile writes an environment file root-only (0600, in a 0700 directory), atomically; nil
+// content removes it. It reports whether the file changed.
+func writeEnvFile(file string, content []byte) (bool, error) {
+	if content == nil {
+		err := os.Remove(file)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	dir := filepath.Dir(file)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil { // /etc/onionpod: readable
+		return false, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return false, err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, err
+	}
+	return atomicfile.WriteFile(file, content, 0o600)
+}
+
+// Current reports whether the unit files, and their environment files, on disk are exactly
+// units (and so Apply would change nothing on disk).
+func (s *Systemd) Current(units []Unit) bool {
+	for _, u := range units {
+		if checkUnitName(u.Name) != nil {
+			return false
+		}
+		have, err := os.ReadFile(filepath.Join(s.unitDir, u.Name))
+		if err != nil || !bytes.Equal(have, u.Content) {
+			return false
+		}
+		env, err := os.ReadFile(EnvFile(u.Name))
+		if u.Env == nil && !errors.Is(err, os.ErrNotExist) || u.Env != nil && (err != nil || !bytes.Equal(env, u.Env)) {
+			return false
+		}
+	}
+	return len(units) > 0
+}
+
 func installable(u Unit) bool { return bytes.Contains(u.Content, []byte("\n[Install]\n")) }
 
 func (s *Systemd) wantsDir() string { return filepath.Join(s.unitDir, "multi-user.target.wants") }
@@ -199,7 +259,7 @@ func (s *Systemd) enable(names []string) error {
 			return fmt.Errorf("pods: enable %s: %w", n, err)
 		}
 	}
-	return syncDir(s.wantsDir())
+	return atomicfile.SyncDir(s.wantsDir())
 }
 
 type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
@@ -285,8 +345,9 @@ func (s *Systemd) exists(name string) bool {
 	return err == nil
 }
 
-// Remove stops, disables and deletes an app's pod and network units. It is idempotent: an app
-// that is already gone is success. The app's volumes (VolumeHostDir) are kept.
+// Remove stops, disables and deletes an app's pod and network units and the pod's environment
+// file. It is idempotent: an app that is already gone is success. The app's volumes
+// (VolumeHostDir) are kept.
 func (s *Systemd) Remove(ctx context.Context, app string) error {
 	if err := ValidApp(app); err != nil {
 		return err
@@ -294,7 +355,8 @@ func (s *Systemd) Remove(ctx context.Context, app string) error {
 	return s.RemoveUnits(ctx, PodUnitName(app), NetUnitName(app))
 }
 
-// RemoveUnits stops, disables and deletes onionpod units by name, in order; idempotent.
+// RemoveUnits stops, disables and deletes onionpod units (and their environment files) by name,
+// in order; idempotent.
 func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		if err := checkUnitName(n); err != nil {
@@ -323,7 +385,7 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 				}
 			}
 		}
-		if err := syncDir(s.unitDir); err != nil {
+		if err := atomicfile.SyncDir(s.unitDir); err != nil {
 			errs = append(errs, err)
 		}
 		if err := conn.ReloadContext(ctx); err != nil {
@@ -332,6 +394,10 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	}
 	for _, n := range names {
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
+		// The environment goes with its unit (also one left by an Apply cut short).
+		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pods: remove %s: %w", EnvFile(n), err))
+		}
 	}
 	return errors.Join(errs...)
 }

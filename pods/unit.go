@@ -1,28 +1,26 @@
 package pods
 
 import (
+	"cmp"
 	"fmt"
-	"io"
 	"path"
 	"regexp"
-	"slices"
 	"strings"
 
-	"github.com/coreos/go-systemd/v22/unit"
-
-	"github.com/onionpod/onionpod/internal/genvalue"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // UnitPrefix starts the name of every unit onionpod owns.
 const UnitPrefix = "onionpod-"
 
-// Spec describes one pod: what RenderUnit turns into its unit files.
+// Spec describes one pod: what PodUnits turns into its unit files.
 type Spec struct {
 	App          string   // a DNS label: lowercase letters, digits, '-'; 1-63 characters
 	Root         string   // absolute host path of the root file system (Image.Root); read-only for the pod
 	Netns        string   // absolute path of the pod's network namespace (e.g. /run/netns/NAME)
 	Command      []string // argv; argv[0] absolute inside Root (Image.Command resolves it)
-	Env          []string // KEY=VALUE, image env merged with the user's (MergeEnv)
+	Env          []string // KEY=VALUE, image env merged with the user's (MergeEnv); in an environment file
 	WorkingDir   string   // absolute inside Root; "" = /
 	Capabilities []string // e.g. CAP_NET_BIND_SERVICE to bind a port < 1024; empty = none at all
 	Volumes      []Volume // persistent per-app directories
@@ -46,10 +44,24 @@ type Bind struct {
 	Target string // absolute path inside the root
 }
 
-// Unit is a unit file: its name (e.g. onionpod-pod-blog.service) and its content.
+// Unit is a unit file: its name (e.g. onionpod-pod-blog.service), its content and, for a pod
+// with environment variables, the content of its environment file.
 type Unit struct {
 	Name    string
 	Content []byte
+	// Env is the unit's environment file (EnvironmentFile=), nil when it has none. It may hold
+	// secrets, so it never goes into the unit itself (world-readable, and shown by `systemctl
+	// show`): Systemd.Apply writes it root-only (0600) at EnvFile(Name), and Remove deletes it.
+	Env []byte
+}
+
+// EnvDir holds the pods' environment files (mode 0700, root's).
+const EnvDir = "/etc/onionpod/env"
+
+// EnvFile is where the environment file of the unit name lives: EnvDir/NAME.env, NAME being the
+// unit's name without ".service".
+func EnvFile(unitName string) string {
+	return path.Join(EnvDir, strings.TrimSuffix(unitName, ".service")+".env")
 }
 
 // PodUnitName is the name of an app's pod unit.
@@ -65,7 +77,6 @@ func VolumeHostDir(app, volume string) string {
 }
 
 var (
-	appName    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	capName    = regexp.MustCompile(`^CAP_[A-Z_]{2,32}$`)
 	envName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -73,50 +84,38 @@ var (
 	addressFamily = regexp.MustCompile(`^AF_[A-Z0-9]{2,16}$`)
 )
 
-// ValidApp checks an app name (a DNS label); the error wraps ErrBadInput.
+// ValidApp checks an app name (internal/names.App: one DNS label); the error matches ErrBadInput.
 func ValidApp(app string) error {
-	if !appName.MatchString(app) {
-		return fmt.Errorf("pods: app name %q: %w: must be a DNS label (lowercase letters, digits, '-'; 1-63 characters)", app, ErrBadInput)
+	if err := names.App(app); err != nil {
+		return fmt.Errorf("pods: %w", err)
 	}
 	return nil
 }
 
-// Validate checks a spec; its errors wrap ErrBadInput.
+// Validate checks a spec: that PodUnits can render it. Its errors match ErrBadInput.
 func (s Spec) Validate() error {
+	_, err := PodUnits(s)
+	return err
+}
+
+// checkShape checks what the unit writer cannot see: names, absolute commands, unique volumes.
+// The characters of every value are checked as they are written (unitValue).
+func (s Spec) checkShape() error {
 	if err := ValidApp(s.App); err != nil {
 		return err
 	}
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("pods: %s: %w: %s", s.App, ErrBadInput, fmt.Sprintf(format, args...))
-	}
-	if err := checkPath(s.Root); err != nil {
-		return bad("root: %v", err)
-	}
-	if s.Netns != "" {
-		if err := checkPath(s.Netns); err != nil {
-			return bad("netns: %v", err)
-		}
+		return errkind.BadInputf("pods: app %q: %s", s.App, fmt.Sprintf(format, args...))
 	}
 	if len(s.Command) == 0 || !path.IsAbs(s.Command[0]) {
-		return bad("command %q: argv[0] must be an absolute path inside the root", s.Command)
-	}
-	for _, a := range append(append(slices.Clone(s.Command), s.NetUp...), s.NetDown...) {
-		if strings.ContainsRune(a, 0) {
-			return bad("command argument with NUL")
-		}
+		return bad("command: argv[0] must be an absolute path inside the root")
 	}
 	if len(s.NetUp) > 0 && !path.IsAbs(s.NetUp[0]) || len(s.NetDown) > 0 && !path.IsAbs(s.NetDown[0]) {
 		return bad("network commands need an absolute argv[0]")
 	}
 	for _, e := range s.Env {
-		k, _, ok := strings.Cut(e, "=")
-		if !ok || !envName.MatchString(k) || strings.ContainsRune(e, 0) {
-			return bad("environment %q: want KEY=VALUE", e)
-		}
-	}
-	if s.WorkingDir != "" {
-		if err := checkPath(s.WorkingDir); err != nil {
-			return bad("working dir: %v", err)
+		if k, _, ok := strings.Cut(e, "="); !ok || !envName.MatchString(k) {
+			return bad("environment: want KEY=VALUE with KEY letters, digits and '_'")
 		}
 	}
 	for _, c := range s.Capabilities {
@@ -130,114 +129,113 @@ func (s Spec) Validate() error {
 			return bad("volume name %q (letters, digits, '-', '_', '.'; unique)", v.Name)
 		}
 		seen[v.Name] = true
-		if err := checkPath(v.Path); err != nil || v.Path == "/" {
-			return bad("volume %s path %q", v.Name, v.Path)
+		if v.Path == "/" {
+			return bad("volume %s: path /", v.Name)
 		}
 	}
 	for _, b := range s.BindReadOnly {
-		if err := checkPath(b.Source); err != nil {
-			return bad("bind source: %v", err)
-		}
-		if err := checkPath(b.Target); err != nil || b.Target == "/" {
-			return bad("bind target %q", b.Target)
+		if b.Target == "/" {
+			return bad("bind target /")
 		}
 	}
 	return nil
 }
 
-// checkPath accepts clean absolute paths that systemd can take unquoted in a BindPaths= list.
-func checkPath(p string) error {
-	if !path.IsAbs(p) || path.Clean(p) != p {
-		return fmt.Errorf("%q is not a clean absolute path", p)
-	}
-	if strings.ContainsAny(p, ": \t\n\\\"'%$") || strings.ContainsRune(p, 0) {
-		return fmt.Errorf("%q contains a character units cannot hold", p)
-	}
-	return nil
-}
-
-// PodUnits validates s and renders its units: the pod unit and, when s.NetUp is set, the
-// network unit.
+// PodUnits checks s and renders its units: the network unit when s.NetUp is set, then the pod
+// unit (with its environment file when s.Env is not empty). Nothing is written.
 func PodUnits(s Spec) ([]Unit, error) {
-	if err := s.Validate(); err != nil {
+	if err := s.checkShape(); err != nil {
 		return nil, err
 	}
-	units := []Unit{{Name: PodUnitName(s.App), Content: RenderUnit(s)}}
-	if len(s.NetUp) > 0 {
-		units = append([]Unit{{Name: NetUnitName(s.App), Content: RenderNetworkUnit(s)}}, units...)
+	fail := func(err error) ([]Unit, error) { return nil, fmt.Errorf("pods: app %q: %w", s.App, err) }
+	pod := Unit{Name: PodUnitName(s.App)}
+	var err error
+	if len(s.Env) > 0 {
+		if pod.Env, err = envFileContent(s.Env); err != nil {
+			return fail(err)
+		}
 	}
-	return units, nil
+	if pod.Content, err = podUnit(s).bytes(); err != nil {
+		return fail(err)
+	}
+	if len(s.NetUp) == 0 {
+		return []Unit{pod}, nil
+	}
+	net := Unit{Name: NetUnitName(s.App)}
+	if net.Content, err = netUnit(s).bytes(); err != nil {
+		return fail(err)
+	}
+	return []Unit{net, pod}, nil
 }
 
-// RenderUnit renders the pod unit of a valid spec (see Spec.Validate).
-func RenderUnit(s Spec) []byte {
-	var o []*unit.UnitOption
-	add := func(section, name, value string) { o = append(o, unit.NewUnitOption(section, name, value)) }
-	add("Unit", "Description", "onionpod pod "+s.App)
+// podUnit builds the pod unit of a spec that passed checkShape.
+func podUnit(s Spec) *unitBuilder {
+	b := &unitBuilder{}
+	b.set("Unit", "Description", textValue, "description", "onionpod pod "+s.App)
 	if len(s.NetUp) > 0 {
-		add("Unit", "BindsTo", NetUnitName(s.App))
-		add("Unit", "After", NetUnitName(s.App))
+		b.fixed("Unit", "BindsTo", NetUnitName(s.App))
+		b.fixed("Unit", "After", NetUnitName(s.App))
 	}
 
-	add("Service", "Type", "exec")
-	add("Service", "ExecStart", execLine(s.Command))
-	add("Service", "RootDirectory", s.Root)
-	add("Service", "MountAPIVFS", "yes")
+	b.fixed("Service", "Type", "exec")
+	b.set("Service", "ExecStart", commandValue, "command", s.Command...)
+	b.set("Service", "RootDirectory", pathValue, "root", s.Root)
+	b.fixed("Service", "MountAPIVFS", "yes")
 	if s.Netns != "" {
-		add("Service", "NetworkNamespacePath", s.Netns)
+		b.set("Service", "NetworkNamespacePath", pathValue, "netns", s.Netns)
 	}
-	add("Service", "DynamicUser", "yes")
-	add("Service", "NoNewPrivileges", "yes")
-	add("Service", "CapabilityBoundingSet", strings.Join(s.Capabilities, " "))
+	b.fixed("Service", "DynamicUser", "yes")
+	b.fixed("Service", "NoNewPrivileges", "yes")
+	b.set("Service", "CapabilityBoundingSet", tokensValue, "capabilities", s.Capabilities...)
 	if len(s.Capabilities) > 0 {
-		add("Service", "AmbientCapabilities", strings.Join(s.Capabilities, " "))
+		b.set("Service", "AmbientCapabilities", tokensValue, "capabilities", s.Capabilities...)
 	}
 	// ProtectKernelTunables=, ProtectKernelModules=, ProtectControlGroups= and ProtectHome=yes
 	// are left out on purpose: a dynamic user without capabilities can change none of what they
 	// protect, the image root has no host /home, and ProtectKernelTunables= alone doubled the
 	// start time (about 20 ms of read-only mounts per start, measured).
-	add("Service", "ProtectSystem", "strict")
-	add("Service", "PrivateDevices", "yes")
-	add("Service", "PrivateTmp", "yes")
-	add("Service", "RestrictSUIDSGID", "yes")
-	add("Service", "LockPersonality", "yes")
-	for _, e := range s.Env {
-		add("Service", "Environment", quoteWord(e, false))
+	b.fixed("Service", "ProtectSystem", "strict")
+	b.fixed("Service", "PrivateDevices", "yes")
+	b.fixed("Service", "PrivateTmp", "yes")
+	b.fixed("Service", "RestrictSUIDSGID", "yes")
+	b.fixed("Service", "LockPersonality", "yes")
+	if len(s.Env) > 0 {
+		// Read by systemd (as root) before the sandbox is set up: the file stays root-only.
+		b.set("Service", "EnvironmentFile", pathValue, "environment file", EnvFile(PodUnitName(s.App)))
 	}
 	if s.WorkingDir != "" {
-		add("Service", "WorkingDirectory", s.WorkingDir)
+		b.set("Service", "WorkingDirectory", pathValue, "working directory", s.WorkingDir)
 	}
 	for _, v := range s.Volumes {
-		add("Service", "StateDirectory", path.Join("onionpod", s.App, v.Name))
-		add("Service", "BindPaths", VolumeHostDir(s.App, v.Name)+":"+v.Path)
+		b.set("Service", "StateDirectory", relPathValue, "volume "+v.Name, path.Join("onionpod", s.App, v.Name))
+		b.set("Service", "BindPaths", bindValue, "volume "+v.Name+" path", VolumeHostDir(s.App, v.Name), v.Path)
 	}
-	for _, b := range s.BindReadOnly {
-		add("Service", "BindReadOnlyPaths", b.Source+":"+b.Target)
+	for _, m := range s.BindReadOnly {
+		b.set("Service", "BindReadOnlyPaths", bindValue, "read-only bind", m.Source, m.Target)
 	}
-	add("Service", "SyslogIdentifier", s.App)
-	add("Service", "Restart", "on-failure")
-	add("Service", "TimeoutStopSec", "10s")
+	b.fixed("Service", "SyslogIdentifier", s.App)
+	b.fixed("Service", "Restart", "on-failure")
+	b.fixed("Service", "TimeoutStopSec", "10s")
 
-	add("Install", "WantedBy", "multi-user.target")
-	return serialize(o)
+	b.fixed("Install", "WantedBy", "multi-user.target")
+	return b
 }
 
-// RenderNetworkUnit renders the network unit of a valid spec with NetUp set: a oneshot that
-// stays "active" while the pod's network exists, ordered before the pod unit.
-func RenderNetworkUnit(s Spec) []byte {
-	var o []*unit.UnitOption
-	add := func(section, name, value string) { o = append(o, unit.NewUnitOption(section, name, value)) }
-	add("Unit", "Description", "onionpod network of "+s.App)
-	add("Unit", "After", "network.target")
-	add("Unit", "Before", PodUnitName(s.App))
-	add("Service", "Type", "oneshot")
-	add("Service", "RemainAfterExit", "yes")
-	add("Service", "ExecStart", execLine(s.NetUp))
+// netUnit builds the network unit of a spec with NetUp set: a oneshot that stays "active" while
+// the pod's network exists, ordered before the pod unit.
+func netUnit(s Spec) *unitBuilder {
+	b := &unitBuilder{}
+	b.set("Unit", "Description", textValue, "description", "onionpod network of "+s.App)
+	b.fixed("Unit", "After", "network.target")
+	b.fixed("Unit", "Before", PodUnitName(s.App))
+	b.fixed("Service", "Type", "oneshot")
+	b.fixed("Service", "RemainAfterExit", "yes")
+	b.set("Service", "ExecStart", commandValue, "network command", s.NetUp...)
 	if len(s.NetDown) > 0 {
-		add("Service", "ExecStop", execLine(s.NetDown))
+		b.set("Service", "ExecStop", commandValue, "network stop command", s.NetDown...)
 	}
-	add("Service", "SyslogIdentifier", "onionpod-net-"+s.App)
-	return serialize(o)
+	b.fixed("Service", "SyslogIdentifier", "onionpod-net-"+s.App)
+	return b
 }
 
 // HostService is one of onionpod's own helper services (e.g. the managed tor, the CNI DHCP
@@ -247,7 +245,7 @@ type HostService struct {
 	Description string   // "" = "onionpod NAME"
 	Type        string   // "" = exec; simple, notify, forking, oneshot
 	ExecStart   []string // argv, argv[0] absolute
-	Environment []string // KEY=VALUE
+	Environment []string // KEY=VALUE (not secrets: they are in the unit file)
 	User        string   // "" = root
 	Restart     string   // "" = on-failure; no, always, ...
 	After       []string // ordering (units this one starts after)
@@ -278,105 +276,75 @@ type HostService struct {
 // UnitName is the service's unit name.
 func (h HostService) UnitName() string { return UnitPrefix + h.Name + ".service" }
 
-// Unit validates and renders the service's unit file.
+// Unit validates and renders the service's unit file. Its errors match ErrBadInput.
 func (h HostService) Unit() (Unit, error) {
-	bad := func(format string, args ...any) (Unit, error) {
-		return Unit{}, fmt.Errorf("pods: service %q: %w: %s", h.Name, ErrBadInput, fmt.Sprintf(format, args...))
-	}
-	if !appName.MatchString(h.Name) || strings.HasPrefix(h.Name, "pod-") || strings.HasPrefix(h.Name, "net-") {
-		return bad("name: a DNS label, not starting with pod- or net-")
+	fail := func(err error) (Unit, error) { return Unit{}, fmt.Errorf("pods: service %q: %w", h.Name, err) }
+	if err := names.App(h.Name); err != nil || strings.HasPrefix(h.Name, "pod-") || strings.HasPrefix(h.Name, "net-") {
+		return fail(errkind.BadInputf("name: a DNS label, not starting with pod- or net-"))
 	}
 	if len(h.ExecStart) == 0 || !path.IsAbs(h.ExecStart[0]) {
-		return bad("ExecStart needs an absolute argv[0]")
-	}
-	for _, e := range h.Environment {
-		if k, _, ok := strings.Cut(e, "="); !ok || !envName.MatchString(k) {
-			return bad("environment %q", e)
-		}
-	}
-	for _, u := range append(slices.Clone(h.After), h.Wants...) {
-		if strings.ContainsAny(u, " \t\n") || u == "" {
-			return bad("unit name %q", u)
-		}
+		return fail(errkind.BadInputf("ExecStart needs an absolute argv[0]"))
 	}
 	if h.User != "" && !volumeName.MatchString(h.User) {
-		return bad("user %q", h.User)
+		return fail(errkind.BadInputf("user %q", h.User))
 	}
 	if h.Group != "" && !volumeName.MatchString(h.Group) {
-		return bad("group %q", h.Group)
+		return fail(errkind.BadInputf("group %q", h.Group))
 	}
 	for _, f := range h.AddressFamilies {
 		if !addressFamily.MatchString(f) {
-			return bad("address family %q", f)
+			return fail(errkind.BadInputf("address family %q", f))
 		}
 	}
-	for _, paths := range []struct {
-		field string
-		list  []string
-	}{
-		{"ReadWritePaths", h.ReadWritePaths}, {"BindPaths", h.BindPaths},
-		{"BindReadOnlyPaths", h.BindReadOnlyPaths}, {"TemporaryFileSystem", h.TemporaryFileSystem},
-	} {
-		for _, p := range paths.list {
-			if err := genvalue.Path(fmt.Sprintf("pods: service %q: %s", h.Name, paths.field), p); err != nil {
-				return Unit{}, err
-			}
-		}
-	}
-	var o []*unit.UnitOption
-	add := func(section, name, value string) { o = append(o, unit.NewUnitOption(section, name, value)) }
+	b := &unitBuilder{}
 	desc := h.Description
 	if desc == "" {
 		desc = "onionpod " + h.Name
 	}
-	add("Unit", "Description", strings.ReplaceAll(desc, "\n", " "))
+	b.set("Unit", "Description", textValue, "description", desc)
 	for _, u := range h.Wants {
-		add("Unit", "Wants", u)
+		b.set("Unit", "Wants", tokensValue, "wants", u)
 	}
 	for _, u := range h.After {
-		add("Unit", "After", u)
+		b.set("Unit", "After", tokensValue, "after", u)
 	}
-	typ := h.Type
-	if typ == "" {
-		typ = "exec"
-	}
-	add("Service", "Type", typ)
-	add("Service", "ExecStart", execLine(h.ExecStart))
+	b.set("Service", "Type", tokensValue, "type", cmp.Or(h.Type, "exec"))
+	b.set("Service", "ExecStart", commandValue, "ExecStart", h.ExecStart...)
 	for _, e := range h.Environment {
-		add("Service", "Environment", quoteWord(e, false))
+		b.set("Service", "Environment", assignmentValue, "environment", e)
 	}
 	if h.User != "" {
-		add("Service", "User", h.User)
+		b.set("Service", "User", tokensValue, "user", h.User)
 	}
 	if h.Group != "" {
-		add("Service", "Group", h.Group)
+		b.set("Service", "Group", tokensValue, "group", h.Group)
 	}
 	if h.Sandbox {
-		sandboxOptions(add, h.AddressFamilies)
+		sandboxOptions(b, h.AddressFamilies)
 	}
 	for _, p := range h.ReadWritePaths {
-		add("Service", "ReadWritePaths", p)
+		b.set("Service", "ReadWritePaths", pathValue, "ReadWritePaths", p)
 	}
 	for _, p := range h.TemporaryFileSystem {
-		add("Service", "TemporaryFileSystem", p+":ro")
+		b.set("Service", "TemporaryFileSystem", readOnlyTmpfsValue, "TemporaryFileSystem", p)
 	}
 	for _, p := range h.BindPaths {
-		add("Service", "BindPaths", p)
+		b.set("Service", "BindPaths", pathValue, "BindPaths", p)
 	}
 	for _, p := range h.BindReadOnlyPaths {
-		add("Service", "BindReadOnlyPaths", p)
+		b.set("Service", "BindReadOnlyPaths", pathValue, "BindReadOnlyPaths", p)
 	}
-	restart := h.Restart
-	if restart == "" {
-		restart = "on-failure"
+	b.set("Service", "Restart", tokensValue, "restart", cmp.Or(h.Restart, "on-failure"))
+	b.fixed("Install", "WantedBy", "multi-user.target")
+	content, err := b.bytes()
+	if err != nil {
+		return fail(err)
 	}
-	add("Service", "Restart", restart)
-	add("Install", "WantedBy", "multi-user.target")
-	return Unit{Name: h.UnitName(), Content: serialize(o)}, nil
+	return Unit{Name: h.UnitName(), Content: content}, nil
 }
 
 // sandboxOptions adds the settings of HostService.Sandbox.
-func sandboxOptions(add func(section, name, value string), families []string) {
+func sandboxOptions(b *unitBuilder, families []string) {
 	if len(families) == 0 {
 		families = []string{"AF_UNIX", "AF_INET", "AF_INET6"}
 	}
@@ -385,7 +353,6 @@ func sandboxOptions(add func(section, name, value string), families []string) {
 		{"CapabilityBoundingSet", ""},
 		{"AmbientCapabilities", ""},
 		{"ProtectSystem", "strict"},
-		{"ReadOnlyPaths", "/run"}, // strict leaves /run (and /run/lock, 1777) writable
 		{"ProtectHome", "yes"},
 		{"PrivateTmp", "yes"},
 		{"PrivateDevices", "yes"},
@@ -406,57 +373,16 @@ func sandboxOptions(add func(section, name, value string), families []string) {
 		{"SystemCallArchitectures", "native"},
 		{"SystemCallFilter", "@system-service"},
 		{"SystemCallErrorNumber", "EPERM"},
-		{"RestrictAddressFamilies", strings.Join(families, " ")},
 	} {
-		add("Service", kv[0], kv[1])
-	}
-}
-
-func serialize(o []*unit.UnitOption) []byte {
-	b, _ := io.ReadAll(unit.Serialize(o)) // reading a bytes.Buffer cannot fail
-	return append([]byte("# Written by onionpod; changes are overwritten.\n"), b...)
-}
-
-// execLine renders argv for ExecStart=: each word double-quoted, with C escapes, and '%' and '$'
-// doubled so systemd expands neither specifiers nor environment variables.
-func execLine(argv []string) string {
-	words := make([]string, len(argv))
-	for i, a := range argv {
-		words[i] = quoteWord(a, true)
-	}
-	return strings.Join(words, " ")
-}
-
-// quoteWord quotes one word of a unit setting. dollar doubles '$' too (ExecStart= expands it).
-func quoteWord(s string, dollar bool) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '%':
-			b.WriteString("%%")
-		case '$':
-			if dollar {
-				b.WriteString("$$")
-			} else {
-				b.WriteByte('$')
-			}
-		default:
-			if r < 0x20 || r == 0x7f {
-				fmt.Fprintf(&b, `\x%02x`, r)
-			} else {
-				b.WriteRune(r)
-			}
+		if kv[1] == "" {
+			b.fixed("Service", kv[0])
+		} else {
+			b.fixed("Service", kv[0], kv[1])
+		}
+		if kv[0] == "ProtectSystem" {
+			// strict leaves /run (and /run/lock, 1777) writable
+			b.set("Service", "ReadOnlyPaths", pathValue, "ReadOnlyPaths", "/run")
 		}
 	}
-	b.WriteByte('"')
-	return b.String()
+	b.set("Service", "RestrictAddressFamilies", tokensValue, "address families", families...)
 }

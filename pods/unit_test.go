@@ -60,6 +60,7 @@ func TestRenderUnitsGolden(t *testing.T) {
 	for _, u := range units {
 		golden(t, u.Name, u.Content)
 	}
+	golden(t, "onionpod-pod-blog.env", units[1].Env)
 
 	web := blogSpec()
 	web.App = "web"
@@ -84,11 +85,15 @@ func TestRenderUnitsGolden(t *testing.T) {
 	golden(t, tor.Name, tor.Content)
 }
 
-// The rendered unit parses back (go-systemd's parser) to the settings that matter, with quoting
-// that systemd reads back as the original argv and environment.
+// The rendered unit parses back (go-systemd's parser) to the settings that matter; the
+// environment is in the environment file, not in the unit.
 func TestRenderUnitParsesBack(t *testing.T) {
 	s := blogSpec()
-	opts, err := unit.DeserializeOptions(strings.NewReader(string(RenderUnit(s))))
+	units, err := PodUnits(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := unit.DeserializeOptions(strings.NewReader(string(units[1].Content)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +114,7 @@ func TestRenderUnitParsesBack(t *testing.T) {
 		"Service.WorkingDirectory":      "/www",
 		"Service.StateDirectory":        "onionpod/blog/data",
 		"Service.BindPaths":             "/var/lib/private/onionpod/blog/data:/data",
+		"Service.EnvironmentFile":       "/etc/onionpod/env/onionpod-pod-blog.env",
 		"Unit.BindsTo":                  "onionpod-net-blog.service",
 		"Unit.After":                    "onionpod-net-blog.service",
 		"Install.WantedBy":              "multi-user.target",
@@ -121,17 +127,19 @@ func TestRenderUnitParsesBack(t *testing.T) {
 	if _, ok := got["Service.AmbientCapabilities"]; ok {
 		t.Errorf("AmbientCapabilities set without capabilities")
 	}
-	env := got["Service.Environment"]
-	if len(env) != 2 || env[1] != `"GREETING=hello \"world\" 100%% $HOME"` {
-		t.Errorf("Environment = %q", env)
+	if env, ok := got["Service.Environment"]; ok {
+		t.Errorf("the unit holds the environment: %q", env)
+	}
+	if want := "# Written by onionpod; changes are overwritten.\nPATH=\"/usr/bin:/bin\"\nGREETING=\"hello \\\"world\\\" 100% \\$HOME\"\n"; string(units[1].Env) != want {
+		t.Errorf("environment file:\n%s\nwant\n%s", units[1].Env, want)
 	}
 }
 
-func TestExecLineQuoting(t *testing.T) {
-	got := execLine([]string{"/bin/sh", "-c", `echo "$HOME" 50% \ok`, "a\nb"})
-	want := `"/bin/sh" "-c" "echo \"$$HOME\" 50%% \\ok" "a\nb"`
-	if got != want {
-		t.Errorf("execLine = %s\nwant      %s", got, want)
+func TestCommandQuoting(t *testing.T) {
+	got, err := unitValue(commandValue, "command", "/bin/sh", "-c", `echo "$HOME" 50% \ok`, ";", "it's")
+	want := `"/bin/sh" "-c" "echo \"$$HOME\" 50%% \\ok" ";" "it's"`
+	if err != nil || got != want {
+		t.Errorf("command = %s, %v\nwant      %s", got, err, want)
 	}
 }
 
@@ -196,7 +204,12 @@ func TestServeStatic(t *testing.T) {
 	if err := os.Symlink("nowhere", filepath.Join(dir, "broken", "index.html")); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(staticHandler(dir))
+	site, err := openSite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.Close()
+	srv := httptest.NewServer(staticHandler(site))
 	defer srv.Close()
 	cases := map[string]struct {
 		code int
@@ -242,7 +255,7 @@ func TestServeStatic(t *testing.T) {
 	if err := ServeStatic(context.Background(), filepath.Join(dir, "missing"), "127.0.0.1:0"); !errors.Is(err, ErrBadInput) {
 		t.Errorf("ServeStatic(missing dir) = %v, want ErrBadInput", err)
 	}
-	if _, err := (&ImageStore{Dir: t.TempDir()}).StaticSpec("site", dir, "/bin/sh", 80); !errors.Is(err, ErrBadInput) {
-		t.Errorf("StaticSpec with a dynamic binary = %v, want ErrBadInput", err)
+	if _, err := (&ImageStore{Dir: t.TempDir()}).StaticSpec("site", dir, "/etc/passwd", 80); !errors.Is(err, ErrBadInput) {
+		t.Errorf("StaticSpec with a binary that is no ELF binary = %v, want ErrBadInput", err)
 	}
 }

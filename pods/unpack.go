@@ -69,6 +69,9 @@ func (u *unpacker) applyLayer(r io.Reader) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
+		if errors.Is(err, ErrHostileLayer) || isCanceled(err) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%w: read tar: %w", ErrHostileLayer, err)
 		}
@@ -100,6 +103,8 @@ func cleanName(name string) (string, error) {
 	return clean, nil
 }
 
+// applyEntry applies one tar entry: it checks the name and size, handles a whiteout, or resolves
+// the entry's parent directory safely and creates the entry there by its type.
 func (u *unpacker) applyEntry(hdr *tar.Header, tr io.Reader) error {
 	name, err := cleanName(hdr.Name)
 	if err != nil {
@@ -113,175 +118,210 @@ func (u *unpacker) applyEntry(hdr *tar.Header, tr io.Reader) error {
 	}
 	dir, base := path.Split(name)
 	dir = strings.TrimSuffix(dir, "/")
-
-	// Whiteouts (OCI layer spec): ".wh..wh..opq" empties the directory of what lower layers put
-	// there; ".wh.NAME" deletes NAME.
-	if base == ".wh..wh..opq" {
-		dfd, logical, err := u.resolveDir(dir, false)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer unix.Close(dfd)
-		return u.clearOpaque(dfd, logical)
-	}
 	if strings.HasPrefix(base, ".wh.") {
-		dfd, _, err := u.resolveDir(dir, false)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer unix.Close(dfd)
-		target := strings.TrimPrefix(base, ".wh.")
-		if target == "" || target == "." || target == ".." {
-			return hostile("whiteout %q", name)
-		}
-		return removeAt(dfd, target)
+		return u.applyWhiteout(dir, base, name)
 	}
-
 	dfd, logical, err := u.resolveDir(dir, true)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dfd)
-	full := path.Join(logical, base)
-	u.created[full] = true
+	e := u.newTarget(dfd, logical, base, hdr)
+	u.created[e.full] = true
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return u.makeDir(e)
+	case tar.TypeReg, tar.TypeGNUSparse: // the reader turns the old TypeRegA into TypeReg
+		return u.writeFile(e, hdr, tr)
+	case tar.TypeSymlink:
+		return u.makeSymlink(e, hdr)
+	case tar.TypeLink:
+		return u.makeHardLink(e, hdr)
+	case tar.TypeFifo:
+		return u.makeFifo(e)
+	case tar.TypeChar, tar.TypeBlock:
+		u.skipped++ // neutralised: pods get their /dev from PrivateDevices=yes
+		delete(u.created, e.full)
+		return nil
+	default: // global headers and vendor extensions carry no file
+		delete(u.created, e.full)
+		return nil
+	}
+}
 
-	mode := uint32(hdr.Mode) & 0o1777
+// target is where an entry goes: the name base in the directory dfd (logically full, relative to
+// the root), with the owner and mode it gets.
+type target struct {
+	dfd      int
+	base     string
+	full     string
+	uid, gid int
+	mode     uint32
+}
+
+// newTarget works out an entry's owner and mode: setuid and setgid bits are dropped (and
+// counted); absurd ids become root's.
+func (u *unpacker) newTarget(dfd int, logical, base string, hdr *tar.Header) target {
+	e := target{dfd: dfd, base: base, full: path.Join(logical, base), uid: hdr.Uid, gid: hdr.Gid,
+		mode: uint32(hdr.Mode) & 0o1777}
 	if hdr.Mode&(0o4000|0o2000) != 0 {
 		u.stripped++
 	}
-	uid, gid := hdr.Uid, hdr.Gid
-	if uid < 0 || uid > 1<<31-1 || gid < 0 || gid > 1<<31-1 {
-		uid, gid = 0, 0
+	if e.uid < 0 || e.uid > 1<<31-1 || e.gid < 0 || e.gid > 1<<31-1 {
+		e.uid, e.gid = 0, 0
 	}
+	return e
+}
 
-	switch hdr.Typeflag {
-	case tar.TypeDir:
-		var st unix.Stat_t
-		err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if err := removeAt(dfd, base); err != nil {
-				return err
-			}
-			err = unix.ENOENT
-		}
-		if errors.Is(err, unix.ENOENT) {
-			if err := unix.Mkdirat(dfd, base, 0o700); err != nil {
-				return fmt.Errorf("mkdir %s: %w", full, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("stat %s: %w", full, err)
-		}
-		fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open %s: %w", full, err)
-		}
-		defer unix.Close(fd)
-		return u.setOwnerMode(fd, full, uid, gid, mode)
-
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		if err := removeAt(dfd, base); err != nil {
-			return err
-		}
-		fd, err := unix.Openat(dfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", full, err)
-		}
-		f := os.NewFile(uintptr(fd), full)
-		defer f.Close()
-		n, readErr, writeErr := copySparse(f, tr)
-		u.budget -= n
-		if readErr != nil {
-			return hostile("entry %q: %v", name, readErr)
-		}
-		if writeErr != nil {
-			return fmt.Errorf("write %s: %w", full, writeErr)
-		}
-		if n != hdr.Size {
-			return hostile("entry %q: truncated (%d of %d bytes)", name, n, hdr.Size)
-		}
-		if err := u.setOwnerMode(fd, full, uid, gid, mode); err != nil {
-			return err
-		}
-		return setTimes(dfd, base, hdr)
-
-	case tar.TypeSymlink:
-		if len(hdr.Linkname) > maxPathLen || strings.ContainsRune(hdr.Linkname, 0) || hdr.Linkname == "" {
-			return hostile("symlink %q: bad target", name)
-		}
-		if err := removeAt(dfd, base); err != nil {
-			return err
-		}
-		if err := unix.Symlinkat(hdr.Linkname, dfd, base); err != nil {
-			return fmt.Errorf("symlink %s: %w", full, err)
-		}
-		if u.chown {
-			if err := unix.Fchownat(dfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("chown %s: %w", full, err)
-			}
-		}
-		return setTimes(dfd, base, hdr)
-
-	case tar.TypeLink:
-		target, err := cleanName(hdr.Linkname)
-		if err != nil || target == "" {
-			return hostile("hard link %q to %q leaves the root", name, hdr.Linkname)
-		}
-		tdir, tbase := path.Split(target)
-		tfd, _, err := u.resolveDir(strings.TrimSuffix(tdir, "/"), false)
-		if err != nil {
-			if errors.Is(err, ErrHostileLayer) {
-				return err
-			}
-			return hostile("hard link %q: target %q: %v", name, target, err)
-		}
-		defer unix.Close(tfd)
-		var st unix.Stat_t
-		if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return hostile("hard link %q: target %q: %v", name, target, err)
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			return hostile("hard link %q to a directory", name)
-		}
-		if path.Join(logical, base) == target {
-			return nil
-		}
-		if err := removeAt(dfd, base); err != nil {
-			return err
-		}
-		if err := unix.Linkat(tfd, tbase, dfd, base, 0); err != nil {
-			return fmt.Errorf("link %s: %w", full, err)
-		}
-		return nil
-
-	case tar.TypeFifo:
-		if err := removeAt(dfd, base); err != nil {
-			return err
-		}
-		if err := unix.Mknodat(dfd, base, unix.S_IFIFO|(mode&0o777), 0); err != nil {
-			return fmt.Errorf("mkfifo %s: %w", full, err)
-		}
-		if u.chown {
-			if err := unix.Fchownat(dfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("chown %s: %w", full, err)
-			}
-		}
-		return nil
-
-	case tar.TypeChar, tar.TypeBlock:
-		u.skipped++ // neutralised: pods get their /dev from PrivateDevices=yes
-		delete(u.created, full)
-		return nil
-
-	default: // global headers and vendor extensions carry no file
-		delete(u.created, full)
+// applyWhiteout applies a whiteout entry (OCI layer spec): ".wh..wh..opq" empties the directory
+// of what lower layers put there; ".wh.NAME" deletes NAME. A whiteout in a missing directory
+// has nothing to delete.
+func (u *unpacker) applyWhiteout(dir, base, name string) error {
+	dfd, logical, err := u.resolveDir(dir, false)
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if base == ".wh..wh..opq" {
+		return u.clearOpaque(dfd, logical)
+	}
+	victim := strings.TrimPrefix(base, ".wh.")
+	if victim == "" || victim == "." || victim == ".." {
+		return hostile("whiteout %q", name)
+	}
+	return removeAt(dfd, victim)
+}
+
+// makeDir makes (or keeps) a directory, replacing anything else of that name, and sets its owner
+// and mode.
+func (u *unpacker) makeDir(e target) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(e.dfd, e.base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := removeAt(e.dfd, e.base); err != nil {
+			return err
+		}
+		err = unix.ENOENT
+	}
+	if errors.Is(err, unix.ENOENT) {
+		if err := unix.Mkdirat(e.dfd, e.base, 0o700); err != nil {
+			return fmt.Errorf("mkdir %s: %w", e.full, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("stat %s: %w", e.full, err)
+	}
+	fd, err := unix.Openat(e.dfd, e.base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", e.full, err)
+	}
+	defer unix.Close(fd)
+	return u.setOwnerMode(fd, e)
+}
+
+// writeFile replaces whatever has the name with a new regular file holding the entry's content
+// (holes where it is zeros), charged to the image's budget.
+func (u *unpacker) writeFile(e target, hdr *tar.Header, content io.Reader) error {
+	if err := removeAt(e.dfd, e.base); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(e.dfd, e.base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", e.full, err)
+	}
+	f := os.NewFile(uintptr(fd), e.full)
+	defer f.Close()
+	n, readErr, writeErr := copySparse(f, content)
+	u.budget -= n
+	if readErr != nil {
+		return hostile("entry %q: %v", e.full, readErr)
+	}
+	if writeErr != nil {
+		return fmt.Errorf("write %s: %w", e.full, writeErr)
+	}
+	if n != hdr.Size {
+		return hostile("entry %q: truncated (%d of %d bytes)", e.full, n, hdr.Size)
+	}
+	if err := u.setOwnerMode(fd, e); err != nil {
+		return err
+	}
+	return setTimes(e.dfd, e.base, hdr)
+}
+
+// makeSymlink replaces whatever has the name with a symlink. Its target is stored as it is:
+// the unpacker never follows it on the way out of the root (see resolveDir).
+func (u *unpacker) makeSymlink(e target, hdr *tar.Header) error {
+	if len(hdr.Linkname) > maxPathLen || strings.ContainsRune(hdr.Linkname, 0) || hdr.Linkname == "" {
+		return hostile("symlink %q: bad target", e.full)
+	}
+	if err := removeAt(e.dfd, e.base); err != nil {
+		return err
+	}
+	if err := unix.Symlinkat(hdr.Linkname, e.dfd, e.base); err != nil {
+		return fmt.Errorf("symlink %s: %w", e.full, err)
+	}
+	if err := u.chownLink(e); err != nil {
+		return err
+	}
+	return setTimes(e.dfd, e.base, hdr)
+}
+
+// makeHardLink links the name to an existing non-directory inside the root, found the safe way.
+func (u *unpacker) makeHardLink(e target, hdr *tar.Header) error {
+	linked, err := cleanName(hdr.Linkname)
+	if err != nil || linked == "" {
+		return hostile("hard link %q to %q leaves the root", e.full, hdr.Linkname)
+	}
+	tdir, tbase := path.Split(linked)
+	tfd, _, err := u.resolveDir(strings.TrimSuffix(tdir, "/"), false)
+	if err != nil {
+		if errors.Is(err, ErrHostileLayer) {
+			return err
+		}
+		return hostile("hard link %q: target %q: %v", e.full, linked, err)
+	}
+	defer unix.Close(tfd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(tfd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return hostile("hard link %q: target %q: %v", e.full, linked, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return hostile("hard link %q to a directory", e.full)
+	}
+	if e.full == linked {
+		return nil
+	}
+	if err := removeAt(e.dfd, e.base); err != nil {
+		return err
+	}
+	if err := unix.Linkat(tfd, tbase, e.dfd, e.base, 0); err != nil {
+		return fmt.Errorf("link %s: %w", e.full, err)
+	}
+	return nil
+}
+
+// makeFifo replaces whatever has the name with a named pipe.
+func (u *unpacker) makeFifo(e target) error {
+	if err := removeAt(e.dfd, e.base); err != nil {
+		return err
+	}
+	if err := unix.Mknodat(e.dfd, e.base, unix.S_IFIFO|(e.mode&0o777), 0); err != nil {
+		return fmt.Errorf("mkfifo %s: %w", e.full, err)
+	}
+	return u.chownLink(e)
+}
+
+// chownLink sets the owner of the name itself (a symlink is not followed).
+func (u *unpacker) chownLink(e target) error {
+	if !u.chown {
+		return nil
+	}
+	if err := unix.Fchownat(e.dfd, e.base, e.uid, e.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", e.full, err)
+	}
+	return nil
 }
 
 // resolveDir walks the relative path dir inside the root, one component at a time, and returns an
@@ -446,14 +486,14 @@ func removeAt(dfd int, name string) error {
 	return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
 }
 
-func (u *unpacker) setOwnerMode(fd int, full string, uid, gid int, mode uint32) error {
+func (u *unpacker) setOwnerMode(fd int, e target) error {
 	if u.chown {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return fmt.Errorf("chown %s: %w", full, err)
+		if err := unix.Fchown(fd, e.uid, e.gid); err != nil {
+			return fmt.Errorf("chown %s: %w", e.full, err)
 		}
 	}
-	if err := unix.Fchmod(fd, mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", full, err)
+	if err := unix.Fchmod(fd, e.mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", e.full, err)
 	}
 	return nil
 }

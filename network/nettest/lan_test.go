@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/network/internal/netnsfile"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network/nettest"
 )
 

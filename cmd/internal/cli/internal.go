@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/daemon"
+	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
@@ -51,7 +52,7 @@ func newNetUpCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := m.Attach(cmd.Context(), network.Attachment{App: app, OnionOnly: rec.OnionOnly, IPv4: rec.IPv4})
+			res, err := m.Attach(cmd.Context(), reconcile.NetAttachment(rec))
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -187,19 +186,8 @@ func (b *podBuilder) spec(app store.App, netns string) (pods.Spec, error) {
 	return spec, nil
 }
 
-// unitAdapter is pods.Systemd as the reconciler sees it.
+// unitAdapter is pods.Systemd as the reconciler sees it (Current compares the unit files and
+// the pods' environment files on disk).
 type unitAdapter struct {
 	*pods.Systemd
-	dir string
-}
-
-// Current reports whether the unit files on disk are exactly want.
-func (u *unitAdapter) Current(want []pods.Unit) bool {
-	for _, w := range want {
-		have, err := os.ReadFile(filepath.Join(u.dir, w.Name))
-		if err != nil || !bytes.Equal(have, w.Content) {
-			return false
-		}
-	}
-	return len(want) > 0
 }

@@ -70,7 +70,7 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 		return nil, err
 	}
 	p.closers = append(p.closers, p.systemd.Close)
-	p.units = &unitAdapter{Systemd: p.systemd, dir: UnitDir}
+	p.units = &unitAdapter{Systemd: p.systemd}
 	p.pods = &podBuilder{images: p.images, self: self, configPath: configPath, netnsDir: cfg.Network.NetnsDir}
 
 	control, err := torControl(cfg)

@@ -174,7 +174,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	var net network.Result
 	var err error
 	if planned(p, AttachNetwork) {
-		net, err = r.Network.Attach(ctx, network.Attachment{App: app.Name, OnionOnly: app.OnionOnly, IPv4: app.IPv4})
+		net, err = r.Network.Attach(ctx, NetAttachment(app))
 		if err != nil {
 			out.record(AttachNetwork, time.Since(start), err)
 			return
@@ -227,6 +227,16 @@ func (r *Runner) remove(ctx context.Context, p AppPlan, out *AppResult) {
 			return
 		}
 	}
+}
+
+// NetAttachment is what app asks of the network: the daemon's attach and the boot-time net-up
+// ask the same.
+func NetAttachment(app store.App) network.Attachment {
+	a := network.Attachment{App: app.Name, OnionOnly: app.OnionOnly, IPv4: app.IPv4}
+	for _, p := range app.Ports {
+		a.Ports = append(a.Ports, network.PortMap{Public: p.Public, Target: p.Target})
+	}
+	return a
 }
 
 func planned(p AppPlan, kind StepKind) bool {

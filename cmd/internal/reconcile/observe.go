@@ -14,7 +14,7 @@ import (
 // (removals only come from what was positively observed).
 func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, error) {
 	obs := Observed{
-		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
 		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{},
 		Addresses: map[string]network.Result{},
 	}
@@ -48,9 +48,13 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	for _, app := range desired {
 		netns := ""
 		if obs.Networks[app.Name] {
-			if res, err := r.Network.Addresses(app.Name); err == nil {
+			res, err := r.Network.Addresses(app.Name)
+			if err == nil {
 				netns = res.Netns
 				obs.Addresses[app.Name] = res
+			}
+			if (err == nil && !res.Publishes(NetAttachment(app).Ports)) || errors.Is(err, network.ErrDamagedLease) {
+				obs.NetStale[app.Name] = true // Attach changes it in place
 			}
 		}
 		units, err := r.Pods.Units(app, netns)

@@ -55,6 +55,7 @@ type Observed struct {
 	Keys     map[string]bool      // the app has an onion key
 	Images   map[string]bool      // the app's image (or static root) is unpacked and ready
 	Networks map[string]bool      // the app's netns is attached
+	NetStale map[string]bool      // attached, but not as the app asks now (published ports, firewall, damaged lease)
 	Units    map[string]UnitState // the app's pod unit
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
@@ -162,6 +163,8 @@ func planApp(app store.App, obs Observed) AppPlan {
 	}
 	if !obs.Networks[name] {
 		add(AttachNetwork, netReason(app))
+	} else if obs.NetStale[name] {
+		add(AttachNetwork, "attached, but not as asked (published ports or firewall changed, or lease damaged): attach again in place")
 	}
 	switch {
 	case !unit.Present:

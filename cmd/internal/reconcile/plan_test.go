@@ -106,6 +106,7 @@ func simulate(p Plan, obs *Observed) {
 				obs.Images[a.App] = true
 			case AttachNetwork:
 				obs.Networks[a.App] = true
+				delete(obs.NetStale, a.App)
 			case WriteUnit:
 				u.Present, u.Current = true, true
 				obs.Units[a.App] = u
