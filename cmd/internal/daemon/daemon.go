@@ -49,6 +49,7 @@ type Daemon struct {
 
 	triggerCh chan struct{}
 	parts     *parts
+	obs       *observability // dashboard, probes, metrics
 
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
@@ -92,11 +93,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	if d.obs, err = d.newObservability(p); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if err := d.startServices(ctx); err != nil {
 		return err
 	}
+	d.obs.start(ctx)
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -207,7 +212,7 @@ func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {
 		return api.AppStatus{App: app, State: api.StateStarting}
 	}
 	st.App = app
-	return st
+	return d.obs.withProbes(st)
 }
 
 func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, error) {

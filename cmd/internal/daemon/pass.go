@@ -92,6 +92,7 @@ func (d *Daemon) pass(ctx context.Context) {
 		d.runDHCPDaemon(ctx, false) // after the detaches: they release their leases through it
 	}
 	d.lastResult = res
+	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {

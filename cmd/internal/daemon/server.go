@@ -86,6 +86,10 @@ func (d *Daemon) handler() http.Handler {
 	// Profiles of the running daemon, for whoever may use the socket (root): curl --unix-socket.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	if d.obs != nil {
+		mux.Handle("/v1/dashboard", d.obs.api.Handler())
+		mux.Handle("/v1/dashboard/", d.obs.api.Handler())
+	}
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})

@@ -80,27 +80,15 @@ func (s *Server) view(a api.AppStatus, detail bool) appView {
 			}
 		}
 	}
-	v.Health = health(a.State, v.Paths)
+	var latest []probe.Result
+	for _, p := range v.Paths {
+		latest = append(latest, p.Last)
+	}
+	v.Health = probe.Health(a.State == api.StateRunning, latest)
 	if detail && v.Onion != "" {
 		v.OnionQR = qrDataURL("http://" + v.Onion + "/")
 	}
 	return v
-}
-
-// health is what the health column says: only of a running app.
-func health(state string, paths []pathView) string {
-	if state != api.StateRunning {
-		return ""
-	}
-	if len(paths) == 0 {
-		return "unknown"
-	}
-	for _, p := range paths {
-		if !p.Last.OK {
-			return "unreachable"
-		}
-	}
-	return "healthy"
 }
 
 // qrDataURL is a QR code of text as a PNG data: URL ("" if it cannot be made).

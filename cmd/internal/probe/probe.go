@@ -285,3 +285,24 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// Health sums up an app's last results of each path: "healthy" when every one succeeded,
+// "unreachable" when one failed, "unknown" before the first probe, and "" for an app that is
+// not running (nothing to say).
+func Health(running bool, latest []Result) string {
+	switch {
+	case !running:
+		return ""
+	case len(latest) == 0:
+		return "unknown"
+	}
+	for _, r := range latest {
+		if !r.OK {
+			return "unreachable"
+		}
+	}
+	return "healthy"
+}
+
+// AtHop marks err as a failure at hop (for Dialers and Resolvers that know where they failed).
+func AtHop(hop string, err error) error { return &hopError{hop: hop, err: err} }
