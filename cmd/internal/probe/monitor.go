@@ -20,6 +20,8 @@ type Monitor struct {
 	Keep int
 	// Parallel bounds the probes in flight (default 8).
 	Parallel int
+	// Refresh is how often Targets is read (default 10 s).
+	Refresh time.Duration
 	// OnResult, when set, sees every result (the metrics).
 	OnResult func(app string, r Result)
 
@@ -32,34 +34,61 @@ const DefaultInterval = 5 * time.Minute
 
 func (m *Monitor) interval() time.Duration { return cmp(m.Interval, DefaultInterval) }
 
-// Run probes until ctx ends.
+// Run probes until ctx ends. The targets are read every Refresh: the apps there at the first
+// read are spread over the first interval (a box that boots with 100 apps does not open 100
+// circuits at once); an app that appears later is probed within Refresh, then every interval.
 func (m *Monitor) Run(ctx context.Context) {
 	parallel := m.Parallel
 	if parallel <= 0 {
 		parallel = 8
 	}
+	refresh := cmp(m.Refresh, 10*time.Second)
 	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	next := map[string]time.Time{} // app -> when it is probed next
+	first := true
+	var targets []Target
+	lastRead := time.Time{}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
-		start := time.Now()
-		targets, err := m.Targets(ctx)
-		if err == nil {
-			m.forgetExcept(targets)
+		now := time.Now()
+		if now.Sub(lastRead) >= refresh {
+			lastRead = now
+			if t, err := m.Targets(ctx); err == nil {
+				targets = t
+				m.forgetExcept(targets)
+				seen := map[string]bool{}
+				for i, t := range targets {
+					seen[t.App] = true
+					if _, ok := next[t.App]; ok {
+						continue
+					}
+					if first {
+						next[t.App] = now.Add(time.Duration(i) * m.interval() / time.Duration(len(targets)))
+					} else {
+						next[t.App] = now
+					}
+				}
+				for app := range next {
+					if !seen[app] {
+						delete(next, app)
+					}
+				}
+				first = false
+			}
 		}
-		var spread time.Duration
-		if len(targets) > 0 {
-			spread = m.interval() / time.Duration(len(targets))
-		}
-		for i, t := range targets {
-			if !sleepUntil(ctx, start.Add(time.Duration(i)*spread)) {
-				return
+		for _, t := range targets {
+			if at, ok := next[t.App]; !ok || now.Before(at) {
+				continue
 			}
 			select {
 			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
+			default:
+				continue // all busy: try again at the next tick
 			}
+			next[t.App] = now.Add(m.interval())
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -67,24 +96,11 @@ func (m *Monitor) Run(ctx context.Context) {
 				m.ProbeNow(ctx, t)
 			}()
 		}
-		if !sleepUntil(ctx, start.Add(m.interval())) {
+		select {
+		case <-ctx.Done():
 			return
+		case <-tick.C:
 		}
-	}
-}
-
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
 	}
 }
 
