@@ -10,7 +10,7 @@ import (
 	"filippo.io/age"
 	"github.com/chromedp/chromedp"
 
-	"github.com/onionpod/onionpod/cmd/internal/dashboard/browsertest"
+	"github.com/onionpod/onionpod/internal/browsertest"
 	"github.com/onionpod/onionpod/onion"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/cmd/internal/metrics/promtest"
+	"github.com/onionpod/onionpod/internal/promtest"
 	"github.com/onionpod/onionpod/cmd/internal/probe"
 )
 
