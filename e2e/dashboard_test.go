@@ -65,10 +65,10 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("dashboard login printed:\n%s", login)
 	}
 
+	shots := artifactsDir(t)
+	downloads := t.TempDir()
+	ctx := browsertest.New(t, browsertest.Options{Netns: st.Client, Downloads: downloads})
 	t.Run("browser", func(t *testing.T) {
-		shots := artifactsDir(t)
-		downloads := t.TempDir()
-		ctx := browsertest.New(t, browsertest.Options{Netns: st.Client, Downloads: downloads})
 		if err := chromedp.Do(ctx, chromedp.Navigate(dashboardURL+"/"), chromedp.WaitVisible(chromedp.ID("key")),
 			chromedp.SendKeys(chromedp.ID("key"), key[1]), chromedp.Click(chromedp.ID("login")),
 			chromedp.WaitVisible(chromedp.ID("app-seen"))); err != nil {
@@ -188,6 +188,14 @@ func TestDashboard(t *testing.T) {
 		if ls := onionpod(t, "ls"); !strings.Contains(ls, "onion:ok") {
 			t.Errorf("ls has no probe column:\n%s", ls)
 		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(dashboardURL+"/apps/seen"), chromedp.WaitVisible(chromedp.CSS(".probe-table"))); err != nil {
+			t.Fatal(err)
+		}
+		browsertest.Screenshot(t, ctx, shots, "lab-dashboard-app-probed")
+		if err := chromedp.Do(ctx, chromedp.Navigate(dashboardURL+"/")); err != nil {
+			t.Fatal(err)
+		}
+		browsertest.Screenshot(t, ctx, shots, "lab-dashboard-apps-probed")
 	})
 
 	t.Run("onion with client auth", func(t *testing.T) {
@@ -204,7 +212,7 @@ func TestDashboard(t *testing.T) {
 			json.Unmarshal([]byte(onionpod(t, "dashboard", "--json")), &s)
 			return s.Onion.Published
 		})
-		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+		ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 		defer cancel()
 		phone, err := l.TorNetwork().StartClient(ctx, t.TempDir(), []string{authLine[1]})
 		if err != nil {
@@ -241,6 +249,8 @@ func TestDashboard(t *testing.T) {
 		})
 		if err != nil || code != 0xF4 {
 			t.Errorf("a client without the key: reply 0x%02X (%v), want 0xF4 (missing client authorization)", code, err)
+		} else {
+			t.Log("a client without the key: SOCKS5 0xF4, onion service missing client authorization")
 		}
 	})
 }

@@ -40,7 +40,7 @@ func TestSOCKSErrorHops(t *testing.T) {
 }
 
 // serve answers every request with status and body on a fresh loopback port.
-func serve(t *testing.T, status int, body string) string {
+func serve(t testing.TB, status int, body string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,7 +55,7 @@ func serve(t *testing.T, status int, body string) string {
 	return l.Addr().String()
 }
 
-func freePort(t *testing.T) uint16 {
+func freePort(t testing.TB) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
