@@ -75,7 +75,7 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 		prober.LAN = o.vantage
 		prober.Resolver = probe.ZoneResolver{Server: probeDNSServer(cfg)}
 	}
-	o.metrics = metrics.New(metrics.Options{Source: o.snapshot, DNS: queryCounter(p)})
+	o.metrics = metrics.New(metrics.Options{Source: o.snapshot, DNS: queryCounter(p), Updates: updateCounter(p)})
 	o.monitor = &probe.Monitor{Prober: prober, Targets: o.targets, Interval: cfg.Probes.Interval.D(),
 		Keep: cfg.Probes.History, OnResult: o.metrics.ObserveProbe}
 	box, _ := os.Hostname()
@@ -117,6 +117,14 @@ func probeDNSServer(cfg *configs.Config) string {
 func queryCounter(p *parts) metrics.DNSQueryCounter {
 	if qc, ok := any(p.dnsSrv).(metrics.DNSQueryCounter); ok && p.dnsSrv != nil {
 		return qc
+	}
+	return nil
+}
+
+// updateCounter is the RFC 2136 publisher's update counts, once it offers them.
+func updateCounter(p *parts) metrics.DNSUpdateCounter {
+	if uc, ok := any(p.dnsUpd).(metrics.DNSUpdateCounter); ok && p.dnsUpd != nil {
+		return uc
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package metrics is onionpod's Prometheus endpoint: per-app state, health, restarts, probe
 // success and latency per path, the onion descriptor's last upload, DNS queries by response
-// code, RFC 2136 updates, the reconcile pass duration, and tor's control connection and
+// code and RFC 2136 updates (through small interfaces the DNS parts satisfy), the reconcile pass duration, and tor's control connection and
 // bootstrap. What the daemon knows at scrape time is read through Source; events (a pass, a
 // probe, an update) are pushed with the Observe methods. Names and labels follow Prometheus'
 // conventions: base units (seconds), _total for counters, timestamps rather than ages.
@@ -55,6 +55,12 @@ type DNSQueryCounter interface {
 	QueryCounts() map[string]uint64
 }
 
+// DNSUpdateCounter is what an RFC 2136 publisher offers for onionpod_dns_updates_total: the
+// UPDATE messages it sent since it started, answered with success (ok) or not (failed).
+type DNSUpdateCounter interface {
+	UpdateCounts() (ok, failed uint64)
+}
+
 // States are the app states exported (one series each, 1 for the current one).
 var States = []string{"running", "starting", "stopped", "failed", "damaged", "unreadable"}
 
@@ -62,7 +68,6 @@ var States = []string{"running", "starting", "stopped", "failed", "damaged", "un
 type Metrics struct {
 	reg    *prometheus.Registry
 	passes prometheus.Histogram
-	dnsUpd *prometheus.CounterVec
 	probes *prometheus.CounterVec
 }
 
@@ -71,6 +76,8 @@ type Options struct {
 	Source Source
 	// DNS, when set, is asked for query counts at each scrape.
 	DNS DNSQueryCounter
+	// Updates, when set, is asked for RFC 2136 update counts at each scrape.
+	Updates DNSUpdateCounter
 	// Timeout bounds a scrape's Source call (default 5 s).
 	Timeout time.Duration
 }
@@ -84,36 +91,21 @@ func New(opts Options) *Metrics {
 		Help:    "How long a reconcile pass took (observe, plan, apply).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	})
-	m.dnsUpd = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "onionpod_dns_updates_total",
-		Help: "RFC 2136 updates sent to the primary, by result (ok, failed).",
-	}, []string{"result"})
 	m.probes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "onionpod_probes_total",
 		Help: "Reachability probes, by app, path (onion, ipv6, ipv4) and result (ok, or the hop that failed).",
 	}, []string{"app", "path", "result"})
-	m.dnsUpd.WithLabelValues("ok")
-	m.dnsUpd.WithLabelValues("failed")
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.passes, m.dnsUpd, m.probes,
-		&snapshotCollector{src: opts.Source, dns: opts.DNS, timeout: opts.Timeout},
+		m.passes, m.probes,
+		&snapshotCollector{src: opts.Source, dns: opts.DNS, updates: opts.Updates, timeout: opts.Timeout},
 	)
 	return m
 }
 
 // ObservePass records one reconcile pass.
 func (m *Metrics) ObservePass(d time.Duration) { m.passes.Observe(d.Seconds()) }
-
-// ObserveDNSUpdate records one RFC 2136 update and whether it failed.
-func (m *Metrics) ObserveDNSUpdate(err error) {
-	if err != nil {
-		m.dnsUpd.WithLabelValues("failed").Inc()
-		return
-	}
-	m.dnsUpd.WithLabelValues("ok").Inc()
-}
 
 // ObserveProbe counts one probe (probe.Monitor's OnResult).
 func (m *Metrics) ObserveProbe(app string, r probe.Result) {
@@ -155,6 +147,8 @@ var (
 		[]string{"app"}, nil)
 	descQueries = prometheus.NewDesc("onionpod_dns_queries_total",
 		"DNS queries the built-in server answered, by response code.", []string{"rcode"}, nil)
+	descUpdates = prometheus.NewDesc("onionpod_dns_updates_total",
+		"RFC 2136 updates sent to the primary, by result (ok, failed).", []string{"result"}, nil)
 	descTorUp = prometheus.NewDesc("onionpod_tor_control_connected",
 		"1 while the daemon's control connection to tor is up.", nil, nil)
 	descTorBoot = prometheus.NewDesc("onionpod_tor_bootstrap_percent",
@@ -167,12 +161,13 @@ var (
 type snapshotCollector struct {
 	src     Source
 	dns     DNSQueryCounter
+	updates DNSUpdateCounter
 	timeout time.Duration
 }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descHealthy, descRestarts, descProbeOK, descProbeDur,
-		descProbeAt, descUploaded, descQueries, descTorUp, descTorBoot, descUp} {
+		descProbeAt, descUploaded, descQueries, descUpdates, descTorUp, descTorBoot, descUp} {
 		ch <- d
 	}
 }
@@ -182,6 +177,11 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		for rcode, n := range c.dns.QueryCounts() {
 			ch <- prometheus.MustNewConstMetric(descQueries, prometheus.CounterValue, float64(n), rcode)
 		}
+	}
+	if c.updates != nil {
+		ok, failed := c.updates.UpdateCounts()
+		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(ok), "ok")
+		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(failed), "failed")
 	}
 	if c.src == nil {
 		return

@@ -12,13 +12,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onionpod/onionpod/internal/promtest"
 	"github.com/onionpod/onionpod/cmd/internal/probe"
+	"github.com/onionpod/onionpod/internal/promtest"
 )
 
 type queries map[string]uint64
 
 func (q queries) QueryCounts() map[string]uint64 { return q }
+
+type updates [2]uint64
+
+func (u updates) UpdateCounts() (ok, failed uint64) { return u[0], u[1] }
 
 func snapshot() Snapshot {
 	now := time.Now()
@@ -44,12 +48,11 @@ func TestPrometheusScrapes(t *testing.T) {
 		t.Skip(r)
 	}
 	m := New(Options{
-		Source: func(context.Context) (Snapshot, error) { return snapshot(), nil },
-		DNS:    queries{"NOERROR": 41, "NXDOMAIN": 1},
+		Source:  func(context.Context) (Snapshot, error) { return snapshot(), nil },
+		DNS:     queries{"NOERROR": 41, "NXDOMAIN": 1},
+		Updates: updates{3, 1},
 	})
 	m.ObservePass(40 * time.Millisecond)
-	m.ObserveDNSUpdate(nil)
-	m.ObserveDNSUpdate(errors.New("refused"))
 	m.ObserveProbe("wiki", probe.Result{Path: probe.PathOnion, Hop: probe.HopDescriptor})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
