@@ -87,7 +87,10 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 	}
 	o.dash = dash
 	o.api = &dashboard.API{Server: dash, Onion: o.onion, Set: o.set, Listen: o.lanAddr,
-		Lock: d.store.Update, Changed: func() { d.trigger("dashboard changed") }}
+		Lock: func(ctx context.Context, fn func() error) error {
+			return d.store.Update(ctx, func(*store.Tx) error { return fn() })
+		},
+		Changed: func() { d.trigger("dashboard changed") }}
 	return o, nil
 }
 
@@ -129,17 +132,17 @@ func updateCounter(p *parts) metrics.DNSUpdateCounter {
 	return nil
 }
 
-// start serves the dashboard, the metrics and runs the probes until ctx ends. Call it after
-// the managed tor is prepared (the onion socket sits in its directory).
-func (o *observability) start(ctx context.Context) {
+// start serves the dashboard, the metrics and runs the probes until ctx ends, in goroutines of
+// wg. Call it after the managed tor is prepared (the onion socket sits in its directory).
+func (o *observability) start(ctx context.Context, wg *sync.WaitGroup) {
 	cfg := o.cfg
 	ula, _ := netip.ParsePrefix(cfg.Network.ULAPrefix)
 	if cfg.Dashboard.Enabled {
-		o.serve(ctx, "dashboard", o.lanAddr, o.dash.Handler(dashboard.RealmLAN))
+		o.serve(ctx, wg, "dashboard", o.lanAddr, o.dash.Handler(dashboard.RealmLAN))
 		if l, err := dashboard.ListenUnix(cfg.DashboardOnionSocket()); err != nil {
 			o.d.log.Error("dashboard: onion side", "err", err)
 		} else {
-			go dashboard.Serve(ctx, o.dash.Handler(dashboard.RealmOnion), l)
+			wg.Go(func() { dashboard.Serve(ctx, o.dash.Handler(dashboard.RealmOnion), l) })
 		}
 	}
 	if cfg.Metrics.Enabled {
@@ -150,27 +153,26 @@ func (o *observability) start(ctx context.Context) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", o.metrics.Handler())
-		o.serve(ctx, "metrics", addrs, mux)
+		o.serve(ctx, wg, "metrics", addrs, mux)
 	}
 	if cfg.Probes.Enabled {
-		go o.monitor.Run(ctx)
+		wg.Go(func() {
+			o.monitor.Run(ctx)
+			if o.vantage != nil {
+				o.vantage.Close()
+			}
+		})
 	}
-	go func() {
-		<-ctx.Done()
-		if o.vantage != nil {
-			o.vantage.Close()
-		}
-	}()
 }
 
-func (o *observability) serve(ctx context.Context, what string, addrs []string, h http.Handler) {
+func (o *observability) serve(ctx context.Context, wg *sync.WaitGroup, what string, addrs []string, h http.Handler) {
 	ls, err := dashboard.ListenTCP(addrs)
 	if err != nil {
 		o.d.log.Error(what+": not served", "err", err)
 		return
 	}
 	o.d.log.Info(what+" listening", "addrs", addrs)
-	go dashboard.Serve(ctx, h, ls...)
+	wg.Go(func() { dashboard.Serve(ctx, h, ls...) })
 }
 
 // observePass records a reconcile pass's duration.
@@ -261,11 +263,13 @@ func notFound(name string, err error) error {
 }
 
 func (a daemonActions) Start(ctx context.Context, app string) error {
-	return notFound(app, a.d.setStopped(ctx, app, false))
+	_, err := a.d.setStopped(ctx, app, false)
+	return notFound(app, err)
 }
 
 func (a daemonActions) Stop(ctx context.Context, app string) error {
-	return notFound(app, a.d.setStopped(ctx, app, true))
+	_, err := a.d.setStopped(ctx, app, true)
+	return notFound(app, err)
 }
 
 // Restart restarts the pod's unit (its network, onion service and records stay).
@@ -293,7 +297,7 @@ func (a daemonActions) SetOnion(ctx context.Context, app string, on bool) error 
 		return errkind.BadInputf("%s publishes no port: expose it with onionpod expose --port", app)
 	}
 	rec.Onion = on
-	_, err = a.d.putApp(ctx, rec)
+	_, err = a.d.putApp(ctx, rec, peer{}) // the record's generation: refused if it changed meanwhile
 	return err
 }
 

@@ -59,6 +59,10 @@ const (
 	Curl
 	// Socat: socat.
 	Socat
+	// Apt: apt-get (resolving Debian packages for test images).
+	Apt
+	// Mmdebstrap: mmdebstrap (building test images from Debian packages).
+	Mmdebstrap
 )
 
 // Missing checks every part and returns nil, or one error wrapping ErrUnavailable that lists each
@@ -122,6 +126,10 @@ func (p Part) String() string {
 		return "curl"
 	case Socat:
 		return "socat"
+	case Apt:
+		return "apt"
+	case Mmdebstrap:
+		return "mmdebstrap"
 	}
 	return fmt.Sprintf("part(%d)", int(p))
 }
@@ -183,6 +191,10 @@ func (p Part) check() string {
 		return inPath("curl", "curl")
 	case Socat:
 		return inPath("socat", "socat")
+	case Apt:
+		return inPath("apt", "apt-get")
+	case Mmdebstrap:
+		return inPath("mmdebstrap", "mmdebstrap")
 	}
 	return "unknown part " + p.String()
 }
