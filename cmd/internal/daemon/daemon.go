@@ -398,13 +398,13 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 	if !existed && !(purgeKey && hasKey) && len(before) == 0 {
 		return errkind.NotFoundf("daemon: app %q: no such app", name)
 	}
-	d.pass(ctx)
+	res := d.pass(ctx) // its own result: another pass may run as soon as this one ends
 	var failed error
-	if res, ok := d.lastResult.Apps[name]; ok && res.Err != nil {
-		failed = res.Err
+	if r, ok := res.Apps[name]; ok && r.Err != nil {
+		failed = r.Err
 	}
 	left := d.remains(ctx, name)
-	if onionErr := d.lastResult.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
+	if onionErr := res.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
 		left = append(left, "onion service") // tor has not confirmed its removal
 		failed = cmp.Or(failed, onionErr)
 	}
