@@ -149,6 +149,13 @@ func TestDashboard(t *testing.T) {
 		if s := status(t, "seen"); s.State != running {
 			t.Errorf("after the refused requests seen is %s", s.State)
 		}
+		// The CLI: a device name that is not a file name is bad input (exit 2); nothing is added.
+		if _, err := run(t, t.Context(), lab.InBox, "onionpod", "dashboard", "client", "add", "../phone"); exitCode(err) != 2 {
+			t.Errorf("dashboard client add ../phone: %v, want exit 2", err)
+		}
+		if ls := onionpod(t, "dashboard", "client", "ls"); strings.TrimSpace(ls) != "" {
+			t.Errorf("devices after the refused add: %q", ls)
+		}
 	})
 
 	t.Run("prometheus", func(t *testing.T) {
@@ -277,4 +284,15 @@ func socksReply(ctx context.Context, proxy, host string, port uint16) (byte, err
 		return 0, fmt.Errorf("socks reply: %w", err)
 	}
 	return head[1], nil
+}
+
+// exitCode is a command's exit code (0 when it succeeded, -1 when it did not run).
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
 }
