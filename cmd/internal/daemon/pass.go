@@ -106,6 +106,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 		}
 	}
 	d.lastResult, d.lastWanted = res, desired
+	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {
