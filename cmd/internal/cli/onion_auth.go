@@ -11,6 +11,8 @@ import (
 	"github.com/onionpod/onionpod/onion"
 )
 
+// onion auth add, rm and ls: v3 client authorization.
+
 func newOnionAuthCmd(env *Env) *cobra.Command {
 	cmd := groupCmd(&cobra.Command{
 		Use:   "auth",

@@ -18,6 +18,8 @@ import (
 	"github.com/onionpod/onionpod/onion"
 )
 
+// onion backup and restore: every key and client list in one file encrypted with age.
+
 type onionBackupOptions struct {
 	IO
 	Ctx context.Context

@@ -16,6 +16,8 @@ import (
 	"github.com/onionpod/onionpod/onion"
 )
 
+// onion ls, import and export: the apps' keys themselves.
+
 type onionLsOptions struct {
 	IO
 	Ctx context.Context
