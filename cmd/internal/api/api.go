@@ -136,6 +136,24 @@ type ImageInfo struct {
 	Ref string `json:"ref,omitempty"`
 }
 
+// Image is an image in the daemon's image store (GET /v1/images).
+type Image struct {
+	ID       string    `json:"id"`             // "sha256:..."
+	Refs     []string  `json:"refs,omitempty"` // the references it was pulled or loaded as
+	Size     int64     `json:"size"`           // bytes on disk: its root and cached layers
+	LastUsed time.Time `json:"last_used"`
+	// Apps are the apps whose record names it (held apps by their last good record).
+	Apps []string `json:"apps,omitempty"`
+}
+
+// PruneReport says what a prune of the image store removed (POST /v1/images/prune): every image
+// no app's record names, except uploads the record naming them is on its way for.
+type PruneReport struct {
+	Images []string `json:"images"` // IDs of the images removed
+	Layers int      `json:"layers"` // cached layers removed
+	Bytes  int64    `json:"bytes"`  // disk space freed
+}
+
 // WaitFor names what `wait` waits for.
 const (
 	WaitRunning   = "running"   // the pod runs, onion added, DNS published

@@ -59,6 +59,7 @@ type Daemon struct {
 	followers *perUID
 	uploads   *perUID
 	handlers  gate
+	sent      sentImages // images sent lately, which a prune spares
 
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
@@ -352,6 +353,7 @@ func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppSt
 	if err != nil {
 		return api.AppStatus{}, err
 	}
+	d.sent.claim(app.Image) // an image sent for it: the record keeps it now
 	d.trigger("app " + app.Name + " changed")
 	return d.appStatus(app.Name)
 }
@@ -379,7 +381,7 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api
 // It fails, saying what, when anything of the app is still observed after that pass. The onion
 // key is kept unless purgeKey; it is purged only after the pass, so a crash in between keeps the
 // key (never loses it early). An app with no record but leftovers (a key, a unit...) can still be
-// removed.
+// removed. Once nothing of the app remains, the images no app uses any more are pruned.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
 	if err := names.App(name); err != nil {
 		return err
@@ -416,8 +418,11 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 		return errors.New(msg)
 	}
 	if purgeKey && hasKey {
-		return d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) })
+		if err := d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) }); err != nil {
+			return err
+		}
 	}
+	d.pruneAfterRemoval(ctx, name)
 	return nil
 }
 

@@ -114,6 +114,14 @@ func (d *Daemon) handler() http.Handler {
 		mux.Handle("/v1/dashboard", d.obs.api.Handler())
 		mux.Handle("/v1/dashboard/", d.obs.api.Handler())
 	}
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		images, err := d.images()
+		replyStatus(w, images, err)
+	})
+	mux.HandleFunc("POST /v1/images/prune", func(w http.ResponseWriter, r *http.Request) {
+		report, err := d.pruneImages(r.Context(), pruneWait)
+		replyStatus(w, report, err)
+	})
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})
