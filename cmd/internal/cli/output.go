@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
+)
+
+// What several commands print the same way.
+
+// writeJSON is every command's --json: indented, one value, a final newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func onionURL(a api.AppStatus) string {
+	if a.Onion.Address == "" {
+		return ""
+	}
+	return "http://" + a.Onion.Address + "/"
+}
+
+// source is where an app's pod comes from: its image (and the local file it was sent from),
+// its static directory, or for a held app what to do.
+func source(a api.AppStatus) string {
+	if held(a) {
+		return "(record " + a.State + ": see onionpod status " + a.App.Name + ")"
+	}
+	switch {
+	case a.App.Static != "":
+		return "static:" + a.App.Static
+	case a.App.Source != "":
+		return a.App.Source + " (" + shortID(a.App.Image) + ")"
+	}
+	return a.App.Image
+}
+
+// shortID is an image ID as docker shows it: 12 hex digits.
+func shortID(id string) string {
+	hex := strings.TrimPrefix(id, "sha256:")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return hex
+}
+
+// addressLines are the lines that end the human output of run, expose and status: how to reach the app.
+func addressLines(a api.AppStatus) []string {
+	var lines []string
+	if u := onionURL(a); u != "" {
+		lines = append(lines, u)
+	}
+	if a.DNS.Name != "" {
+		lines = append(lines, "http://"+strings.TrimSuffix(a.DNS.Name, ".")+"/")
+	}
+	if a.Network.LAN != "" {
+		lines = append(lines, "http://["+a.Network.LAN+"]/")
+	}
+	return lines
+}
+
+// held reports whether the app's record cannot be used (damaged or unreadable).
+func held(st api.AppStatus) bool {
+	return st.State == api.StateDamaged || st.State == api.StateUnreadable
+}
+
+// humanBytes is a size as people read it: 1.5 kB, 23 MB, 1.2 GB (decimal units, as df -H).
+func humanBytes(n int64) string {
+	if n < 1000 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, unit := float64(n), 0
+	for f >= 1000 && unit < 4 {
+		f /= 1000
+		unit++
+	}
+	format := "%.1f %s"
+	if f >= 10 {
+		format = "%.0f %s"
+	}
+	return fmt.Sprintf(format, f, []string{"B", "kB", "MB", "GB", "TB"}[unit])
+}
