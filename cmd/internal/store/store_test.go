@@ -217,7 +217,9 @@ func TestDamagedRecordsAreHeld(t *testing.T) {
 	s, _ := Open(t.TempDir())
 	ctx := context.Background()
 	for _, name := range []string{"good", "trunc", "garbled", "misnamed", "newer"} {
-		if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(App{Name: name, Containers: []Container{{Name: name, Static: "/srv/" + name}}}) }); err != nil {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			return tx.Put(App{Name: name, Containers: []Container{{Name: name, Static: "/srv/" + name}}})
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
