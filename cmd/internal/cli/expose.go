@@ -43,7 +43,7 @@ the service descriptor, and print the addresses: the .onion, the DNS name and th
 func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 	start := time.Now()
 	res, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, exists bool) error {
-		if !exists && opts.Image == "" && opts.Static == "" {
+		if !exists && len(app.Containers) == 0 {
 			return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: cmd.CommandPath()}
 		}
 		app.Onion = true

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
 
@@ -89,11 +90,40 @@ func newRmCmd(env *Env) *cobra.Command {
 	return cmd
 }
 
+type logsOptions struct {
+	App       string
+	Container string // "" for all the app's containers
+	Follow    bool
+}
+
 func newLogsCmd(env *Env) *cobra.Command {
-	var follow bool
-	cmd := appCommand(env, "logs", "Show an app's logs (from the journal)", func(ctx context.Context, client *api.Client, app string) error {
-		return client.Logs(ctx, app, follow, env.Out)
-	})
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
+	var opts logsOptions
+	cmd := &cobra.Command{
+		Use:   "logs APP [CONTAINER]",
+		Short: "Show an app's logs (from the journal): all its containers', or one's",
+		Args:  rangeArgs(1, 2, "APP [CONTAINER]"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.App = args[0]
+			if len(args) == 2 {
+				opts.Container = args[1]
+			}
+			return runLogs(cmd.Context(), env, opts)
+		},
+	}
+	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing new lines")
 	return cmd
+}
+
+func runLogs(ctx context.Context, env *Env, opts logsOptions) error {
+	if err := names.App(opts.App); err != nil {
+		return err
+	}
+	if opts.Container != "" && !names.IsApp(opts.Container) {
+		return errkind.BadInputf("%q is not a container name", opts.Container)
+	}
+	cfg, err := env.Config()
+	if err != nil {
+		return err
+	}
+	return env.Client(cfg).Logs(ctx, opts.App, opts.Container, opts.Follow, env.Out)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -27,4 +28,16 @@ func (d *Daemon) loadImage(ctx context.Context, r io.Reader) (api.ImageInfo, err
 	}
 	d.log.Info("image loaded", "id", img.Digest, "ref", img.Ref)
 	return api.ImageInfo{ID: img.Digest, Ref: img.Ref}, nil
+}
+
+// imageInfo says whether the image store has the image of this ID (NotFound when it has not).
+func (d *Daemon) imageInfo(id string) (api.ImageInfo, error) {
+	if !UploadedImage(id) {
+		return api.ImageInfo{}, errkind.BadInputf("daemon: image %q: want an ID, sha256:HEX", id)
+	}
+	img, err := d.parts.images.Image(id)
+	if err != nil {
+		return api.ImageInfo{}, err
+	}
+	return api.ImageInfo{ID: img.Digest}, nil
 }
