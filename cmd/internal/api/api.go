@@ -50,11 +50,11 @@ type AppStatus struct {
 	Unit UnitStatus `json:"unit"`
 	// Containers are the app's containers, in the record's order.
 	Containers []ContainerStatus `json:"containers,omitempty"`
-	Network   NetStatus   `json:"network"`
-	Onion     OnionStatus `json:"onion"`
-	DNS       DNSRecord   `json:"dns"`
-	LastError string      `json:"last_error,omitempty"`
-	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
+	Network    NetStatus         `json:"network"`
+	Onion      OnionStatus       `json:"onion"`
+	DNS        DNSRecord         `json:"dns"`
+	LastError  string            `json:"last_error,omitempty"`
+	Steps      []Step            `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
 	Damaged []string  `json:"damaged,omitempty"`
 	Updated time.Time `json:"updated"`
@@ -100,10 +100,10 @@ const (
 
 // HealthStatus is a container's health check and how it goes.
 type HealthStatus struct {
-	Check     string    `json:"check"`            // what is checked, e.g. "http GET [fd00::6]:8080/healthz every 10s"
-	State     string    `json:"state,omitempty"`  // HealthStarting, HealthHealthy, HealthUnhealthy; "" while the container is not running
-	Since     time.Time `json:"since,omitzero"`   // when State last changed
-	Failures  int       `json:"failures"`         // checks failed in a row
+	Check     string    `json:"check"`           // what is checked, e.g. "http GET [fd00::6]:8080/healthz every 10s"
+	State     string    `json:"state,omitempty"` // HealthStarting, HealthHealthy, HealthUnhealthy; "" while the container is not running
+	Since     time.Time `json:"since,omitzero"`  // when State last changed
+	Failures  int       `json:"failures"`        // checks failed in a row
 	LastError string    `json:"last_error,omitempty"`
 	// Restarts counts the restarts the health check made (since the daemon started), the last
 	// one at LastRestart, because of RestartReason.

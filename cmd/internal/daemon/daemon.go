@@ -64,7 +64,7 @@ type Daemon struct {
 	lastResult reconcile.Result
 	lastWanted reconcile.Desired // what the last pass applied
 	retries    retries
-	dhcp       *bool // whether the DHCP daemon was last made to run (nil: not yet decided)
+	dhcp       *bool            // whether the DHCP daemon was last made to run (nil: not yet decided)
 	unitStarts map[string]int64 // per app, the passes that started its units (noteStarts)
 
 	health        *health.Monitor // the containers' health checks

@@ -237,20 +237,6 @@ func (b *podBuilder) checkCommand(app store.App, c store.Container, netns string
 	return spec, resolved, err
 }
 
-// imageIDs are the IDs of the images the app's containers run now (those in the store).
-func (b *podBuilder) imageIDs(app store.App) map[string]string {
-	out := map[string]string{}
-	for _, c := range app.Containers {
-		if c.Static != "" {
-			continue
-		}
-		if img, err := b.cached(c); err == nil {
-			out[c.Name] = img.Digest
-		}
-	}
-	return out
-}
-
 // unitAdapter is pods.Systemd as the reconciler sees it (Current compares the unit files and
 // the pods' environment files on disk).
 type unitAdapter struct {

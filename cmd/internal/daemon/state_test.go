@@ -22,9 +22,9 @@ func TestStateOf(t *testing.T) {
 	up := api.UnitStatus{ActiveState: "active", SubState: "running"}
 	running := api.AppStatus{
 		Containers: []api.ContainerStatus{{Name: "web", Unit: up}},
-		Network: api.NetStatus{LAN: "2001:db8:1::6"},
-		Onion:   api.OnionStatus{Added: true},
-		DNS:     api.DNSRecord{Published: true},
+		Network:    api.NetStatus{LAN: "2001:db8:1::6"},
+		Onion:      api.OnionStatus{Added: true},
+		DNS:        api.DNSRecord{Published: true},
 	}
 	with := func(change func(*api.AppStatus)) api.AppStatus {
 		st := running
