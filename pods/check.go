@@ -64,10 +64,9 @@ func (s *Systemd) RunCheck(ctx context.Context, spec Spec, argv []string, timeou
 	}()
 	done := make(chan string, 1)
 	_, err = conn.StartTransientUnitContext(ctx, name, "replace", props, done)
-	if err != nil && strings.Contains(err.Error(), "already exists") {
+	if isUnitExists(err) {
 		// A check left behind (by a daemon stopped while it ran): clear it, try once more.
-		_ = runJob(ctx, name, conn.StopUnitContext)
-		_ = conn.ResetFailedUnitContext(ctx, name)
+		s.clearCheck(context.WithoutCancel(ctx), conn, name)
 		_, err = conn.StartTransientUnitContext(ctx, name, "replace", props, done)
 	}
 	w.Close() // systemd holds its own copy for the check's process
@@ -78,7 +77,7 @@ func (s *Systemd) RunCheck(ctx context.Context, spec Spec, argv []string, timeou
 	select {
 	case result = <-done:
 	case <-ctx.Done():
-		_ = runJob(context.WithoutCancel(ctx), name, conn.StopUnitContext)
+		s.clearCheck(context.WithoutCancel(ctx), conn, name)
 		return fmt.Errorf("pods: check %s: %w", name, ctx.Err())
 	}
 	select {
@@ -104,9 +103,33 @@ func (s *Systemd) RunCheck(ctx context.Context, spec Spec, argv []string, timeou
 	}
 	_ = conn.ResetFailedUnitContext(context.WithoutCancel(ctx), name)
 	if why == "" {
-		return fmt.Errorf("%w: no answer within %v%s", ErrCheckFailed, timeout, lastLine(out.String()))
+		return checkFailed(fmt.Sprintf("%s: no answer within %v%s", path.Base(argv[0]), timeout, lastLine(out.String())))
 	}
-	return fmt.Errorf("%w: %s %s%s", ErrCheckFailed, path.Base(argv[0]), why, lastLine(out.String()))
+	return checkFailed(fmt.Sprintf("%s %s%s", path.Base(argv[0]), why, lastLine(out.String())))
+}
+
+// checkFailed is an error that says what the check did and matches ErrCheckFailed.
+type checkFailed string
+
+func (e checkFailed) Error() string        { return string(e) }
+func (e checkFailed) Is(target error) bool { return target == ErrCheckFailed }
+
+// clearCheck stops a check's transient unit and forgets it (a failed one stays loaded until
+// reset), so that the next check can take its name.
+func (s *Systemd) clearCheck(ctx context.Context, conn *sddbus.Conn, name string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = runJob(ctx, name, conn.StopUnitContext)
+	_ = conn.ResetFailedUnitContext(ctx, name)
+}
+
+// isUnitExists reports whether err is systemd's refusal of a transient unit whose name is taken.
+func isUnitExists(err error) bool {
+	var dErr dbus.Error
+	if errors.As(err, &dErr) && dErr.Name == "org.freedesktop.systemd1.UnitExists" {
+		return true
+	}
+	return err != nil && (strings.Contains(err.Error(), "already exists") || strings.Contains(err.Error(), "already loaded"))
 }
 
 // checkProperties are the transient unit's settings: the pod unit's sandbox around argv.

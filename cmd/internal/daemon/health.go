@@ -113,9 +113,9 @@ func (d *Daemon) setHealthTargets(apps []store.App, res reconcile.Result, units 
 				}
 				addr := netip.AddrPortFrom(net.Net.ULA, checkPort(app, c))
 				if h.Kind() == "http" {
-					t.Probe = httpProbe("http://" + addr.String() + h.HTTP)
+					t.Probe = httpProbe("http://"+addr.String()+h.HTTP, h.Timeout)
 				} else {
-					t.Probe = tcpProbe(addr.String())
+					t.Probe = tcpProbe(addr.String(), h.Timeout)
 				}
 			}
 			targets = append(targets, t)
@@ -159,12 +159,14 @@ func describeCheck(app store.App, c store.Container) string {
 }
 
 // httpProbe GETs url (no redirect followed): 2xx and 3xx pass.
-func httpProbe(url string) func(ctx context.Context) error {
+func httpProbe(url string, timeout time.Duration) func(ctx context.Context) error {
 	client := &http.Client{
 		Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
@@ -183,8 +185,10 @@ func httpProbe(url string) func(ctx context.Context) error {
 }
 
 // tcpProbe connects to addr.
-func tcpProbe(addr string) func(ctx context.Context) error {
+func tcpProbe(addr string, timeout time.Duration) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		var dialer net.Dialer
 		conn, err := dialer.DialContext(ctx, "tcp", addr)
 		if err != nil {

@@ -30,6 +30,9 @@ const (
 	Unhealthy = "unhealthy" // Retries probes failed in a row after the start period: being restarted
 )
 
+// probeGrace is how long past its Timeout a probe may take before its context ends.
+const probeGrace = time.Second
+
 // StartProbeEvery is how often a container that is not healthy is probed (readiness comes soon).
 const StartProbeEvery = time.Second
 
@@ -50,7 +53,8 @@ type Target struct {
 	// Key changes whenever the container's unit was rewritten or started again: the check then
 	// starts over (a new start period, the old verdict forgotten).
 	Key string
-	// Probe runs the check once; a nil error is a pass. It must return by its context's end.
+	// Probe runs the check once, within Check.Timeout; a nil error is a pass. It must return
+	// by its context's end (a little after the timeout).
 	Probe func(ctx context.Context) error
 }
 
@@ -79,6 +83,7 @@ type Monitor struct {
 	changed    func() // called (from a check's goroutine) when a State changed
 	now        func() time.Time
 	startEvery time.Duration // StartProbeEvery (shorter in tests)
+	grace      time.Duration // probeGrace (shorter in tests)
 
 	mu     sync.Mutex
 	ctx    context.Context
@@ -96,7 +101,7 @@ type check struct {
 // New returns a monitor that restarts unhealthy containers with restart and calls changed (it
 // must not block for long) after each change of a container's State. Run starts it.
 func New(restart Restarter, changed func()) *Monitor {
-	return &Monitor{restart: restart, changed: changed, now: time.Now, startEvery: StartProbeEvery, checks: map[Ref]*check{}}
+	return &Monitor{restart: restart, changed: changed, now: time.Now, startEvery: StartProbeEvery, grace: probeGrace, checks: map[Ref]*check{}}
 }
 
 // Run runs the checks until ctx ends, then waits for them to stop.
@@ -189,7 +194,9 @@ func (m *Monitor) loop(ctx context.Context, c *check) {
 		m.mu.Lock()
 		t := c.target
 		m.mu.Unlock()
-		pctx, cancel := context.WithTimeout(ctx, t.Check.Timeout)
+		// The probe keeps to Timeout itself (a command's unit is stopped by systemd then); this
+		// bound is for one that does not.
+		pctx, cancel := context.WithTimeout(ctx, t.Check.Timeout+m.grace)
 		err := t.Probe(pctx)
 		if err == nil && pctx.Err() != nil {
 			err = pctx.Err()

@@ -38,6 +38,7 @@ func start(t *testing.T, r *restarts) *Monitor {
 	t.Helper()
 	m := New(r.restart, func() {})
 	m.startEvery = 20 * time.Millisecond
+	m.grace = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
