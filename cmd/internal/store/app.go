@@ -353,6 +353,11 @@ func (a App) Validate() error {
 			return bad("port %d: no container %q", p.Public, c)
 		}
 	}
+	for _, c := range a.Containers {
+		if h := c.Health; h != nil && h.Port == 0 && len(h.Command) == 0 && len(a.PortsOf(c.Name)) == 0 {
+			return bad("container %q: health: the check needs a port (the container serves none)", c.Name)
+		}
+	}
 	if a.WantsOnion() && len(a.Ports) == 0 {
 		return bad("an onion service needs at least one --port")
 	}
