@@ -14,8 +14,13 @@ import (
 // the CLI, as the user who names it, and sent to the daemon, which loads it: the daemon never
 // opens a path a user names.
 
+// imageLoader is the part of the LocalAPI that takes image archives.
+type imageLoader interface {
+	LoadImage(ctx context.Context, archive io.Reader) (api.ImageInfo, error)
+}
+
 // sendImage sends the local image at path to the daemon and returns what it loaded as.
-func sendImage(ctx context.Context, client *api.Client, path string) (api.ImageInfo, error) {
+func sendImage(ctx context.Context, client imageLoader, path string) (api.ImageInfo, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return api.ImageInfo{}, errkind.BadInputf("image %s: %w", path, err)

@@ -65,8 +65,8 @@ a v3 onion service whose .onion name never changes.
 		&cobra.Group{ID: "system", Title: "The box:"},
 	)
 	for _, c := range []*cobra.Command{
-		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newLsCmd(env), newStatusCmd(env),
-		newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env),
+		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newApplyCmd(env), newExportCmd(env),
+		newLsCmd(env), newStatusCmd(env), newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env),
 	} {
 		c.GroupID = "apps"
 		root.AddCommand(c)
