@@ -2,8 +2,9 @@
 //
 // A check (store.Health) of a running container is probed every second while the container
 // starts, and every Interval once it is healthy. A probe that passes makes the container
-// healthy. A failing probe counts only after the container's start period; after Retries
-// failures in a row the container is unhealthy: the monitor asks for it to be restarted
+// healthy, and ends its start period. A failing probe counts only once the start period is over
+// (its time passed, or the container was healthy); after Retries failures in a row the container
+// is unhealthy: the monitor asks for it to be restarted
 // (Restart), and the container starts over (starting, with a new start period). A container
 // that systemd restarted by itself meanwhile is not restarted again: it starts over.
 //
@@ -96,6 +97,8 @@ type check struct {
 	cancel  context.CancelFunc
 	state   State
 	started time.Time // when this run of the check began (its start period counts from it)
+	// up: the container has been healthy since this run began; its start period is over.
+	up bool
 }
 
 // New returns a monitor that restarts unhealthy containers with restart and calls changed (it
@@ -223,13 +226,14 @@ func (m *Monitor) record(c *check, err error) (next time.Duration, restartReason
 	before := *s
 	if err == nil {
 		s.Failures, s.LastError = 0, ""
+		c.up = true
 		if s.Status != Healthy {
 			s.Status, s.Since = Healthy, now
 		}
 	} else {
 		s.Failures++
 		s.LastError = err.Error()
-		counted := now.Sub(c.started) >= c.target.Check.StartPeriod
+		counted := c.up || now.Sub(c.started) >= c.target.Check.StartPeriod
 		if counted && s.Failures >= c.target.Check.Retries && s.Status != Unhealthy {
 			s.Status, s.Since = Unhealthy, now
 			restartReason = fmt.Sprintf("%d checks failed in a row, the last: %s", s.Failures, s.LastError)
@@ -263,7 +267,7 @@ func (m *Monitor) restartUnhealthy(ctx context.Context, c *check, reason string)
 	} else if err != nil {
 		s.LastError = "restarting it failed: " + err.Error()
 	}
-	c.started = now
+	c.started, c.up = now, false
 	s.Status, s.Since, s.Failures = Starting, now, 0
 	m.mu.Unlock()
 	if m.changed != nil {

@@ -65,15 +65,15 @@ func tcpCheck(interval, start time.Duration, retries int) store.Health {
 	return store.Health{TCP: true, Interval: interval, Timeout: 50 * time.Millisecond, Retries: retries, StartPeriod: start}
 }
 
-// TestHealthyAndUnhealthy: a passing probe makes a container healthy; once it fails, failures
-// count only after the start period, and Retries in a row make it unhealthy: it is restarted
-// once, with the reason, and starts over.
+// TestHealthyAndUnhealthy: a passing probe makes a container healthy and ends its start period;
+// once it fails, Retries failures in a row make it unhealthy: it is restarted once, with the
+// reason, and starts over.
 func TestHealthyAndUnhealthy(t *testing.T) {
 	r := &restarts{answer: true}
 	m := start(t, r)
 	var failing atomic.Bool
 	ref := Ref{"notes", "db"}
-	m.Set([]Target{{Ref: ref, Check: tcpCheck(30*time.Millisecond, 0, 3), Key: "1", Describe: "tcp [fd00::6]:5432",
+	m.Set([]Target{{Ref: ref, Check: tcpCheck(30*time.Millisecond, time.Hour, 3), Key: "1", Describe: "tcp [fd00::6]:5432",
 		Probe: func(context.Context) error {
 			if failing.Load() {
 				return errors.New("connection refused")
