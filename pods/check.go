@@ -195,7 +195,7 @@ func checkProperties(s Spec, argv []string, timeout time.Duration) ([]sddbus.Pro
 	var states []string
 	var binds, roBinds []bind
 	for _, v := range s.Volumes {
-		states = append(states, path.Join("onionpod", s.App, v.Name))
+		states = append(states, volumeStateDir(s.App, v.Name))
 		binds = append(binds, bind{Source: VolumeHostDir(s.App, v.Name), Target: v.Path})
 	}
 	for _, b := range s.BindReadOnly {

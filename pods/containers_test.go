@@ -29,7 +29,9 @@ const (
 // container of its own user gets another uid. A command check runs in a container's sandbox
 // (its root, network, user, environment) and reports failures with their output. A volume
 // written by a pod of an older onionpod (a dynamic user named after its unit) stays readable
-// under the app's user. A container taken out of the app is removed.
+// under the app's user, moved to its new place. A container taken out of the app is removed. A
+// volume never takes a directory of onionpod's state dir (app "onion", volume "blog": the key
+// of app blog stays root's).
 func TestContainersUnderSystemd(t *testing.T) {
 	if podstest.Inside() {
 		t.Skip("runs on the host")
@@ -87,14 +89,14 @@ func TestInsideContainers(t *testing.T) {
 	// unit (no User=): the app's user takes it over.
 	old := fmt.Sprintf("[Service]\nType=oneshot\nExecStart=/bin/busybox sh -c \"echo old > /shared/old\"\nRootDirectory=%s\n"+
 		"MountAPIVFS=yes\nDynamicUser=yes\nStateDirectory=onionpod/%s/shared\nBindPaths=%s:/shared\n",
-		img.Root, duoApp, VolumeHostDir(duoApp, "shared"))
+		img.Root, duoApp, legacyVolumeHostDir(duoApp, "shared"))
 	if err := os.WriteFile("/etc/systemd/system/onionpod-pod-duo_old.service", []byte(old), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("systemctl", "start", "onionpod-pod-duo_old.service").CombinedOutput(); err != nil {
 		t.Fatalf("the old pod: %v: %s", err, out)
 	}
-	oldUID := fileUID(t, filepath.Join(VolumeHostDir(duoApp, "shared"), "old"))
+	oldUID := fileUID(t, filepath.Join(legacyVolumeHostDir(duoApp, "shared"), "old"))
 	t.Logf("the old pod wrote as uid %d", oldUID)
 
 	specs := duoSpecs(img.Root)
@@ -252,6 +254,43 @@ func TestInsideContainers(t *testing.T) {
 	}
 	if units, err := sd.Units(ctx); err != nil || len(units) != 0 {
 		t.Errorf("units after Remove: %v, %v", units, err)
+	}
+
+	if _, err := os.Lstat(legacyVolumeHostDir(duoApp, "shared")); err == nil {
+		t.Error("the old volume is still at its old place")
+	}
+	if _, err := os.Lstat(legacyVolumeLink(duoApp, "shared")); err == nil {
+		t.Error("systemd's symlink to the old volume is still there")
+	}
+
+	// A volume's directory never meets onionpod's state dir: an app named "onion" with a volume
+	// named "blog" leaves the onion key of app blog (/var/lib/onionpod/onion/blog) as it is.
+	keyDir := "/var/lib/onionpod/onion/blog"
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keyDir, "hs_ed25519_secret_key"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	thief := Spec{App: "onion", Root: img.Root, Netns: "/run/netns/onionpod-onion", Volumes: []Volume{{Name: "blog", Path: "/loot"}},
+		Command: []string{"/bin/busybox", "sh", "-c", "cat /loot/hs_ed25519_secret_key; exec sleep 1000"}}
+	thief.NetUp, thief.NetDown = netCommands("onionpod-onion")
+	tunits, err := PodUnits(thief)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(ctx, tunits...); err != nil {
+		t.Fatal(err)
+	}
+	waitContainer(t, sd, "onion", "onion", 0)
+	if st, err := os.Lstat(keyDir); err != nil || !st.IsDir() || st.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("the key's directory after a pod's volume of the same name: %v, %v", st, err)
+	}
+	if uid := fileUID(t, filepath.Join(keyDir, "hs_ed25519_secret_key")); uid != 0 {
+		t.Errorf("the key belongs to uid %d now", uid)
+	}
+	if err := sd.Remove(ctx, "onion"); err != nil {
+		t.Fatal(err)
 	}
 
 	// An app whose name is too long for a user name as is runs as its shortened AppUser.

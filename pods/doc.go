@@ -19,7 +19,7 @@
 // Containers are enabled (WantedBy=multi-user.target), start after the containers their spec
 // names (After= and Wants=), stop with the image's StopSignal (KillSignal=), and run as one
 // dynamic user per app (DynamicUser=yes, User=onionpod-APP: AppUser), so they share the app's
-// volumes (one StateDirectory=onionpod/APP/VOLUME each mounts); a container may run as a user
+// volumes (one StateDirectory=onionpod-volumes/APP/VOLUME each mounts); a container may run as a user
 // of its own instead. Each carries resource limits (MemoryMax=, CPUQuota=, CPUWeight=,
 // TasksMax=), DefaultLimits unless its spec says otherwise.
 //

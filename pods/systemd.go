@@ -105,6 +105,11 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	}
 	var replaced []string // units that existed and changed: systemd may have loaded or started them
 	for _, u := range units {
+		if r, ok := ParsePodUnit(u.Name); ok {
+			if err := MigrateVolumes(r.App, u.Volumes); err != nil {
+				return err
+			}
+		}
 		changed, existed, err := s.write(u)
 		if err != nil {
 			return err
@@ -166,6 +171,40 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MigrateVolumes moves the app's volumes that are still where an older onionpod kept them
+// (/var/lib/private/onionpod/APP/VOLUME) to VolumeHostDir, and removes the public symlink systemd
+// made to the old place; a volume already at its place is left alone. Call it before a unit
+// mounting them is written.
+func MigrateVolumes(app string, volumes []string) error {
+	for _, v := range volumes {
+		if !volumeName.MatchString(v) || ValidApp(app) != nil {
+			return fmt.Errorf("pods: app %q: volume %q: %w", app, v, ErrBadInput)
+		}
+		old, dst := legacyVolumeHostDir(app, v), VolumeHostDir(app, v)
+		st, err := os.Lstat(old)
+		if err != nil || !st.IsDir() {
+			continue
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("pods: app %q: volume %s: %w", app, v, err)
+		}
+		if err := os.Rename(old, dst); err != nil {
+			return fmt.Errorf("pods: app %q: volume %s: %w", app, v, err)
+		}
+		if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+			return err
+		}
+		link := legacyVolumeLink(app, v)
+		if target, err := os.Readlink(link); err == nil && filepath.Join(filepath.Dir(link), target) == old {
+			os.Remove(link)
+		}
+	}
+	return nil
 }
 
 // write writes a unit's environment file (or removes a stale one) and then its unit file, each

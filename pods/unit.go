@@ -49,8 +49,8 @@ type Spec struct {
 }
 
 // Volume is a persistent directory of an app, kept across restarts, reboots and image updates:
-// systemd creates it (StateDirectory=onionpod/APP/NAME, owned by the app's dynamic user) at
-// VolumeHostDir(APP, NAME) and bind-mounts it at Path inside the root.
+// systemd creates it (StateDirectory=onionpod-volumes/APP/NAME, owned by the app's dynamic user)
+// at VolumeHostDir(APP, NAME) and bind-mounts it at Path inside the root.
 type Volume struct {
 	Name string // letters, digits, '-', '_', '.'
 	Path string // absolute inside the root
@@ -71,6 +71,9 @@ type Unit struct {
 	// secrets, so it never goes into the unit itself (world-readable, and shown by `systemctl
 	// show`): Systemd.Apply writes it root-only (0600) at EnvFile(Name), and Remove deletes it.
 	Env []byte
+	// Volumes names the volumes a container's unit mounts (Systemd.Apply moves any of them
+	// still at the place of an older onionpod first: MigrateVolumes).
+	Volumes []string
 }
 
 // EnvDir holds the pods' environment files (mode 0700, root's).
@@ -173,11 +176,28 @@ func (s Spec) user() string {
 // NetUnitName is the name of an app's network unit.
 func NetUnitName(app string) string { return UnitPrefix + "net-" + app + ".service" }
 
+// volumeRoot is the StateDirectory= of every volume: a namespace of its own. (Volumes were once
+// at onionpod/APP/VOLUME, which the state dir /var/lib/onionpod shares: systemd then moved, and
+// handed to an app's dynamic user, the directory of the state dir an app and volume name matched,
+// such as onion/APP, another app's onion key. MigrateVolumes moves such volumes.)
+const volumeRoot = "onionpod-volumes"
+
+// volumeStateDir is a volume's StateDirectory=, relative to /var/lib.
+func volumeStateDir(app, volume string) string { return path.Join(volumeRoot, app, volume) }
+
 // VolumeHostDir is where a volume's data lives on the host (systemd's StateDirectory= for a
-// DynamicUser= service).
+// DynamicUser= service, in /var/lib/private).
 func VolumeHostDir(app, volume string) string {
+	return path.Join("/var/lib/private", volumeStateDir(app, volume))
+}
+
+// legacyVolumeHostDir is where a volume's data lived before volumeRoot, and legacyVolumeLink
+// the public symlink systemd made to it.
+func legacyVolumeHostDir(app, volume string) string {
 	return path.Join("/var/lib/private/onionpod", app, volume)
 }
+
+func legacyVolumeLink(app, volume string) string { return path.Join("/var/lib/onionpod", app, volume) }
 
 var (
 	volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -307,6 +327,9 @@ func AppUnits(specs ...Spec) ([]Unit, error) {
 	}
 	for _, s := range specs {
 		pod := Unit{Name: s.unitName()}
+		for _, v := range s.Volumes {
+			pod.Volumes = append(pod.Volumes, v.Name)
+		}
 		var err error
 		if len(s.Env) > 0 {
 			if pod.Env, err = envFileContent(s.Env); err != nil {
@@ -370,7 +393,7 @@ func podUnit(s Spec) *unitBuilder {
 		b.set("Service", "WorkingDirectory", pathValue, "working directory", s.WorkingDir)
 	}
 	for _, v := range s.Volumes {
-		b.set("Service", "StateDirectory", relPathValue, "volume "+v.Name, path.Join("onionpod", s.App, v.Name))
+		b.set("Service", "StateDirectory", relPathValue, "volume "+v.Name, volumeStateDir(s.App, v.Name))
 		b.set("Service", "BindPaths", bindValue, "volume "+v.Name+" path", VolumeHostDir(s.App, v.Name), v.Path)
 	}
 	for _, m := range s.BindReadOnly {
