@@ -73,6 +73,18 @@ func TestInsidePodOfContainers(t *testing.T) {
 	if out, _ := exec.Command("systemctl", "show", "-p", "MemoryMax,TasksMax,CPUWeight", "onionpod-pod-duo_db.service").Output(); string(out) != fmt.Sprintf("CPUWeight=50\nMemoryMax=%d\nTasksMax=32\n", 64<<20) {
 		t.Errorf("db's limits: %q", out)
 	}
+	// ls and status show the containers and their health.
+	if out := r.must("ls"); !strings.Contains(out, "db:healthy web:healthy") {
+		t.Errorf("ls:\n%s", out)
+	}
+	out := r.must("status", "duo")
+	t.Logf("status duo:\n%s", out)
+	for _, want := range []string{"containers:", "db: " + img, "unit:    onionpod-pod-duo_db.service active/running", "web: " + img + " (serves 80->80)",
+		"health:  healthy since", "(http GET :80/ every 300ms"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status duo lacks %q", want)
+		}
+	}
 	marker := filepath.Join(pods.VolumeHostDir("duo", "data"), "marker")
 	before, err := os.ReadFile(marker)
 	if err != nil {
@@ -113,7 +125,7 @@ func TestInsidePodOfContainers(t *testing.T) {
 	}
 
 	// Logs per container; an unknown container is bad input.
-	out := r.must("logs", "duo", "db")
+	out = r.must("logs", "duo", "db")
 	if !strings.Contains(out, "container db") || strings.Contains(out, "container web") {
 		t.Errorf("logs duo db:\n%s", out)
 	}
