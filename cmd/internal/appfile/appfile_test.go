@@ -182,3 +182,26 @@ func TestReadDir(t *testing.T) {
 		t.Errorf("an empty directory: %v", err)
 	}
 }
+
+// TestREADMEExample: the app file in the README reads as the app it describes.
+func TestREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(readme), "## Apps of several containers")
+	_, block, ok := strings.Cut(rest, "```toml\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok {
+		t.Fatal("no app file in the README")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "postgres.tar"), nil, 0o644)
+	app, err := Parse([]byte(block), "README.md", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(app.Containers) != 2 || app.Local["db"] == "" || app.PortContainer(app.Ports[0]) != "web" || app.Containers[1].Limits.Memory != "512M" {
+		t.Errorf("the README's app: %+v", app)
+	}
+}
