@@ -61,6 +61,10 @@ type Config struct {
 	Network  Network `toml:"network"`
 	DNS      DNS     `toml:"dns"`
 	Tor      Tor     `toml:"tor"`
+
+	Dashboard Dashboard `toml:"dashboard"`
+	Metrics   Metrics   `toml:"metrics"`
+	Probes    Probes    `toml:"probes"`
 }
 
 // API is the local control socket the CLI uses.

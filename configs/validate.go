@@ -39,6 +39,7 @@ func (c *Config) problems() []error {
 	c.validateNetwork(bad)
 	c.validateDNS(bad)
 	c.validateTor(bad)
+	c.validateObservability(bad)
 	return errs
 }
 

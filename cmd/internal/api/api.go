@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/onionpod/onionpod/cmd/internal/probe"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/errkind"
 )
@@ -56,8 +57,12 @@ type AppStatus struct {
 	LastError  string            `json:"last_error,omitempty"`
 	Steps      []Step            `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
-	Damaged []string  `json:"damaged,omitempty"`
-	Updated time.Time `json:"updated"`
+	Damaged []string `json:"damaged,omitempty"`
+	// Health sums up the last probes of a running app: healthy, unreachable or unknown.
+	Health string `json:"health,omitempty"`
+	// Probes are the last reachability probe of each path (onion, ipv6, ipv4).
+	Probes  []probe.Result `json:"probes,omitempty"`
+	Updated time.Time      `json:"updated"`
 }
 
 // Step is one reconcile step of an app and how long it took.
@@ -174,6 +179,24 @@ type PlannedChange struct {
 	// Plan is the steps the app would get, as the daemon's log shows a plan ("nothing to do"
 	// when none).
 	Plan string `json:"plan"`
+}
+
+// Image is an image in the daemon's image store (GET /v1/images).
+type Image struct {
+	ID       string    `json:"id"`             // "sha256:..."
+	Refs     []string  `json:"refs,omitempty"` // the references it was pulled or loaded as
+	Size     int64     `json:"size"`           // bytes on disk: its root and cached layers
+	LastUsed time.Time `json:"last_used"`
+	// Apps are the apps whose record names it (held apps by their last good record).
+	Apps []string `json:"apps,omitempty"`
+}
+
+// PruneReport says what a prune of the image store removed (POST /v1/images/prune): every image
+// no app's record names, except uploads the record naming them is on its way for.
+type PruneReport struct {
+	Images []string `json:"images"` // IDs of the images removed
+	Layers int      `json:"layers"` // cached layers removed
+	Bytes  int64    `json:"bytes"`  // disk space freed
 }
 
 // WaitFor names what `wait` waits for.

@@ -148,6 +148,18 @@ func (c *Client) LoadImage(ctx context.Context, archive io.Reader) (ImageInfo, e
 	return out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, &out)
 }
 
+// Images lists the images in the daemon's image store, the most recently used first.
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	var out []Image
+	return out, c.do(ctx, http.MethodGet, "/v1/images", nil, nil, &out)
+}
+
+// PruneImages removes the images no app uses (see PruneReport).
+func (c *Client) PruneImages(ctx context.Context) (PruneReport, error) {
+	var out PruneReport
+	return out, c.do(ctx, http.MethodPost, "/v1/images/prune", nil, nil, &out)
+}
+
 // Start asks for a stopped app to run again; the status carries the new generation.
 func (c *Client) Start(ctx context.Context, name string) (AppStatus, error) {
 	var out AppStatus

@@ -29,8 +29,6 @@ type applyClient interface {
 	Wait(ctx context.Context, name, what string, generation int64, timeout time.Duration) (api.AppStatus, error)
 }
 
-var _ applyClient = (*api.Client)(nil)
-
 type applyOptions struct {
 	IO
 	Ctx    context.Context
@@ -42,13 +40,7 @@ type applyOptions struct {
 }
 
 func newApplyCmd(env *Env) *cobra.Command {
-	opts := applyOptions{IO: env.IO, Client: func() (applyClient, error) {
-		cfg, err := env.Config()
-		if err != nil {
-			return nil, err
-		}
-		return env.Client(cfg), nil
-	}}
+	opts := applyOptions{IO: env.IO, Client: daemonClient[applyClient](env)}
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR",
 		Short: "Create or change apps as app files describe them (declarative; --dry-run shows what would change)",
@@ -236,13 +228,7 @@ type exportOptions struct {
 }
 
 func newExportCmd(env *Env) *cobra.Command {
-	opts := exportOptions{IO: env.IO, Client: func() (exportClient, error) {
-		cfg, err := env.Config()
-		if err != nil {
-			return nil, err
-		}
-		return env.Client(cfg), nil
-	}}
+	opts := exportOptions{IO: env.IO, Client: daemonClient[exportClient](env)}
 	return &cobra.Command{
 		Use:   "export APP",
 		Short: "Print an app's app file (onionpod apply -f of it changes nothing)",

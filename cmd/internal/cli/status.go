@@ -10,32 +10,65 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
+// statusClient is the part of the LocalAPI status uses.
+type statusClient interface {
+	App(ctx context.Context, name string) (api.AppStatus, error)
+}
+
+type statusOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (statusClient, error)
+	// Now is the time status says "retry in" from (time.Now).
+	Now func() time.Time
+
+	App  string
+	JSON bool
+}
+
 func newStatusCmd(env *Env) *cobra.Command {
-	var asJSON bool
-	cmd := appCommand(env, "status", "Show an app: state, addresses, onion and DNS publication, last error",
-		func(ctx context.Context, client *api.Client, app string) error {
-			st, err := client.App(ctx, app)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(env.Out, st)
-			}
-			printStatus(env, st)
-			return nil
-		})
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	opts := statusOptions{IO: env.IO, Client: daemonClient[statusClient](env), Now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "status APP",
+		Short: "Show an app: state, addresses, onion and DNS publication, last error",
+		Args:  exactArgs("APP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx, opts.App = cmd.Context(), args[0]
+			return runStatus(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
 	return cmd
 }
 
-func printStatus(env *Env, st api.AppStatus) {
-	w := env.Out
+func runStatus(opts *statusOptions) error {
+	if err := names.App(opts.App); err != nil {
+		return err
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	st, err := client.App(opts.Ctx, opts.App)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, st)
+	}
+	printStatus(opts.Out, st, opts.Now())
+	return nil
+}
+
+// printStatus is the human output of status; now is when it is printed.
+func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 	a := st.App
 	fmt.Fprintf(w, "%s: %s\n", a.Name, st.State)
 	if held(st) {
-		printHeld(env, st)
+		printHeld(w, st)
 		return
 	}
 	if len(st.Containers) <= 1 {
@@ -44,7 +77,7 @@ func printStatus(env *Env, st api.AppStatus) {
 			fmt.Fprintf(w, "  unit:      %s\n", unitLine(u))
 		}
 		for _, c := range st.Containers {
-			printHealth(w, "  health:    ", c.Health)
+			printCheck(w, "  check:     ", c.Health)
 			printImages(w, "  ", c)
 		}
 	} else {
@@ -60,8 +93,8 @@ func printStatus(env *Env, st api.AppStatus) {
 			}
 			fmt.Fprintln(w)
 			fmt.Fprintf(w, "      unit:    %s\n", unitLine(c.Unit))
-			printHealth(w, "      health:  ", c.Health)
-			printImages(w, "      ", c)
+			printCheck(w, "      check:   ", c.Health)
+			printImages(w, "    ", c)
 		}
 	}
 	var ports []string
@@ -96,6 +129,16 @@ func printStatus(env *Env, st api.AppStatus) {
 		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
 	}
 	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
+	if st.Health != "" {
+		fmt.Fprintf(w, "  health:    %s\n", st.Health)
+	}
+	for _, p := range st.Probes {
+		line := fmt.Sprintf("HTTP %d in %v", p.Status, p.Latency.Round(time.Millisecond))
+		if !p.OK {
+			line = fmt.Sprintf("failed at %s: %s", p.Hop, p.Err)
+		}
+		fmt.Fprintf(w, "  probe:     %-5s %s (%s)\n", p.Path, line, p.At.Format(time.TimeOnly))
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	}
@@ -103,7 +146,7 @@ func printStatus(env *Env, st api.AppStatus) {
 		fmt.Fprintf(w, "  damaged:   %s (kept for you; a fresh one was made)\n", f)
 	}
 	if !st.RetryAt.IsZero() {
-		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", time.Until(st.RetryAt).Round(time.Second))
+		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", st.RetryAt.Sub(now).Round(time.Second))
 	}
 	if st.ObservedGeneration < a.Generation {
 		fmt.Fprintf(w, "  change:    %d not applied yet (the state above is of %d)\n", a.Generation, st.ObservedGeneration)
@@ -113,6 +156,26 @@ func printStatus(env *Env, st api.AppStatus) {
 		for _, l := range lines {
 			fmt.Fprintln(w, l)
 		}
+	}
+}
+
+// printHeld shows a held app: what is wrong and what to do, and what is observed of it.
+func printHeld(w io.Writer, st api.AppStatus) {
+	fmt.Fprintf(w, "  error:     %s\n", st.LastError)
+	for _, c := range st.Damaged {
+		fmt.Fprintf(w, "  kept:      %s\n", c)
+	}
+	if u := st.Unit; u.Name != "" {
+		fmt.Fprintf(w, "  unit:      %s %s/%s\n", u.Name, orDash(u.ActiveState), orDash(u.SubState))
+	}
+	if st.Onion.Address != "" {
+		fmt.Fprintf(w, "  onion:     %s (added: %v)\n", st.Onion.Address, st.Onion.Added)
+	}
+	if st.Network.LAN != "" {
+		fmt.Fprintf(w, "  ipv6:      %s\n", st.Network.LAN)
+	}
+	if st.DNS.Name != "" {
+		fmt.Fprintf(w, "  dns:       %s (published: %v)\n", st.DNS.Name, st.DNS.Published)
 	}
 }
 
@@ -131,8 +194,8 @@ func unitLine(u api.UnitStatus) string {
 	return line
 }
 
-// printHealth shows a container's health check: its state, what it checks, its restarts.
-func printHealth(w io.Writer, prefix string, h *api.HealthStatus) {
+// printCheck shows a container's health check: its state, what it checks, its restarts.
+func printCheck(w io.Writer, prefix string, h *api.HealthStatus) {
 	if h == nil {
 		return
 	}
@@ -154,35 +217,9 @@ func printHealth(w io.Writer, prefix string, h *api.HealthStatus) {
 // printImages shows the image a container runs and the one it ran before, when known.
 func printImages(w io.Writer, indent string, c api.ContainerStatus) {
 	if c.ImageID != "" && c.ImageID != c.Image {
-		fmt.Fprintf(w, "%s  image:   %s\n", indent, c.ImageID)
+		fmt.Fprintf(w, "%s  image:     %s\n", indent, c.ImageID)
 	}
 	if c.PreviousImageID != "" {
-		fmt.Fprintf(w, "%s  before:  %s\n", indent, c.PreviousImageID)
-	}
-}
-
-// held reports whether the app's record cannot be used (damaged or unreadable).
-func held(st api.AppStatus) bool {
-	return st.State == api.StateDamaged || st.State == api.StateUnreadable
-}
-
-// printHeld shows a held app: what is wrong and what to do, and what is observed of it.
-func printHeld(env *Env, st api.AppStatus) {
-	w := env.Out
-	fmt.Fprintf(w, "  error:     %s\n", st.LastError)
-	for _, c := range st.Damaged {
-		fmt.Fprintf(w, "  kept:      %s\n", c)
-	}
-	if u := st.Unit; u.Name != "" {
-		fmt.Fprintf(w, "  unit:      %s %s/%s\n", u.Name, orDash(u.ActiveState), orDash(u.SubState))
-	}
-	if st.Onion.Address != "" {
-		fmt.Fprintf(w, "  onion:     %s (added: %v)\n", st.Onion.Address, st.Onion.Added)
-	}
-	if st.Network.LAN != "" {
-		fmt.Fprintf(w, "  ipv6:      %s\n", st.Network.LAN)
-	}
-	if st.DNS.Name != "" {
-		fmt.Fprintf(w, "  dns:       %s (published: %v)\n", st.DNS.Name, st.DNS.Published)
+		fmt.Fprintf(w, "%s  before:    %s\n", indent, c.PreviousImageID)
 	}
 }

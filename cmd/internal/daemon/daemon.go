@@ -52,6 +52,7 @@ type Daemon struct {
 
 	triggerCh chan struct{}
 	parts     *parts
+	obs       *observability // dashboard, probes, metrics
 
 	// The LocalAPI's bounds and its running handlers.
 	maxWait   time.Duration
@@ -59,6 +60,7 @@ type Daemon struct {
 	followers *perUID
 	uploads   *perUID
 	handlers  gate
+	sent      sentImages // images sent lately, which a prune spares
 
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
@@ -129,6 +131,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.logDamagedState()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
+	if d.obs, err = d.newObservability(p); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
@@ -139,6 +144,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.runHealth(ctx, &wg)
+	d.obs.start(ctx, &wg)
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -295,7 +301,7 @@ func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {
 		return api.AppStatus{App: app, State: api.StateStarting}
 	}
 	st.App = app
-	return st
+	return d.obs.withProbes(st)
 }
 
 // heldStatusLocked is a held app's status: what the last pass observed of it, and what to do.
@@ -344,6 +350,9 @@ func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppSt
 	})
 	if err != nil {
 		return api.AppStatus{}, err
+	}
+	for _, c := range app.Containers {
+		d.sent.claim(c.Image) // an image sent for it: the record keeps it now
 	}
 	d.trigger("app " + app.Name + " changed")
 	return d.appStatus(app.Name)
@@ -463,7 +472,7 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api
 // It fails, saying what, when anything of the app is still observed after that pass. The onion
 // key is kept unless purgeKey; it is purged only after the pass, so a crash in between keeps the
 // key (never loses it early). An app with no record but leftovers (a key, a unit...) can still be
-// removed.
+// removed. Once nothing of the app remains, the images no app uses any more are pruned.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
 	if err := names.App(name); err != nil {
 		return err
@@ -482,13 +491,13 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 	if !existed && !(purgeKey && hasKey) && len(before) == 0 {
 		return errkind.NotFoundf("daemon: app %q: no such app", name)
 	}
-	d.pass(ctx)
+	res := d.pass(ctx) // its own result: another pass may run as soon as this one ends
 	var failed error
-	if res, ok := d.lastResult.Apps[name]; ok && res.Err != nil {
-		failed = res.Err
+	if r, ok := res.Apps[name]; ok && r.Err != nil {
+		failed = r.Err
 	}
 	left := d.remains(ctx, name)
-	if onionErr := d.lastResult.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
+	if onionErr := res.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
 		left = append(left, "onion service") // tor has not confirmed its removal
 		failed = cmp.Or(failed, onionErr)
 	}
@@ -500,8 +509,11 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 		return errors.New(msg)
 	}
 	if purgeKey && hasKey {
-		return d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) })
+		if err := d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) }); err != nil {
+			return err
+		}
 	}
+	d.pruneAfterRemoval(ctx, name)
 	return nil
 }
 

@@ -119,6 +119,18 @@ func (d *Daemon) handler() http.Handler {
 		info, err := d.imageInfo(r.PathValue("id"))
 		replyStatus(w, info, err)
 	})
+	if d.obs != nil {
+		mux.Handle("/v1/dashboard", d.obs.api.Handler())
+		mux.Handle("/v1/dashboard/", d.obs.api.Handler())
+	}
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		images, err := d.images()
+		replyStatus(w, images, err)
+	})
+	mux.HandleFunc("POST /v1/images/prune", func(w http.ResponseWriter, r *http.Request) {
+		report, err := d.pruneImages(r.Context(), pruneWait)
+		replyStatus(w, report, err)
+	})
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})
