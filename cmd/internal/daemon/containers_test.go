@@ -80,7 +80,7 @@ func TestInsidePodOfContainers(t *testing.T) {
 	out := r.must("status", "duo")
 	t.Logf("status duo:\n%s", out)
 	for _, want := range []string{"containers:", "db: " + img, "unit:    onionpod-pod-duo_db.service active/running", "web: " + img + " (serves 80->80)",
-		"health:  healthy since", "(http GET :80/ every 300ms"} {
+		"check:   healthy since", "(http GET :80/ every 300ms"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status duo lacks %q", want)
 		}
