@@ -20,6 +20,9 @@ var (
 	ErrBadInput = errkind.BadInput
 	ErrConflict = errkind.Conflict
 	ErrNoDaemon = errors.New("the onionpod daemon is not running")
+	// ErrBusy: the daemon refused the request for now (429: this user has as many uploads,
+	// waits or log followers open as it may); the same request may succeed once one ends.
+	ErrBusy = errors.New("busy")
 )
 
 // App states as the daemon reports them.

@@ -101,6 +101,8 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		return nil, errkind.BadInputf("%s", eb.Error)
 	case http.StatusConflict:
 		return nil, errkind.Conflictf("%s", eb.Error)
+	case http.StatusTooManyRequests:
+		return nil, busyError(eb.Error)
 	}
 	return nil, errors.New(eb.Error)
 }
@@ -228,3 +230,9 @@ func (c *Client) DNS(ctx context.Context) (DNSStatus, error) {
 func (c *Client) Sync(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/sync", nil, nil, nil)
 }
+
+// busyError is a 429 answer: it matches ErrBusy and says what the daemon said.
+type busyError string
+
+func (e busyError) Error() string        { return string(e) }
+func (e busyError) Is(target error) bool { return target == ErrBusy }

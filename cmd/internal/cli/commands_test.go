@@ -250,6 +250,28 @@ func TestRunSendsALocalImage(t *testing.T) {
 	}
 }
 
+// TestRunWaitsForAnUploadTurn: the daemon takes a few uploads per user at once; a run whose
+// upload is refused for now (429) sends its image again when a turn is free, and succeeds.
+func TestRunWaitsForAnUploadTurn(t *testing.T) {
+	archive := filepath.Join(t.TempDir(), "web.tar")
+	if err := lab.WriteDemoImage(archive, "hi\n"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(archive)
+	f := newFakeDaemon()
+	f.busy = 3
+	s, _, _ := streams(false)
+	opts := &runOptions{IO: s, Ctx: t.Context(), Client: client[submitClient](f), App: "web"}
+	opts.Image, opts.Ports, opts.Timeout = archive, []string{"80"}, time.Minute
+	opts.Changed = map[string]bool{"image": true, "port": true}
+	if err := runRun(opts); err != nil {
+		t.Fatal(err)
+	}
+	if f.busy != 0 || !bytes.Equal(f.uploaded, data) {
+		t.Errorf("refusals left %d, sent %d bytes of %d", f.busy, len(f.uploaded), len(data))
+	}
+}
+
 // TestRunRefusesBadInputFirst: bad flags are refused (exit 2) before the daemon is asked.
 func TestRunRefusesBadInputFirst(t *testing.T) {
 	cases := []struct {

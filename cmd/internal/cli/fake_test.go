@@ -29,11 +29,13 @@ type fakeDaemon struct {
 	racer func(app *store.App)
 
 	uploaded []byte // the last image archive sent
-	images   []api.Image
-	pruned   api.PruneReport
-	dns      api.DNSStatus
-	logs     string
-	synced   int
+	// busy is how many uploads are refused first (429: the user's uploads are all in use).
+	busy   int
+	images []api.Image
+	pruned api.PruneReport
+	dns    api.DNSStatus
+	logs   string
+	synced int
 }
 
 func newFakeDaemon(apps ...api.AppStatus) *fakeDaemon {
@@ -151,6 +153,10 @@ func (f *fakeDaemon) LoadImage(ctx context.Context, archive io.Reader) (api.Imag
 	f.called("load image")
 	if err != nil {
 		return api.ImageInfo{}, err
+	}
+	if f.busy > 0 {
+		f.busy--
+		return api.ImageInfo{}, fmt.Errorf("api: this user has 2 image uploads open already: %w", api.ErrBusy)
 	}
 	f.uploaded = data
 	return api.ImageInfo{ID: "sha256:" + strings.Repeat("ab", 32), Ref: "archive:local"}, nil

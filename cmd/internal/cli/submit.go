@@ -51,7 +51,12 @@ type submitted struct {
 // first) and, with Wait, waits until the daemon has applied this very change and the app runs.
 func submit(ctx context.Context, client submitClient, c change) (submitted, error) {
 	if c.Flags != nil && c.Flags.localImage != "" {
-		sent, err := sendImage(ctx, client, c.Flags.localImage)
+		sendCtx, cancel := ctx, context.CancelFunc(func() {})
+		if c.Flags.Timeout > 0 {
+			sendCtx, cancel = context.WithTimeout(ctx, c.Flags.Timeout) // waiting for a turn included
+		}
+		sent, err := sendImage(sendCtx, client, c.Flags.localImage)
+		cancel()
 		if err != nil {
 			return submitted{}, err
 		}
@@ -141,6 +146,24 @@ func currentApp(ctx context.Context, client submitClient, name string) (store.Ap
 
 // sendImage sends the local image at path to the daemon and returns what it loaded as.
 func sendImage(ctx context.Context, client submitClient, path string) (api.ImageInfo, error) {
+	// The daemon takes a few uploads per user at a time (429): wait for a turn, as long as the
+	// command may wait, sending the image again from its start.
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		info, err := sendImageOnce(ctx, client, path)
+		if !errors.Is(err, api.ErrBusy) {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return info, fmt.Errorf("%w (still busy when the command's time ran out)", err)
+		case <-time.After(delay):
+		}
+	}
+}
+
+// sendImageOnce sends the local image at path (an archive, or a layout directory as an OCI
+// archive) to the daemon once.
+func sendImageOnce(ctx context.Context, client submitClient, path string) (api.ImageInfo, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return api.ImageInfo{}, errkind.BadInputf("image %s: %w", path, err)
