@@ -49,13 +49,16 @@ type AppStatus struct {
 	// applied the latest change.
 	ObservedGeneration int64 `json:"observed_generation"`
 	// RetryAt: a failed app is tried again then (per-app backoff; a change of the app retries at once).
-	RetryAt   time.Time   `json:"retry_at,omitzero"`
-	Unit      UnitStatus  `json:"unit"`
-	Network   NetStatus   `json:"network"`
-	Onion     OnionStatus `json:"onion"`
-	DNS       DNSRecord   `json:"dns"`
-	LastError string      `json:"last_error,omitempty"`
-	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Unit is the unit of the app's first container (see Containers for each).
+	Unit UnitStatus `json:"unit"`
+	// Containers are the app's containers, in the record's order.
+	Containers []ContainerStatus `json:"containers,omitempty"`
+	Network    NetStatus         `json:"network"`
+	Onion      OnionStatus       `json:"onion"`
+	DNS        DNSRecord         `json:"dns"`
+	LastError  string            `json:"last_error,omitempty"`
+	Steps      []Step            `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
 	Damaged []string `json:"damaged,omitempty"`
 	// Health sums up the last probes of a running app: healthy, unreachable or unknown.
@@ -80,6 +83,41 @@ type UnitStatus struct {
 	MainPID     int       `json:"main_pid,omitempty"`
 	Restarts    int       `json:"restarts"`
 	Since       time.Time `json:"since,omitempty"`
+}
+
+// ContainerStatus is one container of an app.
+type ContainerStatus struct {
+	Name string     `json:"name"`
+	Unit UnitStatus `json:"unit"`
+	// Image is the container's reference (or "static DIR"); ImageID the image it runs, and
+	// PreviousImageID the one it ran before (what a rollback returns to).
+	Image           string `json:"image,omitempty"`
+	ImageID         string `json:"image_id,omitempty"`
+	PreviousImageID string `json:"previous_image_id,omitempty"`
+	// Ports are the public ports it serves (PUBLIC->TARGET).
+	Ports  []string      `json:"ports,omitempty"`
+	Health *HealthStatus `json:"health,omitempty"` // nil: no health check
+}
+
+// Health states of a container with a health check.
+const (
+	HealthStarting  = "starting"  // not healthy yet
+	HealthHealthy   = "healthy"   // its last check passed
+	HealthUnhealthy = "unhealthy" // its checks failed: being restarted
+)
+
+// HealthStatus is a container's health check and how it goes.
+type HealthStatus struct {
+	Check     string    `json:"check"`           // what is checked, e.g. "http GET [fd00::6]:8080/healthz every 10s"
+	State     string    `json:"state,omitempty"` // HealthStarting, HealthHealthy, HealthUnhealthy; "" while the container is not running
+	Since     time.Time `json:"since,omitzero"`  // when State last changed
+	Failures  int       `json:"failures"`        // checks failed in a row
+	LastError string    `json:"last_error,omitempty"`
+	// Restarts counts the restarts the health check made (since the daemon started), the last
+	// one at LastRestart, because of RestartReason.
+	Restarts      int       `json:"restarts"`
+	LastRestart   time.Time `json:"last_restart,omitzero"`
+	RestartReason string    `json:"restart_reason,omitempty"`
 }
 
 // NetStatus is the pod's addresses.
@@ -139,6 +177,13 @@ type ImageInfo struct {
 	Ref string `json:"ref,omitempty"`
 }
 
+// PlannedChange is what a change of an app would do (a Put with dry_run): nothing is stored.
+type PlannedChange struct {
+	// Plan is the steps the app would get, as the daemon's log shows a plan ("nothing to do"
+	// when none).
+	Plan string `json:"plan"`
+}
+
 // Image is an image in the daemon's image store (GET /v1/images).
 type Image struct {
 	ID       string    `json:"id"`             // "sha256:..."
@@ -159,7 +204,7 @@ type PruneReport struct {
 
 // WaitFor names what `wait` waits for.
 const (
-	WaitRunning   = "running"   // the pod runs, onion added, DNS published
+	WaitRunning   = "running"   // the pod runs (its containers with a health check healthy), onion added, DNS published
 	WaitPublished = "published" // and the onion descriptor is uploaded
 )
 

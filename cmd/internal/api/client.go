@@ -128,6 +128,20 @@ func (c *Client) Put(ctx context.Context, app store.App) (AppStatus, error) {
 	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), nil, app, &out)
 }
 
+// Plan says what storing app would do, without storing it or doing anything: the daemon checks
+// it as Put would (ErrBadInput, ErrConflict) and returns the steps the app would get.
+func (c *Client) Plan(ctx context.Context, app store.App) (PlannedChange, error) {
+	var out PlannedChange
+	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), url.Values{"dry_run": {"true"}}, app, &out)
+}
+
+// Image reports whether the daemon's image store has the image of this ID ("sha256:...", an
+// ImageInfo.ID): ErrNotFound when it does not.
+func (c *Client) Image(ctx context.Context, id string) (ImageInfo, error) {
+	var out ImageInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(id), nil, nil, &out)
+}
+
 // LoadImage sends an image archive (a `docker save` tarball or an OCI archive, read by the
 // caller as the user who named it) to the daemon, which loads it into its image store. The
 // returned ID is what an app's record names as its image.
@@ -183,11 +197,16 @@ func (c *Client) Wait(ctx context.Context, name, what string, generation int64, 
 	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/wait", q, nil, &out)
 }
 
-// Logs copies the app's journal to w, following it while ctx lasts when follow is set.
-func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+// Logs copies the app's journal to w (all its containers', or one container's when container
+// is not ""), following it while ctx lasts when follow is set. A container the app does not have
+// is ErrBadInput.
+func (c *Client) Logs(ctx context.Context, name, container string, follow bool, w io.Writer) error {
 	q := url.Values{}
 	if follow {
 		q.Set("follow", "true")
+	}
+	if container != "" {
+		q.Set("container", container)
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/logs", q, nil)
 	if err != nil {

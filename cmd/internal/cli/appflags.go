@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,19 +76,37 @@ func (f *appFlags) check(name string) error {
 	return f.apply(&store.App{Name: name})
 }
 
+// containerFlags are the flags that set a container of the app: they act on an app of one
+// container only (an app of several is changed with an app file: onionpod apply).
+var containerFlags = []string{"image", "static", "port", "env", "unset-env", "volume"}
+
 // apply lays the flags that were given over app (an existing record, or a new one), checking each
-// value; the whole record is validated by the caller.
+// value; the whole record is validated by the caller. The flags of a container set the app's
+// only container (named like the app when the flags create it).
 func (f *appFlags) apply(app *store.App) error {
 	changed := func(name string) bool { return f.Changed[name] }
+	given := slices.ContainsFunc(containerFlags, changed)
+	if given && len(app.Containers) > 1 {
+		return errkind.BadInputf("app %q has %d containers (%s): change it with an app file (`onionpod export %s > FILE`, edit, `onionpod apply -f FILE`)",
+			app.Name, len(app.Containers), strings.Join(app.ContainerNames(), ", "), app.Name)
+	}
+	if len(app.Containers) == 0 && given {
+		app.Containers = []store.Container{{Name: app.Name}}
+	}
+	app.Containers = slices.Clone(app.Containers) // changed here, not in the record it came from
+	var c store.Container                         // what the container flags change (a new app without one: nothing)
+	if len(app.Containers) > 0 {
+		c = app.Containers[0]
+	}
 	if changed("image") {
 		ref, local, err := imageRef(f.Image)
 		if err != nil {
 			return err
 		}
-		app.Image, app.Source, app.Static = ref, "", ""
+		c.Image, c.Source, c.Static, c.ImageID = ref, "", "", ""
 		if local {
 			f.localImage = ref
-			app.Image, app.Source = f.sent.ID, ref // empty until sent (see submit)
+			c.Image, c.Source = f.sent.ID, ref // empty until sent (see submit)
 		}
 	}
 	if changed("static") {
@@ -98,7 +117,7 @@ func (f *appFlags) apply(app *store.App) error {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			return errkind.BadInputf("--static %s is not a directory", f.Static)
 		}
-		app.Static, app.Image = dir, ""
+		c.Static, c.Image, c.ImageID, c.Source = dir, "", "", ""
 	}
 	if changed("port") {
 		app.Ports = nil
@@ -111,27 +130,30 @@ func (f *appFlags) apply(app *store.App) error {
 		}
 	}
 	if changed("unset-env") {
-		env, err := store.UnsetEnv(app.Env, f.UnsetEnv)
+		env, err := store.UnsetEnv(c.Env, f.UnsetEnv)
 		if err != nil {
 			return err
 		}
-		app.Env = env
+		c.Env = env
 	}
 	if changed("env") {
 		if err := store.ValidateEnv(f.Env); err != nil {
 			return err
 		}
-		app.Env = store.SetEnv(app.Env, f.Env)
+		c.Env = store.SetEnv(c.Env, f.Env)
 	}
 	if changed("volume") {
-		app.Volumes = nil
+		c.Volumes = nil
 		for _, v := range f.Volumes {
 			vol, err := store.ParseVolume(v)
 			if err != nil {
 				return err
 			}
-			app.Volumes = append(app.Volumes, vol)
+			c.Volumes = append(c.Volumes, vol)
 		}
+	}
+	if len(app.Containers) > 0 {
+		app.Containers[0] = c
 	}
 	if changed("onion-only") {
 		app.OnionOnly = f.OnionOnly
@@ -139,7 +161,7 @@ func (f *appFlags) apply(app *store.App) error {
 	if changed("ipv4") {
 		app.IPv4 = f.IPv4
 	}
-	if app.Static != "" && len(app.Ports) == 0 {
+	if c.Static != "" && len(app.Ports) == 0 {
 		app.Ports = []store.Port{{Public: 80, Target: 8080}}
 	}
 	return nil

@@ -80,11 +80,11 @@ func bothTerminals(t *testing.T, fn func(streams IO) error) (out, errOut string)
 }
 
 var (
-	blogApp = store.App{Name: "blog", Image: "registry.example/blog:1", Ports: []store.Port{{Public: 80, Target: 8080}},
+	blogApp = store.App{Name: "blog", Containers: []store.Container{{Name: "blog", Image: "registry.example/blog:1"}}, Ports: []store.Port{{Public: 80, Target: 8080}},
 		Onion: true, Generation: 3}
-	notesApp = store.App{Name: "notes", Static: "/srv/notes", Ports: []store.Port{{Public: 80, Target: 8080}},
+	notesApp = store.App{Name: "notes", Containers: []store.Container{{Name: "notes", Static: "/srv/notes"}}, Ports: []store.Port{{Public: 80, Target: 8080}},
 		OnionOnly: true, Generation: 1}
-	wikiApp = store.App{Name: "wiki", Image: "sha256:" + strings.Repeat("0123456789abcdef", 4), Source: "/home/me/wiki.tar",
+	wikiApp = store.App{Name: "wiki", Containers: []store.Container{{Name: "wiki", Image: "sha256:" + strings.Repeat("0123456789abcdef", 4), Source: "/home/me/wiki.tar"}},
 		Ports: []store.Port{{Public: 80, Target: 3000}}, Stopped: true, Generation: 7}
 )
 
@@ -140,7 +140,7 @@ func TestStatusOutput(t *testing.T) {
 	failed.App.Generation = 4 // a change not applied yet
 	failed.Unit.MainPID, failed.Unit.Restarts, failed.Unit.Since = 4242, 2, now.Add(-time.Hour)
 	failed.Onion.Clients = 2
-	apps := append(someApps(), failed)
+	apps := append(someApps(), failed, podOfContainers(now))
 	f := newFakeDaemon(apps...)
 	for _, a := range apps {
 		name := a.App.Name
@@ -191,7 +191,7 @@ func TestRunOutput(t *testing.T) {
 			t.Errorf("stderr off a terminal: %q", errOut.String())
 		}
 		rec := f.apps["blog"].App
-		if rec.Image != "registry.example/blog:1" || !rec.Onion || rec.Stopped || !slices.Equal(rec.Env, []string{"A=1"}) ||
+		if rec.Containers[0].Image != "registry.example/blog:1" || !rec.Onion || rec.Stopped || !slices.Equal(rec.Containers[0].Env, []string{"A=1"}) ||
 			len(rec.Ports) != 1 || rec.Ports[0] != (store.Port{Public: 80, Target: 8080}) || rec.Generation != 1 {
 			t.Errorf("stored record %+v", rec)
 		}
@@ -206,7 +206,7 @@ func TestRunOutput(t *testing.T) {
 func TestRunKeepsWhatIsNotGiven(t *testing.T) {
 	f := newFakeDaemon(observedAt(blogApp))
 	f.conflicts = 1
-	f.racer = func(app *store.App) { app.Env = append(app.Env, "OTHER=1") }
+	f.racer = func(app *store.App) { app.Containers[0].Env = append(app.Containers[0].Env, "OTHER=1") }
 	s, out, _ := streams(false)
 	opts := &runOptions{IO: s, Ctx: t.Context(), Client: client[submitClient](f), App: "blog"}
 	opts.Env, opts.Timeout, opts.Changed = []string{"A=2"}, time.Minute, map[string]bool{"env": true}
@@ -214,7 +214,7 @@ func TestRunKeepsWhatIsNotGiven(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := f.apps["blog"].App
-	if rec.Image != blogApp.Image || !rec.Onion || !slices.Equal(rec.Env, []string{"OTHER=1", "A=2"}) || rec.Generation != blogApp.Generation+2 {
+	if rec.Containers[0].Image != blogApp.Containers[0].Image || !rec.Onion || !slices.Equal(rec.Containers[0].Env, []string{"OTHER=1", "A=2"}) || rec.Generation != blogApp.Generation+2 {
 		t.Errorf("stored record %+v", rec)
 	}
 	golden(t, "run-change.txt", took.ReplaceAllString(out.String(), "T s"))
@@ -242,7 +242,7 @@ func TestRunSendsALocalImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := f.apps["web"].App
-	if !bytes.Equal(f.uploaded, data) || rec.Image != "sha256:"+strings.Repeat("ab", 32) || rec.Source != archive {
+	if !bytes.Equal(f.uploaded, data) || rec.Containers[0].Image != "sha256:"+strings.Repeat("ab", 32) || rec.Containers[0].Source != archive {
 		t.Errorf("sent %d bytes (want %d); record %+v", len(f.uploaded), len(data), rec)
 	}
 	if len(cache.pulled) > 0 {
@@ -451,4 +451,35 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("onionpod %v: no help on stdout:\n%s", c.args, out.String())
 		}
 	}
+}
+
+// podOfContainers is an app of two containers with health checks: the database restarted once
+// by its check and starting again, the web app healthy; the web app runs its second image.
+func podOfContainers(now time.Time) api.AppStatus {
+	app := store.App{Name: "pod", Onion: true, Generation: 2,
+		Containers: []store.Container{
+			{Name: "db", Image: "onionpod.test/postgres:15", ImageID: "sha256:" + strings.Repeat("d", 64),
+				Health: &store.Health{Command: []string{"pg_isready"}}},
+			{Name: "web", Image: "onionpod.test/notes:2", ImageID: "sha256:" + strings.Repeat("2", 64),
+				PreviousImageID: "sha256:" + strings.Repeat("1", 64), After: []string{"db"}, Health: &store.Health{HTTP: "/healthz"}},
+		},
+		Ports: []store.Port{{Public: 80, Target: 8080, Container: "web"}}}
+	st := observedAt(app)
+	st.State = api.StateStarting
+	st.LastError = "container db was restarted by its health check at 11:59:30 (3 checks failed in a row, the last: pg_isready exited with status 2: 127.0.0.1:5432 - no response); waiting for it to be healthy"
+	unit := func(name string, pid int) api.UnitStatus {
+		return api.UnitStatus{Name: name, ActiveState: "active", SubState: "running", MainPID: pid, Since: now.Add(-time.Minute)}
+	}
+	st.Containers = []api.ContainerStatus{
+		{Name: "db", Image: app.Containers[0].Image, ImageID: app.Containers[0].ImageID, Unit: unit("onionpod-pod-pod_db.service", 311),
+			Health: &api.HealthStatus{Check: "command pg_isready every 10s (timeout 5s, 3 retries, start period 1m0s)", State: api.HealthStarting,
+				Since: now.Add(-30 * time.Second), Failures: 1, LastError: "pg_isready exited with status 2: 127.0.0.1:5432 - rejecting connections",
+				Restarts: 1, LastRestart: now.Add(-30 * time.Second), RestartReason: "3 checks failed in a row, the last: pg_isready exited with status 2: 127.0.0.1:5432 - no response"}},
+		{Name: "web", Image: app.Containers[1].Image, ImageID: app.Containers[1].ImageID, PreviousImageID: app.Containers[1].PreviousImageID,
+			Unit: unit("onionpod-pod-pod_web.service", 312), Ports: []string{"80->8080"},
+			Health: &api.HealthStatus{Check: "http GET :8080/healthz every 10s (timeout 5s, 3 retries, start period 1m0s)", State: api.HealthHealthy,
+				Since: now.Add(-50 * time.Second)}},
+	}
+	st.Unit = st.Containers[0].Unit
+	return st
 }

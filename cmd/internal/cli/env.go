@@ -85,6 +85,8 @@ var (
 	_ imagesClient   = (*api.Client)(nil)
 	_ syncClient     = (*api.Client)(nil)
 	_ unexposeClient = (*api.Client)(nil)
+	_ applyClient    = (*api.Client)(nil)
+	_ exportClient   = (*api.Client)(nil)
 )
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root

@@ -68,6 +68,9 @@ func observedAt(app store.App) api.AppStatus {
 		st.Onion = api.OnionStatus{Address: onionOf(app.Name), Added: true, Published: true}
 	}
 	st.Unit = api.UnitStatus{Name: "onionpod-pod-" + app.Name + ".service", ActiveState: "active", SubState: "running"}
+	for _, c := range app.Containers {
+		st.Containers = append(st.Containers, api.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.ImageID, Unit: st.Unit})
+	}
 	return st
 }
 
@@ -192,7 +195,7 @@ func (f *fakeDaemon) Remove(ctx context.Context, name string, purgeKey bool) err
 	return nil
 }
 
-func (f *fakeDaemon) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+func (f *fakeDaemon) Logs(ctx context.Context, name, container string, follow bool, w io.Writer) error {
 	f.called("logs %s follow=%v", name, follow)
 	_, err := io.WriteString(w, f.logs)
 	return err

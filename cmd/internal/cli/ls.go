@@ -58,9 +58,10 @@ func runLs(opts *lsOptions) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tSTATE\tPROBES\tONION\tIPV6\tSOURCE")
+	fmt.Fprintln(tw, "APP\tSTATE\tCONTAINERS\tPROBES\tONION\tIPV6\tSOURCE")
 	for _, a := range apps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(probeColumn(a.Probes)), orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(containersLine(a)), orDash(probeColumn(a.Probes)),
+			orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
 	}
 	return tw.Flush()
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/store"
 )
 
 // What several commands print the same way.
@@ -38,13 +39,42 @@ func source(a api.AppStatus) string {
 	if held(a) {
 		return "(record " + a.State + ": see onionpod status " + a.App.Name + ")"
 	}
-	switch {
-	case a.App.Static != "":
-		return "static:" + a.App.Static
-	case a.App.Source != "":
-		return a.App.Source + " (" + shortID(a.App.Image) + ")"
+	var out []string
+	for _, c := range a.App.Containers {
+		src := containerSource(c)
+		if len(a.App.Containers) > 1 {
+			src = c.Name + "=" + src
+		}
+		out = append(out, src)
 	}
-	return a.App.Image
+	return strings.Join(out, " ")
+}
+
+// containerSource is what a container runs: its image reference, the local archive it was sent
+// from (and the image's short ID), or its static directory.
+func containerSource(c store.Container) string {
+	switch {
+	case c.Static != "":
+		return "static:" + c.Static
+	case c.Source != "":
+		return c.Source + " (" + shortID(c.Image) + ")"
+	}
+	return c.Image
+}
+
+// containersLine says how an app's containers are, for ls: "db:healthy web:running".
+func containersLine(a api.AppStatus) string {
+	var out []string
+	for _, c := range a.Containers {
+		state := c.Unit.ActiveState
+		if c.Health != nil && c.Health.State != "" && state == "active" {
+			state = c.Health.State
+		} else if state == "active" {
+			state = c.Unit.SubState
+		}
+		out = append(out, c.Name+":"+orDash(state))
+	}
+	return strings.Join(out, " ")
 }
 
 // shortID is an image ID as docker shows it: 12 hex digits.

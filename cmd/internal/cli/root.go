@@ -64,7 +64,8 @@ a v3 onion service whose .onion name never changes.
 		&cobra.Group{ID: "system", Title: "The box:"},
 	)
 	for _, c := range []*cobra.Command{
-		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newLsCmd(env), newStatusCmd(env),
+		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newApplyCmd(env), newExportCmd(env),
+		newLsCmd(env), newStatusCmd(env),
 		newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env), newImageCmd(env),
 	} {
 		c.GroupID = "apps"

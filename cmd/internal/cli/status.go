@@ -71,19 +71,31 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 		printHeld(w, st)
 		return
 	}
-	fmt.Fprintf(w, "  source:    %s\n", source(st))
-	if u := st.Unit; u.Name != "" {
-		line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
-		if u.MainPID != 0 {
-			line += fmt.Sprintf(", pid %d", u.MainPID)
+	if len(st.Containers) <= 1 {
+		fmt.Fprintf(w, "  source:    %s\n", source(st))
+		if u := st.Unit; u.Name != "" {
+			fmt.Fprintf(w, "  unit:      %s\n", unitLine(u))
 		}
-		if u.Restarts > 0 {
-			line += fmt.Sprintf(", %d restarts", u.Restarts)
+		for _, c := range st.Containers {
+			printCheck(w, "  check:     ", c.Health)
+			printImages(w, "  ", c)
 		}
-		if !u.Since.IsZero() {
-			line += ", since " + u.Since.Format(time.RFC3339)
+	} else {
+		fmt.Fprintf(w, "  containers:\n")
+		for _, c := range st.Containers {
+			src := c.Image
+			if ac, ok := a.Container(c.Name); ok {
+				src = containerSource(ac)
+			}
+			fmt.Fprintf(w, "    %s: %s", c.Name, src)
+			if len(c.Ports) > 0 {
+				fmt.Fprintf(w, " (serves %s)", strings.Join(c.Ports, " "))
+			}
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "      unit:    %s\n", unitLine(c.Unit))
+			printCheck(w, "      check:   ", c.Health)
+			printImages(w, "    ", c)
 		}
-		fmt.Fprintf(w, "  unit:      %s\n", line)
 	}
 	var ports []string
 	for _, p := range a.Ports {
@@ -164,5 +176,50 @@ func printHeld(w io.Writer, st api.AppStatus) {
 	}
 	if st.DNS.Name != "" {
 		fmt.Fprintf(w, "  dns:       %s (published: %v)\n", st.DNS.Name, st.DNS.Published)
+	}
+}
+
+// unitLine is a unit's state, main PID, restarts and since when.
+func unitLine(u api.UnitStatus) string {
+	line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
+	if u.MainPID != 0 {
+		line += fmt.Sprintf(", pid %d", u.MainPID)
+	}
+	if u.Restarts > 0 {
+		line += fmt.Sprintf(", %d restarts", u.Restarts)
+	}
+	if !u.Since.IsZero() {
+		line += ", since " + u.Since.Format(time.RFC3339)
+	}
+	return line
+}
+
+// printCheck shows a container's health check: its state, what it checks, its restarts.
+func printCheck(w io.Writer, prefix string, h *api.HealthStatus) {
+	if h == nil {
+		return
+	}
+	state := orDash(h.State)
+	if !h.Since.IsZero() {
+		state += " since " + h.Since.Format(time.TimeOnly)
+	}
+	fmt.Fprintf(w, "%s%s (%s)\n", prefix, state, h.Check)
+	indent := strings.Repeat(" ", len(prefix))
+	if h.LastError != "" {
+		fmt.Fprintf(w, "%slast failure (%d in a row): %s\n", indent, h.Failures, h.LastError)
+	}
+	if h.Restarts > 0 {
+		fmt.Fprintf(w, "%srestarted %d time(s) by its health check, last at %s: %s\n", indent, h.Restarts,
+			h.LastRestart.Format(time.RFC3339), h.RestartReason)
+	}
+}
+
+// printImages shows the image a container runs and the one it ran before, when known.
+func printImages(w io.Writer, indent string, c api.ContainerStatus) {
+	if c.ImageID != "" && c.ImageID != c.Image {
+		fmt.Fprintf(w, "%s  image:     %s\n", indent, c.ImageID)
+	}
+	if c.PreviousImageID != "" {
+		fmt.Fprintf(w, "%s  before:    %s\n", indent, c.PreviousImageID)
 	}
 }

@@ -77,7 +77,9 @@ func submit(ctx context.Context, client submitClient, c change) (submitted, erro
 			return err
 		}
 		if !prefetched && c.Prefetch != nil {
-			c.Prefetch(ctx, app.Image)
+			for _, ct := range app.Containers {
+				c.Prefetch(ctx, ct.Image)
+			}
 			prefetched, start = true, time.Now()
 		}
 		return nil

@@ -29,7 +29,7 @@ func TestInsideDaemon(t *testing.T) {
 	ctx := t.Context()
 	client := r.client
 	img := r.upload(r.image("web", "web\n"))
-	web := store.App{Name: "web", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
+	web := store.App{Name: "web", Containers: []store.Container{{Name: "web", Image: img}}, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
 	put, err := client.Put(ctx, web)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestInsideDaemon(t *testing.T) {
 	if err := r.named.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	put, err = client.Put(ctx, store.App{Name: "late", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}})
+	put, err = client.Put(ctx, store.App{Name: "late", Containers: []store.Container{{Name: "late", Image: img}}, Ports: []store.Port{{Public: 80, Target: 80}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestInsideConcurrentEnv(t *testing.T) {
 			t.Error(e)
 		}
 	}
-	env := r.status("web").App.Env
+	env := r.status("web").App.Containers[0].Env
 	for i := range n {
 		if !slices.Contains(env, fmt.Sprintf("K_%d=%d", i, i)) {
 			t.Errorf("K_%d lost: the record's environment is %v", i, env)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -36,6 +37,18 @@ func (d *Daemon) loadImage(ctx context.Context, r io.Reader) (api.ImageInfo, err
 	d.sent.add(img.Digest, time.Now())
 	d.log.Info("image loaded", "id", img.Digest, "ref", img.Ref)
 	return api.ImageInfo{ID: img.Digest, Ref: img.Ref}, nil
+}
+
+// imageInfo says whether the image store has the image of this ID (NotFound when it has not).
+func (d *Daemon) imageInfo(id string) (api.ImageInfo, error) {
+	if !UploadedImage(id) {
+		return api.ImageInfo{}, errkind.BadInputf("daemon: image %q: want an ID, sha256:HEX", id)
+	}
+	img, err := d.parts.images.Image(id)
+	if err != nil {
+		return api.ImageInfo{}, err
+	}
+	return api.ImageInfo{ID: img.Digest}, nil
 }
 
 // uploadGrace is how long a prune spares an image sent by the CLI that no record names yet:
@@ -96,18 +109,28 @@ func (d *Daemon) imagesInUse() (map[string][]string, error) {
 		apps = append(apps, *h.Last)
 	}
 	inUse := map[string][]string{}
+	use := func(id, app string) {
+		if !slices.Contains(inUse[id], app) {
+			inUse[id] = append(inUse[id], app)
+		}
+	}
 	for _, app := range apps {
-		if app.Static != "" {
-			continue // the store's empty root, which a prune keeps
+		for _, c := range app.Containers {
+			if c.Static != "" {
+				continue // the store's empty root, which a prune keeps
+			}
+			if c.PreviousImageID != "" {
+				use(c.PreviousImageID, app.Name) // what a rollback returns to
+			}
+			img, err := d.parts.pods.cached(c)
+			if errors.Is(err, reconcile.ErrImageMissing) {
+				continue // not in the store (yet): nothing of it to keep
+			}
+			if err != nil {
+				return nil, fmt.Errorf("daemon: app %q: container %s: %w", app.Name, c.Name, err)
+			}
+			use(img.Digest, app.Name)
 		}
-		img, err := d.parts.pods.cached(app)
-		if errors.Is(err, reconcile.ErrImageMissing) {
-			continue // not in the store (yet): nothing of it to keep
-		}
-		if err != nil {
-			return nil, fmt.Errorf("daemon: app %q: %w", app.Name, err)
-		}
-		inUse[img.Digest] = append(inUse[img.Digest], app.Name)
 	}
 	return inUse, nil
 }

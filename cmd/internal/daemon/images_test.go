@@ -86,9 +86,9 @@ func TestImagePrune(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(store.App{Name: "web", Image: web, Ports: []store.Port{{Public: 80, Target: 80}}})
-	put(store.App{Name: "old", Image: old, Ports: []store.Port{{Public: 80, Target: 80}}})
-	put(store.App{Name: "site", Static: t.TempDir()})
+	put(store.App{Name: "web", Containers: []store.Container{{Name: "web", Image: web}}, Ports: []store.Port{{Public: 80, Target: 80}}})
+	put(store.App{Name: "old", Containers: []store.Container{{Name: "old", Image: old}}, Ports: []store.Port{{Public: 80, Target: 80}}})
+	put(store.App{Name: "site", Containers: []store.Container{{Name: "site", Static: t.TempDir()}}})
 	// old's record is damaged: the app is held, and its last good record names its image.
 	if err := os.WriteFile(filepath.Join(d.cfg.StateDir, "apps", "old.json"), []byte("{garbage"), 0o600); err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestImagePrune(t *testing.T) {
 	// An image sent and then named by a record is the record's to keep: removing the app
 	// frees it at once (no grace).
 	again := send("again\n")
-	put(store.App{Name: "brief", Image: again, Ports: []store.Port{{Public: 80, Target: 80}}})
+	put(store.App{Name: "brief", Containers: []store.Container{{Name: "brief", Image: again}}, Ports: []store.Port{{Public: 80, Target: 80}}})
 	if err := d.store.Update(ctx, func(tx *store.Tx) error { _, err := tx.Delete("brief"); return err }); err != nil {
 		t.Fatal(err)
 	}
