@@ -236,3 +236,17 @@ type busyError string
 
 func (e busyError) Error() string        { return string(e) }
 func (e busyError) Is(target error) bool { return target == ErrBusy }
+
+// Update updates an app to the images its registries serve now (see UpdateRequest). It returns
+// once the app is healthy on the new images or rolled back; a rollback is no error (the result
+// says so). A reference that names nothing is an error, the app untouched.
+func (c *Client) Update(ctx context.Context, name string, req UpdateRequest) (UpdateResult, error) {
+	var out UpdateResult
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/update", nil, req, &out)
+}
+
+// Rollback puts an app's previous images back and waits until it is healthy on them.
+func (c *Client) Rollback(ctx context.Context, name string, req RollbackRequest) (UpdateResult, error) {
+	var out UpdateResult
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/rollback", nil, req, &out)
+}

@@ -87,7 +87,21 @@ var (
 	_ unexposeClient = (*api.Client)(nil)
 	_ applyClient    = (*api.Client)(nil)
 	_ exportClient   = (*api.Client)(nil)
+	_ updateClient   = (*api.Client)(nil)
 )
+
+// imageRefresher returns the box's image store for an update's prefetch with a progress bar:
+// only for root (the daemon's image store is root's), nil otherwise.
+func (e *Env) imageRefresher() (imageRefresher, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	cfg, err := e.Config()
+	if err != nil {
+		return nil, err
+	}
+	return &pods.ImageStore{Dir: cfg.ImagesDir()}, nil
+}
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root
 // (the daemon's image store is root's), nil otherwise.

@@ -66,8 +66,10 @@ type Container struct {
 	// ImageID is the image (its ID, "sha256:...") that runs: Image resolved, and kept while Image
 	// stays the same (a tag pushed again is not taken by itself). "" until resolved.
 	ImageID string `json:"image_id,omitempty"`
-	// PreviousImageID is the image that ran before ImageID (what a rollback returns to).
+	// PreviousImageID is the image that ran before ImageID (what a rollback returns to), and
+	// PreviousImage the reference it was resolved from, when that was another one.
 	PreviousImageID string `json:"previous_image_id,omitempty"`
+	PreviousImage   string `json:"previous_image,omitempty"`
 	// Digest is the registry's digest of the manifest ImageID was pulled as (what the registry
 	// shows; "" for an image sent to the daemon), PreviousDigest that of PreviousImageID.
 	Digest         string `json:"digest,omitempty"`
@@ -403,8 +405,10 @@ func (c Container) validate(names map[string]bool) error {
 	if c.Static != "" && !strings.HasPrefix(c.Static, "/") {
 		return errkind.BadInputf("static directory %q must be an absolute path", c.Static)
 	}
-	if c.Image != "" && (strings.ContainsAny(c.Image, " \t\n\x00") || genvalue.Check("image", c.Image) != nil) {
-		return errkind.BadInputf("%q is not an image reference", c.Image)
+	for _, ref := range []string{c.Image, c.PreviousImage} {
+		if ref != "" && (strings.ContainsAny(ref, " \t\n\x00") || genvalue.Check("image", ref) != nil) {
+			return errkind.BadInputf("%q is not an image reference", ref)
+		}
 	}
 	for _, id := range []struct{ field, value string }{{"image_id", c.ImageID}, {"previous_image_id", c.PreviousImageID},
 		{"digest", c.Digest}, {"previous_digest", c.PreviousDigest}, {"rejected_image_id", c.RejectedImageID}} {
