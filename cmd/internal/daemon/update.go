@@ -54,12 +54,29 @@ func (u *updateLocks) begin(app string) (end func(), err error) {
 	}, nil
 }
 
-// imageSwitch is one container's change of image: to the new image of an update, or back.
+// imageSwitch is one container's change of image: what it ran (before: its image fields) and
+// what it is to run.
 type imageSwitch struct {
-	container string
-	// What the container ran (its reference, image and digest) and what it is to run.
-	fromRef, from, fromDigest string
-	toRef, to, toDigest       string
+	container           string
+	before              store.Container
+	toRef, to, toDigest string
+}
+
+// apply makes c run the switch's image, the one it ran becoming the previous one.
+func (s imageSwitch) apply(c *store.Container) {
+	c.PreviousImageID, c.PreviousDigest, c.PreviousImage = s.before.ImageID, s.before.Digest, ""
+	if s.before.Image != s.toRef {
+		c.PreviousImage = s.before.Image
+	}
+	c.Image, c.ImageID, c.Digest = s.toRef, s.to, s.toDigest
+}
+
+// undo makes c what it was before the switch (apply undone), its image rejected.
+func (s imageSwitch) undo(c *store.Container) {
+	b := s.before
+	c.Image, c.ImageID, c.Digest = b.Image, b.ImageID, b.Digest
+	c.PreviousImage, c.PreviousImageID, c.PreviousDigest = b.PreviousImage, b.PreviousImageID, b.PreviousDigest
+	c.RejectedImageID = s.to
 }
 
 // updateApp updates the app's containers to the images their registries serve (see the comment
@@ -120,9 +137,7 @@ func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateReque
 		case req.Check:
 			cu.Result = api.UpdateAvailable
 		default:
-			switches = append(switches, imageSwitch{container: c.Name,
-				fromRef: c.Image, from: c.ImageID, fromDigest: c.Digest,
-				toRef: ref, to: img.Digest, toDigest: img.RepoDigest})
+			switches = append(switches, imageSwitch{container: c.Name, before: c, toRef: ref, to: img.Digest, toDigest: img.RepoDigest})
 		}
 		res.Containers = append(res.Containers, cu)
 	}
@@ -150,12 +165,7 @@ func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateReque
 	}
 	// Back to what ran before.
 	d.log.Warn("update failed: rolling back", "app", name, "why", why)
-	back := make([]imageSwitch, len(switches))
-	for i, s := range switches {
-		back[i] = imageSwitch{container: s.container, fromRef: s.toRef, from: s.to, fromDigest: s.toDigest,
-			toRef: s.fromRef, to: s.from, toDigest: s.fromDigest}
-	}
-	okBack, whyBack, tookBack, err := d.switchImages(ctx, name, back, req.Grace, true)
+	okBack, whyBack, tookBack, err := d.switchImages(ctx, name, switches, req.Grace, true)
 	res.Took += tookBack
 	res.Result, res.Reason = api.UpdateRolledBack, why
 	setResults(&res, switches, api.UpdateRolledBack, why)
@@ -220,10 +230,9 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// switchImages makes the containers run their new images (or, back, their old ones again) and
-// waits until the app is healthy on them, or grace passes, or an updated container fails:
-// ok says which, why why not, took how long it took. Going forward, the old images become the
-// previous ones; going back, the images left are remembered as rejected.
+// switchImages makes the containers run their new images (or, back, undoes that: they run what
+// they ran, the new images remembered as rejected) and waits until the app is healthy on them,
+// or grace passes, or a switched container fails: ok says which, why why not, took how long.
 func (d *Daemon) switchImages(ctx context.Context, name string, switches []imageSwitch, grace time.Duration, back bool) (ok bool, why string, took time.Duration, err error) {
 	if grace <= 0 {
 		grace = api.DefaultGrace
@@ -236,17 +245,17 @@ func (d *Daemon) switchImages(ctx context.Context, name string, switches []image
 		}
 		for _, s := range switches {
 			i := slices.IndexFunc(app.Containers, func(c store.Container) bool { return c.Name == s.container })
-			if i < 0 || app.Containers[i].ImageID != s.from || app.Containers[i].Image != s.fromRef {
+			runs, ref := s.before.ImageID, s.before.Image
+			if back {
+				runs, ref = s.to, s.toRef
+			}
+			if i < 0 || app.Containers[i].ImageID != runs || app.Containers[i].Image != ref {
 				return errkind.Conflictf("daemon: app %q: container %s changed while it was being updated", name, s.container)
 			}
-			c := &app.Containers[i]
-			c.PreviousImageID, c.PreviousDigest, c.PreviousImage = s.from, s.fromDigest, ""
-			if s.fromRef != s.toRef {
-				c.PreviousImage = s.fromRef
-			}
-			c.Image, c.ImageID, c.Digest = s.toRef, s.to, s.toDigest
 			if back {
-				c.RejectedImageID = s.from
+				s.undo(&app.Containers[i])
+			} else {
+				s.apply(&app.Containers[i])
 			}
 		}
 		app.Generation++
@@ -279,75 +288,84 @@ func (d *Daemon) awaitHealthy(ctx context.Context, name string, gen int64, conta
 	defer deadline.Stop()
 	poll := time.NewTicker(200 * time.Millisecond)
 	defer poll.Stop()
-	since := time.Now()
-	baseline := map[string]int{} // restarts by systemd once first seen active
-	state := "not applied yet"
+	w := &healthWait{name: name, gen: gen, containers: containers, first: map[string]pods.Status{}, state: "not applied yet"}
 	for {
 		d.mu.Lock()
 		changed := d.changed
 		d.mu.Unlock()
-		if done, ok, why := d.updateOutcome(ctx, name, gen, containers, since, baseline, &state); done {
+		if done, ok, why := d.updateOutcome(ctx, w); done {
 			return ok, why
 		}
 		select {
 		case <-ctx.Done():
 			return false, "the update was cancelled: " + ctx.Err().Error()
 		case <-deadline.C:
-			return false, fmt.Sprintf("not healthy after %v (%s)", grace, state)
+			return false, fmt.Sprintf("not healthy after %v (%s)", grace, w.state)
 		case <-changed:
 		case <-poll.C:
 		}
 	}
 }
 
+// healthWait is what awaitHealthy has seen.
+type healthWait struct {
+	name       string
+	gen        int64
+	containers []string
+	// first is each container's unit as first seen active once gen was applied: what ran
+	// before (a check's restart of the image left) is not held against the image switched to.
+	first map[string]pods.Status
+	state string // what the app looked like last, for a timeout's message
+}
+
 // updateOutcome looks at the app once: done says whether the wait is over, ok how it ended.
-// state is set to what the app looks like, for a timeout's message.
-func (d *Daemon) updateOutcome(ctx context.Context, name string, gen int64, containers []string, since time.Time, baseline map[string]int, state *string) (done, ok bool, why string) {
-	st, err := d.appStatus(name)
+func (d *Daemon) updateOutcome(ctx context.Context, w *healthWait) (done, ok bool, why string) {
+	st, err := d.appStatus(w.name)
 	if err != nil {
 		return true, false, err.Error()
 	}
-	if st.ObservedGeneration < gen {
+	if st.ObservedGeneration < w.gen {
 		return false, false, ""
 	}
-	*state = "state " + st.State + lastErr(st)
+	w.state = "state " + st.State + lastErr(st)
 	if st.State == api.StateFailed {
 		return true, false, "the app failed: " + st.LastError
 	}
 	settled := true
 	for _, cs := range st.Containers {
-		if !slices.Contains(containers, cs.Name) {
+		if !slices.Contains(w.containers, cs.Name) {
 			continue
+		}
+		us, err := d.parts.systemd.ContainerStatus(ctx, w.name, cs.Name)
+		switch {
+		case err != nil:
+			settled = false
+			continue
+		case us.ActiveState == "failed":
+			return true, false, fmt.Sprintf("container %s failed (%s)", cs.Name, us.SubState)
+		case us.ActiveState != "active":
+			settled = false
+			continue
+		}
+		first, seen := w.first[cs.Name]
+		if !seen {
+			w.first[cs.Name] = us
+			settled = false
+			continue
+		}
+		if us.Restarts > first.Restarts {
+			return true, false, fmt.Sprintf("container %s keeps restarting (%d restarts)", cs.Name, us.Restarts-first.Restarts)
 		}
 		if h := cs.Health; h != nil {
 			switch {
 			case h.State == api.HealthUnhealthy:
 				return true, false, fmt.Sprintf("container %s is unhealthy: %s", cs.Name, h.LastError)
-			case h.Restarts > 0 && h.LastRestart.After(since):
+			case h.Restarts > 0 && !h.LastRestart.Before(first.Since):
 				return true, false, fmt.Sprintf("container %s was restarted by its health check (%s)", cs.Name, h.RestartReason)
 			}
-			continue
+			continue // running (below) says it is healthy
 		}
-		us, err := d.parts.systemd.ContainerStatus(ctx, name, cs.Name)
-		if err != nil {
-			settled = false
-			continue
-		}
-		if us.ActiveState == "failed" {
-			return true, false, fmt.Sprintf("container %s failed (%s)", cs.Name, us.SubState)
-		}
-		if us.ActiveState != "active" {
-			settled = false
-			continue
-		}
-		first, seen := baseline[cs.Name]
-		switch {
-		case !seen:
-			baseline[cs.Name] = us.Restarts
-			settled = false
-		case us.Restarts > first:
-			return true, false, fmt.Sprintf("container %s keeps restarting (%d restarts)", cs.Name, us.Restarts-first)
-		case time.Since(us.Since) < settleTime:
+		if time.Since(us.Since) < settleTime {
 			settled = false
 		}
 	}
@@ -386,10 +404,9 @@ func (d *Daemon) rollbackApp(ctx context.Context, name string, req api.RollbackR
 		if _, err := d.parts.images.Image(c.PreviousImageID); err != nil {
 			return res, fmt.Errorf("daemon: rollback %q: container %s: its previous image %s is no longer in the image store: %w", name, c.Name, c.PreviousImageID, err)
 		}
-		s := imageSwitch{container: c.Name, fromRef: c.Image, from: c.ImageID, fromDigest: c.Digest,
-			toRef: cmpOr(c.PreviousImage, c.Image), to: c.PreviousImageID, toDigest: c.PreviousDigest}
+		s := imageSwitch{container: c.Name, before: c, toRef: cmpOr(c.PreviousImage, c.Image), to: c.PreviousImageID, toDigest: c.PreviousDigest}
 		switches = append(switches, s)
-		res.Containers = append(res.Containers, api.ContainerUpdate{Name: c.Name, Image: s.toRef, From: s.from, To: s.to, Digest: s.toDigest, Result: api.UpdateRolledBack})
+		res.Containers = append(res.Containers, api.ContainerUpdate{Name: c.Name, Image: s.toRef, From: c.ImageID, To: s.to, Digest: s.toDigest, Result: api.UpdateRolledBack})
 	}
 	if len(switches) == 0 {
 		return res, errkind.BadInputf("daemon: rollback %q: no container has a previous image to go back to", name)
