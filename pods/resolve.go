@@ -72,3 +72,14 @@ func (s *ImageStore) Refresh(ctx context.Context, ref string, progress io.Writer
 	}
 	return img, cur == nil || cur.Digest != img.Digest, nil
 }
+
+// DigestRef names the manifest digest in ref's repository ("r.example/blog@sha256:..."): the
+// image ref named when it was pulled, whatever the tag names now. A malformed ref is returned
+// as it is.
+func DigestRef(ref, digest string) string {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return ref
+	}
+	return r.Context().Digest(digest).String()
+}

@@ -279,3 +279,28 @@ type RollbackRequest struct {
 	Container string        `json:"container,omitempty"` // "": every container that has a previous image
 	Grace     time.Duration `json:"grace_ns,omitempty"`  // how long to wait for it to be healthy (0: DefaultGrace)
 }
+
+// BackupRequest asks for a whole-app backup (POST /v1/backup, root only): the answer's body is
+// the backup, an age-encrypted archive of the apps' records, onion keys and volumes (package
+// appbackup), for the passphrase and the recipients given.
+type BackupRequest struct {
+	Apps       []string `json:"apps"`
+	Passphrase string   `json:"passphrase,omitempty"`
+	Recipients []string `json:"recipients,omitempty"` // age (age1...) or SSH public keys
+}
+
+// RestoreRequest is the first line of a restore's body (POST /v1/restore, root only), the backup
+// follows it.
+type RestoreRequest struct {
+	Passphrase string `json:"passphrase,omitempty"`
+	Identities string `json:"identities,omitempty"` // an age identity file or an SSH private key
+	Force      bool   `json:"force,omitempty"`      // replace the apps the box has
+}
+
+// The trailers of a backup's answer: the daemon knows whether the backup succeeded only once it
+// has sent it. A backup whose answer has an error trailer (or none) is incomplete: its age
+// stream is unfinished, and a restore refuses it.
+const (
+	TrailerError  = "Onionpod-Error"
+	TrailerReport = "Onionpod-Report" // JSON: []appbackup.AppReport
+)

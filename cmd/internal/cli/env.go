@@ -88,6 +88,7 @@ var (
 	_ applyClient    = (*api.Client)(nil)
 	_ exportClient   = (*api.Client)(nil)
 	_ updateClient   = (*api.Client)(nil)
+	_ backupClient   = (*api.Client)(nil)
 )
 
 // imageRefresher returns the box's image store for an update's prefetch with a progress bar:
@@ -100,7 +101,7 @@ func (e *Env) imageRefresher() (imageRefresher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pods.ImageStore{Dir: cfg.ImagesDir()}, nil
+	return &pods.ImageStore{Dir: cfg.ImagesDir(), InsecureRegistries: cfg.Images.InsecureRegistries}, nil
 }
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root
@@ -113,7 +114,7 @@ func (e *Env) imageCache() (imageCache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pods.ImageStore{Dir: cfg.ImagesDir()}, nil
+	return &pods.ImageStore{Dir: cfg.ImagesDir(), InsecureRegistries: cfg.Images.InsecureRegistries}, nil
 }
 
 // keys returns the apps' onion keys (STATE_DIR/onion/APP/) under the state dir's lock.

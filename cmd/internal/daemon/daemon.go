@@ -73,6 +73,7 @@ type Daemon struct {
 	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
 	updateLocks updateLocks // one update or rollback of an app at a time
+	quiesced    quiesced    // apps held stopped for a backup or a restore
 
 	mu        sync.Mutex
 	statuses  map[string]api.AppStatus

@@ -136,6 +136,7 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 	for i := range apps {
 		d.pinImages(ctx, &apps[i])
 	}
+	d.holdStopped(out.Apps)
 	for _, a := range apps {
 		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
 			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {

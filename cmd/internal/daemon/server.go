@@ -88,6 +88,12 @@ func (d *Daemon) handler() http.Handler {
 		res, err := d.rollbackApp(r.Context(), r.PathValue("name"), req)
 		replyStatus(w, res, err)
 	}))
+	// Whole-app backups hold the apps' onion keys and data: root only.
+	mux.HandleFunc("POST /v1/backup", rootOnly(d.serveBackup))
+	mux.HandleFunc("POST /v1/restore", rootOnly(func(w http.ResponseWriter, r *http.Request) {
+		reps, err := d.serveRestore(r)
+		replyStatus(w, reps, err)
+	}))
 	mux.HandleFunc("DELETE /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {
 		replyErr(w, d.removeApp(r.Context(), r.PathValue("name"), r.URL.Query().Get("purge_key") == "true"))
 	})
