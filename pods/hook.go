@@ -51,7 +51,9 @@ func (s *Systemd) RunHook(ctx context.Context, spec Spec, argv []string, stdin i
 		return fmt.Errorf("pods: %w", err)
 	}
 	defer errR.Close()
-	prop := func(name string, v any) sddbus.Property { return sddbus.Property{Name: name, Value: dbus.MakeVariant(v)} }
+	prop := func(name string, v any) sddbus.Property {
+		return sddbus.Property{Name: name, Value: dbus.MakeVariant(v)}
+	}
 	props = append(props,
 		prop("StandardOutputFileDescriptor", dbus.UnixFD(outW.Fd())),
 		prop("StandardErrorFileDescriptor", dbus.UnixFD(errW.Fd())))
