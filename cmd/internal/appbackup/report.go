@@ -7,7 +7,8 @@ type AppReport struct {
 	Name    string         `json:"name"`
 	Address string         `json:"address,omitempty"` // its .onion ("" without a key)
 	Volumes []VolumeReport `json:"volumes,omitempty"`
-	// Quiesced is how long the app was stopped for its volumes to be copied (backup).
+	// Quiesced is how long the app was held stopped for its volumes to be copied, from the
+	// stop asked to the start asked (backup).
 	Quiesced time.Duration `json:"quiesced,omitempty"`
 	// Replaced says the restore replaced an app the box had (force).
 	Replaced bool `json:"replaced,omitempty"`

@@ -179,11 +179,11 @@ func (aw *archiveWriter) writeApp(ctx context.Context, src Source, a App, key []
 	if len(files) == 0 {
 		return rep, nil
 	}
+	stopped := time.Now()
 	resume, err := src.Quiesce(ctx, a.Name)
 	if err != nil {
 		return rep, fmt.Errorf("quiesce: %w", err)
 	}
-	stopped := time.Now()
 	defer func() {
 		rep.Quiesced = time.Since(stopped)
 		if rerr := resume(context.WithoutCancel(ctx)); rerr != nil {

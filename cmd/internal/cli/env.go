@@ -89,6 +89,7 @@ var (
 	_ exportClient   = (*api.Client)(nil)
 	_ updateClient   = (*api.Client)(nil)
 	_ backupClient   = (*api.Client)(nil)
+	_ imageSender    = (*api.Client)(nil)
 )
 
 // imageRefresher returns the box's image store for an update's prefetch with a progress bar:

@@ -188,6 +188,18 @@ func (b boxApps) Check(_ context.Context, rec appbackup.App, force bool) (appbac
 	if exists && !force {
 		return appbackup.App{}, errkind.Conflictf("daemon: restore: the box has an app %q already (--force replaces it)", rec.Name)
 	}
+	// Images pulled from a registry are pulled again (by their digest); one sent to the box
+	// from an archive is in no backup: it must be here.
+	for _, c := range app.Containers {
+		id := cmpOr(c.ImageID, c.Image)
+		if c.Static != "" || RegistryImage(c.Image) || !UploadedImage(id) {
+			continue
+		}
+		if _, err := b.d.parts.images.Image(id); err != nil {
+			return appbackup.App{}, errkind.NotFoundf("daemon: restore %q: container %s runs the image %s, sent to its box from %s, which this box does not have: send it first (onionpod image load FILE)",
+				rec.Name, c.Name, id, cmpOr(c.Source, "an archive"))
+		}
+	}
 	// The dumps of the backup are loaded by the hooks of this record.
 	out := appbackup.App{Name: rec.Name, Record: rec.Record, Replaces: exists, Volumes: volumesOf(app, true)}
 	for i, v := range out.Volumes {
@@ -267,7 +279,7 @@ func (b boxApps) Commit(ctx context.Context, rec appbackup.App) (func(context.Co
 // Load waits until the restored app runs, then feeds the dump to the restore hook of the
 // container whose backup hook covers volume.
 func (b boxApps) Load(ctx context.Context, name, volume string, r io.Reader) error {
-	if _, err := b.d.wait(ctx, name, api.WaitRunning, 0, loadWait); err != nil {
+	if err := b.running(ctx, name); err != nil {
 		return err
 	}
 	app, err := b.d.store.Get(name)
@@ -279,6 +291,33 @@ func (b boxApps) Load(ctx context.Context, name, volume string, r io.Reader) err
 		return fmt.Errorf("daemon: app %q: no backup hook covers volume %q", name, volume)
 	}
 	return b.runHook(ctx, app, c, c.Backup.Restore, r, io.Discard)
+}
+
+// running waits until the app runs (healthy), at most loadWait; an app that fails is an error
+// at once (its dumps cannot be loaded: the restore is undone).
+func (b boxApps) running(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, loadWait)
+	defer cancel()
+	for {
+		b.d.mu.Lock()
+		changed := b.d.changed
+		b.d.mu.Unlock()
+		st, err := b.d.appStatus(name)
+		switch {
+		case err != nil:
+			return err
+		case st.State == api.StateRunning:
+			return nil
+		case st.State == api.StateFailed:
+			return fmt.Errorf("daemon: app %q does not run: %s", name, st.LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("daemon: app %q is not running after %v (state %s%s)", name, loadWait, st.State, lastErr(st))
+		case <-changed:
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // lockedKeys is the key store as appbackup uses it, under the store's lock (every writer of
