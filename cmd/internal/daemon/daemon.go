@@ -279,6 +279,8 @@ func (d *Daemon) appDetail(ctx context.Context, name string) (api.AppStatus, err
 	if err != nil {
 		return st, err
 	}
+	// The status shares its slices with the last pass's: this request writes its own copy.
+	st.Containers = slices.Clone(st.Containers)
 	for i, c := range st.Containers {
 		if us, err := d.parts.systemd.ContainerStatus(ctx, name, c.Name); err == nil {
 			st.Containers[i].Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
