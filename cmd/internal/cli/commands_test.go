@@ -430,6 +430,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"onion", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod onion\"\nRun 'onionpod onion --help' for usage.\n"},
 		{[]string{"onion", "auth", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod onion auth\"\nRun 'onionpod onion auth --help' for usage.\n"},
+		{[]string{"dashboard", "client", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod dashboard client\"\nRun 'onionpod dashboard client --help' for usage.\n"},
 		{[]string{"image", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod image\"\nRun 'onionpod image --help' for usage.\n"},
 		{[]string{"dns", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod dns\"\nRun 'onionpod dns --help' for usage.\n"},
 		{[]string{"config", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod config\"\nRun 'onionpod config --help' for usage.\n"},
@@ -440,6 +441,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "blog", "--image", "x", "--static", "/tmp"}, 2, "onionpod: give --image or --static, not both\nRun 'onionpod run --help' for usage.\n"},
 		{[]string{"onion"}, 0, ""},
 		{[]string{"image"}, 0, ""},
+		{[]string{"dashboard", "client"}, 0, ""},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer

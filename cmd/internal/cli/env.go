@@ -74,19 +74,20 @@ func daemonClient[C any](e *Env) func() (C, error) {
 
 // The interfaces of the daemon's LocalAPI the commands declare, each implemented by *api.Client.
 var (
-	_ lsClient       = (*api.Client)(nil)
-	_ statusClient   = (*api.Client)(nil)
-	_ submitClient   = (*api.Client)(nil)
-	_ startClient    = (*api.Client)(nil)
-	_ stopClient     = (*api.Client)(nil)
-	_ rmClient       = (*api.Client)(nil)
-	_ logsClient     = (*api.Client)(nil)
-	_ dnsClient      = (*api.Client)(nil)
-	_ imagesClient   = (*api.Client)(nil)
-	_ syncClient     = (*api.Client)(nil)
-	_ unexposeClient = (*api.Client)(nil)
-	_ applyClient    = (*api.Client)(nil)
-	_ exportClient   = (*api.Client)(nil)
+	_ lsClient        = (*api.Client)(nil)
+	_ statusClient    = (*api.Client)(nil)
+	_ submitClient    = (*api.Client)(nil)
+	_ startClient     = (*api.Client)(nil)
+	_ stopClient      = (*api.Client)(nil)
+	_ rmClient        = (*api.Client)(nil)
+	_ logsClient      = (*api.Client)(nil)
+	_ dnsClient       = (*api.Client)(nil)
+	_ imagesClient    = (*api.Client)(nil)
+	_ syncClient      = (*api.Client)(nil)
+	_ unexposeClient  = (*api.Client)(nil)
+	_ applyClient     = (*api.Client)(nil)
+	_ exportClient    = (*api.Client)(nil)
+	_ dashboardClient = (*api.Client)(nil)
 )
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root

@@ -117,19 +117,20 @@ func probeDNSServer(cfg *configs.Config) string {
 	return "[::1]:53"
 }
 
+// queryCounter is the built-in DNS server's answer counts; nil in the other modes (no series).
 func queryCounter(p *parts) metrics.DNSQueryCounter {
-	if qc, ok := any(p.dnsSrv).(metrics.DNSQueryCounter); ok && p.dnsSrv != nil {
-		return qc
+	if p.dnsSrv == nil {
+		return nil
 	}
-	return nil
+	return p.dnsSrv
 }
 
-// updateCounter is the RFC 2136 publisher's update counts, once it offers them.
+// updateCounter is the RFC 2136 publisher's update counts; nil in the other modes.
 func updateCounter(p *parts) metrics.DNSUpdateCounter {
-	if uc, ok := any(p.dnsUpd).(metrics.DNSUpdateCounter); ok && p.dnsUpd != nil {
-		return uc
+	if p.dnsUpd == nil {
+		return nil
 	}
-	return nil
+	return p.dnsUpd
 }
 
 // start serves the dashboard, the metrics and runs the probes until ctx ends, in goroutines of
