@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -258,6 +259,10 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 			damagedLeases[l.App] = append(damagedLeases[l.App], l.File)
 		}
 	}
+	lanIPv6, err := p.net.UplinkHasIPv6()
+	if err != nil {
+		lanIPv6 = true // unsure: wait for the address rather than print one that does not answer
+	}
 	next := make(map[string]api.AppStatus, len(desired.Apps)+len(desired.Held))
 	for _, app := range desired.Apps {
 		st := api.AppStatus{App: app, ObservedGeneration: app.Generation, Updated: time.Now()}
@@ -297,7 +302,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 		if app.Clearnet() {
 			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
-		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
+		st.State, st.LastError = stateOf(app, st, r, res, st.LastError, lanIPv6)
 		st.Damaged = damagedLeases[app.Name]
 		if b := d.retries[app.Name]; b != nil && st.State == api.StateFailed {
 			st.RetryAt = b.next
@@ -336,7 +341,10 @@ func (d *Daemon) heldObserved(name string, units map[pods.PodRef]pods.Status, on
 // stateOf decides what the user is told: stopped, failed (a step of the app failed, or a
 // container's unit), running (every container's unit active and, with a health check, healthy;
 // onion added if wanted, DNS published if it has a LAN address) or starting.
-func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconcile.Result, lastErr string) (string, string) {
+// lanIPv6 says that the LAN advertises an IPv6 prefix (the box's uplink has an address of it): a
+// clearnet app is not running before its pod has its LAN address and its name is published, so
+// the addresses run and expose print answer.
+func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconcile.Result, lastErr string, lanIPv6 bool) (string, string) {
 	if app.Stopped {
 		return api.StateStopped, lastErr
 	}
@@ -385,6 +393,10 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	}
 	if app.Clearnet() && st.Network.LAN != "" && !st.DNS.Published {
 		running = false
+	}
+	if app.Clearnet() && st.Network.LAN == "" && lanIPv6 && running {
+		running = false
+		lastErr = cmp.Or(lastErr, "waiting for the pod's IPv6 address on the LAN (router advertisement, duplicate address detection)")
 	}
 	if running {
 		return api.StateRunning, lastErr
