@@ -141,9 +141,7 @@ func (f *Feed) serve(c *net.UnixConn) {
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		if _, ok := f.subs[unit][ch]; ok {
-			delete(f.subs[unit], ch)
-		}
+		delete(f.subs[unit], ch)
 		f.mu.Unlock()
 	}()
 	gone := make(chan struct{})
