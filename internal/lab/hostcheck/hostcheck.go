@@ -59,6 +59,9 @@ const (
 	Curl
 	// Socat: socat.
 	Socat
+	// Pebble: Let's Encrypt's ACME test server and its DNS test server (pebble,
+	// pebble-challtestsrv).
+	Pebble
 )
 
 // Missing checks every part and returns nil, or one error wrapping ErrUnavailable that lists each
@@ -122,6 +125,8 @@ func (p Part) String() string {
 		return "curl"
 	case Socat:
 		return "socat"
+	case Pebble:
+		return "pebble"
 	}
 	return fmt.Sprintf("part(%d)", int(p))
 }
@@ -183,6 +188,8 @@ func (p Part) check() string {
 		return inPath("curl", "curl")
 	case Socat:
 		return inPath("socat", "socat")
+	case Pebble:
+		return inPath("pebble", "pebble", "pebble-challtestsrv")
 	}
 	return "unknown part " + p.String()
 }
