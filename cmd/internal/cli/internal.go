@@ -15,7 +15,7 @@ import (
 // newInternalCmd holds commands onionpod's own units run; users never need them.
 func newInternalCmd(env *Env) *cobra.Command {
 	cmd := &cobra.Command{Use: "internal", Short: "Commands run by onionpod's units", Hidden: true}
-	cmd.AddCommand(newNetUpCmd(env))
+	cmd.AddCommand(newNetUpCmd(env), newFrontCmd(env), newEdgeCmd(env))
 	return cmd
 }
 
