@@ -66,6 +66,14 @@ func addrRR(name string, a netip.Addr, ttl uint32) mdns.RR {
 	return &mdns.AAAA{Hdr: mdns.RR_Header{Name: name, Rrtype: mdns.TypeAAAA, Class: mdns.ClassINET, Ttl: ttl}, AAAA: a.AsSlice()}
 }
 
+// recordRR is the resource record of a normalized Record.
+func recordRR(r Record, ttl uint32) mdns.RR {
+	if r.TXT != "" {
+		return &mdns.TXT{Hdr: mdns.RR_Header{Name: r.Name, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: []string{r.TXT}}
+	}
+	return addrRR(r.Name, r.Addr, ttl)
+}
+
 // wireName packs a canonical (lowercase) name into wire form.
 func wireName(name string) ([]byte, error) {
 	buf := make([]byte, 256)
@@ -126,7 +134,7 @@ func buildSnapshot(z *zoneData, serial uint32, records []Record) (*snapshot, err
 		}
 	}
 	for _, r := range records {
-		add(addrRR(r.Name, r.Addr, z.ttl))
+		add(recordRR(r, z.ttl))
 	}
 
 	// Every owner name and every empty non-terminal between it and the apex exists.
@@ -199,7 +207,7 @@ func buildSnapshot(z *zoneData, serial uint32, records []Record) (*snapshot, err
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeTXT} {
 			s.xfr = append(s.xfr, sets[name][t]...)
 		}
 	}
