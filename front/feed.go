@@ -2,6 +2,7 @@ package front
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -83,6 +84,9 @@ func (f *Feed) Publish(unit string, msg []byte) {
 	if msg == nil {
 		delete(f.latest, unit)
 		return
+	}
+	if old, ok := f.latest[unit]; ok && bytes.Equal(old, msg) {
+		return // the peers have it
 	}
 	f.latest[unit] = msg
 	for ch := range f.subs[unit] {

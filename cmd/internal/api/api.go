@@ -33,6 +33,7 @@ type AppStatus struct {
 	Network   NetStatus   `json:"network"`
 	Onion     OnionStatus `json:"onion"`
 	DNS       DNSRecord   `json:"dns"`
+	TLS       *TLSStatus  `json:"tls,omitempty"` // tls.mode = "acme" only
 	LastError string      `json:"last_error,omitempty"`
 	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
 	Updated   time.Time   `json:"updated"`
@@ -78,6 +79,18 @@ type DNSRecord struct {
 	Name      string   `json:"name,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Published bool     `json:"published"`
+}
+
+// TLSStatus is the app's HTTPS: its certificate and front.
+type TLSStatus struct {
+	Issuer      string    `json:"issuer,omitempty"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	RenewAt     time.Time `json:"renew_at,omitzero"`     // when the next attempt is due
+	LastRenewal time.Time `json:"last_renewal,omitzero"` // when this daemon obtained the one in place
+	LastError   string    `json:"last_error,omitempty"`  // the last attempt's failure
+	Failures    int       `json:"failures,omitempty"`
+	Front       bool      `json:"front"` // the HTTPS front serves it
+	Note        string    `json:"note,omitempty"`
 }
 
 // DNSStatus is what `onionpod dns ls` shows: where records go and which are published.

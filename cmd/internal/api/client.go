@@ -170,3 +170,10 @@ func (c *Client) DNS(ctx context.Context) (DNSStatus, error) {
 func (c *Client) Sync(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/sync", nil, nil, nil)
 }
+
+// RenewTLS obtains a new certificate for an app now (tls.mode = "acme").
+func (c *Client) RenewTLS(ctx context.Context, name string) (AppStatus, error) {
+	var st AppStatus
+	err := c.do(ctx, "POST", "/v1/apps/"+url.PathEscape(name)+"/tls/renew", nil, nil, &st)
+	return st, err
+}

@@ -52,7 +52,7 @@ func newNetUpCmd(env *Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := m.Attach(cmd.Context(), reconcile.NetAttachment(rec))
+			res, err := m.Attach(cmd.Context(), reconcile.NetAttachment(rec, daemon.FrontAtBoot(cfg, rec)))
 			if err != nil {
 				return err
 			}

@@ -26,6 +26,8 @@ type appFlags struct {
 	OnionOnly bool
 	IPv4      bool
 	Timeout   time.Duration
+	// NoOnionLocation: no Onion-Location header on the app's HTTPS responses.
+	NoOnionLocation bool
 }
 
 func (f *appFlags) register(cmd *cobra.Command) {
@@ -38,6 +40,7 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.OnionOnly, "onion-only", false, "darknet only: no LAN interface, nothing in DNS")
 	fl.BoolVar(&f.IPv4, "ipv4", false, "also ask the LAN's DHCP server for an IPv4 address")
 	fl.DurationVar(&f.Timeout, "timeout", 3*time.Minute, "how long to wait for the app")
+	fl.BoolVar(&f.NoOnionLocation, "no-onion-location", false, "no Onion-Location header on the app's HTTPS answers")
 }
 
 // apply lays the flags that were given over app (an existing record, or a new one), checking each
@@ -89,6 +92,9 @@ func (f *appFlags) apply(cmd *cobra.Command, app *store.App) error {
 			}
 			app.Volumes = append(app.Volumes, vol)
 		}
+	}
+	if changed("no-onion-location") {
+		app.NoOnionLocation = f.NoOnionLocation
 	}
 	if changed("onion-only") {
 		app.OnionOnly = f.OnionOnly

@@ -78,6 +78,7 @@ func printStatus(env *Env, st api.AppStatus) {
 	} else {
 		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
 	}
+	printTLS(env, st)
 	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)

@@ -45,6 +45,9 @@ func (d *Daemon) startServices(ctx context.Context) error {
 	case p.dnsUpd != nil:
 		go p.dnsUpd.Run(ctx)
 	}
+	if err := d.startTLS(ctx); err != nil {
+		return err
+	}
 	go func() {
 		for change := range p.net.Watch(ctx) {
 			d.log.Info("address changed", "app", change.App, "lan", change.LAN, "ipv4", change.IPv4)
@@ -72,6 +75,7 @@ func (d *Daemon) pass(ctx context.Context) {
 	if wantV4 {
 		d.runDHCPDaemon(ctx, true) // before the attaches that need it
 	}
+	p.tls.wantCerts(desired)
 	tObserve := time.Now()
 	obs, obsErr := p.runner.Observe(ctx, desired)
 	observeTook := time.Since(tObserve)
@@ -92,6 +96,8 @@ func (d *Daemon) pass(ctx context.Context) {
 		d.runDHCPDaemon(ctx, false) // after the detaches: they release their leases through it
 	}
 	d.lastResult = res
+	d.syncFronts(ctx, desired, res)
+	d.syncEdge(ctx, desired, res)
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {
@@ -201,6 +207,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 		if app.Clearnet() {
 			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
+		st.TLS = p.tls.tlsStatus(app)
 		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
 		next[app.Name] = st
 	}

@@ -30,18 +30,20 @@ var ErrNotFound = errors.New("no such app")
 
 // App is the desired state of one app, as the user asked for it.
 type App struct {
-	Name      string    `json:"name"`
-	Image     string    `json:"image,omitempty"`  // OCI image reference or archive path
-	Static    string    `json:"static,omitempty"` // directory served by the built-in static server
-	Ports     []Port    `json:"ports,omitempty"`
-	Env       []string  `json:"env,omitempty"`
-	Volumes   []Volume  `json:"volumes,omitempty"`
-	Onion     bool      `json:"onion"`      // publish an onion service
-	OnionOnly bool      `json:"onion_only"` // no LAN interface, nothing published on the clearnet
-	IPv4      bool      `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
-	Stopped   bool      `json:"stopped"`    // the user stopped it: keep everything, run nothing
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	Name      string   `json:"name"`
+	Image     string   `json:"image,omitempty"`  // OCI image reference or archive path
+	Static    string   `json:"static,omitempty"` // directory served by the built-in static server
+	Ports     []Port   `json:"ports,omitempty"`
+	Env       []string `json:"env,omitempty"`
+	Volumes   []Volume `json:"volumes,omitempty"`
+	Onion     bool     `json:"onion"`      // publish an onion service
+	OnionOnly bool     `json:"onion_only"` // no LAN interface, nothing published on the clearnet
+	IPv4      bool     `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
+	Stopped   bool     `json:"stopped"`    // the user stopped it: keep everything, run nothing
+	// NoOnionLocation leaves Onion-Location out of the app's HTTPS responses (tls.onion_location).
+	NoOnionLocation bool      `json:"no_onion_location,omitempty"`
+	Created         time.Time `json:"created"`
+	Updated         time.Time `json:"updated"`
 }
 
 // Port maps a public port (on the .onion and the clearnet address) to the port the app listens on.
