@@ -130,16 +130,14 @@ type tlsParts struct {
 	self  string
 
 	mu    sync.Mutex
-	fed   map[string]string // front unit -> serial of the bundle last published
-	edge  []byte            // routes last published
-	front map[string]bool   // apps whose front unit was last applied
+	front map[string]bool // apps whose front unit was last applied
 }
 
 func buildTLS(cfg *configs.Config, sets *dnsSets, self string) (*tlsParts, error) {
 	if cfg.TLS.Mode != "acme" && cfg.Edge.Mode != "on" {
 		return nil, nil
 	}
-	t := &tlsParts{cfg: cfg, self: self, fed: map[string]string{}, front: map[string]bool{}}
+	t := &tlsParts{cfg: cfg, self: self, front: map[string]bool{}}
 	if cfg.TLS.Mode == "acme" {
 		if sets == nil {
 			return nil, fmt.Errorf("daemon: tls: %w: acme needs DNS publishing (dns.mode)", configs.ErrInvalid)
