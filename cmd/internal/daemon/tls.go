@@ -401,6 +401,10 @@ func (d *Daemon) startTLS(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
+	var err error
+	if t.self, err = unitBinary(d.opts.Self); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	feed, err := front.NewFeed(front.FeedSocket, d.log)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -422,6 +426,47 @@ func (d *Daemon) startTLS(ctx context.Context) error {
 	}
 	go d.followHostIPv4(ctx)
 	return nil
+}
+
+// unitBinary is the onionpod binary the front and edge units run. They run as dynamic users with
+// a private /tmp: a binary they cannot reach (under /tmp, or behind a directory closed to
+// others, as a test build is) is copied to /run/onionpod/bin first; an installed one
+// (/usr/bin/onionpod) is used as it is.
+func unitBinary(self string) (string, error) {
+	if reachable(self) {
+		return self, nil
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		return "", fmt.Errorf("the binary for the front units: %w", err)
+	}
+	dst := "/run/onionpod/bin/onionpod"
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	if _, err := atomicfile.WriteFile(dst, data, 0o755); err != nil {
+		return "", fmt.Errorf("the binary for the front units: %w", err)
+	}
+	return dst, nil
+}
+
+// reachable reports whether any user may execute path (each directory searchable by others, the
+// file executable by others) outside the temporary directories a sandbox hides.
+func reachable(path string) bool {
+	if !filepath.IsAbs(path) || strings.HasPrefix(path, "/tmp/") || strings.HasPrefix(path, "/var/tmp/") {
+		return false
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm()&0o001 == 0 {
+		return false
+	}
+	for dir := filepath.Dir(path); dir != "/"; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // tlsStatus is an app's HTTPS as status shows it.
