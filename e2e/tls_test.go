@@ -66,6 +66,12 @@ func startPebble(t *testing.T, l *lab.Lab, dnsServer string, validity time.Durat
 // config back (and restarts again), so the other tests see the lab as it was.
 func withConfig(t *testing.T, l *lab.Lab, extra string) {
 	t.Helper()
+	withConfigEdit(t, l, func(c string) string { return c + extra })
+}
+
+// withConfigEdit is withConfig with the config rewritten by edit.
+func withConfigEdit(t *testing.T, l *lab.Lab, edit func(string) string) {
+	t.Helper()
 	path := l.State().Config
 	orig, err := os.ReadFile(path)
 	if err != nil {
@@ -81,7 +87,7 @@ func withConfig(t *testing.T, l *lab.Lab, extra string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(path, append(append([]byte{}, orig...), extra...), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(edit(string(orig))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	restart()
@@ -122,7 +128,7 @@ mode = "on"
 `, p.DirectoryURL(), p.CACertFile()))
 
 	onionpod(t, "run", "web", "--image", demoImage(t, "web", "over https\n"), "--port", "80", "--onion")
-	t.Cleanup(func() { onionpod(t, "rm", "web") })
+	t.Cleanup(func() { removeApp(t, "web") })
 	waitFor(t, 90*time.Second, "served by its HTTPS front", func() bool {
 		st := tlsOf(t, "web")
 		return st.TLS != nil && st.TLS.Front
@@ -219,6 +225,15 @@ mode = "on"
 	human := onionpod(t, "status", "web")
 	if !strings.Contains(human, "tls error:") {
 		t.Errorf("status does not show the renewal error:\n%s", human)
+	}
+}
+
+// removeApp removes an app at the test's cleanup (when t.Context() is already done).
+func removeApp(t *testing.T, app string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := run(t, ctx, lab.InBox, "onionpod", "rm", app); err != nil {
+		t.Errorf("onionpod rm %s: %v %s", app, err, out)
 	}
 }
 
