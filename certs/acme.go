@@ -190,18 +190,24 @@ func (m *Manager) obtain(ctx context.Context, app, name string) (*Cert, error) {
 	defer c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	client, err := c.ready(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("certs: %s: %w", name, err)
-	}
-	res, err := client.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{name}, Bundle: true, KeyType: certcrypto.EC256})
-	if err != nil {
-		var problem *acme.ProblemDetails
-		if errors.As(err, &problem) && problem.Type == "urn:ietf:params:acme:error:accountDoesNotExist" {
-			c.client = nil // the CA forgot the account (a new test CA): register again next time
-			os.Remove(c.accountPath())
+	var res *certificate.Resource
+	for try := 0; ; try++ {
+		client, err := c.ready(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("certs: %s: %w", name, err)
 		}
-		return nil, fmt.Errorf("certs: %s: %w", name, err)
+		res, err = client.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: []string{name}, Bundle: true, KeyType: certcrypto.EC256})
+		var problem *acme.ProblemDetails
+		if err != nil && try == 0 && errors.As(err, &problem) && problem.Type == "urn:ietf:params:acme:error:accountDoesNotExist" {
+			// The CA forgot the account (a CA that was reset): register again, at once.
+			c.client = nil
+			os.Remove(c.accountPath())
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("certs: %s: %w", name, err)
+		}
+		break
 	}
 	bundle := append(append([]byte{}, res.PrivateKey...), res.Certificate...)
 	cert, err := parseBundle(app, bundle)

@@ -255,3 +255,27 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("New with a malformed root: %v", err)
 	}
 }
+
+// TestForgottenAccount: a CA that forgot the account (reset, or a new test CA at the same
+// directory URL) gets a new registration at once, and the renewal succeeds.
+func TestForgottenAccount(t *testing.T) {
+	p := startPebble(t, time.Hour)
+	dir := filepath.Join(t.TempDir(), "tls")
+	m := newManager(t, p, dir, &challTestPublisher{p: p})
+	run(t, m)
+	m.Want(map[string]string{"blog": "blog.box.example"})
+	first := waitCert(t, m, "blog", "", 30*time.Second)
+	p.Stop()
+	p2, err := pebble.Start(t.Context(), pebble.Options{Dir: p.Dir(), Validity: time.Hour, ChallTestSrv: true})
+	if err != nil { // same address and HTTPS root, no memory of the account
+		t.Fatal(err)
+	}
+	defer p2.Stop()
+	m.acme.cfg.Publisher = &challTestPublisher{p: p2}
+	if err := m.Renew(t.Context(), "blog"); err != nil {
+		t.Fatalf("renew with a CA that forgot the account: %v", err)
+	}
+	if c, _ := m.Get("blog"); serial(t, c) == serial(t, first) {
+		t.Error("not renewed")
+	}
+}

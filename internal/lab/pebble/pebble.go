@@ -148,8 +148,15 @@ func (p *Pebble) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return dialIn(ctx, p.opts.Netns, network, addr)
 }
 
-// writeFiles makes Pebble's HTTPS root and certificate, and its config.
+// Dir is where Pebble keeps its files.
+func (p *Pebble) Dir() string { return p.opts.Dir }
+
+// writeFiles makes Pebble's HTTPS root and certificate (kept when Dir has them: a Pebble started
+// again on the same Dir is trusted by the same root), and its config.
 func (p *Pebble) writeFiles() error {
+	if _, err := os.Stat(filepath.Join(p.opts.Dir, "https-key.pem")); err == nil {
+		return p.writeConfig(nil)
+	}
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := time.Now()
 	rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "onionpod lab pebble HTTPS root"},
@@ -174,6 +181,13 @@ func (p *Pebble) writeFiles() error {
 		"https-root.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}),
 		"https-cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		"https-key.pem":  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+	}
+	return p.writeConfig(files)
+}
+
+func (p *Pebble) writeConfig(files map[string][]byte) error {
+	if files == nil {
+		files = map[string][]byte{}
 	}
 	config := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  p.hostPort(ACMEPort),
