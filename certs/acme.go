@@ -205,7 +205,7 @@ func (m *Manager) obtain(ctx context.Context, app, name string) (*Cert, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("certs: %s: %w", name, err)
+			return nil, fmt.Errorf("certs: %s: %w%s", name, err, hint(err))
 		}
 		break
 	}
@@ -218,6 +218,18 @@ func (m *Manager) obtain(ctx context.Context, app, name string) (*Cert, error) {
 		return nil, fmt.Errorf("certs: %s: the CA issued a certificate for %s", name, cert.Name)
 	}
 	return cert, nil
+}
+
+// hint says what a CA's refusal to see the challenge record usually means.
+func hint(err error) string {
+	var problem *acme.ProblemDetails
+	msg := err.Error()
+	if errors.As(err, &problem) || strings.Contains(msg, "urn:ietf:params:acme:error:") {
+		if strings.Contains(msg, "TXT") || strings.Contains(msg, "DNS") || strings.Contains(msg, ":dns") {
+			return " (the CA could not read the challenge's TXT record: the zone must be delegated to the DNS server onionpod publishes to, as the CA's resolvers see it)"
+		}
+	}
+	return ""
 }
 
 // Present publishes a challenge's TXT record (lego's challenge.Provider).
