@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // DefaultPath is where the daemon and the CLI look for the config when neither --config nor
@@ -23,9 +25,9 @@ const DefaultPath = "/etc/onionpod/onionpod.toml"
 // CurrentVersion is the config schema version this build reads.
 const CurrentVersion = 1
 
-// ErrInvalid marks every error caused by the config's content (syntax, unknown keys, bad values).
-// The CLI maps it to exit code 2.
-var ErrInvalid = errors.New("invalid config")
+// ErrInvalid marks every error caused by the config's content (syntax, unknown keys, bad values):
+// internal/errkind's BadInput (the CLI exits 2).
+var ErrInvalid = errkind.BadInput
 
 //go:embed defaults.toml
 var defaultsTOML []byte
@@ -222,7 +224,9 @@ func LoadOrDefault(path string) (*Config, error) {
 	return Load(path)
 }
 
-// SecretOf returns the TSIG key's secret, reading SecretFile when set.
+// SecretOf returns the TSIG key's secret, reading SecretFile when set. Only the daemon calls it
+// (the CLI never reads secret files). A secret that is not base64 is ErrInvalid; the error never
+// shows the secret.
 func (k TSIGKey) SecretOf() (string, error) {
 	if k.SecretFile == "" {
 		return k.Secret, nil
@@ -231,7 +235,12 @@ func (k TSIGKey) SecretOf() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("config: dns.tsig %q: secret_file: %w", k.Name, err)
 	}
-	return parseSecret(data), nil
+	secret := parseSecret(data)
+	clear(data)
+	if !isBase64(secret) {
+		return "", invalid(fmt.Errorf("config: dns.tsig %q: secret_file %s: the secret is not base64", k.Name, k.SecretFile))
+	}
+	return secret, nil
 }
 
 // parseSecret accepts a bare base64 secret or a BIND key block as written by tsig-keygen

@@ -93,6 +93,28 @@ func TestSecretFileBINDFormat(t *testing.T) {
 	}
 }
 
+// TestLoadReadsNoSecretFile: loading and validating a config never opens a secret file (the CLI
+// loads it as any user; only the daemon reads secrets): CheckSecrets does, and names the field.
+func TestLoadReadsNoSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "missing.key")
+	cfg := "[[dns.tsig]]\nname = \"k.\"\nsecret_file = \"" + key + "\"\n"
+	c, err := Parse([]byte(cfg), "t.toml")
+	if err != nil {
+		t.Fatalf("Parse read the secret file: %v", err)
+	}
+	if _, err := c.CheckSecrets(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dns.tsig[0].secret_file") {
+		t.Errorf("CheckSecrets of a missing file = %v", err)
+	}
+	os.WriteFile(key, []byte("secret \"not base64!\";"), 0o600)
+	if _, err := c.CheckSecrets(); !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "not base64!") {
+		t.Errorf("CheckSecrets of a bad secret = %v", err)
+	}
+	if _, err := Parse([]byte("[[dns.tsig]]\nname = \"k.\"\nsecret_file = \"rel.key\"\n"), "t.toml"); err == nil {
+		t.Error("a relative secret_file was accepted")
+	}
+}
+
 func TestPath(t *testing.T) {
 	t.Setenv("ONIONPOD_CONFIG", "")
 	if got := Path(""); got != DefaultPath {

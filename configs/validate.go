@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -16,8 +17,8 @@ import (
 )
 
 // Validate checks every field and returns all problems at once, each prefixed by where it is
-// (`dns.zone: ...`). The error wraps ErrInvalid. It touches nothing outside the struct, except
-// that a TSIG secret_file must be readable.
+// (`dns.zone: ...`). The error wraps ErrInvalid. It touches nothing outside the struct: secret
+// files are not read (only the daemon reads them: see CheckSecrets).
 func (c *Config) Validate() error {
 	if errs := c.problems(); len(errs) > 0 {
 		return problems("config", errs)
@@ -94,16 +95,12 @@ func (c *Config) validateDNS(bad reporter) {
 		default:
 			bad(where+".algorithm", "%q is not one of hmac-sha256, hmac-sha1, hmac-sha224, hmac-sha384, hmac-sha512", k.Algorithm)
 		}
-		if (k.Secret == "") == (k.SecretFile == "") {
+		switch {
+		case (k.Secret == "") == (k.SecretFile == ""):
 			bad(where, "needs exactly one of secret or secret_file")
-			continue
-		}
-		secret, err := k.SecretOf()
-		if err != nil {
-			bad(where+".secret_file", "cannot be read: %s", rootCause(err))
-			continue
-		}
-		if _, err := base64.StdEncoding.DecodeString(secret); err != nil || secret == "" {
+		case k.SecretFile != "" && !filepath.IsAbs(k.SecretFile):
+			bad(where+".secret_file", "%q must be an absolute path", k.SecretFile)
+		case k.Secret != "" && !isBase64(k.Secret):
 			bad(where, "the secret is not base64") // never print the secret itself
 		}
 	}
@@ -262,7 +259,7 @@ func ParseControl(s string) (network, addr string, err error) {
 		}
 		return "tcp", addr, nil
 	}
-	return "", "", fmt.Errorf("%q must start with unix: or tcp:", s)
+	return "", "", fmt.Errorf("%q: expected unix:/path or tcp:host:port", s)
 }
 
 // ValidDomain reports whether s is a syntactically valid DNS name (with or without the final dot).
@@ -304,6 +301,39 @@ func validHostPort(s string) bool {
 	}
 	p, err := strconv.Atoi(port)
 	return err == nil && p >= 0 && p <= 65535
+}
+
+func isBase64(secret string) bool {
+	_, err := base64.StdEncoding.DecodeString(secret)
+	return err == nil && secret != ""
+}
+
+// CheckSecrets reads every TSIG secret_file and checks its secret, as far as the caller may: a
+// file it has no permission to read is listed in unchecked (by where it is in the config), not
+// reported as a problem, since only the daemon, as root, needs to read it. Problems (a missing
+// file, a secret that is not base64) are returned as one error wrapping ErrInvalid, which never
+// shows a secret.
+func (c *Config) CheckSecrets() (unchecked []string, err error) {
+	var errs []error
+	for i, k := range c.DNS.TSIG {
+		if k.SecretFile == "" {
+			continue
+		}
+		where := fmt.Sprintf("dns.tsig[%d].secret_file", i)
+		_, err := k.SecretOf()
+		switch {
+		case errors.Is(err, fs.ErrPermission):
+			unchecked = append(unchecked, fmt.Sprintf("%s: not checked: %s cannot be read by this user (the daemon reads it as root)", where, k.SecretFile))
+		case errors.Is(err, ErrInvalid):
+			errs = append(errs, fmt.Errorf("%s: the secret in %s is not base64", where, k.SecretFile))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: cannot be read: %s", where, rootCause(err)))
+		}
+	}
+	if len(errs) > 0 {
+		return unchecked, problems("config", errs)
+	}
+	return unchecked, nil
 }
 
 func rootCause(err error) string {

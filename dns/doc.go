@@ -9,8 +9,18 @@
 //
 // The built-in Server answers from packets packed ahead of time on every Set
 // (a copy-on-write snapshot swapped atomically), so a query costs a map lookup
-// and a copy. It offers AXFR (and sends NOTIFY) only to configured secondaries
-// that sign with TSIG. The RFC2136 publisher keeps a ledger of what it
+// and a copy, with no allocation and no lock. UDP is served in batches
+// (recvmmsg/sendmmsg) on one SO_REUSEPORT socket per CPU, each datagram
+// steered to the socket of the CPU that processed it and answered by a thread
+// bound to that CPU (dns/internal/udpbatch). TCP connections are bounded per
+// source and evict the longest idle one when full. It offers AXFR (and sends
+// NOTIFY) only to configured secondaries that sign with TSIG, and at start
+// moves its serial past any a secondary holds.
+//
+// A damaged state file (zone.json, an RFC 2136 ledger) never stops either
+// backend: it is moved aside as NAME.damaged-TIME and reported in
+// Status.Damaged and by Damaged(), and the backend carries on (see NewServer
+// and NewRFC2136 for what each can still guarantee). The RFC2136 publisher keeps a ledger of what it
 // published, so deletes never depend on AXFR and a restart neither duplicates
 // nor forgets records; updates that cannot be delivered are retried by Run.
 package dns

@@ -25,3 +25,8 @@ var (
 	// ErrClosed is returned by a server or publisher used after Close.
 	ErrClosed = errors.New("closed")
 )
+
+// ErrDamaged marks a state file (the built-in server's zone.json, an RFC
+// 2136 ledger) that could not be read. The file is moved aside, never
+// deleted; see Status.Damaged for what the backend did instead.
+var ErrDamaged = errors.New("damaged")

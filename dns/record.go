@@ -6,6 +6,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/genvalue"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // Record is one record onionpod publishes: AAAA when Addr is IPv6, A when it
@@ -70,15 +74,15 @@ func compareRecords(a, b Record) int {
 
 // AppName returns the fully qualified name of an app in a zone
 // ("blog", "box.example" gives "blog.box.example."). The app name must be a
-// single DNS label.
+// single DNS label (internal/names.App, after lowercasing).
 func AppName(app, zone string) (string, error) {
 	z, err := canonicalZone(zone)
 	if err != nil {
 		return "", err
 	}
 	label := strings.ToLower(app)
-	if !validLabel(label) {
-		return "", fmt.Errorf("dns: app name %q: %w: not a DNS label (1-63 of a-z, 0-9, -)", app, ErrBadInput)
+	if err := names.App(label); err != nil {
+		return "", fmt.Errorf("dns: %w", err)
 	}
 	if z == "." {
 		return label + ".", nil
@@ -112,27 +116,18 @@ func publishable(a netip.Addr) bool {
 		!a.IsLinkLocalUnicast() && !a.IsMulticast() && !a.IsLinkLocalMulticast()
 }
 
-// validLabel reports whether s is a lowercase host name label.
-func validLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // canonicalName lowercases name, adds the final dot and checks that it is a
 // well-formed domain name (labels of letters, digits, '-' and '_', at most
-// 63 bytes each and 255 in all).
-func canonicalName(name string) (string, error) {
+// 63 bytes each and 255 in all): a rule stricter than genvalue.Check, so
+// every name that reaches zone data or a state file is also a safe value.
+// field names the value in errors ("zone", "NS[0]", "record").
+func canonicalName(field, name string) (string, error) {
+	if err := genvalue.Check("dns: "+field, name); err != nil {
+		return "", err
+	}
 	n := strings.ToLower(strings.TrimSpace(name))
 	if n == "" {
-		return "", fmt.Errorf("dns: empty name: %w", ErrBadInput)
+		return "", errkind.BadInputf("dns: %s: empty name", field)
 	}
 	if n == "." {
 		return n, nil
@@ -141,29 +136,23 @@ func canonicalName(name string) (string, error) {
 		n += "."
 	}
 	if len(n) > 254 {
-		return "", fmt.Errorf("dns: name %q: %w: longer than 253 characters", name, ErrBadInput)
+		return "", errkind.BadInputf("dns: %s %q: longer than 253 characters", field, name)
 	}
 	for _, l := range strings.Split(n[:len(n)-1], ".") {
 		if len(l) == 0 || len(l) > 63 {
-			return "", fmt.Errorf("dns: name %q: %w: empty or long label", name, ErrBadInput)
+			return "", errkind.BadInputf("dns: %s %q: empty or long label", field, name)
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return "", fmt.Errorf("dns: name %q: %w: character %q not allowed", name, ErrBadInput, c)
+				return "", errkind.BadInputf("dns: %s %q: character %q not allowed", field, name, c)
 			}
 		}
 	}
 	return n, nil
 }
 
-func canonicalZone(zone string) (string, error) {
-	z, err := canonicalName(zone)
-	if err != nil {
-		return "", fmt.Errorf("dns: zone: %w", err)
-	}
-	return z, nil
-}
+func canonicalZone(zone string) (string, error) { return canonicalName("zone", zone) }
 
 // inZone reports whether the canonical name is the zone apex or below it.
 func inZone(name, zone string) bool {
@@ -178,12 +167,12 @@ func inZone(name, zone string) bool {
 func normalizeRecords(zone string, recs []Record) ([]Record, error) {
 	out := make([]Record, 0, len(recs))
 	for _, r := range recs {
-		name, err := canonicalName(r.Name)
+		name, err := canonicalName("record name", r.Name)
 		if err != nil {
 			return nil, err
 		}
 		if !inZone(name, zone) {
-			return nil, fmt.Errorf("dns: record %s: %w: outside zone %s", name, ErrBadInput, zone)
+			return nil, errkind.BadInputf("dns: record %s: outside zone %s", name, zone)
 		}
 		if r.TXT != "" {
 			if r.Addr.IsValid() || !validTXT(r.TXT) {
@@ -194,7 +183,7 @@ func normalizeRecords(zone string, recs []Record) ([]Record, error) {
 		}
 		a := r.Addr.Unmap()
 		if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
-			return nil, fmt.Errorf("dns: record %s: %w: address %q not publishable", name, ErrBadInput, r.Addr)
+			return nil, errkind.BadInputf("dns: record %s: address %q not publishable", name, r.Addr)
 		}
 		out = append(out, Record{Name: name, Addr: a})
 	}

@@ -90,3 +90,32 @@ func TestSecretsStayHidden(t *testing.T) {
 		t.Fatalf("bad algorithm: %v", err)
 	}
 }
+
+// TestNamesRefuseControlCharacters: a name with a control character (a
+// line break that a hand edit or a bad config adds) is bad input wherever
+// it would reach zone data or a state file, never trimmed and accepted.
+func TestNamesRefuseControlCharacters(t *testing.T) {
+	s, err := dns.NewServer(dns.ServerConfig{Zone: "box.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"blog.box.example\n", "\tblog.box.example", "blog.box.example\r", "blog.box.example\u2028"} {
+		err := s.Set(t.Context(), []dns.Record{{Name: name, Addr: netip.MustParseAddr("2001:db8::1")}})
+		if !errors.Is(err, dns.ErrBadInput) || strings.Contains(err.Error(), name) {
+			t.Errorf("record name %q: %v, want ErrBadInput without the value", name, err)
+		}
+	}
+	for name, cfg := range map[string]dns.ServerConfig{
+		"zone":    {Zone: "box.example\r\n"},
+		"NS":      {Zone: "box.example", NS: []dns.NameServer{{Host: "ns1.box.example\n"}}},
+		"contact": {Zone: "box.example", Contact: "hostmaster@box.example\n"},
+		"key":     {Zone: "box.example", TSIGKeys: []dns.TSIGKey{{Name: "k.\n", Secret: "c2VjcmV0"}}},
+	} {
+		if _, err := dns.NewServer(cfg); !errors.Is(err, dns.ErrBadInput) {
+			t.Errorf("%s with a line break: %v, want ErrBadInput", name, err)
+		}
+	}
+	if len(s.Records()) != 0 {
+		t.Fatalf("records %v", s.Records())
+	}
+}

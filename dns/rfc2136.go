@@ -9,6 +9,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // RFC2136Config configures the dynamic-update publisher.
@@ -49,6 +51,8 @@ type RFC2136 struct {
 	lock chan struct{} // held while the ledger is changed or an update runs
 	wake chan struct{}
 
+	damaged error // a damaged ledger found by NewRFC2136
+
 	mu       sync.Mutex // guards the fields below
 	led      ledger
 	lastErr  error
@@ -57,14 +61,21 @@ type RFC2136 struct {
 
 // NewRFC2136 validates the configuration and loads the ledger. A ledger of
 // another zone is refused (its records could not be removed from here):
-// give each zone its own LedgerPath.
+// give each zone its own LedgerPath. A damaged ledger does not stop it: the
+// file is moved aside, Damaged and Status report it, and the publisher
+// recovers from the ledger's copy (LEDGER.copy, one save behind at most):
+// the next update replaces the address records of every name the copy
+// holds, so nothing published before stays behind. With no usable copy it
+// replaces the names still readable in the damaged files and the names of
+// the next Set; records published before under other names then stay
+// until removed by hand (Status.Damaged says so).
 func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 	zone, err := canonicalZone(cfg.Zone)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Server == "" {
-		return nil, fmt.Errorf("dns: rfc2136: %w: no server", ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: no server")
 	}
 	server, err := withDefaultPort(cfg.Server)
 	if err != nil {
@@ -75,14 +86,14 @@ func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 		return nil, fmt.Errorf("dns: rfc2136: %w", err)
 	}
 	if cfg.LedgerPath == "" {
-		return nil, fmt.Errorf("dns: rfc2136: %w: no ledger path", ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: no ledger path")
 	}
 	ttl := cfg.TTL
 	if ttl == 0 {
 		ttl = defaultTTL
 	}
 	if ttl < time.Second || ttl > 7*24*time.Hour {
-		return nil, fmt.Errorf("dns: rfc2136: TTL %s: %w: want 1s to 168h", ttl, ErrBadInput)
+		return nil, errkind.BadInputf("dns: rfc2136: TTL %s: want 1s to 168h", ttl)
 	}
 	p := &RFC2136{
 		server: server, zone: zone, ledgerPath: cfg.LedgerPath, key: key,
@@ -97,22 +108,17 @@ func NewRFC2136(cfg RFC2136Config) (*RFC2136, error) {
 		p.retryMax = time.Minute
 	}
 	p.retryMin = min(time.Second, p.retryMax)
-	l, err := loadLedger(cfg.LedgerPath)
+	l, damaged, err := loadLedger(cfg.LedgerPath, zone, time.Now())
 	if err != nil {
 		return nil, err
 	}
 	if l != nil {
 		if l.Zone != zone {
-			return nil, fmt.Errorf("dns: rfc2136: %w: ledger %s belongs to zone %s, not %s", ErrBadInput, cfg.LedgerPath, l.Zone, zone)
-		}
-		if l.Published, err = normalizeRecords(zone, l.Published); err != nil {
-			return nil, fmt.Errorf("dns: ledger %s: %w", cfg.LedgerPath, err)
-		}
-		if l.Desired, err = normalizeRecords(zone, l.Desired); err != nil {
-			return nil, fmt.Errorf("dns: ledger %s: %w", cfg.LedgerPath, err)
+			return nil, errkind.BadInputf("dns: rfc2136: ledger %s belongs to zone %s, not %s", cfg.LedgerPath, l.Zone, zone)
 		}
 		p.led = *l
 	}
+	p.damaged = damaged
 	p.led.Zone, p.led.Server = zone, server
 	return p, nil
 }
@@ -261,9 +267,10 @@ func (p *RFC2136) apply(ctx context.Context) error {
 	}
 	desired := cloneRecords(p.led.Desired)
 	deletes := minus(p.led.Published, desired)
+	replace := p.led.replaceNames()
 	p.mu.Unlock()
 
-	err := p.exchange(ctx, deletes, desired)
+	err := p.exchange(ctx, replace, deletes, desired)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,11 +279,14 @@ func (p *RFC2136) apply(ctx context.Context) error {
 		p.rejected = errors.Is(err, ErrRejected)
 		return err
 	}
+	unknown, replaceWas := p.led.Unknown, p.led.Replace
 	p.led.Published, p.led.TTL = desired, p.ttl
+	p.led.Unknown, p.led.Replace = false, nil
 	if err := p.led.save(p.ledgerPath); err != nil {
 		// Applied but not recorded: the next attempt repeats the
 		// (idempotent) update.
 		p.led.Published = nil
+		p.led.Unknown, p.led.Replace = unknown, replaceWas
 		p.lastErr = err
 		return err
 	}
@@ -284,13 +294,22 @@ func (p *RFC2136) apply(ctx context.Context) error {
 	return nil
 }
 
-// exchange sends one signed UPDATE: delete the given records, add (or
-// refresh) every desired one. Both are idempotent, so a repeat after a lost
-// answer does no harm.
-func (p *RFC2136) exchange(ctx context.Context, deletes, adds []Record) error {
+// exchange sends one signed UPDATE: delete the A and AAAA records of the
+// names to replace, delete the given records, add (or refresh) every
+// desired one. All are idempotent, so a repeat after a lost answer does no
+// harm; the server applies them in this order (RFC 2136 3.4.2).
+func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds []Record) error {
 	m := new(mdns.Msg)
 	m.SetUpdate(p.zone)
-	var del, add []mdns.RR
+	var rrsets, del, add []mdns.RR
+	for _, n := range replace {
+		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+			rrsets = append(rrsets, &mdns.ANY{Hdr: mdns.RR_Header{Name: n, Rrtype: t}})
+		}
+	}
+	if len(rrsets) > 0 {
+		m.RemoveRRset(rrsets)
+	}
 	for _, r := range deletes {
 		del = append(del, recordRR(r, 0))
 	}
@@ -333,6 +352,10 @@ func (p *RFC2136) exchange(ctx context.Context, deletes, adds []Record) error {
 	return fmt.Errorf("%s: %w: %w", what, ErrPending, err)
 }
 
+// Damaged is the error that describes a damaged ledger found by
+// NewRFC2136 (wrapping ErrDamaged), for the log; nil when there was none.
+func (p *RFC2136) Damaged() error { return p.damaged }
+
 // Published returns the records the server acknowledged.
 func (p *RFC2136) Published() []Record {
 	p.mu.Lock()
@@ -359,6 +382,9 @@ func (p *RFC2136) Status() Status {
 	}
 	if p.lastErr != nil {
 		st.LastError = p.lastErr.Error()
+	}
+	if p.damaged != nil {
+		st.Damaged = p.damaged.Error()
 	}
 	return st
 }

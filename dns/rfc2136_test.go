@@ -38,9 +38,7 @@ func lookup(t *testing.T, named *dnstest.Named, name string) []string {
 	var out []string
 	for _, typ := range []string{"A", "AAAA"} {
 		res := dnstest.DigT(t, "@127.0.0.1", "-p", strconv.Itoa(named.Port()), "+short", name, typ)
-		for _, l := range strings.Fields(res) {
-			out = append(out, l)
-		}
+		out = append(out, strings.Fields(res)...)
 	}
 	slices.Sort(out)
 	return out

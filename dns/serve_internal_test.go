@@ -58,6 +58,7 @@ func packQuery(t testing.TB, name string, qtype uint16, edns bool) []byte {
 func TestServeNoAllocs(t *testing.T) {
 	s := newTestServer(t, 100)
 	w := new(worker)
+	out := make([]byte, maxMsgSize)
 	for _, q := range []struct {
 		name  string
 		qtype uint16
@@ -72,11 +73,11 @@ func TestServeNoAllocs(t *testing.T) {
 	} {
 		for _, edns := range []bool{false, true} {
 			req := packQuery(t, q.name, q.qtype, edns)
-			allocs := testing.AllocsPerRun(100, func() { s.serve(w, req, false) })
+			allocs := testing.AllocsPerRun(100, func() { s.serve(w, req, out, false) })
 			if allocs != 0 {
 				t.Errorf("%s %d edns=%v: %v allocations per query", q.name, q.qtype, edns, allocs)
 			}
-			resp, _ := s.serve(w, req, false)
+			resp, _ := s.serve(w, req, out, false)
 			r := new(mdns.Msg)
 			if err := r.Unpack(resp); err != nil {
 				t.Fatalf("%s: unpack: %v", q.name, err)
@@ -117,9 +118,10 @@ func FuzzServe(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0xc0, 12, 0, 1, 0, 1})
 	f.Add([]byte("garbage"))
 	w := new(worker)
+	out := make([]byte, maxMsgSize)
 	f.Fuzz(func(t *testing.T, req []byte) {
 		for _, tcp := range []bool{false, true} {
-			resp, more := s.serve(w, append([]byte(nil), req...), tcp)
+			resp, more := s.serve(w, append([]byte(nil), req...), out, tcp)
 			for _, m := range append([][]byte{resp}, more...) {
 				if m == nil {
 					continue
@@ -188,10 +190,11 @@ func BenchmarkServe(b *testing.B) {
 		}
 	}
 	w := new(worker)
+	out := make([]byte, maxMsgSize)
 	b.Run("builtin", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			s.serve(w, reqs[i%len(reqs)], false)
+			s.serve(w, reqs[i%len(reqs)], out, false)
 		}
 	})
 	b.Run("miekg-naive", func(b *testing.B) {
@@ -205,7 +208,7 @@ func BenchmarkServe(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			t0 := time.Now()
 			for j := 0; j < 100; j++ {
-				s.serve(w, reqs[j], false)
+				s.serve(w, reqs[j], out, false)
 			}
 			t1 := time.Now()
 			for j := 0; j < 100; j++ {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 )
 
 // Server is the built-in authoritative server for one zone.
@@ -21,73 +23,69 @@ type Server struct {
 	closed  bool
 	apex    string // fingerprint saved with the state
 
-	udp     []*net.UDPConn
-	tcp     []net.Listener
-	conns   map[net.Conn]struct{}
-	connMu  sync.Mutex
-	tcpSem  chan struct{}
-	workers sync.Pool // *worker for TCP connections
+	udp     []*udpbatch.Group
+	tcpLs   []net.Listener
+	tcp     *tcpConns
+	workers sync.Pool // *tcpWorker for TCP connections
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	notify *notifier
+	notify  *notifier
+	damaged error // a damaged state file found by NewServer
 }
 
 // NewServer validates the configuration and loads the kept state (records
-// and serial). It opens no socket: see Start.
+// and serial). It opens no socket: see Start. A damaged state file does not
+// stop it: the file is moved aside, Damaged and Status report it, and the
+// server starts with no records (the next Set publishes them again) and a
+// serial past the one it served last.
 func NewServer(cfg ServerConfig) (*Server, error) {
 	setup, err := cfg.setup()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{setup: setup, apex: setup.zone.fingerprint(), conns: map[net.Conn]struct{}{}}
-	s.workers.New = func() any { return new(worker) }
-	serial := dateSerial(time.Now())
-	var records []Record
-	save := setup.stateDir != ""
-	if setup.stateDir != "" {
-		st, err := loadServerState(setup.stateDir)
-		if err != nil {
-			return nil, err
-		}
-		if st != nil {
-			serial = st.Serial
-			save = false
-			if st.Zone == setup.zone.zone {
-				if records, err = normalizeRecords(setup.zone.zone, st.Records); err != nil {
-					return nil, fmt.Errorf("dns: state: %w", err)
-				}
-			}
-			if st.Zone != setup.zone.zone || st.Apex != s.apex {
-				serial = nextSerial(serial, time.Now())
-				save = true
-			}
-		}
-	}
-	snap, err := buildSnapshot(&setup.zone, serial, records)
+	s := &Server{setup: setup, apex: setup.zone.fingerprint(), tcp: newTCPConns(setup.secondaries)}
+	s.workers.New = func() any { return new(tcpWorker) }
+	init, err := s.initialState(time.Now())
 	if err != nil {
 		return nil, err
 	}
-	if save {
+	s.damaged = init.damaged
+	snap, err := buildSnapshot(&setup.zone, init.serial, init.records)
+	if err != nil {
+		return nil, err
+	}
+	if init.save {
 		if err := s.saveState(snap); err != nil {
 			return nil, err
 		}
 	}
 	s.snap.Store(snap)
-	s.notify = newNotifier(setup)
+	s.notify = newNotifier(setup, s.raiseSerial)
 	return s, nil
 }
 
-func (s *Server) saveState(snap *snapshot) error {
-	if s.setup.stateDir == "" {
-		return nil
+// Damaged is the error that describes a damaged state file found by
+// NewServer (wrapping ErrDamaged), for the log; nil when there was none.
+func (s *Server) Damaged() error { return s.damaged }
+
+// raiseSerial moves the served serial past a secondary's when the
+// secondary's is ahead (it holds a zone this server served before its state
+// was lost or restored from an older copy) or, after a damaged state file,
+// equal: otherwise the secondary would never take a transfer again. The
+// records stay as they are.
+func (s *Server) raiseSerial(theirs uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.snap.Load()
+	if s.closed || serialGreater(cur.serial, theirs) || (cur.serial == theirs && s.damaged == nil) {
+		return
 	}
-	return saveServerState(s.setup.stateDir, &serverState{
-		Zone:    s.setup.zone.zone,
-		Serial:  snap.serial,
-		Apex:    s.apex,
-		Records: snap.records,
-	})
+	snap, err := buildSnapshot(&s.setup.zone, nextSerial(theirs, time.Now()), cur.records)
+	if err != nil || s.saveState(snap) != nil {
+		return // the next Set tries again with the next serial
+	}
+	s.snap.Store(snap)
 }
 
 // Zone is the canonical zone apex, e.g. "box.example.".
@@ -157,15 +155,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.tcpSem = make(chan struct{}, maxTCPConns)
-	for _, c := range s.udp {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.serveUDP(c)
-		}()
+	for _, g := range s.udp {
+		s.serveUDP(g)
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -189,14 +182,14 @@ func (s *Server) Addrs() []net.Addr {
 	defer s.mu.Unlock()
 	var out []net.Addr
 	seen := map[string]bool{}
-	for _, c := range s.udp {
-		a := c.LocalAddr()
+	for _, g := range s.udp {
+		a := g.Addr()
 		if !seen[a.String()] {
 			seen[a.String()] = true
 			out = append(out, a)
 		}
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		out = append(out, l.Addr())
 	}
 	return out
@@ -220,17 +213,13 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) closeSockets() {
-	for _, c := range s.udp {
-		_ = c.Close()
+	for _, g := range s.udp {
+		_ = g.Close()
 	}
-	for _, l := range s.tcp {
+	for _, l := range s.tcpLs {
 		_ = l.Close()
 	}
-	s.connMu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.connMu.Unlock()
+	s.tcp.closeAll()
 }
 
 // Status tells what is published and where.
@@ -242,6 +231,9 @@ func (s *Server) Status() Status {
 		Serial:    snap.serial,
 		Published: cloneRecords(snap.records),
 		Desired:   cloneRecords(snap.records),
+	}
+	if s.damaged != nil {
+		st.Damaged = s.damaged.Error()
 	}
 	for _, a := range s.Addrs() {
 		st.Servers = append(st.Servers, a.Network()+"/"+a.String())

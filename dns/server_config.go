@@ -8,6 +8,10 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // ServerConfig configures the built-in authoritative server.
@@ -35,7 +39,9 @@ type ServerConfig struct {
 	// over TCP, signed with their key) and get a NOTIFY on every change.
 	Secondaries []Secondary
 	// UDPSockets is the number of UDP sockets per listen address, bound
-	// with SO_REUSEPORT, each with its own reader. Default: GOMAXPROCS.
+	// with SO_REUSEPORT, each served by its own thread. Default: one per
+	// CPU the process may run on, each thread bound to its CPU, and each
+	// datagram steered to the socket of the CPU that processed it.
 	UDPSockets int
 }
 
@@ -82,7 +88,7 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 		ttl = defaultTTL
 	}
 	if ttl < time.Second || ttl > 7*24*time.Hour {
-		return nil, fmt.Errorf("dns: TTL %s: %w: want 1s to 168h", ttl, ErrBadInput)
+		return nil, errkind.BadInputf("dns: TTL %s: want 1s to 168h", ttl)
 	}
 	s := &serverSetup{
 		zone:       zoneData{zone: zone, ttl: uint32(ttl / time.Second)},
@@ -95,15 +101,15 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 		ns = []NameServer{{Host: "ns1." + zone}}
 	}
 	for i, n := range ns {
-		host, err := canonicalName(n.Host)
+		host, err := canonicalName(fmt.Sprintf("NS[%d]", i), n.Host)
 		if err != nil {
-			return nil, fmt.Errorf("dns: NS[%d]: %w", i, err)
+			return nil, err
 		}
 		out := NameServer{Host: host}
 		for _, a := range n.Addrs {
 			a = a.Unmap()
 			if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
-				return nil, fmt.Errorf("dns: NS %s: %w: address %q not usable", host, ErrBadInput, a)
+				return nil, errkind.BadInputf("dns: NS %s: address %q not usable", host, a)
 			}
 			out.Addrs = append(out.Addrs, a)
 		}
@@ -118,7 +124,7 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 	}
 	for _, l := range s.listen {
 		if _, _, err := net.SplitHostPort(l); err != nil {
-			return nil, fmt.Errorf("dns: listen address %q: %w: want host:port", l, ErrBadInput)
+			return nil, errkind.BadInputf("dns: listen address %q: want host:port", l)
 		}
 	}
 	for _, k := range c.TSIGKeys {
@@ -127,7 +133,7 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 			return nil, err
 		}
 		if _, dup := s.keys[rk.name]; dup {
-			return nil, fmt.Errorf("dns: TSIG key %s: %w: defined twice", rk.name, ErrBadInput)
+			return nil, errkind.BadInputf("dns: TSIG key %s: defined twice", rk.name)
 		}
 		s.keys[rk.name] = rk
 	}
@@ -136,18 +142,18 @@ func (c ServerConfig) setup() (*serverSetup, error) {
 		if err != nil {
 			return nil, err
 		}
-		name, err := canonicalName(sec.KeyName)
+		name, err := canonicalName("secondary "+addr+" key", sec.KeyName)
 		if err != nil {
-			return nil, fmt.Errorf("dns: secondary %s: key: %w", addr, err)
+			return nil, err
 		}
 		k, ok := s.keys[name]
 		if !ok {
-			return nil, fmt.Errorf("dns: secondary %s: %w: key %s is not among the TSIG keys", addr, ErrBadInput, name)
+			return nil, errkind.BadInputf("dns: secondary %s: key %s is not among the TSIG keys", addr, name)
 		}
 		s.secondaries = append(s.secondaries, secondary{addr: addr, key: k})
 	}
-	if s.udpSockets < 0 || s.udpSockets > 64 {
-		return nil, fmt.Errorf("dns: UDPSockets %d: %w: want 0 to 64", s.udpSockets, ErrBadInput)
+	if s.udpSockets < 0 || s.udpSockets > udpbatch.MaxSockets {
+		return nil, errkind.BadInputf("dns: UDPSockets %d: want 0 to %d", s.udpSockets, udpbatch.MaxSockets)
 	}
 	return s, nil
 }
@@ -158,16 +164,12 @@ func contactName(contact, zone string) (string, error) {
 		return "hostmaster." + strings.TrimPrefix(zone, "."), nil
 	}
 	if user, domain, ok := strings.Cut(contact, "@"); ok {
-		if !validLabel(strings.ToLower(user)) {
-			return "", fmt.Errorf("dns: contact %q: %w: the mailbox must be a plain label", contact, ErrBadInput)
+		if !names.IsLabel(user) {
+			return "", errkind.BadInputf("dns: contact %q: the mailbox must be a plain label", contact)
 		}
 		contact = user + "." + domain
 	}
-	n, err := canonicalName(contact)
-	if err != nil {
-		return "", fmt.Errorf("dns: contact: %w", err)
-	}
-	return n, nil
+	return canonicalName("contact", contact)
 }
 
 // withDefaultPort adds port 53 to a bare host.
@@ -177,7 +179,7 @@ func withDefaultPort(addr string) (string, error) {
 	}
 	host := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
 	if host == "" {
-		return "", fmt.Errorf("dns: address %q: %w: want host or host:port", addr, ErrBadInput)
+		return "", errkind.BadInputf("dns: address %q: want host or host:port", addr)
 	}
 	return net.JoinHostPort(host, "53"), nil
 }

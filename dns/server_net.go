@@ -2,104 +2,73 @@ package dns
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"runtime"
-	"strconv"
-	"syscall"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 )
 
-const (
-	maxTCPConns    = 128
-	tcpIdleTimeout = 10 * time.Second
-	tcpWriteTimout = 10 * time.Second
-	maxMsgSize     = 65535
-)
+const maxMsgSize = 65535
 
-func reusePort(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-// listen binds a group of UDP sockets (SO_REUSEPORT) and a TCP listener on
-// one address. With port 0 the first socket picks the port and the others
-// (and TCP) take the same one.
+// listen binds a group of UDP sockets (see udpbatch.Listen) and a TCP
+// listener on one address. With port 0 the kernel picks the port for the
+// group and TCP takes the same one.
 func (s *Server) listen(ctx context.Context, addr string) error {
-	host, _, _ := net.SplitHostPort(addr)
-	n := s.setup.udpSockets
-	if n == 0 {
-		n = runtime.GOMAXPROCS(0)
+	g, err := udpbatch.Listen(addr, s.setup.udpSockets)
+	if err != nil {
+		return fmt.Errorf("dns: listen udp %s: %w", addr, err)
 	}
-	lc := net.ListenConfig{Control: reusePort}
-	bind := addr
-	for i := 0; i < n; i++ {
-		pc, err := lc.ListenPacket(ctx, "udp", bind)
-		if err != nil {
-			return fmt.Errorf("dns: listen udp %s: %w", addr, err)
-		}
-		c := pc.(*net.UDPConn)
-		s.udp = append(s.udp, c)
-		if i == 0 {
-			bind = net.JoinHostPort(host, strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port))
-		}
-	}
+	s.udp = append(s.udp, g)
+	bind := g.Addr().String()
 	// TCP without SO_REUSEPORT: a second server on the same port must fail.
 	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", bind)
 	if err != nil {
 		return fmt.Errorf("dns: listen tcp %s: %w", bind, err)
 	}
-	s.tcp = append(s.tcp, l)
+	s.tcpLs = append(s.tcpLs, l)
 	return nil
 }
 
-// worker holds one reader's buffers, so serving allocates nothing.
+// worker holds what one reader learns of a query, so serving allocates
+// nothing.
 type worker struct {
-	req [maxMsgSize]byte
-	out [maxMsgSize]byte
 	key [260]byte
 	q   query
 }
 
-func (s *Server) serveUDP(c *net.UDPConn) {
-	w := new(worker)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(w.req[:])
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		resp, _ := s.serve(w, w.req[:n], false)
-		if resp != nil {
-			_, _ = c.WriteToUDPAddrPort(resp, from)
-		}
-	}
+// tcpWorker adds the buffers of a TCP connection.
+type tcpWorker struct {
+	worker
+	req [maxMsgSize]byte
+	out [maxMsgSize]byte
 }
 
-// serve answers one request: the hot path for plain queries, the slow path
-// (TSIG, transfers, other opcodes) otherwise. more holds the further
-// messages of a zone transfer.
-func (s *Server) serve(w *worker, req []byte, tcp bool) (resp []byte, more [][]byte) {
+// udpWorker answers the datagrams of one UDP socket (udpbatch.Handler).
+type udpWorker struct {
+	s *Server
+	w worker
+}
+
+func (u *udpWorker) Answer(req, out []byte) []byte {
+	resp, _ := u.s.serve(&u.w, req, out, false)
+	return resp
+}
+
+func (s *Server) serveUDP(g *udpbatch.Group) {
+	g.Serve(func() udpbatch.Handler { return &udpWorker{s: s} })
+}
+
+// serve answers one request into out: the hot path for plain queries, the
+// slow path (TSIG, transfers, other opcodes) otherwise. more holds the
+// further messages of a zone transfer.
+func (s *Server) serve(w *worker, req, out []byte, tcp bool) (resp []byte, more [][]byte) {
 	switch parseQuery(req, w.key[:], &w.q) {
 	case parseDrop:
 		return nil, nil
 	case parseFormErr:
-		return formErr(req, w.out[:]), nil
+		return formErr(req, out), nil
 	case parseSlow:
-		msgs := s.slow(w, req, tcp)
+		msgs := s.slow(w, req, out, tcp)
 		if len(msgs) == 0 {
 			return nil, nil
 		}
@@ -109,78 +78,5 @@ func (s *Server) serve(w *worker, req []byte, tcp bool) (resp []byte, more [][]b
 	if !tcp {
 		limit = w.q.udpLimit()
 	}
-	return s.snap.Load().respond(req, w.key[:], &w.q, w.out[:], limit), nil
-}
-
-func (s *Server) serveTCP(ctx context.Context, l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		select {
-		case s.tcpSem <- struct{}{}:
-		default:
-			_ = c.Close() // too many connections
-			continue
-		}
-		s.connMu.Lock()
-		if ctx.Err() != nil {
-			s.connMu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.connMu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.tcpSem }()
-			s.serveConn(c)
-			s.connMu.Lock()
-			delete(s.conns, c)
-			s.connMu.Unlock()
-			_ = c.Close()
-		}()
-	}
-}
-
-// serveConn answers length-prefixed messages on one TCP connection until
-// the peer closes it or stays idle.
-func (s *Server) serveConn(c net.Conn) {
-	w := s.workers.Get().(*worker)
-	defer s.workers.Put(w)
-	var lenBuf [2]byte
-	for {
-		_ = c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
-		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
-			return
-		}
-		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if _, err := io.ReadFull(c, w.req[:n]); err != nil {
-			return
-		}
-		resp, more := s.serve(w, w.req[:n], true)
-		if resp == nil {
-			continue
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimout))
-		for _, m := range append([][]byte{resp}, more...) {
-			if err := writeTCP(c, m); err != nil {
-				return
-			}
-		}
-	}
-}
-
-func writeTCP(c net.Conn, msg []byte) error {
-	buf := make([]byte, 2+len(msg))
-	binary.BigEndian.PutUint16(buf, uint16(len(msg)))
-	copy(buf[2:], msg)
-	_, err := c.Write(buf)
-	return err
+	return s.snap.Load().respond(req, w.key[:], &w.q, out, limit), nil
 }

@@ -41,10 +41,10 @@ func (g *signer) sign(r *mdns.Msg) ([]byte, error) {
 	return wire, nil
 }
 
-func (s *Server) slow(w *worker, req []byte, tcp bool) [][]byte {
+func (s *Server) slow(w *worker, req, out []byte, tcp bool) [][]byte {
 	m := new(mdns.Msg)
 	if err := m.Unpack(req); err != nil || len(m.Question) != 1 {
-		return [][]byte{formErr(req, w.out[:])}
+		return [][]byte{formErr(req, out)}
 	}
 	if m.Response {
 		return nil
@@ -52,7 +52,7 @@ func (s *Server) slow(w *worker, req []byte, tcp bool) [][]byte {
 	var g *signer
 	if t := m.IsTsig(); t != nil {
 		if !validName(t.Hdr.Name) || !validName(t.Algorithm) {
-			return [][]byte{formErr(req, w.out[:])}
+			return [][]byte{formErr(req, out)}
 		}
 		k, ok := s.setup.keys[mdns.CanonicalName(t.Hdr.Name)]
 		if !ok || k.algorithm != mdns.CanonicalName(t.Algorithm) {
@@ -90,7 +90,7 @@ func (s *Server) slow(w *worker, req []byte, tcp bool) [][]byte {
 	if !tcp {
 		limit = w.q.udpLimit() - tsigRoom
 	}
-	ans := s.snap.Load().respond(req, w.key[:], &w.q, w.out[:], limit)
+	ans := s.snap.Load().respond(req, w.key[:], &w.q, out, limit)
 	r := new(mdns.Msg)
 	if err := r.Unpack(ans); err != nil {
 		return reply(mdns.RcodeServerFailure)

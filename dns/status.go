@@ -29,6 +29,10 @@ type Status struct {
 	Rejected bool `json:"rejected,omitempty"`
 	// LastError is the last failure, empty after a success.
 	LastError string `json:"last_error,omitempty"`
+	// Damaged tells of a damaged state file found at start (zone.json or
+	// the ledger): where it was moved, and what the backend did instead.
+	// It stays set until the process ends.
+	Damaged string `json:"damaged,omitempty"`
 	// Secondaries and their NOTIFY state (built-in server only).
 	Secondaries []SecondaryStatus `json:"secondaries,omitempty"`
 }

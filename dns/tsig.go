@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // TSIGKey is a shared secret for transaction signatures (RFC 8945), as
@@ -54,9 +56,12 @@ type tsigKey struct {
 
 // resolve validates the key and returns its canonical form.
 func (k TSIGKey) resolve() (tsigKey, error) {
-	name, err := canonicalName(k.Name)
-	if err != nil || name == "." {
-		return tsigKey{}, fmt.Errorf("dns: TSIG key name %q: %w", k.Name, ErrBadInput)
+	name, err := canonicalName("TSIG key name", k.Name)
+	if err != nil {
+		return tsigKey{}, err
+	}
+	if name == "." {
+		return tsigKey{}, errkind.BadInputf("dns: TSIG key name %q: the root is not a key name", k.Name)
 	}
 	algName := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(k.Algorithm)), ".")
 	if algName == "" {
@@ -64,11 +69,11 @@ func (k TSIGKey) resolve() (tsigKey, error) {
 	}
 	alg, ok := tsigAlgorithms[algName]
 	if !ok {
-		return tsigKey{}, fmt.Errorf("dns: TSIG key %s: %w: algorithm %q not supported (hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512)", name, ErrBadInput, k.Algorithm)
+		return tsigKey{}, errkind.BadInputf("dns: TSIG key %s: algorithm %q not supported (hmac-sha1, hmac-sha224, hmac-sha256, hmac-sha384, hmac-sha512)", name, k.Algorithm)
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k.Secret))
 	if err != nil || len(raw) == 0 {
-		return tsigKey{}, fmt.Errorf("dns: TSIG key %s: %w: secret is not base64 or empty", name, ErrBadInput)
+		return tsigKey{}, errkind.BadInputf("dns: TSIG key %s: secret is not base64 or empty", name)
 	}
 	return tsigKey{name: name, algorithm: alg, secret: base64.StdEncoding.EncodeToString(raw)}, nil
 }

@@ -60,33 +60,57 @@ const (
 // records of req. The lowercase wire name followed by the qtype is written
 // into key (at least 257 bytes); q.nameLen tells where the name ends.
 func parseQuery(req []byte, key []byte, q *query) parseStatus {
+	counts, st := parseHeader(req, q)
+	if st != parseOK {
+		return st
+	}
+	off, st := parseQuestion(req, key, q)
+	if st != parseOK {
+		return st
+	}
+	if q.qtype == typeAXFR || q.qtype == typeIXFR {
+		return parseSlow
+	}
+	return parseRecords(req, off, counts, q)
+}
+
+// sectionCounts are the numbers of answer, authority and additional
+// records of a request.
+type sectionCounts struct{ an, ns, ar uint16 }
+
+// parseHeader reads the ID and flags and checks that the request is a
+// plain query with one question.
+func parseHeader(req []byte, q *query) (sectionCounts, parseStatus) {
 	if len(req) < headerLen {
-		return parseDrop
+		return sectionCounts{}, parseDrop
 	}
 	q.id = binary.BigEndian.Uint16(req)
 	q.flags = binary.BigEndian.Uint16(req[2:])
+	q.questionEnd = headerLen
 	if q.flags&bitQR != 0 {
-		return parseDrop
+		return sectionCounts{}, parseDrop
 	}
-	qd := binary.BigEndian.Uint16(req[4:])
-	an := binary.BigEndian.Uint16(req[6:])
-	ns := binary.BigEndian.Uint16(req[8:])
-	ar := binary.BigEndian.Uint16(req[10:])
 	if q.flags&opcodeMsk != 0 {
-		return parseSlow
+		return sectionCounts{}, parseSlow
 	}
-	if qd != 1 {
-		q.questionEnd = headerLen
-		return parseFormErr
+	if binary.BigEndian.Uint16(req[4:]) != 1 {
+		return sectionCounts{}, parseFormErr
 	}
-	// The question name, lowercased into key. No compression is possible
-	// in the first name of a message.
-	off := headerLen
-	k := 0
+	return sectionCounts{
+		an: binary.BigEndian.Uint16(req[6:]),
+		ns: binary.BigEndian.Uint16(req[8:]),
+		ar: binary.BigEndian.Uint16(req[10:]),
+	}, parseOK
+}
+
+// parseQuestion lowercases the question's name into key, followed by the
+// qtype, and returns the offset just past the question. No compression is
+// possible in the first name of a message.
+func parseQuestion(req, key []byte, q *query) (int, parseStatus) {
+	off, k := headerLen, 0
 	for {
 		if off >= len(req) {
-			q.questionEnd = headerLen
-			return parseFormErr
+			return 0, parseFormErr
 		}
 		l := int(req[off])
 		if l == 0 {
@@ -96,8 +120,7 @@ func parseQuery(req []byte, key []byte, q *query) parseStatus {
 			break
 		}
 		if l > 63 || off+1+l > len(req) || k+1+l+1 > 255 {
-			q.questionEnd = headerLen
-			return parseFormErr
+			return 0, parseFormErr
 		}
 		key[k] = byte(l)
 		for i := 1; i <= l; i++ {
@@ -111,8 +134,7 @@ func parseQuery(req []byte, key []byte, q *query) parseStatus {
 		off += 1 + l
 	}
 	if off+4 > len(req) {
-		q.questionEnd = headerLen
-		return parseFormErr
+		return 0, parseFormErr
 	}
 	q.nameLen = k
 	q.qtype = binary.BigEndian.Uint16(req[off:])
@@ -122,15 +144,13 @@ func parseQuery(req []byte, key []byte, q *query) parseStatus {
 	off += 4
 	q.questionEnd = off
 	q.edns, q.tsig, q.do, q.ednsVersion, q.udpSize = false, false, false, 0, 0
-	if q.qtype == typeAXFR || q.qtype == typeIXFR {
-		return parseSlow
-	}
+	return off, parseOK
+}
 
-	if an == 0 && ns == 0 && ar == 0 {
-		return parseOK
-	}
-	// Walk the other sections looking for OPT and TSIG.
-	total := int(an) + int(ns) + int(ar)
+// parseRecords walks the other sections from off looking for the OPT
+// record (EDNS) and a TSIG record, which sends the request to the slow path.
+func parseRecords(req []byte, off int, c sectionCounts, q *query) parseStatus {
+	total := int(c.an) + int(c.ns) + int(c.ar)
 	for i := 0; i < total; i++ {
 		start := off
 		var ok bool
@@ -146,7 +166,7 @@ func parseQuery(req []byte, key []byte, q *query) parseStatus {
 			return parseFormErr
 		}
 		off += rdlen
-		inAdditional := i >= int(an)+int(ns)
+		inAdditional := i >= int(c.an)+int(c.ns)
 		switch rrtype {
 		case typeOPT:
 			// One OPT, in the additional section, owned by the root.

@@ -3,6 +3,7 @@ package dns
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -105,113 +106,131 @@ func buildSnapshot(z *zoneData, serial uint32, records []Record) (*snapshot, err
 	if s.zone, err = wireName(z.zone); err != nil {
 		return nil, fmt.Errorf("dns: zone %s: %w", z.zone, err)
 	}
-
-	// RRsets by owner name and type.
-	type rrset = map[uint16][]mdns.RR
-	sets := map[string]rrset{}
-	add := func(rr mdns.RR) {
-		h := rr.Header()
-		if sets[h.Name] == nil {
-			sets[h.Name] = rrset{}
+	sets, glue := collectRRsets(z, soa, records)
+	for name := range existingNames(sets, z.zone) {
+		if err := s.packName(name, sets[name], glue); err != nil {
+			return nil, err
 		}
-		for _, old := range sets[h.Name][h.Rrtype] {
-			if mdns.IsDuplicate(old, rr) {
-				return
-			}
-		}
-		sets[h.Name][h.Rrtype] = append(sets[h.Name][h.Rrtype], rr)
 	}
-	add(soa)
-	var glue []mdns.RR
+	if s.nx, err = nxdomainAnswer(soa); err != nil {
+		return nil, err
+	}
+	s.xfr = transferOrder(sets, z.zone)
+	return s, nil
+}
+
+// rrsets are the zone's records by owner name and type.
+type rrsets map[string]map[uint16][]mdns.RR
+
+func (sets rrsets) add(rr mdns.RR) {
+	h := rr.Header()
+	if sets[h.Name] == nil {
+		sets[h.Name] = map[uint16][]mdns.RR{}
+	}
+	for _, old := range sets[h.Name][h.Rrtype] {
+		if mdns.IsDuplicate(old, rr) {
+			return
+		}
+	}
+	sets[h.Name][h.Rrtype] = append(sets[h.Name][h.Rrtype], rr)
+}
+
+// collectRRsets gathers the apex (SOA, NS, glue of in-zone name servers)
+// and the records. glue is what an NS answer carries as additional data.
+func collectRRsets(z *zoneData, soa *mdns.SOA, records []Record) (sets rrsets, glue []mdns.RR) {
+	sets = rrsets{}
+	sets.add(soa)
 	for _, ns := range z.ns {
-		add(&mdns.NS{Hdr: mdns.RR_Header{Name: z.zone, Rrtype: mdns.TypeNS, Class: mdns.ClassINET, Ttl: z.ttl}, Ns: ns.Host})
+		sets.add(&mdns.NS{Hdr: mdns.RR_Header{Name: z.zone, Rrtype: mdns.TypeNS, Class: mdns.ClassINET, Ttl: z.ttl}, Ns: ns.Host})
 		if inZone(ns.Host, z.zone) {
 			for _, a := range ns.Addrs {
 				rr := addrRR(ns.Host, a, z.ttl)
-				add(rr)
+				sets.add(rr)
 				glue = append(glue, rr)
 			}
 		}
 	}
 	for _, r := range records {
-		add(recordRR(r, z.ttl))
+		sets.add(recordRR(r, z.ttl))
 	}
+	return sets, glue
+}
 
-	// Every owner name and every empty non-terminal between it and the apex exists.
+// existingNames are every owner name and every empty non-terminal between
+// it and the apex: the names that answer NODATA rather than NXDOMAIN.
+func existingNames(sets rrsets, zone string) map[string]bool {
 	exists := map[string]bool{}
 	for name := range sets {
-		for n := name; inZone(n, z.zone); {
+		for n := name; inZone(n, zone); {
 			exists[n] = true
-			if n == z.zone {
+			if n == zone {
 				break
 			}
 			i, _ := mdns.NextLabel(n, 0)
 			n = n[i:]
 		}
 	}
+	return exists
+}
 
-	nodataAuth := []mdns.RR{soa}
-	for name := range exists {
-		wire, err := wireName(name)
-		if err != nil {
-			return nil, fmt.Errorf("dns: name %s: %w", name, err)
-		}
-		nodata, err := packAnswer(name, mdns.TypeNone, nil, nodataAuth, nil, mdns.RcodeSuccess)
-		if err != nil {
-			return nil, err
-		}
-		s.names[string(wire)] = nodata
-		var all []mdns.RR
-		types := make([]uint16, 0, len(sets[name]))
-		for t := range sets[name] {
-			types = append(types, t)
-		}
-		slices.Sort(types)
-		for _, t := range types {
-			rrs := sets[name][t]
-			all = append(all, rrs...)
-			var extra []mdns.RR
-			if t == mdns.TypeNS {
-				extra = glue
-			}
-			a, err := packAnswer(name, t, rrs, nil, extra, mdns.RcodeSuccess)
-			if err != nil {
-				return nil, err
-			}
-			s.answers[typeKey(wire, t)] = a
-		}
-		if len(all) > 0 {
-			a, err := packAnswer(name, mdns.TypeANY, all, nil, nil, mdns.RcodeSuccess)
-			if err != nil {
-				return nil, err
-			}
-			s.answers[typeKey(wire, mdns.TypeANY)] = a
-		}
+// packName packs the answers of one existing name: NODATA, one per type
+// it holds (an NS answer with the glue), and ANY.
+func (s *snapshot) packName(name string, types map[uint16][]mdns.RR, glue []mdns.RR) error {
+	wire, err := wireName(name)
+	if err != nil {
+		return fmt.Errorf("dns: name %s: %w", name, err)
 	}
+	nodata, err := packAnswer(name, mdns.TypeNone, nil, []mdns.RR{s.soa}, nil, mdns.RcodeSuccess)
+	if err != nil {
+		return err
+	}
+	s.names[string(wire)] = nodata
+	var all []mdns.RR
+	for _, t := range slices.Sorted(maps.Keys(types)) {
+		rrs := types[t]
+		all = append(all, rrs...)
+		var extra []mdns.RR
+		if t == mdns.TypeNS {
+			extra = glue
+		}
+		a, err := packAnswer(name, t, rrs, nil, extra, mdns.RcodeSuccess)
+		if err != nil {
+			return err
+		}
+		s.answers[typeKey(wire, t)] = a
+	}
+	if len(all) > 0 {
+		a, err := packAnswer(name, mdns.TypeANY, all, nil, nil, mdns.RcodeSuccess)
+		if err != nil {
+			return err
+		}
+		s.answers[typeKey(wire, mdns.TypeANY)] = a
+	}
+	return nil
+}
 
-	// NXDOMAIN: the SOA in authority, packed without compression because
-	// the question name is not known ahead of time.
+// nxdomainAnswer is NXDOMAIN with the SOA in authority, packed without
+// compression because the question name is not known ahead of time.
+func nxdomainAnswer(soa *mdns.SOA) (answer, error) {
 	buf := make([]byte, 512)
 	n, err := mdns.PackRR(soa, buf, 0, nil, false)
 	if err != nil {
-		return nil, fmt.Errorf("dns: pack SOA: %w", err)
+		return answer{}, fmt.Errorf("dns: pack SOA: %w", err)
 	}
-	s.nx = answer{flags: flagAA | mdns.RcodeNameError, ns: 1, tail: buf[:n]}
+	return answer{flags: flagAA | mdns.RcodeNameError, ns: 1, tail: buf[:n]}, nil
+}
 
-	// Zone transfer order: SOA, NS, then addresses by name.
-	s.xfr = append(s.xfr, soa)
-	s.xfr = append(s.xfr, sets[z.zone][mdns.TypeNS]...)
-	names := make([]string, 0, len(sets))
-	for name := range sets {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+// transferOrder is the zone as a transfer sends it: SOA, NS, then the
+// addresses and challenge texts by name (the transfer adds the closing SOA).
+func transferOrder(sets rrsets, zone string) []mdns.RR {
+	xfr := []mdns.RR{sets[zone][mdns.TypeSOA][0]}
+	xfr = append(xfr, sets[zone][mdns.TypeNS]...)
+	for _, name := range slices.Sorted(maps.Keys(sets)) {
 		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeTXT} {
-			s.xfr = append(s.xfr, sets[name][t]...)
+			xfr = append(xfr, sets[name][t]...)
 		}
 	}
-	return s, nil
+	return xfr
 }
 
 // packAnswer packs a response for (name, qtype) and keeps what follows the

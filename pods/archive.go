@@ -38,6 +38,9 @@ func OpenLocal(path string) (*os.File, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, errkind.BadInputf("pods: archive %s: %w", path, fs.ErrNotExist)
 		}
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return nil, errkind.BadInputf("pods: archive %s: %w", path, fs.ErrPermission) // the caller may not read it
+		}
 		return nil, fmt.Errorf("pods: archive %s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)

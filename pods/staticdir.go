@@ -79,7 +79,7 @@ func CheckStaticDir(dir string, refuse []string) error {
 		}
 		for _, x := range resolvedForms(r) {
 			if real == x || within(x, real) || within(real, x) {
-				return bad("it is, holds or is inside " + r + ", which onionpod keeps private")
+				return bad("it is, holds or is inside onionpod's own state (" + r + "), which onionpod keeps private")
 			}
 		}
 	}

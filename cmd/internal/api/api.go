@@ -8,12 +8,16 @@ import (
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
-// Errors the client returns for the daemon's answers, so callers can branch on them.
+// Errors the client returns for the daemon's answers, so callers can branch on them. The
+// daemon answers errkind's kinds with 400 (BadInput), 404 (NotFound) and 409 (Conflict), and the
+// client turns them back into the same kinds.
 var (
-	ErrNotFound = errors.New("not found")
-	ErrBadInput = errors.New("bad input")
+	ErrNotFound = errkind.NotFound
+	ErrBadInput = errkind.BadInput
+	ErrConflict = errkind.Conflict
 	ErrNoDaemon = errors.New("the onionpod daemon is not running")
 )
 
@@ -22,13 +26,26 @@ const (
 	StateRunning  = "running"  // unit active, network attached, onion added and DNS published as wanted
 	StateStarting = "starting" // on its way: some step not done yet
 	StateStopped  = "stopped"  // stopped by the user
-	StateFailed   = "failed"   // a step failed; LastError says which and why
+	StateFailed   = "failed"   // a step failed; LastError says which and why (RetryAt: when it is tried again)
+	// StateDamaged: the app's record is damaged (kept aside for the user). The app is held:
+	// its pod, onion service and DNS records stay as they are, nothing is changed or removed,
+	// until `onionpod run` gives it a new record or `onionpod rm` removes all of it.
+	StateDamaged = "damaged"
+	// StateUnreadable: the app's record cannot be read now (a newer schema, an I/O error). The
+	// app is held as for StateDamaged.
+	StateUnreadable = "unreadable"
 )
 
 // AppStatus is one app as the daemon sees it: the desired record and what was observed.
 type AppStatus struct {
-	App       store.App   `json:"app"`
-	State     string      `json:"state"`
+	App   store.App `json:"app"`
+	State string    `json:"state"`
+	// ObservedGeneration is the generation of the record (App.Generation) that the state, steps
+	// and error are of: the last pass applied it. It is below App.Generation until a pass has
+	// applied the latest change.
+	ObservedGeneration int64 `json:"observed_generation"`
+	// RetryAt: a failed app is tried again then (per-app backoff; a change of the app retries at once).
+	RetryAt   time.Time   `json:"retry_at,omitzero"`
 	Unit      UnitStatus  `json:"unit"`
 	Network   NetStatus   `json:"network"`
 	Onion     OnionStatus `json:"onion"`
@@ -36,7 +53,9 @@ type AppStatus struct {
 	TLS       *TLSStatus  `json:"tls,omitempty"` // tls.mode = "acme" only
 	LastError string      `json:"last_error,omitempty"`
 	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
-	Updated   time.Time   `json:"updated"`
+	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
+	Damaged []string  `json:"damaged,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // Step is one reconcile step of an app and how long it took.
@@ -95,12 +114,15 @@ type TLSStatus struct {
 
 // DNSStatus is what `onionpod dns ls` shows: where records go and which are published.
 type DNSStatus struct {
-	Mode    string      `json:"mode"` // builtin or rfc2136
-	Zone    string      `json:"zone"`
-	Server  string      `json:"server"` // where the zone is served or updated
-	Serial  uint32      `json:"serial,omitempty"`
-	Pending bool        `json:"pending,omitempty"`
-	Error   string      `json:"error,omitempty"`
+	Mode    string `json:"mode"` // builtin or rfc2136
+	Zone    string `json:"zone"`
+	Server  string `json:"server"` // where the zone is served or updated
+	Serial  uint32 `json:"serial,omitempty"`
+	Pending bool   `json:"pending,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// Damaged tells of a damaged state file (zone or ledger) found at start, kept aside, and
+	// what was done instead.
+	Damaged string      `json:"damaged,omitempty"`
 	Records []DNSRecord `json:"records"`
 }
 
@@ -112,6 +134,14 @@ type DaemonStatus struct {
 	Apps      int       `json:"apps"`
 	LastPass  time.Time `json:"last_pass"`
 	ConfigErr string    `json:"config_error,omitempty"`
+}
+
+// ImageInfo is what an image archive sent to the daemon (POST /v1/images) loaded as: its ID
+// ("sha256:..."), which an app's record then names as its image, and the reference the archive
+// gave it.
+type ImageInfo struct {
+	ID  string `json:"id"`
+	Ref string `json:"ref,omitempty"`
 }
 
 // WaitFor names what `wait` waits for.

@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Client talks to the daemon's unix socket.
@@ -54,7 +56,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
 	var rd io.Reader
-	if body != nil {
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd = b
+	default:
 		data, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)
@@ -90,9 +96,11 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	}
 	switch resp.StatusCode {
 	case http.StatusNotFound:
-		return nil, fmt.Errorf("%s: %w", eb.Error, ErrNotFound)
-	case http.StatusBadRequest:
-		return nil, fmt.Errorf("%s: %w", eb.Error, ErrBadInput)
+		return nil, errkind.NotFoundf("%s", eb.Error)
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return nil, errkind.BadInputf("%s", eb.Error)
+	case http.StatusConflict:
+		return nil, errkind.Conflictf("%s", eb.Error)
 	}
 	return nil, errors.New(eb.Error)
 }
@@ -109,23 +117,37 @@ func (c *Client) App(ctx context.Context, name string) (AppStatus, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name), nil, nil, &out)
 }
 
-// Put creates or replaces an app's desired state.
+// Put creates or replaces an app's desired state. app.Generation is the generation of the record
+// the change is based on (0: the app is new); when the record changed meanwhile (or was created
+// or removed), the daemon refuses with ErrConflict: read it again and re-apply the change. The
+// status returned carries the new generation (App.Generation), to Wait for.
 func (c *Client) Put(ctx context.Context, app store.App) (AppStatus, error) {
 	var out AppStatus
 	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), nil, app, &out)
 }
 
-// Start asks for a stopped app to run again; Stop stops it and keeps everything else.
-func (c *Client) Start(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/start", nil, nil, nil)
+// LoadImage sends an image archive (a `docker save` tarball or an OCI archive, read by the
+// caller as the user who named it) to the daemon, which loads it into its image store. The
+// returned ID is what an app's record names as its image.
+func (c *Client) LoadImage(ctx context.Context, archive io.Reader) (ImageInfo, error) {
+	var out ImageInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, &out)
+}
+
+// Start asks for a stopped app to run again; the status carries the new generation.
+func (c *Client) Start(ctx context.Context, name string) (AppStatus, error) {
+	var out AppStatus
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/start", nil, nil, &out)
 }
 
 // Stop stops an app's pod; its key, address and record stay.
-func (c *Client) Stop(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/stop", nil, nil, nil)
+func (c *Client) Stop(ctx context.Context, name string) (AppStatus, error) {
+	var out AppStatus
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/stop", nil, nil, &out)
 }
 
-// Remove deletes an app; its onion key is kept unless purgeKey.
+// Remove deletes an app (a damaged one too) and everything of it; its onion key is kept unless
+// purgeKey. It fails, saying what, while anything of the app remains after the removal.
 func (c *Client) Remove(ctx context.Context, name string, purgeKey bool) error {
 	q := url.Values{}
 	if purgeKey {
@@ -134,10 +156,15 @@ func (c *Client) Remove(ctx context.Context, name string, purgeKey bool) error {
 	return c.do(ctx, http.MethodDelete, "/v1/apps/"+url.PathEscape(name), q, nil, nil)
 }
 
-// Wait blocks until the app reaches the state named by what (WaitRunning or WaitPublished)
-// or the timeout passes; it returns the last status seen.
-func (c *Client) Wait(ctx context.Context, name, what string, timeout time.Duration) (AppStatus, error) {
+// Wait blocks until the app, at generation (or a later one; 0: any), reaches the state named by
+// what (WaitRunning or WaitPublished), fails, or the timeout passes (the daemon bounds it); it
+// returns the last status seen. Success or failure is only ever that of the generation waited
+// for: an earlier spec's failure is not reported.
+func (c *Client) Wait(ctx context.Context, name, what string, generation int64, timeout time.Duration) (AppStatus, error) {
 	q := url.Values{"for": {what}, "timeout": {timeout.String()}}
+	if generation > 0 {
+		q.Set("generation", strconv.FormatInt(generation, 10))
+	}
 	var out AppStatus
 	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/wait", q, nil, &out)
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,10 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // TestMain lets the testscripts run "onionpod" as a real command (this test binary, re-executed).
@@ -62,11 +67,33 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "blog", "--image", "r.example/blog:1", "--volume", "data"}, 2},
 		{[]string{"run", "blog", "--image", "r.example/blog:1", "--env", "NOVALUE"}, 2},
 		{[]string{"run", "blog", "--image", "x", "--static", "/tmp"}, 2},
+		{[]string{"run", "blog", "--image", "r.example/blog:1", "--unset-env", "A=B"}, 2},
 	}
 	for _, c := range cases {
 		var out, errOut nopWriter
 		if got := Run(context.Background(), c.args, IO{Out: &out, Err: &errOut}); got != c.want {
 			t.Errorf("onionpod %v: exit %d, want %d", c.args, got, c.want)
+		}
+	}
+}
+
+// TestOneBadInputKind: the exit code is 2 for any error of errkind's BadInput kind, 1 for a
+// conflict or another failure, whatever package it comes from.
+func TestOneBadInputKind(t *testing.T) {
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{errkind.BadInputf("genvalue: field %q: control character", "x"), exitBadInput},
+		{fmt.Errorf("api: %w", api.ErrBadInput), exitBadInput},
+		{configs.ErrInvalid, exitBadInput},
+		{errkind.Conflictf("changed"), exitFailed},
+		{errkind.NotFoundf("no such app"), exitFailed},
+		{errors.New("boom"), exitFailed},
+	}
+	for _, c := range cases {
+		if got := exitCode(c.err); got != c.want {
+			t.Errorf("exitCode(%v) = %d, want %d", c.err, got, c.want)
 		}
 	}
 }

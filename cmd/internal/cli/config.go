@@ -27,7 +27,10 @@ func newConfigCheckCmd(env *Env) *cobra.Command {
 		Use:   "check [FILE]",
 		Short: "Check a config file (default: the one in use) without applying it",
 		Long: `Check a config file: syntax, unknown keys (a typo is an error that names the key and its line),
-and every value. Exit code 0 when it is valid, 2 when it is not. Nothing is applied.`,
+and every value. Exit code 0 when it is valid, 2 when it is not. Nothing is applied.
+
+Secret files (dns.tsig secret_file) are checked when this user may read them; otherwise a note
+says they were not (only the daemon, as root, reads them).`,
 		Args: rangeArgs(0, 1, "at most one FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.File = env.ConfigPath()
@@ -40,9 +43,17 @@ and every value. Exit code 0 when it is valid, 2 when it is not. Nothing is appl
 }
 
 func runConfigCheck(env *Env, opts configCheckOptions) error {
-	if _, err := configs.Load(opts.File); err != nil {
+	cfg, err := configs.Load(opts.File)
+	if err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(env.Out, "%s: ok\n", opts.File)
+	unchecked, err := cfg.CheckSecrets()
+	if err != nil {
+		return err
+	}
+	for _, note := range unchecked {
+		fmt.Fprintf(env.Err, "note: %s\n", note)
+	}
+	_, err = fmt.Fprintf(env.Out, "%s: ok\n", opts.File)
 	return err
 }

@@ -94,7 +94,11 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, path string, restart 
 			return
 		case <-hup:
 		}
-		if _, err := configs.LoadOrDefault(path); err != nil {
+		cfg, err := configs.LoadOrDefault(path)
+		if err == nil {
+			_, err = cfg.CheckSecrets() // the daemon runs as root: it can read them all
+		}
+		if err != nil {
 			log.Error("config reload refused: the running config stays", "err", err)
 			continue
 		}

@@ -42,6 +42,9 @@ func newDNSCmd(env *Env) *cobra.Command {
 			if st.Error != "" {
 				fmt.Fprintln(env.Out, "last error:", st.Error)
 			}
+			if st.Damaged != "" {
+				fmt.Fprintln(env.Out, "damaged state:", st.Damaged)
+			}
 			tw := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tADDRESSES")
 			for _, r := range st.Records {

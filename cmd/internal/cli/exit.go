@@ -5,13 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/onionpod/onionpod/cmd/internal/api"
-	"github.com/onionpod/onionpod/cmd/internal/store"
-	"github.com/onionpod/onionpod/configs"
-	"github.com/onionpod/onionpod/dns"
-	"github.com/onionpod/onionpod/network"
-	"github.com/onionpod/onionpod/onion"
-	"github.com/onionpod/onionpod/pods"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 // Exit codes, decided here and nowhere else.
@@ -30,31 +24,24 @@ type usageError struct {
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
-// badInput lists the sentinels of every package whose errors mean "the user's input is wrong".
-func badInput() []error {
-	return []error{configs.ErrInvalid, store.ErrInvalid, errBadInput, api.ErrBadInput,
-		onion.ErrBadInput, pods.ErrBadInput, network.ErrBadInput, dns.ErrBadInput}
-}
+// errBadInput marks bad input detected by the CLI itself (internal/errkind's kind).
+var errBadInput = errkind.BadInput
 
-// errBadInput marks bad input detected by the CLI itself.
-var errBadInput = errors.New("bad input")
-
+// exitCode decides the exit code of every command: 2 for a usage error or bad input (any error
+// of internal/errkind's BadInput kind, whichever package it comes from), a child's own code,
+// 1 for any other failure.
 func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
 	var u *usageError
-	if errors.As(err, &u) {
-		return exitBadInput
-	}
 	var child *childExit
-	if errors.As(err, &child) {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &u):
+		return exitBadInput
+	case errors.As(err, &child):
 		return child.code
-	}
-	for _, sentinel := range badInput() {
-		if errors.Is(err, sentinel) {
-			return exitBadInput
-		}
+	case errors.Is(err, errkind.BadInput):
+		return exitBadInput
 	}
 	return exitFailed
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 type exposeOptions struct {
@@ -41,7 +42,7 @@ the service descriptor, and print the addresses: the .onion, the DNS name and th
 
 func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 	start := time.Now()
-	st, running, client, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, exists bool) error {
+	res, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, exists bool) error {
 		if !exists && opts.Image == "" && opts.Static == "" {
 			return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: cmd.CommandPath()}
 		}
@@ -51,12 +52,13 @@ func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 	if err != nil {
 		return err
 	}
+	st := res.Status
 	if !opts.NoWait {
-		if st, err = client.Wait(cmd.Context(), opts.App, api.WaitPublished, opts.Timeout); err != nil {
+		if st, err = res.Client.Wait(cmd.Context(), opts.App, api.WaitPublished, st.ObservedGeneration, opts.Timeout); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(env.Err, "%s: pod running, onion added and DNS published in %.2f s", opts.App, running.Seconds())
+	fmt.Fprintf(env.Err, "%s: pod running, onion added and DNS published in %.2f s", opts.App, res.Took.Seconds())
 	if !opts.NoWait {
 		fmt.Fprintf(env.Err, "; descriptor uploaded after %.2f s", time.Since(start).Seconds())
 	}
@@ -70,15 +72,17 @@ func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
 func newUnexposeCmd(env *Env) *cobra.Command {
 	return appCommand(env, "unexpose", "Take an app's onion service down (the key is kept: expose brings the same .onion back)",
 		func(ctx context.Context, client *api.Client, app string) error {
-			st, err := client.App(ctx, app)
+			st, err := update(ctx, client, app, func(a *store.App, exists bool) error {
+				switch {
+				case !exists:
+					return errkind.NotFoundf("%s: no such app", app)
+				case a.OnionOnly:
+					return errkind.BadInputf("%s is onion-only: `onionpod stop %s` or `onionpod rm %s`", app, app, app)
+				}
+				a.Onion = false
+				return nil
+			})
 			if err != nil {
-				return err
-			}
-			if st.App.OnionOnly {
-				return fmt.Errorf("%w: %s is onion-only: `onionpod stop %s` or `onionpod rm %s`", errBadInput, app, app, app)
-			}
-			st.App.Onion = false
-			if _, err := client.Put(ctx, st.App); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Out, "%s: onion service removed; its key is kept (%s)\n", app, st.Onion.Address)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -8,6 +9,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/daemon"
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/names"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
@@ -21,14 +23,14 @@ func newInternalCmd(env *Env) *cobra.Command {
 
 // newNetUpCmd is the ExecStart of an app's network unit: it recreates the pod's network
 // namespace and attachment at boot, before the pod and before the daemon, from the config and
-// the app's record.
+// the app's record (for a held app whose record is damaged: its last good record).
 func newNetUpCmd(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:  "net-up APP",
 		Args: exactArgs("APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			app := args[0]
-			if err := store.ValidateName(app); err != nil {
+			if err := names.App(app); err != nil {
 				return err
 			}
 			cfg, err := env.Config()
@@ -49,6 +51,10 @@ func newNetUpCmd(env *Env) *cobra.Command {
 				return err
 			}
 			rec, err := st.Get(app)
+			var held *store.Held
+			if errors.As(err, &held) && held.Last != nil {
+				rec, err = *held.Last, nil
+			}
 			if err != nil {
 				return err
 			}

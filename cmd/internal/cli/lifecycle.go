@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
-	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // appCommand is a command on one app: it refuses a bad name (exit 2) before anything else, loads
@@ -19,7 +19,7 @@ func appCommand(env *Env, use, short string, run func(ctx context.Context, clien
 		Short: short,
 		Args:  exactArgs("APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := store.ValidateName(args[0]); err != nil {
+			if err := names.App(args[0]); err != nil {
 				return err
 			}
 			cfg, err := env.Config()
@@ -34,10 +34,11 @@ func appCommand(env *Env, use, short string, run func(ctx context.Context, clien
 func newStartCmd(env *Env) *cobra.Command {
 	var timeout time.Duration
 	cmd := appCommand(env, "start", "Start a stopped app", func(ctx context.Context, client *api.Client, app string) error {
-		if err := client.Start(ctx, app); err != nil {
+		st, err := client.Start(ctx, app)
+		if err != nil {
 			return err
 		}
-		st, err := client.Wait(ctx, app, api.WaitRunning, timeout)
+		st, err = client.Wait(ctx, app, api.WaitRunning, st.App.Generation, timeout)
 		if err != nil {
 			return err
 		}
@@ -54,7 +55,7 @@ func newStartCmd(env *Env) *cobra.Command {
 func newStopCmd(env *Env) *cobra.Command {
 	return appCommand(env, "stop", "Stop an app: its pod stops, its onion service and DNS records are withdrawn, all else is kept",
 		func(ctx context.Context, client *api.Client, app string) error {
-			if err := client.Stop(ctx, app); err != nil {
+			if _, err := client.Stop(ctx, app); err != nil {
 				return err
 			}
 			fmt.Fprintf(env.Out, "%s stopped (start it again with `onionpod start %s`)\n", app, app)

@@ -77,10 +77,25 @@ func onionURL(a api.AppStatus) string {
 }
 
 func source(a api.AppStatus) string {
-	if a.App.Static != "" {
+	if held(a) {
+		return "(record " + a.State + ": see onionpod status " + a.App.Name + ")"
+	}
+	switch {
+	case a.App.Static != "":
 		return "static:" + a.App.Static
+	case a.App.Source != "":
+		return a.App.Source + " (" + shortID(a.App.Image) + ")"
 	}
 	return a.App.Image
+}
+
+// shortID is an image ID as docker shows it: 12 hex digits.
+func shortID(id string) string {
+	hex := strings.TrimPrefix(id, "sha256:")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return hex
 }
 
 // addressLines are the lines that end the human output of run, expose and status: how to reach the app.

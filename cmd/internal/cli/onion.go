@@ -18,6 +18,8 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/names"
 	"github.com/onionpod/onionpod/onion"
 )
 
@@ -51,7 +53,7 @@ func withKeys(ctx context.Context, env *Env, fn func(*onion.KeyStore) error) err
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func() error { return fn(keyStore(cfg)) })
+	return st.Update(ctx, func(*store.Tx) error { return fn(keyStore(cfg)) })
 }
 
 // changeKeys is withKeys for commands that change keys or client lists: a running daemon is then
@@ -182,7 +184,7 @@ An app that already has another key keeps it unless --force is given.`,
 }
 
 func runOnionImport(ctx context.Context, env *Env, opts onionImportOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
+	if err := names.App(opts.App); err != nil {
 		return err
 	}
 	var stdinKey *onion.Key
@@ -248,7 +250,7 @@ func newOnionExportCmd(env *Env) *cobra.Command {
 }
 
 func runOnionExport(ctx context.Context, env *Env, opts onionExportOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
+	if err := names.App(opts.App); err != nil {
 		return err
 	}
 	var addr string
@@ -303,7 +305,7 @@ the terminal, or read from --passphrase-file), or for age/SSH public keys (--rec
 
 func runOnionBackup(ctx context.Context, env *Env, opts onionBackupOptions) error {
 	for _, app := range opts.Apps {
-		if err := store.ValidateName(app); err != nil {
+		if err := names.App(app); err != nil {
 			return err
 		}
 	}
@@ -342,7 +344,7 @@ func runOnionBackup(ctx context.Context, env *Env, opts onionBackupOptions) erro
 	if err != nil {
 		return err
 	}
-	if err := store.WriteFileAtomic(opts.Output, buf.Bytes(), 0o600); err != nil {
+	if _, err := atomicfile.WriteFile(opts.Output, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("onion backup: %w", err)
 	}
 	fmt.Fprintf(env.Out, "backed up %d app(s) to %s:\n", len(done), opts.Output)
@@ -533,7 +535,7 @@ Tor Browser the key when it asks.`,
 }
 
 func runOnionAuthAdd(ctx context.Context, env *Env, opts onionAuthOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
+	if err := names.App(opts.App); err != nil {
 		return err
 	}
 	var cred onion.ClientCredential
@@ -568,7 +570,7 @@ func newOnionAuthRmCmd(env *Env) *cobra.Command {
 }
 
 func runOnionAuthRm(ctx context.Context, env *Env, opts onionAuthOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
+	if err := names.App(opts.App); err != nil {
 		return err
 	}
 	var left int
@@ -614,7 +616,7 @@ type onionClientEntry struct {
 }
 
 func runOnionAuthLs(ctx context.Context, env *Env, opts onionAuthOptions) error {
-	if err := store.ValidateName(opts.App); err != nil {
+	if err := names.App(opts.App); err != nil {
 		return err
 	}
 	var clients []onion.AuthorizedClient

@@ -10,21 +10,19 @@ import (
 	"github.com/onionpod/onionpod/pods"
 )
 
-// prefetch pulls or loads an app's image into the box's image store with a progress bar, when
-// the user watches a terminal: the daemon then finds it cached. Without a terminal (scripts, the
-// lab) the daemon fetches it itself. A failure here is only reported: the daemon tries again
-// and its error is the one that counts.
+// prefetch pulls an app's registry image into the box's image store with a progress bar, when
+// root watches a terminal: the daemon then finds it cached. Without a terminal (scripts, the lab)
+// the daemon pulls it itself, in the background. A failure here is only reported: the daemon
+// tries again and its error is the one that counts. (Local archives are sent to the daemon.)
 func prefetch(ctx context.Context, env *Env, cfg *configs.Config, ref string) {
-	if ref == "" || !IsTerminal(env.Err) || os.Geteuid() != 0 {
+	if !daemon.RegistryImage(ref) || !IsTerminal(env.Err) || os.Geteuid() != 0 {
 		return
 	}
 	images := &pods.ImageStore{Dir: cfg.ImagesDir()}
-	if !daemon.LocalImage(ref) {
-		if _, err := images.Image(ref); err == nil {
-			return // already cached
-		}
+	if _, err := images.Image(ref); err == nil {
+		return // already cached
 	}
-	if _, err := daemon.FetchImage(ctx, images, ref, env.Err); err != nil {
+	if _, err := images.Pull(ctx, ref, env.Err); err != nil {
 		fmt.Fprintf(env.Err, "note: fetching %s here failed (%v); the daemon tries again\n", ref, err)
 	}
 }

@@ -33,6 +33,10 @@ func printStatus(env *Env, st api.AppStatus) {
 	w := env.Out
 	a := st.App
 	fmt.Fprintf(w, "%s: %s\n", a.Name, st.State)
+	if held(st) {
+		printHeld(env, st)
+		return
+	}
 	fmt.Fprintf(w, "  source:    %s\n", source(st))
 	if u := st.Unit; u.Name != "" {
 		line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
@@ -83,10 +87,45 @@ func printStatus(env *Env, st api.AppStatus) {
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	}
+	for _, f := range st.Damaged {
+		fmt.Fprintf(w, "  damaged:   %s (kept for you; a fresh one was made)\n", f)
+	}
+	if !st.RetryAt.IsZero() {
+		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", time.Until(st.RetryAt).Round(time.Second))
+	}
+	if st.ObservedGeneration < a.Generation {
+		fmt.Fprintf(w, "  change:    %d not applied yet (the state above is of %d)\n", a.Generation, st.ObservedGeneration)
+	}
 	if lines := addressLines(st); len(lines) > 0 && st.State == api.StateRunning {
 		fmt.Fprintln(w)
 		for _, l := range lines {
 			fmt.Fprintln(w, l)
 		}
+	}
+}
+
+// held reports whether the app's record cannot be used (damaged or unreadable).
+func held(st api.AppStatus) bool {
+	return st.State == api.StateDamaged || st.State == api.StateUnreadable
+}
+
+// printHeld shows a held app: what is wrong and what to do, and what is observed of it.
+func printHeld(env *Env, st api.AppStatus) {
+	w := env.Out
+	fmt.Fprintf(w, "  error:     %s\n", st.LastError)
+	for _, c := range st.Damaged {
+		fmt.Fprintf(w, "  kept:      %s\n", c)
+	}
+	if u := st.Unit; u.Name != "" {
+		fmt.Fprintf(w, "  unit:      %s %s/%s\n", u.Name, orDash(u.ActiveState), orDash(u.SubState))
+	}
+	if st.Onion.Address != "" {
+		fmt.Fprintf(w, "  onion:     %s (added: %v)\n", st.Onion.Address, st.Onion.Added)
+	}
+	if st.Network.LAN != "" {
+		fmt.Fprintf(w, "  ipv6:      %s\n", st.Network.LAN)
+	}
+	if st.DNS.Name != "" {
+		fmt.Fprintf(w, "  dns:       %s (published: %v)\n", st.DNS.Name, st.DNS.Published)
 	}
 }

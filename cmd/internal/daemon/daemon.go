@@ -5,12 +5,16 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -19,10 +23,8 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
-	"github.com/onionpod/onionpod/dns"
-	"github.com/onionpod/onionpod/network"
-	"github.com/onionpod/onionpod/onion"
-	"github.com/onionpod/onionpod/pods"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // Options are the daemon's inputs besides the config.
@@ -50,23 +52,39 @@ type Daemon struct {
 	triggerCh chan struct{}
 	parts     *parts
 
+	// The LocalAPI's bounds and its running handlers.
+	maxWait   time.Duration
+	waits     *perUID
+	followers *perUID
+	uploads   *perUID
+	handlers  gate
+
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
+	lastWanted reconcile.Desired // what the last pass applied
+	retries    retries
 	dhcp       *bool // whether the DHCP daemon was last made to run (nil: not yet decided)
 
-	mu       sync.Mutex
-	statuses map[string]api.AppStatus
-	lastPass time.Time
-	changed  chan struct{} // closed and replaced whenever statuses change
+	mu        sync.Mutex
+	statuses  map[string]api.AppStatus
+	lastPass  time.Time
+	nextRetry time.Time     // when the earliest backoff ends (zero: none)
+	changed   chan struct{} // closed and replaced whenever statuses change
 }
 
-// New prepares a daemon for cfg; Run starts it.
+// New prepares a daemon for cfg; Run starts it. The daemon is the only part of onionpod that
+// reads secret files (TSIG keys): New checks them.
 func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if opts.DriftInterval == 0 {
 		opts.DriftInterval = 30 * time.Second
+	}
+	if unreadable, err := cfg.CheckSecrets(); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	} else if len(unreadable) > 0 {
+		return nil, fmt.Errorf("daemon: %s", strings.Join(unreadable, "; "))
 	}
 	st, err := store.Open(cfg.StateDir)
 	if err != nil {
@@ -79,12 +97,18 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 		opts:      opts,
 		started:   time.Now(),
 		triggerCh: make(chan struct{}, 1),
+		maxWait:   maxWaitTimeout,
+		waits:     newPerUID("waits", maxWaitsPerUID),
+		followers: newPerUID("log followers", maxFollowersPerUID),
+		uploads:   newPerUID("image uploads", maxUploadsPerUID),
+		retries:   retries{},
 		statuses:  map[string]api.AppStatus{},
 		changed:   make(chan struct{}),
 	}, nil
 }
 
-// Run serves the LocalAPI and reconciles until ctx ends.
+// Run serves the LocalAPI and reconciles until ctx ends. Every goroutine it starts, and every
+// API request, has ended before the parts (connections, servers) are closed.
 func (d *Daemon) Run(ctx context.Context) error {
 	p, err := buildParts(ctx, d.cfg, d.opts.Self, d.opts.ConfigPath)
 	if err != nil {
@@ -92,27 +116,41 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	d.logDamagedState()
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := d.startServices(ctx); err != nil {
+	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
+		_, err := p.images.Pull(ctx, ref, io.Discard)
+		return err
+	}, wg.Go, func(app string) { d.trigger("image of " + app + " fetched") })
+	if err := d.startServices(ctx, &wg); err != nil {
 		return err
 	}
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	srv := &http.Server{Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: d.handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
+		ConnContext: withPeer,
+		// Requests end with the daemon: waits and log followers are cancelled.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
 	d.log.Info("listening", "socket", d.cfg.API.Socket, "state_dir", d.cfg.StateDir)
 	if d.opts.Ready != nil {
 		d.opts.Ready()
 	}
 	d.trigger("boot")
 	loopErr := d.loop(ctx)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelShutdown()
 	srv.Shutdown(shutdownCtx)
+	d.handlers.closeAndWait()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("daemon: api: %w", err)
 	}
@@ -128,25 +166,42 @@ func (d *Daemon) trigger(reason string) {
 	}
 }
 
+// loop runs a pass on every trigger, on the drift tick, and when an app's backoff ends.
 func (d *Daemon) loop(ctx context.Context) error {
 	tick := time.NewTicker(d.opts.DriftInterval)
 	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
+		retry.Stop()
+		var retryC <-chan time.Time
+		if at := d.retryAt(); !at.IsZero() {
+			retry.Reset(time.Until(at))
+			retryC = retry.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.triggerCh:
 		case <-tick.C:
+		case <-retryC:
 		}
 		d.pass(ctx)
 	}
 }
 
-func (d *Daemon) setStatuses(next map[string]api.AppStatus) {
+func (d *Daemon) retryAt() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.nextRetry
+}
+
+func (d *Daemon) setStatuses(next map[string]api.AppStatus, nextRetry time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.statuses = next
 	d.lastPass = time.Now()
+	d.nextRetry = nextRetry
 	close(d.changed)
 	d.changed = make(chan struct{})
 }
@@ -165,20 +220,33 @@ func (d *Daemon) daemonStatus() api.DaemonStatus {
 	return st
 }
 
-// appStatuses lists every app in the store with its last observed status.
+// appStatuses lists every app in the store with its last observed status, held apps included.
 func (d *Daemon) appStatuses() ([]api.AppStatus, error) {
-	apps, err := d.store.List()
+	apps, held, err := d.store.List()
+	if err != nil {
+		return nil, err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]api.AppStatus, 0, len(apps))
+	out := make([]api.AppStatus, 0, len(apps)+len(held))
 	for _, app := range apps {
 		out = append(out, d.statusOfLocked(app))
 	}
-	return out, err
+	for _, h := range held {
+		out = append(out, d.heldStatusLocked(h))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].App.Name < out[j].App.Name })
+	return out, nil
 }
 
 func (d *Daemon) appStatus(name string) (api.AppStatus, error) {
 	app, err := d.store.Get(name)
+	var h *store.Held
+	if errors.As(err, &h) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.heldStatusLocked(h), nil
+	}
 	if err != nil {
 		return api.AppStatus{}, err
 	}
@@ -201,28 +269,80 @@ func (d *Daemon) appDetail(ctx context.Context, name string) (api.AppStatus, err
 	return st, nil
 }
 
+// statusOfLocked is the app's status from the last pass, with its current record.
 func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {
 	st, ok := d.statuses[app.Name]
-	if !ok {
+	if !ok || st.State == api.StateDamaged || st.State == api.StateUnreadable {
 		return api.AppStatus{App: app, State: api.StateStarting}
 	}
 	st.App = app
 	return st
 }
 
-func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, error) {
-	err := d.store.Update(ctx, func() error {
-		old, err := d.store.Get(app.Name)
+// heldStatusLocked is a held app's status: what the last pass observed of it, and what to do.
+func (d *Daemon) heldStatusLocked(h *store.Held) api.AppStatus {
+	st := d.statuses[h.Name]
+	st.App = store.App{Name: h.Name}
+	st.State, st.LastError = heldState(h)
+	st.Damaged = h.Copies
+	st.Steps, st.RetryAt, st.ObservedGeneration = nil, time.Time{}, 0
+	return st
+}
+
+// heldState is what a held app's status says: damaged or unreadable, why, and what to do.
+func heldState(h *store.Held) (state, msg string) {
+	state = api.StateUnreadable
+	if h.Damaged {
+		state = api.StateDamaged
+	}
+	return state, fmt.Sprintf("%s; its pod, onion service and DNS records are held as they are: "+
+		"`onionpod run %s --image REF|--static DIR ...` gives it a new record, `onionpod rm %s` removes all of it",
+		heldWhy(h), h.Name, h.Name)
+}
+
+// heldWhy says in a few words why an app is held.
+func heldWhy(h *store.Held) string {
+	if h.Damaged && len(h.Copies) > 0 {
+		return "its record is damaged (kept as " + h.Copies[len(h.Copies)-1] + ")"
+	}
+	return fmt.Sprint(h.Err)
+}
+
+// putApp stores a new or changed record for who. app.Generation is the generation the change is
+// based on (0: a new app): when the record has changed meanwhile, the change is refused
+// (Conflict) and nothing is written. The record gets the next generation. A new static
+// directory must be one who may read (checkStaticSite).
+func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppStatus, error) {
+	now := time.Now().UTC()
+	err := d.store.Update(ctx, func(tx *store.Tx) error {
+		old, err := tx.Get(app.Name)
+		var h *store.Held
 		switch {
 		case err == nil:
-			app.Created = old.Created
 		case errors.Is(err, store.ErrNotFound):
-			app.Created = time.Now().UTC()
+			old = store.App{Created: now}
+		case errors.As(err, &h) && h.Damaged:
+			// A new record replaces a damaged one; the damaged record is kept aside.
+			if h.Record {
+				if _, err := tx.Quarantine(app.Name, now); err != nil {
+					return err
+				}
+			}
+			old = store.App{Created: now}
 		default:
 			return err
 		}
-		app.Updated = time.Now().UTC()
-		return d.store.Put(app)
+		if app.Generation != old.Generation {
+			return errkind.Conflictf("daemon: app %q changed since it was read (generation %d, now %d): read it again", app.Name, app.Generation, old.Generation)
+		}
+		if app.Static != "" && app.Static != old.Static {
+			if err := checkStaticSite(app.Static, who, []string{d.cfg.StateDir}); err != nil {
+				return err
+			}
+		}
+		app.Generation = old.Generation + 1
+		app.Created, app.Updated = old.Created, now
+		return tx.Put(app)
 	})
 	if err != nil {
 		return api.AppStatus{}, err
@@ -231,55 +351,102 @@ func (d *Daemon) putApp(ctx context.Context, app store.App) (api.AppStatus, erro
 	return d.appStatus(app.Name)
 }
 
-func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) error {
-	err := d.store.Update(ctx, func() error {
-		app, err := d.store.Get(name)
+func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api.AppStatus, error) {
+	err := d.store.Update(ctx, func(tx *store.Tx) error {
+		app, err := tx.Get(name)
 		if err != nil {
 			return err
 		}
 		app.Stopped = stopped
+		app.Generation++
 		app.Updated = time.Now().UTC()
-		return d.store.Put(app)
+		return tx.Put(app)
 	})
-	if err == nil {
-		d.trigger("app " + name + " started/stopped")
+	if err != nil {
+		return api.AppStatus{}, err
 	}
-	return err
+	d.trigger("app " + name + " started/stopped")
+	return d.appStatus(name)
 }
 
-// removeApp deletes an app's record, then runs a pass at once, which withdraws its DNS records and
-// onion service and removes its units and network. The onion key is kept unless purgeKey; it is
-// purged only after the pass, so a crash in between keeps the key (never loses it early). An app
-// with no record but a leftover key can still be purged.
+// removeApp deletes an app's record (or the damaged copies of a damaged one), then runs a pass
+// at once, which withdraws its DNS records and onion service and removes its units and network.
+// It fails, saying what, when anything of the app is still observed after that pass. The onion
+// key is kept unless purgeKey; it is purged only after the pass, so a crash in between keeps the
+// key (never loses it early). An app with no record but leftovers (a key, a unit...) can still be
+// removed.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
-	if err := store.ValidateName(name); err != nil {
+	if err := names.App(name); err != nil {
 		return err
 	}
-	err := d.store.Update(ctx, func() error {
-		if _, err := d.store.Get(name); err != nil {
-			return err
-		}
-		return d.store.Delete(name)
-	})
-	if errors.Is(err, store.ErrNotFound) && purgeKey {
-		if _, kerr := d.parts.keys.Load(name); kerr != nil {
-			return err
-		}
-	} else if err != nil {
+	var existed bool
+	err := d.store.Update(ctx, func(tx *store.Tx) (err error) {
+		existed, err = tx.Delete(name)
 		return err
+	})
+	if err != nil {
+		return err
+	}
+	_, keyErr := d.parts.keys.Load(name)
+	hasKey := keyErr == nil
+	before := d.remains(ctx, name)
+	if !existed && !(purgeKey && hasKey) && len(before) == 0 {
+		return errkind.NotFoundf("daemon: app %q: no such app", name)
 	}
 	d.pass(ctx)
+	var failed error
 	if res, ok := d.lastResult.Apps[name]; ok && res.Err != nil {
-		return fmt.Errorf("daemon: rm %s: %w (the record is gone; the next pass retries)", name, res.Err)
+		failed = res.Err
 	}
-	if purgeKey {
-		return d.store.Update(ctx, func() error { return d.parts.keys.Remove(name) })
+	left := d.remains(ctx, name)
+	if onionErr := d.lastResult.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
+		left = append(left, "onion service") // tor has not confirmed its removal
+		failed = cmp.Or(failed, onionErr)
+	}
+	if len(left) > 0 {
+		msg := fmt.Sprintf("daemon: rm %s: its %s remain after the removal (the next passes retry)", name, strings.Join(left, ", "))
+		if failed != nil {
+			return fmt.Errorf("%s: %w", msg, failed)
+		}
+		return errors.New(msg)
+	}
+	if purgeKey && hasKey {
+		return d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) })
 	}
 	return nil
 }
 
-// wait blocks until the app reaches the wanted state or the timeout passes.
-func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Duration) (api.AppStatus, error) {
+// remains lists what is observed of an app now (what a removal must leave nothing of).
+func (d *Daemon) remains(ctx context.Context, name string) []string {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	obs, err := d.parts.runner.Observe(ctx, nil)
+	var left []string
+	if obs.Units[name].Present {
+		left = append(left, "unit")
+	}
+	if obs.Networks[name] {
+		left = append(left, "network")
+	}
+	if obs.Onions[name] {
+		left = append(left, "onion service")
+	}
+	if obs.DNS[name] {
+		left = append(left, "DNS record")
+	}
+	if err != nil && len(left) == 0 {
+		left = append(left, "unknown parts ("+err.Error()+")")
+	}
+	return left
+}
+
+// wait blocks until the app, at generation gen or later (0: any), reaches the wanted state or
+// fails, or the timeout passes. The state of an earlier generation is never reported: until a
+// pass has applied gen, the app is on its way.
+func (d *Daemon) wait(ctx context.Context, name, what string, gen int64, timeout time.Duration) (api.AppStatus, error) {
+	if what != api.WaitRunning && what != api.WaitPublished {
+		return api.AppStatus{}, errkind.BadInputf("daemon: wait for %q: expected running or published", what)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -291,21 +458,23 @@ func (d *Daemon) wait(ctx context.Context, name, what string, timeout time.Durat
 		switch {
 		case err != nil:
 			return st, err
+		case st.State == api.StateDamaged || st.State == api.StateUnreadable:
+			return st, fmt.Errorf("daemon: app %q is %s: %s", name, st.State, st.LastError)
+		case st.ObservedGeneration < gen || st.ObservedGeneration == 0:
+			// Not applied yet: its state is still that of an earlier generation.
 		case st.State == api.StateFailed:
-			return st, fmt.Errorf("app %q failed: %s", name, st.LastError)
+			return st, fmt.Errorf("daemon: app %q failed: %s", name, st.LastError)
 		case what == api.WaitRunning:
 			done = st.State == api.StateRunning
 		case what == api.WaitPublished:
 			done = st.State == api.StateRunning && (!st.App.WantsOnion() || st.Onion.Published)
-		default:
-			return st, fmt.Errorf("%w: wait for %q: expected running or published", store.ErrInvalid, what)
 		}
 		if done {
 			return st, nil
 		}
 		select {
 		case <-ctx.Done():
-			return st, fmt.Errorf("app %q is not %s after %v (state %s%s): %w", name, what, timeout, st.State, lastErr(st), ctx.Err())
+			return st, fmt.Errorf("daemon: app %q is not %s after %v (state %s%s): %w", name, what, timeout, st.State, lastErr(st), ctx.Err())
 		case <-changed:
 		}
 	}
@@ -319,7 +488,7 @@ func lastErr(st api.AppStatus) string {
 }
 
 func (d *Daemon) logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	if _, err := d.store.Get(name); err != nil {
+	if _, err := d.store.Get(name); err != nil && !errors.As(err, new(*store.Held)) {
 		return err
 	}
 	return d.parts.systemd.Logs(ctx, name, follow, w)
@@ -333,7 +502,7 @@ func (d *Daemon) dnsStatus() api.DNSStatus {
 	}
 	st := pub.Status()
 	out.Server = strings.Join(st.Servers, ", ")
-	out.Serial, out.Pending, out.Error = st.Serial, st.Pending, st.LastError
+	out.Serial, out.Pending, out.Error, out.Damaged = st.Serial, st.Pending, st.LastError, st.Damaged
 	byName := map[string]*api.DNSRecord{}
 	for _, r := range st.Published {
 		rec, ok := byName[r.Name]
@@ -347,12 +516,19 @@ func (d *Daemon) dnsStatus() api.DNSStatus {
 	return out
 }
 
-// isBadInput reports whether err is the caller's fault (HTTP 400).
-func isBadInput(err error) bool {
-	for _, sentinel := range []error{store.ErrInvalid, configs.ErrInvalid, onion.ErrBadInput, pods.ErrBadInput, network.ErrBadInput, dns.ErrBadInput} {
-		if errors.Is(err, sentinel) {
-			return true
+// logDamagedState tells the log of the state files found damaged at start (the DNS zone or
+// ledger, network leases): each was kept aside and the part carries on without it.
+func (d *Daemon) logDamagedState() {
+	if pub := d.parts.publisher(); pub != nil {
+		if damaged := pub.Status().Damaged; damaged != "" {
+			d.log.Warn("dns: damaged state kept aside", "what", damaged)
 		}
 	}
-	return false
+	leases, err := d.parts.net.DamagedLeases()
+	if err != nil {
+		d.log.Warn("network: damaged leases", "err", err)
+	}
+	for _, l := range leases {
+		d.log.Warn("network: damaged lease", "app", l.App, "file", l.File, "set_aside", l.Quarantined)
+	}
 }

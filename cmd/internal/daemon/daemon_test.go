@@ -1,150 +1,73 @@
 package daemon_test
 
 import (
-	"context"
+	"bytes"
+	"errors"
 	"fmt"
-	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
-	"github.com/onionpod/onionpod/cmd/internal/daemon"
 	"github.com/onionpod/onionpod/cmd/internal/store"
-	"github.com/onionpod/onionpod/configs"
-	"github.com/onionpod/onionpod/dns/dnstest"
-	"github.com/onionpod/onionpod/e2e/lab"
-	"github.com/onionpod/onionpod/network/nettest"
-	"github.com/onionpod/onionpod/onion/oniontest"
-	"github.com/onionpod/onionpod/pods/podstest"
 )
-
-// binEnv carries the onionpod binary built on the host to the test inside the box (the units the
-// daemon writes run it: `onionpod internal net-up`).
-const binEnv = "ONIONPOD_TEST_BIN"
 
 // TestDaemonRFC2136AndSystemTor runs the daemon in-process inside a real systemd, with the modes
 // the lab does not use: DNS by RFC 2136 updates to a real BIND, and a "system" tor it does not
 // manage (offline, cookie auth). Real LAN, CNI, units.
-func TestDaemonRFC2136AndSystemTor(t *testing.T) {
-	if podstest.Inside() {
-		t.Skip("runs on the host")
-	}
-	if err := podstest.Available(); err != nil {
-		t.Skip(err)
-	}
-	bin := filepath.Join(t.TempDir(), "onionpod")
-	build := exec.Command("go", "build", "-o", bin, "../../onionpod")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build onionpod: %v\n%s", err, out)
-	}
-	box := podstest.New(t, podstest.Options{})
-	box.RunTestInside(t, "TestInsideDaemon", binEnv+"="+bin)
-}
+func TestDaemonRFC2136AndSystemTor(t *testing.T) { inBox(t, "TestInsideDaemon") }
 
 func TestInsideDaemon(t *testing.T) {
-	if !podstest.Inside() {
-		t.Skip("runs inside a podstest box")
-	}
+	r := newRig(t)
 	ctx := t.Context()
-	// The box's namespace by a path that names it whatever thread reads it: its PID 1's.
-	lan := nettest.New(t, nettest.Options{BoxNetns: "/proc/1/ns/net"})
-	tor := oniontest.NewOffline(t)
-	named := dnstest.New(t, dnstest.NamedOptions{Zone: lab.Zone})
-	dir := t.TempDir()
-	key := named.Key()
-	cfgPath := filepath.Join(dir, "onionpod.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`state_dir = %q
-[api]
-socket = %q
-[network]
-uplink = %q
-[dns]
-mode = "rfc2136"
-zone = %q
-ttl = 60
-[[dns.tsig]]
-name = %q
-algorithm = %q
-secret = %q
-[dns.rfc2136]
-server = %q
-key = %q
-[tor]
-mode = "system"
-control = "unix:%s"
-auth = "cookie"
-`, filepath.Join(dir, "state"), filepath.Join(dir, "api.sock"), lan.Uplink(), lab.Zone,
-		key.Name, key.Algorithm, key.Secret, named.Addr(), key.Name, tor.ControlSocket())), 0o600)
-	cfg, err := configs.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(cfg, daemon.Options{
-		Self: os.Getenv(binEnv), ConfigPath: cfgPath,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	})
-	client := api.NewClient(cfg.API.Socket)
-	waitFor(t, 10*time.Second, "the daemon answers", func() bool { _, err := client.Apps(ctx); return err == nil })
-
-	img := filepath.Join(dir, "web.tar")
-	if err := lab.WriteDemoImage(img, "web\n"); err != nil {
-		t.Fatal(err)
-	}
+	client := r.client
+	img := r.upload(r.image("web", "web\n"))
 	web := store.App{Name: "web", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
-	if _, err := client.Put(ctx, web); err != nil {
+	put, err := client.Put(ctx, web)
+	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := client.Wait(ctx, "web", api.WaitRunning, time.Minute)
+	st, err := client.Wait(ctx, "web", api.WaitRunning, put.App.Generation, time.Minute)
 	if err != nil {
 		journal, _ := exec.Command("journalctl", "--no-pager", "-n", "30", "-u", "onionpod-net-web", "-u", "onionpod-pod-web").CombinedOutput()
 		t.Fatalf("%v\n%s", err, journal)
 	}
 	// The record is in BIND, by a signed dynamic update.
-	if got := aaaa(t, named, "web"); got != st.Network.LAN || got == "" {
+	if got := aaaa(t, r.named, "web"); got != st.Network.LAN || got == "" {
 		t.Fatalf("BIND has AAAA %q for web, the pod has %q", got, st.Network.LAN)
 	}
 	// The onion service is in the system tor.
-	if !slices.Contains(detached(t, tor), strings.TrimSuffix(st.Onion.Address, ".onion")) {
+	if !slices.Contains(detached(t, r.tor), strings.TrimSuffix(st.Onion.Address, ".onion")) {
 		t.Fatalf("the system tor does not have %s", st.Onion.Address)
 	}
 
 	// BIND down: the next app waits (starting, saying why); BIND back: the update arrives by itself.
-	if err := named.Stop(); err != nil {
+	if err := r.named.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.Put(ctx, store.App{Name: "late", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}}); err != nil {
+	put, err = client.Put(ctx, store.App{Name: "late", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "late waiting on DNS", func() bool {
 		st, err := client.App(ctx, "late")
 		return err == nil && st.State == api.StateStarting && strings.Contains(st.LastError, "dns")
 	})
-	if err := named.Start(ctx); err != nil {
+	if err := r.named.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	late, err := client.Wait(ctx, "late", api.WaitRunning, time.Minute)
+	late, err := client.Wait(ctx, "late", api.WaitRunning, put.App.Generation, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := aaaa(t, named, "late"); got != late.Network.LAN {
+	if got := aaaa(t, r.named, "late"); got != late.Network.LAN {
 		t.Fatalf("after BIND came back, AAAA late = %q, want %q", got, late.Network.LAN)
 	}
 
@@ -152,47 +75,362 @@ auth = "cookie"
 	if err := client.Remove(ctx, "web", false); err != nil {
 		t.Fatal(err)
 	}
-	if got := aaaa(t, named, "web"); got != "" {
-		t.Errorf("after rm, BIND still has web: %q", got)
+	if left := r.remains("web", st.Onion.Address); len(left) > 0 {
+		t.Errorf("after rm, left of web: %v", left)
 	}
-	if slices.Contains(detached(t, tor), strings.TrimSuffix(st.Onion.Address, ".onion")) {
-		t.Errorf("after rm, the system tor still has %s", st.Onion.Address)
-	}
-}
-
-func aaaa(t *testing.T, n *dnstest.Named, app string) string {
-	t.Helper()
-	out, err := dnstest.Dig(t.Context(), "@127.0.0.1", "-p", fmt.Sprint(n.Port()), "+short", "AAAA", app+"."+lab.Zone)
-	if err != nil {
+	// A restart leaves none of the daemon's goroutines behind, and the new daemon carries on.
+	r.restart()
+	if _, err := client.Wait(ctx, "late", api.WaitRunning, 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
 }
 
-func detached(t *testing.T, tor *oniontest.Tor) []string {
-	t.Helper()
-	ids, err := tor.Detached(t.Context())
-	if err != nil {
+// TestExposeReportsTheSubmittedSpec: an app whose spec failed (its static directory was deleted)
+// is fixed with `expose --static NEWDIR`: the CLI reports the new spec's outcome (exit 0), never
+// the old spec's failure.
+func TestExposeReportsTheSubmittedSpec(t *testing.T) { inBox(t, "TestInsideExposeNewSpec") }
+
+func TestInsideExposeNewSpec(t *testing.T) {
+	r := newRig(t)
+	site := func(name string) string {
+		dir := filepath.Join(r.dir, name)
+		os.MkdirAll(dir, 0o755)
+		os.Chmod(r.dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644)
+		return dir
+	}
+	old := site("old")
+	r.must("expose", "probe", "--static", old, "--port", "80", "--no-wait", "--timeout", "1m")
+	os.RemoveAll(old)
+	if err := r.client.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return ids
+	waitFor(t, 30*time.Second, "probe failed on its deleted directory", func() bool {
+		return r.status("probe").State == api.StateFailed
+	})
+	out, errOut, code := r.onionpod("expose", "probe", "--static", site("new"), "--port", "80", "--no-wait", "--timeout", "1m")
+	if code != 0 || strings.Contains(errOut, old) {
+		t.Fatalf("expose with a new directory: exit %d\n%s%s", code, out, errOut)
+	}
+	if st := r.status("probe"); st.State != api.StateRunning {
+		t.Fatalf("probe is %s (%s)", st.State, st.LastError)
+	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after %v", what, d)
+// TestConcurrentRunsLoseNoUpdate: 20 `onionpod run web --env K_i=i` at once, each setting its own
+// key and keeping the others: all 20 keys end in the record.
+func TestConcurrentRunsLoseNoUpdate(t *testing.T) { inBox(t, "TestInsideConcurrentEnv") }
+
+func TestInsideConcurrentEnv(t *testing.T) {
+	r := newRig(t)
+	r.must("run", "web", "--image", r.image("web", "web\n"), "--port", "80", "--timeout", "1m")
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, errOut, code := r.onionpod("run", "web", "--env", fmt.Sprintf("K_%d=%d", i, i), "--timeout", "3m")
+			if code != 0 {
+				errs[i] = fmt.Sprintf("run %d: exit %d\n%s%s", i, code, out, errOut)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range errs {
+		if e != "" {
+			t.Error(e)
 		}
-		time.Sleep(50 * time.Millisecond)
+	}
+	env := r.status("web").App.Env
+	for i := range n {
+		if !slices.Contains(env, fmt.Sprintf("K_%d=%d", i, i)) {
+			t.Errorf("K_%d lost: the record's environment is %v", i, env)
+		}
 	}
 }
 
-// testWriter sends the daemon's log to the test's.
-type testWriter struct{ t *testing.T }
+// TestDamagedRecordIsHeld: app records truncated and garbled are quarantined and reported; their
+// apps are held as they are (pod, onion service, DNS record), across a daemon restart; other apps
+// are unaffected and their removal works; rm of a damaged app removes all of it; and rm never
+// says ok while something of the app remains.
+func TestDamagedRecordIsHeld(t *testing.T) { inBox(t, "TestInsideDamagedRecord") }
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+func TestInsideDamagedRecord(t *testing.T) {
+	r := newRig(t)
+	img := r.image("web", "web\n")
+	apps := []string{"trunc", "garbled", "other", "third"}
+	onions := map[string]string{}
+	for _, app := range apps {
+		r.must("run", app, "--image", img, "--port", "80", "--onion", "--timeout", "1m")
+		onions[app] = r.status(app).Onion.Address
+	}
+	recs := filepath.Join(r.cfg.StateDir, "apps")
+	data, err := os.ReadFile(filepath.Join(recs, "trunc.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(recs, "trunc.json"), data[:len(data)/2], 0o600)
+	os.WriteFile(filepath.Join(recs, "garbled.json"), []byte("\x00\xff{not json at all"), 0o600)
+	r.sync()
+
+	held := func(when string) {
+		t.Helper()
+		for _, app := range []string{"trunc", "garbled"} {
+			if !r.unitActive(app) {
+				t.Errorf("%s: the pod of damaged %s stopped", when, app)
+			}
+			if left := r.remains(app, onions[app]); !slices.Contains(left, "dns") || !slices.Contains(left, "onion service") {
+				t.Errorf("%s: damaged %s keeps only %v of its DNS record and onion service", when, app, left)
+			}
+		}
+	}
+	held("after the damage")
+
+	// Another app's removal works, key included.
+	r.must("rm", "--purge-key", "other")
+	if left := r.remains("other", onions["other"]); len(left) > 0 {
+		t.Errorf("rm other said ok and left %v", left)
+	}
+	if strings.Contains(r.must("onion", "ls"), "other") {
+		t.Error("rm --purge-key other left its key")
+	}
+
+	// ls and status say what is wrong and what to do; the damaged copies are kept.
+	ls := r.must("ls")
+	for _, app := range []string{"trunc", "garbled"} {
+		if !regexpMatch(`(?m)^`+app+`\s+damaged`, ls) {
+			t.Errorf("ls does not report %s as damaged:\n%s", app, ls)
+		}
+		out, errOut, _ := r.onionpod("status", app)
+		if !strings.Contains(out+errOut, "damaged") || !strings.Contains(out+errOut, "onionpod rm "+app) {
+			t.Errorf("status %s:\n%s%s", app, out, errOut)
+		}
+		if copies, _ := filepath.Glob(filepath.Join(recs, app+".json.damaged-*")); len(copies) != 1 {
+			t.Errorf("damaged copies of %s: %v", app, copies)
+		}
+	}
+
+	r.restart()
+	r.sync()
+	held("after a daemon restart")
+	if st := r.status("third"); st.State != api.StateRunning {
+		t.Errorf("third is %s after the restart (%s)", st.State, st.LastError)
+	}
+
+	// rm never says ok while something of the app remains: with BIND down, its record stays.
+	if err := r.named.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := r.onionpod("rm", "third")
+	if code != 1 || !strings.Contains(strings.ToLower(errOut), "dns") {
+		t.Errorf("rm third with BIND down: exit %d (want 1, naming the DNS record)\n%s%s", code, out, errOut)
+	}
+	if err := r.named.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "third's record withdrawn once BIND is back", func() bool { return aaaa(t, r.named, "third") == "" })
+
+	// rm of a damaged app removes all of it, and its damaged copy.
+	r.must("rm", "trunc")
+	r.must("rm", "--purge-key", "garbled")
+	for _, app := range []string{"trunc", "garbled"} {
+		if left := r.remains(app, onions[app]); len(left) > 0 {
+			t.Errorf("rm %s said ok and left %v", app, left)
+		}
+		if copies, _ := filepath.Glob(filepath.Join(recs, app+".json*")); len(copies) > 0 {
+			t.Errorf("rm %s left %v", app, copies)
+		}
+	}
+	if ls := r.must("ls"); strings.Contains(ls, "trunc") || strings.Contains(ls, "garbled") {
+		t.Errorf("ls after rm:\n%s", ls)
+	}
+}
+
+// TestAPILimits: pprof only for root (by the connection's peer credentials), request bodies
+// bounded, concurrent waits and log followers bounded per client uid.
+func TestAPILimits(t *testing.T) { inBox(t, "TestInsideAPILimits") }
+
+func TestInsideAPILimits(t *testing.T) {
+	r := newRigWith(t, "nogroup")
+	r.must("run", "web", "--image", r.image("web", "web\n"), "--port", "80", "--timeout", "1m")
+	sock := r.cfg.API.Socket
+
+	// pprof: root yes, a member of the API group no.
+	if code := curlAs(t, 0, sock, "GET", "/debug/pprof/"); code != "200" {
+		t.Errorf("pprof for root: %s", code)
+	}
+	if code := curlAs(t, 65534, sock, "GET", "/v1/apps"); code != "200" {
+		t.Fatalf("the group member cannot use the API: %s", code)
+	}
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/goroutine"} {
+		if code := curlAs(t, 65534, sock, "GET", p); code != "403" {
+			t.Errorf("%s for a group member: %s, want 403", p, code)
+		}
+	}
+
+	// A body beyond the bound is refused as such.
+	big := fmt.Sprintf(`{"name":"web","image":"r.example/web:1","env":["K=%s"]}`, strings.Repeat("x", 2<<20))
+	bigFile := filepath.Join(r.dir, "big.json")
+	os.WriteFile(bigFile, []byte(big), 0o600)
+	if code := curlAs(t, 0, sock, "PUT", "/v1/apps/web", "--data-binary", "@"+bigFile); code != "413" {
+		t.Errorf("PUT of 2 MiB: %s, want 413", code)
+	}
+
+	// Waits and log followers: bounded per uid; another uid is not affected.
+	var held []*bytes.Buffer
+	hold := func(uid uint32, path string) {
+		cmd := exec.Command("curl", "-sS", "-N", "--unix-socket", sock, "http://onionpod"+path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		held = append(held, &out)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	const waits, followers = 16, 4
+	r.must("stop", "web") // waits for it to run never end by themselves
+	waitFor(t, 30*time.Second, "web stopped", func() bool { return r.status("web").State == api.StateStopped })
+	for range waits {
+		hold(0, "/v1/apps/web/wait?for=running&timeout=1m")
+	}
+	for range followers {
+		hold(0, "/v1/apps/web/logs?follow=true")
+	}
+	time.Sleep(time.Second) // the held requests reach the daemon
+	if code := curlAs(t, 0, sock, "GET", "/v1/apps/web/wait?for=running&timeout=5s"); code != "429" {
+		t.Errorf("wait number %d of root: %s, want 429", waits+1, code)
+		for _, out := range held {
+			t.Logf("a held request: %q", out.String())
+		}
+	}
+	if code := curlAs(t, 0, sock, "GET", "/v1/apps/web/logs?follow=true", "--max-time", "5"); code != "429" {
+		t.Errorf("log follower number %d of root: %s, want 429", followers+1, code)
+	}
+	if code := curlAs(t, 65534, sock, "GET", "/v1/apps/web/wait?for=running&timeout=1s"); code != "504" {
+		t.Errorf("a wait of another uid: %s, want 504 (timed out, not refused)", code)
+	}
+}
+
+// curlAs makes one request to the API socket as uid (gid the same) and returns the HTTP status.
+func curlAs(t *testing.T, uid uint32, sock, method, path string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "--unix-socket", sock}, extra...)
+	cmd := exec.Command("curl", append(args, "http://onionpod"+path)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	out, _ := cmd.Output()
+	return strings.TrimSpace(string(out))
+}
+
+// TestFailingAppBacksOff: an app whose image cannot be fetched is not tried again on every pass:
+// it waits out its backoff (the status says when), and a change of the app retries at once.
+func TestFailingAppBacksOff(t *testing.T) { inBox(t, "TestInsideBackoff") }
+
+func TestInsideBackoff(t *testing.T) {
+	r := newRig(t)
+	out, errOut, code := r.onionpod("run", "flaky", "--image", "127.0.0.1:1/nothing:1", "--port", "80", "--timeout", "30s")
+	if code != 1 || !strings.Contains(errOut, "127.0.0.1:1") {
+		t.Fatalf("run with an unreachable registry: exit %d, want 1 naming the image\n%s%s", code, out, errOut)
+	}
+	st := r.status("flaky")
+	if st.State != api.StateFailed || st.RetryAt.IsZero() {
+		t.Fatalf("flaky is %s, retry at %v", st.State, st.RetryAt)
+	}
+	r.sync()
+	r.sync()
+	if st := r.status("flaky"); len(st.Steps) != 0 || st.State != api.StateFailed {
+		t.Errorf("passes within the backoff tried flaky again: %s, steps %+v", st.State, st.Steps)
+	}
+	if out := r.must("status", "flaky"); !strings.Contains(out, "retry:") {
+		t.Errorf("status does not say when flaky is retried:\n%s", out)
+	}
+	r.must("run", "flaky", "--image", r.image("flaky", "flaky\n"), "--timeout", "1m")
+}
+
+// TestDaemonOpensNothingAUserNames: the root daemon never opens an image path a user names (the
+// CLI opens it, as that user, and sends it): a FIFO is refused at once and holds nothing; a
+// group member cannot publish a root-only archive, nor a directory it cannot read as a static
+// site; onionpod's own state is never a static site.
+func TestDaemonOpensNothingAUserNames(t *testing.T) { inBox(t, "TestInsideNoUserPath") }
+
+func TestInsideNoUserPath(t *testing.T) {
+	r := newRigWith(t, "nogroup")
+	os.Chmod(r.cfgPath, 0o644) // the group member reads the config (its TSIG secret is the rig's own)
+	web := r.image("web", "web\n")
+	fifo := filepath.Join(r.dir, "fifo.tar")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := r.onionpod("run", "fifo", "--image", fifo, "--port", "80", "--timeout", "10s")
+	if code != 2 || !strings.Contains(errOut, "not a regular file") {
+		t.Errorf("run with a FIFO as the image: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	r.must("run", "web", "--image", web, "--port", "80", "--timeout", "1m")
+
+	secret := filepath.Join(r.dir, "secret.tar")
+	copyFile(t, web, secret, 0o600)
+	private := filepath.Join(r.dir, "private")
+	public := filepath.Join(r.dir, "public")
+	for dir, mode := range map[string]os.FileMode{private: 0o700, public: 0o755} {
+		os.Mkdir(dir, mode)
+		os.WriteFile(filepath.Join(dir, "index.html"), []byte(dir+"\n"), 0o644)
+	}
+	const nobody = 65534
+	code, out, errOut = r.onionpodAs(nobody, "run", "stolen", "--image", secret, "--port", "80", "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "permission denied") {
+		t.Errorf("a group member's run with a root-only archive: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = r.onionpodAs(nobody, "run", "peek", "--static", private, "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "may not read") {
+		t.Errorf("a group member's run with a directory only root reads: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	for _, app := range []string{"stolen", "peek"} {
+		if _, err := r.client.App(t.Context(), app); !errors.Is(err, api.ErrNotFound) {
+			t.Errorf("%s was created: %v", app, err)
+		}
+	}
+	if code, out, errOut := r.onionpodAs(nobody, "run", "shared", "--static", public, "--timeout", "1m"); code != 0 {
+		t.Errorf("a group member's run with its readable directory: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = r.onionpod("run", "own", "--static", filepath.Join(r.cfg.StateDir, "apps"), "--timeout", "20s")
+	if code != 2 || !strings.Contains(errOut, "onionpod's own state") {
+		t.Errorf("run with onionpod's state as the site: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+}
+
+// TestStalledFetchHoldsNothing: a registry that accepts connections and never answers stalls one
+// app's fetch, in the background: the app says so, and another app still starts at once.
+func TestStalledFetchHoldsNothing(t *testing.T) { inBox(t, "TestInsideStalledFetch") }
+
+func TestInsideStalledFetch(t *testing.T) {
+	r := newRig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never answered
+		}
+	}()
+	ref := ln.Addr().String() + "/stalled:1"
+	out, errOut, code := r.onionpod("run", "stalled", "--image", ref, "--port", "80", "--timeout", "5s")
+	if code != 1 {
+		t.Errorf("run with a stalled registry: exit %d, want 1 (not running after 5 s)\n%s%s", code, out, errOut)
+	}
+	if st := r.status("stalled"); st.State != api.StateStarting || !strings.Contains(st.LastError, "fetching") {
+		t.Errorf("stalled is %s (%s), want starting, fetching", st.State, st.LastError)
+	}
+	r.must("run", "quick", "--image", r.image("quick", "quick\n"), "--port", "80", "--timeout", "1m")
+	if st := r.status("stalled"); st.State != api.StateStarting {
+		t.Errorf("stalled is %s (%s)", st.State, st.LastError)
+	}
 }

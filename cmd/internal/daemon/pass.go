@@ -4,29 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // startServices starts what runs beside the loop: the managed tor, the Tor control connection,
-// the DNS server or updater, and the address watch. Each reports back through a trigger.
-func (d *Daemon) startServices(ctx context.Context) error {
+// the DNS server or updater, and the address watch. Each reports back through a trigger. The
+// goroutines are in wg: they end with ctx, and Run waits for them before closing the parts.
+func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 	p := d.parts
 	if d.cfg.Tor.Mode == "managed" {
 		if err := p.ensureManagedTor(ctx, d.cfg); err != nil {
 			return fmt.Errorf("daemon: managed tor: %w", err)
 		}
 	}
-	go func() {
+	wg.Go(func() {
 		if err := p.tor.Run(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("tor control connection stopped", "err", err)
 		}
-	}()
-	go func() {
+	})
+	wg.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
@@ -35,7 +39,7 @@ func (d *Daemon) startServices(ctx context.Context) error {
 				d.refresh(ctx)
 			}
 		}
-	}()
+	})
 	switch {
 	case p.dnsSrv != nil:
 		if err := p.dnsSrv.Start(ctx); err != nil {
@@ -43,49 +47,48 @@ func (d *Daemon) startServices(ctx context.Context) error {
 		}
 		p.closers = append(p.closers, p.dnsSrv.Close)
 	case p.dnsUpd != nil:
-		go p.dnsUpd.Run(ctx)
+		wg.Go(func() { p.dnsUpd.Run(ctx) })
 	}
 	if err := d.startTLS(ctx); err != nil {
 		return err
 	}
-	go func() {
+	wg.Go(func() {
 		for change := range p.net.Watch(ctx) {
 			d.log.Info("address changed", "app", change.App, "lan", change.LAN, "ipv4", change.IPv4)
 			d.trigger("address of " + change.App + " changed")
 		}
-	}()
+	})
 	return nil
 }
 
 // pass runs one reconcile pass: desired state from the store, observed state from the adapters,
-// a plan, its application, and the apps' statuses.
+// a plan, its application, and the apps' statuses. When the store cannot be listed at all, no
+// pass runs (nothing is known of any app: nothing may be withdrawn).
 func (d *Daemon) pass(ctx context.Context) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
 	start := time.Now()
 	p := d.parts
-	desired, listErr := d.store.List()
-	if listErr != nil {
-		d.log.Error("reading desired state", "err", listErr)
+	desired, err := d.desired(ctx, start)
+	if err != nil {
+		d.log.Error("reading desired state: no pass", "err", err)
+		return
 	}
 	wantV4 := false
-	for _, a := range desired {
+	for _, a := range desired.Apps {
 		wantV4 = wantV4 || (a.IPv4 && !a.Stopped)
 	}
 	if wantV4 {
 		d.runDHCPDaemon(ctx, true) // before the attaches that need it
 	}
-	p.tls.wantCerts(desired)
+	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
-	obs, obsErr := p.runner.Observe(ctx, desired)
+	obs, obsErr := p.runner.Observe(ctx, desired.Apps)
 	observeTook := time.Since(tObserve)
 	if obsErr != nil {
 		d.log.Warn("observing", "err", obsErr)
 	}
 	plan := reconcile.MakePlan(desired, obs)
-	if listErr != nil {
-		plan = withoutRemovals(plan) // a record we could not read is not a removed app
-	}
 	if !plan.Empty() {
 		d.log.Info("reconciling", "plan", plan.String())
 	}
@@ -95,9 +98,19 @@ func (d *Daemon) pass(ctx context.Context) {
 	if !wantV4 && !d.anyIPv4Attached(ctx) {
 		d.runDHCPDaemon(ctx, false) // after the detaches: they release their leases through it
 	}
-	d.lastResult = res
-	d.syncFronts(ctx, desired, res)
-	d.syncEdge(ctx, desired, res)
+	d.retries.record(desired.Apps, res, time.Now())
+	for name, r := range res.Apps {
+		switch b := d.retries[name]; {
+		case r.Err == nil || r.Retrying:
+		case b != nil:
+			d.log.Warn("app failed", "app", name, "err", r.Err, "failures", b.failures, "retry_in", retryDelay(b.failures))
+		default:
+			d.log.Warn("app failed", "app", name, "err", r.Err) // a removal: the next pass retries
+		}
+	}
+	d.lastResult, d.lastWanted = res, desired
+	d.syncFronts(ctx, desired.Apps, res)
+	d.syncEdge(ctx, desired.Apps, res)
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {
@@ -105,6 +118,46 @@ func (d *Daemon) pass(ctx context.Context) {
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
 			"status", time.Since(tStatus).Round(time.Millisecond))
 	}
+}
+
+// desired reads the store: the apps, the held ones (a damaged record is quarantined: kept aside
+// for the user, and reported), and the failing apps whose retry is not due yet.
+func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired, error) {
+	apps, held, err := d.store.List()
+	if err != nil {
+		return reconcile.Desired{}, err
+	}
+	out := reconcile.Desired{Apps: apps, Held: map[string]reconcile.Hold{}, Retry: d.retries.due(apps, now)}
+	for _, h := range held {
+		if h.Damaged && h.Record {
+			d.quarantine(ctx, h, now)
+		}
+		out.Held[h.Name] = reconcile.Hold{Why: heldWhy(h), Last: h.Last}
+	}
+	for _, a := range apps {
+		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
+			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {
+				d.log.Warn("copying an app record", "app", a.Name, "err", err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// quarantine moves a damaged record aside (keeping it) and says so in the log; the app is held.
+func (d *Daemon) quarantine(ctx context.Context, h *store.Held, now time.Time) {
+	var copy string
+	err := d.store.Update(ctx, func(tx *store.Tx) (err error) {
+		copy, err = tx.Quarantine(h.Name, now)
+		return err
+	})
+	if err != nil {
+		d.log.Error("app record damaged; moving it aside failed", "app", h.Name, "damage", h.Err, "err", err)
+		return
+	}
+	h.Record, h.Copies = false, append(h.Copies, copy)
+	d.log.Error("app record damaged: kept aside; the app is held as it is (its pod, onion service and DNS records stay) until `onionpod run` gives it a new record or `onionpod rm` removes it",
+		"app", h.Name, "damage", h.Err, "kept_as", copy)
 }
 
 // runDHCPDaemon starts or stops the CNI DHCP daemon, when that changes.
@@ -136,30 +189,17 @@ func (d *Daemon) anyIPv4Attached(ctx context.Context) bool {
 	return false
 }
 
-func withoutRemovals(p reconcile.Plan) reconcile.Plan {
-	var out reconcile.Plan
-	for _, a := range p.Apps {
-		if !a.Removal {
-			out.Apps = append(out.Apps, a)
-		}
-	}
-	return out
-}
-
 // refresh recomputes the statuses from the last pass and the adapters' current reports (tor
-// uploaded a descriptor, reconnected...), without changing anything.
+// uploaded a descriptor, reconnected...), without changing anything. The statuses stay those of
+// the records the last pass applied (their generations).
 func (d *Daemon) refresh(ctx context.Context) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	desired, err := d.store.List()
-	if err != nil {
-		return
-	}
-	d.publishStatuses(ctx, desired, d.lastResult)
+	d.publishStatuses(ctx, d.lastWanted, d.lastResult)
 }
 
 // publishStatuses builds every app's status from a pass result and what the adapters say now.
-func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res reconcile.Result) {
+func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result) {
 	p := d.parts
 	onions := p.tor.Status()
 	units, unitsErr := p.systemd.States(ctx)
@@ -170,9 +210,15 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 			published[r.Name] = append(published[r.Name], r.Addr.String())
 		}
 	}
-	next := make(map[string]api.AppStatus, len(desired))
-	for _, app := range desired {
-		st := api.AppStatus{App: app, Updated: time.Now()}
+	damagedLeases := map[string][]string{} // app -> its damaged lease files, kept for the user
+	if leases, err := p.net.DamagedLeases(); err == nil {
+		for _, l := range leases {
+			damagedLeases[l.App] = append(damagedLeases[l.App], l.File)
+		}
+	}
+	next := make(map[string]api.AppStatus, len(desired.Apps)+len(desired.Held))
+	for _, app := range desired.Apps {
+		st := api.AppStatus{App: app, ObservedGeneration: app.Generation, Updated: time.Now()}
 		r := res.Apps[app.Name]
 		if r != nil {
 			for _, s := range r.Steps {
@@ -209,9 +255,37 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired []store.App, res r
 		}
 		st.TLS = p.tls.tlsStatus(app)
 		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
+		st.Damaged = damagedLeases[app.Name]
+		if b := d.retries[app.Name]; b != nil && st.State == api.StateFailed {
+			st.RetryAt = b.next
+		}
 		next[app.Name] = st
 	}
-	d.setStatuses(next)
+	for name := range desired.Held {
+		next[name] = d.heldObserved(name, units, onions, published)
+	}
+	nextRetry, _ := d.retries.nextAt(time.Now())
+	d.setStatuses(next, nextRetry)
+}
+
+// heldObserved is what is observed of a held app (its record cannot be read): its unit, its
+// onion service and its DNS record, as they are.
+func (d *Daemon) heldObserved(name string, units map[string]pods.Status, onions map[string]onion.ServiceStatus, published map[string][]string) api.AppStatus {
+	st := api.AppStatus{App: store.App{Name: name}, State: api.StateDamaged, Updated: time.Now()}
+	if us, ok := units[name]; ok {
+		st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
+	}
+	if res, err := d.parts.net.Addresses(name); err == nil {
+		st.Network = api.NetStatus{ULA: addrString(res.ULA), LAN: addrString(res.LAN), IPv4: addrString(res.IPv4), MAC: res.MAC.String()}
+	}
+	if o, ok := onions[name]; ok {
+		st.Onion.Added, st.Onion.Published, st.Onion.Since, st.Onion.Err = o.Added, o.Uploaded, o.UploadedAt, o.Err
+	}
+	if k, err := d.parts.keys.Load(name); err == nil {
+		st.Onion.Address = k.Address()
+	}
+	st.DNS = dnsRecordOf(name, d.cfg.DNS.Zone, published)
+	return st
 }
 
 // stateOf decides what the user is told: stopped, failed (a step of the app failed), running
@@ -222,6 +296,9 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	}
 	if r != nil && r.Err != nil {
 		return api.StateFailed, r.Err.Error()
+	}
+	if r != nil && r.Fetching {
+		return api.StateStarting, "fetching the image " + app.Image + " in the background"
 	}
 	if st.Unit.ActiveState == "failed" {
 		return api.StateFailed, "the pod's unit failed: see onionpod logs " + app.Name

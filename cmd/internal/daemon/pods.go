@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,29 +21,16 @@ type podBuilder struct {
 	self       string // the onionpod binary (static sites run it; network units call it)
 	configPath string
 	netnsDir   string
+	fetches    *fetcher // registry pulls in the background (set by Run)
 
 	mu     sync.Mutex
-	loaded map[string]localImage // local archive/layout path -> what it loaded as (images/local.json)
+	loaded map[string]localImage // records of older onionpods: archive path -> what it loaded as (images/local.json)
 }
 
-// localImage is what a local archive or layout loaded as, and the file it was then, so a
-// restarted daemon need not read the archive again unless it changed.
+// localImage is what a local archive or layout named by path loaded as, when an older onionpod
+// loaded archives itself. Only the ID is still used: the daemon never opens the path again.
 type localImage struct {
-	ID      string `json:"id"`
-	Size    int64  `json:"size"`
-	ModTime int64  `json:"mtime_ns"`
-}
-
-// identify stats a local image: an archive itself, or a layout's index.json.
-func identify(path string) (localImage, error) {
-	st, err := os.Stat(path)
-	if err == nil && st.IsDir() {
-		st, err = os.Stat(filepath.Join(path, "index.json"))
-	}
-	if err != nil {
-		return localImage{}, err
-	}
-	return localImage{Size: st.Size(), ModTime: st.ModTime().UnixNano()}, nil
+	ID string `json:"id"`
 }
 
 func (b *podBuilder) indexPath() string { return filepath.Join(b.images.Dir, "local.json") }
@@ -54,73 +40,58 @@ func (b *podBuilder) localIndex() map[string]localImage {
 	if b.loaded == nil {
 		b.loaded = map[string]localImage{}
 		if data, err := os.ReadFile(b.indexPath()); err == nil {
-			json.Unmarshal(data, &b.loaded) // a damaged index only costs reloading archives
+			json.Unmarshal(data, &b.loaded) // a damaged index only means sending archives again
 		}
 	}
 	return b.loaded
 }
 
-// remember records what a local image loaded as, and saves the index.
-func (b *podBuilder) remember(path, id string) error {
-	li, err := identify(path)
-	if err != nil {
-		return err
-	}
-	li.ID = id
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.localIndex()[path] = li
-	data, err := json.Marshal(b.loaded)
-	if err != nil {
-		return err
-	}
-	return store.WriteFileAtomic(b.indexPath(), data, 0o600)
+// An app's image is a registry reference, the ID of an image the CLI sent (UploadedImage), or,
+// in records of older onionpods, a local path (which the daemon never opens).
+
+// UploadedImage reports whether ref is the ID of an image in the store ("sha256:..."): what a
+// record holds for a local archive, which the CLI sends to the daemon (POST /v1/images).
+func UploadedImage(ref string) bool { return strings.HasPrefix(ref, "sha256:") }
+
+// RegistryImage reports whether ref is pulled from a registry.
+func RegistryImage(ref string) bool {
+	return ref != "" && !UploadedImage(ref) && !strings.HasPrefix(ref, "/")
 }
 
-// LocalImage reports whether an app's image is a file or directory on this box rather than a
-// registry reference.
-func LocalImage(ref string) bool { return strings.HasPrefix(ref, "/") }
-
-// FetchImage pulls a registry reference, or loads a local archive or OCI layout, into images,
-// with progress going to progress (a bar only on a terminal).
-func FetchImage(ctx context.Context, images *pods.ImageStore, ref string, progress io.Writer) (*pods.Image, error) {
-	if !LocalImage(ref) {
-		return images.Pull(ctx, ref, progress)
-	}
-	st, err := os.Stat(ref)
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("image %s: %w", ref, err)
-	case st.IsDir():
-		return images.LoadLayout(ctx, ref, progress)
-	default:
-		return images.LoadArchive(ctx, ref, progress)
-	}
-}
-
-// Fetch pulls or loads the app's image (static sites need none).
+// Fetch makes sure the app's image is in the store. A registry pull runs in the background
+// (reconcile.ErrFetching until it ends); an image the CLI sent is only looked up; a local path
+// (a record of an older onionpod) is never opened.
 func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
-	if app.Static != "" {
+	switch {
+	case app.Static != "":
 		_, err := b.images.EmptyRoot()
 		return err
-	}
-	img, err := FetchImage(ctx, b.images, app.Image, io.Discard)
-	if err != nil || !LocalImage(app.Image) {
+	case UploadedImage(app.Image):
+		_, err := b.images.Image(app.Image)
+		if errors.Is(err, pods.ErrNotFound) {
+			return fmt.Errorf("daemon: app %q: its image %s is no longer in the image store: send it again with `onionpod run %s --image FILE`", app.Name, app.Image, app.Name)
+		}
 		return err
+	case !RegistryImage(app.Image):
+		return fmt.Errorf("daemon: app %q: its image is the local path %s, which the daemon does not open: `onionpod run %s --image %s` sends it", app.Name, app.Image, app.Name, app.Image)
 	}
-	return b.remember(app.Image, img.Digest)
+	return b.fetches.fetch(app.Name, app.Image)
+}
+
+// Fetching reports whether the app's image is being pulled in the background.
+func (b *podBuilder) Fetching(app store.App) bool {
+	return app.Static == "" && RegistryImage(app.Image) && b.fetches.fetching(app.Name, app.Image)
 }
 
 // cached returns the app's image if it is in the store.
 func (b *podBuilder) cached(app store.App) (*pods.Image, error) {
 	ref := app.Image
-	if LocalImage(ref) {
+	if strings.HasPrefix(ref, "/") {
 		b.mu.Lock()
 		known, ok := b.localIndex()[ref]
 		b.mu.Unlock()
-		now, err := identify(ref)
-		if !ok || err != nil || now.Size != known.Size || now.ModTime != known.ModTime {
-			return nil, reconcile.ErrImageMissing // never loaded, or changed since: load it again
+		if !ok {
+			return nil, reconcile.ErrImageMissing
 		}
 		ref = known.ID
 	}

@@ -5,16 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
-	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
-// handler serves the LocalAPI (see package api for the wire types).
+// handler serves the LocalAPI (see package api for the wire types). Every request body is
+// bounded; waits and log followers are bounded per client uid; profiles are for root only.
 func (d *Daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -38,15 +39,15 @@ func (d *Daemon) handler() http.Handler {
 	})
 	mux.HandleFunc("PUT /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {
 		var app store.App
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&app); err != nil {
-			fail(w, fmt.Errorf("%w: %w", store.ErrInvalid, err))
+		if err := json.NewDecoder(r.Body).Decode(&app); err != nil {
+			fail(w, errkind.BadInputf("api: the app record: %w", err))
 			return
 		}
 		if app.Name != r.PathValue("name") {
-			fail(w, fmt.Errorf("%w: the record names app %q", store.ErrInvalid, app.Name))
+			fail(w, errkind.BadInputf("api: the record names app %q", app.Name))
 			return
 		}
-		st, err := d.putApp(r.Context(), app)
+		st, err := d.putApp(r.Context(), app, peerOf(r))
 		if err != nil {
 			fail(w, err)
 			return
@@ -54,31 +55,49 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, st)
 	})
 	mux.HandleFunc("POST /v1/apps/{name}/start", func(w http.ResponseWriter, r *http.Request) {
-		replyErr(w, d.setStopped(r.Context(), r.PathValue("name"), false))
+		st, err := d.setStopped(r.Context(), r.PathValue("name"), false)
+		replyStatus(w, st, err)
 	})
 	mux.HandleFunc("POST /v1/apps/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
-		replyErr(w, d.setStopped(r.Context(), r.PathValue("name"), true))
+		st, err := d.setStopped(r.Context(), r.PathValue("name"), true)
+		replyStatus(w, st, err)
 	})
 	mux.HandleFunc("DELETE /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {
 		replyErr(w, d.removeApp(r.Context(), r.PathValue("name"), r.URL.Query().Get("purge_key") == "true"))
 	})
-	mux.HandleFunc("GET /v1/apps/{name}/wait", func(w http.ResponseWriter, r *http.Request) {
-		timeout, err := time.ParseDuration(r.URL.Query().Get("timeout"))
+	mux.HandleFunc("GET /v1/apps/{name}/wait", d.waits.limited(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		timeout, err := time.ParseDuration(q.Get("timeout"))
 		if err != nil || timeout <= 0 {
 			timeout = time.Minute
 		}
-		st, err := d.wait(r.Context(), r.PathValue("name"), r.URL.Query().Get("for"), timeout)
+		timeout = min(timeout, d.maxWait)
+		var gen int64
+		if g := q.Get("generation"); g != "" {
+			if gen, err = strconv.ParseInt(g, 10, 64); err != nil || gen < 0 {
+				fail(w, errkind.BadInputf("api: wait: generation %q is not a number", g))
+				return
+			}
+		}
+		st, err := d.wait(r.Context(), r.PathValue("name"), q.Get("for"), gen, timeout)
 		if err != nil {
 			fail(w, err)
 			return
 		}
 		reply(w, st)
-	})
-	mux.HandleFunc("GET /v1/apps/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	logs := func(w http.ResponseWriter, r *http.Request) {
 		follow := r.URL.Query().Get("follow") == "true"
 		if err := d.logs(r.Context(), r.PathValue("name"), follow, flushWriter{w}); err != nil && r.Context().Err() == nil {
 			fail(w, err)
 		}
+	}
+	mux.HandleFunc("GET /v1/apps/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") == "true" {
+			d.followers.limited(logs)(w, r)
+			return
+		}
+		logs(w, r)
 	})
 	mux.HandleFunc("POST /v1/apps/{name}/tls/renew", func(w http.ResponseWriter, r *http.Request) {
 		st, err := d.renewTLS(r.Context(), r.PathValue("name"))
@@ -91,14 +110,19 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/dns", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, d.dnsStatus())
 	})
-	// Profiles of the running daemon, for whoever may use the socket (root): curl --unix-socket.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	// Profiles of the running daemon, for root only (by the connection's peer credentials):
+	// curl --unix-socket.
+	mux.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/profile", rootOnly(pprof.Profile))
+	mux.HandleFunc("POST /v1/images", d.uploads.limited(func(w http.ResponseWriter, r *http.Request) {
+		info, err := d.loadImage(r.Context(), r.Body)
+		replyStatus(w, info, err)
+	}))
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})
 	})
-	return mux
+	return d.handlers.wrap(bodyLimit(mux))
 }
 
 func reply(w http.ResponseWriter, v any) {
@@ -114,16 +138,36 @@ func replyErr(w http.ResponseWriter, err error) {
 	reply(w, struct{}{})
 }
 
+func replyStatus[T any](w http.ResponseWriter, v T, err error) {
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	reply(w, v)
+}
+
+// fail answers an error with the status its kind calls for: 400 bad input, 404 not found, 409
+// conflict, 413 a body over the bound, 504 a wait that ran out; 500 otherwise.
 func fail(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
+	var tooLarge *http.MaxBytesError
 	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, api.ErrNotFound):
-		code = http.StatusNotFound
-	case isBadInput(err):
+	case errors.As(err, &tooLarge):
+		code = http.StatusRequestEntityTooLarge
+		err = fmt.Errorf("api: the request body is larger than %d bytes", tooLarge.Limit)
+	case errors.Is(err, errkind.BadInput):
 		code = http.StatusBadRequest
+	case errors.Is(err, errkind.NotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, errkind.Conflict):
+		code = http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	}
+	failCode(w, code, err)
+}
+
+func failCode(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})

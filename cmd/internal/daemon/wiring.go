@@ -30,8 +30,9 @@ type parts struct {
 	systemd *pods.Systemd
 	units   *unitAdapter
 	pods    *podBuilder
-	dnsSrv  *dns.Server  // builtin mode
-	dnsUpd  *dns.RFC2136 // rfc2136 mode
+	loader  archiveLoader // images the CLI sends
+	dnsSrv  *dns.Server   // builtin mode
+	dnsUpd  *dns.RFC2136  // rfc2136 mode
 	runner  *reconcile.Runner
 	sets    *dnsSets  // the zone's one publisher (addresses, challenges, the edge's A records)
 	tls     *tlsParts // HTTPS (nil when tls and edge are off)
@@ -74,6 +75,7 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 	p.closers = append(p.closers, p.systemd.Close)
 	p.units = &unitAdapter{Systemd: p.systemd}
 	p.pods = &podBuilder{images: p.images, self: self, configPath: configPath, netnsDir: cfg.Network.NetnsDir}
+	p.loader = p.images
 
 	control, err := torControl(cfg)
 	if err != nil {

@@ -33,8 +33,12 @@ type Pods interface {
 	// Units renders the app's units for a pod in netns; ErrImageMissing when the image is not
 	// cached yet (Fetch it first).
 	Units(app store.App, netns string) ([]pods.Unit, error)
-	// Fetch pulls or loads the app's image and unpacks it (nothing for a static site).
+	// Fetch makes sure the app's image is in the store (nothing for a static site). A fetch that
+	// takes time runs in the background: Fetch returns ErrFetching until it has ended, then its
+	// outcome.
 	Fetch(ctx context.Context, app store.App) error
+	// Fetching reports whether the app's image is being fetched in the background.
+	Fetching(app store.App) bool
 }
 
 // Units runs unit files through systemd.

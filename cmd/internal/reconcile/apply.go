@@ -19,6 +19,10 @@ import (
 // ErrImageMissing is what Pods.Units returns when the app's image is not cached.
 var ErrImageMissing = errors.New("image not cached")
 
+// ErrFetching is what Pods.Fetch returns while the app's image is fetched in the background:
+// the app waits (its other steps come once the image is there), and the pass goes on.
+var ErrFetching = errors.New("image being fetched")
+
 // Runner carries out plans against the adapters.
 type Runner struct {
 	Keys    KeyStore
@@ -51,7 +55,11 @@ type AppResult struct {
 	Net     network.Result // where the pod is (when attached)
 	Address string         // the .onion address (when it has a key)
 	Clients int            // v3 client-auth keys of its onion service
-	key     *onion.Key
+	// Retrying: the app waits to retry after a failure (Err is that failure); nothing ran.
+	Retrying bool
+	// Fetching: the app's image is being fetched in the background; its later steps wait.
+	Fetching bool
+	key      *onion.Key
 }
 
 // Result is a whole pass.
@@ -63,10 +71,11 @@ type Result struct {
 
 // Apply runs plan for the desired apps: per-app creation steps (several apps at once, each app's
 // steps in order, one app's failure never blocking another), then the onion services and DNS
-// records of every app (declarative sets, which also withdraw those of stopped and removed apps),
-// then the removals of leftover units and networks.
-func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs Observed) Result {
+// records of every app (declarative sets, which also withdraw those of stopped and removed apps,
+// and keep those of held apps as they are), then the removals of leftover units and networks.
+func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) Result {
 	res := Result{Apps: map[string]*AppResult{}}
+	desired := d.Apps
 	apps := map[string]store.App{}
 	for _, a := range desired {
 		apps[a.Name] = a
@@ -74,9 +83,14 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 	var creations, removals []AppPlan
 	for _, p := range plan.Apps {
 		res.Apps[p.App] = &AppResult{App: p.App}
-		if p.Removal {
+		switch {
+		case p.Hold != "":
+		case p.Retry != nil:
+			res.Apps[p.App].Retrying, res.Apps[p.App].Err = true, errors.New(p.Retry.Err)
+			res.Apps[p.App].Net = obs.Addresses[p.App]
+		case p.Removal:
 			removals = append(removals, p)
-		} else {
+		default:
 			creations = append(creations, p)
 		}
 	}
@@ -104,6 +118,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 	for app, err := range serviceErrs {
 		res.Apps[app].record(AddOnion, 0, err)
 	}
+	services = append(services, r.heldServices(d.Held, obs)...)
 	start := time.Now()
 	res.OnionErr = r.Onions.Set(ctx, services)
 	onionTime := time.Since(start)
@@ -113,7 +128,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 		res.Apps[s.App].note(AddOnion, onionTime, res.OnionErr)
 	}
 	if r.DNS != nil {
-		records := r.records(desired, res.Apps)
+		records := append(r.records(desired, res.Apps), r.heldRecords(d.Held)...)
 		start = time.Now()
 		res.DNSErr = r.DNS.Set(ctx, records)
 		dnsTime := time.Since(start)
@@ -129,6 +144,45 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, desired []store.App, obs 
 		r.remove(ctx, p, res.Apps[p.App])
 	}
 	return res
+}
+
+// heldServices are the onion services of held apps, as their last good record described them
+// (its key, ports and clients, to its pod's address): kept as they are. A held app with no
+// good record, no key or no network gets none: nothing is created for a held app.
+func (r *Runner) heldServices(held map[string]Hold, obs Observed) []onion.Service {
+	var apps []store.App
+	results := map[string]*AppResult{}
+	for name, h := range held {
+		if h.Last == nil || !obs.Keys[name] || !obs.Networks[name] {
+			continue
+		}
+		net, err := r.Network.Addresses(name)
+		if err != nil {
+			continue
+		}
+		key, created, err := r.Keys.Ensure(name)
+		if err != nil || created {
+			continue
+		}
+		apps = append(apps, *h.Last)
+		results[name] = &AppResult{App: name, Net: net, key: key}
+	}
+	services, _ := r.onionServices(apps, results)
+	return services
+}
+
+// heldRecords are the published DNS records of held apps: kept as they are.
+func (r *Runner) heldRecords(held map[string]Hold) []dns.Record {
+	if len(held) == 0 {
+		return nil
+	}
+	var out []dns.Record
+	for _, rec := range r.DNS.Status().Published {
+		if app, ok := appOf(rec, r.Zone); ok && held[app].Why != "" {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 func (a *AppResult) record(kind StepKind, d time.Duration, err error) {
@@ -168,7 +222,13 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	}
 	if planned(p, EnsureImage) {
 		start := time.Now()
-		if err := r.Pods.Fetch(ctx, app); err != nil {
+		err := r.Pods.Fetch(ctx, app)
+		if errors.Is(err, ErrFetching) {
+			out.Fetching = true
+			out.note(EnsureImage, time.Since(start), nil)
+			return
+		}
+		if err != nil {
 			out.record(EnsureImage, time.Since(start), err)
 			return
 		}
@@ -322,15 +382,19 @@ func (r *Runner) records(desired []store.App, results map[string]*AppResult) []d
 func appsOf(records []dns.Record, zone string) []string {
 	seen := map[string]bool{}
 	var apps []string
-	suffix := "." + strings.TrimSuffix(zone, ".") + "."
 	for _, rec := range records {
-		name, ok := strings.CutSuffix(rec.Name, suffix)
+		name, ok := appOf(rec, zone)
 		if ok && !seen[name] {
 			seen[name] = true
 			apps = append(apps, name)
 		}
 	}
 	return apps
+}
+
+// appOf is the app a record is of: its first label under the zone.
+func appOf(rec dns.Record, zone string) (string, bool) {
+	return strings.CutSuffix(rec.Name, "."+strings.TrimSuffix(zone, ".")+".")
 }
 
 // String is the step list of an app as it ran, for logs and status.

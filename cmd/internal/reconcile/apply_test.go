@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/dns"
@@ -23,6 +24,7 @@ import (
 // the real adapters.
 type fakes struct {
 	mu       sync.Mutex
+	attached bool // Addresses answers as for an attached pod
 	calls    map[string][]string
 	global   []string
 	failing  map[string]bool
@@ -62,13 +64,18 @@ func (f *fakes) Attach(_ context.Context, a network.Attachment) (network.Result,
 }
 func (f *fakes) Detach(_ context.Context, app string) error { f.log(app, "detach"); return nil }
 func (f *fakes) Attached(context.Context) ([]string, error) { return nil, nil }
-func (f *fakes) Addresses(string) (network.Result, error) {
-	return network.Result{}, network.ErrNotFound
+func (f *fakes) Addresses(app string) (network.Result, error) {
+	if !f.attached {
+		return network.Result{}, network.ErrNotFound
+	}
+	return network.Result{Netns: "/run/netns/onionpod-" + app, ULA: netip.MustParseAddr("fd00::6")}, nil
 }
 
 func (f *fakes) Units(app store.App, netns string) ([]pods.Unit, error) {
 	return []pods.Unit{{Name: pods.PodUnitName(app.Name), Content: []byte(netns)}}, nil
 }
+func (f *fakes) Fetching(store.App) bool { return false }
+
 func (f *fakes) Fetch(_ context.Context, app store.App) error {
 	f.log(app.Name, "image")
 	if f.failing[app.Name] {
@@ -107,7 +114,11 @@ func (d fakeDNS) Set(_ context.Context, r []dns.Record) error {
 	d.global = append(d.global, "dns-set")
 	return nil
 }
-func (d fakeDNS) Status() dns.Status { return dns.Status{} }
+func (d fakeDNS) Status() dns.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return dns.Status{Published: d.records}
+}
 
 func (f *fakes) runner() *Runner {
 	return &Runner{Keys: f, Network: f, Pods: f, Units: f, Onions: fakeOnions{f}, DNS: fakeDNS{f}, Zone: "box.example"}
@@ -144,7 +155,8 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 		Units:  map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
 		Onions: map[string]bool{}, DNS: map[string]bool{}}
 	obs.Networks["gone"] = true
-	res := f.runner().Apply(context.Background(), MakePlan(desired, obs), desired, obs)
+	d := Desired{Apps: desired}
+	res := f.runner().Apply(context.Background(), MakePlan(d, obs), d, obs)
 
 	want := map[string][]string{
 		"good":   {"key", "image", "attach", "unit"},
@@ -175,5 +187,57 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 	}
 	if res.Apps["good"].Address == "" || res.Apps["good"].Address != f.keys["good"].Address() {
 		t.Errorf("good's address %q", res.Apps["good"].Address)
+	}
+}
+
+// TestApplyHoldsAndWaits: a held app (its record is damaged) keeps its onion service and DNS
+// records as they are, gets no step and no removal, while its pod and network are there; an app
+// waiting to retry gets no step and counts as failed.
+func TestApplyHoldsAndWaits(t *testing.T) {
+	f := newFakes()
+	r := f.runner()
+	apps := []store.App{
+		{Name: "held", Image: "r.example/held:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "flaky", Image: "r.example/flaky:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+	}
+	empty := func() Observed {
+		return Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+			Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}}
+	}
+	d := Desired{Apps: apps}
+	obs := empty()
+	r.Apply(context.Background(), MakePlan(d, obs), d, obs)
+	if got := f.serviceApps(); !slices.Equal(got, []string{"flaky", "held"}) {
+		t.Fatalf("first pass: services of %v", got)
+	}
+	f.calls = map[string][]string{}
+	f.attached = true
+
+	// Now held's record is damaged, and flaky waits to retry; everything of both is observed.
+	obs = empty()
+	for _, a := range []string{"held", "flaky"} {
+		obs.Keys[a], obs.Images[a], obs.Networks[a], obs.Onions[a], obs.DNS[a] = true, true, true, true, true
+		obs.Units[a] = UnitState{Present: true, Current: true, Active: true}
+	}
+	d = Desired{Apps: apps[1:], Held: map[string]Hold{"held": {Why: "record damaged", Last: &apps[0]}},
+		Retry: map[string]Retry{"flaky": {Failures: 2, In: 10 * time.Second, Err: "registry unreachable"}}}
+	plan := MakePlan(d, obs)
+	res := r.Apply(context.Background(), plan, d, obs)
+	if len(f.calls) != 0 {
+		t.Errorf("calls for a held or waiting app: %v", f.calls)
+	}
+	if got := f.serviceApps(); !slices.Equal(got, []string{"held"}) {
+		t.Errorf("services of %v, want held's kept and flaky's withdrawn (it failed)", got)
+	}
+	if got := f.recordNames(); !slices.Equal(got, []string{"held.box.example."}) {
+		t.Errorf("DNS records %v, want held's kept", got)
+	}
+	if fl := res.Apps["flaky"]; !fl.Retrying || fl.Err == nil || fl.Err.Error() != "registry unreachable" {
+		t.Errorf("flaky's result: %+v", fl)
+	}
+	for _, p := range plan.Apps {
+		if p.Removal {
+			t.Errorf("plan removes %s", p.App)
+		}
 	}
 }

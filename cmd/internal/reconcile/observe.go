@@ -16,7 +16,7 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	obs := Observed{
 		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
 		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{},
-		Addresses: map[string]network.Result{},
+		Fetching: map[string]bool{}, Addresses: map[string]network.Result{},
 	}
 	var errs []error
 	keyed, err := r.Keys.Apps()
@@ -60,6 +60,8 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 		units, err := r.Pods.Units(app, netns)
 		if err == nil {
 			obs.Images[app.Name] = true
+		} else if r.Pods.Fetching(app) {
+			obs.Fetching[app.Name] = true
 		}
 		// Without its netns the rendered units are not what would be written: not current.
 		if u, ok := obs.Units[app.Name]; ok && err == nil && netns != "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
@@ -59,6 +60,7 @@ type Observed struct {
 	Units    map[string]UnitState // the app's pod unit
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
+	Fetching map[string]bool      // the app's image is being fetched in the background
 
 	// Addresses of the attached apps, as observed (not used by the plan: Apply reuses them
 	// rather than asking the network again).
@@ -72,6 +74,31 @@ type UnitState struct {
 	Active  bool // active (running), or activating
 }
 
+// Desired is what a pass aims at: the apps' records, the apps whose record cannot be used, and
+// the apps waiting to retry after a failure.
+type Desired struct {
+	Apps []store.App
+	// Held: apps whose record is damaged or unreadable. Nothing is done to them and nothing of
+	// theirs is removed: their pod, onion service and DNS records stay as they are.
+	Held map[string]Hold
+	// Retry: apps whose last attempt failed and whose next one is not due yet.
+	Retry map[string]Retry
+}
+
+// Hold is why an app is held, and what its last good record said (nil: unknown): its onion
+// service is kept as that record described it.
+type Hold struct {
+	Why  string
+	Last *store.App
+}
+
+// Retry is a failing app's backoff: it is not tried again before In has passed.
+type Retry struct {
+	Failures int           // failed attempts in a row
+	In       time.Duration // until the next attempt
+	Err      string        // the last failure
+}
+
 // Step is one thing to do for one app, and why.
 type Step struct {
 	Kind   StepKind
@@ -81,7 +108,9 @@ type Step struct {
 // AppPlan is the steps of one app, in order.
 type AppPlan struct {
 	App     string
-	Removal bool // the app is gone from the desired state: its leftovers are removed
+	Removal bool   // the app is gone from the desired state: its leftovers are removed
+	Hold    string // the app is held (its record cannot be used), and why: no steps
+	Retry   *Retry // the app waits to retry after a failure: no steps until then
 	Steps   []Step
 }
 
@@ -104,7 +133,14 @@ func (p Plan) Empty() bool {
 func (p Plan) String() string {
 	var b strings.Builder
 	for _, a := range p.Apps {
-		if len(a.Steps) == 0 {
+		switch {
+		case a.Hold != "":
+			fmt.Fprintf(&b, "hold %s: %s (nothing is changed or removed)\n", a.App, a.Hold)
+			continue
+		case a.Retry != nil:
+			fmt.Fprintf(&b, "wait %s: retry in %d s (failed %s): %s\n", a.App, int(a.Retry.In.Round(time.Second)/time.Second), times(a.Retry.Failures), a.Retry.Err)
+			continue
+		case len(a.Steps) == 0:
 			continue
 		}
 		verb := "converge"
@@ -122,16 +158,32 @@ func (p Plan) String() string {
 	return b.String()
 }
 
+func times(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}
+
 // MakePlan decides the steps that make observed match desired. It is pure: same input, same plan.
-func MakePlan(desired []store.App, obs Observed) Plan {
+// Held apps get no steps and are never removed; apps waiting to retry get no steps before their
+// time.
+func MakePlan(desired Desired, obs Observed) Plan {
 	var plan Plan
 	wanted := map[string]bool{}
-	sorted := append([]store.App(nil), desired...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	for _, app := range sorted {
-		wanted[app.Name] = true
-		plan.Apps = append(plan.Apps, planApp(app, obs))
+	for name, h := range desired.Held {
+		wanted[name] = true
+		plan.Apps = append(plan.Apps, AppPlan{App: name, Hold: h.Why})
 	}
+	for _, app := range desired.Apps {
+		wanted[app.Name] = true
+		p := planApp(app, obs)
+		if r, ok := desired.Retry[app.Name]; ok && r.In > 0 {
+			p = AppPlan{App: app.Name, Retry: &r}
+		}
+		plan.Apps = append(plan.Apps, p)
+	}
+	sort.Slice(plan.Apps, func(i, j int) bool { return plan.Apps[i].App < plan.Apps[j].App })
 	for _, name := range leftovers(wanted, obs) {
 		plan.Apps = append(plan.Apps, planRemoval(name, obs))
 	}
@@ -157,6 +209,11 @@ func planApp(app store.App, obs Observed) AppPlan {
 	}
 	if app.WantsOnion() && !obs.Keys[name] {
 		add(EnsureKey, "no onion key yet")
+	}
+	if obs.Fetching[name] {
+		// Its other steps wait for the image; the pass does not (nor do the other apps).
+		add(EnsureImage, "fetching in the background: "+sourceOf(app))
+		return p
 	}
 	if !obs.Images[name] {
 		add(EnsureImage, "image not unpacked: "+sourceOf(app))

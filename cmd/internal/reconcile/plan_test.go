@@ -15,8 +15,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the plan sections of the golden files")
 
-// TestPlanGolden runs MakePlan on each testdata/plans/*.txtar (sections desired.json, observed.json)
-// and compares the result with its "plan" section.
+// TestPlanGolden runs MakePlan on each testdata/plans/*.txtar (sections desired.json,
+// observed.json, and optionally held.json and retry.json: the Desired's Held and Retry) and
+// compares the result with its "plan" section.
 func TestPlanGolden(t *testing.T) {
 	files, _ := filepath.Glob("testdata/plans/*.txtar")
 	if len(files) < 10 {
@@ -28,15 +29,23 @@ func TestPlanGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var desired []store.App
+			var desired Desired
 			var obs Observed
 			var want string
 			planIndex := -1
 			for i, f := range ar.Files {
 				switch f.Name {
 				case "desired.json":
-					if err := json.Unmarshal(f.Data, &desired); err != nil {
+					if err := json.Unmarshal(f.Data, &desired.Apps); err != nil {
 						t.Fatalf("desired.json: %v", err)
+					}
+				case "held.json":
+					if err := json.Unmarshal(f.Data, &desired.Held); err != nil {
+						t.Fatalf("held.json: %v", err)
+					}
+				case "retry.json":
+					if err := json.Unmarshal(f.Data, &desired.Retry); err != nil {
+						t.Fatalf("retry.json: %v", err)
 					}
 				case "observed.json":
 					if err := json.Unmarshal(f.Data, &obs); err != nil {
@@ -46,7 +55,7 @@ func TestPlanGolden(t *testing.T) {
 					want, planIndex = string(f.Data), i
 				}
 			}
-			for _, app := range desired {
+			for _, app := range desired.Apps {
 				if err := app.Validate(); err != nil {
 					t.Fatalf("test case has an invalid app: %v", err)
 				}
@@ -82,7 +91,7 @@ func TestPlanConverges(t *testing.T) {
 	obs.Units["gone"] = UnitState{Present: true, Current: true, Active: true}
 	obs.DNS["gone"] = true
 	for pass := 0; pass < 3; pass++ {
-		plan := MakePlan(apps, obs)
+		plan := MakePlan(Desired{Apps: apps}, obs)
 		if plan.Empty() {
 			if pass == 0 {
 				t.Fatal("first plan is empty")
@@ -91,7 +100,7 @@ func TestPlanConverges(t *testing.T) {
 		}
 		simulate(plan, &obs)
 	}
-	t.Fatalf("still not converged:\n%s", MakePlan(apps, obs))
+	t.Fatalf("still not converged:\n%s", MakePlan(Desired{Apps: apps}, obs))
 }
 
 // simulate applies a plan to observed state as perfect adapters would.

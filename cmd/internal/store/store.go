@@ -13,13 +13,21 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 // SchemaVersion is the version of the record format this build writes. Records of a newer schema
 // are refused rather than misread.
 const SchemaVersion = 1
 
-// Store is the desired-state directory: DIR/apps/NAME.json, DIR/lock.
+// damagedSuffix marks a quarantined copy of a damaged record: NAME.json.damaged-UNIXTIME.
+const damagedSuffix = ".json.damaged-"
+
+// Store is the desired-state directory: DIR/apps/NAME.json, a copy of each record in
+// DIR/apps/.last/NAME.json (what a held app's damaged record described), DIR/lock.
 type Store struct {
 	dir string
 }
@@ -33,7 +41,7 @@ type record struct {
 // Open creates (0700) or opens the state dir's app records.
 func Open(stateDir string) (*Store, error) {
 	s := &Store{dir: stateDir}
-	for _, d := range []string{stateDir, s.appsDir()} {
+	for _, d := range []string{stateDir, s.appsDir(), s.copyDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
@@ -51,9 +59,15 @@ func (s *Store) appsDir() string { return filepath.Join(s.dir, "apps") }
 
 func (s *Store) path(name string) string { return filepath.Join(s.appsDir(), name+".json") }
 
-// Lock takes the state dir's exclusive lock, waiting for it until ctx ends. Every writer of the
-// state dir (records, onion keys) holds it while writing. Call the returned func to release it.
-func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
+// copyDir holds a copy of every record, written with it: when a record is found damaged, its
+// copy says what the app was (the daemon keeps serving that while it holds the app).
+func (s *Store) copyDir() string { return filepath.Join(s.appsDir(), ".last") }
+
+func (s *Store) copyPath(name string) string { return filepath.Join(s.copyDir(), name+".json") }
+
+// lock takes the state dir's exclusive lock, waiting for it until ctx ends. Call the returned
+// func to release it.
+func (s *Store) lock(ctx context.Context) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: lock: %w", err)
@@ -76,74 +90,162 @@ func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
 	}
 }
 
-// Update runs fn under the lock. Put and Delete must only be called from inside Update.
-func (s *Store) Update(ctx context.Context, fn func() error) error {
-	unlock, err := s.Lock(ctx)
+// Tx is a transaction on the store: it holds the state dir's exclusive lock, and is the only way
+// to change records. It is valid only inside the Update call that made it.
+type Tx struct {
+	s *Store
+}
+
+// Update runs fn in a transaction: under the state dir's exclusive lock, which every writer of
+// the state dir (records, onion keys) holds while writing.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	unlock, err := s.lock(ctx)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return fn()
+	tx := &Tx{s: s}
+	defer func() { tx.s = nil }() // a Tx kept past Update fails loudly
+	return fn(tx)
 }
 
-// Get reads one app's record.
+// Held is an app whose record cannot be used: damaged (Quarantine moves it aside, and its
+// copies are kept for the user), of a newer schema, or unreadable just now. Nothing may be
+// changed or removed of a held app on the strength of its missing record.
+type Held struct {
+	Name    string
+	Damaged bool     // the record is damaged for good (not merely unreadable now)
+	Record  bool     // NAME.json is still there (Quarantine it when Damaged)
+	Copies  []string // quarantined copies of damaged records, oldest first
+	Err     error    // what is wrong (of the record, or of the copies' first record)
+	// Last is the app as its last good record described it (from the copy written with every
+	// record), or nil when there is no good copy.
+	Last *App
+}
+
+func (h *Held) Error() string {
+	if h.Record || len(h.Copies) == 0 {
+		return fmt.Sprintf("store: app %q: %v", h.Name, h.Err)
+	}
+	return fmt.Sprintf("store: app %q: its record was damaged (kept as %s)", h.Name, h.Copies[len(h.Copies)-1])
+}
+
+func (h *Held) Unwrap() error { return h.Err }
+
+// ErrDamaged is in the error of a record that cannot be decoded or does not hold a valid app.
+var ErrDamaged = errors.New("damaged record")
+
+// Get reads one app's record. A record that cannot be used is a *Held error; an app with no
+// record and no damaged copy is ErrNotFound.
 func (s *Store) Get(name string) (App, error) {
-	if err := ValidateName(name); err != nil {
+	if err := names.App(name); err != nil {
 		return App{}, err
 	}
+	app, err := s.read(name)
+	if !errors.Is(err, ErrNotFound) {
+		return app, err
+	}
+	if copies := s.copies(name); len(copies) > 0 {
+		return App{}, &Held{Name: name, Damaged: true, Copies: copies, Err: ErrDamaged, Last: s.lastGood(name)}
+	}
+	return App{}, err
+}
+
+// lastGood is the app as the copy of its record has it, or nil.
+func (s *Store) lastGood(name string) *App {
+	data, err := os.ReadFile(s.copyPath(name))
+	if err != nil {
+		return nil
+	}
+	app, err := decode(name, data)
+	if err != nil {
+		return nil
+	}
+	return &app
+}
+
+// read reads NAME.json.
+func (s *Store) read(name string) (App, error) {
 	data, err := os.ReadFile(s.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return App{}, fmt.Errorf("store: app %q: %w", name, ErrNotFound)
+		return App{}, errkind.NotFoundf("store: app %q: no such app", name)
 	}
 	if err != nil {
-		return App{}, fmt.Errorf("store: app %q: %w", name, err)
+		return App{}, &Held{Name: name, Record: true, Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
 	}
-	return decode(name, data)
+	app, err := decode(name, data)
+	if err != nil {
+		h := &Held{Name: name, Record: true, Damaged: errors.Is(err, ErrDamaged), Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
+		return App{}, h
+	}
+	return app, nil
 }
 
 func decode(name string, data []byte) (App, error) {
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return App{}, fmt.Errorf("store: app %q: damaged record: %w", name, err)
+		return App{}, fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
 	if r.Schema > SchemaVersion {
-		return App{}, fmt.Errorf("store: app %q: record schema %d is newer than this onionpod (%d): upgrade onionpod", name, r.Schema, SchemaVersion)
+		return App{}, fmt.Errorf("record schema %d is newer than this onionpod (%d): upgrade onionpod", r.Schema, SchemaVersion)
 	}
 	if r.App.Name != name {
-		return App{}, fmt.Errorf("store: app %q: record names app %q", name, r.App.Name)
+		return App{}, fmt.Errorf("%w: it names app %q", ErrDamaged, r.App.Name)
+	}
+	if err := r.App.Validate(); err != nil {
+		return App{}, fmt.Errorf("%w: %w", ErrDamaged, err)
+	}
+	if r.App.Generation < 1 {
+		r.App.Generation = 1 // written before generations: its first
 	}
 	return r.App, nil
 }
 
-// List returns every app, sorted by name.
-func (s *Store) List() ([]App, error) {
-	entries, err := os.ReadDir(s.appsDir())
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	var apps []App
-	var errs []error
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || ValidateName(name) != nil {
-			continue // temp files and strangers
-		}
-		app, err := s.Get(name)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		apps = append(apps, app)
-	}
-	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
-	return apps, errors.Join(errs...)
+// copies are the quarantined copies of name's damaged records, oldest first.
+func (s *Store) copies(name string) []string {
+	matches, _ := filepath.Glob(filepath.Join(s.appsDir(), name+damagedSuffix+"*"))
+	sort.Strings(matches)
+	return matches
 }
 
-// Put validates and writes one app's record atomically. Call it inside Update.
-func (s *Store) Put(app App) error {
+// List returns every app, sorted by name, and the held ones (records that cannot be used, and
+// damaged copies with no record beside them). Its error is only for the directory itself:
+// then nothing is known of any app.
+func (s *Store) List() (apps []App, held []*Held, err error) {
+	entries, err := os.ReadDir(s.appsDir())
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			name, _, ok = strings.Cut(e.Name(), damagedSuffix)
+		}
+		if !ok || !names.IsApp(name) || seen[name] {
+			continue // temp files and strangers
+		}
+		seen[name] = true
+		app, err := s.Get(name)
+		var h *Held
+		switch {
+		case err == nil:
+			apps = append(apps, app)
+		case errors.As(err, &h):
+			held = append(held, h)
+		}
+		// Otherwise deleted meanwhile.
+	}
+	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
+	sort.Slice(held, func(i, j int) bool { return held[i].Name < held[j].Name })
+	return apps, held, nil
+}
+
+// Get reads one app's record inside the transaction (see Store.Get).
+func (tx *Tx) Get(name string) (App, error) { return tx.s.Get(name) }
+
+// Put validates and writes one app's record atomically, and then its copy.
+func (tx *Tx) Put(app App) error {
 	if err := app.Validate(); err != nil {
 		return err
 	}
@@ -151,20 +253,67 @@ func (s *Store) Put(app App) error {
 	if err != nil {
 		return fmt.Errorf("store: app %q: %w", app.Name, err)
 	}
-	if err := WriteFileAtomic(s.path(app.Name), append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("store: app %q: %w", app.Name, err)
+	data = append(data, '\n')
+	for _, p := range []string{tx.s.path(app.Name), tx.s.copyPath(app.Name)} {
+		if _, err := atomicfile.WriteFile(p, data, 0o600); err != nil {
+			return fmt.Errorf("store: app %q: %w", app.Name, err)
+		}
 	}
 	return nil
 }
 
-// Delete removes one app's record; a missing record is not an error. Call it inside Update.
-func (s *Store) Delete(name string) error {
-	if err := ValidateName(name); err != nil {
+// Delete removes one app's record and the quarantined copies of its damaged records; it reports
+// whether there was anything to remove.
+func (tx *Tx) Delete(name string) (existed bool, err error) {
+	if err := names.App(name); err != nil {
+		return false, err
+	}
+	if err := os.Remove(tx.s.copyPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("store: app %q: %w", name, err)
+	}
+	for _, p := range append([]string{tx.s.path(name)}, tx.s.copies(name)...) {
+		err := os.Remove(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return existed, fmt.Errorf("store: app %q: %w", name, err)
+		}
+		existed = existed || err == nil
+	}
+	if !existed {
+		return false, nil
+	}
+	if err := atomicfile.SyncDir(tx.s.copyDir()); err != nil {
+		return true, err
+	}
+	return true, atomicfile.SyncDir(tx.s.appsDir())
+}
+
+// HasCopy reports whether the app's record has its copy (records written before copies existed
+// have none: Tx.Copy writes it).
+func (s *Store) HasCopy(name string) bool {
+	_, err := os.Stat(s.copyPath(name))
+	return err == nil
+}
+
+// Copy writes the copy of a good record that has none.
+func (tx *Tx) Copy(name string) error {
+	app, err := tx.Get(name)
+	if err != nil {
 		return err
 	}
-	err := os.Remove(s.path(name))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("store: app %q: %w", name, err)
+	return tx.Put(app)
+}
+
+// Quarantine moves a damaged record aside (NAME.json.damaged-UNIXTIME), keeping it for the user,
+// and returns the copy's path. Only a record Get reports as damaged is moved.
+func (tx *Tx) Quarantine(name string, now time.Time) (string, error) {
+	_, err := tx.s.read(name)
+	var h *Held
+	if !errors.As(err, &h) || !h.Damaged {
+		return "", fmt.Errorf("store: app %q: the record is not damaged: %w", name, errkind.Conflict)
 	}
-	return syncDir(s.appsDir())
+	p, err := atomicfile.Quarantine(tx.s.path(name), now.Unix())
+	if err != nil {
+		return "", fmt.Errorf("store: app %q: %w", name, err)
+	}
+	return p, nil
 }

@@ -1,38 +1,20 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-func TestValidateName(t *testing.T) {
-	for _, ok := range []string{"blog", "a", "my-app-2", "0day", string(make63('a'))} {
-		if err := ValidateName(ok); err != nil {
-			t.Errorf("ValidateName(%q) = %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "Blog_1", "Blog", "my_app", "-x", "x-", "a.b", "ünï", "a b", "../etc", string(make63('a')) + "a"} {
-		err := ValidateName(bad)
-		if !errors.Is(err, ErrInvalid) {
-			t.Errorf("ValidateName(%q) = %v, want ErrInvalid", bad, err)
-		}
-	}
-}
-
-func make63(c byte) []byte {
-	b := make([]byte, 63)
-	for i := range b {
-		b[i] = c
-	}
-	return b
-}
 
 func TestParsePortAndVolume(t *testing.T) {
 	if p, err := ParsePort("80"); err != nil || p != (Port{80, 80}) {
@@ -86,7 +68,7 @@ func TestPutGetListDelete(t *testing.T) {
 	}
 	ctx := context.Background()
 	app := App{Name: "blog", Image: "r.example/blog:1", Ports: []Port{{80, 8080}}, Onion: true, Env: []string{"A=b"}}
-	if err := s.Update(ctx, func() error { return s.Put(app) }); err != nil {
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(app) }); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get("blog")
@@ -104,18 +86,30 @@ func TestPutGetListDelete(t *testing.T) {
 	if _, err := s.Get("nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get(nope) = %v", err)
 	}
-	apps, err := s.List()
-	if err != nil || len(apps) != 1 {
-		t.Fatalf("List = %v, %v", apps, err)
+	apps, held, err := s.List()
+	if err != nil || len(apps) != 1 || len(held) != 0 {
+		t.Fatalf("List = %v, %v, %v", apps, held, err)
 	}
-	s.Update(ctx, func() error { return s.Delete("blog") })
-	s.Update(ctx, func() error { return s.Delete("blog") }) // idempotent
-	if apps, _ := s.List(); len(apps) != 0 {
+	if got.Generation != 1 {
+		t.Errorf("a record written without a generation reads as generation %d, want 1", got.Generation)
+	}
+	for i, want := range []bool{true, false} { // idempotent
+		var existed bool
+		s.Update(ctx, func(tx *Tx) (err error) { existed, err = tx.Delete("blog"); return err })
+		if existed != want {
+			t.Errorf("delete #%d: existed = %v", i+1, existed)
+		}
+	}
+	if apps, _, _ := s.List(); len(apps) != 0 {
 		t.Errorf("after delete: %v", apps)
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "apps"))
-	if len(entries) != 0 {
-		t.Errorf("left behind: %v", entries)
+	for _, d := range []string{"apps", "apps/.last"} {
+		entries, _ := os.ReadDir(filepath.Join(dir, d))
+		for _, e := range entries {
+			if !e.IsDir() {
+				t.Errorf("left behind: %s/%s", d, e.Name())
+			}
+		}
 	}
 }
 
@@ -129,17 +123,17 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 
 func TestLockExcludesAndTimesOut(t *testing.T) {
 	s, _ := Open(t.TempDir())
-	unlock, err := s.Lock(context.Background())
+	unlock, err := s.lock(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := s.Lock(ctx); err == nil {
+	if _, err := s.lock(ctx); err == nil {
 		t.Fatal("a second lock was granted while the first is held")
 	}
 	unlock()
-	unlock2, err := s.Lock(context.Background())
+	unlock2, err := s.lock(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,13 +146,13 @@ func TestTwoProcessesWriting(t *testing.T) {
 	if dir := os.Getenv("STORE_TEST_WRITER_DIR"); dir != "" {
 		s, _ := Open(dir)
 		for i := 0; i < 50; i++ {
-			err := s.Update(context.Background(), func() error {
-				a, err := s.Get("counter")
+			err := s.Update(context.Background(), func(tx *Tx) error {
+				a, err := tx.Get("counter")
 				if err != nil {
 					return err
 				}
-				a.Env = append(a.Env, "N="+strconv.Itoa(len(a.Env)))
-				return s.Put(a)
+				a.Env = append(a.Env, "N"+strconv.Itoa(len(a.Env))+"=x")
+				return tx.Put(a)
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -168,8 +162,8 @@ func TestTwoProcessesWriting(t *testing.T) {
 	}
 	dir := t.TempDir()
 	s, _ := Open(dir)
-	s.Update(context.Background(), func() error {
-		return s.Put(App{Name: "counter", Static: "/srv"})
+	s.Update(context.Background(), func(tx *Tx) error {
+		return tx.Put(App{Name: "counter", Static: "/srv"})
 	})
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
@@ -192,5 +186,97 @@ func TestTwoProcessesWriting(t *testing.T) {
 	a, err := s.Get("counter")
 	if err != nil || len(a.Env) != 150 {
 		t.Fatalf("want 150 updates, got %d (%v)", len(a.Env), err)
+	}
+}
+
+func TestEnvSetAndUnset(t *testing.T) {
+	env := []string{"A=1", "B=2", "C=3"}
+	got := SetEnv(env, []string{"B=two", "D=4", "A=one"})
+	if !slices.Equal(got, []string{"A=one", "B=two", "C=3", "D=4"}) {
+		t.Errorf("SetEnv = %v", got)
+	}
+	if !slices.Equal(env, []string{"A=1", "B=2", "C=3"}) {
+		t.Errorf("SetEnv changed its input: %v", env)
+	}
+	got, err := UnsetEnv(got, []string{"B", "NOPE"})
+	if err != nil || !slices.Equal(got, []string{"A=one", "C=3", "D=4"}) {
+		t.Errorf("UnsetEnv = %v, %v", got, err)
+	}
+	if _, err := UnsetEnv(got, []string{"A=1"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("UnsetEnv(A=1) = %v, want bad input", err)
+	}
+}
+
+// TestDamagedRecordsAreHeld: a truncated, a garbled and a misnamed record are held (reported,
+// not listed as apps), the other apps are listed; Quarantine keeps the damaged record aside, and
+// the app stays held; a newer schema is held but not quarantined; Delete removes the copies.
+func TestDamagedRecordsAreHeld(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	ctx := context.Background()
+	for _, name := range []string{"good", "trunc", "garbled", "misnamed", "newer"} {
+		if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(App{Name: name, Static: "/srv/" + name}) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apps := filepath.Join(s.Dir(), "apps")
+	data, _ := os.ReadFile(filepath.Join(apps, "trunc.json"))
+	os.WriteFile(filepath.Join(apps, "trunc.json"), data[:len(data)/3], 0o600)
+	os.WriteFile(filepath.Join(apps, "garbled.json"), []byte("\x00\x01garbage"), 0o600)
+	os.WriteFile(filepath.Join(apps, "misnamed.json"), []byte(`{"schema":1,"app":{"name":"good","static":"/srv/x"}}`), 0o600)
+	os.WriteFile(filepath.Join(apps, "newer.json"), []byte(`{"schema":99,"app":{"name":"newer"}}`), 0o600)
+
+	list, held, err := s.List()
+	if err != nil || len(list) != 1 || list[0].Name != "good" {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+	kinds := map[string]bool{}
+	for _, h := range held {
+		kinds[h.Name] = h.Damaged
+		if !h.Record {
+			t.Errorf("%s: the record is still there", h.Name)
+		}
+	}
+	if !maps.Equal(kinds, map[string]bool{"trunc": true, "garbled": true, "misnamed": true, "newer": false}) {
+		t.Fatalf("held: %v", kinds)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, name := range []string{"trunc", "garbled", "misnamed"} {
+			if _, err := tx.Quarantine(name, time.Unix(1700000000, 0)); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Quarantine("newer", time.Now()); err == nil {
+			t.Error("a record of a newer schema was quarantined")
+		}
+		if _, err := tx.Quarantine("good", time.Now()); err == nil {
+			t.Error("a good record was quarantined")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Get("trunc")
+	var h *Held
+	if !errors.As(err, &h) || !h.Damaged || h.Record || len(h.Copies) != 1 || !strings.HasSuffix(h.Copies[0], "trunc.json.damaged-1700000000") {
+		t.Fatalf("Get(trunc) after quarantine = %#v", err)
+	}
+	if copied, _ := os.ReadFile(h.Copies[0]); !bytes.Equal(copied, data[:len(data)/3]) {
+		t.Error("the quarantined copy differs from the damaged record")
+	}
+	if h.Last == nil || h.Last.Static != "/srv/trunc" {
+		t.Errorf("the last good record of trunc: %+v", h.Last)
+	}
+	if _, held, _ := s.List(); len(held) != 4 {
+		t.Errorf("after quarantine, held: %v", held)
+	}
+	s.Update(ctx, func(tx *Tx) error {
+		if existed, err := tx.Delete("trunc"); !existed || err != nil {
+			t.Errorf("Delete(trunc) = %v, %v", existed, err)
+		}
+		return nil
+	})
+	if _, err := s.Get("trunc"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after Delete, Get(trunc) = %v", err)
 	}
 }

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/lab/child"
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
@@ -92,8 +93,8 @@ type System struct {
 
 	mu      sync.Mutex
 	proc    *os.Process
-	exited  chan struct{} // closed when PID 1 has been reaped
-	bootIDs []string      // every boot id used, for /tmp/systemd-private-* cleanup
+	exited  <-chan struct{} // closed when PID 1 has been reaped
+	bootIDs []string        // every boot id used, for /tmp/systemd-private-* cleanup
 	closed  bool
 }
 
@@ -215,11 +216,11 @@ func (s *System) start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	cmd, err := s.spawnInit(script)
+	cmd, exited, err := s.spawnInit(script)
 	if err != nil {
 		return err
 	}
-	s.adopt(cmd, bootID)
+	s.adopt(cmd, exited, bootID)
 	defer func() {
 		if err != nil {
 			_ = s.stop(context.Background(), 0)
@@ -246,28 +247,29 @@ func (s *System) writeBootFiles(bootID string) (string, error) {
 
 // spawnInit starts the init script as PID 1 of new namespaces, inside the box's cgroup (created
 // here), with its output appended to the console log. On failure the cgroup is removed.
-func (s *System) spawnInit(script string) (*exec.Cmd, error) {
+func (s *System) spawnInit(script string) (*exec.Cmd, <-chan struct{}, error) {
 	console, err := os.OpenFile(filepath.Join(s.opts.StateDir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("box: console log: %w", err)
+		return nil, nil, fmt.Errorf("box: console log: %w", err)
 	}
 	defer console.Close()
 	if err := os.Mkdir(s.cgroup, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("box: create cgroup: %w", err)
+		return nil, nil, fmt.Errorf("box: create cgroup: %w", err)
 	}
 	cg, err := os.Open(s.cgroup)
 	if err != nil {
 		_ = removeCgroup(s.cgroup)
-		return nil, fmt.Errorf("box: open cgroup: %w", err)
+		return nil, nil, fmt.Errorf("box: open cgroup: %w", err)
 	}
 	defer cg.Close()
 	cmd := s.initCommand(script, int(cg.Fd()))
 	cmd.Stdout, cmd.Stderr = console, console
-	if err := cmd.Start(); err != nil {
+	exited, _, err := child.Start(cmd)
+	if err != nil {
 		_ = removeCgroup(s.cgroup)
-		return nil, fmt.Errorf("box: start init: %w", err)
+		return nil, nil, fmt.Errorf("box: start init: %w", err)
 	}
-	return cmd, nil
+	return cmd, exited, nil
 }
 
 // initCommand is the command that runs the init script as PID 1 of new pid, mount, uts, ipc,
@@ -297,12 +299,7 @@ func (s *System) initCommand(script string, cgroupFD int) *exec.Cmd {
 
 // adopt records the started PID 1 (reaped by a goroutine) and writes its pid and boot id files,
 // which Attach reads from another process.
-func (s *System) adopt(cmd *exec.Cmd, bootID string) {
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
+func (s *System) adopt(cmd *exec.Cmd, exited <-chan struct{}, bootID string) {
 	s.mu.Lock()
 	s.PID = cmd.Process.Pid
 	s.proc = cmd.Process

@@ -59,6 +59,10 @@ const (
 	Curl
 	// Socat: socat.
 	Socat
+	// Apt: apt-get (resolving Debian packages for test images).
+	Apt
+	// Mmdebstrap: mmdebstrap (building test images from Debian packages).
+	Mmdebstrap
 	// Pebble: Let's Encrypt's ACME test server and its DNS test server (pebble,
 	// pebble-challtestsrv).
 	Pebble
@@ -125,6 +129,10 @@ func (p Part) String() string {
 		return "curl"
 	case Socat:
 		return "socat"
+	case Apt:
+		return "apt"
+	case Mmdebstrap:
+		return "mmdebstrap"
 	case Pebble:
 		return "pebble"
 	}
@@ -188,6 +196,10 @@ func (p Part) check() string {
 		return inPath("curl", "curl")
 	case Socat:
 		return inPath("socat", "socat")
+	case Apt:
+		return inPath("apt", "apt-get")
+	case Mmdebstrap:
+		return inPath("mmdebstrap", "mmdebstrap")
 	case Pebble:
 		return inPath("pebble", "pebble", "pebble-challtestsrv")
 	}

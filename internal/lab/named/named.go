@@ -21,6 +21,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/lab/child"
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 )
 
@@ -67,7 +68,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	log  *tailBuffer
 }
 
@@ -180,12 +181,11 @@ func (n *Server) Start(ctx context.Context) error {
 	if !n.opts.Persist {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
 	}
-	if err := cmd.Start(); err != nil {
+	done, _, err := child.Start(cmd)
+	if err != nil {
 		n.mu.Unlock()
 		return fmt.Errorf("named: start named: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	n.cmd, n.done = cmd, done
 	n.mu.Unlock()
 

@@ -1,0 +1,152 @@
+package udpbatch
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// upper answers a datagram with its bytes in upper case (in out), and
+// drops datagrams that start with "drop".
+type upper struct{}
+
+func (upper) Answer(req, out []byte) []byte {
+	if bytes.HasPrefix(req, []byte("drop")) {
+		return nil
+	}
+	out = append(out[:0], req...)
+	for i, c := range out {
+		if c >= 'a' && c <= 'z' {
+			out[i] = c - 'a' + 'A'
+		}
+	}
+	return out
+}
+
+func serve(t *testing.T, addr string, n int) *Group {
+	t.Helper()
+	g, err := Listen(addr, n)
+	if err != nil {
+		t.Skipf("%s: %v", addr, err)
+	}
+	g.Serve(func() Handler { return upper{} })
+	t.Cleanup(func() { _ = g.Close() })
+	return g
+}
+
+// TestServeBatches: many clients at once, over IPv4 and IPv6, with the
+// sockets steered by CPU or by the kernel's hash, each get their own
+// answers back; a datagram the handler drops gets none, one too large is
+// dropped, and Close ends the serving threads.
+func TestServeBatches(t *testing.T) {
+	for _, fam := range []struct {
+		network, addr string
+		n             int
+	}{{"udp4", "127.0.0.1:0", 0}, {"udp6", "[::1]:0", 0}, {"udp4", "127.0.0.1:0", 3}, {"udp", "[::]:0", 0}} {
+		t.Run(fmt.Sprintf("%s %s %d sockets", fam.network, fam.addr, fam.n), func(t *testing.T) {
+			g := serve(t, fam.addr, fam.n)
+			to := g.Addr()
+			if fam.network == "udp" {
+				to = &net.UDPAddr{IP: net.ParseIP("127.0.0.1"), Port: to.Port} // IPv4 on a dual-stack socket
+				fam.network = "udp4"
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for client := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					cc, err := net.DialUDP(fam.network, nil, to)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer cc.Close()
+					buf := make([]byte, 256)
+					for i := range 200 {
+						msg := fmt.Sprintf("client %d message %d", client, i)
+						if _, err := cc.Write([]byte(msg)); err != nil {
+							errs <- err
+							return
+						}
+						_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+						n, err := cc.Read(buf)
+						if err != nil || string(buf[:n]) != string(bytes.ToUpper([]byte(msg))) {
+							errs <- fmt.Errorf("client %d message %d: %q %v", client, i, buf[:n], err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+
+			cc, err := net.DialUDP(fam.network, nil, to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			_, _ = cc.Write([]byte("drop me"))
+			_, _ = cc.Write(make([]byte, MaxRequest+1))
+			_, _ = cc.Write([]byte("last"))
+			buf := make([]byte, MaxRequest+10)
+			_ = cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := cc.Read(buf); err != nil || string(buf[:n]) != "LAST" {
+				t.Fatalf("after a dropped and an oversized datagram: %q %v", buf[:n], err)
+			}
+			closed := make(chan struct{})
+			go func() { _ = g.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not end the serving threads")
+			}
+			_, _ = cc.Write([]byte("after close"))
+			_ = cc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if n, err := cc.Read(buf); err == nil {
+				t.Fatalf("answer after Close: %q", buf[:n])
+			}
+		})
+	}
+}
+
+// TestServeAllocatesNothing: serving datagrams allocates nothing per
+// datagram (the client side here allocates nothing either).
+func TestServeAllocatesNothing(t *testing.T) {
+	g := serve(t, "127.0.0.1:0", 0)
+	cc, err := net.DialUDP("udp4", nil, g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_ = cc.SetReadDeadline(time.Now().Add(time.Minute))
+	msg, buf := []byte("query"), make([]byte, 64)
+	roundTrip := func() {
+		if _, err := cc.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cc.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		roundTrip()
+	}
+	const n = 2000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		roundTrip()
+	}
+	runtime.ReadMemStats(&after)
+	if per := float64(after.Mallocs-before.Mallocs) / n; per > 0.05 {
+		t.Fatalf("%.2f allocations per datagram", per)
+	}
+}
