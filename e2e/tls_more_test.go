@@ -7,54 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/onionpod/onionpod/internal/lab"
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
 	"github.com/onionpod/onionpod/internal/lab/named"
 	"github.com/onionpod/onionpod/internal/lab/pebble"
 )
-
-// inNetns runs fn on a thread inside the network namespace at path: what it starts (exec) lives
-// there, and what it dials or listens on is there.
-func inNetns(t *testing.T, path string, fn func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			done <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			done <- fmt.Errorf("leave %s: %w", path, err) // the thread dies with the goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
-}
 
 // startNamedInBox runs a BIND primary of zone on the box's loopback (where the daemon sends its
 // updates).
@@ -63,13 +26,8 @@ func startNamedInBox(t *testing.T, l *lab.Lab, zone string) *named.Server {
 	if err := hostcheck.Missing(hostcheck.Named); err != nil {
 		t.Skip(err)
 	}
-	var n *named.Server
-	err := inNetns(t, l.State().BoxNetns, func() error {
-		var err error
-		n, err = named.Start(t.Context(), named.Options{Dir: filepath.Join(labDir, "named-"+randomHex(3)), Zone: zone,
-			Keys: []named.Key{named.RandomKey("onionpod-lab.", "hmac-sha256")}})
-		return err
-	})
+	n, err := named.Start(t.Context(), named.Options{Dir: filepath.Join(labDir, "named-"+randomHex(3)), Zone: zone,
+		Keys: []named.Key{named.RandomKey("onionpod-lab.", "hmac-sha256")}, Netns: l.State().BoxNetns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +133,7 @@ ca_root = %q
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	var txt string
-	inNetns(t, l.State().BoxNetns, func() error {
-		txt, _ = named.Dig(ctx, "@127.0.0.1", "-p", fmt.Sprint(bind.Port()), "+short", "_acme-challenge."+name, "TXT")
-		return nil
-	})
+	txt, _ := run(t, ctx, lab.InBox, "dig", "@127.0.0.1", "-p", fmt.Sprint(bind.Port()), "+short", "_acme-challenge."+name, "TXT")
 	if strings.TrimSpace(txt) != "" {
 		t.Errorf("challenge records left at BIND: %q", txt)
 	}
