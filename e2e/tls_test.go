@@ -169,6 +169,21 @@ mode = "on"
 		t.Errorf("plain HTTP over IPv4: %q", redirect)
 	}
 
+	// A WebSocket through the front (the app listens on 8080, published as 80).
+	onionpod(t, "run", "echo", "--image", wsEchoImage(t), "--port", "80:8080")
+	t.Cleanup(func() { removeApp(t, "echo") })
+	waitFor(t, 90*time.Second, "echo served by its HTTPS front", func() bool {
+		st := tlsOf(t, "echo")
+		return st.TLS != nil && st.TLS.Front
+	})
+	var echoLAN string
+	waitFor(t, 30*time.Second, "echo's LAN address", func() bool { echoLAN = status(t, "echo").Network.LAN; return echoLAN != "" })
+	waitFor(t, 30*time.Second, "echo over HTTPS", func() bool {
+		out, err := curl(t, root, "-6", "--fail", "https://echo."+lab.Zone+"/")
+		return err == nil && out == "wsecho\n"
+	})
+	wsEcho(t, netip.MustParseAddr(echoLAN), "echo."+lab.Zone, root)
+
 	// Renewals while a client keeps fetching (a new connection, so a new handshake, each time).
 	first := tlsOf(t, "web").TLS.NotAfter
 	var fetched, failed atomic.Int64
