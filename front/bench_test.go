@@ -57,7 +57,6 @@ func BenchmarkFrontVsCaddy(b *testing.B) {
 	os.WriteFile(caddyfile, []byte(fmt.Sprintf(`{
 	admin off
 	auto_https off
-	persist_config off
 }
 https://127.0.0.1:%d {
 	bind 127.0.0.1
