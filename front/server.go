@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -167,7 +168,8 @@ func (s *Server) newProxy() *httputil.ReverseProxy {
 			r.SetXForwarded()
 			r.Out.Header.Set("Forwarded", forwarded(r.In))
 		},
-		Transport: tr,
+		Transport:  tr,
+		BufferPool: &bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.cfg.Log.Warn("front: proxy to the app failed", "target", s.cfg.Target, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
@@ -222,3 +224,15 @@ func isToken(s string) bool {
 	}
 	return true
 }
+
+// bufferPool lends the 32 kB buffers the proxy copies bodies through (one per request otherwise).
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if buf, ok := b.p.Get().(*[]byte); ok {
+		return *buf
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
