@@ -181,7 +181,7 @@ func TestHTTPSBadInput(t *testing.T) {
 	if err == nil || exitCode(err) != 1 {
 		t.Errorf("tls renew with the CA down: exit %d %q", exitCode(err), out)
 	}
-	if e := tlsOf(t, "nodeleg").TLS.LastError; !strings.Contains(e, "connection refused") {
+	if e := tlsOf(t, "nodeleg").TLS.LastError; !strings.Contains(e, "unable to communicate with the API server") {
 		t.Errorf("status with the CA down: %q", e)
 	}
 	if got := fetch(t, lab.InClient, "http://nodeleg."+lab.Zone+"/", 30*time.Second); got != "still here\n" {

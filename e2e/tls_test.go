@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -167,6 +168,31 @@ mode = "on"
 	redirect, _ = curl(t, root, "-4", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://web."+lab.Zone+"/v4")
 	if redirect != "301 https://web."+lab.Zone+"/v4" {
 		t.Errorf("plain HTTP over IPv4: %q", redirect)
+	}
+
+	// The box's IPv4 changes (a new DHCP lease): the A record follows within seconds.
+	box := filepath.Base(l.State().BoxNetns)
+	ipAddr := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", box, "addr"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip addr %v: %v %s", args, err, out)
+		}
+	}
+	const newV4 = "192.0.2.3"
+	ipAddr("del", lab.BoxIPv4.String()+"/24", "dev", l.LAN().Uplink())
+	ipAddr("add", newV4+"/24", "dev", l.LAN().Uplink())
+	t.Cleanup(func() {
+		exec.Command("ip", "-n", box, "addr", "del", newV4+"/24", "dev", l.LAN().Uplink()).Run()
+		exec.Command("ip", "-n", box, "addr", "add", lab.BoxIPv4.String()+"/24", "dev", l.LAN().Uplink()).Run()
+	})
+	start := time.Now()
+	waitFor(t, 10*time.Second, "the A record on the new address", func() bool {
+		out, _ := run(t, t.Context(), lab.InClient, "dig", "+short", "A", "web."+lab.Zone, "@"+lab.BoxLANIP.String())
+		return strings.TrimSpace(out) == newV4
+	})
+	t.Logf("the A record followed the box's new IPv4 in %v", time.Since(start).Round(time.Millisecond))
+	if out, err := curl(t, root, "-4", "--fail", url); err != nil || out != "over https\n" {
+		t.Errorf("over the new IPv4: %q %v", out, err)
 	}
 
 	// A WebSocket through the front (the app listens on 8080, published as 80).
