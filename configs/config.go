@@ -63,6 +63,10 @@ type Config struct {
 	Tor      Tor     `toml:"tor"`
 	TLS      TLS     `toml:"tls"`
 	Edge     Edge    `toml:"edge"`
+
+	Dashboard Dashboard `toml:"dashboard"`
+	Metrics   Metrics   `toml:"metrics"`
+	Probes    Probes    `toml:"probes"`
 }
 
 // TLS configures the apps' HTTPS: certificates from an ACME CA by DNS-01 challenges published

@@ -44,6 +44,7 @@ func (c *Config) problems() []error {
 	c.validateDNS(bad)
 	c.validateTor(bad)
 	c.validateTLS(bad)
+	c.validateObservability(bad)
 	return errs
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,10 @@ type ConnStatus struct {
 	// desired service being applied.
 	LastSync  time.Duration `json:"last_sync"`
 	LastError string        `json:"last_error,omitempty"`
+	// Bootstrap is tor's bootstrap progress in percent (100: it has a consensus and circuits),
+	// as GETINFO status/bootstrap-phase and STATUS_CLIENT BOOTSTRAP events report it; -1 until
+	// known (no connection yet).
+	Bootstrap int `json:"bootstrap"`
 }
 
 // NewManager returns a Manager for the control port in cfg. Nothing happens until Run.
@@ -79,6 +84,7 @@ func NewManager(cfg ControlConfig) *Manager {
 		byID:     map[string]string{},
 		owned:    map[string]string{},
 		changed:  make(chan struct{}),
+		conn:     ConnStatus{Bootstrap: -1},
 		notify:   make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 	}
@@ -278,18 +284,23 @@ func (m *Manager) setDown(err error) {
 func (m *Manager) session(ctx context.Context, c *ctlConn, reconnect bool) error {
 	start := time.Now()
 	onEvent := m.handleEvent
-	replies, err := c.roundTrip(ctx, onEvent, "SETEVENTS HS_DESC")
+	replies, err := c.roundTrip(ctx, onEvent, "SETEVENTS HS_DESC STATUS_CLIENT", "GETINFO status/bootstrap-phase")
 	if err != nil {
 		return err
 	}
 	if err := replyError(replies[0]); err != nil {
 		return err
 	}
+	progress := -1
+	if replyError(replies[1]) == nil {
+		progress = bootstrapProgress(strings.Join(append([]string{replies[1].Reply}, replies[1].Data...), " "))
+	}
 	m.mu.Lock()
 	m.tried = true
 	m.conn.Connected = true
 	m.conn.Since = time.Now()
 	m.conn.LastError = ""
+	m.conn.Bootstrap = progress
 	if reconnect {
 		m.conn.Reconnects++
 	}
@@ -333,9 +344,20 @@ func (m *Manager) session(ctx context.Context, c *ctlConn, reconnect bool) error
 	}
 }
 
-// handleEvent records HS_DESC UPLOADED.
+// handleEvent records HS_DESC UPLOADED and tor's bootstrap progress.
 func (m *Manager) handleEvent(r *control.Response) {
 	code, raw, _ := strings.Cut(r.Reply, " ")
+	if len(r.Data) == 0 && code == string(control.EventCodeStatusClient) && strings.Contains(raw, " BOOTSTRAP ") {
+		if p := bootstrapProgress(raw); p >= 0 {
+			m.mu.Lock()
+			if m.conn.Bootstrap != p {
+				m.conn.Bootstrap = p
+				m.changedLocked()
+			}
+			m.mu.Unlock()
+		}
+		return
+	}
 	if len(r.Data) > 0 || code != string(control.EventCodeHSDesc) {
 		return
 	}
@@ -354,6 +376,18 @@ func (m *Manager) handleEvent(r *control.Response) {
 		st.uploadedAt = time.Now()
 		m.changedLocked()
 	}
+}
+
+// bootstrapProgress reads PROGRESS=N of a bootstrap status line; -1 when there is none.
+func bootstrapProgress(line string) int {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "PROGRESS="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 100 {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // op is one planned control command.

@@ -378,3 +378,32 @@ func TestBackupWipeRestoreServesSameAddresses(t *testing.T) {
 		t.Fatalf("tor serves %v after restore, before the wipe it was %v", got, before)
 	}
 }
+
+// TestManagerBootstrap: the Manager reports tor's bootstrap progress once connected (an offline
+// tor never gets past its first phases), and -1 before any connection.
+func TestManagerBootstrap(t *testing.T) {
+	tor := oniontest.NewOffline(t)
+	m := NewManager(ControlConfig{Network: "unix", Address: tor.ControlSocket(), Auth: "cookie"})
+	if b := m.Conn().Bootstrap; b != -1 {
+		t.Errorf("before Run: Bootstrap = %d, want -1", b)
+	}
+	m = startManager(t, tor, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Set(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c := m.Conn(); c.Bootstrap < 0 || c.Bootstrap >= 100 {
+		t.Errorf("offline tor: Bootstrap = %d, want a known progress short of 100", c.Bootstrap)
+	}
+	for line, want := range map[string]int{
+		`NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"`:                     100,
+		`status/bootstrap-phase=NOTICE BOOTSTRAP PROGRESS=5 TAG=conn SUMMARY="x y"`: 5,
+		`NOTICE CIRCUIT_ESTABLISHED`:                                                -1,
+		`NOTICE BOOTSTRAP PROGRESS=101`:                                             -1,
+	} {
+		if got := bootstrapProgress(line); got != want {
+			t.Errorf("bootstrapProgress(%q) = %d, want %d", line, got, want)
+		}
+	}
+}

@@ -20,7 +20,8 @@ type TorrcOptions struct {
 	// ControlSocket is the path of the unix control socket. Its directory must be 0700 and
 	// owned by the user tor runs as (PrepareManagedDirs makes both directories).
 	ControlSocket string
-	// SocksPort is a port on 127.0.0.1 for health probes; 0 turns the SOCKS listener off.
+	// SocksPort is a port on 127.0.0.1 for health probes (with ExtendedErrors, so a failed
+	// onion connection names the hop that failed); 0 turns the SOCKS listener off.
 	SocksPort uint16
 	// Extra lines are appended as they are (the lab joins its private Tor network with them,
 	// tests add "DisableNetwork 1"). Lines that set what onionpod sets, or that would weaken
@@ -56,7 +57,8 @@ func ManagedTorrc(o TorrcOptions) ([]byte, error) {
 	if o.SocksPort == 0 {
 		line("SocksPort 0")
 	} else {
-		line("SocksPort 127.0.0.1:%s", strconv.Itoa(int(o.SocksPort)))
+		// ExtendedErrors: a failed onion connection says which hop failed (the probes report it).
+		line("SocksPort 127.0.0.1:%s ExtendedErrors", strconv.Itoa(int(o.SocksPort)))
 		line("SocksPolicy accept 127.0.0.1")
 		line("SocksPolicy reject *")
 	}

@@ -333,10 +333,13 @@ ttl = 30
 [tor]
 mode = "managed"
 control = "unix:/run/onionpod/tor/control.sock"
-socks_port = 0
+socks_port = 9050
 torrc_extra = [
   %s,
 ]
+
+[probes]
+interval = "30s"
 `, l.opts.IPv4, Zone, strings.Join(extra, ",\n  "))
 	if err := os.MkdirAll(filepath.Dir(l.state.Config), 0o755); err != nil {
 		return err

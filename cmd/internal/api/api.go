@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/onionpod/onionpod/cmd/internal/probe"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/errkind"
 )
@@ -54,8 +55,12 @@ type AppStatus struct {
 	LastError string      `json:"last_error,omitempty"`
 	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
-	Damaged []string  `json:"damaged,omitempty"`
-	Updated time.Time `json:"updated"`
+	Damaged []string `json:"damaged,omitempty"`
+	// Health sums up the last probes of a running app: healthy, unreachable or unknown.
+	Health string `json:"health,omitempty"`
+	// Probes are the last reachability probe of each path (onion, ipv6, ipv4).
+	Probes  []probe.Result `json:"probes,omitempty"`
+	Updated time.Time      `json:"updated"`
 }
 
 // Step is one reconcile step of an app and how long it took.

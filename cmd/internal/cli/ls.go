@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/probe"
 )
 
 type lsOptions struct {
@@ -49,11 +50,25 @@ func runLs(ctx context.Context, env *Env, opts lsOptions) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tSTATE\tONION\tIPV6\tSOURCE")
+	fmt.Fprintln(tw, "APP\tSTATE\tPROBES\tONION\tIPV6\tSOURCE")
 	for _, a := range apps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(probeColumn(a.Probes)), orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
 	}
 	return tw.Flush()
+}
+
+// probeColumn sums up the last probes: "onion:ok ipv6:ok", or the hop that failed
+// ("onion:descriptor").
+func probeColumn(probes []probe.Result) string {
+	var parts []string
+	for _, p := range probes {
+		if p.OK {
+			parts = append(parts, string(p.Path)+":ok")
+		} else {
+			parts = append(parts, string(p.Path)+":"+p.Hop)
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func writeJSON(w io.Writer, v any) error {

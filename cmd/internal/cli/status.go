@@ -84,6 +84,16 @@ func printStatus(env *Env, st api.AppStatus) {
 	}
 	printTLS(env, st)
 	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
+	if st.Health != "" {
+		fmt.Fprintf(w, "  health:    %s\n", st.Health)
+	}
+	for _, p := range st.Probes {
+		line := fmt.Sprintf("HTTP %d in %v", p.Status, p.Latency.Round(time.Millisecond))
+		if !p.OK {
+			line = fmt.Sprintf("failed at %s: %s", p.Hop, p.Err)
+		}
+		fmt.Fprintf(w, "  probe:     %-5s %s (%s)\n", p.Path, line, p.At.Format(time.TimeOnly))
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	}

@@ -51,6 +51,7 @@ type Daemon struct {
 
 	triggerCh chan struct{}
 	parts     *parts
+	obs       *observability // dashboard, probes, metrics
 
 	// The LocalAPI's bounds and its running handlers.
 	maxWait   time.Duration
@@ -119,6 +120,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.logDamagedState()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
+	if d.obs, err = d.newObservability(p); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
@@ -128,6 +132,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startServices(ctx, &wg); err != nil {
 		return err
 	}
+	d.obs.start(ctx, &wg)
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -276,7 +281,7 @@ func (d *Daemon) statusOfLocked(app store.App) api.AppStatus {
 		return api.AppStatus{App: app, State: api.StateStarting}
 	}
 	st.App = app
-	return st
+	return d.obs.withProbes(st)
 }
 
 // heldStatusLocked is a held app's status: what the last pass observed of it, and what to do.
@@ -393,13 +398,13 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 	if !existed && !(purgeKey && hasKey) && len(before) == 0 {
 		return errkind.NotFoundf("daemon: app %q: no such app", name)
 	}
-	d.pass(ctx)
+	res := d.pass(ctx) // its own result: another pass may run as soon as this one ends
 	var failed error
-	if res, ok := d.lastResult.Apps[name]; ok && res.Err != nil {
-		failed = res.Err
+	if r, ok := res.Apps[name]; ok && r.Err != nil {
+		failed = r.Err
 	}
 	left := d.remains(ctx, name)
-	if onionErr := d.lastResult.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
+	if onionErr := res.OnionErr; slices.Contains(before, "onion service") && onionErr != nil && !slices.Contains(left, "onion service") {
 		left = append(left, "onion service") // tor has not confirmed its removal
 		failed = cmp.Or(failed, onionErr)
 	}

@@ -62,9 +62,10 @@ func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 }
 
 // pass runs one reconcile pass: desired state from the store, observed state from the adapters,
-// a plan, its application, and the apps' statuses. When the store cannot be listed at all, no
-// pass runs (nothing is known of any app: nothing may be withdrawn).
-func (d *Daemon) pass(ctx context.Context) {
+// a plan, its application, and the apps' statuses; it returns the pass's result (the zero Result
+// when no pass ran). When the store cannot be listed at all, no pass runs (nothing is known of
+// any app: nothing may be withdrawn).
+func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
 	start := time.Now()
@@ -72,7 +73,7 @@ func (d *Daemon) pass(ctx context.Context) {
 	desired, err := d.desired(ctx, start)
 	if err != nil {
 		d.log.Error("reading desired state: no pass", "err", err)
-		return
+		return reconcile.Result{}
 	}
 	wantV4 := false
 	for _, a := range desired.Apps {
@@ -111,6 +112,7 @@ func (d *Daemon) pass(ctx context.Context) {
 	d.lastResult, d.lastWanted = res, desired
 	d.syncFronts(ctx, desired.Apps, res)
 	d.syncEdge(ctx, desired.Apps, res)
+	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
 	if !plan.Empty() {
@@ -118,6 +120,7 @@ func (d *Daemon) pass(ctx context.Context) {
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
 			"status", time.Since(tStatus).Round(time.Millisecond))
 	}
+	return res
 }
 
 // desired reads the store: the apps, the held ones (a damaged record is quarantined: kept aside

@@ -118,6 +118,10 @@ func (d *Daemon) handler() http.Handler {
 		info, err := d.loadImage(r.Context(), r.Body)
 		replyStatus(w, info, err)
 	}))
+	if d.obs != nil {
+		mux.Handle("/v1/dashboard", d.obs.api.Handler())
+		mux.Handle("/v1/dashboard/", d.obs.api.Handler())
+	}
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})
