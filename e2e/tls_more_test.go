@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -187,17 +185,6 @@ func TestHTTPSBadInput(t *testing.T) {
 	if got := fetch(t, lab.InClient, "http://nodeleg."+lab.Zone+"/", 30*time.Second); got != "still here\n" {
 		t.Errorf("plain IPv6 with the CA down: %q", got)
 	}
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	}
-	return -1
 }
 
 // combined runs argv in the lab and returns its stdout and stderr together.
