@@ -1,7 +1,6 @@
 package front
 
 import (
-	"context"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -41,17 +40,18 @@ func BenchmarkFrontVsCaddy(b *testing.B) {
 	defer app.Close()
 	appPort := appLn.Addr().(*net.TCPAddr).Port
 
-	certs := &Certs{}
-	if err := certs.Load(bundle); err != nil {
+	// The front in a process of its own (this test binary, see TestMain), as Caddy is.
+	bundleFile := filepath.Join(dir, "bundle.pem")
+	os.WriteFile(bundleFile, bundle, 0o600)
+	frontPort := freePort(b)
+	frontProc := exec.Command(os.Args[0])
+	frontProc.Env = append(os.Environ(), fmt.Sprintf("FRONT_BENCH_LISTEN=127.0.0.1:%d", frontPort),
+		"FRONT_BENCH_BUNDLE="+bundleFile, fmt.Sprintf("FRONT_BENCH_TARGET=%d", appPort))
+	if err := frontProc.Start(); err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(Config{Host: "blog.box.example", Target: uint16(appPort), Certs: certs})
-	if err != nil {
-		b.Fatal(err)
-	}
-	frontLn := listen(b, "127.0.0.1:0")
-	go srv.ServeTLS(frontLn)
-	defer srv.Shutdown(context.Background())
+	defer func() { frontProc.Process.Kill(); frontProc.Wait() }()
+	waitListening(b, frontPort)
 
 	caddyPort := freePort(b)
 	caddyfile := filepath.Join(dir, "Caddyfile")
@@ -77,7 +77,7 @@ https://127.0.0.1:%d {
 
 	targets := []struct{ name, url string }{
 		{"app directly (HTTP)", fmt.Sprintf("http://127.0.0.1:%d/", appPort)},
-		{"through the front (HTTPS)", fmt.Sprintf("https://127.0.0.1:%d/", frontLn.Addr().(*net.TCPAddr).Port)},
+		{"through the front (HTTPS)", fmt.Sprintf("https://127.0.0.1:%d/", frontPort)},
 		{"through Caddy (HTTPS)", fmt.Sprintf("https://127.0.0.1:%d/", caddyPort)},
 	}
 	b.ResetTimer()
