@@ -53,6 +53,11 @@ const EdgeUnit = "onionpod-edge.service"
 // NewFeed listens on the unix socket at path (replacing a stale one; its directory is created
 // 0755) and serves until Close.
 func NewFeed(path string, log *slog.Logger) (*Feed, error) {
+	return newFeed(path, log, UnitOfPID)
+}
+
+// newFeed is NewFeed with the peers' identification given (a unit test's).
+func newFeed(path string, log *slog.Logger, identify func(pid int32) (string, error)) (*Feed, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -71,7 +76,7 @@ func NewFeed(path string, log *slog.Logger) (*Feed, error) {
 		ln.Close()
 		return nil, fmt.Errorf("front: feed: %w", err)
 	}
-	f := &Feed{ln: ln, log: log, identify: UnitOfPID, latest: map[string][]byte{}, subs: map[string]map[chan []byte]struct{}{}}
+	f := &Feed{ln: ln, log: log, identify: identify, latest: map[string][]byte{}, subs: map[string]map[chan []byte]struct{}{}}
 	go f.accept()
 	return f, nil
 }

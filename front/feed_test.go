@@ -18,14 +18,9 @@ import (
 // has the kernel tell them.
 func TestFeedServesEachUnitItsOwn(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "feed.sock")
-	f, err := NewFeed(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var mu sync.Mutex
 	next := []string{FrontUnit("blog"), FrontUnit("wiki"), "sshd.service"}
-	f.identify = func(int32) (string, error) {
+	f, err := newFeed(path, nil, func(int32) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(next) == 0 {
@@ -34,7 +29,11 @@ func TestFeedServesEachUnitItsOwn(t *testing.T) {
 		u := next[0]
 		next = next[1:]
 		return u, nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer f.Close()
 	f.Publish(FrontUnit("blog"), []byte("blog v1"))
 	f.Publish(FrontUnit("wiki"), []byte("wiki v1"))
 
