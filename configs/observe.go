@@ -90,11 +90,6 @@ func (c *Config) validateObservability(bad reporter) {
 	if d.OnionSocket != "" && !filepath.IsAbs(d.OnionSocket) {
 		bad("dashboard.onion_socket", "%q must be an absolute path", d.OnionSocket)
 	}
-	if d.OnionSocket == "" && c.Tor.Mode == "system" {
-		if network, _, err := ParseControl(c.Tor.Control); err == nil && network != "unix" {
-			bad("dashboard.onion_socket", "needed with a tor reached over TCP: a unix socket path that tor can reach")
-		}
-	}
 	if d.Session.D() < time.Minute || d.Session.D() > 90*24*time.Hour {
 		bad("dashboard.session", "%s must be between 1m and 2160h", d.Session.D())
 	}

@@ -313,7 +313,10 @@ func archiveKind(r io.Reader) (string, []string, error) {
 
 // extractLayout extracts the files of an OCI layout (oci-layout, index.json, blobs/ALG/HEX) from
 // an archive into dir. Anything else in the archive is ignored.
-func extractLayout(r io.Reader, dir string) error {
+func extractLayout(r io.Reader, dir string) error { return extractLayoutBlobs(r, dir, -1) }
+
+// extractLayoutBlobs is extractLayout leaving out the blobs larger than maxBlob (-1: none).
+func extractLayoutBlobs(r io.Reader, dir string, maxBlob int64) error {
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -332,7 +335,7 @@ func extractLayout(r io.Reader, dir string) error {
 		name := strings.TrimPrefix(hdr.Name, "./")
 		parts := strings.Split(name, "/")
 		ok := name == "oci-layout" || name == "index.json" ||
-			len(parts) == 3 && parts[0] == "blobs" && isHexName(parts[1]) && isHexName(parts[2])
+			len(parts) == 3 && parts[0] == "blobs" && isHexName(parts[1]) && isHexName(parts[2]) && (maxBlob < 0 || hdr.Size <= maxBlob)
 		if !ok {
 			continue
 		}
@@ -420,4 +423,78 @@ func firstImage(idx v1.ImageIndex, depth int) (v1.Image, string, error) {
 		}
 	}
 	return nil, "", errkind.BadInputf("no linux/%s image in the index", runtime.GOARCH)
+}
+
+// maxDescriptorBlob bounds the blobs LocalImageID reads from an OCI archive: indexes, manifests
+// and configs are small; layers are left in the archive.
+const maxDescriptorBlob = 4 << 20
+
+// LocalImageID is the ID ("sha256:...") of the image a local archive (docker or OCI, opened with
+// OpenLocal) or OCI layout directory holds, as loading it would give, found from its manifests
+// and config alone: no layer is read or unpacked, so a client can tell whether the daemon has
+// the image before sending it. Errors are bad input.
+func LocalImageID(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", errkind.BadInputf("pods: image %s: %w", path, err)
+	}
+	if st.IsDir() {
+		return layoutImageID(path)
+	}
+	f, err := OpenLocal(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	id, err := archiveImageID(f)
+	if err != nil {
+		return "", fmt.Errorf("pods: image %s: %w", path, err)
+	}
+	return id, nil
+}
+
+// layoutImageID is the ID of the first image of an OCI layout directory.
+func layoutImageID(dir string) (string, error) {
+	img, _, err := imageFromLayout(dir)
+	if err != nil {
+		return "", fmt.Errorf("pods: image %s: %w", dir, err)
+	}
+	id, err := img.ConfigName()
+	if err != nil {
+		return "", errkind.BadInputf("pods: image %s: %w", dir, err)
+	}
+	return id.String(), nil
+}
+
+// archiveImageID is the ID of the first image of an archive, read from its manifests and config.
+func archiveImageID(f *os.File) (string, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	open := func() io.Reader { return io.NewSectionReader(f, 0, st.Size()) } // seekable: tar skips layers
+	kind, _, err := archiveKind(open())
+	if err != nil {
+		return "", err
+	}
+	if kind == "docker" {
+		img, err := tarball.Image(func() (io.ReadCloser, error) { return io.NopCloser(open()), nil }, nil)
+		if err != nil {
+			return "", errkind.BadInputf("docker archive: %w", err)
+		}
+		id, err := img.ConfigName()
+		if err != nil {
+			return "", errkind.BadInputf("docker archive: %w", err)
+		}
+		return id.String(), nil
+	}
+	dir, err := os.MkdirTemp("", "onionpod-image-id-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	if err := extractLayoutBlobs(open(), dir, maxDescriptorBlob); err != nil {
+		return "", err
+	}
+	return layoutImageID(dir)
 }

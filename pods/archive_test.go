@@ -199,6 +199,15 @@ func TestLoadArchiveStreamOfSkopeoArchives(t *testing.T) {
 	if ids[0] != ids[1] || ids[1] != img.Digest {
 		t.Errorf("one image, three ids: oci archive %s, docker archive %s, layout %s", ids[0], ids[1], img.Digest)
 	}
+	// LocalImageID tells the same ID from the manifests alone.
+	for _, p := range []string{ociArchive, dockerArchive, layoutDir} {
+		if id, err := LocalImageID(p); err != nil || id != img.Digest {
+			t.Errorf("LocalImageID(%s) = %s, %v; want %s", filepath.Base(p), id, err, img.Digest)
+		}
+	}
+	if _, err := LocalImageID(filepath.Join(layoutDir, "index.json")); !errors.Is(err, ErrBadInput) {
+		t.Errorf("LocalImageID of a file that is no archive: %v", err)
+	}
 	if n := dirNames(t, filepath.Join(store.Dir, "tmp")); len(n) != 0 {
 		t.Errorf("tmp holds %v", n)
 	}

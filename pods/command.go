@@ -18,11 +18,22 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // image's PATH inside its root (as docker does; systemd would search the host). Errors wrap
 // ErrBadInput.
 func (img *Image) Command(args []string) ([]string, error) {
+	return img.CommandOf(nil, args)
+}
+
+// CommandOf is Command with the image's Entrypoint replaced by entrypoint when it is not empty;
+// a replaced entrypoint drops the image's Cmd too (as `docker run --entrypoint` does), so args
+// alone follow it.
+func (img *Image) CommandOf(entrypoint, args []string) ([]string, error) {
 	argv := slices.Clone(img.Config.Entrypoint)
+	cmd := img.Config.Cmd
+	if len(entrypoint) > 0 {
+		argv, cmd = slices.Clone(entrypoint), nil
+	}
 	if len(args) > 0 {
 		argv = append(argv, args...)
 	} else {
-		argv = append(argv, img.Config.Cmd...)
+		argv = append(argv, cmd...)
 	}
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, errkind.BadInputf("pods: image %q: no command (no entrypoint or cmd)", img.Ref)

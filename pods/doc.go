@@ -4,15 +4,27 @@
 // NetworkNamespacePath=, DynamicUser=yes and an empty capability set. There is no per-pod
 // supervisor process: systemd is the supervisor.
 //
-// Unit naming (all files in the unit directory, normally /etc/systemd/system):
+// A pod is one or more containers sharing the app's network namespace (the database listens on
+// the pod's localhost, only the app's ports are published). Unit naming (all files in the unit
+// directory, normally /etc/systemd/system):
 //
-//	onionpod-pod-APP.service   the app itself (enabled: WantedBy=multi-user.target)
-//	onionpod-net-APP.service   its network (oneshot, RemainAfterExit), pulled in and ordered
-//	                           before the pod unit by Requires=/BindsTo= + After=
-//	onionpod-NAME.service      onionpod's own helper services (HostService), e.g. onionpod-tor
+//	onionpod-pod-APP.service        the app's own container: the one named like the app (every
+//	                                app of one container that `onionpod run` makes)
+//	onionpod-pod-APP_CONTAINER.service  each other container ('_' is in no app or container name)
+//	onionpod-net-APP.service        the app's network (oneshot, RemainAfterExit), pulled in and
+//	                                ordered before every container by BindsTo= + After=
+//	onionpod-check-APP[_CONTAINER].service  a command health check while it runs (transient)
+//	onionpod-NAME.service           onionpod's own helper services (HostService), e.g. onionpod-tor
 //
-// A pod's environment (it may hold secrets) is not in its unit, which anyone may read, but in
-// EnvDir/onionpod-pod-APP.env (root's, 0600), written and removed with the unit. Every value that
+// Containers are enabled (WantedBy=multi-user.target), start after the containers their spec
+// names (After= and Wants=), stop with the image's StopSignal (KillSignal=), and run as one
+// dynamic user per app (DynamicUser=yes, User=onionpod-APP: AppUser), so they share the app's
+// volumes (one StateDirectory=onionpod-volumes/APP/VOLUME each mounts); a container may run as a user
+// of its own instead. Each carries resource limits (MemoryMax=, CPUQuota=, CPUWeight=,
+// TasksMax=), DefaultLimits unless its spec says otherwise.
+//
+// A container's environment (it may hold secrets) is not in its unit, which anyone may read, but
+// in EnvDir/UNIT.env (root's, 0600), written and removed with the unit. Every value that
 // reaches a unit file goes through one function (unitValue), which refuses control characters
 // and quotes what systemd would otherwise expand. Images are hostile input: their layers are
 // unpacked safely and cached only once verified, their configs checked like any other value.

@@ -3,10 +3,7 @@ package pods
 import (
 	"bufio"
 	"compress/gzip"
-	"encoding/json"
-	"fmt"
 	"io"
-	"os"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -14,24 +11,11 @@ import (
 )
 
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = atomicfile.WriteFile(path, append(b, '\n'), 0o600)
+	_, err := atomicfile.WriteJSON(path, v, 0o600)
 	return err
 }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+func readJSON(path string, v any) error { return atomicfile.ReadJSON(path, v) }
 
 // decompress recognises gzip and zstd streams by their magic bytes; anything else is passed
 // through as a plain tar.

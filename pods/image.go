@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"sort"
 	"strconv"
@@ -59,6 +60,9 @@ type ImageConfig struct {
 	WorkingDir   string   `json:"working_dir,omitempty"`
 	User         string   `json:"user,omitempty"` // informative: pods always run as a dynamic user
 	ExposedPorts []uint16 `json:"exposed_ports,omitempty"`
+	// StopSignal stops the container (KillSignal=), as NormalizeSignal names it; "" (none, or
+	// one systemd does not know by name) is SIGTERM.
+	StopSignal string `json:"stop_signal,omitempty"`
 }
 
 type imageRecord struct {
@@ -198,6 +202,11 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	if done, err := s.cached(id, ref); err != nil || done != nil {
+		if err == nil && !reflect.DeepEqual(done.Config, config) {
+			// Recorded by an older onionpod, which kept less of the config (StopSignal).
+			err = s.rewriteConfig(id, config)
+			done.Config = config
+		}
 		if err == nil {
 			err = s.recordRef(ref, id)
 		}
@@ -235,6 +244,21 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	return &Image{Ref: ref, Digest: id, Root: filepath.Join(s.Dir, "roots", hexID), Config: rec.Config}, nil
+}
+
+// rewriteConfig rewrites the config kept in an image's record.
+func (s *ImageStore) rewriteConfig(id string, config ImageConfig) error {
+	hexID, err := idHex(id)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(s.Dir, "images", hexID+".json")
+	var rec imageRecord
+	if err := readJSON(file, &rec); err != nil {
+		return err
+	}
+	rec.Config = config
+	return writeJSON(file, rec)
 }
 
 func (s *ImageStore) makeDirs() error {
@@ -281,6 +305,7 @@ func imageConfig(cfg *v1.ConfigFile) (ImageConfig, error) {
 		Env:        c.Env,
 		WorkingDir: c.WorkingDir,
 		User:       c.User,
+		StopSignal: NormalizeSignal(c.StopSignal),
 	}
 	if path.IsAbs(out.WorkingDir) {
 		out.WorkingDir = path.Clean(out.WorkingDir) // "/app/" is "/app"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -104,6 +105,11 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	}
 	var replaced []string // units that existed and changed: systemd may have loaded or started them
 	for _, u := range units {
+		if r, ok := ParsePodUnit(u.Name); ok {
+			if err := MigrateVolumes(r.App, u.Volumes); err != nil {
+				return err
+			}
+		}
 		changed, existed, err := s.write(u)
 		if err != nil {
 			return err
@@ -165,6 +171,40 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MigrateVolumes moves the app's volumes that are still where an older onionpod kept them
+// (/var/lib/private/onionpod/APP/VOLUME) to VolumeHostDir, and removes the public symlink systemd
+// made to the old place; a volume already at its place is left alone. Call it before a unit
+// mounting them is written.
+func MigrateVolumes(app string, volumes []string) error {
+	for _, v := range volumes {
+		if !volumeName.MatchString(v) || ValidApp(app) != nil {
+			return fmt.Errorf("pods: app %q: volume %q: %w", app, v, ErrBadInput)
+		}
+		old, dst := legacyVolumeHostDir(app, v), VolumeHostDir(app, v)
+		st, err := os.Lstat(old)
+		if err != nil || !st.IsDir() {
+			continue
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("pods: app %q: volume %s: %w", app, v, err)
+		}
+		if err := os.Rename(old, dst); err != nil {
+			return fmt.Errorf("pods: app %q: volume %s: %w", app, v, err)
+		}
+		if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+			return err
+		}
+		link := legacyVolumeLink(app, v)
+		if target, err := os.Readlink(link); err == nil && filepath.Join(filepath.Dir(link), target) == old {
+			os.Remove(link)
+		}
+	}
+	return nil
 }
 
 // write writes a unit's environment file (or removes a stale one) and then its unit file, each
@@ -281,17 +321,17 @@ func runJob(ctx context.Context, name string, job jobFunc) error {
 	}
 }
 
-// Start starts an app's pod (and so its network).
+// Start starts an app's pod: every container (and so its network).
 func (s *Systemd) Start(ctx context.Context, app string) error {
 	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.StartUnitContext })
 }
 
-// Stop stops an app's pod. Its network unit stays up.
+// Stop stops an app's pod: every container. Its network unit stays up.
 func (s *Systemd) Stop(ctx context.Context, app string) error {
 	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.StopUnitContext })
 }
 
-// Restart restarts an app's pod.
+// Restart restarts an app's pod: every container.
 func (s *Systemd) Restart(ctx context.Context, app string) error {
 	return s.appJob(ctx, app, func(c *sddbus.Conn) jobFunc { return c.RestartUnitContext })
 }
@@ -300,15 +340,82 @@ func (s *Systemd) appJob(ctx context.Context, app string, pick func(*sddbus.Conn
 	if err := ValidApp(app); err != nil {
 		return err
 	}
-	name := PodUnitName(app)
-	if !s.exists(name) {
+	units, err := s.appUnits(app)
+	if err != nil {
+		return err
+	}
+	if len(units) == 0 {
 		return fmt.Errorf("pods: %s: %w", app, ErrNotFound)
 	}
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
-	return runJob(ctx, name, pick(conn))
+	var errs []error
+	for _, name := range units {
+		errs = append(errs, runJob(ctx, name, pick(conn)))
+	}
+	return errors.Join(errs...)
+}
+
+// appUnits lists the unit files of an app's containers, sorted.
+func (s *Systemd) appUnits(app string) ([]string, error) {
+	refs, err := s.PodUnits(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range refs {
+		if r.App == app {
+			out = append(out, r.Unit())
+		}
+	}
+	return out, nil
+}
+
+// ApplyApp is Apply for every unit of one app, which also stops, disables and deletes the
+// app's container units that units no longer has (a container taken out of the app).
+func (s *Systemd) ApplyApp(ctx context.Context, app string, units []Unit) error {
+	if err := ValidApp(app); err != nil {
+		return err
+	}
+	for _, u := range units {
+		if r, ok := ParsePodUnit(u.Name); ok && r.App != app || !ok && u.Name != NetUnitName(app) {
+			return fmt.Errorf("pods: app %q: unit %s is not one of its own", app, u.Name) // a bug, not input
+		}
+	}
+	stale, err := s.staleUnits(app, units)
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		if err := s.RemoveUnits(ctx, stale...); err != nil {
+			return err
+		}
+	}
+	return s.Apply(ctx, units...)
+}
+
+// staleUnits are the app's container units on disk that units does not have.
+func (s *Systemd) staleUnits(app string, units []Unit) ([]string, error) {
+	have, err := s.appUnits(app)
+	if err != nil {
+		return nil, err
+	}
+	var stale []string
+	for _, name := range have {
+		if !slices.ContainsFunc(units, func(u Unit) bool { return u.Name == name }) {
+			stale = append(stale, name)
+		}
+	}
+	return stale, nil
+}
+
+// CurrentApp is Current for an app's units, and also false when the app has a container unit
+// that units does not (a container to remove).
+func (s *Systemd) CurrentApp(app string, units []Unit) bool {
+	stale, err := s.staleUnits(app, units)
+	return err == nil && len(stale) == 0 && s.Current(units)
 }
 
 // StartUnit, StopUnit and RestartUnit act on any onionpod unit by name (e.g. a HostService's).
@@ -345,14 +452,21 @@ func (s *Systemd) exists(name string) bool {
 	return err == nil
 }
 
-// Remove stops, disables and deletes an app's pod and network units and the pod's environment
-// file. It is idempotent: an app that is already gone is success. The app's volumes
+// Remove stops, disables and deletes an app's container and network units and the containers'
+// environment files. It is idempotent: an app that is already gone is success. The app's volumes
 // (VolumeHostDir) are kept.
 func (s *Systemd) Remove(ctx context.Context, app string) error {
 	if err := ValidApp(app); err != nil {
 		return err
 	}
-	return s.RemoveUnits(ctx, PodUnitName(app), NetUnitName(app))
+	units, err := s.appUnits(app)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(units, PodUnitName(app)) {
+		units = append(units, PodUnitName(app)) // stopped (and its environment removed) even without a file
+	}
+	return s.RemoveUnits(ctx, append(units, NetUnitName(app))...)
 }
 
 // RemoveUnits stops, disables and deletes onionpod units (and their environment files) by name,
@@ -410,12 +524,21 @@ func isNoSuchUnit(err error) bool {
 	return strings.Contains(err.Error(), "not loaded")
 }
 
-// Status returns the state of an app's pod unit; ErrNotFound when the app has no unit.
+// Status returns the state of an app's own container's unit (onionpod-pod-APP.service);
+// ErrNotFound when the app has no such unit.
 func (s *Systemd) Status(ctx context.Context, app string) (Status, error) {
+	return s.ContainerStatus(ctx, app, app)
+}
+
+// ContainerStatus returns the state of a container's unit; ErrNotFound when it has none.
+func (s *Systemd) ContainerStatus(ctx context.Context, app, container string) (Status, error) {
 	if err := ValidApp(app); err != nil {
 		return Status{}, err
 	}
-	return s.UnitStatus(ctx, PodUnitName(app))
+	if err := ValidApp(container); err != nil {
+		return Status{}, err
+	}
+	return s.UnitStatus(ctx, ContainerUnitName(app, container))
 }
 
 // UnitStatus returns the state of any onionpod service unit; ErrNotFound when it does not exist.
@@ -457,10 +580,10 @@ func (s *Systemd) UnitStatus(ctx context.Context, name string) (Status, error) {
 	return st, nil
 }
 
-// States returns, in one call to systemd, the active and sub state of every app's pod unit that
-// systemd has loaded, by app name (Status's other fields are left zero: ask Status for them). A
-// pod unit that is not loaded is inactive.
-func (s *Systemd) States(ctx context.Context) (map[string]Status, error) {
+// PodStates returns, in one call to systemd, the active and sub state of every container unit
+// that systemd has loaded, by app and container (Status's other fields are left zero: ask
+// ContainerStatus for them). A container unit that is not loaded is inactive.
+func (s *Systemd) PodStates(ctx context.Context) (map[PodRef]Status, error) {
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return nil, err
@@ -469,13 +592,13 @@ func (s *Systemd) States(ctx context.Context) (map[string]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pods: list pod units: %w", err)
 	}
-	out := make(map[string]Status, len(units))
+	out := make(map[PodRef]Status, len(units))
 	for _, u := range units {
-		app := strings.TrimSuffix(strings.TrimPrefix(u.Name, UnitPrefix+"pod-"), ".service")
-		if u.LoadState == "not-found" || ValidApp(app) != nil {
+		ref, ok := ParsePodUnit(u.Name)
+		if u.LoadState == "not-found" || !ok {
 			continue
 		}
-		out[app] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
+		out[ref] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
 	}
 	return out, nil
 }
@@ -501,31 +624,64 @@ func (s *Systemd) Units(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Apps lists the apps that have a pod unit file.
+// Apps lists the apps that have a container unit file, sorted, each once.
 func (s *Systemd) Apps(ctx context.Context) ([]string, error) {
-	units, err := s.Units(ctx)
+	refs, err := s.PodUnits(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var apps []string
-	for _, u := range units {
-		if app, ok := strings.CutPrefix(u, UnitPrefix+"pod-"); ok {
-			apps = append(apps, strings.TrimSuffix(app, ".service"))
+	for _, r := range refs {
+		if len(apps) == 0 || apps[len(apps)-1] != r.App {
+			apps = append(apps, r.App)
 		}
 	}
 	return apps, nil
 }
 
-// Logs writes an app's journal (its pod and network units) to w, with `journalctl`. With follow
-// it keeps writing new lines until ctx is done (which is then not an error).
-func (s *Systemd) Logs(ctx context.Context, app string, follow bool, w io.Writer) error {
+// PodUnits lists the container unit files present, sorted by app then unit name.
+func (s *Systemd) PodUnits(ctx context.Context) ([]PodRef, error) {
+	units, err := s.Units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var refs []PodRef
+	for _, u := range units {
+		if r, ok := ParsePodUnit(u); ok {
+			refs = append(refs, r)
+		}
+	}
+	sort.SliceStable(refs, func(i, j int) bool { return refs[i].App < refs[j].App })
+	return refs, nil
+}
+
+// Logs writes an app's journal to w, with `journalctl`: all its containers' and its network
+// unit's, or one container's when container is not "". With follow it keeps writing new lines
+// until ctx is done (which is then not an error).
+func (s *Systemd) Logs(ctx context.Context, app, container string, follow bool, w io.Writer) error {
 	if err := ValidApp(app); err != nil {
 		return err
 	}
-	if !s.exists(PodUnitName(app)) {
+	units, err := s.appUnits(app)
+	if err != nil {
+		return err
+	}
+	if container != "" {
+		if err := ValidApp(container); err != nil {
+			return err
+		}
+		units = slices.DeleteFunc(units, func(u string) bool { return u != ContainerUnitName(app, container) })
+	}
+	if len(units) == 0 {
 		return fmt.Errorf("pods: logs %s: %w", app, ErrNotFound)
 	}
-	args := []string{"--no-pager", "--output=short-iso", "--unit=" + PodUnitName(app), "--unit=" + NetUnitName(app)}
+	if container == "" {
+		units = append(units, NetUnitName(app))
+	}
+	args := []string{"--no-pager", "--output=short-iso"}
+	for _, u := range units {
+		args = append(args, "--unit="+u)
+	}
 	if follow {
 		args = append(args, "--follow", "--lines=all")
 	}
@@ -533,7 +689,7 @@ func (s *Systemd) Logs(ctx context.Context, app string, follow bool, w io.Writer
 	cmd.Stdout = w
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	if err != nil && follow && ctx.Err() != nil {
 		return nil
 	}

@@ -191,20 +191,21 @@ func TestInsideRunPods(t *testing.T) {
 	if st, err := sd.Status(ctx, blogApp); err != nil || st.ActiveState != "inactive" || st.MainPID != 0 {
 		t.Errorf("after Stop: %+v, %v", st, err)
 	}
-	if states, err := sd.States(ctx); err != nil || states[blogApp].ActiveState == "active" {
-		t.Errorf("States after Stop: %+v, %v", states[blogApp], err)
+	blogRef := PodRef{App: blogApp, Container: blogApp}
+	if states, err := sd.PodStates(ctx); err != nil || states[blogRef].ActiveState == "active" {
+		t.Errorf("PodStates after Stop: %+v, %v", states[blogRef], err)
 	}
 	if err := sd.Apply(ctx, units...); err != nil {
 		t.Fatal(err)
 	}
 	waitRunning(t, sd, blogApp, 0)
-	if states, err := sd.States(ctx); err != nil || states[blogApp].ActiveState != "active" || states[blogApp].SubState != "running" {
-		t.Errorf("States when running: %+v, %v", states[blogApp], err)
+	if states, err := sd.PodStates(ctx); err != nil || states[blogRef].ActiveState != "active" || states[blogRef].SubState != "running" {
+		t.Errorf("PodStates when running: %+v, %v", states[blogRef], err)
 	}
 
 	// Logs come from the journal.
 	var logs bytes.Buffer
-	if err := sd.Logs(ctx, blogApp, false, &logs); err != nil {
+	if err := sd.Logs(ctx, blogApp, "", false, &logs); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "onionpod pod blog") {
@@ -212,14 +213,14 @@ func TestInsideRunPods(t *testing.T) {
 	}
 	fctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	var followed bytes.Buffer
-	if err := sd.Logs(fctx, blogApp, true, &followed); err != nil {
+	if err := sd.Logs(fctx, blogApp, "", true, &followed); err != nil {
 		t.Errorf("Logs(follow) until the context ends: %v", err)
 	}
 	cancel()
 	if !strings.Contains(followed.String(), "onionpod pod blog") {
 		t.Errorf("followed logs lack the pod's lines:\n%s", followed.String())
 	}
-	if err := sd.Logs(ctx, "nothere", false, &logs); !errors.Is(err, ErrNotFound) {
+	if err := sd.Logs(ctx, "nothere", "", false, &logs); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Logs(unknown) = %v, want ErrNotFound", err)
 	}
 	if _, err := sd.Status(ctx, "nothere"); !errors.Is(err, ErrNotFound) {

@@ -2,9 +2,12 @@ package pods
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/onionpod/onionpod/internal/errkind"
@@ -14,9 +17,13 @@ import (
 // UnitPrefix starts the name of every unit onionpod owns.
 const UnitPrefix = "onionpod-"
 
-// Spec describes one pod: what PodUnits turns into its unit files.
+// Spec describes one container of a pod: what PodUnits (one container) and AppUnits (several
+// sharing the pod's network namespace) turn into unit files.
 type Spec struct {
-	App          string   // a DNS label: lowercase letters, digits, '-'; 1-63 characters
+	App string // a DNS label: lowercase letters, digits, '-'; 1-63 characters
+	// Container names the container within its app (the same rule as an app's name); "" or App
+	// is the app's own container, whose unit is onionpod-pod-APP.service (ContainerUnitName).
+	Container    string
 	Root         string   // absolute host path of the root file system (Image.Root); read-only for the pod
 	Netns        string   // absolute path of the pod's network namespace (e.g. /run/netns/NAME)
 	Command      []string // argv; argv[0] absolute inside Root (Image.Command resolves it)
@@ -28,11 +35,22 @@ type Spec struct {
 	// NetUp and NetDown are the network unit's ExecStart and ExecStop (e.g. `onionpod internal
 	// net-up APP`). With NetUp empty there is no network unit: Netns must then exist already.
 	NetUp, NetDown []string
+	// OwnUser runs the container as a dynamic user of its own (ContainerUser) instead of the
+	// one every container of the app shares (AppUser): it then shares no volume with another.
+	OwnUser bool
+	// After names the containers of the same app this one starts after (After= and Wants=: the
+	// order of starts, not a wait for their health).
+	After []string
+	// KillSignal is the signal that stops the container (the image's StopSignal, e.g. SIGINT);
+	// "" is SIGTERM. SIGKILL follows after TimeoutStopSec.
+	KillSignal string
+	// Limits are the container's resource limits (a zero field takes DefaultLimits').
+	Limits Limits
 }
 
 // Volume is a persistent directory of an app, kept across restarts, reboots and image updates:
-// systemd creates it (StateDirectory=onionpod/APP/NAME, owned by the app's dynamic user) at
-// VolumeHostDir(APP, NAME) and bind-mounts it at Path inside the root.
+// systemd creates it (StateDirectory=onionpod-volumes/APP/NAME, owned by the app's dynamic user)
+// at VolumeHostDir(APP, NAME) and bind-mounts it at Path inside the root.
 type Volume struct {
 	Name string // letters, digits, '-', '_', '.'
 	Path string // absolute inside the root
@@ -53,6 +71,9 @@ type Unit struct {
 	// secrets, so it never goes into the unit itself (world-readable, and shown by `systemctl
 	// show`): Systemd.Apply writes it root-only (0600) at EnvFile(Name), and Remove deletes it.
 	Env []byte
+	// Volumes names the volumes a container's unit mounts (Systemd.Apply moves any of them
+	// still at the place of an older onionpod first: MigrateVolumes).
+	Volumes []string
 }
 
 // EnvDir holds the pods' environment files (mode 0700, root's).
@@ -64,17 +85,119 @@ func EnvFile(unitName string) string {
 	return path.Join(EnvDir, strings.TrimSuffix(unitName, ".service")+".env")
 }
 
-// PodUnitName is the name of an app's pod unit.
+// PodUnitName is the name of an app's own container's unit (ContainerUnitName(app, app)).
 func PodUnitName(app string) string { return UnitPrefix + "pod-" + app + ".service" }
+
+// ContainerUnitName is the unit of a container: onionpod-pod-APP.service for the app's own
+// container (named "" or like the app: every app `onionpod run` makes), and
+// onionpod-pod-APP_CONTAINER.service for the others. No app or container name holds '_', so the
+// units of two apps never meet.
+func ContainerUnitName(app, container string) string {
+	if container == "" || container == app {
+		return PodUnitName(app)
+	}
+	return UnitPrefix + "pod-" + app + "_" + container + ".service"
+}
+
+// PodRef names one container's unit: its app and its container (Container is the app's name for
+// the app's own container).
+type PodRef struct {
+	App       string
+	Container string
+}
+
+// Unit is the unit's name.
+func (r PodRef) Unit() string { return ContainerUnitName(r.App, r.Container) }
+
+// ParsePodUnit tells the app and container of a pod unit's name (ContainerUnitName's inverse).
+func ParsePodUnit(unitName string) (PodRef, bool) {
+	stem, ok := strings.CutPrefix(unitName, UnitPrefix+"pod-")
+	if !ok {
+		return PodRef{}, false
+	}
+	if stem, ok = strings.CutSuffix(stem, ".service"); !ok {
+		return PodRef{}, false
+	}
+	app, container, found := strings.Cut(stem, "_")
+	if !found {
+		container = app
+	}
+	if !names.IsApp(app) || !names.IsApp(container) || found && container == app {
+		return PodRef{}, false
+	}
+	return PodRef{App: app, Container: container}, true
+}
+
+// maxUserName is the longest user name systemd takes for User= (UT_NAMESIZE - 1).
+const maxUserName = 31
+
+// AppUser is the dynamic user every container of app runs as (DynamicUser=yes with User=): one
+// uid for the app's containers, which so share its volumes; another app's is always another.
+// A name too long for a user name is shortened with a hash ("onionpod-" and the app's first
+// four characters, "__", 16 hex digits), which no app's own name can give ('_' is in none).
+func AppUser(app string) string {
+	if u := "onionpod-" + app; len(u) <= maxUserName {
+		return u
+	}
+	sum := sha256.Sum256([]byte("app:" + app))
+	return "onionpod-" + app[:4] + "__" + hex.EncodeToString(sum[:8])
+}
+
+// ContainerUser is the dynamic user of a container that runs as its own (Spec.OwnUser):
+// onionpod-APP_CONTAINER, or "onionpod_" and 22 hex digits of a hash when that is too long.
+// It is never any app's AppUser, nor another container's.
+func ContainerUser(app, container string) string {
+	if u := "onionpod-" + app + "_" + container; len(u) <= maxUserName {
+		return u
+	}
+	sum := sha256.Sum256([]byte("container:" + app + "/" + container))
+	return "onionpod_" + hex.EncodeToString(sum[:])[:22]
+}
+
+// unitName is the spec's unit.
+func (s Spec) unitName() string { return ContainerUnitName(s.App, s.Container) }
+
+// containerName is the spec's container name (the app's for its own container).
+func (s Spec) containerName() string {
+	if s.Container == "" {
+		return s.App
+	}
+	return s.Container
+}
+
+// user is the dynamic user the container runs as.
+func (s Spec) user() string {
+	if s.OwnUser {
+		return ContainerUser(s.App, s.containerName())
+	}
+	return AppUser(s.App)
+}
 
 // NetUnitName is the name of an app's network unit.
 func NetUnitName(app string) string { return UnitPrefix + "net-" + app + ".service" }
 
+// volumeRoot is the StateDirectory= of every volume: a namespace of its own. (Volumes were once
+// at onionpod/APP/VOLUME, which the state dir /var/lib/onionpod shares: systemd then moved, and
+// handed to an app's dynamic user, the directory of the state dir an app and volume name matched,
+// such as onion/APP, another app's onion key. MigrateVolumes moves such volumes.)
+const volumeRoot = "onionpod-volumes"
+
+// volumeStateDir is a volume's StateDirectory=, relative to /var/lib.
+func volumeStateDir(app, volume string) string { return path.Join(volumeRoot, app, volume) }
+
 // VolumeHostDir is where a volume's data lives on the host (systemd's StateDirectory= for a
-// DynamicUser= service).
+// DynamicUser= service, in /var/lib/private).
 func VolumeHostDir(app, volume string) string {
+	return path.Join("/var/lib/private", volumeStateDir(app, volume))
+}
+
+// legacyVolumeHostDir is where a volume's data lived before volumeRoot, and legacyVolumeLink
+// the public symlink systemd made to it.
+func legacyVolumeHostDir(app, volume string) string {
 	return path.Join("/var/lib/private/onionpod", app, volume)
 }
+
+func legacyVolumeLink(app, volume string) string { return path.Join("/var/lib/onionpod", app, volume) }
 
 var (
 	volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -105,7 +228,24 @@ func (s Spec) checkShape() error {
 		return err
 	}
 	bad := func(format string, args ...any) error {
+		if s.Container != "" && s.Container != s.App {
+			return errkind.BadInputf("pods: app %q: container %q: %s", s.App, s.Container, fmt.Sprintf(format, args...))
+		}
 		return errkind.BadInputf("pods: app %q: %s", s.App, fmt.Sprintf(format, args...))
+	}
+	if s.Container != "" && !names.IsApp(s.Container) {
+		return bad("container name %q: lowercase letters, digits and '-'", s.Container)
+	}
+	for _, a := range s.After {
+		if !names.IsApp(a) || a == s.containerName() {
+			return bad("after %q: another container of the app", a)
+		}
+	}
+	if s.KillSignal != "" && NormalizeSignal(s.KillSignal) != s.KillSignal {
+		return bad("kill signal %q: a signal name such as SIGINT", s.KillSignal)
+	}
+	if err := s.Limits.Check(); err != nil {
+		return bad("%v", err)
 	}
 	if len(s.Command) == 0 || !path.IsAbs(s.Command[0]) {
 		return bad("command: argv[0] must be an absolute path inside the root")
@@ -143,38 +283,82 @@ func (s Spec) checkShape() error {
 
 // PodUnits checks s and renders its units: the network unit when s.NetUp is set, then the pod
 // unit (with its environment file when s.Env is not empty). Nothing is written.
-func PodUnits(s Spec) ([]Unit, error) {
-	if err := s.checkShape(); err != nil {
-		return nil, err
+func PodUnits(s Spec) ([]Unit, error) { return AppUnits(s) }
+
+// AppUnits checks the specs of one app's containers, which share its network namespace, and
+// renders their units: the network unit (once, when NetUp is set), then one unit per container
+// in the order given (each with its environment file when it has an environment). The specs
+// must agree on App, Netns, NetUp and NetDown, name distinct containers, and name only each
+// other in After. Nothing is written.
+func AppUnits(specs ...Spec) ([]Unit, error) {
+	if len(specs) == 0 {
+		return nil, errkind.BadInputf("pods: no container")
 	}
-	fail := func(err error) ([]Unit, error) { return nil, fmt.Errorf("pods: app %q: %w", s.App, err) }
-	pod := Unit{Name: PodUnitName(s.App)}
-	var err error
-	if len(s.Env) > 0 {
-		if pod.Env, err = envFileContent(s.Env); err != nil {
-			return fail(err)
+	first := specs[0]
+	seen := map[string]bool{}
+	for _, s := range specs {
+		if err := s.checkShape(); err != nil {
+			return nil, err
+		}
+		if s.App != first.App || s.Netns != first.Netns || !slices.Equal(s.NetUp, first.NetUp) || !slices.Equal(s.NetDown, first.NetDown) {
+			return nil, errkind.BadInputf("pods: app %q: its containers must share the app, network namespace and network unit", first.App)
+		}
+		if seen[s.containerName()] {
+			return nil, errkind.BadInputf("pods: app %q: container %q given twice", first.App, s.containerName())
+		}
+		seen[s.containerName()] = true
+	}
+	for _, s := range specs {
+		for _, a := range s.After {
+			if !seen[a] {
+				return nil, errkind.BadInputf("pods: app %q: container %q starts after %q, which the app does not have", first.App, s.containerName(), a)
+			}
 		}
 	}
-	if pod.Content, err = podUnit(s).bytes(); err != nil {
-		return fail(err)
+	fail := func(err error) ([]Unit, error) { return nil, fmt.Errorf("pods: app %q: %w", first.App, err) }
+	var out []Unit
+	if len(first.NetUp) > 0 {
+		net := Unit{Name: NetUnitName(first.App)}
+		var err error
+		if net.Content, err = netUnit(first, specs).bytes(); err != nil {
+			return fail(err)
+		}
+		out = append(out, net)
 	}
-	if len(s.NetUp) == 0 {
-		return []Unit{pod}, nil
+	for _, s := range specs {
+		pod := Unit{Name: s.unitName()}
+		for _, v := range s.Volumes {
+			pod.Volumes = append(pod.Volumes, v.Name)
+		}
+		var err error
+		if len(s.Env) > 0 {
+			if pod.Env, err = envFileContent(s.Env); err != nil {
+				return fail(err)
+			}
+		}
+		if pod.Content, err = podUnit(s).bytes(); err != nil {
+			return fail(err)
+		}
+		out = append(out, pod)
 	}
-	net := Unit{Name: NetUnitName(s.App)}
-	if net.Content, err = netUnit(s).bytes(); err != nil {
-		return fail(err)
-	}
-	return []Unit{net, pod}, nil
+	return out, nil
 }
 
 // podUnit builds the pod unit of a spec that passed checkShape.
 func podUnit(s Spec) *unitBuilder {
 	b := &unitBuilder{}
-	b.set("Unit", "Description", textValue, "description", "onionpod pod "+s.App)
+	desc := "onionpod pod " + s.App
+	if s.containerName() != s.App {
+		desc += ", container " + s.containerName()
+	}
+	b.set("Unit", "Description", textValue, "description", desc)
 	if len(s.NetUp) > 0 {
 		b.fixed("Unit", "BindsTo", NetUnitName(s.App))
 		b.fixed("Unit", "After", NetUnitName(s.App))
+	}
+	for _, a := range s.After {
+		b.fixed("Unit", "Wants", ContainerUnitName(s.App, a))
+		b.fixed("Unit", "After", ContainerUnitName(s.App, a))
 	}
 
 	b.fixed("Service", "Type", "exec")
@@ -185,6 +369,8 @@ func podUnit(s Spec) *unitBuilder {
 		b.set("Service", "NetworkNamespacePath", pathValue, "netns", s.Netns)
 	}
 	b.fixed("Service", "DynamicUser", "yes")
+	// One user for the app's containers (unless one runs as its own): they share volumes.
+	b.fixed("Service", "User", s.user())
 	b.fixed("Service", "NoNewPrivileges", "yes")
 	b.set("Service", "CapabilityBoundingSet", tokensValue, "capabilities", s.Capabilities...)
 	if len(s.Capabilities) > 0 {
@@ -201,20 +387,26 @@ func podUnit(s Spec) *unitBuilder {
 	b.fixed("Service", "LockPersonality", "yes")
 	if len(s.Env) > 0 {
 		// Read by systemd (as root) before the sandbox is set up: the file stays root-only.
-		b.set("Service", "EnvironmentFile", pathValue, "environment file", EnvFile(PodUnitName(s.App)))
+		b.set("Service", "EnvironmentFile", pathValue, "environment file", EnvFile(s.unitName()))
 	}
 	if s.WorkingDir != "" {
 		b.set("Service", "WorkingDirectory", pathValue, "working directory", s.WorkingDir)
 	}
 	for _, v := range s.Volumes {
-		b.set("Service", "StateDirectory", relPathValue, "volume "+v.Name, path.Join("onionpod", s.App, v.Name))
+		b.set("Service", "StateDirectory", relPathValue, "volume "+v.Name, volumeStateDir(s.App, v.Name))
 		b.set("Service", "BindPaths", bindValue, "volume "+v.Name+" path", VolumeHostDir(s.App, v.Name), v.Path)
 	}
 	for _, m := range s.BindReadOnly {
 		b.set("Service", "BindReadOnlyPaths", bindValue, "read-only bind", m.Source, m.Target)
 	}
-	b.fixed("Service", "SyslogIdentifier", s.App)
+	for _, l := range s.Limits.directives() {
+		b.set("Service", l[0], limitValue, "limits "+l[0], l[1])
+	}
+	b.fixed("Service", "SyslogIdentifier", strings.TrimSuffix(strings.TrimPrefix(s.unitName(), UnitPrefix+"pod-"), ".service"))
 	b.fixed("Service", "Restart", "on-failure")
+	if s.KillSignal != "" {
+		b.fixed("Service", "KillSignal", s.KillSignal)
+	}
 	b.fixed("Service", "TimeoutStopSec", "10s")
 
 	b.fixed("Install", "WantedBy", "multi-user.target")
@@ -222,12 +414,14 @@ func podUnit(s Spec) *unitBuilder {
 }
 
 // netUnit builds the network unit of a spec with NetUp set: a oneshot that stays "active" while
-// the pod's network exists, ordered before the pod unit.
-func netUnit(s Spec) *unitBuilder {
+// the pod's network exists, ordered before the containers' units.
+func netUnit(s Spec, containers []Spec) *unitBuilder {
 	b := &unitBuilder{}
 	b.set("Unit", "Description", textValue, "description", "onionpod network of "+s.App)
 	b.fixed("Unit", "After", "network.target")
-	b.fixed("Unit", "Before", PodUnitName(s.App))
+	for _, c := range containers {
+		b.fixed("Unit", "Before", c.unitName())
+	}
 	b.fixed("Service", "Type", "oneshot")
 	b.fixed("Service", "RemainAfterExit", "yes")
 	b.set("Service", "ExecStart", commandValue, "network command", s.NetUp...)

@@ -1,6 +1,7 @@
 package pods
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +87,128 @@ func TestRenderUnitsGolden(t *testing.T) {
 	golden(t, tor.Name, tor.Content)
 }
 
+// notesSpecs are the containers of a two-container app (a database and a web app sharing a
+// volume-less network namespace and one dynamic user) plus a third running as its own user.
+func notesSpecs() []Spec {
+	up := []string{"/usr/bin/onionpod", "internal", "net-up", "notes"}
+	db := Spec{
+		App: "notes", Container: "db", Root: "/var/lib/onionpod/images/roots/postgres",
+		Netns: "/run/netns/onionpod-notes", Command: []string{"/usr/local/bin/postgres-entrypoint"},
+		Env:        []string{"POSTGRES_PASSWORD=s3cret"},
+		Volumes:    []Volume{{Name: "pgdata", Path: "/var/lib/postgresql"}},
+		NetUp:      up,
+		KillSignal: "SIGINT",
+		Limits:     Limits{Memory: "512M", CPU: "150%", CPUWeight: 200, Tasks: 256},
+	}
+	web := Spec{
+		App: "notes", Container: "notes", Root: "/var/lib/onionpod/images/roots/notes1",
+		Netns: "/run/netns/onionpod-notes", Command: []string{"/notes"},
+		NetUp: up, After: []string{"db"}, Limits: Limits{Tasks: -1, Memory: "infinity"},
+	}
+	cache := Spec{
+		App: "notes", Container: "cache", Root: "/var/lib/onionpod/images/roots/cache",
+		Netns: "/run/netns/onionpod-notes", Command: []string{"/bin/cache"},
+		NetUp: up, OwnUser: true, Volumes: []Volume{{Name: "cache", Path: "/cache"}},
+	}
+	return []Spec{db, web, cache}
+}
+
+// TestAppUnitsGolden: the units of an app of several containers: one network unit ordered
+// before all of them, each container its own unit (the app's own container keeps the app's unit
+// name), one dynamic user but for the container that asks for its own, start order, stop
+// signal and limits.
+func TestAppUnitsGolden(t *testing.T) {
+	units, err := AppUnits(notesSpecs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range units {
+		got = append(got, u.Name)
+		golden(t, u.Name, u.Content)
+	}
+	want := "onionpod-net-notes.service onionpod-pod-notes_db.service onionpod-pod-notes.service onionpod-pod-notes_cache.service"
+	if strings.Join(got, " ") != want {
+		t.Errorf("units %s\nwant  %s", strings.Join(got, " "), want)
+	}
+	if string(units[1].Env) == "" || units[2].Env != nil {
+		t.Errorf("environment files: db %q, notes %q", units[1].Env, units[2].Env)
+	}
+
+	bad := map[string]func([]Spec){
+		"after an unknown container": func(s []Spec) { s[1].After = []string{"nosuch"} },
+		"after itself":               func(s []Spec) { s[0].After = []string{"db"} },
+		"two of one name":            func(s []Spec) { s[2].Container = "db" },
+		"another netns":              func(s []Spec) { s[2].Netns = "/run/netns/other" },
+		"another app":                func(s []Spec) { s[2].App = "other" },
+		"a bad container name":       func(s []Spec) { s[2].Container = "Cache_1" },
+		"an unknown signal":          func(s []Spec) { s[0].KillSignal = "SIGNOPE" },
+		"a signal by number":         func(s []Spec) { s[0].KillSignal = "2" },
+		"memory":                     func(s []Spec) { s[0].Limits.Memory = "lots" },
+		"memory percent":             func(s []Spec) { s[0].Limits.Memory = "101%" },
+		"cpu":                        func(s []Spec) { s[0].Limits.CPU = "1.5" },
+		"cpu weight":                 func(s []Spec) { s[0].Limits.CPUWeight = 10001 },
+		"tasks":                      func(s []Spec) { s[0].Limits.Tasks = 2 },
+	}
+	for name, mutate := range bad {
+		specs := notesSpecs()
+		mutate(specs)
+		if _, err := AppUnits(specs...); !errors.Is(err, ErrBadInput) {
+			t.Errorf("%s: AppUnits = %v, want ErrBadInput", name, err)
+		}
+	}
+}
+
+func TestUnitNamesAndUsers(t *testing.T) {
+	for _, c := range []struct{ app, container, unit string }{
+		{"blog", "", "onionpod-pod-blog.service"},
+		{"blog", "blog", "onionpod-pod-blog.service"},
+		{"notes", "db", "onionpod-pod-notes_db.service"},
+		{"notes-db", "notes-db", "onionpod-pod-notes-db.service"},
+	} {
+		if got := ContainerUnitName(c.app, c.container); got != c.unit {
+			t.Errorf("ContainerUnitName(%s, %s) = %s, want %s", c.app, c.container, got, c.unit)
+		}
+		r, ok := ParsePodUnit(c.unit)
+		want := PodRef{App: c.app, Container: cmp.Or(c.container, c.app)}
+		if !ok || r != want {
+			t.Errorf("ParsePodUnit(%s) = %+v, %v", c.unit, r, ok)
+		}
+	}
+	for _, bad := range []string{"onionpod-pod-notes_notes.service", "onionpod-pod-a_b_c.service", "onionpod-net-a.service", "onionpod-pod-.service", "onionpod-pod-A.service"} {
+		if r, ok := ParsePodUnit(bad); ok {
+			t.Errorf("ParsePodUnit(%s) = %+v", bad, r)
+		}
+	}
+	long := strings.Repeat("a", 40)
+	users := map[string]string{
+		AppUser("blog"): "blog", AppUser(long): "long", AppUser("a-b"): "a-b",
+		ContainerUser("a", "b"): "a/b", ContainerUser(long, "db"): "long/db", ContainerUser(long, "web"): "long/web",
+		AppUser(long[:4] + "x"): "short", ContainerUser("notes", "db"): "notes/db",
+	}
+	if len(users) != 8 {
+		t.Errorf("two of the users are the same: %v", users)
+	}
+	userName := regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,30}$`)
+	for u := range users {
+		if !userName.MatchString(u) {
+			t.Errorf("%q is not a user name systemd takes", u)
+		}
+	}
+	if AppUser("blog") != "onionpod-blog" || ContainerUser("notes", "db") != "onionpod-notes_db" {
+		t.Errorf("AppUser(blog) = %s, ContainerUser(notes, db) = %s", AppUser("blog"), ContainerUser("notes", "db"))
+	}
+}
+
+func TestNormalizeSignal(t *testing.T) {
+	for in, want := range map[string]string{"SIGINT": "SIGINT", "INT": "SIGINT", "2": "SIGINT", "15": "SIGTERM",
+		"SIGQUIT": "SIGQUIT", "": "", "SIGNOPE": "", "0": "", "99": "", "sigint": ""} {
+		if got := NormalizeSignal(in); got != want {
+			t.Errorf("NormalizeSignal(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // The rendered unit parses back (go-systemd's parser) to the settings that matter; the
 // environment is in the environment file, not in the unit.
 func TestRenderUnitParsesBack(t *testing.T) {
@@ -112,8 +236,8 @@ func TestRenderUnitParsesBack(t *testing.T) {
 		"Service.MountAPIVFS":           "yes",
 		"Service.Restart":               "on-failure",
 		"Service.WorkingDirectory":      "/www",
-		"Service.StateDirectory":        "onionpod/blog/data",
-		"Service.BindPaths":             "/var/lib/private/onionpod/blog/data:/data",
+		"Service.StateDirectory":        "onionpod-volumes/blog/data",
+		"Service.BindPaths":             "/var/lib/private/onionpod-volumes/blog/data:/data",
 		"Service.EnvironmentFile":       "/etc/onionpod/env/onionpod-pod-blog.env",
 		"Unit.BindsTo":                  "onionpod-net-blog.service",
 		"Unit.After":                    "onionpod-net-blog.service",

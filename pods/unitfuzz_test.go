@@ -41,14 +41,14 @@ func FuzzRenderUnits(f *testing.F) {
 			checkUnitText(t, pod.Content)
 			want := []string{"Unit.Description", "Unit.BindsTo", "Unit.After", "Service.Type", "Service.ExecStart",
 				"Service.RootDirectory", "Service.MountAPIVFS", "Service.NetworkNamespacePath", "Service.DynamicUser",
-				"Service.NoNewPrivileges", "Service.CapabilityBoundingSet", "Service.ProtectSystem",
+				"Service.User", "Service.NoNewPrivileges", "Service.CapabilityBoundingSet", "Service.ProtectSystem",
 				"Service.PrivateDevices", "Service.PrivateTmp", "Service.RestrictSUIDSGID", "Service.LockPersonality",
 				"Service.EnvironmentFile"}
 			if wd != "" {
 				want = append(want, "Service.WorkingDirectory")
 			}
 			want = append(want, "Service.StateDirectory", "Service.BindPaths", "Service.BindReadOnlyPaths",
-				"Service.SyslogIdentifier", "Service.Restart", "Service.TimeoutStopSec", "Install.WantedBy")
+				"Service.MemoryMax", "Service.CPUWeight", "Service.TasksMax", "Service.SyslogIdentifier", "Service.Restart", "Service.TimeoutStopSec", "Install.WantedBy")
 			got := parseUnit(t, pod.Content)
 			if names := optionNames(got); !slices.Equal(names, want) {
 				t.Fatalf("pod unit directives %q\nwant %q\n%s", names, want, pod.Content)

@@ -41,6 +41,9 @@ const (
 	assignmentValue
 	// credentialValue is ID:PATH of LoadCredential=: ID a token, PATH a pathValue.
 	credentialValue
+	// limitValue is a resource limit (MemoryMax=, CPUQuota=...) that Limits.Check accepted:
+	// letters, digits and '%' only, written as is (these settings expand no specifier).
+	limitValue
 )
 
 // unitValue is the only way a value reaches a unit file. It checks values for their kind and
@@ -109,6 +112,11 @@ func unitValue(kind valueKind, field string, values ...string) (string, error) {
 			}
 		}
 		return strings.Join(values, " "), nil
+	case limitValue:
+		if len(values) != 1 || values[0] == "" || strings.TrimLeft(values[0], "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ%") != "" {
+			return "", errkind.BadInputf("%s: a number, a percentage or infinity", field)
+		}
+		return values[0], nil
 	case assignmentValue:
 		k, v, ok := strings.Cut(values[0], "=")
 		if !ok || !envName.MatchString(k) {

@@ -29,21 +29,22 @@ const (
 	envNotesBad = "TESTAPPS_NOTES_BROKEN"
 )
 
-// The two containers of the app "notes", as two pods sharing one network namespace: what pods
-// renders for one container today (PodUnits), plus drop-ins for what several containers need
-// (see podDropIns).
+// The app "notes" is a pod of two containers sharing one network namespace, as pods renders
+// them (AppUnits): "db" (PostgreSQL) and "notes" (the web app, the app's own container), one
+// dynamic user for both, the web app started after the database, the database stopped with its
+// image's StopSignal. (The first version of this test added all of that as drop-ins.)
 const (
-	dbApp    = "notes-db"
-	webApp   = "notes-web"
+	app      = "notes"
+	dbApp    = "db"    // the database container
+	webApp   = "notes" // the web container: the app's own
 	netns    = "onionpod-notes"
-	appUser  = "onionpod-notes" // the dynamic user both containers share
 	password = "s3cret-for-tests"
 )
 
 var (
-	dbUnit  = pods.PodUnitName(dbApp)
-	webUnit = pods.PodUnitName(webApp)
-	netUnit = pods.NetUnitName(dbApp)
+	appUser = pods.AppUser(app) // the dynamic user both containers share
+	dbUnit  = pods.ContainerUnitName(app, dbApp)
+	webUnit = pods.ContainerUnitName(app, webApp)
 )
 
 // TestNotesPodUnderSystemd builds the PostgreSQL image from Debian and the notes images (or takes
@@ -122,7 +123,8 @@ func dbSpec(t *testing.T, img *pods.Image) pods.Spec {
 		t.Fatal(err)
 	}
 	return pods.Spec{
-		App: dbApp, Root: img.Root, Netns: "/run/netns/" + netns, Command: argv,
+		App: app, Container: dbApp, Root: img.Root, Netns: "/run/netns/" + netns, Command: argv,
+		KillSignal: img.Config.StopSignal,
 		Env: pods.MergeEnv(img.Config.Env, []string{
 			"POSTGRES_USER=notes", "POSTGRES_DB=notes", "POSTGRES_PASSWORD=" + password,
 		}),
@@ -133,41 +135,20 @@ func dbSpec(t *testing.T, img *pods.Image) pods.Spec {
 	}
 }
 
-// webSpec is the notes container, in the same network namespace, without a network unit.
-func webSpec(t *testing.T, img *pods.Image) pods.Spec {
+// webSpec is the notes container, in the same network namespace (and network unit), started
+// after the database.
+func webSpec(t *testing.T, img *pods.Image, db pods.Spec) pods.Spec {
 	argv, err := img.Command(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pods.Spec{
-		App: webApp, Root: img.Root, Netns: "/run/netns/" + netns, Command: argv,
+		App: app, Container: webApp, Root: img.Root, Netns: "/run/netns/" + netns, Command: argv,
+		NetUp: db.NetUp, NetDown: db.NetDown, After: []string{dbApp}, KillSignal: img.Config.StopSignal,
 		Env: pods.MergeEnv(img.Config.Env, []string{
 			fmt.Sprintf("DATABASE_URL=postgres://notes:%s@127.0.0.1:%d/notes?sslmode=disable", password, debimage.PostgresPort),
 		}),
 		WorkingDir: img.Config.WorkingDir,
-	}
-}
-
-// podDropIns are what pods' unit rendering lacks for several containers in one pod, added as
-// drop-ins: both containers run as one shared dynamic user (User= with DynamicUser=yes), the web
-// container binds to the app's network unit and starts after the database container, and the
-// database stops with the image's StopSignal (SIGINT: PostgreSQL's fast shutdown).
-func podDropIns(t *testing.T, stopSignal string) {
-	t.Helper()
-	db := "[Service]\nUser=" + appUser + "\n"
-	if stopSignal != "" {
-		db += "KillSignal=" + stopSignal + "\n"
-	}
-	web := "[Unit]\nBindsTo=" + netUnit + "\nAfter=" + netUnit + " " + dbUnit + "\nWants=" + dbUnit +
-		"\n[Service]\nUser=" + appUser + "\n"
-	for unit, content := range map[string]string{dbUnit: db, webUnit: web} {
-		dir := filepath.Join("/etc/systemd/system", unit+".d")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "10-pod.conf"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -177,20 +158,16 @@ func TestInsideNotesPod(t *testing.T) {
 	pg := in.load(envPostgres)
 	v1 := in.load(envNotesV1)
 
-	dbUnits, err := pods.PodUnits(dbSpec(t, pg))
+	if pg.Config.StopSignal != "SIGINT" {
+		t.Errorf("PostgreSQL's stop signal %q, want SIGINT (fast shutdown)", pg.Config.StopSignal)
+	}
+	db := dbSpec(t, pg)
+	units, err := pods.AppUnits(db, webSpec(t, v1, db))
 	if err != nil {
 		t.Fatal(err)
 	}
-	webUnits, err := pods.PodUnits(webSpec(t, v1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	podDropIns(t, "SIGINT") // the image's StopSignal; pods.ImageConfig does not carry it yet
 	start := time.Now()
-	if err := in.sd.Apply(ctx, dbUnits...); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.sd.Apply(ctx, webUnits...); err != nil {
+	if err := in.sd.ApplyApp(ctx, app, units); err != nil {
 		t.Fatal(err)
 	}
 	dbSt := waitRunning(t, in.sd, dbApp, 0)
@@ -208,7 +185,7 @@ func TestInsideNotesPod(t *testing.T) {
 			t.Errorf("pid %d CapEff %s", pid, caps)
 		}
 	}
-	vol := pods.VolumeHostDir(dbApp, "pgdata")
+	vol := pods.VolumeHostDir(app, "pgdata")
 	if st, err := os.Stat(filepath.Join(vol, "data", "PG_VERSION")); err != nil || int(st.Sys().(*syscall.Stat_t).Uid) != dbUID {
 		t.Errorf("data directory in the volume: %v, %v", st, err)
 	}
@@ -262,12 +239,12 @@ func TestInsideNotesPod(t *testing.T) {
 		version string
 		healthy bool
 	}{{v2, "2", true}, {broken, debimage.NotesBroken, false}, {v1, "1", true}} {
-		units, err := pods.PodUnits(webSpec(t, step.img))
+		units, err := pods.AppUnits(db, webSpec(t, step.img, db))
 		if err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		if err := in.sd.Apply(ctx, units...); err != nil {
+		if err := in.sd.ApplyApp(ctx, app, units); err != nil {
 			t.Fatal(err)
 		}
 		waitRunning(t, in.sd, webApp, 0)
@@ -307,27 +284,25 @@ func TestInsideNotesPodAfterReboot(t *testing.T) {
 	if notes := listNotes(t); len(notes) != 2 || notes[0] != "after the reboot" {
 		t.Errorf("notes = %q", notes)
 	}
-	for _, app := range []string{webApp, dbApp} {
-		if err := in.sd.Remove(ctx, app); err != nil {
-			t.Fatal(err)
-		}
+	if err := in.sd.Remove(ctx, app); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := os.Stat("/run/netns/" + netns); err == nil {
 		t.Errorf("netns %s left after Remove", netns)
 	}
 }
 
-// waitRunning waits until app's pod is active/running with a main PID other than notPID.
-func waitRunning(t *testing.T, sd *pods.Systemd, app string, notPID int) pods.Status {
+// waitRunning waits until the container's unit is active/running with a main PID other than notPID.
+func waitRunning(t *testing.T, sd *pods.Systemd, container string, notPID int) pods.Status {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		st, err := sd.Status(t.Context(), app)
+		st, err := sd.ContainerStatus(t.Context(), app, container)
 		if err == nil && st.ActiveState == "active" && st.SubState == "running" && st.MainPID != 0 && st.MainPID != notPID {
 			return st
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not running: %+v, %v\n%s", app, st, err, journal(t, pods.PodUnitName(app)))
+			t.Fatalf("%s not running: %+v, %v\n%s", container, st, err, journal(t, pods.ContainerUnitName(app, container)))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -6,6 +6,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -152,4 +153,26 @@ func Quarantine(path string, unixTime int64) (string, error) {
 		return dst, SyncDir(filepath.Dir(path))
 	}
 	return "", fmt.Errorf("atomicfile: quarantine %s: too many damaged copies already", path)
+}
+
+// WriteJSON writes v as indented JSON (with a final newline) to path through WriteFile.
+func WriteJSON(path string, v any, perm fs.FileMode) (changed bool, err error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return false, fmt.Errorf("atomicfile: %s: %w", path, err)
+	}
+	return WriteFile(path, append(data, '\n'), perm)
+}
+
+// ReadJSON reads the JSON file at path into v; a file that does not parse is an error naming
+// the path (a missing file keeps its fs.ErrNotExist).
+func ReadJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }

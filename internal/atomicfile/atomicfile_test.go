@@ -102,3 +102,25 @@ func TestQuarantine(t *testing.T) {
 		t.Error("the first damaged copy was overwritten")
 	}
 }
+
+func TestJSON(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.json")
+	type state struct{ A int }
+	if changed, err := WriteJSON(p, state{7}, 0o600); err != nil || !changed {
+		t.Fatalf("WriteJSON: %v %v", changed, err)
+	}
+	if changed, _ := WriteJSON(p, state{7}, 0o600); changed {
+		t.Error("an unchanged value was rewritten")
+	}
+	var got state
+	if err := ReadJSON(p, &got); err != nil || got.A != 7 {
+		t.Fatalf("ReadJSON = %+v, %v", got, err)
+	}
+	os.WriteFile(p, []byte("{trunc"), 0o600)
+	if err := ReadJSON(p, &got); err == nil || !strings.Contains(err.Error(), p) {
+		t.Errorf("a damaged file: %v", err)
+	}
+	if err := ReadJSON(p+".missing", &got); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+}

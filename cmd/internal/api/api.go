@@ -20,6 +20,9 @@ var (
 	ErrBadInput = errkind.BadInput
 	ErrConflict = errkind.Conflict
 	ErrNoDaemon = errors.New("the onionpod daemon is not running")
+	// ErrBusy: the daemon refused the request for now (429: this user has as many uploads,
+	// waits or log followers open as it may); the same request may succeed once one ends.
+	ErrBusy = errors.New("busy")
 )
 
 // App states as the daemon reports them.
@@ -46,14 +49,17 @@ type AppStatus struct {
 	// applied the latest change.
 	ObservedGeneration int64 `json:"observed_generation"`
 	// RetryAt: a failed app is tried again then (per-app backoff; a change of the app retries at once).
-	RetryAt   time.Time   `json:"retry_at,omitzero"`
-	Unit      UnitStatus  `json:"unit"`
-	Network   NetStatus   `json:"network"`
-	Onion     OnionStatus `json:"onion"`
-	DNS       DNSRecord   `json:"dns"`
-	TLS       *TLSStatus  `json:"tls,omitempty"` // tls.mode = "acme" only
-	LastError string      `json:"last_error,omitempty"`
-	Steps     []Step      `json:"steps,omitempty"` // the last reconcile pass, step by step
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Unit is the unit of the app's first container (see Containers for each).
+	Unit UnitStatus `json:"unit"`
+	// Containers are the app's containers, in the record's order.
+	Containers []ContainerStatus `json:"containers,omitempty"`
+	Network    NetStatus         `json:"network"`
+	Onion      OnionStatus       `json:"onion"`
+	DNS        DNSRecord         `json:"dns"`
+	TLS        *TLSStatus        `json:"tls,omitempty"` // tls.mode = "acme" only
+	LastError  string            `json:"last_error,omitempty"`
+	Steps      []Step            `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
 	Damaged []string `json:"damaged,omitempty"`
 	// Health sums up the last probes of a running app: healthy, unreachable or unknown.
@@ -78,6 +84,41 @@ type UnitStatus struct {
 	MainPID     int       `json:"main_pid,omitempty"`
 	Restarts    int       `json:"restarts"`
 	Since       time.Time `json:"since,omitempty"`
+}
+
+// ContainerStatus is one container of an app.
+type ContainerStatus struct {
+	Name string     `json:"name"`
+	Unit UnitStatus `json:"unit"`
+	// Image is the container's reference (or "static DIR"); ImageID the image it runs, and
+	// PreviousImageID the one it ran before (what a rollback returns to).
+	Image           string `json:"image,omitempty"`
+	ImageID         string `json:"image_id,omitempty"`
+	PreviousImageID string `json:"previous_image_id,omitempty"`
+	// Ports are the public ports it serves (PUBLIC->TARGET).
+	Ports  []string      `json:"ports,omitempty"`
+	Health *HealthStatus `json:"health,omitempty"` // nil: no health check
+}
+
+// Health states of a container with a health check.
+const (
+	HealthStarting  = "starting"  // not healthy yet
+	HealthHealthy   = "healthy"   // its last check passed
+	HealthUnhealthy = "unhealthy" // its checks failed: being restarted
+)
+
+// HealthStatus is a container's health check and how it goes.
+type HealthStatus struct {
+	Check     string    `json:"check"`           // what is checked, e.g. "http GET [fd00::6]:8080/healthz every 10s"
+	State     string    `json:"state,omitempty"` // HealthStarting, HealthHealthy, HealthUnhealthy; "" while the container is not running
+	Since     time.Time `json:"since,omitzero"`  // when State last changed
+	Failures  int       `json:"failures"`        // checks failed in a row
+	LastError string    `json:"last_error,omitempty"`
+	// Restarts counts the restarts the health check made (since the daemon started), the last
+	// one at LastRestart, because of RestartReason.
+	Restarts      int       `json:"restarts"`
+	LastRestart   time.Time `json:"last_restart,omitzero"`
+	RestartReason string    `json:"restart_reason,omitempty"`
 }
 
 // NetStatus is the pod's addresses.
@@ -113,7 +154,8 @@ type TLSStatus struct {
 	LastRenewal time.Time `json:"last_renewal,omitzero"` // when this daemon obtained the one in place
 	LastError   string    `json:"last_error,omitempty"`  // the last attempt's failure
 	Failures    int       `json:"failures,omitempty"`
-	Front       bool      `json:"front"` // the HTTPS front serves it
+	Front       bool      `json:"front"`            // the HTTPS front serves it
+	Serves      string    `json:"serves,omitempty"` // what the front proxies to: CONTAINER:PORT in the pod
 	Note        string    `json:"note,omitempty"`
 }
 
@@ -149,9 +191,34 @@ type ImageInfo struct {
 	Ref string `json:"ref,omitempty"`
 }
 
+// PlannedChange is what a change of an app would do (a Put with dry_run): nothing is stored.
+type PlannedChange struct {
+	// Plan is the steps the app would get, as the daemon's log shows a plan ("nothing to do"
+	// when none).
+	Plan string `json:"plan"`
+}
+
+// Image is an image in the daemon's image store (GET /v1/images).
+type Image struct {
+	ID       string    `json:"id"`             // "sha256:..."
+	Refs     []string  `json:"refs,omitempty"` // the references it was pulled or loaded as
+	Size     int64     `json:"size"`           // bytes on disk: its root and cached layers
+	LastUsed time.Time `json:"last_used"`
+	// Apps are the apps whose record names it (held apps by their last good record).
+	Apps []string `json:"apps,omitempty"`
+}
+
+// PruneReport says what a prune of the image store removed (POST /v1/images/prune): every image
+// no app's record names, except uploads the record naming them is on its way for.
+type PruneReport struct {
+	Images []string `json:"images"` // IDs of the images removed
+	Layers int      `json:"layers"` // cached layers removed
+	Bytes  int64    `json:"bytes"`  // disk space freed
+}
+
 // WaitFor names what `wait` waits for.
 const (
-	WaitRunning   = "running"   // the pod runs, onion added, DNS published
+	WaitRunning   = "running"   // the pod runs (its containers with a health check healthy), onion added, DNS published
 	WaitPublished = "published" // and the onion descriptor is uploaded
 )
 

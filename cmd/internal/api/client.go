@@ -101,6 +101,8 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		return nil, errkind.BadInputf("%s", eb.Error)
 	case http.StatusConflict:
 		return nil, errkind.Conflictf("%s", eb.Error)
+	case http.StatusTooManyRequests:
+		return nil, busyError(eb.Error)
 	}
 	return nil, errors.New(eb.Error)
 }
@@ -126,12 +128,38 @@ func (c *Client) Put(ctx context.Context, app store.App) (AppStatus, error) {
 	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), nil, app, &out)
 }
 
+// Plan says what storing app would do, without storing it or doing anything: the daemon checks
+// it as Put would (ErrBadInput, ErrConflict) and returns the steps the app would get.
+func (c *Client) Plan(ctx context.Context, app store.App) (PlannedChange, error) {
+	var out PlannedChange
+	return out, c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app.Name), url.Values{"dry_run": {"true"}}, app, &out)
+}
+
+// Image reports whether the daemon's image store has the image of this ID ("sha256:...", an
+// ImageInfo.ID): ErrNotFound when it does not.
+func (c *Client) Image(ctx context.Context, id string) (ImageInfo, error) {
+	var out ImageInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/images/"+url.PathEscape(id), nil, nil, &out)
+}
+
 // LoadImage sends an image archive (a `docker save` tarball or an OCI archive, read by the
 // caller as the user who named it) to the daemon, which loads it into its image store. The
 // returned ID is what an app's record names as its image.
 func (c *Client) LoadImage(ctx context.Context, archive io.Reader) (ImageInfo, error) {
 	var out ImageInfo
 	return out, c.do(ctx, http.MethodPost, "/v1/images", nil, archive, &out)
+}
+
+// Images lists the images in the daemon's image store, the most recently used first.
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	var out []Image
+	return out, c.do(ctx, http.MethodGet, "/v1/images", nil, nil, &out)
+}
+
+// PruneImages removes the images no app uses (see PruneReport).
+func (c *Client) PruneImages(ctx context.Context) (PruneReport, error) {
+	var out PruneReport
+	return out, c.do(ctx, http.MethodPost, "/v1/images/prune", nil, nil, &out)
 }
 
 // Start asks for a stopped app to run again; the status carries the new generation.
@@ -169,11 +197,16 @@ func (c *Client) Wait(ctx context.Context, name, what string, generation int64, 
 	return out, c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/wait", q, nil, &out)
 }
 
-// Logs copies the app's journal to w, following it while ctx lasts when follow is set.
-func (c *Client) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+// Logs copies the app's journal to w (all its containers', or one container's when container
+// is not ""), following it while ctx lasts when follow is set. A container the app does not have
+// is ErrBadInput.
+func (c *Client) Logs(ctx context.Context, name, container string, follow bool, w io.Writer) error {
 	q := url.Values{}
 	if follow {
 		q.Set("follow", "true")
+	}
+	if container != "" {
+		q.Set("container", container)
 	}
 	resp, err := c.send(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(name)+"/logs", q, nil)
 	if err != nil {
@@ -201,6 +234,12 @@ func (c *Client) Sync(ctx context.Context) error {
 // RenewTLS obtains a new certificate for an app now (tls.mode = "acme").
 func (c *Client) RenewTLS(ctx context.Context, name string) (AppStatus, error) {
 	var st AppStatus
-	err := c.do(ctx, "POST", "/v1/apps/"+url.PathEscape(name)+"/tls/renew", nil, nil, &st)
+	err := c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/tls/renew", nil, nil, &st)
 	return st, err
 }
+
+// busyError is a 429 answer: it matches ErrBusy and says what the daemon said.
+type busyError string
+
+func (e busyError) Error() string        { return string(e) }
+func (e busyError) Is(target error) bool { return target == ErrBusy }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -17,11 +18,16 @@ import (
 )
 
 type daemonOptions struct {
+	IO
+	Ctx        context.Context
+	Config     func() (*configs.Config, error)
+	ConfigPath string
+
 	Debug bool
 }
 
 func newDaemonCmd(env *Env) *cobra.Command {
-	var opts daemonOptions
+	opts := daemonOptions{IO: env.IO, Config: env.Config}
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the onionpod daemon (normally as onionpod.service)",
@@ -30,15 +36,16 @@ app's pod, network, onion service and DNS records matching the desired state. Po
 of their own and keep running while the daemon is stopped. See configs/onionpod.service.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDaemon(cmd, env, opts)
+			opts.Ctx, opts.ConfigPath = cmd.Context(), env.ConfigPath()
+			return runDaemon(&opts)
 		},
 	}
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log every step")
 	return cmd
 }
 
-func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
-	cfg, err := env.Config()
+func runDaemon(opts *daemonOptions) error {
+	cfg, err := opts.Config()
 	if err != nil {
 		return err
 	}
@@ -46,12 +53,12 @@ func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
 	if opts.Debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(env.Err, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(opts.Err, &slog.HandlerOptions{Level: level}))
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	configPath, err := filepath.Abs(env.ConfigPath())
+	configPath, err := filepath.Abs(opts.ConfigPath)
 	if err != nil {
 		return err
 	}
@@ -65,10 +72,13 @@ func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(cmd.Context())
+	ctx, cancel := context.WithCancel(opts.Ctx)
 	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	reexec := make(chan struct{})
-	go reloadOnHangup(ctx, log, configPath, func() { close(reexec); cancel() })
+	go reloadOnHangup(ctx, log, configPath, hup, func() { close(reexec); cancel() })
 	if err := d.Run(ctx); err != nil {
 		return err
 	}
@@ -82,21 +92,20 @@ func runDaemon(cmd *cobra.Command, env *Env, opts daemonOptions) error {
 	}
 }
 
-// reloadOnHangup waits for SIGHUP (systemctl reload onionpod). A config that does not load is
-// refused and the running one stays; a good one makes the daemon restart itself with it.
-func reloadOnHangup(ctx context.Context, log *slog.Logger, path string, restart func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// reloadOnHangup waits for SIGHUP on hup (systemctl reload onionpod). A config that does not
+// load, or that checkConfig refuses (a torrc_extra line, a secret file), is refused and the
+// running one stays; a good one makes the daemon restart itself with it.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, path string, hup <-chan os.Signal, restart func()) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
 		}
-		cfg, err := configs.LoadOrDefault(path)
-		if err == nil {
-			_, err = cfg.CheckSecrets() // the daemon runs as root: it can read them all
+		// The daemon runs as root: it can read every secret file, and must.
+		_, unreadable, err := checkConfig(path, configs.LoadOrDefault)
+		if err == nil && len(unreadable) > 0 {
+			err = fmt.Errorf("config %s: %s", path, strings.Join(unreadable, "; "))
 		}
 		if err != nil {
 			log.Error("config reload refused: the running config stays", "err", err)

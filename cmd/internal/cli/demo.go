@@ -17,11 +17,13 @@ import (
 )
 
 type demoOptions struct {
+	IO
+	Ctx context.Context
 	Dir string
 }
 
 func newDemoCmd(env *Env) *cobra.Command {
-	var opts demoOptions
+	opts := demoOptions{IO: env.IO}
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Bring the lab up, expose a demo app, fetch it over .onion and over IPv6 + DNS",
@@ -32,7 +34,8 @@ over the .onion, and prints both pages and how long each step took. Needs root; 
 outside the lab's namespaces; never contacts the public Tor network.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDemo(cmd.Context(), env, opts)
+			opts.Ctx = cmd.Context()
+			return runDemo(&opts)
 		},
 	}
 	cmd.Flags().StringVar(&opts.Dir, "dir", lab.DefaultDir, "the lab's state directory")
@@ -45,8 +48,7 @@ const demoPage = "<h1>Hello from onionpod</h1>\n<p>Served by busybox httpd in a 
 // demo is one run of the demo: its output, its lab, and when it began.
 type demo struct {
 	ctx   context.Context
-	env   *Env
-	opts  demoOptions
+	opts  *demoOptions
 	lab   *lab.Lab
 	start time.Time
 }
@@ -58,8 +60,8 @@ type demoAddrs struct {
 
 // runDemo runs the demo's steps, each timed and printed: build the image, bring the lab up,
 // expose the app in the box, fetch it by DNS over IPv6 and over its .onion, compare the pages.
-func runDemo(ctx context.Context, env *Env, opts demoOptions) error {
-	d := &demo{ctx: ctx, env: env, opts: opts, start: time.Now()}
+func runDemo(opts *demoOptions) error {
+	d := &demo{ctx: opts.Ctx, opts: opts, start: time.Now()}
 	// The lab's parts, busybox for the image and curl for the fetches: say at once what is missing.
 	needs := append(lab.Needs(lab.Options{TorNetwork: true}), hostcheck.Busybox, hostcheck.Curl)
 	if err := hostcheck.Missing(needs...); err != nil {
@@ -98,13 +100,13 @@ func runDemo(ctx context.Context, env *Env, opts demoOptions) error {
 // step times one step of the demo and prints it.
 func (d *demo) step(what string, fn func() (string, error)) (string, error) {
 	start := time.Now()
-	fmt.Fprintf(d.env.Out, "==> %s\n", what)
+	fmt.Fprintf(d.opts.Out, "==> %s\n", what)
 	out, err := fn()
 	if err != nil {
-		fmt.Fprintf(d.env.Out, "    FAILED after %.2f s\n", time.Since(start).Seconds())
+		fmt.Fprintf(d.opts.Out, "    FAILED after %.2f s\n", time.Since(start).Seconds())
 		return out, err
 	}
-	fmt.Fprintf(d.env.Out, "    done in %.2f s\n", time.Since(start).Seconds())
+	fmt.Fprintf(d.opts.Out, "    done in %.2f s\n", time.Since(start).Seconds())
 	return out, nil
 }
 
@@ -120,8 +122,8 @@ func buildDemoImage(path string) error {
 func (d *demo) openOrUpLab() (string, error) {
 	var err error
 	if d.lab, err = lab.Open(d.opts.Dir); err == nil {
-		fmt.Fprintln(d.env.Out, "    (the lab is already up: using it)")
-	} else if d.lab, err = labUp(d.ctx, d.env, labOptions{Dir: d.opts.Dir, TorNetwork: true}); err != nil {
+		fmt.Fprintln(d.opts.Out, "    (the lab is already up: using it)")
+	} else if d.lab, err = labUp(&labUpOptions{labOptions: &labOptions{IO: d.opts.IO, Ctx: d.ctx, Dir: d.opts.Dir}, TorNetwork: true}); err != nil {
 		return "", err
 	}
 	if d.lab.State().Socks == "" {
@@ -133,13 +135,13 @@ func (d *demo) openOrUpLab() (string, error) {
 // expose runs `onionpod expose hello` in the box and returns the addresses it printed.
 func (d *demo) expose(image string) (demoAddrs, error) {
 	out, err := d.step("onionpod expose hello --image "+image+" --port 80   (in the box)", func() (string, error) {
-		fmt.Fprintln(d.env.Out, "    (a new private Tor network needs 15-35 s for its first consensus: the descriptor upload waits for it)")
+		fmt.Fprintln(d.opts.Out, "    (a new private Tor network needs 15-35 s for its first consensus: the descriptor upload waits for it)")
 		return d.run(lab.InBox, "onionpod", "expose", "hello", "--image", image, "--port", "80")
 	})
 	if err != nil {
 		return demoAddrs{}, err
 	}
-	fmt.Fprint(d.env.Out, indent(out))
+	fmt.Fprint(d.opts.Out, indent(out))
 	var a demoAddrs
 	for _, word := range strings.Fields(out) {
 		switch {
@@ -164,7 +166,7 @@ func (d *demo) fetch(what, where string, limit time.Duration, argv ...string) (s
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprint(d.env.Out, indent(page))
+	fmt.Fprint(d.opts.Out, indent(page))
 	return page, nil
 }
 
@@ -176,14 +178,14 @@ func (d *demo) run(where string, argv ...string) (string, error) {
 	if err := c.Run(); err != nil {
 		return out.String(), fmt.Errorf("%s: %w\n%s%s", strings.Join(argv, " "), err, out.String(), errOut.String())
 	}
-	fmt.Fprint(d.env.Err, indent(errOut.String()))
+	fmt.Fprint(d.opts.Err, indent(errOut.String()))
 	return out.String(), nil
 }
 
 // summary prints the total time and what to try next.
 func (d *demo) summary(a demoAddrs) {
-	fmt.Fprintf(d.env.Out, "\nThe same page over IPv6 + DNS and over its .onion, %.1f s in all.\n", time.Since(d.start).Seconds())
-	fmt.Fprintf(d.env.Out, "Explore: onionpod lab exec box -- onionpod status hello\n         onionpod lab exec client -- curl -s %s\n         onionpod lab exec tor -- curl -s %s\nThen:    onionpod lab down\n", a.dns, a.onion)
+	fmt.Fprintf(d.opts.Out, "\nThe same page over IPv6 + DNS and over its .onion, %.1f s in all.\n", time.Since(d.start).Seconds())
+	fmt.Fprintf(d.opts.Out, "Explore: onionpod lab exec box -- onionpod status hello\n         onionpod lab exec client -- curl -s %s\n         onionpod lab exec tor -- curl -s %s\nThen:    onionpod lab down\n", a.dns, a.onion)
 }
 
 // retry runs fn until it succeeds or the time is up (tor circuits and descriptors take a moment).

@@ -1,59 +1,81 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
 )
 
 func newDNSCmd(env *Env) *cobra.Command {
-	cmd := &cobra.Command{Use: "dns", Short: "Show what is published in DNS"}
-	var asJSON bool
-	ls := &cobra.Command{
+	cmd := groupCmd(&cobra.Command{Use: "dns", Short: "Show what is published in DNS"})
+	cmd.AddCommand(newDNSLsCmd(env))
+	return cmd
+}
+
+// dnsClient is the part of the LocalAPI dns ls uses.
+type dnsClient interface {
+	DNS(ctx context.Context) (api.DNSStatus, error)
+}
+
+type dnsLsOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (dnsClient, error)
+
+	JSON bool
+}
+
+func newDNSLsCmd(env *Env) *cobra.Command {
+	opts := dnsLsOptions{IO: env.IO, Client: daemonClient[dnsClient](env)}
+	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List the records onionpod publishes, and where (built-in server or RFC 2136 primary)",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := env.Config()
-			if err != nil {
-				return err
-			}
-			st, err := env.Client(cfg).DNS(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(env.Out, st)
-			}
-			where := st.Server
-			if where == "" {
-				where = "-"
-			}
-			fmt.Fprintf(env.Out, "zone %s, %s mode, served by %s", st.Zone, st.Mode, where)
-			if st.Serial != 0 {
-				fmt.Fprintf(env.Out, ", serial %d", st.Serial)
-			}
-			fmt.Fprintln(env.Out)
-			if st.Pending {
-				fmt.Fprintln(env.Out, "an update is pending (retrying)")
-			}
-			if st.Error != "" {
-				fmt.Fprintln(env.Out, "last error:", st.Error)
-			}
-			if st.Damaged != "" {
-				fmt.Fprintln(env.Out, "damaged state:", st.Damaged)
-			}
-			tw := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESSES")
-			for _, r := range st.Records {
-				fmt.Fprintf(tw, "%s\t%s\n", r.Name, strings.Join(r.Addresses, " "))
-			}
-			return tw.Flush()
+			opts.Ctx = cmd.Context()
+			return runDNSLs(&opts)
 		},
 	}
-	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(ls)
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
 	return cmd
+}
+
+func runDNSLs(opts *dnsLsOptions) error {
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	st, err := client.DNS(opts.Ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, st)
+	}
+	w := opts.Out
+	fmt.Fprintf(w, "zone %s, %s mode, served by %s", st.Zone, st.Mode, orDash(st.Server))
+	if st.Serial != 0 {
+		fmt.Fprintf(w, ", serial %d", st.Serial)
+	}
+	fmt.Fprintln(w)
+	if st.Pending {
+		fmt.Fprintln(w, "an update is pending (retrying)")
+	}
+	if st.Error != "" {
+		fmt.Fprintln(w, "last error:", st.Error)
+	}
+	if st.Damaged != "" {
+		fmt.Fprintln(w, "damaged state:", st.Damaged)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESSES")
+	for _, r := range st.Records {
+		fmt.Fprintf(tw, "%s\t%s\n", r.Name, strings.Join(r.Addresses, " "))
+	}
+	return tw.Flush()
 }

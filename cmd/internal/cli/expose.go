@@ -9,17 +9,21 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
-	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 type exposeOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (submitClient, error)
+	Images func() (imageCache, error) // the image store for a prefetch (nil store: none)
+
 	App    string
 	NoWait bool
 	appFlags
 }
 
 func newExposeCmd(env *Env) *cobra.Command {
-	var opts exposeOptions
+	opts := exposeOptions{IO: env.IO, Client: daemonClient[submitClient](env), Images: env.imageCache}
 	cmd := &cobra.Command{
 		Use:   "expose APP [--image REF | --static DIR] [--port PORT]...",
 		Short: "Put an app on the darknet (and the LAN) in one command, and print its addresses",
@@ -31,8 +35,11 @@ the service descriptor, and print the addresses: the .onion, the DNS name and th
   onionpod expose wiki            # an existing app`,
 		Args: exactArgs("APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.App = args[0]
-			return runExpose(cmd, env, opts)
+			opts.Ctx, opts.App = cmd.Context(), args[0]
+			if err := opts.parse(cmd); err != nil {
+				return err
+			}
+			return runExpose(&opts)
 		},
 	}
 	opts.register(cmd)
@@ -40,52 +47,41 @@ the service descriptor, and print the addresses: the .onion, the DNS name and th
 	return cmd
 }
 
-func runExpose(cmd *cobra.Command, env *Env, opts exposeOptions) error {
+func runExpose(opts *exposeOptions) error {
 	start := time.Now()
-	res, err := submit(cmd, env, opts.App, &opts.appFlags, func(app *store.App, exists bool) error {
-		if !exists && opts.Image == "" && opts.Static == "" {
-			return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: cmd.CommandPath()}
-		}
-		app.Onion = true
-		return nil
+	if err := opts.check(opts.App); err != nil {
+		return err
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	res, err := submit(opts.Ctx, client, change{
+		App: opts.App, Flags: &opts.appFlags, Wait: true, Prefetch: prefetcher(opts.IO, opts.Images),
+		Adjust: func(app *store.App, exists bool) error {
+			if !exists && opts.Image == "" && opts.Static == "" {
+				return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: "onionpod expose"}
+			}
+			app.Onion, app.Stopped = true, false
+			return nil
+		},
 	})
 	if err != nil {
 		return err
 	}
 	st := res.Status
 	if !opts.NoWait {
-		if st, err = res.Client.Wait(cmd.Context(), opts.App, api.WaitPublished, st.ObservedGeneration, opts.Timeout); err != nil {
+		if st, err = client.Wait(opts.Ctx, opts.App, api.WaitPublished, st.ObservedGeneration, opts.Timeout); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(env.Err, "%s: pod running, onion added and DNS published in %.2f s", opts.App, res.Took.Seconds())
+	fmt.Fprintf(opts.Err, "%s: pod running, onion added and DNS published in %.2f s", opts.App, res.Took.Seconds())
 	if !opts.NoWait {
-		fmt.Fprintf(env.Err, "; descriptor uploaded after %.2f s", time.Since(start).Seconds())
+		fmt.Fprintf(opts.Err, "; descriptor uploaded after %.2f s", time.Since(start).Seconds())
 	}
-	fmt.Fprintln(env.Err)
+	fmt.Fprintln(opts.Err)
 	for _, l := range addressLines(st) {
-		fmt.Fprintln(env.Out, l)
+		fmt.Fprintln(opts.Out, l)
 	}
 	return nil
-}
-
-func newUnexposeCmd(env *Env) *cobra.Command {
-	return appCommand(env, "unexpose", "Take an app's onion service down (the key is kept: expose brings the same .onion back)",
-		func(ctx context.Context, client *api.Client, app string) error {
-			st, err := update(ctx, client, app, func(a *store.App, exists bool) error {
-				switch {
-				case !exists:
-					return errkind.NotFoundf("%s: no such app", app)
-				case a.OnionOnly:
-					return errkind.BadInputf("%s is onion-only: `onionpod stop %s` or `onionpod rm %s`", app, app, app)
-				}
-				a.Onion = false
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Out, "%s: onion service removed; its key is kept (%s)\n", app, st.Onion.Address)
-			return nil
-		})
 }

@@ -2,36 +2,131 @@ package cli
 
 import (
 	"context"
-	"io"
-	"os"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
-	"github.com/onionpod/onionpod/internal/errkind"
-	"github.com/onionpod/onionpod/pods"
 )
 
-// A local image (a `docker save` tarball, an OCI archive or an OCI layout directory) is read by
-// the CLI, as the user who names it, and sent to the daemon, which loads it: the daemon never
-// opens a path a user names.
+func newImageCmd(env *Env) *cobra.Command {
+	cmd := groupCmd(&cobra.Command{
+		Use:   "image",
+		Short: "The box's image store: list the images, remove those no app uses",
+		Long: `The daemon keeps every image an app was run with (pulled from a registry, or sent from an
+archive or layout) unpacked in its image store. Removing an app removes the images no app uses
+any more; "image prune" does the same at any time.`,
+	})
+	cmd.AddCommand(newImageLsCmd(env), newImagePruneCmd(env))
+	return cmd
+}
 
-// sendImage sends the local image at path to the daemon and returns what it loaded as.
-func sendImage(ctx context.Context, client *api.Client, path string) (api.ImageInfo, error) {
-	st, err := os.Stat(path)
+// imagesClient is the part of the LocalAPI the image commands use.
+type imagesClient interface {
+	Images(ctx context.Context) ([]api.Image, error)
+	PruneImages(ctx context.Context) (api.PruneReport, error)
+}
+
+type imageLsOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (imagesClient, error)
+
+	JSON bool
+}
+
+func newImageLsCmd(env *Env) *cobra.Command {
+	opts := imageLsOptions{IO: env.IO, Client: daemonClient[imagesClient](env)}
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the images in the box's image store, with their size and the apps using them",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx = cmd.Context()
+			return runImageLs(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func runImageLs(opts *imageLsOptions) error {
+	client, err := opts.Client()
 	if err != nil {
-		return api.ImageInfo{}, errkind.BadInputf("image %s: %w", path, err)
+		return err
 	}
-	if st.IsDir() {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(pods.WriteLayoutArchive(ctx, pw, path)) }()
-		defer pr.Close()
-		return client.LoadImage(ctx, pr)
-	}
-	f, err := pods.OpenLocal(path)
+	images, err := client.Images(opts.Ctx)
 	if err != nil {
-		return api.ImageInfo{}, err
+		return err
 	}
-	defer f.Close()
-	return client.LoadImage(ctx, f)
+	if opts.JSON {
+		if images == nil {
+			images = []api.Image{}
+		}
+		return writeJSON(opts.Out, images)
+	}
+	if len(images) == 0 {
+		_, err := fmt.Fprintln(opts.Out, "No images yet.")
+		return err
+	}
+	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tSIZE\tAPPS\tREFERENCES")
+	for _, img := range images {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortID(img.ID), humanBytes(img.Size),
+			orDash(strings.Join(img.Apps, ",")), orDash(strings.Join(img.Refs, " ")))
+	}
+	return tw.Flush()
+}
+
+type imagePruneOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (imagesClient, error)
+
+	JSON bool
+}
+
+func newImagePruneCmd(env *Env) *cobra.Command {
+	opts := imagePruneOptions{IO: env.IO, Client: daemonClient[imagesClient](env)}
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove the images no app uses (an app's held record counts; so does an image just sent)",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx = cmd.Context()
+			return runImagePrune(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func runImagePrune(opts *imagePruneOptions) error {
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	report, err := client.PruneImages(opts.Ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if report.Images == nil {
+			report.Images = []string{}
+		}
+		return writeJSON(opts.Out, report)
+	}
+	w := opts.Out
+	if len(report.Images) == 0 && report.Layers == 0 && report.Bytes == 0 {
+		_, err := fmt.Fprintln(w, "Nothing to remove: every image is in use.")
+		return err
+	}
+	fmt.Fprintf(w, "removed %d image(s) and %d layer(s), %s freed\n", len(report.Images), report.Layers, humanBytes(report.Bytes))
+	for _, id := range report.Images {
+		fmt.Fprintf(w, "  %s\n", shortID(id))
+	}
+	return nil
 }

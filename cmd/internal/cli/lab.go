@@ -12,106 +12,151 @@ import (
 	"github.com/onionpod/onionpod/internal/lab"
 )
 
+// labOptions are what every lab command shares: the streams and the lab's state directory
+// (--dir, a flag of the lab group); each subcommand's options embed them.
 type labOptions struct {
-	Dir        string
-	TorNetwork bool
-	IPv4       bool
+	IO
+	Ctx context.Context
+	Dir string
 }
 
 func newLabCmd(env *Env) *cobra.Command {
-	opts := &labOptions{}
-	cmd := &cobra.Command{
+	opts := &labOptions{IO: env.IO}
+	cmd := groupCmd(&cobra.Command{
 		Use:   "lab",
 		Short: "A lab in namespaces (systemd, IPv6 LAN, private Tor network, DNS) touching nothing else",
 		Long: `The lab is a whole onionpod deployment in namespaces this command creates: a box (a real
 systemd as PID 1) running onionpod.service and onionpod's tor, a simulated IPv6 LAN with a client,
 a private Tor network on the box's loopback (the public Tor network is never contacted), and the
 built-in DNS server. State survives lab down + lab up (the lab's reboot).`,
-	}
+	})
 	cmd.PersistentFlags().StringVar(&opts.Dir, "dir", lab.DefaultDir, "the lab's state directory")
-	cmd.AddCommand(newLabUpCmd(env, opts), newLabDownCmd(env, opts), newLabRebootCmd(env, opts),
-		newLabStatusCmd(env, opts), newLabExecCmd(env, opts))
+	cmd.AddCommand(newLabUpCmd(opts), newLabDownCmd(opts), newLabRebootCmd(opts),
+		newLabStatusCmd(opts), newLabExecCmd(opts))
 	return cmd
 }
 
-func newLabUpCmd(env *Env, opts *labOptions) *cobra.Command {
+// labRunE is the RunE of a lab subcommand: it completes the shared options, then runs run.
+func labRunE(opts *labOptions, run func() error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		opts.Ctx = cmd.Context()
+		return run()
+	}
+}
+
+type labUpOptions struct {
+	*labOptions
+	TorNetwork bool
+	IPv4       bool
+}
+
+func newLabUpCmd(shared *labOptions) *cobra.Command {
+	opts := labUpOptions{labOptions: shared}
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Bring the lab up (about 30 s with the Tor network)",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := labUp(cmd.Context(), env, *opts)
+		RunE: labRunE(shared, func() error {
+			_, err := labUp(&opts)
 			return err
-		},
+		}),
 	}
 	up.Flags().BoolVar(&opts.TorNetwork, "tor-network", true, "run the private Tor network (off: the box's tor stays offline)")
 	up.Flags().BoolVar(&opts.IPv4, "ipv4", false, "add a DHCPv4 server to the LAN")
 	return up
 }
 
-func newLabDownCmd(env *Env, opts *labOptions) *cobra.Command {
+// labUp brings a lab up with progress on stderr. lab.Up says first what this machine lacks, if
+// anything (not root, a tool or kernel feature missing).
+func labUp(opts *labUpOptions) (*lab.Lab, error) {
+	start := time.Now()
+	l, err := lab.Up(opts.Ctx, lab.Options{
+		Dir: opts.Dir, TorNetwork: opts.TorNetwork, IPv4: opts.IPv4, Persist: true,
+		Log: func(format string, args ...any) { fmt.Fprintf(opts.Err, "  "+format+"\n", args...) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(opts.Err, "lab up in %.1f s: onionpod lab exec box -- onionpod ls; onionpod lab down\n", time.Since(start).Seconds())
+	return l, nil
+}
+
+func newLabDownCmd(opts *labOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "down",
 		Short: "Tear the lab down (its state is kept for the next lab up)",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.Open(opts.Dir)
-			if err != nil {
-				return err
-			}
-			if err := l.Down(cmd.Context()); err != nil {
-				return err
-			}
-			fmt.Fprintln(env.Out, "lab down (state kept in", opts.Dir+")")
-			return nil
-		},
+		RunE:  labRunE(opts, func() error { return runLabDown(opts) }),
 	}
 }
 
-func newLabRebootCmd(env *Env, opts *labOptions) *cobra.Command {
+func runLabDown(opts *labOptions) error {
+	l, err := lab.Open(opts.Dir)
+	if err != nil {
+		return err
+	}
+	if err := l.Down(opts.Ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(opts.Out, "lab down (state kept in", opts.Dir+")")
+	return nil
+}
+
+func newLabRebootCmd(opts *labOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reboot",
 		Short: "Reboot the box's systemd (the LAN and the Tor network stay up, as a router would)",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.Open(opts.Dir)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			if err := l.Reboot(cmd.Context()); err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Out, "box rebooted; the daemon answers again after %.2f s\n", time.Since(start).Seconds())
-			return nil
-		},
+		RunE:  labRunE(opts, func() error { return runLabReboot(opts) }),
 	}
 }
 
-func newLabStatusCmd(env *Env, opts *labOptions) *cobra.Command {
+func runLabReboot(opts *labOptions) error {
+	l, err := lab.Open(opts.Dir)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := l.Reboot(opts.Ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.Out, "box rebooted; the daemon answers again after %.2f s\n", time.Since(start).Seconds())
+	return nil
+}
+
+func newLabStatusCmd(opts *labOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show whether the lab is up, and its apps",
 		Args:  exactArgs(),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.Open(opts.Dir)
-			if err != nil {
-				return err
-			}
-			st := l.State()
-			fmt.Fprintf(env.Out, "lab %s up since %s (dir %s)\n", st.Name, st.Started.Format(time.RFC3339), st.Dir)
-			fmt.Fprintf(env.Out, "  box netns %s, client netns %s\n", st.BoxNetns, st.Client)
-			if st.Socks != "" {
-				fmt.Fprintf(env.Out, "  Tor client SOCKS %s (in the box's netns)\n", st.Socks)
-			}
-			c := l.Command(cmd.Context(), lab.InBox, "onionpod", "ls")
-			c.Stdout, c.Stderr = env.Out, env.Err
-			return c.Run()
-		},
+		RunE:  labRunE(opts, func() error { return runLabStatus(opts) }),
 	}
 }
 
-func newLabExecCmd(env *Env, opts *labOptions) *cobra.Command {
+func runLabStatus(opts *labOptions) error {
+	l, err := lab.Open(opts.Dir)
+	if err != nil {
+		return err
+	}
+	st := l.State()
+	fmt.Fprintf(opts.Out, "lab %s up since %s (dir %s)\n", st.Name, st.Started.Format(time.RFC3339), st.Dir)
+	fmt.Fprintf(opts.Out, "  box netns %s, client netns %s\n", st.BoxNetns, st.Client)
+	if st.Socks != "" {
+		fmt.Fprintf(opts.Out, "  Tor client SOCKS %s (in the box's netns)\n", st.Socks)
+	}
+	c := l.Command(opts.Ctx, lab.InBox, "onionpod", "ls")
+	c.Stdout, c.Stderr = opts.Out, opts.Err
+	return c.Run()
+}
+
+type labExecOptions struct {
+	*labOptions
+	Place string   // box, client or tor
+	Argv  []string // the command
+}
+
+func newLabExecCmd(shared *labOptions) *cobra.Command {
+	opts := labExecOptions{labOptions: shared}
 	return &cobra.Command{
 		Use:   "exec box|client|tor -- CMD [ARG...]",
 		Short: "Run a command in the box, on the LAN client, or beside the lab's Tor client",
@@ -129,35 +174,25 @@ func newLabExecCmd(env *Env, opts *labOptions) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			l, err := lab.Open(opts.Dir)
-			if err != nil {
-				return err
-			}
-			c := l.Command(cmd.Context(), args[0], args[1:]...)
-			c.Stdin, c.Stdout, c.Stderr = env.In, env.Out, env.Err
-			err = c.Run()
-			var exit *exec.ExitError
-			if errors.As(err, &exit) {
-				return &childExit{code: exit.ExitCode()}
-			}
-			return err
+			opts.Ctx, opts.Place, opts.Argv = cmd.Context(), args[0], args[1:]
+			return runLabExec(&opts)
 		},
 	}
 }
 
-// labUp brings a lab up with progress on stderr. lab.Up says first what this machine lacks, if
-// anything (not root, a tool or kernel feature missing).
-func labUp(ctx context.Context, env *Env, opts labOptions) (*lab.Lab, error) {
-	start := time.Now()
-	l, err := lab.Up(ctx, lab.Options{
-		Dir: opts.Dir, TorNetwork: opts.TorNetwork, IPv4: opts.IPv4, Persist: true,
-		Log: func(format string, args ...any) { fmt.Fprintf(env.Err, "  "+format+"\n", args...) },
-	})
+func runLabExec(opts *labExecOptions) error {
+	l, err := lab.Open(opts.Dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	fmt.Fprintf(env.Err, "lab up in %.1f s: onionpod lab exec box -- onionpod ls; onionpod lab down\n", time.Since(start).Seconds())
-	return l, nil
+	c := l.Command(opts.Ctx, opts.Place, opts.Argv...)
+	c.Stdin, c.Stdout, c.Stderr = opts.In, opts.Out, opts.Err
+	err = c.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return &childExit{code: exit.ExitCode()}
+	}
+	return err
 }
 
 // childExit carries the exit code of a command run by lab exec.

@@ -2,9 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 
@@ -14,45 +12,56 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/probe"
 )
 
+// lsClient is the part of the LocalAPI ls uses.
+type lsClient interface {
+	Apps(ctx context.Context) ([]api.AppStatus, error)
+}
+
 type lsOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (lsClient, error)
+
 	JSON bool
 }
 
 func newLsCmd(env *Env) *cobra.Command {
-	var opts lsOptions
+	opts := lsOptions{IO: env.IO, Client: daemonClient[lsClient](env)}
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List apps with their state and addresses",
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runLs(cmd.Context(), env, opts)
+			opts.Ctx = cmd.Context()
+			return runLs(&opts)
 		},
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
 	return cmd
 }
 
-func runLs(ctx context.Context, env *Env, opts lsOptions) error {
-	cfg, err := env.Config()
+func runLs(opts *lsOptions) error {
+	client, err := opts.Client()
 	if err != nil {
 		return err
 	}
-	apps, err := env.Client(cfg).Apps(ctx)
+	apps, err := client.Apps(opts.Ctx)
 	if err != nil {
 		return err
 	}
 	if opts.JSON {
-		return writeJSON(env.Out, apps)
+		return writeJSON(opts.Out, apps)
 	}
 	if len(apps) == 0 {
-		_, err := fmt.Fprintln(env.Out, "No apps yet. Try: onionpod expose hello --static DIR --port 80")
+		_, err := fmt.Fprintln(opts.Out, "No apps yet. Try: onionpod expose hello --static DIR --port 80")
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tSTATE\tPROBES\tONION\tIPV6\tSOURCE")
+	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tSTATE\tCONTAINERS\tPROBES\tONION\tIPV6\tSOURCE")
 	for _, a := range apps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(probeColumn(a.Probes)), orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(containersLine(a)), orDash(probeColumn(a.Probes)),
+			orDash(onionURL(a)), orDash(a.Network.LAN), source(a))
 	}
 	return tw.Flush()
 }
@@ -69,61 +78,4 @@ func probeColumn(probes []probe.Result) string {
 		}
 	}
 	return strings.Join(parts, " ")
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func onionURL(a api.AppStatus) string {
-	if a.Onion.Address == "" {
-		return ""
-	}
-	return "http://" + a.Onion.Address + "/"
-}
-
-func source(a api.AppStatus) string {
-	if held(a) {
-		return "(record " + a.State + ": see onionpod status " + a.App.Name + ")"
-	}
-	switch {
-	case a.App.Static != "":
-		return "static:" + a.App.Static
-	case a.App.Source != "":
-		return a.App.Source + " (" + shortID(a.App.Image) + ")"
-	}
-	return a.App.Image
-}
-
-// shortID is an image ID as docker shows it: 12 hex digits.
-func shortID(id string) string {
-	hex := strings.TrimPrefix(id, "sha256:")
-	if len(hex) > 12 {
-		hex = hex[:12]
-	}
-	return hex
-}
-
-// addressLines are the lines that end the human output of run, expose and status: how to reach the app.
-func addressLines(a api.AppStatus) []string {
-	var lines []string
-	if u := onionURL(a); u != "" {
-		lines = append(lines, u)
-	}
-	if a.DNS.Name != "" {
-		lines = append(lines, "http://"+strings.TrimSuffix(a.DNS.Name, ".")+"/")
-	}
-	if a.Network.LAN != "" {
-		lines = append(lines, "http://["+a.Network.LAN+"]/")
-	}
-	return lines
 }

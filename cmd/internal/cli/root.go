@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,7 +17,7 @@ import (
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(ctx, args, IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	return Run(ctx, args, SystemIO())
 }
 
 // Run executes one command line and returns its exit code (0 ok, 1 failed, 2 bad usage or input).
@@ -65,8 +64,9 @@ a v3 onion service whose .onion name never changes.
 		&cobra.Group{ID: "system", Title: "The box:"},
 	)
 	for _, c := range []*cobra.Command{
-		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newLsCmd(env), newStatusCmd(env),
-		newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env),
+		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newApplyCmd(env), newExportCmd(env),
+		newLsCmd(env), newStatusCmd(env),
+		newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env), newImageCmd(env),
 	} {
 		c.GroupID = "apps"
 		root.AddCommand(c)
@@ -83,47 +83,12 @@ a v3 onion service whose .onion name never changes.
 	}
 	root.AddCommand(newInternalCmd(env), newServeStaticCmd(env))
 	root.SetCompletionCommandGroupID("system")
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			groupCmd(c) // completion nope: a usage error, as for every group
+		}
+	}
 	root.SetHelpCommandGroupID("system")
 	return root
-}
-
-// exactArgs is cobra.ExactArgs with a usage error (exit 2) that names what is missing.
-func exactArgs(names ...string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) != len(names) {
-			want := "no arguments"
-			if len(names) > 0 {
-				want = strings.Join(names, " ")
-			}
-			return &usageError{
-				err:     fmt.Errorf("%s expects %s, got %d argument(s)", cmd.CommandPath(), want, len(args)),
-				cmdPath: cmd.CommandPath(),
-			}
-		}
-		return nil
-	}
-}
-
-// rangeArgs accepts between min and max positional arguments.
-func rangeArgs(min, max int, what string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) < min || len(args) > max {
-			return &usageError{
-				err:     fmt.Errorf("%s takes %s, got %d argument(s)", cmd.CommandPath(), what, len(args)),
-				cmdPath: cmd.CommandPath(),
-			}
-		}
-		return nil
-	}
-}
-
-// isCobraUsageError recognises cobra's own complaints (unknown command, bad arguments).
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "flag needs an argument", "required flag"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }

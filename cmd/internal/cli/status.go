@@ -3,53 +3,99 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
+// statusClient is the part of the LocalAPI status uses.
+type statusClient interface {
+	App(ctx context.Context, name string) (api.AppStatus, error)
+}
+
+type statusOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (statusClient, error)
+	// Now is the time status says "retry in" from (time.Now).
+	Now func() time.Time
+
+	App  string
+	JSON bool
+}
+
 func newStatusCmd(env *Env) *cobra.Command {
-	var asJSON bool
-	cmd := appCommand(env, "status", "Show an app: state, addresses, onion and DNS publication, last error",
-		func(ctx context.Context, client *api.Client, app string) error {
-			st, err := client.App(ctx, app)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(env.Out, st)
-			}
-			printStatus(env, st)
-			return nil
-		})
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	opts := statusOptions{IO: env.IO, Client: daemonClient[statusClient](env), Now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "status APP",
+		Short: "Show an app: state, addresses, onion and DNS publication, last error",
+		Args:  exactArgs("APP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx, opts.App = cmd.Context(), args[0]
+			return runStatus(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
 	return cmd
 }
 
-func printStatus(env *Env, st api.AppStatus) {
-	w := env.Out
+func runStatus(opts *statusOptions) error {
+	if err := names.App(opts.App); err != nil {
+		return err
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	st, err := client.App(opts.Ctx, opts.App)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, st)
+	}
+	printStatus(opts.Out, st, opts.Now())
+	return nil
+}
+
+// printStatus is the human output of status; now is when it is printed.
+func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 	a := st.App
 	fmt.Fprintf(w, "%s: %s\n", a.Name, st.State)
 	if held(st) {
-		printHeld(env, st)
+		printHeld(w, st)
 		return
 	}
-	fmt.Fprintf(w, "  source:    %s\n", source(st))
-	if u := st.Unit; u.Name != "" {
-		line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
-		if u.MainPID != 0 {
-			line += fmt.Sprintf(", pid %d", u.MainPID)
+	if len(st.Containers) <= 1 {
+		fmt.Fprintf(w, "  source:    %s\n", source(st))
+		if u := st.Unit; u.Name != "" {
+			fmt.Fprintf(w, "  unit:      %s\n", unitLine(u))
 		}
-		if u.Restarts > 0 {
-			line += fmt.Sprintf(", %d restarts", u.Restarts)
+		for _, c := range st.Containers {
+			printCheck(w, "  check:     ", c.Health)
+			printImages(w, "  ", c)
 		}
-		if !u.Since.IsZero() {
-			line += ", since " + u.Since.Format(time.RFC3339)
+	} else {
+		fmt.Fprintf(w, "  containers:\n")
+		for _, c := range st.Containers {
+			src := c.Image
+			if ac, ok := a.Container(c.Name); ok {
+				src = containerSource(ac)
+			}
+			fmt.Fprintf(w, "    %s: %s", c.Name, src)
+			if len(c.Ports) > 0 {
+				fmt.Fprintf(w, " (serves %s)", strings.Join(c.Ports, " "))
+			}
+			fmt.Fprintln(w)
+			fmt.Fprintf(w, "      unit:    %s\n", unitLine(c.Unit))
+			printCheck(w, "      check:   ", c.Health)
+			printImages(w, "    ", c)
 		}
-		fmt.Fprintf(w, "  unit:      %s\n", line)
 	}
 	var ports []string
 	for _, p := range a.Ports {
@@ -82,7 +128,7 @@ func printStatus(env *Env, st api.AppStatus) {
 	} else {
 		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
 	}
-	printTLS(env, st)
+	printTLS(w, st, now)
 	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
 	if st.Health != "" {
 		fmt.Fprintf(w, "  health:    %s\n", st.Health)
@@ -101,7 +147,7 @@ func printStatus(env *Env, st api.AppStatus) {
 		fmt.Fprintf(w, "  damaged:   %s (kept for you; a fresh one was made)\n", f)
 	}
 	if !st.RetryAt.IsZero() {
-		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", time.Until(st.RetryAt).Round(time.Second))
+		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", st.RetryAt.Sub(now).Round(time.Second))
 	}
 	if st.ObservedGeneration < a.Generation {
 		fmt.Fprintf(w, "  change:    %d not applied yet (the state above is of %d)\n", a.Generation, st.ObservedGeneration)
@@ -114,14 +160,8 @@ func printStatus(env *Env, st api.AppStatus) {
 	}
 }
 
-// held reports whether the app's record cannot be used (damaged or unreadable).
-func held(st api.AppStatus) bool {
-	return st.State == api.StateDamaged || st.State == api.StateUnreadable
-}
-
 // printHeld shows a held app: what is wrong and what to do, and what is observed of it.
-func printHeld(env *Env, st api.AppStatus) {
-	w := env.Out
+func printHeld(w io.Writer, st api.AppStatus) {
 	fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	for _, c := range st.Damaged {
 		fmt.Fprintf(w, "  kept:      %s\n", c)
@@ -137,5 +177,50 @@ func printHeld(env *Env, st api.AppStatus) {
 	}
 	if st.DNS.Name != "" {
 		fmt.Fprintf(w, "  dns:       %s (published: %v)\n", st.DNS.Name, st.DNS.Published)
+	}
+}
+
+// unitLine is a unit's state, main PID, restarts and since when.
+func unitLine(u api.UnitStatus) string {
+	line := fmt.Sprintf("%s %s/%s", u.Name, orDash(u.ActiveState), orDash(u.SubState))
+	if u.MainPID != 0 {
+		line += fmt.Sprintf(", pid %d", u.MainPID)
+	}
+	if u.Restarts > 0 {
+		line += fmt.Sprintf(", %d restarts", u.Restarts)
+	}
+	if !u.Since.IsZero() {
+		line += ", since " + u.Since.Format(time.RFC3339)
+	}
+	return line
+}
+
+// printCheck shows a container's health check: its state, what it checks, its restarts.
+func printCheck(w io.Writer, prefix string, h *api.HealthStatus) {
+	if h == nil {
+		return
+	}
+	state := orDash(h.State)
+	if !h.Since.IsZero() {
+		state += " since " + h.Since.Format(time.TimeOnly)
+	}
+	fmt.Fprintf(w, "%s%s (%s)\n", prefix, state, h.Check)
+	indent := strings.Repeat(" ", len(prefix))
+	if h.LastError != "" {
+		fmt.Fprintf(w, "%slast failure (%d in a row): %s\n", indent, h.Failures, h.LastError)
+	}
+	if h.Restarts > 0 {
+		fmt.Fprintf(w, "%srestarted %d time(s) by its health check, last at %s: %s\n", indent, h.Restarts,
+			h.LastRestart.Format(time.RFC3339), h.RestartReason)
+	}
+}
+
+// printImages shows the image a container runs and the one it ran before, when known.
+func printImages(w io.Writer, indent string, c api.ContainerStatus) {
+	if c.ImageID != "" && c.ImageID != c.Image {
+		fmt.Fprintf(w, "%s  image:     %s\n", indent, c.ImageID)
+	}
+	if c.PreviousImageID != "" {
+		fmt.Fprintf(w, "%s  before:    %s\n", indent, c.PreviousImageID)
 	}
 }

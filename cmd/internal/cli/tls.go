@@ -3,48 +3,82 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/names"
 )
 
 func newTLSCmd(env *Env) *cobra.Command {
-	cmd := &cobra.Command{Use: "tls", Short: "The apps' HTTPS certificates"}
+	cmd := groupCmd(&cobra.Command{Use: "tls", Short: "The apps' HTTPS certificates"})
 	cmd.AddCommand(newTLSRenewCmd(env))
 	return cmd
 }
 
+// tlsRenewClient is the part of the LocalAPI tls renew uses.
+type tlsRenewClient interface {
+	RenewTLS(ctx context.Context, name string) (api.AppStatus, error)
+}
+
+type tlsRenewOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (tlsRenewClient, error)
+	// Now is the time the certificate's days left are counted from (time.Now).
+	Now func() time.Time
+
+	App     string
+	JSON    bool
+	Timeout time.Duration
+}
+
 func newTLSRenewCmd(env *Env) *cobra.Command {
-	var asJSON bool
-	var timeout time.Duration
-	cmd := appCommand(env, "renew", "Obtain a new certificate for an app now (the one in place stays if it fails)",
-		func(ctx context.Context, client *api.Client, app string) error {
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			st, err := client.RenewTLS(ctx, app)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(env.Out, st.TLS)
-			}
-			printTLS(env, st)
-			return nil
-		})
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the CA")
+	opts := tlsRenewOptions{IO: env.IO, Client: daemonClient[tlsRenewClient](env), Now: time.Now}
+	cmd := &cobra.Command{
+		Use:   "renew APP",
+		Short: "Obtain a new certificate for an app now (the one in place stays if it fails)",
+		Args:  exactArgs("APP"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx, opts.App = cmd.Context(), args[0]
+			return runTLSRenew(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "how long to wait for the CA")
 	return cmd
 }
 
-// printTLS prints an app's certificate lines of status.
-func printTLS(env *Env, st api.AppStatus) {
+func runTLSRenew(opts *tlsRenewOptions) error {
+	if err := names.App(opts.App); err != nil {
+		return err
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(opts.Ctx, opts.Timeout)
+	defer cancel()
+	st, err := client.RenewTLS(ctx, opts.App)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, st.TLS)
+	}
+	fmt.Fprintf(opts.Out, "%s: certificate renewed\n", opts.App)
+	printTLS(opts.Out, st, opts.Now())
+	return nil
+}
+
+// printTLS prints an app's certificate lines of status; now is when they are printed.
+func printTLS(w io.Writer, st api.AppStatus, now time.Time) {
 	t := st.TLS
 	if t == nil {
 		return
 	}
-	w := env.Out
 	switch {
 	case t.Note != "":
 		fmt.Fprintf(w, "  https:     none (%s)\n", t.Note)
@@ -56,8 +90,11 @@ func printTLS(env *Env, st api.AppStatus) {
 		if !t.Front {
 			front = "front not running"
 		}
+		if t.Serves != "" {
+			front += " (to " + t.Serves + ")"
+		}
 		fmt.Fprintf(w, "  https:     %s, certificate by %s until %s (%s)\n", front, t.Issuer,
-			t.NotAfter.Format(time.RFC3339), until(t.NotAfter))
+			t.NotAfter.Format(time.RFC3339), timeLeft(t.NotAfter.Sub(now)))
 	}
 	if !t.RenewAt.IsZero() {
 		fmt.Fprintf(w, "  renewal:   next %s", t.RenewAt.Format(time.RFC3339))
@@ -67,12 +104,16 @@ func printTLS(env *Env, st api.AppStatus) {
 		fmt.Fprintln(w)
 	}
 	if t.LastError != "" {
-		fmt.Fprintf(w, "  tls error: %s (%d failed attempts)\n", t.LastError, t.Failures)
+		attempts := "attempts"
+		if t.Failures == 1 {
+			attempts = "attempt"
+		}
+		fmt.Fprintf(w, "  tls error: %s (%d failed %s)\n", t.LastError, t.Failures, attempts)
 	}
 }
 
-func until(t time.Time) string {
-	d := time.Until(t)
+// timeLeft is a certificate's remaining life d: days, or the time itself under two days.
+func timeLeft(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "EXPIRED"

@@ -16,14 +16,24 @@ func version() string {
 	return info.Main.Version
 }
 
+type versionOptions struct {
+	IO
+	Version string
+}
+
 func newVersionCmd(env *Env) *cobra.Command {
+	opts := versionOptions{IO: env.IO, Version: version()}
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print onionpod's version",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := fmt.Fprintf(env.Out, "onionpod %s\n", version())
-			return err
+			return runVersion(&opts)
 		},
 	}
+}
+
+func runVersion(opts *versionOptions) error {
+	_, err := fmt.Fprintf(opts.Out, "onionpod %s\n", opts.Version)
+	return err
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/health"
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
@@ -59,12 +60,17 @@ type Daemon struct {
 	followers *perUID
 	uploads   *perUID
 	handlers  gate
+	sent      sentImages // images sent lately, which a prune spares
 
 	passMu     sync.Mutex // one pass or status refresh at a time
 	lastResult reconcile.Result
 	lastWanted reconcile.Desired // what the last pass applied
 	retries    retries
-	dhcp       *bool // whether the DHCP daemon was last made to run (nil: not yet decided)
+	dhcp       *bool            // whether the DHCP daemon was last made to run (nil: not yet decided)
+	unitStarts map[string]int64 // per app, the passes that started its units (noteStarts)
+
+	health        *health.Monitor // the containers' health checks
+	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
 	mu        sync.Mutex
 	statuses  map[string]api.AppStatus
@@ -91,7 +97,7 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	return &Daemon{
+	d := &Daemon{
 		cfg:       cfg,
 		store:     st,
 		log:       opts.Log,
@@ -105,7 +111,12 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 		retries:   retries{},
 		statuses:  map[string]api.AppStatus{},
 		changed:   make(chan struct{}),
-	}, nil
+
+		unitStarts:    map[string]int64{},
+		healthChanged: make(chan struct{}, 1),
+	}
+	d.health = d.newHealthMonitor()
+	return d, nil
 }
 
 // Run serves the LocalAPI and reconciles until ctx ends. Every goroutine it starts, and every
@@ -132,6 +143,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.startServices(ctx, &wg); err != nil {
 		return err
 	}
+	d.runHealth(ctx, &wg)
 	d.obs.start(ctx, &wg)
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
@@ -267,7 +279,15 @@ func (d *Daemon) appDetail(ctx context.Context, name string) (api.AppStatus, err
 	if err != nil {
 		return st, err
 	}
-	if us, err := d.parts.systemd.Status(ctx, name); err == nil {
+	for i, c := range st.Containers {
+		if us, err := d.parts.systemd.ContainerStatus(ctx, name, c.Name); err == nil {
+			st.Containers[i].Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
+				MainPID: us.MainPID, Restarts: us.Restarts, Since: us.Since}
+		}
+	}
+	if len(st.Containers) > 0 {
+		st.Unit = st.Containers[0].Unit
+	} else if us, err := d.parts.systemd.Status(ctx, name); err == nil { // a held app
 		st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
 			MainPID: us.MainPID, Restarts: us.Restarts, Since: us.Since}
 	}
@@ -316,44 +336,117 @@ func heldWhy(h *store.Held) string {
 // putApp stores a new or changed record for who. app.Generation is the generation the change is
 // based on (0: a new app): when the record has changed meanwhile, the change is refused
 // (Conflict) and nothing is written. The record gets the next generation. A new static
-// directory must be one who may read (checkStaticSite).
+// directory must be one who may read (checkStaticSite). A container whose image reference is
+// unchanged keeps the image it runs (ImageID); one whose reference changed remembers the image
+// it ran (PreviousImageID).
 func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppStatus, error) {
 	now := time.Now().UTC()
 	err := d.store.Update(ctx, func(tx *store.Tx) error {
-		old, err := tx.Get(app.Name)
-		var h *store.Held
-		switch {
-		case err == nil:
-		case errors.Is(err, store.ErrNotFound):
-			old = store.App{Created: now}
-		case errors.As(err, &h) && h.Damaged:
-			// A new record replaces a damaged one; the damaged record is kept aside.
-			if h.Record {
-				if _, err := tx.Quarantine(app.Name, now); err != nil {
-					return err
-				}
-			}
-			old = store.App{Created: now}
-		default:
+		next, err := d.prepareChange(tx, app, who, now, false)
+		if err != nil {
 			return err
 		}
-		if app.Generation != old.Generation {
-			return errkind.Conflictf("daemon: app %q changed since it was read (generation %d, now %d): read it again", app.Name, app.Generation, old.Generation)
-		}
-		if app.Static != "" && app.Static != old.Static {
-			if err := checkStaticSite(app.Static, who, []string{d.cfg.StateDir}); err != nil {
-				return err
-			}
-		}
-		app.Generation = old.Generation + 1
-		app.Created, app.Updated = old.Created, now
-		return tx.Put(app)
+		return tx.Put(next)
 	})
 	if err != nil {
 		return api.AppStatus{}, err
 	}
+	for _, c := range app.Containers {
+		d.sent.claim(c.Image) // an image sent for it: the record keeps it now
+	}
 	d.trigger("app " + app.Name + " changed")
 	return d.appStatus(app.Name)
+}
+
+// planChange checks a change as putApp does and says what it would do, changing nothing: the
+// steps the next pass would plan for the app with this record.
+func (d *Daemon) planChange(ctx context.Context, app store.App, who peer) (api.PlannedChange, error) {
+	var next store.App
+	err := d.store.Update(ctx, func(tx *store.Tx) (err error) {
+		if next, err = d.prepareChange(tx, app, who, time.Now().UTC(), true); err != nil {
+			return err
+		}
+		return next.Validate()
+	})
+	if err != nil {
+		return api.PlannedChange{}, err
+	}
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	obs, _ := d.parts.runner.Observe(ctx, []store.App{next})
+	plan := reconcile.MakePlan(reconcile.Desired{Apps: []store.App{next}}, obs)
+	for _, p := range plan.Apps {
+		if p.App == app.Name {
+			return api.PlannedChange{Plan: reconcile.Plan{Apps: []reconcile.AppPlan{p}}.String()}, nil
+		}
+	}
+	return api.PlannedChange{Plan: reconcile.Plan{}.String()}, nil
+}
+
+// prepareChange checks a change of app against its record in tx (the generation it is based
+// on, new static directories) and returns the record to store: the next generation, image IDs
+// carried over. A damaged record is quarantined unless dryRun.
+func (d *Daemon) prepareChange(tx *store.Tx, app store.App, who peer, now time.Time, dryRun bool) (store.App, error) {
+	old, err := tx.Get(app.Name)
+	var h *store.Held
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		old = store.App{Created: now}
+	case errors.As(err, &h) && h.Damaged:
+		// A new record replaces a damaged one; the damaged record is kept aside.
+		if h.Record && !dryRun {
+			if _, err := tx.Quarantine(app.Name, now); err != nil {
+				return app, err
+			}
+		}
+		old = store.App{Created: now}
+	default:
+		return app, err
+	}
+	if app.Generation != old.Generation {
+		return app, errkind.Conflictf("daemon: app %q changed since it was read (generation %d, now %d): read it again", app.Name, app.Generation, old.Generation)
+	}
+	for _, c := range app.Containers {
+		prev, _ := old.Container(c.Name)
+		if c.Static != "" && c.Static != prev.Static {
+			if err := checkStaticSite(c.Static, who, []string{d.cfg.StateDir}); err != nil {
+				return app, err
+			}
+		}
+	}
+	app.Containers = carryImages(old, app.Containers)
+	app.Generation = old.Generation + 1
+	app.Created, app.Updated = old.Created, now
+	return app, nil
+}
+
+// carryImages returns containers with what the old record knew of their images: a container
+// whose reference is unchanged keeps the image it runs (and its source, when the change names
+// none); one whose reference changed keeps the image it ran as its previous one. An image sent
+// to the daemon is its own resolved ID. IDs the change sets are kept.
+func carryImages(old store.App, containers []store.Container) []store.Container {
+	out := slices.Clone(containers)
+	for i := range out {
+		c := &out[i]
+		prev, existed := old.Container(c.Name)
+		switch {
+		case !existed || c.Static != "":
+		case c.Image == prev.Image:
+			if c.ImageID == "" {
+				c.ImageID, c.PreviousImageID = prev.ImageID, prev.PreviousImageID
+			}
+			if c.Source == "" {
+				c.Source = prev.Source
+			}
+		case c.PreviousImageID == "" && prev.ImageID != "":
+			c.PreviousImageID = prev.ImageID
+		}
+		if c.ImageID == "" && UploadedImage(c.Image) {
+			c.ImageID = c.Image
+		}
+	}
+	return out
 }
 
 func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api.AppStatus, error) {
@@ -379,7 +472,7 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api
 // It fails, saying what, when anything of the app is still observed after that pass. The onion
 // key is kept unless purgeKey; it is purged only after the pass, so a crash in between keeps the
 // key (never loses it early). An app with no record but leftovers (a key, a unit...) can still be
-// removed.
+// removed. Once nothing of the app remains, the images no app uses any more are pruned.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
 	if err := names.App(name); err != nil {
 		return err
@@ -416,8 +509,11 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 		return errors.New(msg)
 	}
 	if purgeKey && hasKey {
-		return d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) })
+		if err := d.store.Update(ctx, func(*store.Tx) error { return d.parts.keys.Remove(name) }); err != nil {
+			return err
+		}
 	}
+	d.pruneAfterRemoval(ctx, name)
 	return nil
 }
 
@@ -427,7 +523,7 @@ func (d *Daemon) remains(ctx context.Context, name string) []string {
 	defer d.passMu.Unlock()
 	obs, err := d.parts.runner.Observe(ctx, nil)
 	var left []string
-	if obs.Units[name].Present {
+	if present, _ := obs.AppUnits(name); present {
 		left = append(left, "unit")
 	}
 	if obs.Networks[name] {
@@ -492,11 +588,22 @@ func lastErr(st api.AppStatus) string {
 	return ", last error: " + st.LastError
 }
 
-func (d *Daemon) logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	if _, err := d.store.Get(name); err != nil && !errors.As(err, new(*store.Held)) {
+// logs writes an app's journal (one container's when container is not ""); a container the
+// app's record does not have is bad input.
+func (d *Daemon) logs(ctx context.Context, name, container string, follow bool, w io.Writer) error {
+	app, err := d.store.Get(name)
+	if err != nil && !errors.As(err, new(*store.Held)) {
 		return err
 	}
-	return d.parts.systemd.Logs(ctx, name, follow, w)
+	if err == nil && container != "" {
+		if _, ok := app.Container(container); !ok {
+			return errkind.BadInputf("daemon: app %q has no container %q (it has %s)", name, container, strings.Join(app.ContainerNames(), ", "))
+		}
+	}
+	if container != "" && !names.IsApp(container) {
+		return errkind.BadInputf("daemon: %q is not a container name", container)
+	}
+	return d.parts.systemd.Logs(ctx, name, container, follow, w)
 }
 
 func (d *Daemon) dnsStatus() api.DNSStatus {

@@ -29,7 +29,7 @@ func TestInsideDaemon(t *testing.T) {
 	ctx := t.Context()
 	client := r.client
 	img := r.upload(r.image("web", "web\n"))
-	web := store.App{Name: "web", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
+	web := store.App{Name: "web", Containers: []store.Container{{Name: "web", Image: img}}, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true}
 	put, err := client.Put(ctx, web)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestInsideDaemon(t *testing.T) {
 	if err := r.named.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	put, err = client.Put(ctx, store.App{Name: "late", Image: img, Ports: []store.Port{{Public: 80, Target: 80}}})
+	put, err = client.Put(ctx, store.App{Name: "late", Containers: []store.Container{{Name: "late", Image: img}}, Ports: []store.Port{{Public: 80, Target: 80}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +78,38 @@ func TestInsideDaemon(t *testing.T) {
 	if left := r.remains("web", st.Onion.Address); len(left) > 0 {
 		t.Errorf("after rm, left of web: %v", left)
 	}
+	// rm prunes the images no app uses any more: web's image stays, late runs it.
+	if apps := imageApps(t, client, img); !slices.Equal(apps, []string{"late"}) {
+		t.Errorf("after rm web, its image is used by %v, want late", apps)
+	}
 	// A restart leaves none of the daemon's goroutines behind, and the new daemon carries on.
 	r.restart()
 	if _, err := client.Wait(ctx, "late", api.WaitRunning, 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	// The last app using the image removed, the image goes with it.
+	if err := client.Remove(ctx, "late", false); err != nil {
+		t.Fatal(err)
+	}
+	if apps := imageApps(t, client, img); apps != nil {
+		t.Errorf("after rm late, its image is still in the store (used by %v)", apps)
+	}
+}
+
+// imageApps returns the apps using image id, as image ls shows them; nil when the image is not
+// in the store.
+func imageApps(t *testing.T, client *api.Client, id string) []string {
+	t.Helper()
+	images, err := client.Images(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range images {
+		if img.ID == id {
+			return append([]string{}, img.Apps...)
+		}
+	}
+	return nil
 }
 
 // TestExposeReportsTheSubmittedSpec: an app whose spec failed (its static directory was deleted)
@@ -143,7 +170,7 @@ func TestInsideConcurrentEnv(t *testing.T) {
 			t.Error(e)
 		}
 	}
-	env := r.status("web").App.Env
+	env := r.status("web").App.Containers[0].Env
 	for i := range n {
 		if !slices.Contains(env, fmt.Sprintf("K_%d=%d", i, i)) {
 			t.Errorf("K_%d lost: the record's environment is %v", i, env)

@@ -226,15 +226,15 @@ func (o *observability) snapshot(ctx context.Context) (metrics.Snapshot, error) 
 	}
 	conn := o.d.parts.tor.Conn()
 	snap := metrics.Snapshot{Tor: metrics.Tor{Connected: conn.Connected, Bootstrap: conn.Bootstrap}}
-	units, _ := o.d.parts.systemd.States(ctx)
+	units, _ := o.d.parts.systemd.PodStates(ctx)
 	for _, a := range apps {
 		m := metrics.App{Name: a.App.Name, State: a.State, Healthy: a.Health == "healthy", Onion: a.App.WantsOnion(),
 			Uploaded: a.Onion.Since, Probes: a.Probes}
 		if !a.Onion.Published {
 			m.Uploaded = time.Time{}
 		}
-		if u, ok := units[a.App.Name]; ok {
-			m.Restarts = u.Restarts
+		for _, c := range a.App.Containers {
+			m.Restarts += units[pods.PodRef{App: a.App.Name, Container: c.Name}].Restarts
 		}
 		snap.Apps = append(snap.Apps, m)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,6 +100,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	if !wantV4 && !d.anyIPv4Attached(ctx) {
 		d.runDHCPDaemon(ctx, false) // after the detaches: they release their leases through it
 	}
+	d.noteStarts(res)
 	d.retries.record(desired.Apps, res, time.Now())
 	for name, r := range res.Apps {
 		switch b := d.retries[name]; {
@@ -137,6 +139,9 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 		}
 		out.Held[h.Name] = reconcile.Hold{Why: heldWhy(h), Last: h.Last}
 	}
+	for i := range apps {
+		d.pinImages(ctx, &apps[i])
+	}
 	for _, a := range apps {
 		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
 			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {
@@ -145,6 +150,44 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 		}
 	}
 	return out, nil
+}
+
+// pinImages records, in the app's record, the image its containers with a registry reference
+// run, once that image is in the store (ImageID): from then on a tag pushed again is not taken
+// by itself (an update takes it). It is no change of the app (the same generation): the image is
+// the one the reference named when the app asked for it.
+func (d *Daemon) pinImages(ctx context.Context, app *store.App) {
+	ids := map[string]string{}
+	for _, c := range app.Containers {
+		if c.ImageID == "" && c.Static == "" && RegistryImage(c.Image) {
+			if img, err := d.parts.images.Image(c.Image); err == nil {
+				ids[c.Name] = img.Digest
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	err := d.store.Update(ctx, func(tx *store.Tx) error {
+		cur, err := tx.Get(app.Name)
+		if err != nil || cur.Generation != app.Generation {
+			return err // changed meanwhile: the next pass pins
+		}
+		for i := range cur.Containers {
+			c := &cur.Containers[i]
+			if id, ok := ids[c.Name]; ok && c.ImageID == "" {
+				c.ImageID = id
+			}
+		}
+		if err := tx.Put(cur); err != nil {
+			return err
+		}
+		*app = cur
+		return nil
+	})
+	if err != nil {
+		d.log.Warn("recording the images an app runs", "app", app.Name, "err", err)
+	}
 }
 
 // quarantine moves a damaged record aside (keeping it) and says so in the log; the app is held.
@@ -201,11 +244,13 @@ func (d *Daemon) refresh(ctx context.Context) {
 	d.publishStatuses(ctx, d.lastWanted, d.lastResult)
 }
 
-// publishStatuses builds every app's status from a pass result and what the adapters say now.
+// publishStatuses builds every app's status from a pass result and what the adapters say now,
+// and gives the health monitor the checks of the running containers.
 func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result) {
 	p := d.parts
 	onions := p.tor.Status()
-	units, unitsErr := p.systemd.States(ctx)
+	units, unitsErr := p.systemd.PodStates(ctx)
+	d.setHealthTargets(desired.Apps, res, units)
 	var published map[string][]string // DNS name -> addresses
 	if pub := p.publisher(); pub != nil {
 		published = map[string][]string{}
@@ -237,9 +282,11 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 			net := r.Net
 			st.Network = api.NetStatus{ULA: addrString(net.ULA), LAN: addrString(net.LAN), IPv4: addrString(net.IPv4), MAC: net.MAC.String()}
 		}
-		if us, ok := units[app.Name]; ok {
-			st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
-		} else if unitsErr != nil {
+		st.Containers = d.containerStatuses(app, units)
+		if len(st.Containers) > 0 {
+			st.Unit = st.Containers[0].Unit
+		}
+		if unitsErr != nil {
 			st.LastError = unitsErr.Error()
 		}
 		if app.WantsOnion() {
@@ -273,10 +320,12 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 
 // heldObserved is what is observed of a held app (its record cannot be read): its unit, its
 // onion service and its DNS record, as they are.
-func (d *Daemon) heldObserved(name string, units map[string]pods.Status, onions map[string]onion.ServiceStatus, published map[string][]string) api.AppStatus {
+func (d *Daemon) heldObserved(name string, units map[pods.PodRef]pods.Status, onions map[string]onion.ServiceStatus, published map[string][]string) api.AppStatus {
 	st := api.AppStatus{App: store.App{Name: name}, State: api.StateDamaged, Updated: time.Now()}
-	if us, ok := units[name]; ok {
-		st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
+	for ref, us := range units {
+		if ref.App == name && (st.Unit.Name == "" || ref.Container == name) {
+			st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
+		}
 	}
 	if res, err := d.parts.net.Addresses(name); err == nil {
 		st.Network = api.NetStatus{ULA: addrString(res.ULA), LAN: addrString(res.LAN), IPv4: addrString(res.IPv4), MAC: res.MAC.String()}
@@ -291,8 +340,9 @@ func (d *Daemon) heldObserved(name string, units map[string]pods.Status, onions 
 	return st
 }
 
-// stateOf decides what the user is told: stopped, failed (a step of the app failed), running
-// (unit active, onion added if wanted, DNS published if it has a LAN address) or starting.
+// stateOf decides what the user is told: stopped, failed (a step of the app failed, or a
+// container's unit), running (every container's unit active and, with a health check, healthy;
+// onion added if wanted, DNS published if it has a LAN address) or starting.
 func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconcile.Result, lastErr string) (string, string) {
 	if app.Stopped {
 		return api.StateStopped, lastErr
@@ -301,10 +351,25 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 		return api.StateFailed, r.Err.Error()
 	}
 	if r != nil && r.Fetching {
-		return api.StateStarting, "fetching the image " + app.Image + " in the background"
+		var refs []string
+		for _, c := range app.Containers {
+			if c.Image != "" {
+				refs = append(refs, c.Image)
+			}
+		}
+		return api.StateStarting, "fetching the image " + strings.Join(refs, ", ") + " in the background"
 	}
-	if st.Unit.ActiveState == "failed" {
-		return api.StateFailed, "the pod's unit failed: see onionpod logs " + app.Name
+	for _, c := range st.Containers {
+		if c.Unit.ActiveState == "failed" {
+			if len(st.Containers) == 1 {
+				return api.StateFailed, "the pod's unit failed: see onionpod logs " + app.Name
+			}
+			return api.StateFailed, fmt.Sprintf("the unit of container %s failed: see onionpod logs %s %s", c.Name, app.Name, c.Name)
+		}
+	}
+	healthy, why := containersHealthy(st.Containers)
+	if why != "" {
+		lastErr = why
 	}
 	if app.WantsOnion() && st.Onion.Err != "" {
 		return api.StateFailed, "onion: " + st.Onion.Err
@@ -318,7 +383,10 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	if app.Clearnet() && res.DNSErr != nil && !st.DNS.Published {
 		lastErr = "dns: " + res.DNSErr.Error()
 	}
-	running := st.Unit.ActiveState == "active" && st.Unit.SubState == "running"
+	running := healthy && len(st.Containers) > 0
+	for _, c := range st.Containers {
+		running = running && c.Unit.ActiveState == "active" && c.Unit.SubState == "running"
+	}
 	if app.WantsOnion() && !st.Onion.Added {
 		running = false
 	}

@@ -58,35 +58,80 @@ func RegistryImage(ref string) bool {
 	return ref != "" && !UploadedImage(ref) && !strings.HasPrefix(ref, "/")
 }
 
-// Fetch makes sure the app's image is in the store. A registry pull runs in the background
-// (reconcile.ErrFetching until it ends); an image the CLI sent is only looked up; a local path
-// (a record of an older onionpod) is never opened.
+// Fetch makes sure the images of the app's containers are in the store. A registry pull runs in
+// the background (reconcile.ErrFetching until it ends); an image the CLI sent is only looked up;
+// a local path (a record of an older onionpod) is never opened.
 func (b *podBuilder) Fetch(ctx context.Context, app store.App) error {
+	var errs []error
+	fetching := false
+	for _, c := range app.Containers {
+		err := b.fetchContainer(app.Name, c)
+		if errors.Is(err, reconcile.ErrFetching) {
+			fetching = true
+			continue
+		}
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if fetching {
+		return reconcile.ErrFetching
+	}
+	return nil
+}
+
+func (b *podBuilder) fetchContainer(app string, c store.Container) error {
 	switch {
-	case app.Static != "":
+	case c.Static != "":
 		_, err := b.images.EmptyRoot()
 		return err
-	case UploadedImage(app.Image):
-		_, err := b.images.Image(app.Image)
+	case c.ImageID != "":
+		if _, err := b.images.Image(c.ImageID); err == nil {
+			return nil
+		}
+		if !RegistryImage(c.Image) {
+			return fmt.Errorf("daemon: app %q: container %s: its image %s is no longer in the image store: send it again (`onionpod apply` or `onionpod run %s --image FILE`)", app, c.Name, c.ImageID, app)
+		}
+	case UploadedImage(c.Image):
+		_, err := b.images.Image(c.Image)
 		if errors.Is(err, pods.ErrNotFound) {
-			return fmt.Errorf("daemon: app %q: its image %s is no longer in the image store: send it again with `onionpod run %s --image FILE`", app.Name, app.Image, app.Name)
+			return fmt.Errorf("daemon: app %q: container %s: its image %s is no longer in the image store: send it again (`onionpod apply` or `onionpod run %s --image FILE`)", app, c.Name, c.Image, app)
 		}
 		return err
-	case !RegistryImage(app.Image):
-		return fmt.Errorf("daemon: app %q: its image is the local path %s, which the daemon does not open: `onionpod run %s --image %s` sends it", app.Name, app.Image, app.Name, app.Image)
+	case !RegistryImage(c.Image):
+		return fmt.Errorf("daemon: app %q: its image is the local path %s, which the daemon does not open: `onionpod run %s --image %s` sends it", app, c.Image, app, c.Image)
 	}
-	return b.fetches.fetch(app.Name, app.Image)
+	if err := b.fetches.fetch(app+"/"+c.Name, c.Image); err != nil {
+		return err
+	}
+	if c.ImageID != "" {
+		// The registry serves another image under the reference now than the one the app runs.
+		if _, err := b.images.Image(c.ImageID); err != nil {
+			return fmt.Errorf("daemon: app %q: container %s runs %s, which is no longer in the image store, and %s now names another image: update the app to take it", app, c.Name, c.ImageID, c.Image)
+		}
+	}
+	return nil
 }
 
-// Fetching reports whether the app's image is being pulled in the background.
+// Fetching reports whether an image of the app is being pulled in the background.
 func (b *podBuilder) Fetching(app store.App) bool {
-	return app.Static == "" && RegistryImage(app.Image) && b.fetches.fetching(app.Name, app.Image)
+	for _, c := range app.Containers {
+		if c.Static == "" && RegistryImage(c.Image) && b.fetches.fetching(app.Name+"/"+c.Name, c.Image) {
+			return true
+		}
+	}
+	return false
 }
 
-// cached returns the app's image if it is in the store.
-func (b *podBuilder) cached(app store.App) (*pods.Image, error) {
-	ref := app.Image
-	if strings.HasPrefix(ref, "/") {
+// cached returns the image a container runs if it is in the store: its resolved ImageID when
+// it has one, else what its reference names.
+func (b *podBuilder) cached(c store.Container) (*pods.Image, error) {
+	ref := c.Image
+	switch {
+	case c.ImageID != "":
+		ref = c.ImageID
+	case strings.HasPrefix(ref, "/"):
 		b.mu.Lock()
 		known, ok := b.localIndex()[ref]
 		b.mu.Unlock()
@@ -102,48 +147,66 @@ func (b *podBuilder) cached(app store.App) (*pods.Image, error) {
 	return img, err
 }
 
-// Units renders the app's network and pod units for a pod in netns.
+// Units renders the app's network unit and its containers' units for a pod in netns.
 func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
-	spec, err := b.spec(app, netns)
+	specs, err := b.specs(app, netns)
 	if err != nil {
 		return nil, err
 	}
-	return pods.PodUnits(spec)
+	return pods.AppUnits(specs...)
 }
 
-func (b *podBuilder) spec(app store.App, netns string) (pods.Spec, error) {
+// specs are the pod specs of the app's containers.
+func (b *podBuilder) specs(app store.App, netns string) ([]pods.Spec, error) {
+	out := make([]pods.Spec, 0, len(app.Containers))
+	for _, c := range app.Containers {
+		spec, _, err := b.spec(app, c, netns)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, spec)
+	}
+	return out, nil
+}
+
+// spec is the pod spec of one container, and its image (nil for a static site).
+func (b *podBuilder) spec(app store.App, c store.Container, netns string) (pods.Spec, *pods.Image, error) {
 	var spec pods.Spec
-	if app.Static != "" {
+	var img *pods.Image
+	if c.Static != "" {
 		port := uint16(80)
-		if len(app.Ports) > 0 {
-			port = app.Ports[0].Target
+		if ports := app.PortsOf(c.Name); len(ports) > 0 {
+			port = ports[0].Target
 		}
 		var err error
-		if spec, err = b.images.StaticSpec(app.Name, app.Static, b.self, port); err != nil {
-			return spec, err
+		if spec, err = b.images.StaticSpec(app.Name, c.Static, b.self, port); err != nil {
+			return spec, nil, err
 		}
+		spec.Env = pods.MergeEnv(spec.Env, c.Env)
 	} else {
-		img, err := b.cached(app)
-		if err != nil {
-			return spec, err
+		var err error
+		if img, err = b.cached(c); err != nil {
+			return spec, nil, err
 		}
-		argv, err := img.Command(nil)
+		argv, err := img.CommandOf(c.Entrypoint, c.Command)
 		if err != nil {
-			return spec, err
+			return spec, nil, err
 		}
 		spec = pods.Spec{
 			App: app.Name, Root: img.Root, Command: argv,
-			Env: pods.MergeEnv(img.Config.Env, app.Env), WorkingDir: img.Config.WorkingDir,
+			Env: pods.MergeEnv(img.Config.Env, c.Env), WorkingDir: img.Config.WorkingDir,
+			KillSignal: img.Config.StopSignal,
 		}
 	}
-	if app.Static != "" {
-		spec.Env = pods.MergeEnv(spec.Env, app.Env)
-	}
+	spec.Container = c.Name
+	spec.After = c.After
+	spec.OwnUser = c.User == store.UserOwn
+	spec.Limits = c.Limits.Or(app.Limits)
 	// Ports are opened without a capability: the pod's network namespace allows unprivileged
 	// binding of every port (net.ipv4.ip_unprivileged_port_start=0 there), so the app runs with
 	// an empty capability set.
 	spec.Capabilities = nil
-	for _, v := range app.Volumes {
+	for _, v := range c.Volumes {
 		spec.Volumes = append(spec.Volumes, pods.Volume{Name: v.Name, Path: v.Path})
 	}
 	if netns == "" {
@@ -154,7 +217,24 @@ func (b *podBuilder) spec(app store.App, netns string) (pods.Spec, error) {
 	// no ExecStop: at shutdown the namespaces go with the box (leases stay, so the next boot gets
 	// the same addresses); removing an app detaches its network in the daemon.
 	spec.NetUp = []string{b.self, "--config", b.configPath, "internal", "net-up", app.Name}
-	return spec, nil
+	return spec, img, nil
+}
+
+// checkCommand is what a container's command check runs: its spec (for its sandbox) and argv,
+// the program found in the container's image as its entrypoint would be.
+func (b *podBuilder) checkCommand(app store.App, c store.Container, netns string, argv []string) (pods.Spec, []string, error) {
+	spec, img, err := b.spec(app, c, netns)
+	if err != nil {
+		return spec, nil, err
+	}
+	if img == nil {
+		if !strings.HasPrefix(argv[0], "/") {
+			return spec, nil, fmt.Errorf("daemon: app %q: container %s: a static site's check command needs an absolute path", app.Name, c.Name)
+		}
+		return spec, argv, nil
+	}
+	resolved, err := img.CommandOf(argv, nil)
+	return spec, resolved, err
 }
 
 // unitAdapter is pods.Systemd as the reconciler sees it (Current compares the unit files and

@@ -47,6 +47,11 @@ func (d *Daemon) handler() http.Handler {
 			fail(w, errkind.BadInputf("api: the record names app %q", app.Name))
 			return
 		}
+		if r.URL.Query().Get("dry_run") == "true" {
+			planned, err := d.planChange(r.Context(), app, peerOf(r))
+			replyStatus(w, planned, err)
+			return
+		}
 		st, err := d.putApp(r.Context(), app, peerOf(r))
 		if err != nil {
 			fail(w, err)
@@ -88,7 +93,7 @@ func (d *Daemon) handler() http.Handler {
 	}))
 	logs := func(w http.ResponseWriter, r *http.Request) {
 		follow := r.URL.Query().Get("follow") == "true"
-		if err := d.logs(r.Context(), r.PathValue("name"), follow, flushWriter{w}); err != nil && r.Context().Err() == nil {
+		if err := d.logs(r.Context(), r.PathValue("name"), r.URL.Query().Get("container"), follow, flushWriter{w}); err != nil && r.Context().Err() == nil {
 			fail(w, err)
 		}
 	}
@@ -118,10 +123,22 @@ func (d *Daemon) handler() http.Handler {
 		info, err := d.loadImage(r.Context(), r.Body)
 		replyStatus(w, info, err)
 	}))
+	mux.HandleFunc("GET /v1/images/{id}", func(w http.ResponseWriter, r *http.Request) {
+		info, err := d.imageInfo(r.PathValue("id"))
+		replyStatus(w, info, err)
+	})
 	if d.obs != nil {
 		mux.Handle("/v1/dashboard", d.obs.api.Handler())
 		mux.Handle("/v1/dashboard/", d.obs.api.Handler())
 	}
+	mux.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		images, err := d.images()
+		replyStatus(w, images, err)
+	})
+	mux.HandleFunc("POST /v1/images/prune", func(w http.ResponseWriter, r *http.Request) {
+		report, err := d.pruneImages(r.Context(), pruneWait)
+		replyStatus(w, report, err)
+	})
 	mux.HandleFunc("POST /v1/sync", func(w http.ResponseWriter, r *http.Request) {
 		d.trigger("sync requested")
 		reply(w, struct{}{})

@@ -30,7 +30,7 @@ func apiOnly(t *testing.T) (*Daemon, *http.Client) {
 		t.Fatal(err)
 	}
 	err = d.store.Update(t.Context(), func(tx *store.Tx) error {
-		return tx.Put(store.App{Name: "web", Image: "r.example/web:1", Stopped: true})
+		return tx.Put(store.App{Name: "web", Containers: []store.Container{{Name: "web", Image: "r.example/web:1"}}, Stopped: true})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -181,22 +181,24 @@ func checkServers(cfg *configs.Config) []string {
 	return out
 }
 
-// webPort is the app's HTTP port: the target of public port 80, else of its first port. An app
-// that publishes 443 itself (its own TLS) or whose ports take the front's gets no front.
-func webPort(app store.App) (uint16, bool) {
+// webPort is the port the front serves: public port 80's, else the app's first port, with the
+// container that listens on it (Container set, also for an app of one container). An app that
+// publishes 443 itself (its own TLS) or whose ports take the front's gets no front.
+func webPort(app store.App) (store.Port, bool) {
 	if !app.Clearnet() || len(app.Ports) == 0 {
-		return 0, false
+		return store.Port{}, false
 	}
-	target := app.Ports[0].Target
+	web := app.Ports[0]
 	for _, p := range app.Ports {
 		if p.Public == 443 || p.Target == front.TLSPort || p.Target == front.HTTPPort {
-			return 0, false
+			return store.Port{}, false
 		}
 		if p.Public == 80 {
-			target = p.Target
+			web = p
 		}
 	}
-	return target, true
+	web.Container = app.PortContainer(web)
+	return web, true
 }
 
 // appName is the app's clearnet name without the final dot.
@@ -249,9 +251,9 @@ func FrontAtBoot(cfg *configs.Config, app store.App) bool {
 
 // frontUnit renders app's front unit.
 func (t *tlsParts) frontUnit(app store.App, onion string) (pods.Unit, error) {
-	port, _ := webPort(app)
+	web, _ := webPort(app)
 	argv := []string{t.self, "internal", "front", app.Name, "--host", appName(t.cfg, app.Name),
-		"--target", strconv.Itoa(int(port)), "--feed", front.FeedSocket}
+		"--target", strconv.Itoa(int(web.Target)), "--feed", front.FeedSocket}
 	if onion != "" && t.cfg.TLS.OnionLocation && !app.NoOnionLocation {
 		argv = append(argv, "--onion", onion)
 	}
@@ -265,7 +267,7 @@ func (t *tlsParts) frontUnit(app store.App, onion string) (pods.Unit, error) {
 		Credentials:          []pods.Credential{{Name: front.BundleCredential, Path: certs.BundlePath(t.cfg.TLSDir(), app.Name)}},
 		TemporaryFileSystem:  []string{t.cfg.StateDir},
 		BindsTo:              []string{pods.NetUnitName(app.Name)},
-		PartOf:               []string{pods.PodUnitName(app.Name)},
+		PartOf:               []string{pods.ContainerUnitName(app.Name, web.Container)}, // the container it serves
 	}.Unit()
 }
 
@@ -474,10 +476,11 @@ func (t *tlsParts) tlsStatus(app store.App) *api.TLSStatus {
 	if t == nil || t.certs == nil || !app.Clearnet() {
 		return nil
 	}
-	if _, ok := webPort(app); !ok {
+	web, ok := webPort(app)
+	if !ok {
 		return &api.TLSStatus{Note: "no front: the app publishes no web port, or 443 itself"}
 	}
-	out := &api.TLSStatus{}
+	out := &api.TLSStatus{Serves: fmt.Sprintf("%s:%d", web.Container, web.Target)}
 	for _, s := range t.certs.Status() {
 		if s.App == app.Name {
 			out.Issuer, out.NotAfter, out.RenewAt, out.LastRenewal = s.Issuer, s.NotAfter, s.RenewAt, s.LastRenewal

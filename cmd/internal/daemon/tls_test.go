@@ -52,25 +52,34 @@ func TestDNSSetsUnion(t *testing.T) {
 	}
 }
 
+// TestWebPort: the front serves public port 80's target, else the first port's, and names the
+// container listening there; an app with its own TLS, or ports that take the front's, gets none.
 func TestWebPort(t *testing.T) {
+	one := []store.Container{{Name: "a", Image: "registry.example/a:1"}}
+	two := []store.Container{{Name: "db", Image: "registry.example/db:1"}, {Name: "web", Image: "registry.example/web:1"}}
 	for _, c := range []struct {
-		ports []store.Port
-		want  uint16
-		ok    bool
+		containers []store.Container
+		ports      []store.Port
+		want       store.Port
+		ok         bool
 	}{
-		{[]store.Port{{Public: 80, Target: 8080}}, 8080, true},
-		{[]store.Port{{Public: 8000, Target: 8000}, {Public: 80, Target: 3000}}, 3000, true},
-		{[]store.Port{{Public: 8000, Target: 8000}}, 8000, true},
-		{[]store.Port{{Public: 80, Target: 80}, {Public: 443, Target: 443}}, 0, false}, // its own TLS
-		{[]store.Port{{Public: 80, Target: front.TLSPort}}, 0, false},
-		{nil, 0, false},
+		{one, []store.Port{{Public: 80, Target: 8080}}, store.Port{Public: 80, Target: 8080, Container: "a"}, true},
+		{one, []store.Port{{Public: 8000, Target: 8000}, {Public: 80, Target: 3000}}, store.Port{Public: 80, Target: 3000, Container: "a"}, true},
+		{one, []store.Port{{Public: 8000, Target: 8000}}, store.Port{Public: 8000, Target: 8000, Container: "a"}, true},
+		{two, []store.Port{{Public: 5432, Target: 5432, Container: "db"}, {Public: 80, Target: 3000, Container: "web"}},
+			store.Port{Public: 80, Target: 3000, Container: "web"}, true},
+		{two, []store.Port{{Public: 8000, Target: 8000, Container: "web"}, {Public: 5432, Target: 5432, Container: "db"}},
+			store.Port{Public: 8000, Target: 8000, Container: "web"}, true},
+		{one, []store.Port{{Public: 80, Target: 80}, {Public: 443, Target: 443}}, store.Port{}, false}, // its own TLS
+		{one, []store.Port{{Public: 80, Target: front.TLSPort}}, store.Port{}, false},
+		{one, nil, store.Port{}, false},
 	} {
-		got, ok := webPort(store.App{Name: "a", Ports: c.ports})
+		got, ok := webPort(store.App{Name: "a", Containers: c.containers, Ports: c.ports})
 		if got != c.want || ok != c.ok {
-			t.Errorf("%v: %d %t, want %d %t", c.ports, got, ok, c.want, c.ok)
+			t.Errorf("%v: %v %t, want %v %t", c.ports, got, ok, c.want, c.ok)
 		}
 	}
-	if _, ok := webPort(store.App{Name: "a", OnionOnly: true, Ports: []store.Port{{Public: 80, Target: 80}}}); ok {
+	if _, ok := webPort(store.App{Name: "a", Containers: one, OnionOnly: true, Ports: []store.Port{{Public: 80, Target: 80}}}); ok {
 		t.Error("an onion-only app got a front")
 	}
 }

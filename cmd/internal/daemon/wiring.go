@@ -161,6 +161,21 @@ func managedTorrc(cfg *configs.Config) (onion.TorrcOptions, error) {
 	}, nil
 }
 
+// CheckTorrc checks, in managed mode, that the managed tor's torrc renders from cfg: onion
+// refuses torrc_extra lines that set what onionpod sets or that would weaken tor's sandbox. What
+// config check and a reload run, so a line onion refuses never replaces a good config.
+func CheckTorrc(cfg *configs.Config) error {
+	if cfg.Tor.Mode != "managed" {
+		return nil
+	}
+	opts, err := managedTorrc(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = onion.ManagedTorrc(opts)
+	return err
+}
+
 // ensureManagedTor writes the managed tor's torrc and unit and starts it (a no-op when unchanged
 // and running). tor runs as its package's unprivileged user, sandboxed, seeing nothing of the
 // state dir but its own data dir and torrc (onion.ManagedTor).

@@ -42,7 +42,7 @@ func newTestBox(t testing.TB, n int) *testBox {
 			t.Fatal(err)
 		}
 		st := &api.AppStatus{
-			App:   store.App{Name: name, Image: "registry.example/" + name + ":1", Onion: true, Ports: []store.Port{{Public: 80, Target: 8080}}},
+			App:   store.App{Name: name, Containers: []store.Container{{Name: name, Image: "registry.example/" + name + ":1"}}, Onion: true, Ports: []store.Port{{Public: 80, Target: 8080}}},
 			State: api.StateRunning,
 			Unit:  api.UnitStatus{ActiveState: "active", SubState: "running", Restarts: i % 3},
 			Network: api.NetStatus{LAN: fmt.Sprintf("2001:db8:1:0:4cf1:aff:fe2b:%x", i+1), ULA: fmt.Sprintf("fd6f:6e69:6f6e:1::%x", i+2),

@@ -48,11 +48,20 @@ func (s *Server) view(a api.AppStatus, detail bool) appView {
 		Name: a.App.Name, State: a.State, Stopped: a.App.Stopped, WantsOnion: a.App.WantsOnion(),
 		OnionOnly: a.App.OnionOnly, Onion: a.Onion.Address, DNS: strings.TrimSuffix(a.DNS.Name, "."),
 		IPv6: a.Network.LAN, IPv4: a.Network.IPv4, ULA: a.Network.ULA, Unit: a.Unit.ActiveState,
-		Restarts: a.Unit.Restarts, LastError: a.LastError, Source: a.App.Image,
+		Restarts: a.Unit.Restarts, LastError: a.LastError,
 	}
-	if a.App.Static != "" {
-		v.Source = "static site " + a.App.Static
+	var sources []string
+	for _, c := range a.App.Containers {
+		src := c.Image
+		if c.Static != "" {
+			src = "static site " + c.Static
+		}
+		if len(a.App.Containers) > 1 {
+			src = c.Name + ": " + src
+		}
+		sources = append(sources, src)
 	}
+	v.Source = strings.Join(sources, ", ")
 	var ports []string
 	for _, p := range a.App.Ports {
 		if p.Public == p.Target {

@@ -28,24 +28,25 @@ type Network interface {
 	Addresses(app string) (network.Result, error)
 }
 
-// Pods turns an app into its unit files (from its cached image) and fetches images.
+// Pods turns an app into its unit files (from its containers' cached images) and fetches images.
 type Pods interface {
-	// Units renders the app's units for a pod in netns; ErrImageMissing when the image is not
-	// cached yet (Fetch it first).
+	// Units renders the app's units for a pod in netns: its network unit, then one per
+	// container; ErrImageMissing when an image is not cached yet (Fetch it first).
 	Units(app store.App, netns string) ([]pods.Unit, error)
-	// Fetch makes sure the app's image is in the store (nothing for a static site). A fetch that
-	// takes time runs in the background: Fetch returns ErrFetching until it has ended, then its
-	// outcome.
+	// Fetch makes sure the images of the app's containers are in the store (nothing for a
+	// static site). A fetch that takes time runs in the background: Fetch returns ErrFetching
+	// until it has ended, then its outcome.
 	Fetch(ctx context.Context, app store.App) error
-	// Fetching reports whether the app's image is being fetched in the background.
+	// Fetching reports whether an image of the app is being fetched in the background.
 	Fetching(app store.App) bool
 }
 
 // Units runs unit files through systemd.
 type Units interface {
-	// Apply writes the units (when changed), enables and starts them (restarting changed ones).
-	Apply(ctx context.Context, units ...pods.Unit) error
-	// Stop stops an app's pod (its network stays).
+	// ApplyApp writes an app's units (when changed), enables and starts them (restarting
+	// changed ones), and removes the units of containers the app no longer has.
+	ApplyApp(ctx context.Context, app string, units []pods.Unit) error
+	// Stop stops an app's containers (its network stays).
 	Stop(ctx context.Context, app string) error
 	// Remove stops, disables and deletes an app's units; idempotent.
 	Remove(ctx context.Context, app string) error
@@ -53,10 +54,10 @@ type Units interface {
 
 // UnitObserver tells what systemd has: unit files, their states, whether they are current.
 type UnitObserver interface {
-	// Apps lists the apps that have a pod unit file.
-	Apps(ctx context.Context) ([]string, error)
-	// States gives the state of every loaded pod unit, by app, in one call.
-	States(ctx context.Context) (map[string]pods.Status, error)
+	// PodUnits lists the container unit files present.
+	PodUnits(ctx context.Context) ([]pods.PodRef, error)
+	// PodStates gives the state of every loaded container unit in one call.
+	PodStates(ctx context.Context) (map[pods.PodRef]pods.Status, error)
 	// Current reports whether the unit files on disk are exactly these.
 	Current(units []pods.Unit) bool
 }

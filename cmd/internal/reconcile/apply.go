@@ -255,7 +255,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 		start := time.Now()
 		units, err := r.Pods.Units(app, net.Netns)
 		if err == nil {
-			err = r.Units.Apply(ctx, units...)
+			err = r.Units.ApplyApp(ctx, app.Name, units)
 		}
 		if err != nil {
 			out.record(StartUnit, time.Since(start), err)

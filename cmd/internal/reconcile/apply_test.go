@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,12 +83,16 @@ func (f *fakes) Fetch(_ context.Context, app store.App) error {
 	return nil
 }
 
-func (f *fakes) Apply(_ context.Context, units ...pods.Unit) error {
-	for _, u := range units {
-		app := strings.TrimSuffix(strings.TrimPrefix(u.Name, "onionpod-pod-"), ".service")
+func (f *fakes) ApplyApp(_ context.Context, app string, units []pods.Unit) error {
+	for range units {
 		f.log(app, "unit")
 	}
 	return nil
+}
+
+// image is the container of an app of one image.
+func image(app, ref string) []store.Container {
+	return []store.Container{{Name: app, Image: ref}}
 }
 func (f *fakes) Stop(_ context.Context, app string) error   { f.log(app, "stop"); return nil }
 func (f *fakes) Remove(_ context.Context, app string) error { f.log(app, "remove-unit"); return nil }
@@ -146,10 +149,10 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 	f := newFakes()
 	f.failing["bad"] = true
 	desired := []store.App{
-		{Name: "good", Image: "r.example/good:1", Ports: []store.Port{{Public: 80, Target: 8080}}, Onion: true},
-		{Name: "bad", Image: "r.example/bad:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
-		{Name: "lan", Image: "r.example/lan:1"},
-		{Name: "paused", Image: "r.example/p:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true, Stopped: true},
+		{Name: "good", Containers: image("good", "r.example/good:1"), Ports: []store.Port{{Public: 80, Target: 8080}}, Onion: true},
+		{Name: "bad", Containers: image("bad", "r.example/bad:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "lan", Containers: image("lan", "r.example/lan:1")},
+		{Name: "paused", Containers: image("paused", "r.example/p:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true, Stopped: true},
 	}
 	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
 		Units:  map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
@@ -197,8 +200,8 @@ func TestApplyHoldsAndWaits(t *testing.T) {
 	f := newFakes()
 	r := f.runner()
 	apps := []store.App{
-		{Name: "held", Image: "r.example/held:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
-		{Name: "flaky", Image: "r.example/flaky:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "held", Containers: image("held", "r.example/held:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "flaky", Containers: image("flaky", "r.example/flaky:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
 	}
 	empty := func() Observed {
 		return Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},

@@ -3,10 +3,12 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // Observe asks every adapter what is there now. A failing adapter leaves its part empty and its
@@ -33,17 +35,16 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	for _, app := range attached {
 		obs.Networks[app] = true
 	}
-	unitApps, err := r.Systemd.Apps(ctx)
+	present, err := r.Systemd.PodUnits(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	states, err := r.Systemd.States(ctx)
+	states, err := r.Systemd.PodStates(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, app := range unitApps {
-		st := states[app]
-		obs.Units[app] = UnitState{Present: true, Active: isActive(st.ActiveState)}
+	for _, ref := range present {
+		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true, Active: isActive(states[ref].ActiveState)}
 	}
 	for _, app := range desired {
 		netns := ""
@@ -64,9 +65,8 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 			obs.Fetching[app.Name] = true
 		}
 		// Without its netns the rendered units are not what would be written: not current.
-		if u, ok := obs.Units[app.Name]; ok && err == nil && netns != "" {
-			u.Current = r.Systemd.Current(units)
-			obs.Units[app.Name] = u
+		if err == nil && netns != "" {
+			r.observeCurrent(app.Name, units, obs.Units)
 		}
 	}
 	for app, st := range r.Onions.Status() {
@@ -83,6 +83,23 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 		}
 	}
 	return obs, errors.Join(errs...)
+}
+
+// observeCurrent marks the app's container units whose files (and the network unit's) are
+// those of units.
+func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string]UnitState) {
+	var net []pods.Unit
+	if len(units) > 0 && units[0].Name == pods.NetUnitName(app) {
+		net, units = units[:1], units[1:]
+	}
+	for _, u := range units {
+		ref, ok := pods.ParsePodUnit(u.Name)
+		key := UnitKey(ref.App, ref.Container)
+		if st, present := states[key]; ok && present {
+			st.Current = r.Systemd.Current(append(slices.Clone(net), u))
+			states[key] = st
+		}
+	}
 }
 
 // isActive reports whether a unit in this ActiveState runs or is on its way to.

@@ -57,7 +57,7 @@ type Observed struct {
 	Images   map[string]bool      // the app's image (or static root) is unpacked and ready
 	Networks map[string]bool      // the app's netns is attached
 	NetStale map[string]bool      // attached, but not as the app asks now (published ports, firewall, damaged lease)
-	Units    map[string]UnitState // the app's pod unit
+	Units    map[string]UnitState // the containers' units, by UnitKey (the app's name for its own container)
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
 	Fetching map[string]bool      // the app's image is being fetched in the background
@@ -67,11 +67,54 @@ type Observed struct {
 	Addresses map[string]network.Result `json:"-"`
 }
 
-// UnitState is what systemd says of an app's pod unit.
+// UnitState is what systemd says of a container's unit.
 type UnitState struct {
 	Present bool // the unit file exists
-	Current bool // the unit file is what onionpod would write now
+	Current bool // the unit file (and the app's network unit) is what onionpod would write now
 	Active  bool // active (running), or activating
+}
+
+// UnitKey is how Observed.Units names a container's unit: the app's name for the app's own
+// container (onionpod-pod-APP.service), APP/CONTAINER for the others.
+func UnitKey(app, container string) string {
+	if container == "" || container == app {
+		return app
+	}
+	return app + "/" + container
+}
+
+// appOfKey is the app of a UnitKey, and its container.
+func appOfKey(key string) (app, container string) {
+	app, container, found := strings.Cut(key, "/")
+	if !found {
+		container = app
+	}
+	return app, container
+}
+
+// AppUnits tells whether any unit of the app's containers is observed, and whether any is
+// active.
+func (o Observed) AppUnits(app string) (present, active bool) {
+	for key, u := range o.Units {
+		if a, _ := appOfKey(key); a == app {
+			present = true
+			active = active || u.Active
+		}
+	}
+	return present, active
+}
+
+// strays are the keys of the app's container units that its record no longer has, sorted.
+func (o Observed) strays(app store.App) []string {
+	var out []string
+	for key := range o.Units {
+		a, c := appOfKey(key)
+		if _, ok := app.Container(c); a == app.Name && !ok {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Desired is what a pass aims at: the apps' records, the apps whose record cannot be used, and
@@ -194,7 +237,13 @@ func planApp(app store.App, obs Observed) AppPlan {
 	p := AppPlan{App: app.Name}
 	add := func(k StepKind, reason string) { p.Steps = append(p.Steps, Step{k, reason}) }
 	name := app.Name
-	unit := obs.Units[name]
+	// In an app of several containers, a unit step says which container it is about.
+	of := func(c string) string {
+		if len(app.Containers) > 1 {
+			return c + ": "
+		}
+		return ""
+	}
 	if app.Stopped {
 		if obs.DNS[name] {
 			add(WithdrawDNS, "stopped: its address must not be published")
@@ -202,8 +251,15 @@ func planApp(app store.App, obs Observed) AppPlan {
 		if obs.Onions[name] {
 			add(RemoveOnion, "stopped: nothing would answer on the .onion")
 		}
-		if unit.Active {
-			add(StopUnit, "stopped by the user")
+		for _, c := range app.Containers {
+			if obs.Units[UnitKey(name, c.Name)].Active {
+				add(StopUnit, of(c.Name)+"stopped by the user")
+			}
+		}
+		for _, c := range obs.strays(app) {
+			if obs.Units[UnitKey(name, c)].Active {
+				add(StopUnit, "container "+c+": stopped by the user (and no longer in the app)")
+			}
 		}
 		return p
 	}
@@ -223,16 +279,23 @@ func planApp(app store.App, obs Observed) AppPlan {
 	} else if obs.NetStale[name] {
 		add(AttachNetwork, "attached, but not as asked (published ports or firewall changed, or lease damaged): attach again in place")
 	}
-	switch {
-	case !unit.Present:
-		add(WriteUnit, "no unit yet")
-		add(StartUnit, "new unit")
-	case !unit.Current:
-		add(WriteUnit, "the app or its image changed")
-		add(StartUnit, "restart with the new unit")
-	case !unit.Active:
-		add(StartUnit, "unit is not running")
+	var starts []Step
+	for _, c := range app.Containers {
+		switch unit := obs.Units[UnitKey(name, c.Name)]; {
+		case !unit.Present:
+			add(WriteUnit, of(c.Name)+"no unit yet")
+			starts = append(starts, Step{StartUnit, of(c.Name) + "new unit"})
+		case !unit.Current:
+			add(WriteUnit, of(c.Name)+"the app or its image changed")
+			starts = append(starts, Step{StartUnit, of(c.Name) + "restart with the new unit"})
+		case !unit.Active:
+			starts = append(starts, Step{StartUnit, of(c.Name) + "unit is not running"})
+		}
 	}
+	for _, c := range obs.strays(app) {
+		add(WriteUnit, "container "+c+": no longer in the app: its unit is removed")
+	}
+	p.Steps = append(p.Steps, starts...)
 	switch {
 	case app.WantsOnion() && !obs.Onions[name]:
 		add(AddOnion, "onion service not added in tor")
@@ -257,10 +320,11 @@ func planRemoval(name string, obs Observed) AppPlan {
 	if obs.Onions[name] {
 		add(RemoveOnion, "app removed (the key stays unless purged)")
 	}
-	if u := obs.Units[name]; u.Active {
+	present, active := obs.AppUnits(name)
+	if active {
 		add(StopUnit, "app removed")
 	}
-	if _, ok := obs.Units[name]; ok {
+	if present {
 		add(RemoveUnit, "app removed")
 	}
 	if obs.Networks[name] {
@@ -280,8 +344,9 @@ func leftovers(wanted map[string]bool, obs Observed) []string {
 	for n := range obs.Networks {
 		note(n)
 	}
-	for n := range obs.Units {
-		note(n)
+	for key := range obs.Units {
+		app, _ := appOfKey(key)
+		note(app)
 	}
 	for n, ok := range obs.Onions {
 		if ok {
@@ -302,10 +367,18 @@ func leftovers(wanted map[string]bool, obs Observed) []string {
 }
 
 func sourceOf(app store.App) string {
-	if app.Static != "" {
-		return "static " + app.Static
+	var out []string
+	for _, c := range app.Containers {
+		src := c.Image
+		if c.Static != "" {
+			src = "static " + c.Static
+		}
+		if len(app.Containers) > 1 {
+			src = c.Name + " " + src
+		}
+		out = append(out, src)
 	}
-	return app.Image
+	return strings.Join(out, ", ")
 }
 
 func netReason(app store.App) string {

@@ -80,15 +80,18 @@ func TestPlanGolden(t *testing.T) {
 // A plan made from what it would produce is empty: applying a plan converges.
 func TestPlanConverges(t *testing.T) {
 	apps := []store.App{
-		{Name: "blog", Image: "r.example/blog:1", Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
-		{Name: "hidden", Image: "r.example/h:1", Ports: []store.Port{{Public: 80, Target: 80}}, OnionOnly: true},
-		{Name: "lan", Static: "/srv/lan"},
-		{Name: "off", Static: "/srv/off", Stopped: true},
+		{Name: "blog", Containers: []store.Container{{Name: "blog", Image: "r.example/blog:1"}}, Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
+		{Name: "hidden", Containers: []store.Container{{Name: "hidden", Image: "r.example/h:1"}}, Ports: []store.Port{{Public: 80, Target: 80}}, OnionOnly: true},
+		{Name: "lan", Containers: []store.Container{{Name: "lan", Static: "/srv/lan"}}},
+		{Name: "off", Containers: []store.Container{{Name: "off", Static: "/srv/off"}}, Stopped: true},
+		{Name: "notes", Containers: []store.Container{{Name: "db", Image: "r.example/pg:15"}, {Name: "web", Image: "r.example/notes:1", After: []string{"db"}}},
+			Ports: []store.Port{{Public: 80, Target: 8080, Container: "web"}}, Onion: true},
 	}
 	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
 		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}}
 	obs.Networks["gone"] = true
 	obs.Units["gone"] = UnitState{Present: true, Current: true, Active: true}
+	obs.Units["notes/old"] = UnitState{Present: true, Current: true, Active: true} // a container taken out
 	obs.DNS["gone"] = true
 	for pass := 0; pass < 3; pass++ {
 		plan := MakePlan(Desired{Apps: apps}, obs)
@@ -98,16 +101,28 @@ func TestPlanConverges(t *testing.T) {
 			}
 			return
 		}
-		simulate(plan, &obs)
+		simulate(plan, apps, &obs)
 	}
 	t.Fatalf("still not converged:\n%s", MakePlan(Desired{Apps: apps}, obs))
 }
 
-// simulate applies a plan to observed state as perfect adapters would.
-func simulate(p Plan, obs *Observed) {
+// simulate applies a plan to observed state as perfect adapters would: a unit step acts on
+// every container of its app (as Units.ApplyApp and Stop do).
+func simulate(p Plan, desired []store.App, obs *Observed) {
+	apps := map[string]store.App{}
+	for _, a := range desired {
+		apps[a.Name] = a
+	}
+	units := func(app string, f func(u *UnitState)) {
+		for key, u := range obs.Units {
+			if a, _ := appOfKey(key); a == app {
+				f(&u)
+				obs.Units[key] = u
+			}
+		}
+	}
 	for _, a := range p.Apps {
 		for _, s := range a.Steps {
-			u := obs.Units[a.App]
 			switch s.Kind {
 			case EnsureKey:
 				obs.Keys[a.App] = true
@@ -117,11 +132,16 @@ func simulate(p Plan, obs *Observed) {
 				obs.Networks[a.App] = true
 				delete(obs.NetStale, a.App)
 			case WriteUnit:
-				u.Present, u.Current = true, true
-				obs.Units[a.App] = u
+				for _, stray := range obs.strays(apps[a.App]) {
+					delete(obs.Units, UnitKey(a.App, stray))
+				}
+				for _, c := range apps[a.App].Containers {
+					u := obs.Units[UnitKey(a.App, c.Name)]
+					u.Present, u.Current = true, true
+					obs.Units[UnitKey(a.App, c.Name)] = u
+				}
 			case StartUnit:
-				u.Active = true
-				obs.Units[a.App] = u
+				units(a.App, func(u *UnitState) { u.Active = true })
 			case AddOnion:
 				obs.Onions[a.App] = true
 			case PublishDNS:
@@ -131,10 +151,13 @@ func simulate(p Plan, obs *Observed) {
 			case RemoveOnion:
 				delete(obs.Onions, a.App)
 			case StopUnit:
-				u.Active = false
-				obs.Units[a.App] = u
+				units(a.App, func(u *UnitState) { u.Active = false })
 			case RemoveUnit:
-				delete(obs.Units, a.App)
+				for key := range obs.Units {
+					if app, _ := appOfKey(key); app == a.App {
+						delete(obs.Units, key)
+					}
+				}
 			case DetachNetwork:
 				delete(obs.Networks, a.App)
 			}

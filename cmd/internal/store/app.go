@@ -6,12 +6,16 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/genvalue"
 	"github.com/onionpod/onionpod/internal/names"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // Error kinds of the store (aliases of internal/errkind's, so errors.Is works with either).
@@ -22,19 +26,19 @@ var (
 	ErrNotFound = errkind.NotFound
 )
 
-// App is the desired state of one app, as the user asked for it.
+// App is the desired state of one app, as the user asked for it (record schema 2): one or more
+// containers sharing the app's network namespace, and what is per app (ports, the onion service,
+// the clearnet address).
 type App struct {
-	Name      string   `json:"name"`
-	Image     string   `json:"image,omitempty"`  // registry reference, or the ID ("sha256:...") of an image sent to the daemon
-	Source    string   `json:"source,omitempty"` // the local archive or layout the image was sent from (shown, never opened)
-	Static    string   `json:"static,omitempty"` // directory served by the built-in static server
-	Ports     []Port   `json:"ports,omitempty"`
-	Env       []string `json:"env,omitempty"`
-	Volumes   []Volume `json:"volumes,omitempty"`
-	Onion     bool     `json:"onion"`      // publish an onion service
-	OnionOnly bool     `json:"onion_only"` // no LAN interface, nothing published on the clearnet
-	IPv4      bool     `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
-	Stopped   bool     `json:"stopped"`    // the user stopped it: keep everything, run nothing
+	Name       string      `json:"name"`
+	Containers []Container `json:"containers"`
+	Ports      []Port      `json:"ports,omitempty"`
+	// Limits are the defaults of the app's containers (each may set its own).
+	Limits    pods.Limits `json:"limits,omitzero"`
+	Onion     bool        `json:"onion"`      // publish an onion service
+	OnionOnly bool        `json:"onion_only"` // no LAN interface, nothing published on the clearnet
+	IPv4      bool        `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
+	Stopped   bool        `json:"stopped"`    // the user stopped it: keep everything, run nothing
 	// NoOnionLocation leaves Onion-Location out of the app's HTTPS responses (tls.onion_location).
 	NoOnionLocation bool `json:"no_onion_location,omitempty"`
 	// Generation counts the accepted changes of the record: 1 for a new app, one more on each
@@ -44,16 +48,153 @@ type App struct {
 	Updated    time.Time `json:"updated"`
 }
 
+// MaxContainers bounds the containers of one app.
+const MaxContainers = 16
+
+// Container is one container of an app: an image (or a directory of static files) run as its own
+// systemd unit in the app's network namespace.
+type Container struct {
+	// Name is a DNS label, unique in the app. The container named like its app (the only one of
+	// an app made with `onionpod run`) keeps the unit name onionpod-pod-APP.service.
+	Name string `json:"name"`
+	// Image is a registry reference, or the ID ("sha256:...") of an image sent to the daemon.
+	Image string `json:"image,omitempty"`
+	// Source is the local archive or layout the image was sent from (shown, never opened).
+	Source string `json:"source,omitempty"`
+	// ImageID is the image (its ID, "sha256:...") that runs: Image resolved, and kept while Image
+	// stays the same (a tag pushed again is not taken by itself). "" until resolved.
+	ImageID string `json:"image_id,omitempty"`
+	// PreviousImageID is the image that ran before ImageID (what a rollback returns to).
+	PreviousImageID string `json:"previous_image_id,omitempty"`
+	// Static is a directory served by the built-in static server instead of an image.
+	Static string `json:"static,omitempty"`
+	// Entrypoint replaces the image's entrypoint (and drops its Cmd); Command replaces its Cmd.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Command    []string `json:"command,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	// Volumes are persistent directories of the app: two containers naming one volume share it.
+	Volumes []Volume `json:"volumes,omitempty"`
+	// User is "" (the dynamic user every container of the app shares) or UserOwn (a dynamic user
+	// of the container's own, which then shares no volume).
+	User string `json:"user,omitempty"`
+	// After names the containers this one starts after (the order of starts, not their health).
+	After  []string    `json:"after,omitempty"`
+	Health *Health     `json:"health,omitempty"`
+	Limits pods.Limits `json:"limits,omitzero"`
+}
+
+// UserOwn is Container.User for a container that runs as a dynamic user of its own.
+const UserOwn = "own"
+
+// Health is a container's health check: exactly one of an HTTP GET of a path, a TCP connect, or
+// a command run in the container. The daemon runs it every Interval (every second while the
+// container starts); after Retries failures in a row (none counted during StartPeriod) the
+// container is unhealthy and restarted. A container with a check counts as running only when
+// healthy. Zero durations and counts take the defaults (HealthDefaults).
+type Health struct {
+	HTTP    string   `json:"http,omitempty"`    // the path of an HTTP GET that must answer 2xx or 3xx
+	TCP     bool     `json:"tcp,omitempty"`     // a TCP connection that must be accepted
+	Command []string `json:"command,omitempty"` // run in the container's sandbox; must exit 0
+	// Port is the port of an HTTP or TCP check, in the pod's network namespace (reached at the
+	// pod's ULA address, as tor reaches it); 0 is the first port the container serves.
+	Port        uint16        `json:"port,omitempty"`
+	Interval    time.Duration `json:"interval,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	Retries     int           `json:"retries,omitempty"`
+	StartPeriod time.Duration `json:"start_period,omitempty"`
+}
+
+// HealthDefaults are the interval, timeout, retries and start period of a check that leaves
+// them zero.
+var HealthDefaults = Health{Interval: 10 * time.Second, Timeout: 5 * time.Second, Retries: 3, StartPeriod: 60 * time.Second}
+
+// WithDefaults returns h with its zero durations and counts set to HealthDefaults'.
+func (h Health) WithDefaults() Health {
+	d := HealthDefaults
+	if h.Interval == 0 {
+		h.Interval = d.Interval
+	}
+	if h.Timeout == 0 {
+		h.Timeout = d.Timeout
+	}
+	if h.Retries == 0 {
+		h.Retries = d.Retries
+	}
+	if h.StartPeriod == 0 {
+		h.StartPeriod = d.StartPeriod
+	}
+	return h
+}
+
+// Kind is "http", "tcp" or "command".
+func (h Health) Kind() string {
+	switch {
+	case h.HTTP != "":
+		return "http"
+	case h.TCP:
+		return "tcp"
+	}
+	return "command"
+}
+
 // Port maps a public port (on the .onion and the clearnet address) to the port the app listens on.
 type Port struct {
 	Public uint16 `json:"public"`
 	Target uint16 `json:"target"`
+	// Container is the container that listens on Target; "" in an app of one container is that one.
+	Container string `json:"container,omitempty"`
 }
 
 // Volume is a persistent per-app directory mounted into the pod.
 type Volume struct {
 	Name string `json:"name"`
 	Path string `json:"path"`
+}
+
+// Container returns the app's container of that name.
+func (a App) Container(name string) (Container, bool) {
+	for _, c := range a.Containers {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Container{}, false
+}
+
+// ContainerNames lists the app's containers, in order.
+func (a App) ContainerNames() []string {
+	out := make([]string, len(a.Containers))
+	for i, c := range a.Containers {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// PortContainer is the container a port names (the only one when it names none).
+func (a App) PortContainer(p Port) string {
+	if p.Container == "" && len(a.Containers) == 1 {
+		return a.Containers[0].Name
+	}
+	return p.Container
+}
+
+// PortsOf lists the ports container c serves.
+func (a App) PortsOf(c string) []Port {
+	var out []Port
+	for _, p := range a.Ports {
+		if a.PortContainer(p) == c {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Static reports whether the app is one static site (its only container serves a directory).
+func (a App) Static() string {
+	if len(a.Containers) == 1 {
+		return a.Containers[0].Static
+	}
+	return ""
 }
 
 // Clearnet reports whether the app gets a LAN address and a DNS record.
@@ -159,43 +300,227 @@ func envIndex(env []string, key string) int {
 	return -1
 }
 
-// Validate checks a whole record before it is stored.
+// Validate checks a whole record before it is stored. Errors match errkind.BadInput and say
+// which container and field is wrong.
 func (a App) Validate() error {
 	if err := names.App(a.Name); err != nil {
 		return err
 	}
-	if (a.Image == "") == (a.Static == "") {
-		return errkind.BadInputf("app %q needs exactly one of an image or a static directory", a.Name)
+	bad := func(format string, args ...any) error {
+		return errkind.BadInputf("app %q: %s", a.Name, fmt.Sprintf(format, args...))
 	}
-	if a.Static != "" && !strings.HasPrefix(a.Static, "/") {
-		return errkind.BadInputf("app %q: static directory %q must be an absolute path", a.Name, a.Static)
+	switch n := len(a.Containers); {
+	case n == 0:
+		return bad("needs a container (an image or a static directory)")
+	case n > MaxContainers:
+		return bad("%d containers: at most %d", n, MaxContainers)
 	}
-	if a.Image != "" && strings.ContainsAny(a.Image, " \t\n\x00") {
-		return errkind.BadInputf("app %q: %q is not an image reference", a.Name, a.Image)
+	seen := map[string]bool{}
+	for _, c := range a.Containers {
+		if !names.IsApp(c.Name) {
+			return bad("container name %q: lowercase letters, digits and '-' (1-63, no '-' at either end)", c.Name)
+		}
+		if seen[c.Name] {
+			return bad("container %q given twice", c.Name)
+		}
+		seen[c.Name] = true
 	}
-	seen := map[uint16]bool{}
+	for _, c := range a.Containers {
+		if err := c.validate(seen); err != nil {
+			return bad("container %q: %v", c.Name, err)
+		}
+	}
+	if err := a.checkOrder(); err != nil {
+		return bad("%v", err)
+	}
+	if err := a.checkVolumes(); err != nil {
+		return bad("%v", err)
+	}
+	if err := a.Limits.Check(); err != nil {
+		return bad("%v", err)
+	}
+	publics := map[uint16]bool{}
 	for _, p := range a.Ports {
 		if p.Public == 0 || p.Target == 0 {
-			return errkind.BadInputf("app %q: ports must be from 1 to 65535", a.Name)
+			return bad("ports must be from 1 to 65535")
 		}
-		if seen[p.Public] {
-			return errkind.BadInputf("app %q: public port %d given twice", a.Name, p.Public)
+		if publics[p.Public] {
+			return bad("public port %d given twice", p.Public)
 		}
-		seen[p.Public] = true
+		publics[p.Public] = true
+		switch c := a.PortContainer(p); {
+		case c == "":
+			return bad("port %d: name the container that serves it (the app has %d)", p.Public, len(a.Containers))
+		case !seen[c]:
+			return bad("port %d: no container %q", p.Public, c)
+		}
+	}
+	for _, c := range a.Containers {
+		if h := c.Health; h != nil && h.Port == 0 && len(h.Command) == 0 && len(a.PortsOf(c.Name)) == 0 {
+			return bad("container %q: health: the check needs a port (the container serves none)", c.Name)
+		}
 	}
 	if a.WantsOnion() && len(a.Ports) == 0 {
-		return errkind.BadInputf("app %q: an onion service needs at least one --port", a.Name)
+		return bad("an onion service needs at least one --port")
 	}
-	for _, v := range a.Volumes {
+	if a.OnionOnly && a.IPv4 {
+		return bad("an onion-only app has no LAN interface, so no IPv4")
+	}
+	if a.Generation < 0 {
+		return bad("generation %d", a.Generation)
+	}
+	return nil
+}
+
+// validate checks one container; names are the app's containers.
+func (c Container) validate(names map[string]bool) error {
+	if (c.Image == "") == (c.Static == "") {
+		return errkind.BadInputf("needs exactly one of an image or a static directory")
+	}
+	if c.Static != "" && !strings.HasPrefix(c.Static, "/") {
+		return errkind.BadInputf("static directory %q must be an absolute path", c.Static)
+	}
+	if c.Image != "" && (strings.ContainsAny(c.Image, " \t\n\x00") || genvalue.Check("image", c.Image) != nil) {
+		return errkind.BadInputf("%q is not an image reference", c.Image)
+	}
+	for _, id := range []struct{ field, value string }{{"image_id", c.ImageID}, {"previous_image_id", c.PreviousImageID}} {
+		if id.value != "" && !imageID.MatchString(id.value) {
+			return errkind.BadInputf("%s %q: want sha256: and 64 hex digits", id.field, id.value)
+		}
+	}
+	for field, argv := range map[string][]string{"entrypoint": c.Entrypoint, "command": c.Command} {
+		for i, w := range argv {
+			if err := genvalue.Check(fmt.Sprintf("%s[%d]", field, i), w); err != nil {
+				return err
+			}
+		}
+	}
+	if len(c.Entrypoint) > 0 && c.Entrypoint[0] == "" {
+		return errkind.BadInputf("entrypoint: an empty program name")
+	}
+	if err := ValidateEnv(c.Env); err != nil {
+		return err
+	}
+	paths := map[string]bool{}
+	vols := map[string]bool{}
+	for _, v := range c.Volumes {
 		if err := v.validate(); err != nil {
 			return err
 		}
+		if paths[v.Path] || vols[v.Name] {
+			return errkind.BadInputf("volume %q: one mount per volume and per path", v.Name+":"+v.Path)
+		}
+		paths[v.Path], vols[v.Name] = true, true
 	}
-	if a.OnionOnly && a.IPv4 {
-		return errkind.BadInputf("app %q: an onion-only app has no LAN interface, so no IPv4", a.Name)
+	if c.User != "" && c.User != UserOwn {
+		return errkind.BadInputf("user %q: \"\" (the app's user, shared by its containers) or %q", c.User, UserOwn)
 	}
-	if a.Generation < 0 {
-		return errkind.BadInputf("app %q: generation %d", a.Name, a.Generation)
+	for _, o := range c.After {
+		if o == c.Name || !names[o] {
+			return errkind.BadInputf("after %q: another container of the app", o)
+		}
 	}
-	return ValidateEnv(a.Env)
+	if c.Health != nil {
+		if err := c.Health.validate(); err != nil {
+			return err
+		}
+	}
+	return c.Limits.Check()
 }
+
+func (h Health) validate() error {
+	kinds := 0
+	if h.HTTP != "" {
+		kinds++
+		if !strings.HasPrefix(h.HTTP, "/") || strings.ContainsAny(h.HTTP, " #") || genvalue.Check("health http", h.HTTP) != nil {
+			return errkind.BadInputf("health: http %q: a path such as /healthz", h.HTTP)
+		}
+	}
+	if h.TCP {
+		kinds++
+	}
+	if len(h.Command) > 0 {
+		kinds++
+		if h.Command[0] == "" {
+			return errkind.BadInputf("health: command: an empty program name")
+		}
+		for i, w := range h.Command {
+			if err := genvalue.Check(fmt.Sprintf("health: command[%d]", i), w); err != nil {
+				return err
+			}
+		}
+	}
+	if kinds != 1 {
+		return errkind.BadInputf("health: exactly one of http, tcp or command")
+	}
+	if len(h.Command) > 0 && h.Port != 0 {
+		return errkind.BadInputf("health: a command check has no port")
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"interval", h.Interval}, {"timeout", h.Timeout}, {"start_period", h.StartPeriod}} {
+		if d.v < 0 || d.v != 0 && d.v < 100*time.Millisecond || d.v > 24*time.Hour {
+			return errkind.BadInputf("health: %s %v: from 100ms to 24h", d.field, d.v)
+		}
+	}
+	if h.Retries < 0 || h.Retries > 100 {
+		return errkind.BadInputf("health: retries %d: from 1 to 100", h.Retries)
+	}
+	return nil
+}
+
+// checkOrder refuses a cycle in the containers' After.
+func (a App) checkOrder() error {
+	after := map[string][]string{}
+	for _, c := range a.Containers {
+		after[c.Name] = c.After
+	}
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(n string, path []string) error
+	visit = func(n string, path []string) error {
+		switch state[n] {
+		case 1:
+			return errkind.BadInputf("containers start after each other in a circle: %s", strings.Join(append(path, n), " -> "))
+		case 2:
+			return nil
+		}
+		state[n] = 1
+		for _, m := range after[n] {
+			if err := visit(m, append(path, n)); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		return nil
+	}
+	for _, c := range a.Containers {
+		if err := visit(c.Name, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkVolumes refuses a volume shared with a container that runs as its own user (its files
+// would belong to one user or the other).
+func (a App) checkVolumes() error {
+	users := map[string]string{} // volume -> container of its own user that mounts it
+	mounts := map[string]int{}
+	for _, c := range a.Containers {
+		for _, v := range c.Volumes {
+			mounts[v.Name]++
+			if c.User == UserOwn {
+				users[v.Name] = c.Name
+			}
+		}
+	}
+	for v, c := range users {
+		if mounts[v] > 1 {
+			return errkind.BadInputf("volume %q: container %q runs as its own user, so it shares no volume", v, c)
+		}
+	}
+	return nil
+}
+
+var imageID = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)

@@ -20,8 +20,9 @@ import (
 )
 
 // SchemaVersion is the version of the record format this build writes. Records of a newer schema
-// are refused rather than misread.
-const SchemaVersion = 1
+// are refused rather than misread; records of schema 1 (one image per app) are read as apps of
+// one container named like the app, and written as schema 2 on their next change.
+const SchemaVersion = 2
 
 // damagedSuffix marks a quarantined copy of a damaged record: NAME.json.damaged-UNIXTIME.
 const damagedSuffix = ".json.damaged-"
@@ -36,6 +37,36 @@ type Store struct {
 type record struct {
 	Schema int `json:"schema"`
 	App    App `json:"app"`
+}
+
+// recordV1 is a record of schema 1: an app of one image (or static directory), whose fields are
+// now its container's.
+type recordV1 struct {
+	Schema int   `json:"schema"`
+	App    appV1 `json:"app"`
+}
+
+type appV1 struct {
+	App
+	Image   string   `json:"image,omitempty"`
+	Source  string   `json:"source,omitempty"`
+	Static  string   `json:"static,omitempty"`
+	Env     []string `json:"env,omitempty"`
+	Volumes []Volume `json:"volumes,omitempty"`
+}
+
+// app is the schema-2 app of a schema-1 record: one container named like the app, holding the
+// image (an uploaded image's ID is also what runs), environment and volumes; its ports are that
+// container's.
+func (r recordV1) app() App {
+	a := r.App.App
+	c := Container{Name: a.Name, Image: r.App.Image, Source: r.App.Source, Static: r.App.Static,
+		Env: r.App.Env, Volumes: r.App.Volumes}
+	if imageID.MatchString(c.Image) {
+		c.ImageID = c.Image
+	}
+	a.Containers = []Container{c}
+	return a
 }
 
 // Open creates (0700) or opens the state dir's app records.
@@ -183,11 +214,25 @@ func (s *Store) read(name string) (App, error) {
 
 func decode(name string, data []byte) (App, error) {
 	var r record
-	if err := json.Unmarshal(data, &r); err != nil {
+	var version struct {
+		Schema int `json:"schema"`
+	}
+	if err := json.Unmarshal(data, &version); err != nil {
 		return App{}, fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
-	if r.Schema > SchemaVersion {
-		return App{}, fmt.Errorf("record schema %d is newer than this onionpod (%d): upgrade onionpod", r.Schema, SchemaVersion)
+	switch v := version.Schema; {
+	case v > SchemaVersion:
+		return App{}, fmt.Errorf("record schema %d is newer than this onionpod (%d): upgrade onionpod", v, SchemaVersion)
+	case v <= 1:
+		var old recordV1
+		if err := json.Unmarshal(data, &old); err != nil {
+			return App{}, fmt.Errorf("%w: %w", ErrDamaged, err)
+		}
+		r = record{Schema: v, App: old.app()}
+	default:
+		if err := json.Unmarshal(data, &r); err != nil {
+			return App{}, fmt.Errorf("%w: %w", ErrDamaged, err)
+		}
 	}
 	if r.App.Name != name {
 		return App{}, fmt.Errorf("%w: it names app %q", ErrDamaged, r.App.Name)

@@ -17,10 +17,10 @@ import (
 )
 
 func TestParsePortAndVolume(t *testing.T) {
-	if p, err := ParsePort("80"); err != nil || p != (Port{80, 80}) {
+	if p, err := ParsePort("80"); err != nil || p != (Port{Public: 80, Target: 80}) {
 		t.Errorf("ParsePort(80) = %v, %v", p, err)
 	}
-	if p, err := ParsePort("80:8080"); err != nil || p != (Port{80, 8080}) {
+	if p, err := ParsePort("80:8080"); err != nil || p != (Port{Public: 80, Target: 8080}) {
 		t.Errorf("ParsePort(80:8080) = %v, %v", p, err)
 	}
 	for _, bad := range []string{"", "0", "65536", "http", "80:", ":80", "-1", "80:0"} {
@@ -39,20 +39,22 @@ func TestParsePortAndVolume(t *testing.T) {
 }
 
 func TestAppValidate(t *testing.T) {
-	good := App{Name: "blog", Image: "registry.example/blog:1", Ports: []Port{{80, 80}}, Onion: true}
+	good := App{Name: "blog", Containers: []Container{{Name: "blog", Image: "registry.example/blog:1"}}, Ports: []Port{{Public: 80, Target: 80}}, Onion: true}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string]func(*App){
-		"no image":       func(a *App) { a.Image = "" },
-		"image + static": func(a *App) { a.Static = "/srv/site" },
+		"no image":       func(a *App) { a.Containers[0].Image = "" },
+		"image + static": func(a *App) { a.Containers[0].Static = "/srv/site" },
 		"onion no port":  func(a *App) { a.Ports = nil },
-		"dup port":       func(a *App) { a.Ports = []Port{{80, 80}, {80, 81}} },
-		"bad env":        func(a *App) { a.Env = []string{"NOEQUALS"} },
+		"dup port":       func(a *App) { a.Ports = []Port{{Public: 80, Target: 80}, {Public: 80, Target: 81}} },
+		"bad env":        func(a *App) { a.Containers[0].Env = []string{"NOEQUALS"} },
 		"onion-only v4":  func(a *App) { a.OnionOnly, a.IPv4 = true, true },
+		"no container":   func(a *App) { a.Containers = nil },
 	}
 	for name, mutate := range cases {
 		a := good
+		a.Containers = slices.Clone(good.Containers)
 		mutate(&a)
 		if err := a.Validate(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Validate = %v, want ErrInvalid", name, err)
@@ -67,12 +69,12 @@ func TestPutGetListDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	app := App{Name: "blog", Image: "r.example/blog:1", Ports: []Port{{80, 8080}}, Onion: true, Env: []string{"A=b"}}
+	app := App{Name: "blog", Containers: []Container{{Name: "blog", Image: "r.example/blog:1", Env: []string{"A=b"}}}, Ports: []Port{{Public: 80, Target: 8080}}, Onion: true}
 	if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(app) }); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get("blog")
-	if err != nil || got.Image != app.Image || got.Ports[0] != app.Ports[0] || !got.Onion {
+	if err != nil || got.Containers[0].Image != app.Containers[0].Image || got.Ports[0] != app.Ports[0] || !got.Onion {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 	for _, p := range []string{dir, filepath.Join(dir, "apps")} {
@@ -151,7 +153,8 @@ func TestTwoProcessesWriting(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				a.Env = append(a.Env, "N"+strconv.Itoa(len(a.Env))+"=x")
+				c := &a.Containers[0]
+				c.Env = append(c.Env, "N"+strconv.Itoa(len(c.Env))+"=x")
 				return tx.Put(a)
 			})
 			if err != nil {
@@ -163,7 +166,7 @@ func TestTwoProcessesWriting(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := Open(dir)
 	s.Update(context.Background(), func(tx *Tx) error {
-		return tx.Put(App{Name: "counter", Static: "/srv"})
+		return tx.Put(App{Name: "counter", Containers: []Container{{Name: "counter", Static: "/srv"}}})
 	})
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
@@ -184,8 +187,8 @@ func TestTwoProcessesWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, err := s.Get("counter")
-	if err != nil || len(a.Env) != 150 {
-		t.Fatalf("want 150 updates, got %d (%v)", len(a.Env), err)
+	if err != nil || len(a.Containers[0].Env) != 150 {
+		t.Fatalf("want 150 updates, got %d (%v)", len(a.Containers[0].Env), err)
 	}
 }
 
@@ -214,7 +217,9 @@ func TestDamagedRecordsAreHeld(t *testing.T) {
 	s, _ := Open(t.TempDir())
 	ctx := context.Background()
 	for _, name := range []string{"good", "trunc", "garbled", "misnamed", "newer"} {
-		if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(App{Name: name, Static: "/srv/" + name}) }); err != nil {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			return tx.Put(App{Name: name, Containers: []Container{{Name: name, Static: "/srv/" + name}}})
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,7 +269,7 @@ func TestDamagedRecordsAreHeld(t *testing.T) {
 	if copied, _ := os.ReadFile(h.Copies[0]); !bytes.Equal(copied, data[:len(data)/3]) {
 		t.Error("the quarantined copy differs from the damaged record")
 	}
-	if h.Last == nil || h.Last.Static != "/srv/trunc" {
+	if h.Last == nil || h.Last.Static() != "/srv/trunc" {
 		t.Errorf("the last good record of trunc: %+v", h.Last)
 	}
 	if _, held, _ := s.List(); len(held) != 4 {

@@ -2,7 +2,6 @@ package debimage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -388,22 +387,9 @@ func prepareCache(dir string) error {
 	return nil
 }
 
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
+func readJSON(path string, v any) error { return atomicfile.ReadJSON(path, v) }
 
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+	_, err := atomicfile.WriteJSON(path, v, 0o644)
 	return err
 }

@@ -1,0 +1,43 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+)
+
+// TestCarryImages: a change keeps what runs of a container whose reference is unchanged (its
+// image ID, previous one and source), remembers the image that ran when the reference changes,
+// gives an uploaded image its own ID, and keeps IDs the change sets itself (a rollback).
+func TestCarryImages(t *testing.T) {
+	id := func(c string) string { return "sha256:" + strings.Repeat(c, 64) }
+	old := store.App{Name: "notes", Containers: []store.Container{
+		{Name: "db", Image: "r.example/pg:15", ImageID: id("a"), PreviousImageID: id("9")},
+		{Name: "web", Image: "r.example/notes:1", ImageID: id("b")},
+		{Name: "up", Image: id("c"), ImageID: id("c"), Source: "/home/me/up.tar"},
+	}}
+	next := []store.Container{
+		{Name: "db", Image: "r.example/pg:15"},                // unchanged
+		{Name: "web", Image: "r.example/notes:2"},             // a new reference
+		{Name: "up", Image: id("c")},                          // the same upload, applied from an export
+		{Name: "new", Image: id("d"), Source: "/tmp/new.tar"}, // a new container of a sent image
+		{Name: "back", Image: "r.example/x:1", ImageID: id("e"), PreviousImageID: id("f")},
+	}
+	got := carryImages(old, next)
+	want := []store.Container{
+		{Name: "db", Image: "r.example/pg:15", ImageID: id("a"), PreviousImageID: id("9")},
+		{Name: "web", Image: "r.example/notes:2", PreviousImageID: id("b")},
+		{Name: "up", Image: id("c"), ImageID: id("c"), Source: "/home/me/up.tar"},
+		{Name: "new", Image: id("d"), ImageID: id("d"), Source: "/tmp/new.tar"},
+		{Name: "back", Image: "r.example/x:1", ImageID: id("e"), PreviousImageID: id("f")},
+	}
+	for i := range want {
+		if g, w := got[i], want[i]; g.Image != w.Image || g.ImageID != w.ImageID || g.PreviousImageID != w.PreviousImageID || g.Source != w.Source {
+			t.Errorf("%s: %+v\nwant %+v", w.Name, g, w)
+		}
+	}
+	if next[0].ImageID != "" {
+		t.Error("carryImages changed its input")
+	}
+}
