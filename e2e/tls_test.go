@@ -117,6 +117,19 @@ func curl(t *testing.T, root string, args ...string) (string, error) {
 func TestHTTPSThroughFrontAndEdge(t *testing.T) {
 	l := needLab(t)
 	p, root := startPebble(t, l, netip.AddrPortFrom(lab.BoxLANIP, 53).String(), 40*time.Second)
+	// The private CA's roots: its HTTPS listener's and the one it issues under (the probes trust it).
+	caRoots := filepath.Join(labDir, "pebble-roots-"+randomHex(3)+".pem")
+	httpsRoot, err := os.ReadFile(p.CACertFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuingRoot, err := os.ReadFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caRoots, append(httpsRoot, issuingRoot...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	withConfig(t, l, fmt.Sprintf(`
 [tls]
 mode = "acme"
@@ -126,7 +139,7 @@ email = "owner@box.example"
 
 [edge]
 mode = "on"
-`, p.DirectoryURL(), p.CACertFile()))
+`, p.DirectoryURL(), caRoots))
 
 	onionpod(t, "run", "web", "--image", demoImage(t, "web", "over https\n"), "--port", "80", "--onion")
 	t.Cleanup(func() { removeApp(t, "web") })
@@ -146,6 +159,32 @@ mode = "on"
 	if body != "over https\n" {
 		t.Errorf("over IPv6: %q", body)
 	}
+	// The reachability probe fetches https://web.ZONE/ (plain HTTP is only the front's redirect),
+	// verifying the certificate against the system's roots and tls.ca_root.
+	type probeResult struct {
+		Path   string `json:"path"`
+		OK     bool   `json:"ok"`
+		Status int    `json:"status"`
+		TLS    bool   `json:"tls"`
+		Addr   string `json:"addr"`
+		Hop    string `json:"hop"`
+		Err    string `json:"error"`
+	}
+	var probes []probeResult
+	waitFor(t, 2*time.Minute, "probed over HTTPS from the LAN", func() bool {
+		var s struct {
+			Probes []probeResult `json:"probes"`
+		}
+		json.Unmarshal([]byte(onionpod(t, "status", "web", "--json")), &s)
+		probes = s.Probes
+		for _, r := range s.Probes {
+			if r.Path == "ipv6" && r.OK && r.TLS && r.Status == 200 && strings.HasSuffix(r.Addr, ":443") {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("probes: %+v", probes)
 	headers, err := curl(t, root, "-6", "-D", "-", "-o", "/dev/null", url+"index.html?x=1")
 	if err != nil {
 		t.Fatal(err)

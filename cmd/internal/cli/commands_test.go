@@ -501,6 +501,7 @@ func withTLS(now time.Time) []api.AppStatus {
 	www.Name = "www"
 	www.Containers = []store.Container{{Name: "www", Image: "registry.example/www:1"}}
 	wwwSt := observedAt(www)
+	wwwSt.Probes = []probe.Result{{Path: probe.PathIPv6, At: now.Add(-time.Minute), OK: true, Status: 200, TLS: true, Latency: 12 * time.Millisecond}}
 	wwwSt.TLS = &api.TLSStatus{Issuer: "Pebble Intermediate CA 5e1d2f", NotAfter: now.Add(60*24*time.Hour + time.Hour),
 		RenewAt: now.Add(time.Hour), LastRenewal: now.Add(-30 * 24 * time.Hour), Front: true, Serves: "www:8080",
 		LastError: "certs: app \"www\": acme: the CA's DNS does not see the challenge record", Failures: 2}

@@ -134,7 +134,11 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 		fmt.Fprintf(w, "  health:    %s\n", st.Health)
 	}
 	for _, p := range st.Probes {
-		line := fmt.Sprintf("HTTP %d in %v", p.Status, p.Latency.Round(time.Millisecond))
+		proto := "HTTP"
+		if p.TLS {
+			proto = "HTTPS"
+		}
+		line := fmt.Sprintf("%s %d in %v", proto, p.Status, p.Latency.Round(time.Millisecond))
 		if !p.OK {
 			line = fmt.Sprintf("failed at %s: %s", p.Hop, p.Err)
 		}
