@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -213,8 +214,8 @@ func loadRoots(path string) ([]*x509.Certificate, error) {
 
 // Want declares the apps that need a certificate, by app name, with their DNS name
 // ("blog.box.example"): each call replaces the last. A new name is obtained at once; the
-// certificate of an app no longer wanted stays on disk (the app may come back) but is no longer
-// renewed.
+// certificate of an app no longer wanted stays on disk (a stopped app may come back) but is no
+// longer renewed, until Forget drops it.
 func (m *Manager) Want(apps map[string]string) error {
 	clean := map[string]string{}
 	for app, name := range apps {
@@ -381,11 +382,15 @@ func (m *Manager) attempt(ctx context.Context, app string) {
 
 	start := time.Now()
 	cert, err := m.obtain(ctx, app, name)
-	if err == nil {
-		err = m.save(cert)
-	}
 
 	m.mu.Lock()
+	if err == nil {
+		if m.apps[app] == st {
+			err = m.save(cert)
+		} else { // forgotten meanwhile (the app was removed): nothing of it is kept
+			err = fmt.Errorf("certs: %q: %w: the app was removed", app, ErrUnknownApp)
+		}
+	}
 	st.working, st.lastAttempt = false, start
 	if err != nil {
 		st.failures++
@@ -418,6 +423,24 @@ func (m *Manager) backoff(st *appState) time.Duration {
 		d *= 2
 	}
 	return min(d, m.cfg.RetryMax)
+}
+
+// Forget drops a removed app's certificate: its bundle on disk and what the manager knows of it.
+// An app still wanted is refused (ErrBadInput); one with nothing to drop is no error.
+func (m *Manager) Forget(app string) error {
+	if !names.IsApp(app) {
+		return fmt.Errorf("certs: app %q: %w: not an app name", app, ErrBadInput)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, wanted := m.want[app]; wanted {
+		return fmt.Errorf("certs: app %q: %w: it still wants a certificate", app, ErrBadInput)
+	}
+	delete(m.apps, app)
+	if err := os.Remove(m.bundlePath(app)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("certs: forget %s: %w", app, err)
+	}
+	return atomicfile.SyncDir(m.certs)
 }
 
 // save writes app's bundle (0600, atomically).

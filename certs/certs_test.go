@@ -279,3 +279,37 @@ func TestForgottenAccount(t *testing.T) {
 		t.Error("not renewed")
 	}
 }
+
+// TestForget: a removed app's certificate goes: its bundle leaves the disk and a new manager
+// serves none; an app still wanted is refused.
+func TestForget(t *testing.T) {
+	p := startPebble(t, time.Hour)
+	dir := filepath.Join(t.TempDir(), "tls")
+	pub := &challTestPublisher{p: p}
+	m := newManager(t, p, dir, pub)
+	run(t, m)
+	m.Want(map[string]string{"blog": "blog.box.example", "wiki": "wiki.box.example"})
+	waitCert(t, m, "blog", "", 30*time.Second)
+	waitCert(t, m, "wiki", "", 30*time.Second)
+	if err := m.Forget("blog"); !errors.Is(err, ErrBadInput) {
+		t.Errorf("Forget of a wanted app: %v", err)
+	}
+	m.Want(map[string]string{"wiki": "wiki.box.example"}) // blog removed
+	if err := m.Forget("blog"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(BundlePath(dir, "blog")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("blog's bundle: %v, want it gone", err)
+	}
+	if _, err := os.Stat(BundlePath(dir, "wiki")); err != nil {
+		t.Errorf("wiki's bundle: %v", err)
+	}
+	if err := m.Forget("blog"); err != nil {
+		t.Errorf("Forget again: %v", err)
+	}
+	again := newManager(t, p, dir, pub)
+	again.Want(map[string]string{"blog": "blog.box.example"})
+	if _, ok := again.Get("blog"); ok {
+		t.Error("a new manager serves the removed app's certificate")
+	}
+}

@@ -236,7 +236,12 @@ mode = "on"
 
 	// A WebSocket through the front (the app listens on 8080, published as 80).
 	onionpod(t, "run", "echo", "--image", wsEchoImage(t), "--port", "80:8080")
-	t.Cleanup(func() { removeApp(t, "echo") })
+	echoRemoved := false
+	t.Cleanup(func() {
+		if !echoRemoved {
+			removeApp(t, "echo")
+		}
+	})
 	waitFor(t, 90*time.Second, "echo served by its HTTPS front", func() bool {
 		st := tlsOf(t, "echo")
 		return st.TLS != nil && st.TLS.Front
@@ -248,6 +253,20 @@ mode = "on"
 		return err == nil && out == "wsecho\n"
 	})
 	wsEcho(t, netip.MustParseAddr(echoLAN), "echo."+lab.Zone, root)
+
+	// Removed, echo leaves nothing of its HTTPS behind: no certificate on disk, no front unit.
+	const echoBundle = "/var/lib/onionpod/tls/certs/echo.pem"
+	if _, err := run(t, t.Context(), lab.InBox, "test", "-f", echoBundle); err != nil {
+		t.Fatalf("no %s while echo has a certificate: %v", echoBundle, err)
+	}
+	onionpod(t, "rm", "echo")
+	echoRemoved = true
+	if out, err := run(t, t.Context(), lab.InBox, "ls", "/var/lib/onionpod/tls/certs"); err != nil || strings.Contains(out, "echo") {
+		t.Errorf("the certificates left after rm echo: %q %v", out, err)
+	}
+	if out, _ := run(t, t.Context(), lab.InBox, "systemctl", "list-unit-files", "--no-legend", "onionpod-front-echo.service"); strings.Contains(out, "front-echo") {
+		t.Errorf("echo's front unit is left: %q", out)
+	}
 
 	// Renewals while a client keeps fetching (a new connection, so a new handshake, each time).
 	first := tlsOf(t, "web").TLS.NotAfter

@@ -493,6 +493,18 @@ func (t *tlsParts) tlsStatus(app store.App) *api.TLSStatus {
 	return out
 }
 
+// forgetTLS drops a removed app's certificate from the disk (a stopped app's is kept: it may
+// start again).
+func (d *Daemon) forgetTLS(name string) {
+	t := d.parts.tls
+	if t == nil || t.certs == nil {
+		return
+	}
+	if err := t.certs.Forget(name); err != nil {
+		d.log.Warn("the certificate of a removed app", "app", name, "err", err)
+	}
+}
+
 // renewTLS obtains a new certificate for app now.
 func (d *Daemon) renewTLS(ctx context.Context, name string) (api.AppStatus, error) {
 	t := d.parts.tls
