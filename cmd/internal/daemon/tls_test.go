@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/onionpod/onionpod/certs"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/dns"
 	"github.com/onionpod/onionpod/front"
 )
@@ -95,5 +97,33 @@ func TestUnitBinary(t *testing.T) {
 	}
 	if !reachable("/bin/sh") && !reachable("/usr/bin/sh") {
 		t.Error("/bin/sh is not reachable")
+	}
+}
+
+// TestFrontUnitOfContainers: the front of an app of several containers proxies to the port of
+// the container that serves the web port, and comes and goes with that container's unit (an app
+// of several has no onionpod-pod-APP.service).
+func TestFrontUnitOfContainers(t *testing.T) {
+	cfg := configs.Default()
+	cfg.DNS.Zone = "box.example"
+	cfg.Network.ULAPrefix = "fd00:1::/64"
+	tp := &tlsParts{cfg: cfg, self: "/usr/bin/onionpod"}
+	app := store.App{Name: "notes", Onion: true,
+		Containers: []store.Container{{Name: "db", Image: "registry.example/db:1"}, {Name: "web", Image: "registry.example/web:1"}},
+		Ports:      []store.Port{{Public: 5432, Target: 5432, Container: "db"}, {Public: 80, Target: 3000, Container: "web"}}}
+	u, err := tp.frontUnit(app, strings.Repeat("n", 56)+".onion")
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := string(u.Content)
+	for _, want := range []string{"PartOf=onionpod-pod-notes_web.service", "BindsTo=onionpod-net-notes.service",
+		`"--target" "3000"`, `"--host" "notes.box.example"`, `"--onion" "nnnn`} {
+		if !strings.Contains(content, want) {
+			t.Errorf("no %s in:\n%s", want, content)
+		}
+	}
+	app.NoOnionLocation = true
+	if u, _ := tp.frontUnit(app, strings.Repeat("n", 56)+".onion"); strings.Contains(string(u.Content), "--onion") {
+		t.Errorf("an app without Onion-Location: %s", u.Content)
 	}
 }
