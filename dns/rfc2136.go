@@ -322,10 +322,10 @@ func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds 
 		m.RemoveRRset(rrsets)
 	}
 	for _, r := range deletes {
-		del = append(del, addrRR(r.Name, r.Addr, 0))
+		del = append(del, recordRR(r, 0))
 	}
 	for _, r := range adds {
-		add = append(add, addrRR(r.Name, r.Addr, p.ttl))
+		add = append(add, recordRR(r, p.ttl))
 	}
 	if len(del) > 0 {
 		m.Remove(del)

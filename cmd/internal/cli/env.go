@@ -88,6 +88,7 @@ var (
 	_ applyClient     = (*api.Client)(nil)
 	_ exportClient    = (*api.Client)(nil)
 	_ dashboardClient = (*api.Client)(nil)
+	_ tlsRenewClient  = (*api.Client)(nil)
 )
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root

@@ -216,6 +216,22 @@ func (f *fakeDaemon) PruneImages(ctx context.Context) (api.PruneReport, error) {
 	return f.pruned, nil
 }
 
+// RenewTLS answers as the daemon: the app's status after the renewal (as stored here), or bad
+// input for an app that gets no certificate.
+func (f *fakeDaemon) RenewTLS(ctx context.Context, name string) (api.AppStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("renew tls %s", name)
+	st, ok := f.apps[name]
+	if !ok {
+		return api.AppStatus{}, errkind.NotFoundf("daemon: app %q: no such app", name)
+	}
+	if st.TLS == nil || st.TLS.Note != "" {
+		return api.AppStatus{}, errkind.BadInputf("app %q gets no certificate (onion-only, stopped, or no web port)", name)
+	}
+	return st, nil
+}
+
 func (f *fakeDaemon) Sync(ctx context.Context) error {
 	f.synced++
 	return nil

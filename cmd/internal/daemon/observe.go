@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -63,6 +65,9 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 	}
 	prober := &probe.Prober{OnionTimeout: cfg.Probes.OnionTimeout.D(), ClearnetTimeout: cfg.Probes.ClearnetTimeout.D(),
 		UserAgent: "onionpod-probe/" + d.opts.Version}
+	if cfg.TLS.Mode == "acme" {
+		prober.Roots = probeRoots(cfg, d.log)
+	}
 	if cfg.Tor.SocksPort > 0 {
 		prober.Socks = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Tor.SocksPort))
 	}
@@ -92,6 +97,22 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 		},
 		Changed: func() { d.trigger("dashboard changed") }}
 	return o, nil
+}
+
+// probeRoots are what the HTTPS probes trust: the system's roots and, for a private CA, its
+// roots (tls.ca_root), as the owner's browser would once told to.
+func probeRoots(cfg *configs.Config, log *slog.Logger) *x509.CertPool {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.TLS.CARoot != "" {
+		data, err := os.ReadFile(cfg.TLS.CARoot)
+		if err != nil || !pool.AppendCertsFromPEM(data) {
+			log.Warn("probes: tls.ca_root is not a PEM file of certificates", "err", err)
+		}
+	}
+	return pool
 }
 
 // probeDNSServer is where the probes look names up: the configured server, the built-in one
@@ -213,6 +234,7 @@ func (o *observability) targets(ctx context.Context) ([]probe.Target, error) {
 		}
 		if a.App.Clearnet() && a.DNS.Published {
 			t.Name = a.DNS.Name
+			t.HTTPS = a.TLS != nil && a.TLS.Front // plain HTTP is a redirect there
 		}
 		out = append(out, t)
 	}

@@ -51,6 +51,9 @@ func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 	case p.dnsUpd != nil:
 		wg.Go(func() { p.dnsUpd.Run(ctx) })
 	}
+	if err := d.startTLS(ctx); err != nil {
+		return err
+	}
 	wg.Go(func() {
 		for change := range p.net.Watch(ctx) {
 			d.log.Info("address changed", "app", change.App, "lan", change.LAN, "ipv4", change.IPv4)
@@ -81,6 +84,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	if wantV4 {
 		d.runDHCPDaemon(ctx, true) // before the attaches that need it
 	}
+	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
 	obs, obsErr := p.runner.Observe(ctx, desired.Apps)
 	observeTook := time.Since(tObserve)
@@ -109,6 +113,8 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 		}
 	}
 	d.lastResult, d.lastWanted = res, desired
+	d.syncFronts(ctx, desired.Apps, res)
+	d.syncEdge(ctx, desired.Apps, res)
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
@@ -302,6 +308,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 		if app.Clearnet() {
 			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
+		st.TLS = p.tls.tlsStatus(app)
 		st.State, st.LastError = stateOf(app, st, r, res, st.LastError, lanIPv6)
 		st.Damaged = damagedLeases[app.Name]
 		if b := d.retries[app.Name]; b != nil && st.State == api.StateFailed {
