@@ -30,6 +30,8 @@ type appFlags struct {
 	IPv4       bool
 	AutoUpdate bool
 	Timeout    time.Duration
+	// NoOnionLocation: no Onion-Location header on the app's HTTPS responses.
+	NoOnionLocation bool
 
 	// Changed names the flags given on the command line: only those change the app.
 	Changed map[string]bool
@@ -50,6 +52,7 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.IPv4, "ipv4", false, "also ask the LAN's DHCP server for an IPv4 address")
 	fl.BoolVar(&f.AutoUpdate, "auto-update", false, "let automatic updates (onionpod update --all --auto) take new images of its registry references")
 	fl.DurationVar(&f.Timeout, "timeout", 3*time.Minute, "how long to wait for the app")
+	fl.BoolVar(&f.NoOnionLocation, "no-onion-location", false, "no Onion-Location header on the app's HTTPS answers")
 }
 
 // parse records which flags cmd was given, and refuses a combination that makes no sense
@@ -156,6 +159,9 @@ func (f *appFlags) apply(app *store.App) error {
 	}
 	if len(app.Containers) > 0 {
 		app.Containers[0] = c
+	}
+	if changed("no-onion-location") {
+		app.NoOnionLocation = f.NoOnionLocation
 	}
 	if changed("onion-only") {
 		app.OnionOnly = f.OnionOnly

@@ -54,7 +54,7 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 				netns = res.Netns
 				obs.Addresses[app.Name] = res
 			}
-			if (err == nil && !res.Publishes(NetAttachment(app).Ports)) || errors.Is(err, network.ErrDamagedLease) {
+			if (err == nil && !res.Publishes(NetAttachment(app, r.front(app)).Ports)) || errors.Is(err, network.ErrDamagedLease) {
 				obs.NetStale[app.Name] = true // Attach changes it in place
 			}
 		}

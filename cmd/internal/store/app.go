@@ -43,6 +43,8 @@ type App struct {
 	// AutoUpdate lets automatic updates (`onionpod update --all --auto`, the onionpod-update
 	// timer) take new images its containers' registries serve under their references.
 	AutoUpdate bool `json:"auto_update,omitempty"`
+	// NoOnionLocation leaves Onion-Location out of the app's HTTPS responses (tls.onion_location).
+	NoOnionLocation bool `json:"no_onion_location,omitempty"`
 	// Generation counts the accepted changes of the record: 1 for a new app, one more on each
 	// change. A change sent to the daemon carries the generation it was based on (0: a new app).
 	Generation int64     `json:"generation"`

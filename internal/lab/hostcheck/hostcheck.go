@@ -63,6 +63,9 @@ const (
 	Apt
 	// Mmdebstrap: mmdebstrap (building test images from Debian packages).
 	Mmdebstrap
+	// Pebble: Let's Encrypt's ACME test server and its DNS test server (pebble,
+	// pebble-challtestsrv).
+	Pebble
 	// Registry: docker-registry, the distribution registry (images pushed and re-pushed).
 	Registry
 	// Skopeo: skopeo (copying image archives into a registry).
@@ -136,6 +139,8 @@ func (p Part) String() string {
 		return "apt"
 	case Mmdebstrap:
 		return "mmdebstrap"
+	case Pebble:
+		return "pebble"
 	case Registry:
 		return "docker-registry"
 	case Skopeo:
@@ -207,6 +212,8 @@ func (p Part) check() string {
 		return inPath("apt", "apt-get")
 	case Mmdebstrap:
 		return inPath("mmdebstrap", "mmdebstrap")
+	case Pebble:
+		return inPath("pebble", "pebble", "pebble-challtestsrv")
 	case Registry:
 		return inPath("docker-registry", "docker-registry")
 	case Skopeo:
