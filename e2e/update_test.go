@@ -50,7 +50,7 @@ env = ["DATABASE_URL=postgres://diary:d1ary-s3cret@127.0.0.1:%[6]d/diary?sslmode
 http = "/healthz"
 interval = "1s"
 retries = 3
-start_period = "20s"
+start_period = "10s"
 `
 
 // labRegistry starts Debian's docker-registry on the lab's LAN (its router, lab.RegistryAddr),

@@ -143,13 +143,11 @@ func applyApp(opts *applyOptions, client applyClient, app appfile.App) error {
 		// Image changes of existing containers go through updates, after the rest.
 		updates := deferImages(cur, exists, &next, true)
 		if exists && appfile.Same(cur, next) {
+			fmt.Fprintf(opts.Out, "%s: unchanged (generation %d)\n", app.Name, cur.Generation)
 			if len(updates) > 0 {
 				_, err := runUpdates(ctx, client, app.Name, updates, 0, opts.DryRun, opts.Out)
-				if err != nil {
-					return err
-				}
+				return err
 			}
-			fmt.Fprintf(opts.Out, "%s: unchanged (generation %d)\n", app.Name, cur.Generation)
 			return nil
 		}
 		verb := "changes"
