@@ -55,7 +55,7 @@ start_period = "10s"
 
 // labRegistry starts Debian's docker-registry on the lab's LAN (its router, lab.RegistryAddr),
 // with its storage in dir.
-func labRegistry(t *testing.T, l *lab.Lab, dir string) *registry.Registry {
+func labRegistry(t testing.TB, l *lab.Lab, dir string) *registry.Registry {
 	t.Helper()
 	if err := hostcheck.Missing(hostcheck.Registry, hostcheck.Skopeo); err != nil {
 		t.Skip(err)
@@ -75,7 +75,7 @@ func labRegistry(t *testing.T, l *lab.Lab, dir string) *registry.Registry {
 	return reg
 }
 
-func push(t *testing.T, reg *registry.Registry, archive, repoTag string) {
+func push(t testing.TB, reg *registry.Registry, archive, repoTag string) {
 	t.Helper()
 	if err := reg.Push(t.Context(), archive, repoTag); err != nil {
 		t.Fatal(err)

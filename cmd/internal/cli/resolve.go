@@ -42,10 +42,12 @@ func deferImages(cur store.App, exists bool, next *store.App, reResolve bool) []
 		switch {
 		case c.Image != prev.Image:
 			out = append(out, imageUpdate{Container: c.Name, Image: c.Image})
-			c.Image, c.ImageID = prev.Image, prev.ImageID
 		case reResolve:
 			out = append(out, imageUpdate{Container: c.Name})
+		default:
+			continue
 		}
+		c.Image, c.ImageID = prev.Image, prev.ImageID
 	}
 	return out
 }
