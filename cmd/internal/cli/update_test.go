@@ -81,7 +81,7 @@ func TestUpdateOutput(t *testing.T) {
 					Reason: "an update to it was rolled back (it failed its health check); update by hand to try it again"}}}
 		}
 		return api.UpdateResult{App: name, Result: api.UpdateRolledBack, Took: 21 * time.Second,
-			Reason: "container blog is unhealthy: HTTP 500 Internal Server Error",
+			Reason:     "container blog is unhealthy: HTTP 500 Internal Server Error",
 			Containers: []api.ContainerUpdate{{Name: "blog", Image: "registry.example/blog:1", From: idV1, To: idV3, Result: api.UpdateRolledBack}}}
 	}
 	run := func(opts updateOptions) (string, error) {
