@@ -2,8 +2,10 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"github.com/onionpod/onionpod/dns/internal/udpbatch"
 )
@@ -14,19 +16,32 @@ const maxMsgSize = 65535
 // listener on one address. With port 0 the kernel picks the port for the
 // group and TCP takes the same one.
 func (s *Server) listen(ctx context.Context, addr string) error {
-	g, err := udpbatch.Listen(addr, s.setup.udpSockets)
-	if err != nil {
-		return fmt.Errorf("dns: listen udp %s: %w", addr, err)
+	// With port 0 the kernel picks a free UDP port, which TCP may have in use (another program's
+	// outgoing connection): pick again a few times rather than fail.
+	_, port, _ := net.SplitHostPort(addr)
+	attempts := 1
+	if port == "0" {
+		attempts = 8
 	}
-	s.udp = append(s.udp, g)
-	bind := g.Addr().String()
-	// TCP without SO_REUSEPORT: a second server on the same port must fail.
-	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", bind)
-	if err != nil {
-		return fmt.Errorf("dns: listen tcp %s: %w", bind, err)
+	for i := 1; ; i++ {
+		g, err := udpbatch.Listen(addr, s.setup.udpSockets)
+		if err != nil {
+			return fmt.Errorf("dns: listen udp %s: %w", addr, err)
+		}
+		bind := g.Addr().String()
+		// TCP without SO_REUSEPORT: a second server on the same port must fail.
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", bind)
+		if err != nil {
+			g.Close()
+			if i < attempts && errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
+			return fmt.Errorf("dns: listen tcp %s: %w", bind, err)
+		}
+		s.udp = append(s.udp, g)
+		s.tcpLs = append(s.tcpLs, l)
+		return nil
 	}
-	s.tcpLs = append(s.tcpLs, l)
-	return nil
 }
 
 // worker holds what one reader learns of a query, so serving allocates
