@@ -143,6 +143,7 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 	for i := range apps {
 		d.pinImages(ctx, &apps[i])
 	}
+	d.holdStopped(out.Apps)
 	for _, a := range apps {
 		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
 			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {
@@ -158,11 +159,11 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 // by itself (an update takes it). It is no change of the app (the same generation): the image is
 // the one the reference named when the app asked for it.
 func (d *Daemon) pinImages(ctx context.Context, app *store.App) {
-	ids := map[string]string{}
+	ids := map[string]*pods.Image{}
 	for _, c := range app.Containers {
 		if c.ImageID == "" && c.Static == "" && RegistryImage(c.Image) {
 			if img, err := d.parts.images.Image(c.Image); err == nil {
-				ids[c.Name] = img.Digest
+				ids[c.Name] = img
 			}
 		}
 	}
@@ -176,8 +177,8 @@ func (d *Daemon) pinImages(ctx context.Context, app *store.App) {
 		}
 		for i := range cur.Containers {
 			c := &cur.Containers[i]
-			if id, ok := ids[c.Name]; ok && c.ImageID == "" {
-				c.ImageID = id
+			if img, ok := ids[c.Name]; ok && c.ImageID == "" {
+				c.ImageID, c.Digest = img.Digest, img.RepoDigest
 			}
 		}
 		if err := tx.Put(cur); err != nil {
