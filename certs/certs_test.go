@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,7 +219,10 @@ func TestFailedRenewalKeepsTheCertificate(t *testing.T) {
 		t.Fatal("renewed with the CA stopped")
 	}
 	t.Logf("renew: %v", err)
-	if !strings.Contains(err.Error(), "blog.box.example") || !strings.Contains(err.Error(), "connection refused") {
+	// How the CA's absence shows depends on timing (a refused connection, or EOF on a connection
+	// kept from before it stopped); what the owner needs is the name and the CA that failed.
+	ca, _ := url.Parse(p.DirectoryURL())
+	if !strings.Contains(err.Error(), "blog.box.example") || !strings.Contains(err.Error(), ca.Host) {
 		t.Errorf("the error does not say what failed: %v", err)
 	}
 	if c, ok := m.Get("blog"); !ok || serial(t, c) != serial(t, first) {
