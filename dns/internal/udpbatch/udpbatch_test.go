@@ -122,10 +122,22 @@ func TestServeBatches(t *testing.T) {
 }
 
 // TestServeAllocatesNothing: serving datagrams allocates nothing per
-// datagram (the client side here allocates nothing either).
+// datagram, on a socket bound to one address and on wildcard ones (which
+// answer from each datagram's destination), IPv4 on a dual-stack socket
+// too. The client side here allocates nothing either.
 func TestServeAllocatesNothing(t *testing.T) {
-	g := serve(t, "127.0.0.1:0", 0)
-	cc, err := net.DialUDP("udp4", nil, g.Addr())
+	for _, c := range []struct{ listen, to string }{
+		{"127.0.0.1:0", "127.0.0.1"}, {"0.0.0.0:0", "127.0.0.1"}, {"[::]:0", "::1"}, {"[::]:0", "127.0.0.1"},
+	} {
+		t.Run(c.listen+" to "+c.to, func(t *testing.T) {
+			g := serve(t, c.listen, 0)
+			serveAllocatesNothing(t, &net.UDPAddr{IP: net.ParseIP(c.to), Port: g.Addr().Port})
+		})
+	}
+}
+
+func serveAllocatesNothing(t *testing.T, to *net.UDPAddr) {
+	cc, err := net.DialUDP("udp", nil, to)
 	if err != nil {
 		t.Fatal(err)
 	}
