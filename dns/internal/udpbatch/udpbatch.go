@@ -406,15 +406,14 @@ func (l *loop) source(i int) (ctrl *byte, n int) {
 		if hl < unix.SizeofCmsghdr || off+hl > end {
 			break
 		}
-		data := unsafe.Pointer(&buf[off+unix.CmsgLen(0)])
 		switch {
 		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && hl >= unix.CmsgLen(unix.SizeofInet6Pktinfo):
-			(*unix.Inet6Pktinfo)(data).Ifindex = 0
+			(*unix.Inet6Pktinfo)(unsafe.Pointer(&buf[off+unix.CmsgLen(0)])).Ifindex = 0
 			return &buf[off], hl
 		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && hl >= unix.CmsgLen(unix.SizeofInet4Pktinfo):
 			// Spec_dst, the source to use, is the local address the
 			// datagram came to (for a broadcast one, the interface's).
-			(*unix.Inet4Pktinfo)(data).Ifindex = 0
+			(*unix.Inet4Pktinfo)(unsafe.Pointer(&buf[off+unix.CmsgLen(0)])).Ifindex = 0
 			return &buf[off], hl
 		}
 		off += unix.CmsgSpace(hl - unix.SizeofCmsghdr)
