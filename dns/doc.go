@@ -12,7 +12,9 @@
 // and a copy, with no allocation and no lock. UDP is served in batches
 // (recvmmsg/sendmmsg) on one SO_REUSEPORT socket per CPU, each datagram
 // steered to the socket of the CPU that processed it and answered by a thread
-// bound to that CPU (dns/internal/udpbatch). TCP connections are bounded per
+// bound to that CPU (dns/internal/udpbatch); on the wildcard address each
+// answer leaves from the address its query came to (IP_PKTINFO and
+// IPV6_PKTINFO), as a client on a multi-homed box requires. TCP connections are bounded per
 // source and evict the longest idle one when full. It offers AXFR (and sends
 // NOTIFY) only to configured secondaries that sign with TSIG, and at start
 // moves its serial past any a secondary holds.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/onionpod/onionpod/dns"
 	"github.com/onionpod/onionpod/dns/dnstest"
+	"github.com/onionpod/onionpod/dns/internal/multihome"
 )
 
 const zone = "box.example."
@@ -331,5 +332,41 @@ func TestServerListensOnBothFamilies(t *testing.T) {
 	st := s.Status()
 	if st.Mode != dns.ModeBuiltin || st.Zone != zone || len(st.Servers) != 4 || st.Serial != s.Serial() || len(st.Published) != 1 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestServerAnswersFromQueriedAddress: the server on the wildcard address
+// (the default ":53" form) of a multi-homed host answers dig at each of the
+// host's addresses (two global IPv6 like a static and a SLAAC one, two
+// link-local, two IPv4 reached through the dual-stack socket) from the
+// address dig asked: dig, like every resolver, drops an answer from
+// another address ("reply from unexpected source"). TCP too.
+func TestServerAnswersFromQueriedAddress(t *testing.T) {
+	dnstest.NeedDig(t)
+	mh := multihome.New(t)
+	s, err := dns.NewServer(dns.ServerConfig{Zone: zone, Listen: []string{":0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mh.Do(mh.Server, func() error { return s.Start(context.Background()) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	mustSet(t, s, rec("blog.box.example", "2001:db8::1"))
+	_, port, _ := net.SplitHostPort(s.Addrs()[0].String())
+	addrs := append(append(mh.V6[:], mh.LinkLocal[:]...), mh.V4[:]...)
+	for _, a := range addrs {
+		for _, tcp := range []string{"+notcp", "+tcp"} {
+			var out string
+			err := mh.Do(mh.Client, func() (err error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				out, err = dnstest.Dig(ctx, "@"+a.String(), "-p", port, "+tries=1", "+time=2", "+short", tcp, "blog.box.example", "AAAA")
+				return err
+			})
+			if err != nil || strings.TrimSpace(out) != "2001:db8::1" {
+				t.Errorf("dig @%s %s: %q %v", a, tcp, out, err)
+			}
+		}
 	}
 }

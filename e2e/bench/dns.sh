@@ -13,11 +13,16 @@
 # with dig against the expected zone, before and after the rounds), loses more than 1% of its
 # queries in any round, or (BIND) writes a query log.
 #
-# BASELINE=REV adds "baseline": the built-in server as git revision REV builds it, interleaved
-# with the working tree's, to show what a change did to its throughput (builtin/baseline).
+# "builtin" is bound to 127.0.0.1 like its peers; "wildcard" is the same server on [::]:PORT (its
+# default, ":53"), which answers each query from the address it came to (IPV6_PKTINFO control
+# messages, IPv4 as mapped addresses): what a box serves with. Both are queried at 127.0.0.1.
+#
+# BASELINE=REV adds "baseline" and "basewild": the built-in server as git revision REV builds it,
+# on 127.0.0.1 and on [::], interleaved with the working tree's, to show what a change did to its
+# throughput (builtin/baseline, wildcard/basewild).
 #
 # Usage: bash e2e/bench/dns.sh     (DURATION=10 ROUNDS=3 CLIENTS=8 MODES="pinned unpinned"
-#                                   SERVERS="builtin bind knot nsd echo" BASELINE=main)
+#                                   SERVERS="builtin wildcard bind knot nsd echo" BASELINE=main)
 # Missing Debian packages (bind9 knot knot-dnsutils nsd dnsperf) are installed when run as root.
 set -euo pipefail
 
@@ -25,9 +30,9 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
 MODES=${MODES:-pinned unpinned}
-SERVERS=${SERVERS:-builtin bind knot nsd echo}
+SERVERS=${SERVERS:-builtin wildcard bind knot nsd echo}
 BASELINE=${BASELINE:-}
-[ -z "$BASELINE" ] || SERVERS="$SERVERS baseline"
+[ -z "$BASELINE" ] || SERVERS="$SERVERS baseline basewild"
 ZONE=bench.example
 CORES=$(nproc)
 
@@ -234,7 +239,9 @@ start_servers() { # $1: mode
 	for s in $SERVERS; do
 		case $s in
 		builtin) "${pin[@]}" "$WORK/benchserver" -listen "127.0.0.1:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/builtin.log" 2>&1 & ;;
+		wildcard) "${pin[@]}" "$WORK/benchserver" -listen "[::]:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/wildcard.log" 2>&1 & ;;
 		baseline) "${pin[@]}" "$WORK/baseline-benchserver" -listen "127.0.0.1:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/baseline.log" 2>&1 & ;;
+		basewild) "${pin[@]}" "$WORK/baseline-benchserver" -listen "[::]:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/basewild.log" 2>&1 & ;;
 		echo) "${pin[@]}" "$WORK/benchserver" -echo -listen "127.0.0.1:${PORT[$s]}" >"$WORK/echo.log" 2>&1 & ;;
 		bind) "${pin[@]}" named -g -c "$WORK/bind/named.conf" >"$WORK/bind.log" 2>&1 & ;;
 		knot) "${pin[@]}" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot.log" 2>&1 & ;;
@@ -278,7 +285,7 @@ echo "zone: 100 names; queries: 80% AAAA, 10% A, 10% NXDOMAIN; ${DURATION}s per 
 declare -A MED
 for mode in $MODES; do
 	start_servers "$mode"
-	echo "$mode: configurations (the built-in server: benchserver -listen 127.0.0.1:PORT -zone $ZONE. -records FILE, one UDP socket per CPU it may use)"
+	echo "$mode: configurations (the built-in server: benchserver -listen 127.0.0.1:PORT (wildcard: [::]:PORT) -zone $ZONE. -records FILE, one UDP socket per CPU it may use)"
 	for f in bind/named.conf knot/knot.conf nsd/nsd.conf; do
 		case " $SERVERS " in *" ${f%%/*} "*) sed "s|^|    $f: |" "$WORK/$f" ;; esac
 	done
@@ -316,7 +323,7 @@ for mode in $MODES; do
 	best=0 bestname="" line="$mode:"
 	for s in $SERVERS; do
 		line="$line $s ${MED[$mode.$s]}"
-		case $s in builtin | echo | baseline) continue ;; esac
+		case $s in builtin | wildcard | echo | baseline | basewild) continue ;; esac
 		if [ "${MED[$mode.$s]}" -gt "$best" ]; then best=${MED[$mode.$s]} bestname=$s; fi
 	done
 	line="$line qps;"
@@ -325,5 +332,9 @@ for mode in $MODES; do
 		case $s in builtin) ;; echo) line="$line builtin/echo floor $(ratio "${MED[$mode.builtin]}" "${MED[$mode.echo]}");" ;;
 		*) line="$line builtin/$s $(ratio "${MED[$mode.builtin]}" "${MED[$mode.$s]}");" ;; esac
 	done
+	if [[ " $SERVERS " == *" wildcard "* ]]; then
+		[ -n "$bestname" ] && line="$line wildcard/best peer ($bestname) $(ratio "${MED[$mode.wildcard]}" "$best");"
+		[[ " $SERVERS " != *" basewild "* ]] || line="$line wildcard/basewild $(ratio "${MED[$mode.wildcard]}" "${MED[$mode.basewild]}");"
+	fi
 	echo "$line"
 done

@@ -9,6 +9,17 @@
 // datagram is received, answered and sent on one CPU, with no allocation,
 // no lock and no hand-off between threads.
 //
+// A group bound to a wildcard address ("[::]:53", "0.0.0.0:53") answers
+// each datagram from the address it was sent to, as BIND, Knot and NSD do:
+// on a host with several addresses (a static and a SLAAC one, a secondary
+// IPv4) the kernel's choice of source may be another one, and the client
+// (a connected socket, dig, a stub resolver) drops that answer. The
+// sockets ask for the destination of each datagram (IPV6_RECVPKTINFO, which
+// on a dual-stack socket covers IPv4 too as a mapped address; IP_PKTINFO on
+// an IPv4 socket), recvmmsg writes it into a control buffer of the
+// datagram's slot, and sendmmsg hands the same buffer back as the answer's
+// source. A group bound to one address needs none of it and does none.
+//
 // golang.org/x/net's ipv4/ipv6 ReadBatch and WriteBatch make the same
 // system calls but allocate a net.UDPAddr for every datagram and go
 // through Go's network poller (a wake-up of the poller's thread, then of
@@ -39,6 +50,10 @@ const (
 	MaxResponse = 4096
 	// MaxSockets bounds the sockets of a group.
 	MaxSockets = 256
+	// ctrlSize is the room for the control messages of one datagram: one
+	// IPV6_PKTINFO (40 bytes on 64-bit systems) or IP_PKTINFO (32), with
+	// room to spare.
+	ctrlSize = 64
 )
 
 // Handler answers datagrams. Answer returns the response to req: written
@@ -55,6 +70,7 @@ type Group struct {
 	addr    *net.UDPAddr
 	fds     []int
 	cpus    []int // the CPU each socket's thread is bound to; -1: none
+	pktinfo bool  // bound to a wildcard address: answer from each datagram's destination
 	closing atomic.Bool
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -85,7 +101,7 @@ func Listen(addr string, n int) (*Group, error) {
 	if n < 1 || n > MaxSockets {
 		return nil, fmt.Errorf("udpbatch: %d sockets: want 1 to %d", n, MaxSockets)
 	}
-	g := &Group{}
+	g := &Group{pktinfo: ap.Addr().IsUnspecified()}
 	for i := 0; i < n; i++ {
 		fd, err := bind(ap)
 		if err != nil {
@@ -149,6 +165,16 @@ func bind(ap netip.AddrPort) (int, error) {
 	if err == nil && family == unix.AF_INET6 && ap.Addr().IsUnspecified() {
 		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0)
 	}
+	if err == nil && ap.Addr().IsUnspecified() {
+		// The destination of each datagram, to answer from it (see the
+		// package doc); for IPv4 on this dual-stack socket, as a mapped
+		// IPv6 address.
+		if family == unix.AF_INET6 {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+	}
 	if err == nil {
 		err = unix.Bind(fd, sa)
 	}
@@ -209,7 +235,7 @@ func (g *Group) Serve(newHandler func() Handler) {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			g.serve(fd, g.cpus[i], h)
+			g.serve(fd, g.cpus[i], g.pktinfo, h)
 		}()
 	}
 }
@@ -255,9 +281,14 @@ type loop struct {
 	riov  [Batch]unix.Iovec
 	siov  [Batch]unix.Iovec
 	names [Batch]unix.RawSockaddrInet6 // large enough for IPv4 too
-	keep  [Batch][]byte                // the answers being sent
-	req   [Batch][MaxRequest]byte
-	out   [Batch][MaxResponse]byte
+	// ctrl holds the control messages received with each datagram (its
+	// destination address), handed back to sendmmsg with its answer;
+	// uint64 words for the alignment of struct cmsghdr.
+	ctrl    [Batch][ctrlSize / 8]uint64
+	pktinfo bool          // the socket delivers each datagram's destination
+	keep    [Batch][]byte // the answers being sent
+	req     [Batch][MaxRequest]byte
+	out     [Batch][MaxResponse]byte
 
 	received, toSend int
 }
@@ -265,14 +296,14 @@ type loop struct {
 // serve runs the loop of one socket on a thread of its own, bound to cpu.
 // The thread ends with the goroutine (it is never unlocked), so its CPU
 // binding never reaches other goroutines.
-func (g *Group) serve(fd, cpu int, h Handler) {
+func (g *Group) serve(fd, cpu int, pktinfo bool, h Handler) {
 	runtime.LockOSThread()
 	if cpu >= 0 {
 		var set unix.CPUSet
 		set.Set(cpu)
 		_ = unix.SchedSetaffinity(0, &set)
 	}
-	l := &loop{fd: uintptr(fd), h: h}
+	l := &loop{fd: uintptr(fd), h: h, pktinfo: pktinfo}
 	l.init()
 	for !g.closing.Load() {
 		if err := l.recvmmsg(); err != nil {
@@ -296,6 +327,9 @@ func (l *loop) init() {
 		l.recv[i].hdr.Iov = &l.riov[i]
 		l.recv[i].hdr.SetIovlen(1)
 		l.recv[i].hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
+		if l.pktinfo {
+			l.recv[i].hdr.Control = (*byte)(unsafe.Pointer(&l.ctrl[i]))
+		}
 		l.send[i].hdr.SetIovlen(1)
 	}
 }
@@ -306,6 +340,9 @@ func (l *loop) recvmmsg() error {
 	for i := range l.recv {
 		l.recv[i].hdr.Namelen = unix.SizeofSockaddrInet6
 		l.recv[i].hdr.Flags = 0
+		if l.pktinfo {
+			l.recv[i].hdr.SetControllen(ctrlSize)
+		}
 	}
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, l.fd, uintptr(unsafe.Pointer(&l.recv[0])), Batch, unix.MSG_WAITFORONE, 0, 0)
 	l.received = 0
@@ -337,8 +374,51 @@ func (l *loop) answer() {
 		s.hdr.Iov = &l.siov[j]
 		s.hdr.Name = m.hdr.Name
 		s.hdr.Namelen = m.hdr.Namelen
+		s.hdr.Control, s.hdr.Controllen = nil, 0
+		if l.pktinfo {
+			ctrl, n := l.source(i)
+			s.hdr.Control = ctrl
+			s.hdr.SetControllen(n)
+		}
 		l.toSend++
 	}
+}
+
+// source finds, among the control messages received with datagram i, the
+// address the datagram was sent to (IPV6_PKTINFO, IP_PKTINFO) and returns
+// that message (in place, n bytes) for sendmmsg: the answer then leaves
+// from that address. The interface index in it is cleared: the kernel then
+// routes the answer by its destination as usual (a link-local destination
+// carries its interface as the scope of its address), and, for IPv4, takes
+// the address as the source rather than the interface's primary address
+// (ip(7)). Without such a message (none was received) it returns nil: the
+// kernel picks the source.
+func (l *loop) source(i int) (ctrl *byte, n int) {
+	m := &l.recv[i].hdr
+	if m.Flags&unix.MSG_CTRUNC != 0 {
+		return nil, 0
+	}
+	buf := (*[ctrlSize]byte)(unsafe.Pointer(&l.ctrl[i]))
+	end := min(int(m.Controllen), ctrlSize)
+	for off := 0; off+unix.SizeofCmsghdr <= end; {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[off]))
+		hl := int(h.Len)
+		if hl < unix.SizeofCmsghdr || off+hl > end {
+			break
+		}
+		switch {
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && hl >= unix.CmsgLen(unix.SizeofInet6Pktinfo):
+			(*unix.Inet6Pktinfo)(unsafe.Pointer(&buf[off+unix.CmsgLen(0)])).Ifindex = 0
+			return &buf[off], hl
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && hl >= unix.CmsgLen(unix.SizeofInet4Pktinfo):
+			// Spec_dst, the source to use, is the local address the
+			// datagram came to (for a broadcast one, the interface's).
+			(*unix.Inet4Pktinfo)(unsafe.Pointer(&buf[off+unix.CmsgLen(0)])).Ifindex = 0
+			return &buf[off], hl
+		}
+		off += unix.CmsgSpace(hl - unix.SizeofCmsghdr)
+	}
+	return nil, 0
 }
 
 // sendmmsg sends the answers, blocking while the socket's buffer is full.
