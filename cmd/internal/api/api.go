@@ -167,6 +167,22 @@ type DaemonStatus struct {
 	Apps      int       `json:"apps"`
 	LastPass  time.Time `json:"last_pass"`
 	ConfigErr string    `json:"config_error,omitempty"`
+	// Pass is how the last reconcile pass went; LastChange is the last pass that changed
+	// anything (zero until one has).
+	Pass       PassTimes `json:"pass,omitzero"`
+	LastChange PassTimes `json:"last_change,omitzero"`
+}
+
+// PassTimes is how long one reconcile pass took, in all and per phase.
+type PassTimes struct {
+	Ended   time.Time     `json:"ended"`
+	Took    time.Duration `json:"took_ns"`
+	Desired time.Duration `json:"desired_ns"` // reading the records
+	Observe time.Duration `json:"observe_ns"` // asking the adapters what is there
+	Apply   time.Duration `json:"apply_ns"`   // carrying out the plan
+	Status  time.Duration `json:"status_ns"`  // the apps' statuses
+	Apps    int           `json:"apps"`       // apps in the desired state
+	Changed int           `json:"changed"`    // apps whose plan had steps
 }
 
 // ImageInfo is what an image archive sent to the daemon (POST /v1/images) loaded as: its ID

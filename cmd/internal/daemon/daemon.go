@@ -72,11 +72,13 @@ type Daemon struct {
 	health        *health.Monitor // the containers' health checks
 	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
-	mu        sync.Mutex
-	statuses  map[string]api.AppStatus
-	lastPass  time.Time
-	nextRetry time.Time     // when the earliest backoff ends (zero: none)
-	changed   chan struct{} // closed and replaced whenever statuses change
+	mu          sync.Mutex
+	statuses    map[string]api.AppStatus
+	lastPass    time.Time
+	nextRetry   time.Time     // when the earliest backoff ends (zero: none)
+	passTimes   api.PassTimes // the last pass
+	changeTimes api.PassTimes // the last pass that changed anything
+	changed     chan struct{} // closed and replaced whenever statuses change
 }
 
 // New prepares a daemon for cfg; Run starts it. The daemon is the only part of onionpod that
@@ -226,7 +228,8 @@ func (d *Daemon) setStatuses(next map[string]api.AppStatus, nextRetry time.Time)
 func (d *Daemon) daemonStatus() api.DaemonStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass}
+	st := api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass,
+		Pass: d.passTimes, LastChange: d.changeTimes}
 	if d.parts != nil {
 		conn := d.parts.tor.Conn()
 		st.Tor = "connected"

@@ -111,12 +111,26 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res)
+	took := api.PassTimes{Ended: time.Now(), Desired: tObserve.Sub(start), Observe: observeTook, Apply: applyTook,
+		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed()}
+	took.Took = took.Ended.Sub(start)
+	d.notePass(took)
 	if !plan.Empty() {
-		d.log.Info("pass done", "took", time.Since(start).Round(time.Millisecond),
+		d.log.Info("pass done", "took", took.Took.Round(time.Millisecond), "desired", took.Desired.Round(time.Millisecond),
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
-			"status", time.Since(tStatus).Round(time.Millisecond))
+			"status", took.Status.Round(time.Millisecond), "apps", took.Apps, "changed", took.Changed)
 	}
 	return res
+}
+
+// notePass keeps the last pass's times, and the last changing pass's, for the daemon's status.
+func (d *Daemon) notePass(t api.PassTimes) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.passTimes = t
+	if t.Changed > 0 {
+		d.changeTimes = t
+	}
 }
 
 // desired reads the store: the apps, the held ones (a damaged record is quarantined: kept aside

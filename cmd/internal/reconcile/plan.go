@@ -172,6 +172,17 @@ func (p Plan) Empty() bool {
 	return true
 }
 
+// Changed is how many apps have steps.
+func (p Plan) Changed() int {
+	n := 0
+	for _, a := range p.Apps {
+		if len(a.Steps) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // String renders the plan one app per line; the golden tests compare it.
 func (p Plan) String() string {
 	var b strings.Builder
