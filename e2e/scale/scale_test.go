@@ -161,11 +161,16 @@ func newScaleLab(b *testing.B) *scaleLab {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "onionpod")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/onionpod")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building onionpod: %v\n%s", err, out)
+	// ONIONPOD_SCALE_BINARY measures a build made before (say, of another commit, for a
+	// before/after); by default this tree is built.
+	bin := os.Getenv("ONIONPOD_SCALE_BINARY")
+	if bin == "" {
+		bin = filepath.Join(dir, "onionpod")
+		build := exec.Command("go", "build", "-o", bin, "../../cmd/onionpod")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			b.Fatalf("building onionpod: %v\n%s", err, out)
+		}
 	}
 	opts.Dir, opts.Binary = filepath.Join(dir, "lab"), bin
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -382,18 +387,18 @@ func (s *scaleLab) passes(b *testing.B, n int) passTimes {
 	return medianPass(out)
 }
 
-// waitPass waits for a pass that started after t0 (that changed something, with change).
+// waitPass waits for a pass that started after t0, or with change, for a pass that changed
+// something and ended after t0 (it may have begun a moment before the change came, and read it).
 func (s *scaleLab) waitPass(b *testing.B, t0 time.Time, change bool) passTimes {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		var st daemonStatus
 		s.getJSON(b, "/v1/status", &st)
-		p := st.Pass
-		if change {
-			p = st.LastChange
+		if !change && st.Pass.started().After(t0) {
+			return st.Pass
 		}
-		if p.started().After(t0) {
-			return p
+		if change && st.LastChange.Ended.After(t0) {
+			return st.LastChange
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
