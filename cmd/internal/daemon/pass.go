@@ -150,8 +150,12 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 	for i := range apps {
 		d.pinImages(ctx, &apps[i])
 	}
+	copied, err := d.store.Copied()
+	if err != nil {
+		d.log.Warn("listing the copies of the app records", "err", err)
+	}
 	for _, a := range apps {
-		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
+		if err == nil && !copied[a.Name] { // a record of an older onionpod: give it its copy
 			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {
 				d.log.Warn("copying an app record", "app", a.Name, "err", err)
 			}

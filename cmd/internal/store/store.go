@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +32,32 @@ const damagedSuffix = ".json.damaged-"
 // Store is the desired-state directory: DIR/apps/NAME.json, a copy of each record in
 // DIR/apps/.last/NAME.json (what a held app's damaged record described), DIR/lock.
 type Store struct {
-	dir string
+	dir   string
+	cache recordCache
+}
+
+// recordCache keeps the records decoded, each with the identity of the file it was read from
+// (inode, size, times): every write is a new file (a rename), so reading a record again costs a
+// stat when it did not change, not a read, a decode and a validation. Records are handed out as
+// clones (App.Clone): a caller changing its copy changes nothing here.
+type recordCache struct {
+	mu    sync.Mutex
+	files map[string]cachedRecord
+}
+
+type cachedRecord struct {
+	id  fileID
+	app App
+}
+
+// fileID is what tells one file from another at one path: a new inode, or the same one changed.
+type fileID struct {
+	ino, size            uint64
+	mtimeNsec, ctimeNsec int64
+}
+
+func idOfStat(st *unix.Stat_t) fileID {
+	return fileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
 }
 
 // record is the on-disk envelope of an App.
@@ -195,21 +222,83 @@ func (s *Store) lastGood(name string) *App {
 	return &app
 }
 
-// read reads NAME.json.
+// read reads NAME.json (through the cache: decoded again only when the file changed).
 func (s *Store) read(name string) (App, error) {
-	data, err := os.ReadFile(s.path(name))
+	data, id, err := s.readRecord(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return App{}, errkind.NotFoundf("store: app %q: no such app", name)
 	}
 	if err != nil {
 		return App{}, &Held{Name: name, Record: true, Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
 	}
+	if data == nil {
+		return s.cache.get(name, id)
+	}
 	app, err := decode(name, data)
 	if err != nil {
 		h := &Held{Name: name, Record: true, Damaged: errors.Is(err, ErrDamaged), Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
 		return App{}, h
 	}
+	s.cache.put(name, id, app)
 	return app, nil
+}
+
+// readRecord opens NAME.json and returns its identity, and its content unless the cache holds
+// the record of that very file (nil data then).
+func (s *Store) readRecord(name string) ([]byte, fileID, error) {
+	f, err := os.Open(s.path(name))
+	if err != nil {
+		return nil, fileID{}, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fileID{}, err
+	}
+	id := idOfStat(&st)
+	if s.cache.has(name, id) {
+		return nil, id, nil
+	}
+	data, err := io.ReadAll(f)
+	return data, id, err
+}
+
+func (c *recordCache) has(name string, id fileID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.files[name]
+	return ok && r.id == id
+}
+
+// get returns a clone of the cached record of file id (which has just been checked).
+func (c *recordCache) get(name string, id fileID) (App, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.files[name]
+	if !ok || r.id != id {
+		return App{}, fmt.Errorf("store: app %q: the record changed while it was read: read it again", name)
+	}
+	return r.app.Clone(), nil
+}
+
+func (c *recordCache) put(name string, id fileID, app App) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil {
+		c.files = map[string]cachedRecord{}
+	}
+	c.files[name] = cachedRecord{id: id, app: app.Clone()}
+}
+
+// keepOnly drops the records of apps no longer listed.
+func (c *recordCache) keepOnly(names map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range c.files {
+		if !names[name] {
+			delete(c.files, name)
+		}
+	}
 }
 
 func decode(name string, data []byte) (App, error) {
@@ -281,9 +370,25 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 		}
 		// Otherwise deleted meanwhile.
 	}
+	s.cache.keepOnly(seen)
 	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
 	sort.Slice(held, func(i, j int) bool { return held[i].Name < held[j].Name })
 	return apps, held, nil
+}
+
+// Copied lists the apps whose record has its copy (see HasCopy), in one read of the directory.
+func (s *Store) Copied() (map[string]bool, error) {
+	entries, err := os.ReadDir(s.copyDir())
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	out := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			out[name] = true
+		}
+	}
+	return out, nil
 }
 
 // Get reads one app's record inside the transaction (see Store.Get).
