@@ -118,6 +118,9 @@ func TestLoadRefusesMismatchNamingTheFile(t *testing.T) {
 			if _, _, err := ks.Ensure("blog"); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := ks.Load("blog"); err != nil { // loaded (and kept) before the damage
+				t.Fatal(err)
+			}
 			corrupt(filepath.Join(ks.Dir, "blog"))
 			before := snapshot(t, ks.Dir)
 			_, err := ks.Load("blog")
