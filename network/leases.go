@@ -288,6 +288,39 @@ func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
 	return set, nil
 }
 
+// loadCached is load through the cache (a stat when the file did not change), with the file's
+// inode. A cached lease is shared: never change it.
+func (s leaseStore) loadCached(c *leaseCache, app string) (*lease, uint64, error) {
+	var st unix.Stat_t
+	err := unix.Lstat(s.path(app), &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("lease %s: %w", app, err)
+	}
+	id := idOfStat(&st)
+	c.mu.Lock()
+	cached, ok := c.files[app]
+	c.mu.Unlock()
+	if ok && cached.id == id {
+		return cached.lease, id.ino, cached.err
+	}
+	l, ino, err := s.loadWithInode(app)
+	if err != nil && !errors.Is(err, ErrDamagedLease) || l == nil && err == nil {
+		return l, ino, err // an I/O error may pass: not cached
+	}
+	if ino == id.ino { // the file stat'ed is the one read
+		c.mu.Lock()
+		if c.files == nil {
+			c.files = map[string]cachedLease{}
+		}
+		c.files[app] = cachedLease{id: id, lease: l, err: err}
+		c.mu.Unlock()
+	}
+	return l, ino, err
+}
+
 // save stores l (with its checksum) in place of app's lease file.
 func (s leaseStore) save(l *lease) error {
 	c := l.stored()

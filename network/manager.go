@@ -34,8 +34,11 @@ type Manager struct {
 	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach/Check ends
 	pending  map[string]chan struct{} // app or shimName -> closed when background teardown ends
 	watchers map[*watcher]struct{}
-	wireless map[int]bool // uplink ifindex -> is wireless (checked once)
-	bg       sync.WaitGroup
+	// firewalls are the pods' firewalls as last read, while a watch follows their nftables
+	// events (see Addresses).
+	firewalls map[string]cachedFirewall
+	wireless  map[int]bool // uplink ifindex -> is wireless (checked once)
+	bg        sync.WaitGroup
 }
 
 // New checks the configuration, opens the box namespace and checks that the stored leases are
@@ -57,6 +60,7 @@ func New(cfg Config) (*Manager, error) {
 		busy:      map[string]chan struct{}{},
 		pending:   map[string]chan struct{}{},
 		watchers:  map[*watcher]struct{}{},
+		firewalls: map[string]cachedFirewall{},
 		wireless:  map[int]bool{},
 	}
 	fail := func(what string, err error) (*Manager, error) {
