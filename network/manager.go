@@ -76,7 +76,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(m.leases.dir, 0o700); err != nil {
 		return fail("state dir", err)
 	}
-	if _, err := m.leases.loadAll(&m.cache); err != nil {
+	// The leases dir must be readable; the leases themselves are read when needed (a net-up at
+	// boot, one of many at once, reads its own).
+	if _, err := m.leases.apps(); err != nil {
 		return fail("leases", err)
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})

@@ -132,6 +132,7 @@ type follower struct {
 // podSub is one subscription to a pod's events: the sockets in its namespace, and what they told.
 type podSub struct {
 	id      uint64 // unique among the watcher's subscriptions: a cached view names it
+	nsIno   uint64 // the namespace subscribed to (a pod attached again has a new one at the same path)
 	ifindex int
 	addrFD  int // address events of the pod's link (-1: an onion-only pod)
 	fwFD    int // nftables events of the pod's namespace
@@ -194,7 +195,8 @@ func (w *watcher) sync(app string) {
 		return
 	}
 	if f != nil && f.ino == ino && f.netns == l.Netns {
-		if f.sub == nil {
+		if f.sub == nil || !f.sub.current(f.netns) {
+			w.unsubscribeLocked(f)
 			w.trySubscribeLocked(f)
 		}
 		return
@@ -242,7 +244,15 @@ func (w *watcher) view(app string, ino uint64) (liveView, bool) {
 	defer w.mu.Unlock()
 	w.drainLocked()
 	f := w.pods[app]
-	if f == nil || f.ino != ino || f.sub == nil || (f.lan && !f.sub.dumped) {
+	if f == nil || f.ino != ino || f.sub == nil {
+		return liveView{}, false
+	}
+	if !f.sub.current(f.netns) { // the pod was attached again on the same lease (after a reboot)
+		w.unsubscribeLocked(f)
+		w.trySubscribeLocked(f)
+		return liveView{}, false
+	}
+	if f.lan && !f.sub.dumped {
 		return liveView{}, false
 	}
 	v := liveView{sub: f.sub.id, fwEpoch: f.sub.fwEpoch}
@@ -332,8 +342,12 @@ func (w *watcher) subscribe(f *follower) (_ *podSub, err error) {
 		return nil, err
 	}
 	defer podNS.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(podNS.Fd()), &st); err != nil {
+		return nil, err
+	}
 	w.nextSub++
-	sub := &podSub{id: w.nextSub, addrFD: -1, fwFD: -1, seen: map[netip.Addr]addrInfo{}}
+	sub := &podSub{id: w.nextSub, nsIno: st.Ino, addrFD: -1, fwFD: -1, seen: map[netip.Addr]addrInfo{}}
 	defer func() {
 		if err != nil {
 			for _, fd := range []int{sub.addrFD, sub.fwFD} {
@@ -374,6 +388,12 @@ func (w *watcher) subscribe(f *follower) (_ *podSub, err error) {
 		}
 	}
 	return sub, nil
+}
+
+// current reports whether the namespace at path is still the one sub follows.
+func (sub *podSub) current(path string) bool {
+	var st unix.Stat_t
+	return unix.Stat(path, &st) == nil && st.Ino == sub.nsIno
 }
 
 // eventSocket opens a non-blocking netlink socket of protocol in the calling thread's namespace,
