@@ -139,7 +139,7 @@ func (m *Manager) rebuild(ctx context.Context, old *lease, a Attachment) (_ Resu
 		return Result{}, false, nil // attached afresh: that says what is wrong
 	}
 	m.unwatchPod(a.App) // let go of the old namespace, if this process still holds it
-	l := old.stored()    // a copy: the cached lease is shared
+	l := old.stored()   // a copy: the cached lease is shared
 	defer func() {
 		if err != nil {
 			undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
