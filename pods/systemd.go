@@ -3,6 +3,7 @@ package pods
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/internal/errkind"
@@ -29,6 +31,75 @@ type Systemd struct {
 
 	mu   sync.Mutex
 	conn *sddbus.Conn
+
+	sums fileSums // what Current read
+}
+
+// fileSums remembers the SHA-256 of the files Current read, each with the identity of the file
+// (inode, size, times): a file that did not change is not read again (a reconcile pass asks
+// whether every unit of every app is current). Every write is a rename (a new inode), and a file
+// changed in place changes its times.
+type fileSums struct {
+	mu    sync.Mutex
+	files map[string]fileSum
+}
+
+type fileSum struct {
+	id  fileID
+	sum [sha256.Size]byte
+}
+
+type fileID struct {
+	ino, size            uint64
+	mtimeNsec, ctimeNsec int64
+}
+
+func idOfStat(st *unix.Stat_t) fileID {
+	return fileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
+}
+
+// holds reports whether the regular file at path holds exactly content; with content nil,
+// whether there is no file there.
+func (c *fileSums) holds(path string, content []byte) bool {
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return content == nil
+	}
+	if err != nil || content == nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != int64(len(content)) {
+		return false
+	}
+	id, want := idOfStat(&st), sha256.Sum256(content)
+	c.mu.Lock()
+	f, ok := c.files[path]
+	c.mu.Unlock()
+	if ok && f.id == id {
+		return f.sum == want
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(data)
+	var after unix.Stat_t
+	if unix.Lstat(path, &after) == nil && idOfStat(&after) == id { // the file read is the one stat'ed
+		c.mu.Lock()
+		if c.files == nil {
+			c.files = map[string]fileSum{}
+		}
+		c.files[path] = fileSum{id: id, sum: sum}
+		c.mu.Unlock()
+	}
+	return sum == want
+}
+
+// forget drops what is known of files that are removed.
+func (c *fileSums) forget(paths ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range paths {
+		delete(c.files, p)
+	}
 }
 
 // Status is what systemd says about a unit.
@@ -250,18 +321,14 @@ func writeEnvFile(file string, content []byte) (bool, error) {
 }
 
 // Current reports whether the unit files, and their environment files, on disk are exactly
-// units (and so Apply would change nothing on disk).
+// units (and so Apply would change nothing on disk). A file that did not change since Current
+// last read it costs an lstat.
 func (s *Systemd) Current(units []Unit) bool {
 	for _, u := range units {
-		if checkUnitName(u.Name) != nil {
+		if checkUnitName(u.Name) != nil || u.Content == nil {
 			return false
 		}
-		have, err := os.ReadFile(filepath.Join(s.unitDir, u.Name))
-		if err != nil || !bytes.Equal(have, u.Content) {
-			return false
-		}
-		env, err := os.ReadFile(EnvFile(u.Name))
-		if u.Env == nil && !errors.Is(err, os.ErrNotExist) || u.Env != nil && (err != nil || !bytes.Equal(env, u.Env)) {
+		if !s.sums.holds(filepath.Join(s.unitDir, u.Name), u.Content) || !s.sums.holds(EnvFile(u.Name), u.Env) {
 			return false
 		}
 	}
@@ -507,6 +574,7 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 		}
 	}
 	for _, n := range names {
+		s.sums.forget(filepath.Join(s.unitDir, n), EnvFile(n))
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
 		// The environment goes with its unit (also one left by an Apply cut short).
 		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -150,6 +150,7 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 	for i := range apps {
 		d.pinImages(ctx, &apps[i])
 	}
+	d.parts.pods.forget(apps)
 	copied, err := d.store.Copied()
 	if err != nil {
 		d.log.Warn("listing the copies of the app records", "err", err)
