@@ -149,6 +149,9 @@ type scaleLab struct {
 	extra    int // apps exposed by the expose figure so far
 }
 
+// newScaleLab brings up the benchmark's lab; with ONIONPOD_SCALE_KEEP=1 it stays up after the
+// benchmark (its directory is printed), and ONIONPOD_SCALE_LAB=DIR takes such a lab over, with
+// the apps it has, instead of bringing one up: how to look at a box of 1000 apps at leisure.
 func newScaleLab(b *testing.B) *scaleLab {
 	opts := lab.Options{Name: "scale" + randomHex(3), TorNetwork: false, IPv4: false,
 		Log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "scale lab: "+format+"\n", args...) }}
@@ -156,11 +159,20 @@ func newScaleLab(b *testing.B) *scaleLab {
 	if err := hostcheck.Missing(needs...); err != nil {
 		b.Skip(err.Error() + " (bash .ci/install-deps installs what is missing)")
 	}
+	if dir := os.Getenv("ONIONPOD_SCALE_LAB"); dir != "" {
+		return openScaleLab(b, dir)
+	}
+	keep := os.Getenv("ONIONPOD_SCALE_KEEP") == "1"
 	dir, err := os.MkdirTemp("", "onionpod-scale-")
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
+	if keep {
+		fmt.Printf("the lab stays up: ONIONPOD_SCALE_LAB=%s takes it over; onionpod lab down --dir %s tears it down\n", filepath.Join(dir, "lab"), filepath.Join(dir, "lab"))
+		opts.Persist = true
+	} else {
+		b.Cleanup(func() { os.RemoveAll(dir) })
+	}
 	// ONIONPOD_SCALE_BINARY measures a build made before (say, of another commit, for a
 	// before/after); by default this tree is built.
 	bin := os.Getenv("ONIONPOD_SCALE_BINARY")
@@ -179,25 +191,66 @@ func newScaleLab(b *testing.B) *scaleLab {
 	if err != nil {
 		b.Fatalf("lab up: %v", err)
 	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		if err := l.Down(ctx); err != nil {
-			b.Logf("lab down: %v", err)
-		}
-	})
-	s := &scaleLab{l: l, image: filepath.Join(dir, "scale.tar")}
+	if !keep {
+		b.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			if err := l.Down(ctx); err != nil {
+				b.Logf("lab down: %v", err)
+			}
+		})
+	}
+	s := newClient(l, filepath.Join(dir, "scale.tar"))
+	if err := lab.WriteDemoImage(s.image, "scale\n"); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func newClient(l *lab.Lab, image string) *scaleLab {
+	s := &scaleLab{l: l, image: image}
 	s.client = &http.Client{Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			// The box's /run, through its PID 1 (a new one after each reboot).
-			sock := fmt.Sprintf("/proc/%d/root/run/onionpod/api.sock", s.l.Box().PID)
+			sock := fmt.Sprintf("/proc/%d/root/run/onionpod/api.sock", s.boxPID())
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		},
 	}}
-	if err := lab.WriteDemoImage(s.image, "scale\n"); err != nil {
+	return s
+}
+
+// boxPID is the box's PID 1 (as the host sees it).
+func (s *scaleLab) boxPID() int {
+	if box := s.l.Box(); box != nil {
+		return box.PID
+	}
+	raw, _ := os.ReadFile(filepath.Join(s.l.State().Dir, "box", "pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	return pid
+}
+
+// openScaleLab takes over a lab kept up by an earlier run, with its apps.
+func openScaleLab(b *testing.B, dir string) *scaleLab {
+	l, err := lab.Open(dir)
+	if err != nil {
 		b.Fatal(err)
 	}
+	s := newClient(l, filepath.Join(filepath.Dir(dir), "scale.tar"))
+	var list []struct {
+		App map[string]any `json:"app"`
+	}
+	s.getJSON(b, "/v1/apps", &list)
+	for _, a := range list {
+		name, _ := a.App["name"].(string)
+		if strings.HasPrefix(name, "scale") {
+			s.apps = append(s.apps, name)
+			if s.template == nil {
+				s.template = a.App
+			}
+		}
+	}
+	fmt.Printf("took over the lab in %s with %d apps\n", dir, len(s.apps))
 	return s
 }
 
@@ -210,34 +263,51 @@ func (s *scaleLab) measure(b *testing.B, n int) []figure {
 		figs = append(figs, figure{name, unit, v})
 		fmt.Printf("apps=%d: %-26s %10.2f %s (load %s)\n", n, name, v, unit, loadavg())
 	}
-	idle := s.passes(b, 7)
-	add("pass, nothing to do", "ms", ms(idle.Took))
-	fmt.Printf("apps=%d:   phases: desired %.1f ms, observe %.1f ms, apply %.1f ms, status %.1f ms\n",
-		n, ms(idle.Desired), ms(idle.Observe), ms(idle.Apply), ms(idle.Status))
-	change := s.changePasses(b, 3)
-	add("pass, one change", "ms", ms(change.Took))
-	fmt.Printf("apps=%d:   phases: desired %.1f ms, observe %.1f ms, apply %.1f ms, status %.1f ms\n",
-		n, ms(change.Desired), ms(change.Observe), ms(change.Apply), ms(change.Status))
-	add("expose one more", "ms", ms(s.expose(b, 3)))
-	ls, lsAPI, lsBytes := s.ls(b, 5)
-	add("ls", "ms", ms(ls))
-	add("ls, API only", "ms", ms(lsAPI))
-	add("ls --json size", "kB", float64(lsBytes)/1000)
-	st, stAPI := s.status(b, 5)
-	add("status", "ms", ms(st))
-	add("status, API only", "ms", ms(stAPI))
-	boot := s.reboot(b)
-	add("boot to all running", "s", boot.allRunning.Seconds())
-	add("boot to daemon answering", "s", boot.daemon.Seconds())
-	fmt.Printf("apps=%d:   first pass after boot: %.0f ms (desired %.0f, observe %.0f, apply %.0f, status %.0f)\n", n,
-		ms(boot.first.Took), ms(boot.first.Desired), ms(boot.first.Observe), ms(boot.first.Apply), ms(boot.first.Status))
-	time.Sleep(10 * time.Second) // settled after the boot
-	mem := s.memory(b)
-	add("daemon RSS", "MB", mem.daemonRSS)
-	add("daemon Go heap in use", "MB", mem.heapInuse)
-	add("tor RSS", "MB", mem.torRSS)
-	add("systemd (PID 1) RSS", "MB", mem.pid1RSS)
-	add("daemon CPU while idle", "%", s.idleCPU(b, 20*time.Second))
+	// ONIONPOD_SCALE_FIGURES=pass,change,expose,ls,status,boot,memory (the default: all) picks.
+	only := os.Getenv("ONIONPOD_SCALE_FIGURES")
+	want := func(what string) bool { return only == "" || slices.Contains(strings.Split(only, ","), what) }
+	if want("pass") {
+		idle := s.passes(b, 7)
+		add("pass, nothing to do", "ms", ms(idle.Took))
+		fmt.Printf("apps=%d:   phases: desired %.1f ms, observe %.1f ms, apply %.1f ms, status %.1f ms\n",
+			n, ms(idle.Desired), ms(idle.Observe), ms(idle.Apply), ms(idle.Status))
+	}
+	if want("change") {
+		change := s.changePasses(b, 3)
+		add("pass, one change", "ms", ms(change.Took))
+		fmt.Printf("apps=%d:   phases: desired %.1f ms, observe %.1f ms, apply %.1f ms, status %.1f ms\n",
+			n, ms(change.Desired), ms(change.Observe), ms(change.Apply), ms(change.Status))
+	}
+	if want("expose") {
+		add("expose one more", "ms", ms(s.expose(b, 3)))
+	}
+	if want("ls") {
+		ls, lsAPI, lsBytes := s.ls(b, 5)
+		add("ls", "ms", ms(ls))
+		add("ls, API only", "ms", ms(lsAPI))
+		add("ls --json size", "kB", float64(lsBytes)/1000)
+	}
+	if want("status") {
+		st, stAPI := s.status(b, 5)
+		add("status", "ms", ms(st))
+		add("status, API only", "ms", ms(stAPI))
+	}
+	if want("boot") {
+		boot := s.reboot(b)
+		add("boot to all running", "s", boot.allRunning.Seconds())
+		add("boot to daemon answering", "s", boot.daemon.Seconds())
+		fmt.Printf("apps=%d:   first pass after boot: %.0f ms (desired %.0f, observe %.0f, apply %.0f, status %.0f)\n", n,
+			ms(boot.first.Took), ms(boot.first.Desired), ms(boot.first.Observe), ms(boot.first.Apply), ms(boot.first.Status))
+		time.Sleep(10 * time.Second) // settled after the boot
+	}
+	if want("memory") {
+		mem := s.memory(b)
+		add("daemon RSS", "MB", mem.daemonRSS)
+		add("daemon Go heap in use", "MB", mem.heapInuse)
+		add("tor RSS", "MB", mem.torRSS)
+		add("systemd (PID 1) RSS", "MB", mem.pid1RSS)
+		add("daemon CPU while idle", "%", s.idleCPU(b, 20*time.Second))
+	}
 	return figs
 }
 
