@@ -37,6 +37,7 @@ type Manager struct {
 	// firewalls are the pods' firewalls as last read, while a watch follows their nftables
 	// events (see Addresses).
 	firewalls map[string]cachedFirewall
+	damaged   damagedScan  // DamagedLeases' last answer
 	wireless  map[int]bool // uplink ifindex -> is wireless (checked once)
 	bg        sync.WaitGroup
 }

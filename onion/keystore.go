@@ -36,7 +36,8 @@ type KeyStore struct {
 	// failCommit, when set (by tests), makes committing that app fail, to prove rollback.
 	failCommit func(app string) error
 
-	cache keyCache
+	cache       keyCache
+	clientCache clientCache
 }
 
 // keyCache keeps the keys Load verified, each with the identities of the files it read (inode,

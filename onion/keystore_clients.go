@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -21,14 +23,90 @@ func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
 	if err := checkAppName(app); err != nil {
 		return nil, err
 	}
+	dir := filepath.Join(ks.appDir(app), authorizedClients)
+	if clients, ok := ks.clientCache.get(app, dir); ok {
+		return clients, nil // its directory is where it was: so is the app's key directory
+	}
 	if _, err := os.Stat(filepath.Join(ks.appDir(app), secretKeyFile)); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("onion: clients of %q: no key: %w", app, ErrNotFound)
 	}
-	clients, err := readClientsDir(filepath.Join(ks.appDir(app), authorizedClients))
+	before := clientFileIDs(dir, nil)
+	clients, err := readClientsDir(dir)
 	if err != nil {
+		ks.clientCache.forget(app)
 		return nil, fmt.Errorf("onion: clients of %q: %w", app, err)
 	}
-	return clients, nil
+	if after := clientFileIDs(dir, clients); before.dir == after.dir { // the directory did not change meanwhile
+		ks.clientCache.put(app, after, clients)
+	}
+	return slices.Clone(clients), nil
+}
+
+// clientCache keeps each app's client list with the identities of its directory and its .auth
+// files: asking again for the clients of an app whose directory and files did not change costs
+// an lstat of each (one, for an app open to everyone), not a read of the directory and files.
+type clientCache struct {
+	mu   sync.Mutex
+	apps map[string]cachedClients
+}
+
+type cachedClients struct {
+	ids     clientIDs
+	clients []AuthorizedClient
+}
+
+// clientIDs are the identities of a clients directory (zero: none) and of its clients' files.
+type clientIDs struct {
+	dir   keyFileID
+	files []keyFileID
+}
+
+func lstatID(path string) (keyFileID, bool) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return keyFileID{}, false
+	}
+	return keyFileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}, true
+}
+
+// clientFileIDs are the identities of dir and of the files of clients in it now.
+func clientFileIDs(dir string, clients []AuthorizedClient) clientIDs {
+	ids := clientIDs{}
+	ids.dir, _ = lstatID(dir)
+	for _, c := range clients {
+		id, _ := lstatID(filepath.Join(dir, c.Name+authFileSuffix))
+		ids.files = append(ids.files, id)
+	}
+	return ids
+}
+
+func (c *clientCache) get(app, dir string) ([]AuthorizedClient, bool) {
+	c.mu.Lock()
+	cached, ok := c.apps[app]
+	c.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	now := clientFileIDs(dir, cached.clients)
+	if cached.ids.dir == (keyFileID{}) || now.dir != cached.ids.dir || !slices.Equal(now.files, cached.ids.files) {
+		return nil, false
+	}
+	return slices.Clone(cached.clients), true
+}
+
+func (c *clientCache) put(app string, ids clientIDs, clients []AuthorizedClient) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.apps == nil {
+		c.apps = map[string]cachedClients{}
+	}
+	c.apps[app] = cachedClients{ids: ids, clients: slices.Clone(clients)}
+}
+
+func (c *clientCache) forget(app string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.apps, app)
 }
 
 // readClientsDir reads <name>.auth files the way tor does (other names are ignored). A

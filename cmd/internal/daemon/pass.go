@@ -110,7 +110,11 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	d.lastResult, d.lastWanted = res, desired
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
-	d.publishStatuses(ctx, desired, res)
+	var units map[pods.PodRef]pods.Status
+	if plan.Empty() {
+		units = obs.UnitStates // nothing was started or stopped since they were listed
+	}
+	d.publishStatuses(ctx, desired, res, units)
 	took := api.PassTimes{Ended: time.Now(), Desired: tObserve.Sub(start), Observe: observeTook, Apply: applyTook,
 		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed()}
 	took.Took = took.Ended.Sub(start)
@@ -254,15 +258,19 @@ func (d *Daemon) anyIPv4Attached(ctx context.Context) bool {
 func (d *Daemon) refresh(ctx context.Context) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	d.publishStatuses(ctx, d.lastWanted, d.lastResult)
+	d.publishStatuses(ctx, d.lastWanted, d.lastResult, nil)
 }
 
-// publishStatuses builds every app's status from a pass result and what the adapters say now,
-// and gives the health monitor the checks of the running containers.
-func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result) {
+// publishStatuses builds every app's status from a pass result and what the adapters say now
+// (the containers' units as listed in units, or, when nil, as systemd lists them now), and gives
+// the health monitor the checks of the running containers.
+func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result, units map[pods.PodRef]pods.Status) {
 	p := d.parts
 	onions := p.tor.Status()
-	units, unitsErr := p.systemd.PodStates(ctx)
+	var unitsErr error
+	if units == nil {
+		units, unitsErr = p.systemd.PodStates(ctx)
+	}
 	d.setHealthTargets(desired.Apps, res, units)
 	var published map[string][]string // DNS name -> addresses
 	if pub := p.publisher(); pub != nil {

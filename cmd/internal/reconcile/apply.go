@@ -32,8 +32,15 @@ type Runner struct {
 	Onions  Onions
 	DNS     Publisher // nil: no DNS publishing
 	Zone    string
-	// Parallel bounds how many apps converge at once (default 4).
+	// Parallel bounds how many apps converge (and are observed) at once (default 4).
 	Parallel int
+}
+
+func (r *Runner) parallel() int {
+	if r.Parallel <= 0 {
+		return 4
+	}
+	return r.Parallel
 }
 
 // StepResult is one step as it ran.
@@ -92,11 +99,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	}
 
 	// 1. key, image, network, unit: per app, in order.
-	parallel := r.Parallel
-	if parallel <= 0 {
-		parallel = 4
-	}
-	sem := make(chan struct{}, parallel)
+	sem := make(chan struct{}, r.parallel())
 	var wg sync.WaitGroup
 	for _, p := range creations {
 		wg.Add(1)

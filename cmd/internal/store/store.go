@@ -224,15 +224,18 @@ func (s *Store) lastGood(name string) *App {
 
 // read reads NAME.json (through the cache: decoded again only when the file changed).
 func (s *Store) read(name string) (App, error) {
-	data, id, err := s.readRecord(name)
+	var st unix.Stat_t
+	if err := unix.Stat(s.path(name), &st); err == nil {
+		if app, ok := s.cache.lookup(name, idOfStat(&st)); ok {
+			return app, nil // the one syscall of an unchanged record
+		}
+	}
+	data, id, err := readFile(s.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return App{}, errkind.NotFoundf("store: app %q: no such app", name)
 	}
 	if err != nil {
 		return App{}, &Held{Name: name, Record: true, Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
-	}
-	if data == nil {
-		return s.cache.get(name, id)
 	}
 	app, err := decode(name, data)
 	if err != nil {
@@ -243,10 +246,9 @@ func (s *Store) read(name string) (App, error) {
 	return app, nil
 }
 
-// readRecord opens NAME.json and returns its identity, and its content unless the cache holds
-// the record of that very file (nil data then).
-func (s *Store) readRecord(name string) ([]byte, fileID, error) {
-	f, err := os.Open(s.path(name))
+// readFile reads a file and the identity of the file it read.
+func readFile(path string) ([]byte, fileID, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fileID{}, err
 	}
@@ -255,30 +257,19 @@ func (s *Store) readRecord(name string) ([]byte, fileID, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, fileID{}, err
 	}
-	id := idOfStat(&st)
-	if s.cache.has(name, id) {
-		return nil, id, nil
-	}
 	data, err := io.ReadAll(f)
-	return data, id, err
+	return data, idOfStat(&st), err
 }
 
-func (c *recordCache) has(name string, id fileID) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.files[name]
-	return ok && r.id == id
-}
-
-// get returns a clone of the cached record of file id (which has just been checked).
-func (c *recordCache) get(name string, id fileID) (App, error) {
+// lookup returns a clone of the record cached for the file of identity id.
+func (c *recordCache) lookup(name string, id fileID) (App, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.files[name]
 	if !ok || r.id != id {
-		return App{}, fmt.Errorf("store: app %q: the record changed while it was read: read it again", name)
+		return App{}, false
 	}
-	return r.app.Clone(), nil
+	return r.app.Clone(), true
 }
 
 func (c *recordCache) put(name string, id fileID, app App) {
