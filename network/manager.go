@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 // Manager attaches pods to the network. Create it with New; Close it to wait for background
@@ -95,6 +97,14 @@ func openBox(path string) (ns.NetNS, error) {
 		return ns.GetNS(path)
 	}
 	return ns.GetCurrentNS()
+}
+
+// FollowFiles makes Addresses skip the stat of lease files nothing happened to since they were
+// last read (w sees the leases directory's events). For a long-lived process (the daemon).
+func (m *Manager) FollowFiles(w *dirwatch.Watch) {
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	m.cache.watch = w
 }
 
 // Close waits for background teardown (links being deleted after Detach) to finish and releases

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
@@ -46,13 +47,48 @@ type KeyStore struct {
 // file changed in place changes its times: either is read and checked again. Keys are
 // immutable, so the cached *Key is shared.
 type keyCache struct {
-	mu   sync.Mutex
-	keys map[string]cachedKey
+	mu    sync.Mutex
+	keys  map[string]cachedKey
+	watch *dirwatch.Watch // see FollowFiles
 }
 
 type cachedKey struct {
 	files [3]keyFileID // secret key, public key, hostname
 	key   *Key
+	mark  uint64 // the watch's mark before the files were last checked (0: none)
+}
+
+// FollowFiles makes loading a key (and listing clients) whose files nothing happened to since
+// they were last checked cost no stat (w sees the key directories' events). For a long-lived
+// process (the daemon).
+func (ks *KeyStore) FollowFiles(w *dirwatch.Watch) {
+	ks.cache.mu.Lock()
+	ks.cache.watch = w
+	ks.cache.mu.Unlock()
+	ks.clientCache.mu.Lock()
+	ks.clientCache.watch = w
+	ks.clientCache.mu.Unlock()
+}
+
+// vouched returns the key cached for app when the watch saw nothing happen to its files since
+// they were checked.
+func (c *keyCache) vouched(app, dir string) *Key {
+	c.mu.Lock()
+	k, ok := c.keys[app]
+	watch := c.watch
+	c.mu.Unlock()
+	if !ok || k.mark == 0 || !watch.Unchanged(k.mark, filepath.Join(dir, secretKeyFile),
+		filepath.Join(dir, publicKeyFile), filepath.Join(dir, hostnameFile)) {
+		return nil
+	}
+	return k.key
+}
+
+func (c *keyCache) mark() uint64 {
+	c.mu.Lock()
+	watch := c.watch
+	c.mu.Unlock()
+	return watch.Mark()
 }
 
 type keyFileID struct {
@@ -75,22 +111,25 @@ func (c *keyCache) ids(dir string) (ids [3]keyFileID, ok bool) {
 	return ids, true
 }
 
-func (c *keyCache) get(app string, ids [3]keyFileID) *Key {
+// get returns the key cached for files of identities ids (checked after mark).
+func (c *keyCache) get(app string, ids [3]keyFileID, mark uint64) *Key {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if k, ok := c.keys[app]; ok && k.files == ids {
+		k.mark = mark
+		c.keys[app] = k
 		return k.key
 	}
 	return nil
 }
 
-func (c *keyCache) put(app string, ids [3]keyFileID, k *Key) {
+func (c *keyCache) put(app string, ids [3]keyFileID, k *Key, mark uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.keys == nil {
 		c.keys = map[string]cachedKey{}
 	}
-	c.keys[app] = cachedKey{files: ids, key: k}
+	c.keys[app] = cachedKey{files: ids, key: k, mark: mark}
 }
 
 func (c *keyCache) forget(app string) {
@@ -118,9 +157,13 @@ func (ks *KeyStore) Load(app string) (*Key, error) {
 		return nil, err
 	}
 	dir := ks.appDir(app)
+	if k := ks.cache.vouched(app, dir); k != nil {
+		return k, nil
+	}
+	mark := ks.cache.mark()
 	before, stable := ks.cache.ids(dir)
 	if stable {
-		if k := ks.cache.get(app, before); k != nil {
+		if k := ks.cache.get(app, before, mark); k != nil {
 			return k, nil
 		}
 	}
@@ -131,7 +174,7 @@ func (ks *KeyStore) Load(app string) (*Key, error) {
 	}
 	// Cached only when the files did not change while they were read.
 	if after, ok := ks.cache.ids(dir); stable && ok && after == before {
-		ks.cache.put(app, before, k)
+		ks.cache.put(app, before, k, mark)
 	}
 	return k, nil
 }

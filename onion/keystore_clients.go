@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 // Clients returns the app's authorized clients sorted by name (empty when the service is
@@ -30,6 +31,7 @@ func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
 	if _, err := os.Stat(filepath.Join(ks.appDir(app), secretKeyFile)); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("onion: clients of %q: no key: %w", app, ErrNotFound)
 	}
+	mark := ks.clientCache.markNow()
 	before := clientFileIDs(dir, nil)
 	clients, err := readClientsDir(dir)
 	if err != nil {
@@ -37,7 +39,7 @@ func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
 		return nil, fmt.Errorf("onion: clients of %q: %w", app, err)
 	}
 	if after := clientFileIDs(dir, clients); before.dir == after.dir { // the directory did not change meanwhile
-		ks.clientCache.put(app, after, clients)
+		ks.clientCache.put(app, after, clients, mark)
 	}
 	return slices.Clone(clients), nil
 }
@@ -46,13 +48,15 @@ func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
 // files: asking again for the clients of an app whose directory and files did not change costs
 // an lstat of each (one, for an app open to everyone), not a read of the directory and files.
 type clientCache struct {
-	mu   sync.Mutex
-	apps map[string]cachedClients
+	mu    sync.Mutex
+	apps  map[string]cachedClients
+	watch *dirwatch.Watch // see KeyStore.FollowFiles
 }
 
 type cachedClients struct {
 	ids     clientIDs
 	clients []AuthorizedClient
+	mark    uint64 // the watch's mark before the files were last checked (0: none)
 }
 
 // clientIDs are the identities of a clients directory (zero: none) and of its clients' files.
@@ -83,24 +87,42 @@ func clientFileIDs(dir string, clients []AuthorizedClient) clientIDs {
 func (c *clientCache) get(app, dir string) ([]AuthorizedClient, bool) {
 	c.mu.Lock()
 	cached, ok := c.apps[app]
+	watch := c.watch
 	c.mu.Unlock()
-	if !ok {
+	if !ok || cached.ids.dir == (keyFileID{}) {
 		return nil, false
 	}
+	if cached.mark != 0 && watch.UnchangedDir(cached.mark, dir) {
+		return slices.Clone(cached.clients), true // nothing happened in the directory
+	}
+	mark := watch.Mark()
 	now := clientFileIDs(dir, cached.clients)
-	if cached.ids.dir == (keyFileID{}) || now.dir != cached.ids.dir || !slices.Equal(now.files, cached.ids.files) {
+	if now.dir != cached.ids.dir || !slices.Equal(now.files, cached.ids.files) {
 		return nil, false
 	}
+	c.mu.Lock()
+	if cur, ok := c.apps[app]; ok && cur.ids.dir == cached.ids.dir {
+		cur.mark = mark
+		c.apps[app] = cur
+	}
+	c.mu.Unlock()
 	return slices.Clone(cached.clients), true
 }
 
-func (c *clientCache) put(app string, ids clientIDs, clients []AuthorizedClient) {
+func (c *clientCache) put(app string, ids clientIDs, clients []AuthorizedClient, mark uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.apps == nil {
 		c.apps = map[string]cachedClients{}
 	}
-	c.apps[app] = cachedClients{ids: ids, clients: slices.Clone(clients)}
+	c.apps[app] = cachedClients{ids: ids, clients: slices.Clone(clients), mark: mark}
+}
+
+func (c *clientCache) markNow() uint64 {
+	c.mu.Lock()
+	watch := c.watch
+	c.mu.Unlock()
+	return watch.Mark()
 }
 
 func (c *clientCache) forget(app string) {

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 func newStore(t *testing.T) *KeyStore {
@@ -113,14 +115,22 @@ func TestLoadRefusesMismatchNamingTheFile(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, secretKeyFile), b[:90], 0o600)
 		},
 	}
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
 	for file, corrupt := range cases {
 		t.Run(file, func(t *testing.T) {
 			ks := newStore(t)
+			ks.FollowFiles(w)
 			if _, _, err := ks.Ensure("blog"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ks.Load("blog"); err != nil { // loaded (and kept) before the damage
-				t.Fatal(err)
+			for range 3 { // loaded (and kept, then vouched for by the watch) before the damage
+				if _, err := ks.Load("blog"); err != nil {
+					t.Fatal(err)
+				}
 			}
 			corrupt(filepath.Join(ks.Dir, "blog"))
 			before := snapshot(t, ks.Dir)
@@ -430,7 +440,18 @@ func TestCleanupAfterInterruptedWrites(t *testing.T) {
 // Clients keeps each app's list by the identities of its directory and files: a client added or
 // removed, or a .auth file changed by hand, is read again.
 func TestClientsFollowTheDisk(t *testing.T) {
+	t.Run("stat", func(t *testing.T) { testClientsFollowTheDisk(t, nil) })
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	t.Run("watch", func(t *testing.T) { testClientsFollowTheDisk(t, w) })
+}
+
+func testClientsFollowTheDisk(t *testing.T, w *dirwatch.Watch) {
 	ks := newStore(t)
+	ks.FollowFiles(w)
 	if _, _, err := ks.Ensure("blog"); err != nil {
 		t.Fatal(err)
 	}
@@ -446,8 +467,10 @@ func TestClientsFollowTheDisk(t *testing.T) {
 		}
 		return out
 	}
-	if got := names(); len(got) != 0 {
-		t.Fatalf("clients of a new key: %v", got)
+	for range 3 { // checked, then vouched for by the watch
+		if got := names(); len(got) != 0 {
+			t.Fatalf("clients of a new key: %v", got)
+		}
 	}
 	if _, err := ks.AddClient("blog", "phone"); err != nil {
 		t.Fatal(err)

@@ -130,6 +130,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	d.store.FollowFiles(p.files)
+	defer d.store.FollowFiles(nil) // before p.close closes it
 	d.logDamagedState()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)

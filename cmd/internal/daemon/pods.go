@@ -13,6 +13,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -27,6 +28,7 @@ type podBuilder struct {
 	mu       sync.Mutex
 	loaded   map[string]localImage    // records of older onionpods: archive path -> what it loaded as (images/local.json)
 	rendered map[string]renderedUnits // by app: the units Units rendered last
+	files    *dirwatch.Watch          // the image roots' events (nil: a stat of each root tells)
 }
 
 // renderedUnits is one rendering of an app's units, reused while the app's record and netns are
@@ -39,6 +41,7 @@ type renderedUnits struct {
 	netns string
 	roots []string
 	units []pods.Unit
+	mark  uint64 // the watch's mark before the roots were last seen (0: none)
 }
 
 // localImage is what a local archive or layout named by path loaded as, when an older onionpod
@@ -167,6 +170,7 @@ func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
 	if units, ok := b.rerender(app, netns); ok {
 		return units, nil
 	}
+	mark := b.files.Mark()
 	specs, err := b.specs(app, netns)
 	if err != nil {
 		return nil, err
@@ -175,7 +179,7 @@ func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := renderedUnits{app: app.Clone(), netns: netns, units: units}
+	r := renderedUnits{app: app.Clone(), netns: netns, units: units, mark: mark}
 	for i, c := range app.Containers {
 		if c.Static != "" || c.ImageID == "" {
 			return units, nil
@@ -199,11 +203,21 @@ func (b *podBuilder) rerender(app store.App, netns string) ([]pods.Unit, bool) {
 	if !ok || r.netns != netns || !reflect.DeepEqual(r.app, app) {
 		return nil, false
 	}
+	if r.mark != 0 && b.files.Unchanged(r.mark, r.roots...) {
+		return r.units, true // nothing happened to the roots
+	}
+	mark := b.files.Mark()
 	for _, root := range r.roots {
 		if st, err := os.Stat(root); err != nil || !st.IsDir() {
 			return nil, false
 		}
 	}
+	b.mu.Lock()
+	if cur, ok := b.rendered[app.Name]; ok && &cur.units[0] == &r.units[0] {
+		cur.mark = mark
+		b.rendered[app.Name] = cur
+	}
+	b.mu.Unlock()
 	return r.units, true
 }
 

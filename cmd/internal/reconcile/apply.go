@@ -270,7 +270,8 @@ func (r *Runner) stopApp(ctx context.Context, app store.App, p AppPlan, out *App
 		return
 	}
 	start := time.Now()
-	out.record(StopUnit, time.Since(start), r.Units.Stop(ctx, app.Name))
+	err := r.Units.Stop(ctx, app.Name)
+	out.record(StopUnit, time.Since(start), err)
 }
 
 func (r *Runner) remove(ctx context.Context, p AppPlan, out *AppResult) {

@@ -36,23 +36,39 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	for _, app := range attached {
 		obs.Networks[app] = true
 	}
+	// systemd lists the units' states while the files are looked at.
+	type listed struct {
+		states map[pods.PodRef]pods.Status
+		err    error
+	}
+	statesCh := make(chan listed, 1)
+	go func() {
+		states, err := r.Systemd.PodStates(ctx)
+		statesCh <- listed{states, err}
+	}()
 	present, err := r.Systemd.PodUnits(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	states, err := r.Systemd.PodStates(ctx)
-	if err != nil {
-		errs = append(errs, err)
-	} else {
-		obs.UnitStates = states
-	}
 	for _, ref := range present {
-		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true, Active: isActive(states[ref].ActiveState)}
+		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true}
 	}
 	// Each app's network, image and units, on a few workers (each asks the file system and the
 	// kernel a dozen things per app: the box's cores answer side by side), then merged.
 	seen := make([]appObserved, len(desired))
 	r.eachApp(len(desired), func(i int) { seen[i] = r.observeApp(desired[i], obs.Networks[desired[i].Name], obs.Units) })
+	l := <-statesCh
+	if l.err != nil {
+		errs = append(errs, l.err)
+	} else {
+		obs.UnitStates = l.states
+	}
+	for _, ref := range present {
+		key := UnitKey(ref.App, ref.Container)
+		st := obs.Units[key]
+		st.Active = isActive(l.states[ref].ActiveState)
+		obs.Units[key] = st
+	}
 	for i, app := range desired {
 		a := seen[i]
 		if a.attached {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
@@ -43,11 +44,21 @@ type Store struct {
 type recordCache struct {
 	mu    sync.Mutex
 	files map[string]cachedRecord
+	watch *dirwatch.Watch // see FollowFiles
 }
 
 type cachedRecord struct {
-	id  fileID
-	app App
+	id   fileID
+	app  App
+	mark uint64 // the watch's mark before the file was last checked (0: none)
+}
+
+// FollowFiles makes reading a record nothing happened to since it was last read cost no stat
+// (w sees the records directory's events). For a long-lived process (the daemon).
+func (s *Store) FollowFiles(w *dirwatch.Watch) {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	s.cache.watch = w
 }
 
 // fileID is what tells one file from another at one path: a new inode, or the same one changed.
@@ -224,9 +235,13 @@ func (s *Store) lastGood(name string) *App {
 
 // read reads NAME.json (through the cache: decoded again only when the file changed).
 func (s *Store) read(name string) (App, error) {
+	if app, ok := s.cache.vouched(name, s.path(name)); ok {
+		return app, nil // nothing happened to the file: no syscall but the watch's read
+	}
+	mark := s.cache.mark()
 	var st unix.Stat_t
 	if err := unix.Stat(s.path(name), &st); err == nil {
-		if app, ok := s.cache.lookup(name, idOfStat(&st)); ok {
+		if app, ok := s.cache.lookup(name, idOfStat(&st), mark); ok {
 			return app, nil // the one syscall of an unchanged record
 		}
 	}
@@ -242,7 +257,7 @@ func (s *Store) read(name string) (App, error) {
 		h := &Held{Name: name, Record: true, Damaged: errors.Is(err, ErrDamaged), Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
 		return App{}, h
 	}
-	s.cache.put(name, id, app)
+	s.cache.put(name, id, app, mark)
 	return app, nil
 }
 
@@ -261,24 +276,47 @@ func readFile(path string) ([]byte, fileID, error) {
 	return data, idOfStat(&st), err
 }
 
-// lookup returns a clone of the record cached for the file of identity id.
-func (c *recordCache) lookup(name string, id fileID) (App, bool) {
+// lookup returns a clone of the record cached for the file of identity id (checked after mark).
+func (c *recordCache) lookup(name string, id fileID, mark uint64) (App, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.files[name]
 	if !ok || r.id != id {
 		return App{}, false
 	}
+	r.mark = mark
+	c.files[name] = r
 	return r.app.Clone(), true
 }
 
-func (c *recordCache) put(name string, id fileID, app App) {
+// vouched returns a clone of the record cached for name when the watch saw nothing happen to
+// its file since it was checked.
+func (c *recordCache) vouched(name, path string) (App, bool) {
+	c.mu.Lock()
+	r, ok := c.files[name]
+	watch := c.watch
+	c.mu.Unlock()
+	if !ok || r.mark == 0 || !watch.Unchanged(r.mark, path) {
+		return App{}, false
+	}
+	return r.app.Clone(), true
+}
+
+// mark is the watch's mark now (0 without a watch).
+func (c *recordCache) mark() uint64 {
+	c.mu.Lock()
+	watch := c.watch
+	c.mu.Unlock()
+	return watch.Mark()
+}
+
+func (c *recordCache) put(name string, id fileID, app App, mark uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.files == nil {
 		c.files = map[string]cachedRecord{}
 	}
-	c.files[name] = cachedRecord{id: id, app: app.Clone()}
+	c.files[name] = cachedRecord{id: id, app: app.Clone(), mark: mark}
 }
 
 // keepOnly drops the records of apps no longer listed.

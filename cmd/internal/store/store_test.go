@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 func TestParsePortAndVolume(t *testing.T) {
@@ -290,11 +292,22 @@ func TestDamagedRecordsAreHeld(t *testing.T) {
 // another process wrote, or that was edited in place, is read as it is on disk, and a caller
 // changing the record it was given changes nothing of what the next reader gets.
 func TestCachedRecordsFollowTheDisk(t *testing.T) {
+	t.Run("stat", func(t *testing.T) { testCachedRecords(t, nil) })
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	t.Run("watch", func(t *testing.T) { testCachedRecords(t, w) })
+}
+
+func testCachedRecords(t *testing.T, w *dirwatch.Watch) {
 	dir := t.TempDir()
 	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.FollowFiles(w)
 	ctx := context.Background()
 	app := App{Name: "blog", Containers: []Container{{Name: "blog", Image: "r.example/blog:1", Env: []string{"A=b"}}},
 		Ports: []Port{{Public: 80, Target: 8080}}, Onion: true, Generation: 1}
