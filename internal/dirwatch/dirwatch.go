@@ -141,7 +141,7 @@ func (w *Watch) UnchangedDir(mark uint64, path string) bool {
 func (w *Watch) quietLocked(path, name string, mark uint64) bool {
 	d := w.dirs[path]
 	if d == nil {
-		d = w.addLocked(path)
+		w.addLocked(path)
 		return false
 	}
 	return d.since <= mark && d.self <= mark && d.names[name] <= mark
