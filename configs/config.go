@@ -61,10 +61,32 @@ type Config struct {
 	Network  Network `toml:"network"`
 	DNS      DNS     `toml:"dns"`
 	Tor      Tor     `toml:"tor"`
+	TLS      TLS     `toml:"tls"`
+	Edge     Edge    `toml:"edge"`
 
 	Dashboard Dashboard `toml:"dashboard"`
 	Metrics   Metrics   `toml:"metrics"`
 	Probes    Probes    `toml:"probes"`
+}
+
+// TLS configures the apps' HTTPS: certificates from an ACME CA by DNS-01 challenges published
+// through onionpod's DNS, and a TLS front in each clearnet app's pod.
+type TLS struct {
+	Mode      string `toml:"mode"`      // "off" or "acme"
+	Directory string `toml:"directory"` // the CA's ACME directory URL
+	Email     string `toml:"email"`     // the ACME account's contact ("" = none)
+	CARoot    string `toml:"ca_root"`   // PEM file of roots for a private CA's HTTPS ("" = system)
+	// OnionLocation sends Onion-Location on the HTTPS responses of apps with an onion service
+	// (each app may turn it off).
+	OnionLocation bool `toml:"onion_location"`
+}
+
+// Edge routes visitors of the box's own (single, often dynamic) IPv4 address to the apps: :443 by
+// TLS server name, :80 by Host, and publishes that address as every clearnet app's A record.
+type Edge struct {
+	Mode  string `toml:"mode"`  // "off" or "on"
+	HTTPS string `toml:"https"` // where it listens for TLS, e.g. "0.0.0.0:443"
+	HTTP  string `toml:"http"`  // where it listens for plain HTTP, e.g. "0.0.0.0:80"
 }
 
 // API is the local control socket the CLI uses.
@@ -249,6 +271,9 @@ func (c *Config) NetworkDir() string { return filepath.Join(c.StateDir, "network
 
 // DNSDir holds the built-in zone's serial and records, or the RFC 2136 ledger.
 func (c *Config) DNSDir() string { return filepath.Join(c.StateDir, "dns") }
+
+// TLSDir holds the ACME accounts and the apps' certificates (0600 bundles of key and chain).
+func (c *Config) TLSDir() string { return filepath.Join(c.StateDir, "tls") }
 
 // TorDir holds the managed tor's torrc and data directory.
 func (c *Config) TorDir() string { return filepath.Join(c.StateDir, "tor") }

@@ -179,3 +179,21 @@ func BenchmarkLoadExample(b *testing.B) {
 		}
 	}
 }
+
+// TestMalformedCARoot: a CA root file that is not a PEM file of certificates is named in the
+// error (tls.ca_root), without a daemon.
+func TestMalformedCARoot(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"junk.pem":   "not pem at all\n",
+		"broken.pem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+		"key.pem":    "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+	} {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(content), 0o600)
+		_, err := Parse([]byte("version = 1\n[tls]\nmode = \"acme\"\nca_root = \""+path+"\"\n"), name)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "tls.ca_root: "+path) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -1,12 +1,16 @@
 package configs
 
 import (
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,6 +43,7 @@ func (c *Config) problems() []error {
 	c.validateNetwork(bad)
 	c.validateDNS(bad)
 	c.validateTor(bad)
+	c.validateTLS(bad)
 	c.validateObservability(bad)
 	return errs
 }
@@ -168,6 +173,74 @@ func (c *Config) validateTor(bad reporter) {
 			bad(fmt.Sprintf("tor.torrc_extra[%d]", i), "must be a single line")
 		}
 	}
+}
+
+func (c *Config) validateTLS(bad reporter) {
+	t := c.TLS
+	switch t.Mode {
+	case "off":
+	case "acme":
+		if u, err := url.Parse(t.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("tls.directory", "%q is not the https:// URL of an ACME directory", t.Directory)
+		}
+		if t.Email != "" && !validEmail(t.Email) {
+			bad("tls.email", "%q is not an e-mail address", t.Email)
+		}
+		if t.CARoot != "" {
+			if err := checkRoots(t.CARoot); err != nil {
+				bad("tls.ca_root", "%s", err)
+			}
+		}
+	default:
+		bad("tls.mode", "%q must be \"off\" or \"acme\"", t.Mode)
+	}
+	e := c.Edge
+	switch e.Mode {
+	case "off", "on":
+	default:
+		bad("edge.mode", "%q must be \"off\" or \"on\"", e.Mode)
+	}
+	if !validHostPort(e.HTTPS) {
+		bad("edge.https", "%q is not host:port", e.HTTPS)
+	}
+	if !validHostPort(e.HTTP) {
+		bad("edge.http", "%q is not host:port", e.HTTP)
+	}
+}
+
+func validEmail(s string) bool {
+	local, domain, ok := strings.Cut(s, "@")
+	return ok && local != "" && ValidDomain(domain) && !strings.ContainsAny(local, " \t\r\n<>\"@")
+}
+
+// checkRoots checks that path is a PEM file of certificates, and nothing else.
+func checkRoots(path string) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("%q must be an absolute path", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot be read: %s", rootCause(err))
+	}
+	n := 0
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("%s holds a %s block: want certificates only", path, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("%s: certificate %d: %s", path, n+1, rootCause(err))
+		}
+		n++
+	}
+	if n == 0 || strings.TrimSpace(string(data)) != "" {
+		return fmt.Errorf("%s is not a PEM file of certificates", path)
+	}
+	return nil
 }
 
 // ParseControl splits a tor control endpoint ("unix:/path" or "tcp:host:port") into a network and

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/onionpod/onionpod/internal/errkind"
@@ -11,38 +12,62 @@ import (
 	"github.com/onionpod/onionpod/internal/names"
 )
 
-// Record is one address record onionpod publishes: AAAA when Addr is IPv6,
-// A when it is IPv4.
+// Record is one record onionpod publishes: AAAA when Addr is IPv6, A when it
+// is IPv4, and TXT when TXT is set instead (an ACME DNS-01 challenge:
+// "_acme-challenge.blog.box.example." while a certificate is being obtained).
 type Record struct {
 	// Name is the fully qualified owner name, e.g. "blog.box.example.".
 	Name string `json:"name"`
 	// Addr is the address served for Name.
 	Addr netip.Addr `json:"addr"`
+	// TXT is the text served for Name (one string, printable ASCII, at most
+	// 255 bytes); Addr is then unset.
+	TXT string `json:"txt,omitempty"`
 }
 
-// Type is "AAAA" for an IPv6 address and "A" for an IPv4 one.
+// Type is "AAAA" for an IPv6 address, "A" for an IPv4 one, "TXT" for text.
 func (r Record) Type() string {
-	if r.Addr.Is4() {
+	switch {
+	case r.TXT != "":
+		return "TXT"
+	case r.Addr.Is4():
 		return "A"
 	}
 	return "AAAA"
 }
 
+// IsAddress reports whether the record is an A or AAAA record.
+func (r Record) IsAddress() bool { return r.TXT == "" }
+
 // String formats the record like a zone file line without TTL and class.
 func (r Record) String() string {
+	if r.TXT != "" {
+		return r.Name + " TXT " + strconv.Quote(r.TXT)
+	}
 	return r.Name + " " + r.Type() + " " + r.Addr.String()
 }
 
-// compareRecords orders records by name, then A before AAAA, then address.
+// typeOrder sorts A before AAAA before TXT.
+func (r Record) typeOrder() int {
+	switch {
+	case r.TXT != "":
+		return 2
+	case r.Addr.Is4():
+		return 0
+	}
+	return 1
+}
+
+// compareRecords orders records by name, then A, AAAA, TXT, then data.
 func compareRecords(a, b Record) int {
 	if c := strings.Compare(a.Name, b.Name); c != 0 {
 		return c
 	}
-	if a.Addr.Is4() != b.Addr.Is4() {
-		if a.Addr.Is4() {
-			return -1
-		}
-		return 1
+	if c := a.typeOrder() - b.typeOrder(); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.TXT, b.TXT); c != 0 {
+		return c
 	}
 	return a.Addr.Compare(b.Addr)
 }
@@ -149,6 +174,13 @@ func normalizeRecords(zone string, recs []Record) ([]Record, error) {
 		if !inZone(name, zone) {
 			return nil, errkind.BadInputf("dns: record %s: outside zone %s", name, zone)
 		}
+		if r.TXT != "" {
+			if r.Addr.IsValid() || !validTXT(r.TXT) {
+				return nil, fmt.Errorf("dns: record %s: %w: TXT must be 1 to 255 printable ASCII characters (no quote or backslash), without an address", name, ErrBadInput)
+			}
+			out = append(out, Record{Name: name, TXT: r.TXT})
+			continue
+		}
 		a := r.Addr.Unmap()
 		if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
 			return nil, errkind.BadInputf("dns: record %s: address %q not publishable", name, r.Addr)
@@ -157,6 +189,20 @@ func normalizeRecords(zone string, recs []Record) ([]Record, error) {
 	}
 	slices.SortFunc(out, compareRecords)
 	return slices.Compact(out), nil
+}
+
+// validTXT reports whether s can be one TXT string: printable ASCII, at most
+// 255 bytes (what an ACME challenge is: 43 characters of base64url).
+func validTXT(s string) bool {
+	if len(s) == 0 || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // recordsEqual reports whether two normalized record lists are the same.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -52,6 +53,8 @@ type RFC2136 struct {
 	wake chan struct{}
 
 	damaged error // a damaged ledger found by NewRFC2136
+
+	updatesOK, updatesFailed atomic.Uint64 // exchanges answered with success, or not
 
 	mu       sync.Mutex // guards the fields below
 	led      ledger
@@ -297,8 +300,16 @@ func (p *RFC2136) apply(ctx context.Context) error {
 // exchange sends one signed UPDATE: delete the A and AAAA records of the
 // names to replace, delete the given records, add (or refresh) every
 // desired one. All are idempotent, so a repeat after a lost answer does no
-// harm; the server applies them in this order (RFC 2136 3.4.2).
-func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds []Record) error {
+// harm; the server applies them in this order (RFC 2136 3.4.2). Each
+// exchange counts in UpdateCounts.
+func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds []Record) (err error) {
+	defer func() {
+		if err == nil {
+			p.updatesOK.Add(1)
+		} else {
+			p.updatesFailed.Add(1)
+		}
+	}()
 	m := new(mdns.Msg)
 	m.SetUpdate(p.zone)
 	var rrsets, del, add []mdns.RR
@@ -311,10 +322,10 @@ func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds 
 		m.RemoveRRset(rrsets)
 	}
 	for _, r := range deletes {
-		del = append(del, addrRR(r.Name, r.Addr, 0))
+		del = append(del, recordRR(r, 0))
 	}
 	for _, r := range adds {
-		add = append(add, addrRR(r.Name, r.Addr, p.ttl))
+		add = append(add, recordRR(r, p.ttl))
 	}
 	if len(del) > 0 {
 		m.Remove(del)
@@ -326,7 +337,8 @@ func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds 
 	c := &mdns.Client{Net: "tcp", Timeout: p.timeout, TsigSecret: map[string]string{p.key.name: p.key.secret}}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	r, _, err := c.ExchangeContext(ctx, m, p.server)
+	var r *mdns.Msg
+	r, _, err = c.ExchangeContext(ctx, m, p.server)
 	what := fmt.Sprintf("dns: rfc2136 update of %s at %s", p.zone, p.server)
 	if r != nil {
 		if t := r.IsTsig(); t != nil && t.Error != 0 {
@@ -350,6 +362,13 @@ func (p *RFC2136) exchange(ctx context.Context, replace []string, deletes, adds 
 		err = errors.New("no answer")
 	}
 	return fmt.Errorf("%s: %w: %w", what, ErrPending, err)
+}
+
+// UpdateCounts are the UPDATE messages sent since the publisher was made:
+// ok, those the server applied (NOERROR, with a valid signature); failed,
+// the others (refused, a TSIG error, a server failure, no answer).
+func (p *RFC2136) UpdateCounts() (ok, failed uint64) {
+	return p.updatesOK.Load(), p.updatesFailed.Load()
 }
 
 // Damaged is the error that describes a damaged ledger found by

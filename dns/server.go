@@ -32,6 +32,7 @@ type Server struct {
 
 	notify  *notifier
 	damaged error // a damaged state file found by NewServer
+	counts  queryCounts
 }
 
 // NewServer validates the configuration and loads the kept state (records

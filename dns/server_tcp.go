@@ -207,6 +207,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.tcp.setIdle(c, false, time.Now())
 		resp, more := s.serve(&w.worker, w.req[:n], w.out[:], true)
 		if resp != nil {
+			s.counts.tcp.add(w.rcode)
 			_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 			for _, m := range append([][]byte{resp}, more...) {
 				if err := writeTCP(c, m); err != nil {

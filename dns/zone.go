@@ -67,6 +67,14 @@ func addrRR(name string, a netip.Addr, ttl uint32) mdns.RR {
 	return &mdns.AAAA{Hdr: mdns.RR_Header{Name: name, Rrtype: mdns.TypeAAAA, Class: mdns.ClassINET, Ttl: ttl}, AAAA: a.AsSlice()}
 }
 
+// recordRR is the resource record of a normalized Record.
+func recordRR(r Record, ttl uint32) mdns.RR {
+	if r.TXT != "" {
+		return &mdns.TXT{Hdr: mdns.RR_Header{Name: r.Name, Rrtype: mdns.TypeTXT, Class: mdns.ClassINET, Ttl: ttl}, Txt: []string{r.TXT}}
+	}
+	return addrRR(r.Name, r.Addr, ttl)
+}
+
 // wireName packs a canonical (lowercase) name into wire form.
 func wireName(name string) ([]byte, error) {
 	buf := make([]byte, 256)
@@ -143,7 +151,7 @@ func collectRRsets(z *zoneData, soa *mdns.SOA, records []Record) (sets rrsets, g
 		}
 	}
 	for _, r := range records {
-		sets.add(addrRR(r.Name, r.Addr, z.ttl))
+		sets.add(recordRR(r, z.ttl))
 	}
 	return sets, glue
 }
@@ -213,12 +221,12 @@ func nxdomainAnswer(soa *mdns.SOA) (answer, error) {
 }
 
 // transferOrder is the zone as a transfer sends it: SOA, NS, then the
-// addresses by name (the transfer adds the closing SOA).
+// addresses and challenge texts by name (the transfer adds the closing SOA).
 func transferOrder(sets rrsets, zone string) []mdns.RR {
 	xfr := []mdns.RR{sets[zone][mdns.TypeSOA][0]}
 	xfr = append(xfr, sets[zone][mdns.TypeNS]...)
 	for _, name := range slices.Sorted(maps.Keys(sets)) {
-		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
+		for _, t := range []uint16{mdns.TypeA, mdns.TypeAAAA, mdns.TypeTXT} {
 			xfr = append(xfr, sets[name][t]...)
 		}
 	}

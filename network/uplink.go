@@ -145,3 +145,15 @@ func sysctlBool(b bool) string {
 	}
 	return "0"
 }
+
+// UplinkHasIPv6 reports whether the LAN advertises an IPv6 prefix, as the box's uplink has seen
+// it (router advertisement): every LAN pod then gets an address of it by SLAAC, and a pod that has
+// none yet is still on its way. On an IPv6-less LAN, or before the first advertisement, false.
+func (m *Manager) UplinkHasIPv6() (bool, error) {
+	name, err := m.resolveUplink()
+	if err != nil {
+		return false, fmt.Errorf("network: %w", err)
+	}
+	_, ok := m.advertisedPrefix(name)
+	return ok, nil
+}

@@ -465,6 +465,28 @@ type HostService struct {
 	// TemporaryFileSystem hides directories: each is an empty read-only tmpfs in the
 	// service's view.
 	TemporaryFileSystem []string
+
+	// NetworkNamespacePath runs the service in that network namespace (e.g. a pod's).
+	NetworkNamespacePath string
+	// DynamicUser runs the service as a user systemd allocates while it runs (named User, or
+	// after the unit): it owns nothing on disk, and shares no uid with another service.
+	DynamicUser bool
+	// Credentials are files systemd reads (as root) at each start and gives the service, in its
+	// own $CREDENTIALS_DIRECTORY readable by it only (LoadCredential=): how a root-only file
+	// reaches a dynamic user, and nothing else of its directory.
+	Credentials []Credential
+	// BindsTo and PartOf tie the service to other units: it stops when they stop (and, with
+	// PartOf, restarts with them). Each is also ordered After.
+	BindsTo, PartOf []string
+	// Capabilities the service keeps (ambient and bounding; under Sandbox too), e.g.
+	// CAP_NET_BIND_SERVICE to bind :443; empty = none.
+	Capabilities []string
+}
+
+// Credential is one LoadCredential= of a HostService.
+type Credential struct {
+	Name string // the file's name in $CREDENTIALS_DIRECTORY
+	Path string // absolute host path, read by systemd at start
 }
 
 // UnitName is the service's unit name.
@@ -490,6 +512,11 @@ func (h HostService) Unit() (Unit, error) {
 			return fail(errkind.BadInputf("address family %q", f))
 		}
 	}
+	for _, c := range h.Capabilities {
+		if !capName.MatchString(c) {
+			return fail(errkind.BadInputf("capability %q", c))
+		}
+	}
 	b := &unitBuilder{}
 	desc := h.Description
 	if desc == "" {
@@ -500,6 +527,14 @@ func (h HostService) Unit() (Unit, error) {
 		b.set("Unit", "Wants", tokensValue, "wants", u)
 	}
 	for _, u := range h.After {
+		b.set("Unit", "After", tokensValue, "after", u)
+	}
+	for _, u := range h.BindsTo {
+		b.set("Unit", "BindsTo", tokensValue, "binds to", u)
+		b.set("Unit", "After", tokensValue, "after", u)
+	}
+	for _, u := range h.PartOf {
+		b.set("Unit", "PartOf", tokensValue, "part of", u)
 		b.set("Unit", "After", tokensValue, "after", u)
 	}
 	b.set("Service", "Type", tokensValue, "type", cmp.Or(h.Type, "exec"))
@@ -513,8 +548,20 @@ func (h HostService) Unit() (Unit, error) {
 	if h.Group != "" {
 		b.set("Service", "Group", tokensValue, "group", h.Group)
 	}
+	if h.DynamicUser {
+		b.fixed("Service", "DynamicUser", "yes")
+	}
+	if h.NetworkNamespacePath != "" {
+		b.set("Service", "NetworkNamespacePath", pathValue, "network namespace", h.NetworkNamespacePath)
+	}
+	for _, c := range h.Credentials {
+		b.set("Service", "LoadCredential", credentialValue, "credential", c.Name, c.Path)
+	}
 	if h.Sandbox {
-		sandboxOptions(b, h.AddressFamilies)
+		sandboxOptions(b, h.AddressFamilies, h.Capabilities)
+	} else if len(h.Capabilities) > 0 {
+		b.set("Service", "CapabilityBoundingSet", tokensValue, "capabilities", h.Capabilities...)
+		b.set("Service", "AmbientCapabilities", tokensValue, "capabilities", h.Capabilities...)
 	}
 	for _, p := range h.ReadWritePaths {
 		b.set("Service", "ReadWritePaths", pathValue, "ReadWritePaths", p)
@@ -538,7 +585,7 @@ func (h HostService) Unit() (Unit, error) {
 }
 
 // sandboxOptions adds the settings of HostService.Sandbox.
-func sandboxOptions(b *unitBuilder, families []string) {
+func sandboxOptions(b *unitBuilder, families, caps []string) {
 	if len(families) == 0 {
 		families = []string{"AF_UNIX", "AF_INET", "AF_INET6"}
 	}
@@ -568,9 +615,12 @@ func sandboxOptions(b *unitBuilder, families []string) {
 		{"SystemCallFilter", "@system-service"},
 		{"SystemCallErrorNumber", "EPERM"},
 	} {
-		if kv[1] == "" {
+		switch {
+		case kv[1] == "" && len(caps) > 0:
+			b.set("Service", kv[0], tokensValue, "capabilities", caps...)
+		case kv[1] == "":
 			b.fixed("Service", kv[0])
-		} else {
+		default:
 			b.fixed("Service", kv[0], kv[1])
 		}
 		if kv[0] == "ProtectSystem" {

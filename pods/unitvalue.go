@@ -39,6 +39,8 @@ const (
 	// genvalue.Check; written double-quoted like a command word, '%' doubled ('$' is literal
 	// in Environment=).
 	assignmentValue
+	// credentialValue is ID:PATH of LoadCredential=: ID a token, PATH a pathValue.
+	credentialValue
 	// limitValue is a resource limit (MemoryMax=, CPUQuota=...) that Limits.Check accepted:
 	// letters, digits and '%' only, written as is (these settings expand no specifier).
 	limitValue
@@ -50,8 +52,9 @@ const (
 // (which match ErrBadInput and never repeat a value that could be a secret).
 func unitValue(kind valueKind, field string, values ...string) (string, error) {
 	switch kind {
-	case textValue, pathValue, bindValue, relPathValue, readOnlyTmpfsValue, assignmentValue:
-		if len(values) != 1 && kind != bindValue || kind == bindValue && len(values) != 2 {
+	case textValue, pathValue, bindValue, relPathValue, readOnlyTmpfsValue, assignmentValue, credentialValue:
+		pair := kind == bindValue || kind == credentialValue
+		if len(values) != 1 && !pair || pair && len(values) != 2 {
 			return "", fmt.Errorf("pods: %s: %d values for one setting", field, len(values)) // a bug, not input
 		}
 	}
@@ -76,6 +79,11 @@ func unitValue(kind valueKind, field string, values ...string) (string, error) {
 			}
 		}
 		return values[0] + ":" + values[1], nil
+	case credentialValue:
+		if !isToken(values[0]) || strings.ContainsRune(values[0], '@') {
+			return "", errkind.BadInputf("%s: credential name: only letters, digits and _.+-", field)
+		}
+		return values[0] + ":" + values[1], genvalue.Path(field, values[1])
 	case relPathValue:
 		v := values[0]
 		if strings.HasPrefix(v, "/") || v == "" {

@@ -13,8 +13,11 @@
 # with dig against the expected zone, before and after the rounds), loses more than 1% of its
 # queries in any round, or (BIND) writes a query log.
 #
+# BASELINE=REV adds "baseline": the built-in server as git revision REV builds it, interleaved
+# with the working tree's, to show what a change did to its throughput (builtin/baseline).
+#
 # Usage: bash e2e/bench/dns.sh     (DURATION=10 ROUNDS=3 CLIENTS=8 MODES="pinned unpinned"
-#                                   SERVERS="builtin bind knot nsd echo")
+#                                   SERVERS="builtin bind knot nsd echo" BASELINE=main)
 # Missing Debian packages (bind9 knot knot-dnsutils nsd dnsperf) are installed when run as root.
 set -euo pipefail
 
@@ -23,6 +26,8 @@ ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
 MODES=${MODES:-pinned unpinned}
 SERVERS=${SERVERS:-builtin bind knot nsd echo}
+BASELINE=${BASELINE:-}
+[ -z "$BASELINE" ] || SERVERS="$SERVERS baseline"
 ZONE=bench.example
 CORES=$(nproc)
 
@@ -76,6 +81,12 @@ PY
 
 echo "building the benchmark server..."
 (cd "$ROOT" && go build -o "$WORK/benchserver" ./dns/internal/benchserver)
+if [ -n "$BASELINE" ]; then
+	echo "building the benchmark server of $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))..."
+	mkdir "$WORK/baseline-src"
+	git -C "$ROOT" archive "$BASELINE" | tar -x -C "$WORK/baseline-src"
+	(cd "$WORK/baseline-src" && go build -o "$WORK/baseline-benchserver" ./dns/internal/benchserver)
+fi
 
 # The zone: app00..app99 with an AAAA each; app00..app09 also have an A.
 : >"$WORK/records.txt"
@@ -223,6 +234,7 @@ start_servers() { # $1: mode
 	for s in $SERVERS; do
 		case $s in
 		builtin) "${pin[@]}" "$WORK/benchserver" -listen "127.0.0.1:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/builtin.log" 2>&1 & ;;
+		baseline) "${pin[@]}" "$WORK/baseline-benchserver" -listen "127.0.0.1:${PORT[$s]}" -zone "$ZONE." -records "$WORK/records.txt" >"$WORK/baseline.log" 2>&1 & ;;
 		echo) "${pin[@]}" "$WORK/benchserver" -echo -listen "127.0.0.1:${PORT[$s]}" >"$WORK/echo.log" 2>&1 & ;;
 		bind) "${pin[@]}" named -g -c "$WORK/bind/named.conf" >"$WORK/bind.log" 2>&1 & ;;
 		knot) "${pin[@]}" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot.log" 2>&1 & ;;
@@ -304,7 +316,7 @@ for mode in $MODES; do
 	best=0 bestname="" line="$mode:"
 	for s in $SERVERS; do
 		line="$line $s ${MED[$mode.$s]}"
-		case $s in builtin | echo) continue ;; esac
+		case $s in builtin | echo | baseline) continue ;; esac
 		if [ "${MED[$mode.$s]}" -gt "$best" ]; then best=${MED[$mode.$s]} bestname=$s; fi
 	done
 	line="$line qps;"

@@ -43,6 +43,9 @@ var (
 	BoxLANIP  = netip.MustParseAddr("2001:db8:1::53")
 	// ClientIPv4 is the LAN client's address when the LAN has IPv4 (dnsmasq leases from .100).
 	ClientIPv4 = netip.MustParseAddr("192.0.2.10")
+	// BoxIPv4 is the box's own IPv4 address when the LAN has IPv4 (as a router's DHCP would give
+	// it): the one address every app shares through the edge.
+	BoxIPv4 = netip.MustParseAddr("192.0.2.2")
 )
 
 // Options describe a lab.
@@ -237,6 +240,11 @@ func (l *Lab) startLAN(ctx context.Context) error {
 			ClientIPv4.String()+"/24", "dev", "eth0").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("client IPv4: %w: %s", err, out)
+		}
+		out, err = exec.CommandContext(ctx, "ip", "-n", filepath.Base(l.state.BoxNetns), "addr", "add",
+			BoxIPv4.String()+"/24", "dev", net.Uplink()).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("box IPv4: %w: %s", err, out)
 		}
 	}
 	return nil

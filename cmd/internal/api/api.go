@@ -57,6 +57,7 @@ type AppStatus struct {
 	Network    NetStatus         `json:"network"`
 	Onion      OnionStatus       `json:"onion"`
 	DNS        DNSRecord         `json:"dns"`
+	TLS        *TLSStatus        `json:"tls,omitempty"` // tls.mode = "acme" only
 	LastError  string            `json:"last_error,omitempty"`
 	Steps      []Step            `json:"steps,omitempty"` // the last reconcile pass, step by step
 	// Damaged are the quarantined copies of the app's damaged records (kept for the user).
@@ -143,6 +144,19 @@ type DNSRecord struct {
 	Name      string   `json:"name,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Published bool     `json:"published"`
+}
+
+// TLSStatus is the app's HTTPS: its certificate and front.
+type TLSStatus struct {
+	Issuer      string    `json:"issuer,omitempty"`
+	NotAfter    time.Time `json:"not_after,omitzero"`
+	RenewAt     time.Time `json:"renew_at,omitzero"`     // when the next attempt is due
+	LastRenewal time.Time `json:"last_renewal,omitzero"` // when this daemon obtained the one in place
+	LastError   string    `json:"last_error,omitempty"`  // the last attempt's failure
+	Failures    int       `json:"failures,omitempty"`
+	Front       bool      `json:"front"`            // the HTTPS front serves it
+	Serves      string    `json:"serves,omitempty"` // what the front proxies to: CONTAINER:PORT in the pod
+	Note        string    `json:"note,omitempty"`
 }
 
 // DNSStatus is what `onionpod dns ls` shows: where records go and which are published.

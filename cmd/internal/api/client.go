@@ -231,6 +231,13 @@ func (c *Client) Sync(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/sync", nil, nil, nil)
 }
 
+// RenewTLS obtains a new certificate for an app now (tls.mode = "acme").
+func (c *Client) RenewTLS(ctx context.Context, name string) (AppStatus, error) {
+	var st AppStatus
+	err := c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/tls/renew", nil, nil, &st)
+	return st, err
+}
+
 // busyError is a 429 answer: it matches ErrBusy and says what the daemon said.
 type busyError string
 

@@ -8,6 +8,7 @@
 //	onion = true                  # an onion service (run --onion; expose sets it)
 //	onion_only = false            # --onion-only
 //	ipv4 = false                  # --ipv4
+//	onion_location = false        # --no-onion-location: no Onion-Location on its HTTPS answers (default true)
 //
 //	[limits]                      # defaults of every container (each may set its own)
 //	memory = "1G"                 # MemoryMax: bytes (K, M, G, T), a percentage of the box's, or "infinity"
@@ -67,13 +68,14 @@ const MaxSize = 1 << 20
 
 // file is an app file as TOML has it.
 type file struct {
-	Version    int         `toml:"version"`
-	Name       string      `toml:"name"`
-	Onion      bool        `toml:"onion"`
-	OnionOnly  bool        `toml:"onion_only"`
-	IPv4       bool        `toml:"ipv4"`
-	Limits     *limits     `toml:"limits,omitempty"`
-	Containers []container `toml:"containers"`
+	Version       int         `toml:"version"`
+	Name          string      `toml:"name"`
+	Onion         bool        `toml:"onion"`
+	OnionOnly     bool        `toml:"onion_only"`
+	IPv4          bool        `toml:"ipv4"`
+	OnionLocation *bool       `toml:"onion_location,omitempty"` // false: NoOnionLocation; left out: true
+	Limits        *limits     `toml:"limits,omitempty"`
+	Containers    []container `toml:"containers"`
 }
 
 type container struct {
@@ -157,7 +159,8 @@ func Parse(data []byte, name, dir string) (App, error) {
 	if f.Version != 0 && f.Version != Version {
 		return fail(at("version"), "version %d: this onionpod reads version %d", f.Version, Version)
 	}
-	out := App{App: store.App{Name: f.Name, Onion: f.Onion, OnionOnly: f.OnionOnly, IPv4: f.IPv4}, Local: map[string]string{}}
+	out := App{App: store.App{Name: f.Name, Onion: f.Onion, OnionOnly: f.OnionOnly, IPv4: f.IPv4,
+		NoOnionLocation: f.OnionLocation != nil && !*f.OnionLocation}, Local: map[string]string{}}
 	if f.Name == "" {
 		return fail(0, "name: the app's name is missing")
 	}
@@ -400,6 +403,9 @@ func Format(app store.App) []byte {
 func body(app store.App) []byte {
 	f := file{Version: Version, Name: app.Name, Onion: app.Onion, OnionOnly: app.OnionOnly, IPv4: app.IPv4,
 		Limits: limitsOf(app.Limits)}
+	if app.NoOnionLocation {
+		f.OnionLocation = new(bool) // false
+	}
 	for _, c := range app.Containers {
 		fc := container{Name: c.Name, Image: c.Image, Static: c.Static, Entrypoint: c.Entrypoint, Command: c.Command,
 			Env: c.Env, User: c.User, After: c.After, Limits: limitsOf(c.Limits)}

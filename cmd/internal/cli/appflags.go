@@ -29,6 +29,8 @@ type appFlags struct {
 	OnionOnly bool
 	IPv4      bool
 	Timeout   time.Duration
+	// NoOnionLocation: no Onion-Location header on the app's HTTPS responses.
+	NoOnionLocation bool
 
 	// Changed names the flags given on the command line: only those change the app.
 	Changed map[string]bool
@@ -48,6 +50,7 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.OnionOnly, "onion-only", false, "darknet only: no LAN interface, nothing in DNS")
 	fl.BoolVar(&f.IPv4, "ipv4", false, "also ask the LAN's DHCP server for an IPv4 address")
 	fl.DurationVar(&f.Timeout, "timeout", 3*time.Minute, "how long to wait for the app")
+	fl.BoolVar(&f.NoOnionLocation, "no-onion-location", false, "no Onion-Location header on the app's HTTPS answers")
 }
 
 // parse records which flags cmd was given, and refuses a combination that makes no sense
@@ -154,6 +157,9 @@ func (f *appFlags) apply(app *store.App) error {
 	}
 	if len(app.Containers) > 0 {
 		app.Containers[0] = c
+	}
+	if changed("no-onion-location") {
+		app.NoOnionLocation = f.NoOnionLocation
 	}
 	if changed("onion-only") {
 		app.OnionOnly = f.OnionOnly

@@ -141,6 +141,7 @@ func TestStatusOutput(t *testing.T) {
 	failed.Unit.MainPID, failed.Unit.Restarts, failed.Unit.Since = 4242, 2, now.Add(-time.Hour)
 	failed.Onion.Clients = 2
 	apps := append(someApps(), failed, podOfContainers(now))
+	apps = append(apps, withTLS(now)...)
 	f := newFakeDaemon(apps...)
 	for _, a := range apps {
 		name := a.App.Name
@@ -153,6 +154,10 @@ func TestStatusOutput(t *testing.T) {
 		return runStatus(&statusOptions{IO: s, Ctx: t.Context(), Client: client[statusClient](f), Now: time.Now, App: "shop", JSON: true})
 	})
 	golden(t, "status-shop.json", out)
+	out, _ = bothTerminals(t, func(s IO) error {
+		return runStatus(&statusOptions{IO: s, Ctx: t.Context(), Client: client[statusClient](f), Now: time.Now, App: "www", JSON: true})
+	})
+	golden(t, "status-www.json", out)
 
 	// A bad name is refused before the daemon is asked.
 	asked := len(f.calls)
@@ -412,6 +417,40 @@ func TestDNSLsOutput(t *testing.T) {
 	golden(t, "dns-ls.txt", out)
 }
 
+// TestTLSRenewOutput: tls renew prints the app's certificate lines as status does (and the TLS
+// part of its status as JSON); a bad name is refused before the daemon is asked, and what the
+// daemon refuses (no certificate for an onion-only app) is bad input.
+func TestTLSRenewOutput(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	www := withTLS(now)[0]
+	www.TLS.LastRenewal, www.TLS.RenewAt, www.TLS.LastError, www.TLS.Failures = now, now.Add(40*24*time.Hour), "", 0
+	f := newFakeDaemon(www, observedAt(notesApp))
+	opts := func(s IO, app string, json bool) *tlsRenewOptions {
+		return &tlsRenewOptions{IO: s, Ctx: t.Context(), Client: client[tlsRenewClient](f), Now: func() time.Time { return now },
+			App: app, JSON: json, Timeout: time.Minute}
+	}
+	out, _ := bothTerminals(t, func(s IO) error { return runTLSRenew(opts(s, "www", false)) })
+	golden(t, "tls-renew.txt", out)
+	out, _ = bothTerminals(t, func(s IO) error { return runTLSRenew(opts(s, "www", true)) })
+	golden(t, "tls-renew.json", out)
+	if !slices.Contains(f.calls, "renew tls www") {
+		t.Errorf("the daemon was asked %v", f.calls)
+	}
+
+	asked := len(f.calls)
+	s, _, _ := streams(false)
+	if err := runTLSRenew(opts(s, "-bad-", false)); exitCode(err) != exitBadInput {
+		t.Errorf("tls renew -bad-: %v (exit %d), want bad input", err, exitCode(err))
+	}
+	if len(f.calls) != asked {
+		t.Errorf("the daemon was asked %v", f.calls[asked:])
+	}
+	s, out2, _ := streams(false)
+	if err := runTLSRenew(opts(s, "notes", false)); exitCode(err) != exitBadInput || out2.Len() > 0 {
+		t.Errorf("tls renew notes (onion-only): %v (exit %d), printed %q; want bad input and nothing printed", err, exitCode(err), out2)
+	}
+}
+
 func TestHumanBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 999: "999 B", 1000: "1.0 kB", 4_718_592: "4.7 MB", 123_456_789: "123 MB", 5e12: "5.0 TB"} {
 		if got := humanBytes(n); got != want {
@@ -430,7 +469,10 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"onion", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod onion\"\nRun 'onionpod onion --help' for usage.\n"},
 		{[]string{"onion", "auth", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod onion auth\"\nRun 'onionpod onion auth --help' for usage.\n"},
+		{[]string{"dashboard", "client", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod dashboard client\"\nRun 'onionpod dashboard client --help' for usage.\n"},
 		{[]string{"image", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod image\"\nRun 'onionpod image --help' for usage.\n"},
+		{[]string{"tls", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod tls\"\nRun 'onionpod tls --help' for usage.\n"},
+		{[]string{"tls", "renew"}, 2, "onionpod: onionpod tls renew expects APP, got 0 argument(s)\nRun 'onionpod tls renew --help' for usage.\n"},
 		{[]string{"dns", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod dns\"\nRun 'onionpod dns --help' for usage.\n"},
 		{[]string{"config", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod config\"\nRun 'onionpod config --help' for usage.\n"},
 		{[]string{"lab", "nope"}, 2, "onionpod: unknown command \"nope\" for \"onionpod lab\"\nRun 'onionpod lab --help' for usage.\n"},
@@ -440,6 +482,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "blog", "--image", "x", "--static", "/tmp"}, 2, "onionpod: give --image or --static, not both\nRun 'onionpod run --help' for usage.\n"},
 		{[]string{"onion"}, 0, ""},
 		{[]string{"image"}, 0, ""},
+		{[]string{"dashboard", "client"}, 0, ""},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer
@@ -451,6 +494,24 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("onionpod %v: no help on stdout:\n%s", c.args, out.String())
 		}
 	}
+}
+
+// withTLS are apps on the clearnet with tls.mode = "acme": www has a certificate its front
+// serves, and failed to renew it twice; api serves its own TLS (no front).
+func withTLS(now time.Time) []api.AppStatus {
+	www := blogApp
+	www.Name = "www"
+	www.Containers = []store.Container{{Name: "www", Image: "registry.example/www:1"}}
+	wwwSt := observedAt(www)
+	wwwSt.Probes = []probe.Result{{Path: probe.PathIPv6, At: now.Add(-time.Minute), OK: true, Status: 200, TLS: true, Latency: 12 * time.Millisecond}}
+	wwwSt.TLS = &api.TLSStatus{Issuer: "Pebble Intermediate CA 5e1d2f", NotAfter: now.Add(60*24*time.Hour + time.Hour),
+		RenewAt: now.Add(time.Hour), LastRenewal: now.Add(-30 * 24 * time.Hour), Front: true, Serves: "www:8080",
+		LastError: "certs: app \"www\": acme: the CA's DNS does not see the challenge record", Failures: 2}
+	apiApp := store.App{Name: "api", Containers: []store.Container{{Name: "api", Image: "registry.example/api:1"}},
+		Ports: []store.Port{{Public: 443, Target: 8443}}, Generation: 1}
+	apiSt := observedAt(apiApp)
+	apiSt.TLS = &api.TLSStatus{Note: "no front: the app publishes no web port, or 443 itself"}
+	return []api.AppStatus{wwwSt, apiSt}
 }
 
 // podOfContainers is an app of two containers with health checks: the database restarted once
@@ -481,5 +542,21 @@ func podOfContainers(now time.Time) api.AppStatus {
 				Since: now.Add(-50 * time.Second)}},
 	}
 	st.Unit = st.Containers[0].Unit
+	// Its certificate is not there yet: the first attempt failed.
+	st.TLS = &api.TLSStatus{RenewAt: now.Add(5 * time.Minute), Serves: "web:8080",
+		LastError: "certs: app \"pod\": acme: connection refused", Failures: 1}
 	return st
+}
+
+// TestTimeLeft: a certificate's life in days, in hours under two days, expired once over.
+func TestTimeLeft(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		60*24*time.Hour + time.Hour: "60 days left",
+		36 * time.Hour:              "36h0m0s left",
+		-time.Minute:                "EXPIRED",
+	} {
+		if got := timeLeft(d); got != want {
+			t.Errorf("timeLeft(%v) = %q, want %q", d, got, want)
+		}
+	}
 }

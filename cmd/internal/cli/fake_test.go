@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -36,6 +38,10 @@ type fakeDaemon struct {
 	dns    api.DNSStatus
 	logs   string
 	synced int
+
+	dashboard api.DashboardStatus // the dashboard's LAN side, onion service and devices
+	loginKey  string
+	logins    int // login keys made
 }
 
 func newFakeDaemon(apps ...api.AppStatus) *fakeDaemon {
@@ -210,9 +216,100 @@ func (f *fakeDaemon) PruneImages(ctx context.Context) (api.PruneReport, error) {
 	return f.pruned, nil
 }
 
+// RenewTLS answers as the daemon: the app's status after the renewal (as stored here), or bad
+// input for an app that gets no certificate.
+func (f *fakeDaemon) RenewTLS(ctx context.Context, name string) (api.AppStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("renew tls %s", name)
+	st, ok := f.apps[name]
+	if !ok {
+		return api.AppStatus{}, errkind.NotFoundf("daemon: app %q: no such app", name)
+	}
+	if st.TLS == nil || st.TLS.Note != "" {
+		return api.AppStatus{}, errkind.BadInputf("app %q gets no certificate (onion-only, stopped, or no web port)", name)
+	}
+	return st, nil
+}
+
 func (f *fakeDaemon) Sync(ctx context.Context) error {
 	f.synced++
 	return nil
+}
+
+func (f *fakeDaemon) DashboardStatus(ctx context.Context) (api.DashboardStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard status")
+	return f.dashboard, nil
+}
+
+// DashboardEnable turns the onion on (the address of the app "dashboard") and adds client as
+// the first device unless there is one, as the daemon does.
+func (f *fakeDaemon) DashboardEnable(ctx context.Context, client string) (api.DashboardStatus, api.DashboardClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard enable %s", client)
+	o := &f.dashboard.Onion
+	o.Enabled, o.Address = true, onionOf("dashboard")
+	if len(o.Clients) > 0 {
+		return f.dashboard, api.DashboardClient{}, nil
+	}
+	o.Clients = []string{client}
+	return f.dashboard, credentialOf(client), nil
+}
+
+func (f *fakeDaemon) DashboardDisable(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard disable")
+	f.dashboard.Onion.Enabled, f.dashboard.Onion.Added, f.dashboard.Onion.Published = false, false, false
+	return nil
+}
+
+func (f *fakeDaemon) DashboardLogin(ctx context.Context, rotate bool) (api.DashboardLogin, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard login rotate=%v", rotate)
+	if f.loginKey == "" || rotate {
+		f.logins++
+		f.loginKey = fmt.Sprintf("login-key-%d", f.logins)
+	}
+	return api.DashboardLogin{Key: f.loginKey, Listen: f.dashboard.Listen}, nil
+}
+
+func (f *fakeDaemon) DashboardAddClient(ctx context.Context, name string) (api.DashboardClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard add %s", name)
+	if !names.IsLabel(name) {
+		return api.DashboardClient{}, errkind.BadInputf("dashboard: device name %q: want letters, digits and -", name)
+	}
+	if slices.Contains(f.dashboard.Onion.Clients, name) {
+		return api.DashboardClient{}, errkind.Conflictf("dashboard: device %q exists", name)
+	}
+	f.dashboard.Onion.Clients = append(f.dashboard.Onion.Clients, name)
+	return credentialOf(name), nil
+}
+
+func (f *fakeDaemon) DashboardRemoveClient(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.called("dashboard rm %s", name)
+	i := slices.Index(f.dashboard.Onion.Clients, name)
+	if i < 0 {
+		return errkind.NotFoundf("dashboard: no device %q", name)
+	}
+	f.dashboard.Onion.Clients = slices.Delete(f.dashboard.Onion.Clients, i, i+1)
+	return nil
+}
+
+// credentialOf is the fake key of a new device of the dashboard (the forms tor's are in).
+func credentialOf(name string) api.DashboardClient {
+	key := strings.ToUpper(strings.Repeat(string(name[0]), 52))
+	addr := onionOf("dashboard")
+	return api.DashboardClient{Name: name, Address: addr, PrivateKey: key,
+		AuthPrivate: strings.TrimSuffix(addr, ".onion") + ":descriptor:x25519:" + key}
 }
 
 // client returns the fake as the lazy client a command's options hold.

@@ -19,7 +19,7 @@ import (
 // newInternalCmd holds commands onionpod's own units run; users never need them.
 func newInternalCmd(env *Env) *cobra.Command {
 	cmd := groupCmd(&cobra.Command{Use: "internal", Short: "Commands run by onionpod's units", Hidden: true})
-	cmd.AddCommand(newNetUpCmd(env))
+	cmd.AddCommand(newNetUpCmd(env), newFrontCmd(env), newEdgeCmd(env))
 	return cmd
 }
 
@@ -76,7 +76,7 @@ func runNetUp(opts *netUpOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := m.Attach(opts.Ctx, reconcile.NetAttachment(rec))
+	res, err := m.Attach(opts.Ctx, reconcile.NetAttachment(rec, daemon.FrontAtBoot(cfg, rec)))
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,11 @@ func addressLines(a api.AppStatus) []string {
 		lines = append(lines, u)
 	}
 	if a.DNS.Name != "" {
-		lines = append(lines, "http://"+strings.TrimSuffix(a.DNS.Name, ".")+"/")
+		scheme := "http://"
+		if a.TLS != nil && a.TLS.Front { // its front answers http:// with a redirect
+			scheme = "https://"
+		}
+		lines = append(lines, scheme+strings.TrimSuffix(a.DNS.Name, ".")+"/")
 	}
 	if a.Network.LAN != "" {
 		lines = append(lines, "http://["+a.Network.LAN+"]/")

@@ -71,7 +71,7 @@ a v3 onion service whose .onion name never changes.
 		c.GroupID = "apps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newOnionCmd(env), newDNSCmd(env), newDashboardCmd(env)} {
+	for _, c := range []*cobra.Command{newOnionCmd(env), newDNSCmd(env), newTLSCmd(env), newDashboardCmd(env)} {
 		c.GroupID = "services"
 		root.AddCommand(c)
 	}

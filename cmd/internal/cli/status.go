@@ -128,12 +128,17 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 	} else {
 		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
 	}
+	printTLS(w, st, now)
 	fmt.Fprintf(w, "  ula:       %s\n", orDash(st.Network.ULA))
 	if st.Health != "" {
 		fmt.Fprintf(w, "  health:    %s\n", st.Health)
 	}
 	for _, p := range st.Probes {
-		line := fmt.Sprintf("HTTP %d in %v", p.Status, p.Latency.Round(time.Millisecond))
+		proto := "HTTP"
+		if p.TLS {
+			proto = "HTTPS"
+		}
+		line := fmt.Sprintf("%s %d in %v", proto, p.Status, p.Latency.Round(time.Millisecond))
 		if !p.OK {
 			line = fmt.Sprintf("failed at %s: %s", p.Hop, p.Err)
 		}

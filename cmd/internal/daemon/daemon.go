@@ -284,6 +284,8 @@ func (d *Daemon) appDetail(ctx context.Context, name string) (api.AppStatus, err
 	if err != nil {
 		return st, err
 	}
+	// The status shares its slices with the last pass's: this request writes its own copy.
+	st.Containers = slices.Clone(st.Containers)
 	for i, c := range st.Containers {
 		if us, err := d.parts.systemd.ContainerStatus(ctx, name, c.Name); err == nil {
 			st.Containers[i].Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState,
@@ -477,7 +479,8 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api
 // It fails, saying what, when anything of the app is still observed after that pass. The onion
 // key is kept unless purgeKey; it is purged only after the pass, so a crash in between keeps the
 // key (never loses it early). An app with no record but leftovers (a key, a unit...) can still be
-// removed. Once nothing of the app remains, the images no app uses any more are pruned.
+// removed. Once nothing of the app remains, its certificate is dropped and the images no app
+// uses any more are pruned.
 func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) error {
 	if err := names.App(name); err != nil {
 		return err
@@ -518,6 +521,7 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 			return err
 		}
 	}
+	d.forgetTLS(name)
 	d.pruneAfterRemoval(ctx, name)
 	return nil
 }

@@ -193,6 +193,9 @@ func TestInsideDamagedRecord(t *testing.T) {
 		r.must("run", app, "--image", img, "--port", "80", "--onion", "--timeout", "1m")
 		onions[app] = r.status(app).Onion.Address
 	}
+	for _, app := range apps {
+		r.published(app) // what a held app keeps includes its DNS record
+	}
 	recs := filepath.Join(r.cfg.StateDir, "apps")
 	data, err := os.ReadFile(filepath.Join(recs, "trunc.json"))
 	if err != nil {

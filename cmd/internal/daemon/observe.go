@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -63,6 +65,9 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 	}
 	prober := &probe.Prober{OnionTimeout: cfg.Probes.OnionTimeout.D(), ClearnetTimeout: cfg.Probes.ClearnetTimeout.D(),
 		UserAgent: "onionpod-probe/" + d.opts.Version}
+	if cfg.TLS.Mode == "acme" {
+		prober.Roots = probeRoots(cfg, d.log)
+	}
 	if cfg.Tor.SocksPort > 0 {
 		prober.Socks = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Tor.SocksPort))
 	}
@@ -94,6 +99,22 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 	return o, nil
 }
 
+// probeRoots are what the HTTPS probes trust: the system's roots and, for a private CA, its
+// roots (tls.ca_root), as the owner's browser would once told to.
+func probeRoots(cfg *configs.Config, log *slog.Logger) *x509.CertPool {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.TLS.CARoot != "" {
+		data, err := os.ReadFile(cfg.TLS.CARoot)
+		if err != nil || !pool.AppendCertsFromPEM(data) {
+			log.Warn("probes: tls.ca_root is not a PEM file of certificates", "err", err)
+		}
+	}
+	return pool
+}
+
 // probeDNSServer is where the probes look names up: the configured server, the built-in one
 // on loopback, or the RFC 2136 primary.
 func probeDNSServer(cfg *configs.Config) string {
@@ -117,19 +138,20 @@ func probeDNSServer(cfg *configs.Config) string {
 	return "[::1]:53"
 }
 
+// queryCounter is the built-in DNS server's answer counts; nil in the other modes (no series).
 func queryCounter(p *parts) metrics.DNSQueryCounter {
-	if qc, ok := any(p.dnsSrv).(metrics.DNSQueryCounter); ok && p.dnsSrv != nil {
-		return qc
+	if p.dnsSrv == nil {
+		return nil
 	}
-	return nil
+	return p.dnsSrv
 }
 
-// updateCounter is the RFC 2136 publisher's update counts, once it offers them.
+// updateCounter is the RFC 2136 publisher's update counts; nil in the other modes.
 func updateCounter(p *parts) metrics.DNSUpdateCounter {
-	if uc, ok := any(p.dnsUpd).(metrics.DNSUpdateCounter); ok && p.dnsUpd != nil {
-		return uc
+	if p.dnsUpd == nil {
+		return nil
 	}
-	return nil
+	return p.dnsUpd
 }
 
 // start serves the dashboard, the metrics and runs the probes until ctx ends, in goroutines of
@@ -212,6 +234,7 @@ func (o *observability) targets(ctx context.Context) ([]probe.Target, error) {
 		}
 		if a.App.Clearnet() && a.DNS.Published {
 			t.Name = a.DNS.Name
+			t.HTTPS = a.TLS != nil && a.TLS.Front // plain HTTP is a redirect there
 		}
 		out = append(out, t)
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 	case p.dnsUpd != nil:
 		wg.Go(func() { p.dnsUpd.Run(ctx) })
 	}
+	if err := d.startTLS(ctx); err != nil {
+		return err
+	}
 	wg.Go(func() {
 		for change := range p.net.Watch(ctx) {
 			d.log.Info("address changed", "app", change.App, "lan", change.LAN, "ipv4", change.IPv4)
@@ -80,6 +84,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	if wantV4 {
 		d.runDHCPDaemon(ctx, true) // before the attaches that need it
 	}
+	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
 	obs, obsErr := p.runner.Observe(ctx, desired.Apps)
 	observeTook := time.Since(tObserve)
@@ -108,6 +113,8 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 		}
 	}
 	d.lastResult, d.lastWanted = res, desired
+	d.syncFronts(ctx, desired.Apps, res)
+	d.syncEdge(ctx, desired.Apps, res)
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
 	var units map[pods.PodRef]pods.Status
@@ -285,6 +292,10 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 			damagedLeases[l.App] = append(damagedLeases[l.App], l.File)
 		}
 	}
+	lanIPv6, err := p.net.UplinkHasIPv6()
+	if err != nil {
+		lanIPv6 = true // unsure: wait for the address rather than print one that does not answer
+	}
 	next := make(map[string]api.AppStatus, len(desired.Apps)+len(desired.Held))
 	for _, app := range desired.Apps {
 		st := api.AppStatus{App: app, ObservedGeneration: app.Generation, Updated: time.Now()}
@@ -324,7 +335,8 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 		if app.Clearnet() {
 			st.DNS = dnsRecordOf(app.Name, d.cfg.DNS.Zone, published)
 		}
-		st.State, st.LastError = stateOf(app, st, r, res, st.LastError)
+		st.TLS = p.tls.tlsStatus(app)
+		st.State, st.LastError = stateOf(app, st, r, res, st.LastError, lanIPv6)
 		st.Damaged = damagedLeases[app.Name]
 		if b := d.retries[app.Name]; b != nil && st.State == api.StateFailed {
 			st.RetryAt = b.next
@@ -363,7 +375,10 @@ func (d *Daemon) heldObserved(name string, units map[pods.PodRef]pods.Status, on
 // stateOf decides what the user is told: stopped, failed (a step of the app failed, or a
 // container's unit), running (every container's unit active and, with a health check, healthy;
 // onion added if wanted, DNS published if it has a LAN address) or starting.
-func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconcile.Result, lastErr string) (string, string) {
+// lanIPv6 says that the LAN advertises an IPv6 prefix (the box's uplink has an address of it): a
+// clearnet app is not running before its pod has its LAN address and its name is published, so
+// the addresses run and expose print answer.
+func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconcile.Result, lastErr string, lanIPv6 bool) (string, string) {
 	if app.Stopped {
 		return api.StateStopped, lastErr
 	}
@@ -412,6 +427,10 @@ func stateOf(app store.App, st api.AppStatus, r *reconcile.AppResult, res reconc
 	}
 	if app.Clearnet() && st.Network.LAN != "" && !st.DNS.Published {
 		running = false
+	}
+	if app.Clearnet() && st.Network.LAN == "" && lanIPv6 && running {
+		running = false
+		lastErr = cmp.Or(lastErr, "waiting for the pod's IPv6 address on the LAN (router advertisement, duplicate address detection)")
 	}
 	if running {
 		return api.StateRunning, lastErr

@@ -86,6 +86,12 @@ func newRigWith(t *testing.T, group string) *rig {
 	os.Chmod(filepath.Dir(r.dir), 0o755)
 	// The box's namespace by a path that names it whatever thread reads it: its PID 1's.
 	r.lan = nettest.New(t, nettest.Options{BoxNetns: "/proc/1/ns/net"})
+	// The box is online, as at network-online.target: its uplink has seen the LAN's prefix
+	// (router advertisement), so a clearnet app is running once its address is published.
+	waitFor(t, 30*time.Second, "the box's SLAAC address on the LAN", func() bool {
+		out, _ := exec.Command("ip", "-6", "-o", "addr", "show", "dev", r.lan.Uplink(), "scope", "global", "dynamic").Output()
+		return strings.TrimSpace(string(out)) != ""
+	})
 	r.tor = oniontest.NewOffline(t)
 	// Persist: no parent-death signal. Go ties it to the thread that started named, and the
 	// in-process daemon ends threads (those it locked into a pod's namespace): named would get
@@ -247,6 +253,17 @@ func (r *rig) status(app string) api.AppStatus {
 }
 
 // unitActive reports whether the app's pod unit runs, asking systemd.
+// published waits until the app's DNS record is in BIND (its pod's LAN address comes by SLAAC a
+// few seconds after the pod starts, the box's own first).
+func (r *rig) published(app string) {
+	r.t.Helper()
+	for deadline := time.Now().Add(time.Minute); aaaa(r.t, r.named, app) == ""; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s: no AAAA record in BIND after a minute (status: %+v)", app, r.status(app))
+		}
+	}
+}
+
 func (r *rig) unitActive(app string) bool {
 	out, _ := exec.Command("systemctl", "is-active", "onionpod-pod-"+app+".service").Output()
 	return strings.TrimSpace(string(out)) == "active"

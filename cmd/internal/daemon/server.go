@@ -104,6 +104,14 @@ func (d *Daemon) handler() http.Handler {
 		}
 		logs(w, r)
 	})
+	mux.HandleFunc("POST /v1/apps/{name}/tls/renew", func(w http.ResponseWriter, r *http.Request) {
+		st, err := d.renewTLS(r.Context(), r.PathValue("name"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, st)
+	})
 	mux.HandleFunc("GET /v1/dns", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, d.dnsStatus())
 	})

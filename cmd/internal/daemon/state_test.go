@@ -55,9 +55,10 @@ func TestStateOf(t *testing.T) {
 		{"unit restarting", web, with(func(s *api.AppStatus) { s.Containers[0].Unit.SubState = "auto-restart" }), nil, reconcile.Result{}, api.StateStarting, false},
 		{"tor down", web, with(func(s *api.AppStatus) { s.Onion.Added = false }), nil, torDown, api.StateStarting, true},
 		{"tor refused the service", web, with(func(s *api.AppStatus) { s.Onion.Err = "550 collision" }), nil, reconcile.Result{}, api.StateFailed, true},
+		{"waiting for its LAN address", web, with(func(s *api.AppStatus) { s.Network.LAN, s.DNS.Published = "", false }), nil, reconcile.Result{}, api.StateStarting, true},
 		{"dns pending", web, with(func(s *api.AppStatus) { s.DNS.Published = false }), nil, reconcile.Result{DNSErr: dns.ErrPending}, api.StateStarting, true},
 		{"dns rejected", web, with(func(s *api.AppStatus) { s.DNS.Published = false }), nil, reconcile.Result{DNSErr: dns.ErrRejected}, api.StateFailed, true},
-		{"no LAN prefix yet: nothing to publish", web, with(func(s *api.AppStatus) { s.Network.LAN, s.DNS.Published = "", false }), nil, reconcile.Result{}, api.StateRunning, false},
+		{"no IPv6 prefix on the LAN: nothing to publish", web, with(func(s *api.AppStatus) { s.Network.LAN, s.DNS.Published = "", false }), nil, reconcile.Result{}, api.StateRunning, false},
 		{"onion-only needs no DNS", store.App{Name: "web", Containers: []store.Container{{Name: "web", Image: "x"}}, Ports: web.Ports, OnionOnly: true},
 			with(func(s *api.AppStatus) { s.DNS.Published = false }), nil, reconcile.Result{}, api.StateRunning, false},
 		{"two containers, both healthy", notes, two(healthy, up), nil, reconcile.Result{}, api.StateRunning, false},
@@ -71,7 +72,7 @@ func TestStateOf(t *testing.T) {
 		{"a container's unit failed", notes, two(nil, api.UnitStatus{ActiveState: "failed"}), nil, reconcile.Result{}, api.StateFailed, true},
 	}
 	for _, c := range cases {
-		got, lastErr := stateOf(c.app, c.st, c.r, c.res, "")
+		got, lastErr := stateOf(c.app, c.st, c.r, c.res, "", c.name != "no IPv6 prefix on the LAN: nothing to publish")
 		if got != c.want || (lastErr != "") != c.wantErr {
 			t.Errorf("%s: state %q, last error %q; want %q (error: %v)", c.name, got, lastErr, c.want, c.wantErr)
 		}

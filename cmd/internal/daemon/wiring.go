@@ -35,6 +35,8 @@ type parts struct {
 	dnsSrv  *dns.Server   // builtin mode
 	dnsUpd  *dns.RFC2136  // rfc2136 mode
 	runner  *reconcile.Runner
+	sets    *dnsSets        // the zone's one publisher (addresses, challenges, the edge's A records)
+	tls     *tlsParts       // HTTPS (nil when tls and edge are off)
 	files   *dirwatch.Watch // events of the files the caches check (nil: none)
 	closers []func() error
 }
@@ -103,14 +105,30 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 	if err != nil {
 		return nil, err
 	}
+	if raw := p.rawPublisher(); raw != nil {
+		p.sets = &dnsSets{pub: raw}
+	}
+	if p.tls, err = buildTLS(cfg, p.sets, self); err != nil {
+		return nil, err
+	}
 	p.runner = &reconcile.Runner{
 		Keys: p.keys, Network: p.net, Pods: p.pods, Units: p.units, Systemd: p.units, Onions: p.tor,
-		DNS: p.publisher(), Zone: cfg.DNS.Zone,
+		DNS: p.publisher(), Zone: cfg.DNS.Zone, Fronts: p.tls.hasFront,
 	}
 	return p, nil
 }
 
+// publisher is the zone's publisher as the reconciler and status see it (nil: none).
 func (p *parts) publisher() reconcile.Publisher {
+	if p.sets == nil {
+		return nil
+	}
+	return p.sets
+}
+
+func (p *parts) dnsSets() *dnsSets { return p.sets }
+
+func (p *parts) rawPublisher() reconcile.Publisher {
 	switch {
 	case p.dnsSrv != nil:
 		return p.dnsSrv

@@ -2,7 +2,8 @@
 // through the managed tor's SOCKS port (a real circuit: descriptor, introduction, rendezvous),
 // and its clearnet name over IPv6 and IPv4 (the name looked up at the zone's server, the
 // address fetched from a LAN vantage point). Each probe is one HTTP GET of "/" with its status
-// and latency; a failure names the hop that failed (tor's SOCKS5 extended errors say which
+// and latency (over HTTPS on the clearnet when the app's HTTPS front serves it, the
+// certificate verified as a browser would); a failure names the hop that failed (tor's SOCKS5 extended errors say which
 // one of the onion path). A Monitor probes every app on an interval, spread over it, and keeps
 // a short history per app and path.
 package probe
@@ -10,6 +11,8 @@ package probe
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +46,7 @@ const (
 	HopVantage      = "vantage"      // the LAN vantage point has no address of this family
 	HopDNS          = "dns"          // the name has no record of this family at the zone's server
 	HopConnect      = "connect"      // the app's address does not accept the connection
+	HopTLS          = "tls"          // the TLS handshake failed, or the certificate does not verify
 	HopHTTP         = "http"         // the app answered badly: no HTTP, or a 5xx status
 	HopTimeout      = "timeout"      // the whole probe ran out of time
 )
@@ -55,6 +59,7 @@ type Result struct {
 	Status  int           `json:"status,omitempty"`     // HTTP status, when the app answered
 	Latency time.Duration `json:"latency_ns,omitempty"` // to the response's headers (circuit, lookup and connect included)
 	Addr    string        `json:"addr,omitempty"`       // the address fetched (clearnet paths)
+	TLS     bool          `json:"tls,omitempty"`        // fetched over HTTPS
 	Hop     string        `json:"hop,omitempty"`        // where it failed
 	Err     string        `json:"error,omitempty"`
 }
@@ -67,6 +72,9 @@ type Target struct {
 	IPv6  bool   // probe the name's AAAA
 	IPv4  bool   // probe the name's A
 	Port  uint16 // the public port (default 80)
+	// HTTPS: the clearnet paths fetch https://NAME/ on port 443 (the app's HTTPS front answers
+	// plain HTTP with a redirect), verifying the certificate against Prober.Roots for NAME.
+	HTTPS bool
 	// OnionTarget is where the onion service forwards Port ("[fd00::5]:8080"): when tor reports
 	// only a general failure, a connection to it tells whether the app behind the service is
 	// down (hop target) or tor failed.
@@ -111,6 +119,8 @@ type Prober struct {
 	OnionTimeout, ClearnetTimeout time.Duration
 	// UserAgent is sent with every probe.
 	UserAgent string
+	// Roots verify the apps' certificates on HTTPS probes (nil: the system's roots).
+	Roots *x509.CertPool
 }
 
 // Probe probes every path of t, one after the other, and returns one result per path.
@@ -150,12 +160,18 @@ func (p *Prober) ProbePath(ctx context.Context, t Target, path Path) Result {
 		err = p.diagnose(ctx, t, err)
 	case PathIPv6, PathIPv4:
 		host = strings.TrimSuffix(t.Name, ".")
+		if t.HTTPS {
+			port, res.TLS = 443, true
+		}
 		conn, res.Addr, err = p.dialClearnet(ctx, t.Name, path == PathIPv6, port)
+		if err == nil && t.HTTPS {
+			conn, err = p.handshake(ctx, conn, host)
+		}
 	default:
 		err = fmt.Errorf("probe: unknown path %q", path)
 	}
 	if err == nil {
-		if port != 80 {
+		if port != 80 && !res.TLS {
 			host = hostPort(host, port)
 		}
 		res.Status, err = get(ctx, conn, host, p.UserAgent)
@@ -210,6 +226,17 @@ func (p *Prober) dialClearnet(ctx context.Context, name string, v6 bool, port ui
 		return nil, addr, &hopError{hop: HopConnect, err: err}
 	}
 	return c, addr, nil
+}
+
+// handshake starts TLS on conn for name, verifying its certificate against p.Roots.
+func (p *Prober) handshake(ctx context.Context, conn net.Conn, name string) (net.Conn, error) {
+	c := tls.Client(conn, &tls.Config{ServerName: name, RootCAs: p.Roots, NextProtos: []string{"http/1.1"},
+		MinVersion: tls.VersionTLS12})
+	if err := c.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, &hopError{hop: HopTLS, err: fmt.Errorf("https://%s/: %w", name, err)}
+	}
+	return c, nil
 }
 
 // diagnose tells, after tor's general failure (SOCKS5 0x01: what tor reports when the circuit

@@ -11,6 +11,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/front"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/onion"
 )
@@ -32,6 +33,9 @@ type Runner struct {
 	Onions  Onions
 	DNS     Publisher // nil: no DNS publishing
 	Zone    string
+	// Fronts reports whether an app is served by its HTTPS front (nil: none is): the pod's
+	// firewall then sends the LAN's :443 and :80 to the front (NetAttachment).
+	Fronts func(store.App) bool
 	// Parallel bounds how many apps converge (and are observed) at once (default 4).
 	Parallel int
 }
@@ -237,7 +241,7 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	var net network.Result
 	var err error
 	if planned(p, AttachNetwork) {
-		net, err = r.Network.Attach(ctx, NetAttachment(app))
+		net, err = r.Network.Attach(ctx, NetAttachment(app, r.front(app)))
 		if err != nil {
 			out.record(AttachNetwork, time.Since(start), err)
 			return
@@ -294,14 +298,24 @@ func (r *Runner) remove(ctx context.Context, p AppPlan, out *AppResult) {
 }
 
 // NetAttachment is what app asks of the network: the daemon's attach and the boot-time net-up
-// ask the same.
-func NetAttachment(app store.App) network.Attachment {
+// ask the same. With front (the app has an HTTPS front), the LAN's :443 and :80 go to the
+// front's ports instead of the app's (the .onion, from the host, still reaches the app).
+func NetAttachment(app store.App, withFront bool) network.Attachment {
 	a := network.Attachment{App: app.Name, OnionOnly: app.OnionOnly, IPv4: app.IPv4}
 	for _, p := range app.Ports {
+		if withFront && (p.Public == 80 || p.Public == 443) {
+			continue
+		}
 		a.Ports = append(a.Ports, network.PortMap{Public: p.Public, Target: p.Target})
+	}
+	if withFront {
+		a.Ports = append(a.Ports, network.PortMap{Public: 80, Target: front.HTTPPort},
+			network.PortMap{Public: 443, Target: front.TLSPort})
 	}
 	return a
 }
+
+func (r *Runner) front(app store.App) bool { return r.Fronts != nil && r.Fronts(app) }
 
 func planned(p AppPlan, kind StepKind) bool {
 	for _, s := range p.Steps {

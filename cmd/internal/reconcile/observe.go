@@ -122,7 +122,7 @@ func (r *Runner) observeApp(app store.App, attached bool, units map[string]UnitS
 		if err == nil {
 			netns, a.attached, a.net = res.Netns, true, res
 		}
-		if (err == nil && !res.Publishes(NetAttachment(app).Ports)) || errors.Is(err, network.ErrDamagedLease) {
+		if (err == nil && !res.Publishes(NetAttachment(app, r.front(app)).Ports)) || errors.Is(err, network.ErrDamagedLease) {
 			a.netStale = true // Attach changes it in place
 		}
 	}

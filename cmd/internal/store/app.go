@@ -40,6 +40,8 @@ type App struct {
 	OnionOnly bool        `json:"onion_only"` // no LAN interface, nothing published on the clearnet
 	IPv4      bool        `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
 	Stopped   bool        `json:"stopped"`    // the user stopped it: keep everything, run nothing
+	// NoOnionLocation leaves Onion-Location out of the app's HTTPS responses (tls.onion_location).
+	NoOnionLocation bool `json:"no_onion_location,omitempty"`
 	// Generation counts the accepted changes of the record: 1 for a new app, one more on each
 	// change. A change sent to the daemon carries the generation it was based on (0: a new app).
 	Generation int64     `json:"generation"`

@@ -63,6 +63,9 @@ const (
 	Apt
 	// Mmdebstrap: mmdebstrap (building test images from Debian packages).
 	Mmdebstrap
+	// Pebble: Let's Encrypt's ACME test server and its DNS test server (pebble,
+	// pebble-challtestsrv).
+	Pebble
 )
 
 // Missing checks every part and returns nil, or one error wrapping ErrUnavailable that lists each
@@ -130,6 +133,8 @@ func (p Part) String() string {
 		return "apt"
 	case Mmdebstrap:
 		return "mmdebstrap"
+	case Pebble:
+		return "pebble"
 	}
 	return fmt.Sprintf("part(%d)", int(p))
 }
@@ -195,6 +200,8 @@ func (p Part) check() string {
 		return inPath("apt", "apt-get")
 	case Mmdebstrap:
 		return inPath("mmdebstrap", "mmdebstrap")
+	case Pebble:
+		return inPath("pebble", "pebble", "pebble-challtestsrv")
 	}
 	return "unknown part " + p.String()
 }

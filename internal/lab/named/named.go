@@ -23,6 +23,7 @@ import (
 	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/internal/lab/child"
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 )
 
 // Key is a TSIG key as named.conf declares it.
@@ -57,6 +58,9 @@ type Options struct {
 	// Persist keeps named running when this process dies (for a lab that
 	// outlives the command). By default named gets SIGTERM then.
 	Persist bool
+	// Netns runs named in that network namespace (e.g. a lab's box, whose
+	// loopback it then listens on); "" is this process's.
+	Netns string
 }
 
 // Server is a running (or stopped) named. Start and Stop may be called again
@@ -174,6 +178,9 @@ func (n *Server) Start(ctx context.Context) error {
 		args = append(args, "-n", strconv.Itoa(n.opts.Threads))
 	}
 	cmd := exec.Command(n.bin, args...)
+	if n.opts.Netns != "" {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + n.opts.Netns, "--", n.bin}, args...)...)
+	}
 	cmd.Dir = n.opts.Dir
 	n.log = &tailBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = n.log, n.log
@@ -209,7 +216,7 @@ func (n *Server) waitReady(ctx context.Context) error {
 			return errors.New("named exited")
 		default:
 		}
-		if r, _, err := c.ExchangeContext(ctx, m, n.Addr()); err == nil && r != nil {
+		if r, err := n.exchange(ctx, c, m); err == nil && r != nil {
 			// A primary is ready when it serves the zone; a secondary as
 			// soon as it answers (the transfer follows).
 			if n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess {
@@ -224,6 +231,26 @@ func (n *Server) waitReady(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// exchange sends m to named, from its namespace.
+func (n *Server) exchange(ctx context.Context, c *mdns.Client, m *mdns.Msg) (*mdns.Msg, error) {
+	if n.opts.Netns == "" {
+		r, _, err := c.ExchangeContext(ctx, m, n.Addr())
+		return r, err
+	}
+	var conn net.Conn
+	if err := netnsfile.Do(n.opts.Netns, func() error {
+		var err error
+		conn, err = (&net.Dialer{Timeout: c.Timeout}).DialContext(ctx, c.Net, n.Addr())
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(c.Timeout))
+	r, _, err := c.ExchangeWithConn(m, &mdns.Conn{Conn: conn})
+	return r, err
 }
 
 // Stop terminates named (SIGTERM, then SIGKILL after 10 s) and waits for
@@ -280,7 +307,7 @@ func (n *Server) Serial(ctx context.Context) (uint32, error) {
 	c := &mdns.Client{Net: "udp", Timeout: time.Second}
 	m := new(mdns.Msg)
 	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
-	r, _, err := c.ExchangeContext(ctx, m, n.Addr())
+	r, err := n.exchange(ctx, c, m)
 	if err != nil {
 		return 0, fmt.Errorf("named: SOA: %w", err)
 	}
