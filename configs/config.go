@@ -67,6 +67,15 @@ type Config struct {
 	Dashboard Dashboard `toml:"dashboard"`
 	Metrics   Metrics   `toml:"metrics"`
 	Probes    Probes    `toml:"probes"`
+	Images    Images    `toml:"images"`
+}
+
+// Images configures how images are pulled.
+type Images struct {
+	// InsecureRegistries are registries ("host:port", "[2001:db8::1]:5000") reached over plain
+	// HTTP: a registry on the LAN without a certificate. Loopback and RFC 1918 registries are
+	// always reached over HTTP.
+	InsecureRegistries []string `toml:"insecure_registries"`
 }
 
 // TLS configures the apps' HTTPS: certificates from an ACME CA by DNS-01 challenges published

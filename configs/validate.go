@@ -45,6 +45,11 @@ func (c *Config) problems() []error {
 	c.validateTor(bad)
 	c.validateTLS(bad)
 	c.validateObservability(bad)
+	for i, r := range c.Images.InsecureRegistries {
+		if r == "" || strings.ContainsAny(r, "/ \t\n@") || strings.Contains(r, "://") {
+			bad(fmt.Sprintf("images.insecure_registries[%d]", i), "%q: want a registry as references name it (host:port)", r)
+		}
+	}
 	return errs
 }
 

@@ -80,7 +80,7 @@ func newEnv(t *testing.T, opts nettest.Options, edit ...func(*network.Config)) *
 // address) and has a default route (so uplink "auto" resolves).
 func (e *testEnv) waitForBox(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // readiness, not speed: a loaded machine is slow
 	for {
 		out, _ := nettest.Exec(context.Background(), e.lan.BoxNetns(), "ip", "-6", "-o", "addr", "show", "dev", e.lan.Uplink(), "scope", "global")
 		routes, _ := nettest.Exec(context.Background(), e.lan.BoxNetns(), "ip", "-6", "route", "show", "default")

@@ -191,7 +191,7 @@ func (s *ImageStore) loadArchiveFile(ctx context.Context, f *os.File, fallbackRe
 		}
 		// Uncompressed: a docker save tarball usually holds plain tars; asking for the compressed
 		// form would gzip them just to hash them.
-		return s.importImage(ctx, ref, img, uncompressedBlobs, progress)
+		return s.importImage(ctx, ref, "", img, uncompressedBlobs, progress)
 	}
 	dir, err := s.tempDir("archive")
 	if err != nil {
@@ -208,7 +208,7 @@ func (s *ImageStore) loadArchiveFile(ctx context.Context, f *os.File, fallbackRe
 	if ref == "" {
 		ref = fallbackRef
 	}
-	return s.importImage(ctx, ref, img, compressedBlobs, progress)
+	return s.importImage(ctx, ref, "", img, compressedBlobs, progress)
 }
 
 // LoadLayout loads the first image of an OCI layout directory: it reads the layout as

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,10 @@ type ImageStore struct {
 	// Insecure allows plain-HTTP registries (go-containerregistry already uses HTTP for loopback
 	// and RFC 1918 registries without it).
 	Insecure bool
+	// InsecureRegistries are registries ("host:port", "[2001:db8::1]:5000", as references
+	// name them) spoken to over plain HTTP when HTTPS fails: a registry on the LAN without a
+	// certificate.
+	InsecureRegistries []string
 	// MaxImageBytes bounds the uncompressed size of an image's layers (default 16 GiB).
 	MaxImageBytes int64
 }
@@ -48,8 +53,12 @@ type ImageStore struct {
 type Image struct {
 	Ref    string // the reference it was pulled or loaded as
 	Digest string // the image ID ("sha256:..."): the digest of its config, the same however it came
-	Root   string // its unpacked root file system (never write to it)
-	Config ImageConfig
+	// RepoDigest is the digest of the manifest (or index) Ref named at its registry when it was
+	// pulled ("sha256:..."): what Resolve answers while the registry still has that image. Empty
+	// for an image loaded from an archive or looked up by its ID.
+	RepoDigest string
+	Root       string // its unpacked root file system (never write to it)
+	Config     ImageConfig
 }
 
 // ImageConfig is what the image says about how to run it.
@@ -72,26 +81,32 @@ type imageRecord struct {
 }
 
 type refRecord struct {
-	Ref string `json:"ref"`
-	ID  string `json:"id"`
+	Ref    string `json:"ref"`
+	ID     string `json:"id"`
+	Digest string `json:"digest,omitempty"` // the manifest digest at the registry (pulled images)
 }
 
 // Pull fetches ref from its registry (credentials from the docker config, as `docker login`
-// writes them), skipping layers already cached, and unpacks it unless already unpacked. A
-// progress bar goes to progress when it is a terminal. A malformed reference wraps ErrBadInput.
+// writes them), skipping layers already cached, and unpacks it unless already unpacked. It always
+// asks the registry what ref names now: a tag re-pushed since the last pull gives the new image
+// (the old one stays in the store under its ID until Prune). A progress bar goes to progress
+// when it is a terminal. A malformed reference wraps ErrBadInput.
 func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (*Image, error) {
-	var opts []name.Option
-	if s.Insecure {
-		opts = append(opts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, opts...)
+	r, err := s.parseRef(ref)
 	if err != nil {
-		return nil, errkind.BadInputf("pods: pull %q: %w", ref, err)
+		return nil, err
 	}
-	img, err := remote.Image(r,
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(authn.DefaultKeychain),
-		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+	return s.pull(ctx, r.Name(), r, progress)
+}
+
+// pull fetches the image at names and records it in the store as ref, with the digest of the
+// manifest (or index) at was at the registry.
+func (s *ImageStore) pull(ctx context.Context, ref string, at name.Reference, progress io.Writer) (*Image, error) {
+	desc, err := remote.Get(at, s.remoteOptions(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
+	}
+	img, err := desc.Image() // an index resolves to the image of this platform
 	if err != nil {
 		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
@@ -100,15 +115,38 @@ func (s *ImageStore) Pull(ctx context.Context, ref string, progress io.Writer) (
 		return nil, fmt.Errorf("pods: pull %q: %w", ref, err)
 	}
 	defer unlock()
-	return s.importImage(ctx, r.Name(), img, compressedBlobs, progress)
+	return s.importImage(ctx, ref, desc.Digest.String(), img, compressedBlobs, progress)
+}
+
+func (s *ImageStore) parseRef(ref string) (name.Reference, error) {
+	var opts []name.Option
+	if s.Insecure {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return nil, errkind.BadInputf("pods: pull %q: %w", ref, err)
+	}
+	if !s.Insecure && slices.Contains(s.InsecureRegistries, r.Context().RegistryStr()) {
+		return name.ParseReference(ref, name.Insecure)
+	}
+	return r, nil
+}
+
+func (s *ImageStore) remoteOptions(ctx context.Context) []remote.Option {
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(authn.DefaultKeychain),
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}),
+	}
 }
 
 // Image returns an image already in the store by the reference it was pulled or loaded as, or by
 // its ID ("sha256:..."); ErrNotFound otherwise. It never contacts a registry.
 func (s *ImageStore) Image(ref string) (*Image, error) {
 	id := ref
+	var rr refRecord
 	if !strings.HasPrefix(ref, "sha256:") {
-		var rr refRecord
 		if err := readJSON(filepath.Join(s.Dir, "refs", refKey(canonicalRef(ref))+".json"), &rr); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
@@ -124,6 +162,7 @@ func (s *ImageStore) Image(ref string) (*Image, error) {
 	if img == nil {
 		return nil, fmt.Errorf("pods: image %q: %w", ref, ErrNotFound)
 	}
+	img.RepoDigest = rr.Digest
 	hexID, _ := idHex(img.Digest)
 	if st, err := os.Stat(filepath.Join(s.Dir, "images", hexID+".json")); err == nil && time.Since(st.ModTime()) > time.Minute {
 		s.touch(hexID) // LastUsed, to the minute
@@ -179,8 +218,9 @@ func idHex(id string) (string, error) {
 	return h.Hex, nil
 }
 
-// importImage caches img's layers, unpacks them into a root (once per image ID) and records ref.
-func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, src layerSource, progress io.Writer) (*Image, error) {
+// importImage caches img's layers, unpacks them into a root (once per image ID) and records ref
+// (with repoDigest, the manifest digest at the registry, for a pulled image).
+func (s *ImageStore) importImage(ctx context.Context, ref, repoDigest string, img v1.Image, src layerSource, progress io.Writer) (*Image, error) {
 	fail := func(err error) (*Image, error) { return nil, fmt.Errorf("pods: image %q: %w", ref, err) }
 	if err := s.makeDirs(); err != nil {
 		return fail(err)
@@ -208,13 +248,14 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 			done.Config = config
 		}
 		if err == nil {
-			err = s.recordRef(ref, id)
+			err = s.recordRef(ref, id, repoDigest)
 		}
 		if err != nil {
 			return fail(err)
 		}
 		hexID, _ := idHex(id)
 		s.touch(hexID) // used now: a prune already waiting keeps it
+		done.RepoDigest = repoDigest
 		return done, nil
 	}
 
@@ -240,10 +281,10 @@ func (s *ImageStore) importImage(ctx context.Context, ref string, img v1.Image, 
 		return fail(err)
 	}
 	s.touch(hexID) // an unchanged record is not rewritten: mark it used all the same
-	if err := s.recordRef(ref, id); err != nil {
+	if err := s.recordRef(ref, id, repoDigest); err != nil {
 		return fail(err)
 	}
-	return &Image{Ref: ref, Digest: id, Root: filepath.Join(s.Dir, "roots", hexID), Config: rec.Config}, nil
+	return &Image{Ref: ref, Digest: id, RepoDigest: repoDigest, Root: filepath.Join(s.Dir, "roots", hexID), Config: rec.Config}, nil
 }
 
 // rewriteConfig rewrites the config kept in an image's record.
@@ -288,12 +329,12 @@ func (s *ImageStore) tempDir(purpose string) (string, error) {
 }
 
 // recordRef records which image ref names; an image known by its ID alone needs no record.
-func (s *ImageStore) recordRef(ref, id string) error {
+func (s *ImageStore) recordRef(ref, id, repoDigest string) error {
 	if ref == id {
 		return nil
 	}
 	ref = canonicalRef(ref)
-	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id})
+	return writeJSON(filepath.Join(s.Dir, "refs", refKey(ref)+".json"), refRecord{Ref: ref, ID: id, Digest: repoDigest})
 }
 
 // imageConfig takes what onionpod uses from an image's config, checked (see ImageConfig.check).

@@ -48,6 +48,11 @@ var (
 	BoxIPv4 = netip.MustParseAddr("192.0.2.2")
 )
 
+// RegistryAddr is where a registry on the lab's LAN listens (on its router, 2001:db8:1::1):
+// the box's daemon reaches it over plain HTTP (images.insecure_registries). Tests start one
+// there (internal/lab/registry, in LAN().RouterNetns()).
+const RegistryAddr = "[2001:db8:1::1]:5000"
+
 // Options describe a lab.
 type Options struct {
 	// Dir keeps the lab's state: the box's /etc and /var, the Tor network's keys, the config.
@@ -340,7 +345,10 @@ torrc_extra = [
 
 [probes]
 interval = "30s"
-`, l.opts.IPv4, Zone, strings.Join(extra, ",\n  "))
+
+[images]
+insecure_registries = [%q]
+`, l.opts.IPv4, Zone, strings.Join(extra, ",\n  "), RegistryAddr)
 	if err := os.MkdirAll(filepath.Dir(l.state.Config), 0o755); err != nil {
 		return err
 	}
@@ -376,6 +384,34 @@ RuntimeDirectoryPreserve=yes
 WantedBy=multi-user.target
 `, l.state.Config, bin, l.state.Config)
 	if _, err := atomicfile.WriteFile(filepath.Join(units, "onionpod.service"), []byte(unit), 0o644); err != nil {
+		return err
+	}
+	// Automatic updates, as configs/onionpod-update.{service,timer} set them up on a real box
+	// (the timer is not enabled: `systemctl start onionpod-update.service` runs one).
+	update := fmt.Sprintf(`[Unit]
+Description=onionpod: update the apps that allow automatic updates (lab)
+After=onionpod.service
+Requires=onionpod.service
+
+[Service]
+Type=oneshot
+ExecStart=%s --config %s update --all --auto
+`, bin, l.state.Config)
+	timer := `[Unit]
+Description=onionpod: daily automatic updates (lab)
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=900
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+`
+	if _, err := atomicfile.WriteFile(filepath.Join(units, "onionpod-update.service"), []byte(update), 0o644); err != nil {
+		return err
+	}
+	if _, err := atomicfile.WriteFile(filepath.Join(units, "onionpod-update.timer"), []byte(timer), 0o644); err != nil {
 		return err
 	}
 	return replaceSymlink("../onionpod.service", filepath.Join(wants, "onionpod.service"))

@@ -118,6 +118,11 @@ type ContainerStatus struct {
 	Image           string `json:"image,omitempty"`
 	ImageID         string `json:"image_id,omitempty"`
 	PreviousImageID string `json:"previous_image_id,omitempty"`
+	// Digest and PreviousDigest are the registry's digests of those images (what the registry
+	// shows); Rejected is an image an update rolled back from.
+	Digest         string `json:"digest,omitempty"`
+	PreviousDigest string `json:"previous_digest,omitempty"`
+	Rejected       string `json:"rejected,omitempty"`
 	// Ports are the public ports it serves (PUBLIC->TARGET).
 	Ports  []string      `json:"ports,omitempty"`
 	Health *HealthStatus `json:"health,omitempty"` // nil: no health check
@@ -265,3 +270,90 @@ const (
 type errorBody struct {
 	Error string `json:"error"`
 }
+
+// UpdateRequest asks the daemon to update an app (POST /v1/apps/NAME/update): its containers'
+// registry references are resolved again, and a container whose reference names another image
+// now runs it, once the app is healthy on it within the grace period; otherwise the image it ran
+// is put back (rolled back).
+type UpdateRequest struct {
+	// Container limits the update to one container ("": every container with a registry image).
+	Container string `json:"container,omitempty"`
+	// Image is a new reference for the container (the app's only one when Container is "").
+	Image string `json:"image,omitempty"`
+	// Auto marks an automatic update (the onionpod-update timer): only an app with auto_update
+	// is updated, and never to an image it was rolled back from.
+	Auto bool `json:"auto,omitempty"`
+	// Grace is how long the new version has to become healthy (0: DefaultGrace).
+	Grace time.Duration `json:"grace_ns,omitempty"`
+	// Check only says whether new images are there (UpdateAvailable), changing nothing.
+	Check bool `json:"check,omitempty"`
+}
+
+// DefaultGrace is how long an updated app has to become healthy before it is rolled back.
+const DefaultGrace = 2 * time.Minute
+
+// Results of an update, of the app and of each container.
+const (
+	UpdateUpToDate   = "up to date"  // the registry names the image the container runs
+	UpdateAvailable  = "available"   // a check found a new image (nothing changed)
+	UpdateUpdated    = "updated"     // the new image runs, healthy
+	UpdateRolledBack = "rolled back" // the new image failed: the previous one runs again
+	UpdateSkipped    = "skipped"     // not updated (Reason says why)
+)
+
+// UpdateResult says what an update (or a rollback) did.
+type UpdateResult struct {
+	App    string `json:"app"`
+	Result string `json:"result"`
+	// Reason says why the app was rolled back or skipped.
+	Reason     string            `json:"reason,omitempty"`
+	Containers []ContainerUpdate `json:"containers,omitempty"`
+	// Took is the time from the switch to the new images until the app was healthy on them (or
+	// back on the old ones).
+	Took time.Duration `json:"took_ns,omitempty"`
+	// Status is the app's status after the update.
+	Status AppStatus `json:"status"`
+}
+
+// ContainerUpdate is what an update did to one container.
+type ContainerUpdate struct {
+	Name   string `json:"name"`
+	Image  string `json:"image"`            // its reference
+	From   string `json:"from,omitempty"`   // the image ID it ran before
+	To     string `json:"to,omitempty"`     // the image ID the update took (or tried)
+	Digest string `json:"digest,omitempty"` // the registry's digest of To
+	Result string `json:"result"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// RollbackRequest asks for an app's containers to run their previous images again (POST
+// /v1/apps/NAME/rollback).
+type RollbackRequest struct {
+	Container string        `json:"container,omitempty"` // "": every container that has a previous image
+	Grace     time.Duration `json:"grace_ns,omitempty"`  // how long to wait for it to be healthy (0: DefaultGrace)
+}
+
+// BackupRequest asks for a whole-app backup (POST /v1/backup, root only): the answer's body is
+// the backup, an age-encrypted archive of the apps' records, onion keys and volumes (package
+// appbackup), for the passphrase and the recipients given.
+type BackupRequest struct {
+	Apps       []string `json:"apps"`
+	Passphrase string   `json:"passphrase,omitempty"`
+	Recipients []string `json:"recipients,omitempty"` // age (age1...) or SSH public keys
+}
+
+// RestoreRequest is the first line of a restore's body (POST /v1/restore, root only), the backup
+// follows it.
+type RestoreRequest struct {
+	Passphrase string `json:"passphrase,omitempty"`
+	Identities string `json:"identities,omitempty"` // an age identity file or an SSH private key
+	Force      bool   `json:"force,omitempty"`      // replace the apps the box has
+}
+
+// The trailers of a backup's answer: the daemon knows whether the backup succeeded only once it
+// has sent it. A backup whose answer has an error trailer (or none) is incomplete: its age
+// stream is unfinished, and a restore refuses it.
+const (
+	TrailerError  = "Onionpod-Error"
+	TrailerReport = "Onionpod-Report" // JSON: []appbackup.AppReport
+)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/onionpod/onionpod/cmd/internal/appbackup"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/errkind"
 )
@@ -249,3 +250,50 @@ type busyError string
 
 func (e busyError) Error() string        { return string(e) }
 func (e busyError) Is(target error) bool { return target == ErrBusy }
+
+// Update updates an app to the images its registries serve now (see UpdateRequest). It returns
+// once the app is healthy on the new images or rolled back; a rollback is no error (the result
+// says so). A reference that names nothing is an error, the app untouched.
+func (c *Client) Update(ctx context.Context, name string, req UpdateRequest) (UpdateResult, error) {
+	var out UpdateResult
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/update", nil, req, &out)
+}
+
+// Rollback puts an app's previous images back and waits until it is healthy on them.
+func (c *Client) Rollback(ctx context.Context, name string, req RollbackRequest) (UpdateResult, error) {
+	var out UpdateResult
+	return out, c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(name)+"/rollback", nil, req, &out)
+}
+
+// Backup writes a whole-app backup of req.Apps to w (see BackupRequest) and returns what it holds.
+// An error after some of the backup was written means w holds an incomplete backup (which a
+// restore refuses): remove it.
+func (c *Client) Backup(ctx context.Context, req BackupRequest, w io.Writer) ([]appbackup.AppReport, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/backup", nil, req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return nil, fmt.Errorf("api: backup: %w", err)
+	}
+	if msg := resp.Trailer.Get(TrailerError); msg != "" {
+		return nil, errors.New(msg)
+	}
+	var reps []appbackup.AppReport
+	if err := json.Unmarshal([]byte(resp.Trailer.Get(TrailerReport)), &reps); err != nil {
+		return nil, fmt.Errorf("api: backup: the daemon did not say it finished the backup: %w", err)
+	}
+	return reps, nil
+}
+
+// Restore sends a backup (read from r) to the daemon, which brings its apps back, all or none.
+func (c *Client) Restore(ctx context.Context, req RestoreRequest, r io.Reader) ([]appbackup.AppReport, error) {
+	line, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	body := io.MultiReader(bytes.NewReader(append(line, '\n')), r)
+	var out []appbackup.AppReport
+	return out, c.do(ctx, http.MethodPost, "/v1/restore", nil, body, &out)
+}

@@ -9,6 +9,8 @@
 //	onion_only = false            # --onion-only
 //	ipv4 = false                  # --ipv4
 //	onion_location = false        # --no-onion-location: no Onion-Location on its HTTPS answers (default true)
+//	auto_update = false           # --auto-update: automatic updates (onionpod update --all --auto) may
+//	                              # take new images the registries serve under the references
 //
 //	[limits]                      # defaults of every container (each may set its own)
 //	memory = "1G"                 # MemoryMax: bytes (K, M, G, T), a percentage of the box's, or "infinity"
@@ -36,6 +38,10 @@
 //	start_period = "60s"
 //	[containers.limits]
 //	memory = "512M"
+//	[containers.backup]           # a whole-app backup stores this dump instead of the volume's files
+//	volume = "pgdata"
+//	dump = ["/usr/local/bin/pg-dump"]        # writes the dump to its standard output
+//	restore = ["/usr/local/bin/pg-restore"]  # reads it on its standard input, all or nothing
 //
 // The daemon's own fields of a record (the resolved image IDs, generations, times) are not in the
 // file; applying a file keeps them.
@@ -74,6 +80,7 @@ type file struct {
 	OnionOnly     bool        `toml:"onion_only"`
 	IPv4          bool        `toml:"ipv4"`
 	OnionLocation *bool       `toml:"onion_location,omitempty"` // false: NoOnionLocation; left out: true
+	AutoUpdate    bool        `toml:"auto_update,omitempty"`
 	Limits        *limits     `toml:"limits,omitempty"`
 	Containers    []container `toml:"containers"`
 }
@@ -91,6 +98,13 @@ type container struct {
 	After      []string `toml:"after,omitempty"`
 	Health     *health  `toml:"health,omitempty"`
 	Limits     *limits  `toml:"limits,omitempty"`
+	Backup     *backup  `toml:"backup,omitempty"`
+}
+
+type backup struct {
+	Volume  string   `toml:"volume"`
+	Dump    []string `toml:"dump"`
+	Restore []string `toml:"restore"`
 }
 
 type health struct {
@@ -160,7 +174,7 @@ func Parse(data []byte, name, dir string) (App, error) {
 		return fail(at("version"), "version %d: this onionpod reads version %d", f.Version, Version)
 	}
 	out := App{App: store.App{Name: f.Name, Onion: f.Onion, OnionOnly: f.OnionOnly, IPv4: f.IPv4,
-		NoOnionLocation: f.OnionLocation != nil && !*f.OnionLocation}, Local: map[string]string{}}
+		NoOnionLocation: f.OnionLocation != nil && !*f.OnionLocation, AutoUpdate: f.AutoUpdate}, Local: map[string]string{}}
 	if f.Name == "" {
 		return fail(0, "name: the app's name is missing")
 	}
@@ -228,6 +242,9 @@ func Parse(data []byte, name, dir string) (App, error) {
 		if fc.Limits != nil {
 			c.Limits = fc.Limits.pods()
 		}
+		if fc.Backup != nil {
+			c.Backup = &store.BackupHook{Volume: fc.Backup.Volume, Dump: fc.Backup.Dump, Restore: fc.Backup.Restore}
+		}
 		out.Containers = append(out.Containers, c)
 	}
 	// What only the whole app can tell (names, order, shared volumes...), checked as the daemon
@@ -257,7 +274,7 @@ func lineOf(msg string, app store.App, lines map[string]int) int {
 			continue
 		}
 		key := fmt.Sprintf("containers[%d]", i)
-		for _, field := range []string{"after", "health", "limits", "command", "entrypoint", "volume", "user", "image", "static", "env"} {
+		for _, field := range []string{"after", "health", "limits", "command", "entrypoint", "volume", "user", "image", "static", "env", "backup"} {
 			if strings.HasPrefix(rest, field) {
 				if field == "volume" {
 					field = "volumes"
@@ -402,7 +419,7 @@ func Format(app store.App) []byte {
 // body is Format without its comments: two apps with the same body are the same app file.
 func body(app store.App) []byte {
 	f := file{Version: Version, Name: app.Name, Onion: app.Onion, OnionOnly: app.OnionOnly, IPv4: app.IPv4,
-		Limits: limitsOf(app.Limits)}
+		AutoUpdate: app.AutoUpdate, Limits: limitsOf(app.Limits)}
 	if app.NoOnionLocation {
 		f.OnionLocation = new(bool) // false
 	}
@@ -426,6 +443,9 @@ func body(app store.App) []byte {
 				}
 			}
 			fc.Health = &fh
+		}
+		if b := c.Backup; b != nil {
+			fc.Backup = &backup{Volume: b.Volume, Dump: b.Dump, Restore: b.Restore}
 		}
 		f.Containers = append(f.Containers, fc)
 	}

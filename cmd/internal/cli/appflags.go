@@ -20,15 +20,16 @@ import (
 
 // appFlags are the flags that describe an app (run and expose share them).
 type appFlags struct {
-	Image     string
-	Static    string
-	Ports     []string
-	Env       []string
-	UnsetEnv  []string
-	Volumes   []string
-	OnionOnly bool
-	IPv4      bool
-	Timeout   time.Duration
+	Image      string
+	Static     string
+	Ports      []string
+	Env        []string
+	UnsetEnv   []string
+	Volumes    []string
+	OnionOnly  bool
+	IPv4       bool
+	AutoUpdate bool
+	Timeout    time.Duration
 	// NoOnionLocation: no Onion-Location header on the app's HTTPS responses.
 	NoOnionLocation bool
 
@@ -49,6 +50,7 @@ func (f *appFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.Volumes, "volume", nil, "persistent volume NAME:/path/in/pod (repeatable)")
 	fl.BoolVar(&f.OnionOnly, "onion-only", false, "darknet only: no LAN interface, nothing in DNS")
 	fl.BoolVar(&f.IPv4, "ipv4", false, "also ask the LAN's DHCP server for an IPv4 address")
+	fl.BoolVar(&f.AutoUpdate, "auto-update", false, "let automatic updates (onionpod update --all --auto) take new images of its registry references")
 	fl.DurationVar(&f.Timeout, "timeout", 3*time.Minute, "how long to wait for the app")
 	fl.BoolVar(&f.NoOnionLocation, "no-onion-location", false, "no Onion-Location header on the app's HTTPS answers")
 }
@@ -166,6 +168,9 @@ func (f *appFlags) apply(app *store.App) error {
 	}
 	if changed("ipv4") {
 		app.IPv4 = f.IPv4
+	}
+	if changed("auto-update") {
+		app.AutoUpdate = f.AutoUpdate
 	}
 	if c.Static != "" && len(app.Ports) == 0 {
 		app.Ports = []store.Port{{Public: 80, Target: 8080}}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,7 @@ type applyClient interface {
 	Image(ctx context.Context, id string) (api.ImageInfo, error)
 	LoadImage(ctx context.Context, archive io.Reader) (api.ImageInfo, error)
 	Wait(ctx context.Context, name, what string, generation int64, timeout time.Duration) (api.AppStatus, error)
+	Update(ctx context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error)
 }
 
 type applyOptions struct {
@@ -48,8 +50,10 @@ func newApplyCmd(env *Env) *cobra.Command {
 until it runs. A file that says what the app already is changes nothing (and says so). With a
 directory, every *.toml file in it is an app file; all are read and checked before any is applied.
 A local image archive named by a file is sent to the daemon unless it has that image already.
---dry-run prints, per app, the difference between its app file and the app now, and the plan the
-daemon would carry out, and changes nothing.`,
+Registry references are resolved again: a container of an existing app whose reference names
+another image now is updated (onionpod update: kept once healthy, rolled back otherwise).
+--dry-run prints, per app, the difference between its app file and the app now, the plan the
+daemon would carry out and the new images the registries have, and changes nothing.`,
 		Example: `  onionpod export notes > notes.toml     # an existing app's file
   onionpod apply -f notes.toml --dry-run
   onionpod apply -f notes.toml
@@ -135,8 +139,15 @@ func applyApp(opts *applyOptions, client applyClient, app appfile.App) error {
 		}
 		next := app.App
 		next.Generation, next.Stopped = cur.Generation, cur.Stopped
+		next.Containers = slices.Clone(next.Containers)
+		// Image changes of existing containers go through updates, after the rest.
+		updates := deferImages(cur, exists, &next, true)
 		if exists && appfile.Same(cur, next) {
 			fmt.Fprintf(opts.Out, "%s: unchanged (generation %d)\n", app.Name, cur.Generation)
+			if len(updates) > 0 {
+				_, err := runUpdates(ctx, client, app.Name, updates, 0, opts.DryRun, opts.Out)
+				return err
+			}
 			return nil
 		}
 		verb := "changes"
@@ -149,6 +160,10 @@ func applyApp(opts *applyOptions, client applyClient, app appfile.App) error {
 				return err
 			}
 			fmt.Fprintf(opts.Out, "%s %s (dry run: nothing is changed):\n%s\nplan:\n%s", app.Name, verb, appfile.Diff(cur, next), planned.Plan)
+			if len(updates) > 0 {
+				_, err := runUpdates(ctx, client, app.Name, updates, 0, true, opts.Out)
+				return err
+			}
 			return nil
 		}
 		st, err := client.Put(ctx, next)
@@ -163,6 +178,15 @@ func applyApp(opts *applyOptions, client applyClient, app appfile.App) error {
 		st, err = client.Wait(ctx, app.Name, api.WaitRunning, st.App.Generation, opts.Timeout)
 		if err != nil {
 			return err
+		}
+		if len(updates) > 0 {
+			updated, err := runUpdates(ctx, client, app.Name, updates, 0, false, opts.Out)
+			if err != nil {
+				return err
+			}
+			if updated.App.Name != "" {
+				st = updated
+			}
 		}
 		fmt.Fprintf(opts.Out, "%s is running (%.2f s)\n", app.Name, time.Since(start).Seconds())
 		for _, l := range addressLines(st) {

@@ -69,6 +69,12 @@ func (f *fakeApps) Wait(_ context.Context, name, _ string, _ int64, _ time.Durat
 	return api.AppStatus{App: f.apps[name], State: api.StateRunning}, nil
 }
 
+// Update finds nothing new (the fake has no registry).
+func (f *fakeApps) Update(_ context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error) {
+	f.calls = append(f.calls, "update "+name+" "+req.Container+" "+req.Image)
+	return api.UpdateResult{App: name, Result: api.UpdateUpToDate, Status: api.AppStatus{App: f.apps[name], State: api.StateRunning}}, nil
+}
+
 const notesFile = `name = "notes"
 onion = true
 [[containers]]

@@ -68,6 +68,21 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"run", "blog", "--image", "r.example/blog:1", "--env", "NOVALUE"}, 2},
 		{[]string{"run", "blog", "--image", "x", "--static", "/tmp"}, 2},
 		{[]string{"run", "blog", "--image", "r.example/blog:1", "--unset-env", "A=B"}, 2},
+		{[]string{"update"}, 2},
+		{[]string{"update", "blog", "--all"}, 2},
+		{[]string{"update", "blog", "--auto"}, 2},
+		{[]string{"update", "Blog_1"}, 2},
+		{[]string{"update", "blog", "--image", "Registry.example/UPPER:1"}, 2},
+		{[]string{"update", "blog", "--container", "-x-"}, 2},
+		{[]string{"update", "blog", "--grace", "0s"}, 2},
+		{[]string{"rollback"}, 2},
+		{[]string{"rollback", "Blog_1"}, 2},
+		{[]string{"backup", "blog"}, 2},
+		{[]string{"backup", "-o", "x.backup"}, 2},
+		{[]string{"backup", "Blog_1", "-o", "x.backup"}, 2},
+		{[]string{"backup", "blog", "-o", "x.backup", "--recipient", "not-a-key"}, 2},
+		{[]string{"restore"}, 2},
+		{[]string{"restore", "/nonexistent/backup"}, 2},
 	}
 	for _, c := range cases {
 		var out, errOut nopWriter

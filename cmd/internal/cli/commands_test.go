@@ -515,7 +515,8 @@ func withTLS(now time.Time) []api.AppStatus {
 }
 
 // podOfContainers is an app of two containers with health checks: the database restarted once
-// by its check and starting again, the web app healthy; the web app runs its second image.
+// by its check and starting again, the web app healthy; the web app runs its second image (an
+// update to a third was rolled back).
 func podOfContainers(now time.Time) api.AppStatus {
 	app := store.App{Name: "pod", Onion: true, Generation: 2,
 		Containers: []store.Container{
@@ -537,6 +538,7 @@ func podOfContainers(now time.Time) api.AppStatus {
 				Since: now.Add(-30 * time.Second), Failures: 1, LastError: "pg_isready exited with status 2: 127.0.0.1:5432 - rejecting connections",
 				Restarts: 1, LastRestart: now.Add(-30 * time.Second), RestartReason: "3 checks failed in a row, the last: pg_isready exited with status 2: 127.0.0.1:5432 - no response"}},
 		{Name: "web", Image: app.Containers[1].Image, ImageID: app.Containers[1].ImageID, PreviousImageID: app.Containers[1].PreviousImageID,
+			Digest: "sha256:" + strings.Repeat("a", 64), PreviousDigest: "sha256:" + strings.Repeat("b", 64), Rejected: "sha256:" + strings.Repeat("3", 64),
 			Unit: unit("onionpod-pod-pod_web.service", 312), Ports: []string{"80->8080"},
 			Health: &api.HealthStatus{Check: "http GET :8080/healthz every 10s (timeout 5s, 3 retries, start period 1m0s)", State: api.HealthHealthy,
 				Since: now.Add(-50 * time.Second)}},

@@ -65,7 +65,7 @@ func TestReloadRefusesABadTorrc(t *testing.T) {
 
 	write("ControlP 9051")
 	hangup()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logged.String(), "config reload"); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(logged.String(), "config reload"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("SIGHUP was not handled")
 		}

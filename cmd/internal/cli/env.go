@@ -89,7 +89,23 @@ var (
 	_ exportClient    = (*api.Client)(nil)
 	_ dashboardClient = (*api.Client)(nil)
 	_ tlsRenewClient  = (*api.Client)(nil)
+	_ updateClient    = (*api.Client)(nil)
+	_ backupClient    = (*api.Client)(nil)
+	_ imageSender     = (*api.Client)(nil)
 )
+
+// imageRefresher returns the box's image store for an update's prefetch with a progress bar:
+// only for root (the daemon's image store is root's), nil otherwise.
+func (e *Env) imageRefresher() (imageRefresher, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	cfg, err := e.Config()
+	if err != nil {
+		return nil, err
+	}
+	return &pods.ImageStore{Dir: cfg.ImagesDir(), InsecureRegistries: cfg.Images.InsecureRegistries}, nil
+}
 
 // imageCache returns the box's image store for a prefetch with a progress bar: only for root
 // (the daemon's image store is root's), nil otherwise.
@@ -101,7 +117,7 @@ func (e *Env) imageCache() (imageCache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pods.ImageStore{Dir: cfg.ImagesDir()}, nil
+	return &pods.ImageStore{Dir: cfg.ImagesDir(), InsecureRegistries: cfg.Images.InsecureRegistries}, nil
 }
 
 // keys returns the apps' onion keys (STATE_DIR/onion/APP/) under the state dir's lock.

@@ -58,6 +58,7 @@ func runExpose(opts *exposeOptions) error {
 	}
 	res, err := submit(opts.Ctx, client, change{
 		App: opts.App, Flags: &opts.appFlags, Wait: true, Prefetch: prefetcher(opts.IO, opts.Images),
+		ReResolve: opts.Changed["image"], Out: opts.Out,
 		Adjust: func(app *store.App, exists bool) error {
 			if !exists && opts.Image == "" && opts.Static == "" {
 				return &usageError{err: fmt.Errorf("app %q does not exist yet: give --image REF or --static DIR", opts.App), cmdPath: "onionpod expose"}

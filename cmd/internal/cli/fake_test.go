@@ -38,6 +38,9 @@ type fakeDaemon struct {
 	dns    api.DNSStatus
 	logs   string
 	synced int
+	// update answers an update (nil: up to date); rollback a rollback.
+	update   func(name string, req api.UpdateRequest) api.UpdateResult
+	rollback func(name string, req api.RollbackRequest) (api.UpdateResult, error)
 
 	dashboard api.DashboardStatus // the dashboard's LAN side, onion service and devices
 	loginKey  string
@@ -244,6 +247,29 @@ func (f *fakeDaemon) RenewTLS(ctx context.Context, name string) (api.AppStatus, 
 func (f *fakeDaemon) Sync(ctx context.Context) error {
 	f.synced++
 	return nil
+}
+
+func (f *fakeDaemon) Update(ctx context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error) {
+	f.mu.Lock()
+	f.called("update %s container=%q image=%q auto=%v check=%v", name, req.Container, req.Image, req.Auto, req.Check)
+	st, ok := f.apps[name]
+	f.mu.Unlock()
+	if !ok {
+		return api.UpdateResult{}, errkind.NotFoundf("daemon: app %q: no such app", name)
+	}
+	if f.update == nil {
+		return api.UpdateResult{App: name, Result: api.UpdateUpToDate, Status: st}, nil
+	}
+	res := f.update(name, req)
+	res.Status = st
+	return res, nil
+}
+
+func (f *fakeDaemon) Rollback(ctx context.Context, name string, req api.RollbackRequest) (api.UpdateResult, error) {
+	f.mu.Lock()
+	f.called("rollback %s container=%q", name, req.Container)
+	f.mu.Unlock()
+	return f.rollback(name, req)
 }
 
 func (f *fakeDaemon) DashboardStatus(ctx context.Context) (api.DashboardStatus, error) {

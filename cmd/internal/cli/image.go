@@ -9,17 +9,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/internal/errkind"
 )
 
 func newImageCmd(env *Env) *cobra.Command {
 	cmd := groupCmd(&cobra.Command{
 		Use:   "image",
-		Short: "The box's image store: list the images, remove those no app uses",
+		Short: "The box's image store: list the images, remove those no app uses, load one",
 		Long: `The daemon keeps every image an app was run with (pulled from a registry, or sent from an
 archive or layout) unpacked in its image store. Removing an app removes the images no app uses
 any more; "image prune" does the same at any time.`,
 	})
-	cmd.AddCommand(newImageLsCmd(env), newImagePruneCmd(env))
+	cmd.AddCommand(newImageLsCmd(env), newImagePruneCmd(env), newImageLoadCmd(env))
 	return cmd
 }
 
@@ -129,4 +130,58 @@ func runImagePrune(opts *imagePruneOptions) error {
 		fmt.Fprintf(w, "  %s\n", shortID(id))
 	}
 	return nil
+}
+
+type imageLoadOptions struct {
+	IO
+	Ctx    context.Context
+	Client func() (imageSender, error)
+
+	Path string
+	JSON bool
+}
+
+func newImageLoadCmd(env *Env) *cobra.Command {
+	opts := imageLoadOptions{IO: env.IO, Client: daemonClient[imageSender](env)}
+	cmd := &cobra.Command{
+		Use:   "load FILE|DIR",
+		Short: "Send a local image (docker/OCI archive or OCI layout) to the box's image store",
+		Long: `Send a local image to the daemon, which loads it into its image store and says its ID. The file
+is read by this command, as the user who runs it. An app restored from a backup that runs an image
+sent from an archive needs that image on the box first: load it, then restore.`,
+		Args: exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Ctx, opts.Path = cmd.Context(), args[0]
+			return runImageLoad(&opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON")
+	return cmd
+}
+
+func runImageLoad(opts *imageLoadOptions) error {
+	path, local, err := imageRef(opts.Path)
+	if err != nil {
+		return err
+	}
+	if !local {
+		return errkind.BadInputf("image load %s: not a local archive or layout (a registry image is pulled by the daemon when an app names it)", opts.Path)
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	info, err := sendImage(opts.Ctx, client, path)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(opts.Out, info)
+	}
+	ref := ""
+	if info.Ref != "" {
+		ref = " (" + info.Ref + ")"
+	}
+	_, err = fmt.Fprintf(opts.Out, "loaded %s%s\n", info.ID, ref)
+	return err
 }

@@ -67,6 +67,7 @@ a v3 onion service whose .onion name never changes.
 		newExposeCmd(env), newUnexposeCmd(env), newRunCmd(env), newApplyCmd(env), newExportCmd(env),
 		newLsCmd(env), newStatusCmd(env),
 		newLogsCmd(env), newStartCmd(env), newStopCmd(env), newRmCmd(env), newImageCmd(env),
+		newUpdateCmd(env), newRollbackCmd(env), newBackupCmd(env), newRestoreCmd(env),
 	} {
 		c.GroupID = "apps"
 		root.AddCommand(c)

@@ -57,6 +57,7 @@ func runRun(opts *runOptions) error {
 	}
 	res, err := submit(opts.Ctx, client, change{
 		App: opts.App, Flags: &opts.appFlags, Wait: true, Prefetch: prefetcher(opts.IO, opts.Images),
+		ReResolve: opts.Changed["image"], Out: opts.Out,
 		Adjust: func(app *store.App, _ bool) error {
 			if opts.Changed["onion"] {
 				app.Onion = opts.Onion

@@ -219,12 +219,27 @@ func printCheck(w io.Writer, prefix string, h *api.HealthStatus) {
 	}
 }
 
-// printImages shows the image a container runs and the one it ran before, when known.
+// printImages shows the image a container runs and the one it ran before (what a rollback
+// returns to), when known, with their registry digests, and the image an update was rolled back
+// from.
 func printImages(w io.Writer, indent string, c api.ContainerStatus) {
 	if c.ImageID != "" && c.ImageID != c.Image {
 		fmt.Fprintf(w, "%s  image:     %s\n", indent, c.ImageID)
 	}
-	if c.PreviousImageID != "" {
-		fmt.Fprintf(w, "%s  before:    %s\n", indent, c.PreviousImageID)
+	if c.Digest != "" {
+		fmt.Fprintf(w, "%s  digest:    %s\n", indent, c.Digest)
 	}
+	if c.PreviousImageID != "" {
+		fmt.Fprintf(w, "%s  before:    %s%s\n", indent, c.PreviousImageID, digestOf(c.PreviousDigest))
+	}
+	if c.Rejected != "" {
+		fmt.Fprintf(w, "%s  rejected:  %s (an update to it was rolled back)\n", indent, c.Rejected)
+	}
+}
+
+func digestOf(d string) string {
+	if d == "" {
+		return ""
+	}
+	return " (digest " + d + ")"
 }

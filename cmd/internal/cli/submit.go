@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ type submitClient interface {
 	Put(ctx context.Context, app store.App) (api.AppStatus, error)
 	Wait(ctx context.Context, name, what string, generation int64, timeout time.Duration) (api.AppStatus, error)
 	LoadImage(ctx context.Context, archive io.Reader) (api.ImageInfo, error)
+	Update(ctx context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error)
 }
 
 // change is one change of an app made through the daemon.
@@ -35,6 +37,11 @@ type change struct {
 	Prefetch func(ctx context.Context, ref string)
 	// Wait: once stored, wait until the daemon has applied this very change and the app runs.
 	Wait bool
+	// ReResolve: the registry references of the app's containers are resolved again (the user
+	// named the image); a container that runs another image then is updated (deferImages).
+	ReResolve bool
+	// Out gets what the updates the change calls for did.
+	Out io.Writer
 }
 
 // submitted is what submit returns: the app's status (once it runs, when asked to wait) and how
@@ -64,7 +71,9 @@ func submit(ctx context.Context, client submitClient, c change) (submitted, erro
 	}
 	prefetched := false
 	start := time.Now()
+	var updates []imageUpdate
 	st, err := update(ctx, client, c.App, func(app *store.App, exists bool) error {
+		before := *app
 		if c.Flags != nil {
 			if err := c.Flags.apply(app); err != nil {
 				return err
@@ -76,6 +85,7 @@ func submit(ctx context.Context, client submitClient, c change) (submitted, erro
 		if err := app.Validate(); err != nil {
 			return err
 		}
+		updates = deferImages(before, exists, app, c.ReResolve)
 		if !prefetched && c.Prefetch != nil {
 			for _, ct := range app.Containers {
 				c.Prefetch(ctx, ct.Image)
@@ -84,7 +94,7 @@ func submit(ctx context.Context, client submitClient, c change) (submitted, erro
 		}
 		return nil
 	})
-	if err != nil || !c.Wait {
+	if err != nil || !c.Wait && len(updates) == 0 {
 		return submitted{Status: st, Took: time.Since(start)}, err
 	}
 	timeout := time.Minute
@@ -92,7 +102,26 @@ func submit(ctx context.Context, client submitClient, c change) (submitted, erro
 		timeout = c.Flags.Timeout
 	}
 	st, err = client.Wait(ctx, c.App, api.WaitRunning, st.App.Generation, timeout)
-	return submitted{Status: st, Took: time.Since(start)}, err
+	if err != nil || len(updates) == 0 {
+		return submitted{Status: st, Took: time.Since(start)}, err
+	}
+	if c.Prefetch != nil {
+		for _, u := range updates {
+			if ct, ok := st.App.Container(u.Container); ok {
+				c.Prefetch(ctx, cmp.Or(u.Image, ct.Image))
+			}
+		}
+	}
+	out := c.Out
+	if out == nil {
+		out = io.Discard
+	}
+	if updated, err := runUpdates(ctx, client, c.App, updates, 0, false, out); err != nil {
+		return submitted{Status: st, Took: time.Since(start)}, err
+	} else if updated.App.Name != "" {
+		st = updated
+	}
+	return submitted{Status: st, Took: time.Since(start)}, nil
 }
 
 // maxUpdateAttempts bounds how often update re-reads and re-applies a change that lost a race
@@ -144,8 +173,13 @@ func currentApp(ctx context.Context, client submitClient, name string) (store.Ap
 // the CLI, as the user who names it, and sent to the daemon, which loads it: the daemon never
 // opens a path a user names.
 
+// imageSender is the part of the LocalAPI that sends local images.
+type imageSender interface {
+	LoadImage(ctx context.Context, archive io.Reader) (api.ImageInfo, error)
+}
+
 // sendImage sends the local image at path to the daemon and returns what it loaded as.
-func sendImage(ctx context.Context, client submitClient, path string) (api.ImageInfo, error) {
+func sendImage(ctx context.Context, client imageSender, path string) (api.ImageInfo, error) {
 	// The daemon takes a few uploads per user at a time (429): wait for a turn, as long as the
 	// command may wait, sending the image again from its start.
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
@@ -163,7 +197,7 @@ func sendImage(ctx context.Context, client submitClient, path string) (api.Image
 
 // sendImageOnce sends the local image at path (an archive, or a layout directory as an OCI
 // archive) to the daemon once.
-func sendImageOnce(ctx context.Context, client submitClient, path string) (api.ImageInfo, error) {
+func sendImageOnce(ctx context.Context, client imageSender, path string) (api.ImageInfo, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return api.ImageInfo{}, errkind.BadInputf("image %s: %w", path, err)
@@ -205,6 +239,13 @@ func prefetcher(streams IO, images func() (imageCache, error)) func(ctx context.
 		}
 		cache, err := images()
 		if err != nil || cache == nil {
+			return
+		}
+		if r, ok := cache.(imageRefresher); ok {
+			// What the registry names now (one HEAD when the store has it already).
+			if _, _, err := r.Refresh(ctx, ref, streams.Err); err != nil {
+				fmt.Fprintf(streams.Err, "note: fetching %s here failed (%v); the daemon tries again\n", ref, err)
+			}
 			return
 		}
 		if _, err := cache.Image(ref); err == nil {

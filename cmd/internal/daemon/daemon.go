@@ -72,6 +72,9 @@ type Daemon struct {
 	health        *health.Monitor // the containers' health checks
 	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
+	updateLocks updateLocks // one update or rollback of an app at a time
+	quiesced    quiesced    // apps held stopped for a backup or a restore
+
 	mu          sync.Mutex
 	statuses    map[string]api.AppStatus
 	lastPass    time.Time
@@ -441,13 +444,14 @@ func carryImages(old store.App, containers []store.Container) []store.Container 
 		case !existed || c.Static != "":
 		case c.Image == prev.Image:
 			if c.ImageID == "" {
-				c.ImageID, c.PreviousImageID = prev.ImageID, prev.PreviousImageID
+				c.ImageID, c.PreviousImageID, c.PreviousImage = prev.ImageID, prev.PreviousImageID, prev.PreviousImage
+				c.Digest, c.PreviousDigest, c.RejectedImageID = prev.Digest, prev.PreviousDigest, prev.RejectedImageID
 			}
 			if c.Source == "" {
 				c.Source = prev.Source
 			}
 		case c.PreviousImageID == "" && prev.ImageID != "":
-			c.PreviousImageID = prev.ImageID
+			c.PreviousImageID, c.PreviousDigest, c.PreviousImage = prev.ImageID, prev.Digest, prev.Image
 		}
 		if c.ImageID == "" && UploadedImage(c.Image) {
 			c.ImageID = c.Image

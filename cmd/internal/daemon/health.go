@@ -222,7 +222,8 @@ func (d *Daemon) commandProbe(app store.App, c store.Container, netns string, h 
 func (d *Daemon) containerStatuses(app store.App, units map[pods.PodRef]pods.Status) []api.ContainerStatus {
 	out := make([]api.ContainerStatus, 0, len(app.Containers))
 	for _, c := range app.Containers {
-		cs := api.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.ImageID, PreviousImageID: c.PreviousImageID}
+		cs := api.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.ImageID, PreviousImageID: c.PreviousImageID,
+			Digest: c.Digest, PreviousDigest: c.PreviousDigest, Rejected: c.RejectedImageID}
 		if c.Static != "" {
 			cs.Image = "static " + c.Static
 		}

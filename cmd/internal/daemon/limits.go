@@ -20,6 +20,9 @@ const (
 	maxUploadsPerUID   = 2
 	maxWaitTimeout     = 10 * time.Minute
 	maxBodyBytes       = 1 << 20
+	// maxRestoreBytes bounds a backup sent to be restored (root only; staged on disk, verified
+	// to its last byte before anything is committed).
+	maxRestoreBytes = 1 << 50
 )
 
 // peer is who is at the other end of an API connection, from the socket's SO_PEERCRED.
@@ -56,7 +59,7 @@ func peerOf(r *http.Request) peer {
 func rootOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if p := peerOf(r); !p.known || p.uid != 0 {
-			failCode(w, http.StatusForbidden, errors.New("api: profiles of the daemon are for root only"))
+			failCode(w, http.StatusForbidden, fmt.Errorf("api: %s is for root only", r.URL.Path))
 			return
 		}
 		h(w, r)
@@ -116,8 +119,11 @@ func (l *perUID) limited(h http.HandlerFunc) http.HandlerFunc {
 func bodyLimit(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := int64(maxBodyBytes)
-		if r.URL.Path == "/v1/images" {
+		switch r.URL.Path {
+		case "/v1/images":
 			n = maxUploadBytes
+		case "/v1/restore":
+			n = maxRestoreBytes
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, n)
 		h.ServeHTTP(w, r)

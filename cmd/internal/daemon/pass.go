@@ -161,6 +161,7 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 	for i := range apps {
 		d.pinImages(ctx, &apps[i])
 	}
+	d.holdStopped(out.Apps)
 	d.parts.pods.forget(apps)
 	copied, err := d.store.Copied()
 	if err != nil {
@@ -181,11 +182,11 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 // by itself (an update takes it). It is no change of the app (the same generation): the image is
 // the one the reference named when the app asked for it.
 func (d *Daemon) pinImages(ctx context.Context, app *store.App) {
-	ids := map[string]string{}
+	ids := map[string]*pods.Image{}
 	for _, c := range app.Containers {
 		if c.ImageID == "" && c.Static == "" && RegistryImage(c.Image) {
 			if img, err := d.parts.images.Image(c.Image); err == nil {
-				ids[c.Name] = img.Digest
+				ids[c.Name] = img
 			}
 		}
 	}
@@ -199,8 +200,8 @@ func (d *Daemon) pinImages(ctx context.Context, app *store.App) {
 		}
 		for i := range cur.Containers {
 			c := &cur.Containers[i]
-			if id, ok := ids[c.Name]; ok && c.ImageID == "" {
-				c.ImageID = id
+			if img, ok := ids[c.Name]; ok && c.ImageID == "" {
+				c.ImageID, c.Digest = img.Digest, img.RepoDigest
 			}
 		}
 		if err := tx.Put(cur); err != nil {

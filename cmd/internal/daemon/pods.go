@@ -119,7 +119,13 @@ func (b *podBuilder) fetchContainer(app string, c store.Container) error {
 	case !RegistryImage(c.Image):
 		return fmt.Errorf("daemon: app %q: its image is the local path %s, which the daemon does not open: `onionpod run %s --image %s` sends it", app, c.Image, app, c.Image)
 	}
-	if err := b.fetches.fetch(app+"/"+c.Name, c.Image); err != nil {
+	ref := c.Image
+	if c.ImageID != "" && c.Digest != "" {
+		// The image the app runs, exactly (on a box it was restored to, the tag may name
+		// another one by now).
+		ref = pods.DigestRef(c.Image, c.Digest)
+	}
+	if err := b.fetches.fetch(app+"/"+c.Name, ref); err != nil {
 		return err
 	}
 	if c.ImageID != "" {
@@ -134,7 +140,8 @@ func (b *podBuilder) fetchContainer(app string, c store.Container) error {
 // Fetching reports whether an image of the app is being pulled in the background.
 func (b *podBuilder) Fetching(app store.App) bool {
 	for _, c := range app.Containers {
-		if c.Static == "" && RegistryImage(c.Image) && b.fetches.fetching(app.Name+"/"+c.Name, c.Image) {
+		if c.Static == "" && RegistryImage(c.Image) && (b.fetches.fetching(app.Name+"/"+c.Name, c.Image) ||
+			c.Digest != "" && b.fetches.fetching(app.Name+"/"+c.Name, pods.DigestRef(c.Image, c.Digest))) {
 			return true
 		}
 	}

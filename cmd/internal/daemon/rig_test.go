@@ -158,7 +158,7 @@ func (r *rig) start() {
 		}
 		r.stop = nil
 	}
-	waitFor(t, 10*time.Second, "the daemon answers", func() bool { _, err := r.client.Apps(t.Context()); return err == nil })
+	waitFor(t, time.Minute, "the daemon answers", func() bool { _, err := r.client.Apps(t.Context()); return err == nil })
 }
 
 // restart stops the daemon and starts a new one on the same state (pods, tor and BIND go on).

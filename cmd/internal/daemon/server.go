@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
 	"time"
 
+	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/errkind"
 )
@@ -72,6 +74,31 @@ func (d *Daemon) handler() http.Handler {
 		st, err := d.setStopped(r.Context(), r.PathValue("name"), true)
 		replyStatus(w, st, err)
 	})
+	// An update or rollback lasts until the app is healthy (or rolled back): bounded like waits.
+	mux.HandleFunc("POST /v1/apps/{name}/update", d.waits.limited(func(w http.ResponseWriter, r *http.Request) {
+		var req api.UpdateRequest
+		if err := decodeBody(r, &req); err != nil {
+			fail(w, err)
+			return
+		}
+		res, err := d.updateApp(r.Context(), r.PathValue("name"), req)
+		replyStatus(w, res, err)
+	}))
+	mux.HandleFunc("POST /v1/apps/{name}/rollback", d.waits.limited(func(w http.ResponseWriter, r *http.Request) {
+		var req api.RollbackRequest
+		if err := decodeBody(r, &req); err != nil {
+			fail(w, err)
+			return
+		}
+		res, err := d.rollbackApp(r.Context(), r.PathValue("name"), req)
+		replyStatus(w, res, err)
+	}))
+	// Whole-app backups hold the apps' onion keys and data: root only.
+	mux.HandleFunc("POST /v1/backup", rootOnly(d.serveBackup))
+	mux.HandleFunc("POST /v1/restore", rootOnly(func(w http.ResponseWriter, r *http.Request) {
+		reps, err := d.serveRestore(r)
+		replyStatus(w, reps, err)
+	}))
 	mux.HandleFunc("DELETE /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {
 		replyErr(w, d.removeApp(r.Context(), r.PathValue("name"), r.URL.Query().Get("purge_key") == "true"))
 	})
@@ -149,6 +176,16 @@ func (d *Daemon) handler() http.Handler {
 		reply(w, struct{}{})
 	})
 	return d.handlers.wrap(bodyLimit(mux))
+}
+
+// decodeBody reads a JSON request body strictly (an empty body is the zero value).
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return errkind.BadInputf("api: the request: %w", err)
+	}
+	return nil
 }
 
 func reply(w http.ResponseWriter, v any) {

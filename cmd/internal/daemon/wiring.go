@@ -55,7 +55,8 @@ func NetworkConfig(cfg *configs.Config) (network.Config, error) {
 
 // buildParts connects the adapters. On failure, whatever was opened is closed.
 func buildParts(ctx context.Context, cfg *configs.Config, self string, configPath string) (_ *parts, err error) {
-	p := &parts{keys: &onion.KeyStore{Dir: cfg.KeysDir()}, images: &pods.ImageStore{Dir: cfg.ImagesDir()}}
+	p := &parts{keys: &onion.KeyStore{Dir: cfg.KeysDir()},
+		images: &pods.ImageStore{Dir: cfg.ImagesDir(), InsecureRegistries: cfg.Images.InsecureRegistries}}
 	defer func() {
 		if err != nil {
 			p.close()

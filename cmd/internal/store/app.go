@@ -40,6 +40,9 @@ type App struct {
 	OnionOnly bool        `json:"onion_only"` // no LAN interface, nothing published on the clearnet
 	IPv4      bool        `json:"ipv4"`       // ask the LAN's DHCP for an IPv4 address too
 	Stopped   bool        `json:"stopped"`    // the user stopped it: keep everything, run nothing
+	// AutoUpdate lets automatic updates (`onionpod update --all --auto`, the onionpod-update
+	// timer) take new images its containers' registries serve under their references.
+	AutoUpdate bool `json:"auto_update,omitempty"`
 	// NoOnionLocation leaves Onion-Location out of the app's HTTPS responses (tls.onion_location).
 	NoOnionLocation bool `json:"no_onion_location,omitempty"`
 	// Generation counts the accepted changes of the record: 1 for a new app, one more on each
@@ -65,8 +68,17 @@ type Container struct {
 	// ImageID is the image (its ID, "sha256:...") that runs: Image resolved, and kept while Image
 	// stays the same (a tag pushed again is not taken by itself). "" until resolved.
 	ImageID string `json:"image_id,omitempty"`
-	// PreviousImageID is the image that ran before ImageID (what a rollback returns to).
+	// PreviousImageID is the image that ran before ImageID (what a rollback returns to), and
+	// PreviousImage the reference it was resolved from, when that was another one.
 	PreviousImageID string `json:"previous_image_id,omitempty"`
+	PreviousImage   string `json:"previous_image,omitempty"`
+	// Digest is the registry's digest of the manifest ImageID was pulled as (what the registry
+	// shows; "" for an image sent to the daemon), PreviousDigest that of PreviousImageID.
+	Digest         string `json:"digest,omitempty"`
+	PreviousDigest string `json:"previous_digest,omitempty"`
+	// RejectedImageID is an image an update rolled back from (it failed its health check):
+	// automatic updates do not try it again (an update asked for by hand does).
+	RejectedImageID string `json:"rejected_image_id,omitempty"`
 	// Static is a directory served by the built-in static server instead of an image.
 	Static string `json:"static,omitempty"`
 	// Entrypoint replaces the image's entrypoint (and drops its Cmd); Command replaces its Cmd.
@@ -82,6 +94,20 @@ type Container struct {
 	After  []string    `json:"after,omitempty"`
 	Health *Health     `json:"health,omitempty"`
 	Limits pods.Limits `json:"limits,omitzero"`
+	// Backup is the container's backup hook: a whole-app backup stores the dump it writes
+	// instead of copying the files of the volume it covers.
+	Backup *BackupHook `json:"backup,omitempty"`
+}
+
+// BackupHook says how a container dumps the data of one of its volumes and loads it back: its
+// own tools (a database's dump and restore), run in the container's sandbox while it runs.
+type BackupHook struct {
+	// Volume is the volume the dump covers (one of the container's).
+	Volume string `json:"volume"`
+	// Dump writes the dump to its standard output; Restore reads one on its standard input
+	// and applies it (all or nothing, e.g. in one transaction).
+	Dump    []string `json:"dump"`
+	Restore []string `json:"restore"`
 }
 
 // UserOwn is Container.User for a container that runs as a dynamic user of its own.
@@ -398,13 +424,19 @@ func (c Container) validate(names map[string]bool) error {
 	if c.Static != "" && !strings.HasPrefix(c.Static, "/") {
 		return errkind.BadInputf("static directory %q must be an absolute path", c.Static)
 	}
-	if c.Image != "" && (strings.ContainsAny(c.Image, " \t\n\x00") || genvalue.Check("image", c.Image) != nil) {
-		return errkind.BadInputf("%q is not an image reference", c.Image)
+	for _, ref := range []string{c.Image, c.PreviousImage} {
+		if ref != "" && (strings.ContainsAny(ref, " \t\n\x00") || genvalue.Check("image", ref) != nil) {
+			return errkind.BadInputf("%q is not an image reference", ref)
+		}
 	}
-	for _, id := range []struct{ field, value string }{{"image_id", c.ImageID}, {"previous_image_id", c.PreviousImageID}} {
+	for _, id := range []struct{ field, value string }{{"image_id", c.ImageID}, {"previous_image_id", c.PreviousImageID},
+		{"digest", c.Digest}, {"previous_digest", c.PreviousDigest}, {"rejected_image_id", c.RejectedImageID}} {
 		if id.value != "" && !imageID.MatchString(id.value) {
 			return errkind.BadInputf("%s %q: want sha256: and 64 hex digits", id.field, id.value)
 		}
+	}
+	if err := c.Backup.validate(c.Volumes); err != nil {
+		return err
 	}
 	for field, argv := range map[string][]string{"entrypoint": c.Entrypoint, "command": c.Command} {
 		for i, w := range argv {
@@ -542,3 +574,24 @@ func (a App) checkVolumes() error {
 }
 
 var imageID = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// validate checks a backup hook: a volume of the container, and two commands.
+func (h *BackupHook) validate(vols []Volume) error {
+	if h == nil {
+		return nil
+	}
+	if !slices.ContainsFunc(vols, func(v Volume) bool { return v.Name == h.Volume }) {
+		return errkind.BadInputf("backup: volume %q: not a volume of the container", h.Volume)
+	}
+	for field, argv := range map[string][]string{"dump": h.Dump, "restore": h.Restore} {
+		if len(argv) == 0 || argv[0] == "" {
+			return errkind.BadInputf("backup: %s: a command is needed", field)
+		}
+		for i, w := range argv {
+			if err := genvalue.Check(fmt.Sprintf("backup: %s[%d]", field, i), w); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -66,6 +66,12 @@ const (
 	// Pebble: Let's Encrypt's ACME test server and its DNS test server (pebble,
 	// pebble-challtestsrv).
 	Pebble
+	// Registry: docker-registry, the distribution registry (images pushed and re-pushed).
+	Registry
+	// Skopeo: skopeo (copying image archives into a registry).
+	Skopeo
+	// Age: age, the reference age CLI (benchmarks of backups against `tar | age`).
+	Age
 )
 
 // Missing checks every part and returns nil, or one error wrapping ErrUnavailable that lists each
@@ -135,6 +141,12 @@ func (p Part) String() string {
 		return "mmdebstrap"
 	case Pebble:
 		return "pebble"
+	case Registry:
+		return "docker-registry"
+	case Skopeo:
+		return "skopeo"
+	case Age:
+		return "age"
 	}
 	return fmt.Sprintf("part(%d)", int(p))
 }
@@ -202,6 +214,12 @@ func (p Part) check() string {
 		return inPath("mmdebstrap", "mmdebstrap")
 	case Pebble:
 		return inPath("pebble", "pebble", "pebble-challtestsrv")
+	case Registry:
+		return inPath("docker-registry", "docker-registry")
+	case Skopeo:
+		return inPath("skopeo", "skopeo")
+	case Age:
+		return inPath("age", "age")
 	}
 	return "unknown part " + p.String()
 }

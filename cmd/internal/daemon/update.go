@@ -1,0 +1,425 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/errkind"
+	"github.com/onionpod/onionpod/internal/names"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// Updates. An update resolves a container's registry reference again (pods.ImageStore.Refresh:
+// one HEAD at the registry, only new layers fetched), puts the new image in the app's record with
+// the one it ran as the previous (kept in the image store: a rollback needs no registry), lets a
+// pass restart the container on it, and waits for the app to be healthy: running, with every
+// updated container's health check passing (a container without a check: active and not
+// restarted for settleTime). When that does not happen within the grace period, or an updated
+// container turns unhealthy or keeps restarting, the previous images are put back the same way
+// (rolled back) and the new one is remembered as rejected: automatic updates do not take it
+// again. Volumes belong to the app, not to an image: they stay through every update and rollback.
+
+// settleTime is how long an updated container without a health check must run without a restart
+// to count as healthy.
+const settleTime = 3 * time.Second
+
+// updateLocks makes updates and rollbacks of one app one at a time.
+type updateLocks struct {
+	mu   sync.Mutex
+	busy map[string]bool
+}
+
+// begin marks app as being updated; a second update of it meanwhile is a conflict.
+func (u *updateLocks) begin(app string) (end func(), err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.busy == nil {
+		u.busy = map[string]bool{}
+	}
+	if u.busy[app] {
+		return nil, errkind.Conflictf("daemon: app %q: an update or rollback of it is under way", app)
+	}
+	u.busy[app] = true
+	return func() {
+		u.mu.Lock()
+		delete(u.busy, app)
+		u.mu.Unlock()
+	}, nil
+}
+
+// imageSwitch is one container's change of image: what it ran (before: its image fields) and
+// what it is to run.
+type imageSwitch struct {
+	container           string
+	before              store.Container
+	toRef, to, toDigest string
+}
+
+// apply makes c run the switch's image, the one it ran becoming the previous one.
+func (s imageSwitch) apply(c *store.Container) {
+	c.PreviousImageID, c.PreviousDigest, c.PreviousImage = s.before.ImageID, s.before.Digest, ""
+	if s.before.Image != s.toRef {
+		c.PreviousImage = s.before.Image
+	}
+	c.Image, c.ImageID, c.Digest = s.toRef, s.to, s.toDigest
+}
+
+// undo makes c what it was before the switch (apply undone), its image rejected.
+func (s imageSwitch) undo(c *store.Container) {
+	b := s.before
+	c.Image, c.ImageID, c.Digest = b.Image, b.ImageID, b.Digest
+	c.PreviousImage, c.PreviousImageID, c.PreviousDigest = b.PreviousImage, b.PreviousImageID, b.PreviousDigest
+	c.RejectedImageID = s.to
+}
+
+// updateApp updates the app's containers to the images their registries serve (see the comment
+// at the top). A reference that does not resolve fails the update with the app untouched. A
+// rollback is no error: the result says so, and why.
+func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error) {
+	res := api.UpdateResult{App: name}
+	if err := names.App(name); err != nil {
+		return res, err
+	}
+	if req.Container != "" && !names.IsApp(req.Container) {
+		return res, errkind.BadInputf("daemon: update %q: %q is not a container name", name, req.Container)
+	}
+	if req.Image != "" {
+		if !RegistryImage(req.Image) {
+			return res, errkind.BadInputf("daemon: update %q: an update takes a registry reference (send an archive with `onionpod run %s --image FILE`)", name, name)
+		}
+		if err := pods.CheckRef(req.Image); err != nil {
+			return res, err
+		}
+	}
+	end, err := d.updateLocks.begin(name)
+	if err != nil {
+		return res, err
+	}
+	defer end()
+	app, err := d.store.Get(name)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case req.Auto && !app.AutoUpdate:
+		return d.skipped(res, "automatic updates are off for it (auto_update)")
+	case app.Stopped:
+		return d.skipped(res, "it is stopped (start it first)")
+	}
+	targets, err := updateTargets(app, req)
+	if err != nil {
+		return res, err
+	}
+	var switches []imageSwitch
+	for _, c := range targets {
+		ref := c.Image
+		if req.Image != "" {
+			ref = req.Image
+		}
+		// Outside the store's lock: a registry may be slow.
+		img, _, err := d.parts.images.Refresh(ctx, ref, io.Discard)
+		if err != nil {
+			return res, fmt.Errorf("daemon: update %q: container %s: %w", name, c.Name, err)
+		}
+		cu := api.ContainerUpdate{Name: c.Name, Image: ref, From: c.ImageID, To: img.Digest, Digest: img.RepoDigest}
+		switch {
+		case img.Digest == c.ImageID && ref == c.Image:
+			cu.Result, cu.To = api.UpdateUpToDate, ""
+		case req.Auto && img.Digest == c.RejectedImageID:
+			cu.Result, cu.Reason = api.UpdateSkipped, "an update to it was rolled back (it failed its health check); update by hand to try it again"
+		case req.Check:
+			cu.Result = api.UpdateAvailable
+		default:
+			switches = append(switches, imageSwitch{container: c.Name, before: c, toRef: ref, to: img.Digest, toDigest: img.RepoDigest})
+		}
+		res.Containers = append(res.Containers, cu)
+	}
+	res.Result = api.UpdateUpToDate
+	if len(switches) == 0 {
+		for _, cu := range res.Containers {
+			if cu.Result == api.UpdateAvailable {
+				res.Result = api.UpdateAvailable
+			}
+		}
+		res.Status, _ = d.appStatus(name)
+		return res, nil
+	}
+	ok, why, took, err := d.switchImages(ctx, name, switches, req.Grace, false)
+	res.Took = took
+	if err != nil {
+		return res, err
+	}
+	setResults(&res, switches, api.UpdateUpdated, "")
+	if ok {
+		res.Result = api.UpdateUpdated
+		d.log.Info("app updated", "app", name, "took", took.Round(time.Millisecond))
+		res.Status, _ = d.appStatus(name)
+		return res, nil
+	}
+	// Back to what ran before.
+	d.log.Warn("update failed: rolling back", "app", name, "why", why)
+	okBack, whyBack, tookBack, err := d.switchImages(ctx, name, switches, req.Grace, true)
+	res.Took += tookBack
+	res.Result, res.Reason = api.UpdateRolledBack, why
+	setResults(&res, switches, api.UpdateRolledBack, why)
+	if err != nil {
+		return res, fmt.Errorf("daemon: update %q failed (%s), and rolling back failed: %w", name, why, err)
+	}
+	if !okBack {
+		res.Reason += "; after the rollback the app is not healthy either: " + whyBack
+	}
+	res.Status, _ = d.appStatus(name)
+	return res, nil
+}
+
+func (d *Daemon) skipped(res api.UpdateResult, why string) (api.UpdateResult, error) {
+	res.Result, res.Reason = api.UpdateSkipped, why
+	res.Status, _ = d.appStatus(res.App)
+	return res, nil
+}
+
+// setResults marks the containers switches changed.
+func setResults(res *api.UpdateResult, switches []imageSwitch, result, reason string) {
+	for i, cu := range res.Containers {
+		if slices.ContainsFunc(switches, func(s imageSwitch) bool { return s.container == cu.Name }) {
+			res.Containers[i].Result, res.Containers[i].Reason = result, reason
+		}
+	}
+}
+
+// updateTargets are the containers an update resolves again: the one named (or, for a new
+// image reference, the app's only one), or every container with a registry image.
+func updateTargets(app store.App, req api.UpdateRequest) ([]store.Container, error) {
+	pick := req.Container
+	if pick == "" && req.Image != "" {
+		if len(app.Containers) != 1 {
+			return nil, errkind.BadInputf("daemon: update %q: name the container the image is for (it has %s)", app.Name, strings.Join(app.ContainerNames(), ", "))
+		}
+		pick = app.Containers[0].Name
+	}
+	if pick != "" {
+		c, ok := app.Container(pick)
+		switch {
+		case !ok:
+			return nil, errkind.BadInputf("daemon: update %q: no container %q (it has %s)", app.Name, pick, strings.Join(app.ContainerNames(), ", "))
+		case req.Image == "" && !RegistryImage(c.Image):
+			return nil, errkind.BadInputf("daemon: update %q: container %s has no registry image to update (%s)", app.Name, pick, cmpOr(c.Image, "a static site"))
+		}
+		return []store.Container{c}, nil
+	}
+	var out []store.Container
+	for _, c := range app.Containers {
+		if c.Static == "" && RegistryImage(c.Image) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// switchImages makes the containers run their new images (or, back, undoes that: they run what
+// they ran, the new images remembered as rejected) and waits until the app is healthy on them,
+// or grace passes, or a switched container fails: ok says which, why why not, took how long.
+func (d *Daemon) switchImages(ctx context.Context, name string, switches []imageSwitch, grace time.Duration, back bool) (ok bool, why string, took time.Duration, err error) {
+	if grace <= 0 {
+		grace = api.DefaultGrace
+	}
+	var gen int64
+	err = d.store.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+		app, err := tx.Get(name)
+		if err != nil {
+			return err
+		}
+		for _, s := range switches {
+			i := slices.IndexFunc(app.Containers, func(c store.Container) bool { return c.Name == s.container })
+			runs, ref := s.before.ImageID, s.before.Image
+			if back {
+				runs, ref = s.to, s.toRef
+			}
+			if i < 0 || app.Containers[i].ImageID != runs || app.Containers[i].Image != ref {
+				return errkind.Conflictf("daemon: app %q: container %s changed while it was being updated", name, s.container)
+			}
+			if back {
+				s.undo(&app.Containers[i])
+			} else {
+				s.apply(&app.Containers[i])
+			}
+		}
+		app.Generation++
+		app.Updated = time.Now().UTC()
+		if err := app.Validate(); err != nil {
+			return err
+		}
+		gen = app.Generation
+		return tx.Put(app)
+	})
+	if err != nil {
+		return false, "", 0, err
+	}
+	start := time.Now()
+	d.trigger("images of " + name + " switched")
+	containers := make([]string, len(switches))
+	for i, s := range switches {
+		containers[i] = s.container
+	}
+	ok, why = d.awaitHealthy(ctx, name, gen, containers, grace)
+	return ok, why, time.Since(start), nil
+}
+
+// awaitHealthy waits until the app, at generation gen or later, runs with the containers named
+// healthy (a container without a check: active and not restarted for settleTime), and reports
+// false with the reason as soon as one of them is unhealthy, restarted by its check or by
+// systemd, or the app failed, or grace passed.
+func (d *Daemon) awaitHealthy(ctx context.Context, name string, gen int64, containers []string, grace time.Duration) (bool, string) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+	w := &healthWait{name: name, gen: gen, containers: containers, first: map[string]pods.Status{}, state: "not applied yet"}
+	for {
+		d.mu.Lock()
+		changed := d.changed
+		d.mu.Unlock()
+		if done, ok, why := d.updateOutcome(ctx, w); done {
+			return ok, why
+		}
+		select {
+		case <-ctx.Done():
+			return false, "the update was cancelled: " + ctx.Err().Error()
+		case <-deadline.C:
+			return false, fmt.Sprintf("not healthy after %v (%s)", grace, w.state)
+		case <-changed:
+		case <-poll.C:
+		}
+	}
+}
+
+// healthWait is what awaitHealthy has seen.
+type healthWait struct {
+	name       string
+	gen        int64
+	containers []string
+	// first is each container's unit as first seen active once gen was applied: what ran
+	// before (a check's restart of the image left) is not held against the image switched to.
+	first map[string]pods.Status
+	state string // what the app looked like last, for a timeout's message
+}
+
+// updateOutcome looks at the app once: done says whether the wait is over, ok how it ended.
+func (d *Daemon) updateOutcome(ctx context.Context, w *healthWait) (done, ok bool, why string) {
+	st, err := d.appStatus(w.name)
+	if err != nil {
+		return true, false, err.Error()
+	}
+	if st.ObservedGeneration < w.gen {
+		return false, false, ""
+	}
+	w.state = "state " + st.State + lastErr(st)
+	if st.State == api.StateFailed {
+		return true, false, "the app failed: " + st.LastError
+	}
+	settled := true
+	for _, cs := range st.Containers {
+		if !slices.Contains(w.containers, cs.Name) {
+			continue
+		}
+		us, err := d.parts.systemd.ContainerStatus(ctx, w.name, cs.Name)
+		switch {
+		case err != nil:
+			settled = false
+			continue
+		case us.ActiveState == "failed":
+			return true, false, fmt.Sprintf("container %s failed (%s)", cs.Name, us.SubState)
+		case us.ActiveState != "active":
+			settled = false
+			continue
+		}
+		first, seen := w.first[cs.Name]
+		if !seen {
+			w.first[cs.Name] = us
+			settled = false
+			continue
+		}
+		if us.Restarts > first.Restarts {
+			return true, false, fmt.Sprintf("container %s keeps restarting (%d restarts)", cs.Name, us.Restarts-first.Restarts)
+		}
+		if h := cs.Health; h != nil {
+			switch {
+			case h.State == api.HealthUnhealthy:
+				return true, false, fmt.Sprintf("container %s is unhealthy: %s", cs.Name, h.LastError)
+			case h.Restarts > 0 && !h.LastRestart.Before(first.Since):
+				return true, false, fmt.Sprintf("container %s was restarted by its health check (%s)", cs.Name, h.RestartReason)
+			}
+			continue // running (below) says it is healthy
+		}
+		if time.Since(us.Since) < settleTime {
+			settled = false
+		}
+	}
+	if st.State == api.StateRunning && settled {
+		return true, true, ""
+	}
+	return false, false, ""
+}
+
+// rollbackApp puts back the previous images of the app's containers (the one named, or every one
+// that has a previous image) and waits until the app is healthy on them.
+func (d *Daemon) rollbackApp(ctx context.Context, name string, req api.RollbackRequest) (api.UpdateResult, error) {
+	res := api.UpdateResult{App: name}
+	if err := names.App(name); err != nil {
+		return res, err
+	}
+	end, err := d.updateLocks.begin(name)
+	if err != nil {
+		return res, err
+	}
+	defer end()
+	app, err := d.store.Get(name)
+	if err != nil {
+		return res, err
+	}
+	if req.Container != "" {
+		if _, ok := app.Container(req.Container); !ok {
+			return res, errkind.BadInputf("daemon: rollback %q: no container %q (it has %s)", name, req.Container, strings.Join(app.ContainerNames(), ", "))
+		}
+	}
+	var switches []imageSwitch
+	for _, c := range app.Containers {
+		if req.Container != "" && c.Name != req.Container || c.PreviousImageID == "" {
+			continue
+		}
+		if _, err := d.parts.images.Image(c.PreviousImageID); err != nil {
+			return res, fmt.Errorf("daemon: rollback %q: container %s: its previous image %s is no longer in the image store: %w", name, c.Name, c.PreviousImageID, err)
+		}
+		s := imageSwitch{container: c.Name, before: c, toRef: cmpOr(c.PreviousImage, c.Image), to: c.PreviousImageID, toDigest: c.PreviousDigest}
+		switches = append(switches, s)
+		res.Containers = append(res.Containers, api.ContainerUpdate{Name: c.Name, Image: s.toRef, From: c.ImageID, To: s.to, Digest: s.toDigest, Result: api.UpdateRolledBack})
+	}
+	if len(switches) == 0 {
+		return res, errkind.BadInputf("daemon: rollback %q: no container has a previous image to go back to", name)
+	}
+	ok, why, took, err := d.switchImages(ctx, name, switches, req.Grace, false)
+	res.Took = took
+	if err != nil {
+		return res, err
+	}
+	res.Result = api.UpdateRolledBack
+	if !ok {
+		res.Reason = "after the rollback the app is not healthy: " + why
+	}
+	res.Status, _ = d.appStatus(name)
+	return res, nil
+}
