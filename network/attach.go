@@ -1,7 +1,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -46,6 +48,9 @@ func (m *Manager) Attach(ctx context.Context, a Attachment) (_ Result, err error
 	}
 	if m.reusable(ctx, old, a) {
 		return m.keep(old, a)
+	}
+	if r, ok, err := m.rebuild(ctx, old, a); ok {
+		return r, err
 	}
 	if err := m.clearPrevious(ctx, a.App, old); err != nil {
 		return Result{}, err
@@ -116,6 +121,54 @@ func (m *Manager) attachFresh(ctx context.Context, a Attachment) (_ Result, err 
 	}
 	m.announce(l.App)
 	return m.resultWith(l, podH), nil
+}
+
+// rebuild attaches a again on its lease old when the pod's namespace is gone but its lease is
+// whole and still what a asks for: the pod's namespace went with the box's /run (a reboot: every
+// network unit does this at boot, at once). The lease stays as it is (its MAC, its ULA: no other
+// attach can have taken the ULA while the lease held it), so neither every lease on disk nor the
+// state lock is needed, and CNI DEL has nothing to release (no DHCP lease: an IPv4 pod is
+// attached afresh). ok is false when it does not apply; on error nothing is left (as
+// attachFresh).
+func (m *Manager) rebuild(ctx context.Context, old *lease, a Attachment) (_ Result, ok bool, err error) {
+	if old == nil || old.IPv4 || !m.same(old, a) || netnsfile.Exists(old.Netns) {
+		return Result{}, false, nil
+	}
+	fresh, err := m.prepareLease(ctx, a)
+	if err != nil || fresh.Uplink != old.Uplink || !sameJSON(fresh.Conflist, old.Conflist) || fresh.Netns != old.Netns {
+		return Result{}, false, nil // attached afresh: that says what is wrong
+	}
+	m.unwatchPod(a.App) // let go of the old namespace, if this process still holds it
+	l := old.stored()   // a copy: the cached lease is shared
+	defer func() {
+		if err != nil {
+			undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+			defer cancel()
+			err = errors.Join(err, m.teardown(undoCtx, a.App, &l, true))
+		}
+	}()
+	if !l.OnionOnly {
+		if err := m.ensureShim(ctx, l.Uplink); err != nil {
+			return Result{}, true, err
+		}
+	}
+	podH, err := m.createPod(&l, a.Ports)
+	if err != nil {
+		return Result{}, true, err
+	}
+	defer podH.Close()
+	if err := m.wirePod(ctx, &l, podH); err != nil {
+		return Result{}, true, err
+	}
+	m.announce(l.App)
+	return m.resultWith(&l, podH), true, nil
+}
+
+// sameJSON reports whether a and b are the same JSON but for white space (a lease holds its
+// conflist re-indented).
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	return json.Compact(&ca, a) == nil && json.Compact(&cb, b) == nil && bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // createPod creates the pod's namespace and its firewall, before any link exists, and returns a

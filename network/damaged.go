@@ -7,12 +7,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
 	"github.com/onionpod/onionpod/internal/netnsfile"
@@ -51,7 +54,40 @@ const damagedSuffix = ".damaged-"
 
 // DamagedLeases lists the damaged lease files, set aside or not yet, sorted by app then time:
 // what status shows until the operator deletes the files set aside.
+//
+// The answer is kept while the leases directory is unchanged (no lease written, removed or set
+// aside), for up to damagedRescan: a lease damaged in place is found at once by its app's
+// Addresses and set aside by its next Attach, which changes the directory.
 func (m *Manager) DamagedLeases() ([]DamagedLease, error) {
+	var dirSt unix.Stat_t
+	dirOK := unix.Stat(m.leases.dir, &dirSt) == nil
+	m.damaged.mu.Lock()
+	defer m.damaged.mu.Unlock()
+	if d := &m.damaged; dirOK && d.valid && d.dir == idOfStat(&dirSt) && time.Since(d.at) < damagedRescan {
+		return slices.Clone(d.leases), nil
+	}
+	out, err := m.scanDamaged()
+	if err == nil && dirOK {
+		m.damaged.valid, m.damaged.dir, m.damaged.at, m.damaged.leases = true, idOfStat(&dirSt), time.Now(), out
+	}
+	return slices.Clone(out), err
+}
+
+// damagedRescan bounds how long DamagedLeases keeps its answer while the leases directory is
+// unchanged.
+const damagedRescan = time.Minute
+
+// damagedScan is DamagedLeases' last answer, with the identity of the leases directory then.
+type damagedScan struct {
+	mu     sync.Mutex
+	valid  bool
+	dir    fileID
+	at     time.Time
+	leases []DamagedLease
+}
+
+// scanDamaged reads every lease file (through the cache) and the files set aside.
+func (m *Manager) scanDamaged() ([]DamagedLease, error) {
 	set, err := m.leases.loadAll(&m.cache)
 	if err != nil {
 		return nil, fmt.Errorf("network: damaged leases: %w", err)

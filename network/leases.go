@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/genvalue"
 )
 
@@ -199,12 +200,14 @@ func leaseApp(name string) (string, bool) {
 type leaseCache struct {
 	mu    sync.Mutex
 	files map[string]cachedLease
+	watch *dirwatch.Watch // see Manager.FollowFiles
 }
 
 type cachedLease struct {
 	id    fileID
 	lease *lease
-	err   error // why the file is not a lease (damaged)
+	err   error  // why the file is not a lease (damaged)
+	mark  uint64 // the watch's mark before loadCached last checked the file (0: none)
 }
 
 type fileID struct {
@@ -286,6 +289,48 @@ func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
 		}
 	}
 	return set, nil
+}
+
+// loadCached is load through the cache (a stat when the file did not change), with the file's
+// inode. A cached lease is shared: never change it.
+func (s leaseStore) loadCached(c *leaseCache, app string) (*lease, uint64, error) {
+	c.mu.Lock()
+	cached, ok := c.files[app]
+	watch := c.watch
+	c.mu.Unlock()
+	if ok && cached.mark != 0 && watch.Unchanged(cached.mark, s.path(app)) {
+		return cached.lease, cached.id.ino, cached.err // nothing happened to the file
+	}
+	mark := watch.Mark()
+	var st unix.Stat_t
+	err := unix.Lstat(s.path(app), &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("lease %s: %w", app, err)
+	}
+	id := idOfStat(&st)
+	if ok && cached.id == id {
+		cached.mark = mark
+		c.mu.Lock()
+		c.files[app] = cached
+		c.mu.Unlock()
+		return cached.lease, id.ino, cached.err
+	}
+	l, ino, err := s.loadWithInode(app)
+	if err != nil && !errors.Is(err, ErrDamagedLease) || l == nil && err == nil {
+		return l, ino, err // an I/O error may pass: not cached
+	}
+	if ino == id.ino { // the file stat'ed is the one read
+		c.mu.Lock()
+		if c.files == nil {
+			c.files = map[string]cachedLease{}
+		}
+		c.files[app] = cachedLease{id: id, lease: l, err: err, mark: mark}
+		c.mu.Unlock()
+	}
+	return l, ino, err
 }
 
 // save stores l (with its checksum) in place of app's lease file.

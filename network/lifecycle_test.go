@@ -231,6 +231,11 @@ func TestRestartKeepsLeases(t *testing.T) {
 	if err := netnsfile.Remove(res.Netns); err != nil {
 		t.Fatal(err)
 	}
+	leaseFile := filepath.Join(e.cfg.StateDir, "leases", "blog.json")
+	before, err := os.Stat(leaseFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	afterBoot, err := network.New(e.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +253,11 @@ func TestRestartKeepsLeases(t *testing.T) {
 	}
 	if booted.ULA != res.ULA || !netnsfile.Exists(booted.Netns) {
 		t.Fatalf("after reboot: %+v, want ULA %s and a namespace", booted, res.ULA)
+	}
+	// Rebuilt on its lease, which is neither written again nor fsynced (at boot every app's
+	// network unit does this at once).
+	if after, err := os.Stat(leaseFile); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the lease was written again at boot: %v, %v", after, err)
 	}
 	serveHTTP(t, booted.Netns, "back")
 	fetchEventually(t, e.lan.BoxNetns(), httpURL(booted.ULA), "back")

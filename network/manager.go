@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 // Manager attaches pods to the network. Create it with New; Close it to wait for background
@@ -34,8 +36,12 @@ type Manager struct {
 	busy     map[string]chan struct{} // app -> closed when the running Attach/Detach/Check ends
 	pending  map[string]chan struct{} // app or shimName -> closed when background teardown ends
 	watchers map[*watcher]struct{}
-	wireless map[int]bool // uplink ifindex -> is wireless (checked once)
-	bg       sync.WaitGroup
+	// firewalls are the pods' firewalls as last read, while a watch follows their nftables
+	// events (see Addresses).
+	firewalls map[string]cachedFirewall
+	damaged   damagedScan  // DamagedLeases' last answer
+	wireless  map[int]bool // uplink ifindex -> is wireless (checked once)
+	bg        sync.WaitGroup
 }
 
 // New checks the configuration, opens the box namespace and checks that the stored leases are
@@ -57,6 +63,7 @@ func New(cfg Config) (*Manager, error) {
 		busy:      map[string]chan struct{}{},
 		pending:   map[string]chan struct{}{},
 		watchers:  map[*watcher]struct{}{},
+		firewalls: map[string]cachedFirewall{},
 		wireless:  map[int]bool{},
 	}
 	fail := func(what string, err error) (*Manager, error) {
@@ -72,7 +79,9 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(m.leases.dir, 0o700); err != nil {
 		return fail("state dir", err)
 	}
-	if _, err := m.leases.loadAll(&m.cache); err != nil {
+	// The leases dir must be readable; the leases themselves are read when needed (a net-up at
+	// boot, one of many at once, reads its own).
+	if _, err := m.leases.apps(); err != nil {
 		return fail("leases", err)
 	}
 	m.cni = libcni.NewCNIConfigWithCacheDir(cfg.CNIPaths, filepath.Join(cfg.StateDir, "cni-cache"), &boxExec{box: box})
@@ -88,6 +97,14 @@ func openBox(path string) (ns.NetNS, error) {
 		return ns.GetNS(path)
 	}
 	return ns.GetCurrentNS()
+}
+
+// FollowFiles makes Addresses skip the stat of lease files nothing happened to since they were
+// last read (w sees the leases directory's events). For a long-lived process (the daemon).
+func (m *Manager) FollowFiles(w *dirwatch.Watch) {
+	m.cache.mu.Lock()
+	defer m.cache.mu.Unlock()
+	m.cache.watch = w
 }
 
 // Close waits for background teardown (links being deleted after Detach) to finish and releases

@@ -61,18 +61,66 @@ func (m *Manager) predict(l *lease, r Result) Result {
 // its namespace, read now), and the ports its firewall publishes. It takes no lock: during another
 // process's attach it may see the lease before the namespace, and then reports the addresses the
 // pod will have. A damaged lease file is an error matching ErrDamagedLease (Attach repairs it).
+//
+// While a Watch follows the pod, its addresses are those its netlink events left, and its
+// firewall is read again only after an nftables event in its namespace: asking for every pod of
+// a big box then costs a stat of each lease file, not a netlink conversation with each pod.
 func (m *Manager) Addresses(app string) (Result, error) {
 	if err := validApp(app); err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
 	}
-	l, err := m.leases.load(app)
+	l, ino, err := m.leases.loadCached(&m.cache, app)
 	if err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
 	}
 	if l == nil {
 		return Result{}, fmt.Errorf("network: addresses %q: %w", app, ErrNotFound)
 	}
+	if r, ok := m.followed(l, ino); ok {
+		return r, nil
+	}
 	return m.result(l), nil
+}
+
+// cachedFirewall is a pod's firewall as read during one subscription to its nftables events,
+// before the event numbered epoch.
+type cachedFirewall struct {
+	sub, epoch uint64
+	st         firewallState
+}
+
+// followed is the result of lease l (file inode ino) from what a watch follows of it; ok false
+// when no watch follows that attach (yet).
+func (m *Manager) followed(l *lease, ino uint64) (Result, bool) {
+	for _, w := range m.currentWatchers() {
+		v, ok := w.view(l.App, ino)
+		if !ok {
+			continue
+		}
+		r := Result{Netns: l.Netns, MAC: l.mac(), ULA: l.ULA}
+		m.mu.Lock()
+		fw, ok := m.firewalls[l.App]
+		m.mu.Unlock()
+		if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch {
+			st, err := readFirewall(l.Netns) // after the epoch was taken: a change meanwhile makes it stale
+			if err != nil {
+				return Result{}, false
+			}
+			fw = cachedFirewall{sub: v.sub, epoch: v.fwEpoch, st: st}
+			m.mu.Lock()
+			m.firewalls[l.App] = fw
+			m.mu.Unlock()
+		}
+		if fw.st.present {
+			r.Ports, r.Firewall = fw.st.ports, fw.st.holds(m.firewallFor(l, fw.st.ports))
+		}
+		if l.OnionOnly {
+			return r, true
+		}
+		r.LAN, r.IPv4 = v.addrs.LAN, v.addrs.IPv4
+		return m.predict(l, r), true
+	}
+	return Result{}, false
 }
 
 // Check verifies that app's attachment is still as Attach left it: namespace, link, MAC and ULA

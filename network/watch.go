@@ -2,12 +2,17 @@ package network
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"net/netip"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // AddressChange reports a LAN pod's usable addresses after they changed: when its SLAAC address
@@ -30,8 +35,23 @@ type AddressChange struct {
 // its attach ends) and netlink address events inside each pod's namespace (no polling), and
 // resynchronizes from a fresh dump if the kernel drops events. A slow reader delays events, it
 // does not lose the latest state.
+//
+// While a Watch runs, the Manager also answers Addresses from what it follows: the addresses
+// the pod's events left, and its firewall as last read (every nftables change in the pod's
+// namespace, by anyone, is an event that makes the next Addresses read it again). A pass over
+// many pods then asks the kernel nothing about pods that did not change.
+//
+// Every followed pod costs two netlink sockets (addresses, nftables events) and no goroutine:
+// one goroutine waits on all the sockets at once (epoll) and reads them with one buffer.
 func (m *Manager) Watch(ctx context.Context) <-chan AddressChange {
-	w := &watcher{out: make(chan AddressChange, 64), ula: m.cfg.ULAPrefix, leases: m.leases, pods: map[string]*follower{}}
+	w, err := newWatcher(m.cfg.ULAPrefix, m.leases)
+	if err != nil {
+		// No epoll instance (out of file descriptors): a watch that reports nothing until ctx
+		// ends; Addresses reads the pods as without a watch.
+		out := make(chan AddressChange)
+		go func() { <-ctx.Done(); close(out) }()
+		return out
+	}
 	notify, notifyErr := openLeaseNotify(m.leases.dir) // before the first scan: no change slips between
 	m.mu.Lock()
 	m.watchers[w] = struct{}{}
@@ -63,6 +83,9 @@ func (m *Manager) unwatchPod(app string) {
 	for _, w := range m.currentWatchers() {
 		w.stop(app)
 	}
+	m.mu.Lock()
+	delete(m.firewalls, app)
+	m.mu.Unlock()
 }
 
 func (m *Manager) currentWatchers() []*watcher {
@@ -79,24 +102,81 @@ type watcher struct {
 	out    chan AddressChange
 	ula    netip.Prefix
 	leases leaseStore
+	epfd   int // every followed pod's sockets
+	wakeFD int // an eventfd in epfd: the loop ends when closed is set
 
-	mu     sync.Mutex // also makes syncs one at a time, so the last one's view of the disk wins
-	pods   map[string]*follower
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex // also makes syncs one at a time, so the last one's view of the disk wins
+	pods    map[string]*follower
+	byFD    map[int32]*follower
+	closed  bool
+	nextSub uint64
+	pending map[string]AddressChange // reports not yet taken by the reader (the latest per app)
+	queued  chan struct{}            // capacity 1: pending has something
+	buf     []byte                   // what the sockets are read into
+	ended   chan struct{}            // closed by close: the sender stops
+	wg      sync.WaitGroup           // the loop and the sender
 }
 
-// follower follows one attach of a LAN pod: the one whose lease file is inode ino.
+// follower follows one attach of a pod: the one whose lease file is inode ino.
 type follower struct {
+	app   string
 	ino   uint64
 	netns string
-	stop  chan struct{}
-	kick  chan struct{} // try subscribing again now (the attach finished)
+	lan   bool // a LAN pod: its addresses are followed (an onion-only pod: its firewall only)
+	sub   *podSub
+	last  podAddrs // what was reported last
+	retry time.Duration
+	timer *time.Timer // the next subscription attempt, while not subscribed
 }
 
-// sync makes the watcher follow app as its lease file says now: a LAN lease it does not follow yet
+// podSub is one subscription to a pod's events: the sockets in its namespace, and what they told.
+type podSub struct {
+	id      uint64 // unique among the watcher's subscriptions: a cached view names it
+	nsIno   uint64 // the namespace subscribed to (a pod attached again has a new one at the same path)
+	ifindex int
+	addrFD  int // address events of the pod's link (-1: an onion-only pod)
+	fwFD    int // nftables events of the pod's namespace
+	dumped  bool
+	seen    map[netip.Addr]addrInfo
+	fwEpoch uint64 // counts nftables events (a firewall read before the last one is stale)
+}
+
+// liveView is what a watcher knows of a followed pod now.
+type liveView struct {
+	sub     uint64
+	fwEpoch uint64
+	addrs   podAddrs // of a LAN pod
+}
+
+const dumpSeq = 1
+
+func newWatcher(ula netip.Prefix, leases leaseStore) (*watcher, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, err
+	}
+	w := &watcher{out: make(chan AddressChange, 64), ula: ula, leases: leases, epfd: epfd, wakeFD: wake,
+		pods: map[string]*follower{}, byFD: map[int32]*follower{}, pending: map[string]AddressChange{},
+		queued: make(chan struct{}, 1), ended: make(chan struct{}), buf: make([]byte, 64<<10)}
+	w.wg.Add(2)
+	go w.loop()
+	go w.send()
+	return w, nil
+}
+
+// sync makes the watcher follow app as its lease file says now: a lease it does not follow yet
 // (or a new one: a re-attach, whose namespace is new) gets a fresh follower; a lease it follows
-// already is a nudge (its attach finished: subscribe now); no lease, or an onion-only one, stops it.
+// already is a nudge (its attach finished: subscribe now); no lease stops it.
 func (w *watcher) sync(app string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -108,27 +188,25 @@ func (w *watcher) sync(app string) {
 		return // unreadable now; the next change of the file brings us back
 	}
 	f := w.pods[app]
-	if l == nil || l.OnionOnly {
+	if l == nil {
 		if f != nil {
-			close(f.stop)
-			delete(w.pods, app)
+			w.dropLocked(f)
 		}
 		return
 	}
 	if f != nil && f.ino == ino && f.netns == l.Netns {
-		select {
-		case f.kick <- struct{}{}:
-		default:
+		if f.sub == nil || !f.sub.current(f.netns) {
+			w.unsubscribeLocked(f)
+			w.trySubscribeLocked(f)
 		}
 		return
 	}
 	if f != nil {
-		close(f.stop)
+		w.dropLocked(f)
 	}
-	f = &follower{ino: ino, netns: l.Netns, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	f = &follower{app: app, ino: ino, netns: l.Netns, lan: !l.OnionOnly, retry: time.Second}
 	w.pods[app] = f
-	w.wg.Add(1)
-	go w.follow(app, f)
+	w.trySubscribeLocked(f)
 }
 
 func (w *watcher) syncAll(apps []string) {
@@ -153,119 +231,390 @@ func (w *watcher) stop(app string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if f, ok := w.pods[app]; ok {
-		close(f.stop)
-		delete(w.pods, app)
+		w.dropLocked(f)
 	}
+}
+
+// view is what the watcher follows of app's attach whose lease file is inode ino: ok only while
+// its sockets are open and (for a LAN pod) the first dump of its addresses has been read. Every
+// event the kernel queued before the call is read first: the view is never behind a change made
+// before it was asked for.
+func (w *watcher) view(app string, ino uint64) (liveView, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.drainLocked()
+	f := w.pods[app]
+	if f == nil || f.ino != ino || f.sub == nil {
+		return liveView{}, false
+	}
+	if !f.sub.current(f.netns) { // the pod was attached again on the same lease (after a reboot)
+		w.unsubscribeLocked(f)
+		w.trySubscribeLocked(f)
+		return liveView{}, false
+	}
+	if f.lan && !f.sub.dumped {
+		return liveView{}, false
+	}
+	v := liveView{sub: f.sub.id, fwEpoch: f.sub.fwEpoch}
+	if f.lan {
+		v.addrs = usable(f.sub.seen, w.ula)
+	}
+	return v, true
 }
 
 func (w *watcher) close() {
 	w.mu.Lock()
 	w.closed = true
-	for app, f := range w.pods {
-		close(f.stop)
-		delete(w.pods, app)
+	for _, f := range w.pods {
+		w.dropLocked(f)
 	}
 	w.mu.Unlock()
+	one := binary.NativeEndian.AppendUint64(nil, 1)
+	unix.Write(w.wakeFD, one) // wakes the loop, which sees closed
+	close(w.ended)
 	w.wg.Wait()
+	unix.Close(w.wakeFD)
+	unix.Close(w.epfd)
 	close(w.out)
+}
+
+// dropLocked stops following f: its sockets closed, its retry cancelled.
+func (w *watcher) dropLocked(f *follower) {
+	if f.timer != nil {
+		f.timer.Stop()
+		f.timer = nil
+	}
+	w.unsubscribeLocked(f)
+	if w.pods[f.app] == f {
+		delete(w.pods, f.app)
+	}
+}
+
+func (w *watcher) unsubscribeLocked(f *follower) {
+	if f.sub == nil {
+		return
+	}
+	for _, fd := range []int{f.sub.addrFD, f.sub.fwFD} {
+		if fd >= 0 {
+			delete(w.byFD, int32(fd))
+			unix.Close(fd) // also takes it out of epfd
+		}
+	}
+	f.sub = nil
 }
 
 // Follower retries: at once when nudged, else after a second, doubling up to maxRetry while the
 // namespace is not there (a lease whose pod is not attached yet, as after a reboot).
 const maxRetry = 30 * time.Second
 
-// follow reports app's address changes until stopped; it subscribes again after errors (the
-// namespace or its link not there yet, or the kernel dropping events under load).
-func (w *watcher) follow(app string, f *follower) {
-	defer w.wg.Done()
-	var last podAddrs
-	retry := time.Second
-	for {
-		wait := retry
-		if w.subscribe(app, f.netns, f.stop, &last) {
-			wait, retry = time.Second, time.Second
-		} else {
-			retry = min(2*retry, maxRetry)
+// trySubscribeLocked subscribes f now, or schedules the next attempt.
+func (w *watcher) trySubscribeLocked(f *follower) {
+	if f.timer != nil {
+		f.timer.Stop()
+		f.timer = nil
+	}
+	sub, err := w.subscribe(f)
+	if err != nil {
+		delay := f.retry
+		f.retry = min(2*f.retry, maxRetry)
+		f.timer = time.AfterFunc(delay, func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if !w.closed && w.pods[f.app] == f && f.sub == nil {
+				w.trySubscribeLocked(f)
+			}
+		})
+		return
+	}
+	f.sub, f.retry = sub, time.Second
+	for _, fd := range []int{sub.addrFD, sub.fwFD} {
+		if fd >= 0 {
+			w.byFD[int32(fd)] = f
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-f.stop:
-			timer.Stop()
-			return
-		case <-f.kick:
-		case <-timer.C:
-		}
-		timer.Stop()
 	}
 }
 
-// subscribe follows the pod's link until stop or an error; it reports whether it got as far as
-// following (false: the namespace or the link is not there).
-func (w *watcher) subscribe(app, path string, stop chan struct{}, last *podAddrs) bool {
-	nsh, err := netns.GetFromPath(path)
+// subscribe opens f's sockets in the pod's namespace, asks for a dump of its addresses and adds
+// the sockets to epfd.
+func (w *watcher) subscribe(f *follower) (_ *podSub, err error) {
+	podNS, err := ns.GetNS(f.netns)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	ifindex := 0
-	err = withHandle(nsh, func(h *netlink.Handle) error {
-		link, err := h.LinkByName(podIfName)
-		if err == nil {
-			ifindex = link.Attrs().Index
+	defer podNS.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(podNS.Fd()), &st); err != nil {
+		return nil, err
+	}
+	w.nextSub++
+	sub := &podSub{id: w.nextSub, nsIno: st.Ino, addrFD: -1, fwFD: -1, seen: map[netip.Addr]addrInfo{}}
+	defer func() {
+		if err != nil {
+			for _, fd := range []int{sub.addrFD, sub.fwFD} {
+				if fd >= 0 {
+					unix.Close(fd)
+				}
+			}
 		}
+	}()
+	err = podNS.Do(func(ns.NetNS) error {
+		if f.lan {
+			link, err := netlink.LinkByName(podIfName)
+			if err != nil {
+				return err
+			}
+			sub.ifindex = link.Attrs().Index
+			if sub.addrFD, err = eventSocket(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR); err != nil {
+				return err
+			}
+		}
+		sub.fwFD, err = eventSocket(unix.NETLINK_NETFILTER, unix.NFNLGRP_NFTABLES)
 		return err
 	})
 	if err != nil {
-		nsh.Close()
-		return false
+		return nil, err
 	}
-	updates := make(chan netlink.AddrUpdate, 256)
-	done := make(chan struct{})
-	err = netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{
-		Namespace: &nsh, ListExisting: true, ReceiveBufferSize: 1 << 20,
-	})
-	nsh.Close()
-	if err != nil {
-		return false
-	}
-	defer func() {
-		close(done)
-		for range updates { // let the reader see the closed socket and end
+	if sub.addrFD >= 0 {
+		if err := requestAddrDump(sub.addrFD); err != nil {
+			return nil, err
 		}
-	}()
-	seen := map[netip.Addr]addrInfo{}
+	}
+	for _, fd := range []int{sub.addrFD, sub.fwFD} {
+		if fd < 0 {
+			continue
+		}
+		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return nil, err
+		}
+	}
+	return sub, nil
+}
+
+// current reports whether the namespace at path is still the one sub follows.
+func (sub *podSub) current(path string) bool {
+	var st unix.Stat_t
+	return unix.Stat(path, &st) == nil && st.Ino == sub.nsIno
+}
+
+// eventSocket opens a non-blocking netlink socket of protocol in the calling thread's namespace,
+// member of groups.
+func eventSocket(protocol int, groups ...int) (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, protocol)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	for _, g := range groups {
+		if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	// Room for a burst (a prefix change touches every pod at once); only used when queued.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	return fd, nil
+}
+
+// requestAddrDump asks the kernel for every address in the socket's namespace (the replies carry
+// dumpSeq; the last is NLMSG_DONE).
+func requestAddrDump(fd int) error {
+	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofIfAddrmsg)
+	binary.NativeEndian.PutUint32(msg[0:4], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:6], unix.RTM_GETADDR)
+	binary.NativeEndian.PutUint16(msg[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(msg[8:12], dumpSeq)
+	msg[unix.SizeofNlMsghdr] = unix.AF_UNSPEC
+	return unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+}
+
+// drainLocked reads every socket that has something queued now (one epoll_wait when none has).
+func (w *watcher) drainLocked() {
+	if w.closed {
+		return
+	}
+	var events [32]unix.EpollEvent
+	for {
+		n, err := unix.EpollWait(w.epfd, events[:], 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return
+		}
+		for _, ev := range events[:n] {
+			if f := w.byFD[ev.Fd]; f != nil {
+				w.readLocked(f, int(ev.Fd))
+			}
+		}
+		if n < len(events) {
+			return
+		}
+	}
+}
+
+// loop waits for events on every followed pod's sockets and reads them, until close.
+func (w *watcher) loop() {
+	defer w.wg.Done()
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		w.mu.Lock()
+		if w.closed {
+			w.mu.Unlock()
+			return
+		}
+		for _, ev := range events[:n] {
+			if f := w.byFD[ev.Fd]; f != nil {
+				w.readLocked(f, int(ev.Fd))
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// readLocked reads what is queued on one of f's sockets, and reports f's addresses if that
+// changed them. A socket that failed (the kernel dropped events: ENOBUFS) is opened again, with
+// a fresh dump.
+func (w *watcher) readLocked(f *follower, fd int) {
+	sub, buf := f.sub, w.buf
+	if sub == nil || fd != sub.addrFD && fd != sub.fwFD {
+		return
+	}
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		if err != nil || n <= 0 {
+			w.unsubscribeLocked(f)
+			w.trySubscribeLocked(f)
+			return
+		}
+		if fd == sub.fwFD {
+			sub.fwEpoch++ // any nftables change: the firewall is read again when asked
+			continue
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			continue
+		}
+		for i := range msgs {
+			w.addrMessage(sub, &msgs[i])
+		}
+	}
+	if fd != sub.addrFD || !sub.dumped {
+		return
+	}
+	now := usable(sub.seen, w.ula)
+	if now.equal(f.last) {
+		return
+	}
+	f.last = now
+	w.pending[f.app] = AddressChange{App: f.app, LAN: now.LAN, IPv4: now.IPv4, Deprecated: now.Deprecated}
+	select {
+	case w.queued <- struct{}{}:
+	default:
+	}
+}
+
+// addrMessage applies one netlink message of the address socket to what sub has seen.
+func (w *watcher) addrMessage(sub *podSub, m *syscall.NetlinkMessage) {
+	switch m.Header.Type {
+	case unix.NLMSG_DONE:
+		if m.Header.Seq == dumpSeq {
+			sub.dumped = true
+		}
+		return
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+	default:
+		return
+	}
+	if len(m.Data) < unix.SizeofIfAddrmsg {
+		return
+	}
+	if int(binary.NativeEndian.Uint32(m.Data[4:8])) != sub.ifindex {
+		return
+	}
+	attrs, err := syscall.ParseNetlinkRouteAttr(m)
+	if err != nil {
+		return
+	}
+	info := addrInfo{flags: int(m.Data[2]), scope: int(m.Data[3])}
+	var local, address []byte
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.IFA_LOCAL:
+			local = a.Value
+		case unix.IFA_ADDRESS:
+			address = a.Value
+		case unix.IFA_FLAGS:
+			if len(a.Value) >= 4 {
+				info.flags = int(binary.NativeEndian.Uint32(a.Value))
+			}
+		case unix.IFA_CACHEINFO:
+			if len(a.Value) >= 4 {
+				info.preferred = int(binary.NativeEndian.Uint32(a.Value))
+			}
+		}
+	}
+	raw := address
+	if local != nil {
+		raw = local // IPv4 sends the local address as IFA_LOCAL (IFA_ADDRESS may be a peer)
+	}
+	ip, ok := netip.AddrFromSlice(raw)
+	if !ok {
+		return
+	}
+	ip = ip.Unmap()
+	if m.Header.Type == unix.RTM_NEWADDR {
+		sub.seen[ip] = info
+	} else {
+		delete(sub.seen, ip)
+	}
+}
+
+// send hands the pending reports to the reader, the latest per app, until close.
+func (w *watcher) send() {
+	defer w.wg.Done()
 	for {
 		select {
-		case <-stop:
-			return true
-		case u, ok := <-updates:
-			if !ok {
-				return true
+		case <-w.ended:
+			return
+		case <-w.queued:
+		}
+		w.mu.Lock()
+		batch := make([]AddressChange, 0, len(w.pending))
+		for _, c := range w.pending {
+			batch = append(batch, c)
+		}
+		clear(w.pending)
+		w.mu.Unlock()
+		slices.SortFunc(batch, func(a, b AddressChange) int {
+			if a.App < b.App {
+				return -1
 			}
-			if u.LinkIndex != ifindex {
-				continue
+			if a.App > b.App {
+				return 1
 			}
-			ip, ok := netip.AddrFromSlice(u.LinkAddress.IP)
-			if !ok {
-				continue
-			}
-			ip = ip.Unmap()
-			if u.NewAddr {
-				seen[ip] = addrInfo{flags: u.Flags, scope: u.Scope, preferred: u.PreferedLft}
-			} else {
-				delete(seen, ip)
-			}
-			if len(updates) > 0 {
-				continue // report the state after the burst, not every step of it
-			}
-			now := usable(seen, w.ula)
-			if now.equal(*last) {
-				continue
-			}
+			return 0
+		})
+		for _, c := range batch {
 			select {
-			case w.out <- AddressChange{App: app, LAN: now.LAN, IPv4: now.IPv4, Deprecated: now.Deprecated}:
-				*last = now
-			case <-stop:
-				return true
+			case w.out <- c:
+			case <-w.ended:
+				return
 			}
 		}
 	}

@@ -2,7 +2,9 @@ package network_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -68,4 +70,81 @@ func next(t *testing.T, changes <-chan network.AddressChange, ok func(network.Ad
 			t.Fatal("no matching address change within 15 s")
 		}
 	}
+}
+
+// A watch follows every pod with sockets, not goroutines (three goroutines per pod held a 64 kB
+// buffer each: 0.2 MB of the daemon per app), and while it runs Addresses answers from what it
+// follows: the same as reading the pod afresh, and never behind a change made before the call
+// (a firewall flushed by hand is seen at once, and so are the addresses of a pod attached again).
+func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nettest.Options{})
+	e.waitForBox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := e.m.Watch(ctx)
+	go func() {
+		for range changes {
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	const pods = 12
+	ports := []network.PortMap{{Public: 80, Target: 8080}}
+	var apps []string
+	for i := range pods {
+		app := fmt.Sprintf("w%02d", i)
+		apps = append(apps, app)
+		a := network.Attachment{App: app, Ports: ports, OnionOnly: i%4 == 3}
+		e.attach(t, a)
+	}
+	for _, app := range apps[:3] {
+		e.waitLAN(t, app)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if grew := runtime.NumGoroutine() - before; grew >= pods {
+		t.Errorf("%d goroutines more with %d pods followed: want fewer than one per pod", grew, pods)
+	}
+
+	fresh, err := network.New(e.cfg) // a Manager with no watch reads every pod afresh
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	same := func(app string) network.Result {
+		t.Helper()
+		got, err1 := e.m.Addresses(app)
+		want, err2 := fresh.Addresses(app)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("Addresses(%s): %v, %v", app, err1, err2)
+		}
+		if got.LAN != want.LAN || got.IPv4 != want.IPv4 || got.ULA != want.ULA || got.Netns != want.Netns ||
+			got.Firewall != want.Firewall || !slices.Equal(got.Ports, want.Ports) {
+			t.Errorf("Addresses(%s) = %+v from the watch, %+v afresh", app, got, want)
+		}
+		return got
+	}
+	for _, app := range apps {
+		if r := same(app); !r.Publishes(ports) {
+			t.Errorf("%s: %+v does not publish %v", app, r, ports)
+		}
+	}
+	for _, app := range []string{apps[1], apps[3]} { // a LAN pod, an onion-only one
+		r, _ := e.m.Addresses(app)
+		if out, err := nettest.Exec(context.Background(), r.Netns, "nft", "flush", "ruleset"); err != nil {
+			t.Skipf("nft: %v %s", err, out)
+		}
+		if r := same(app); r.Firewall || r.Publishes(ports) {
+			t.Errorf("%s: firewall flushed by hand, yet Addresses = %+v", app, r)
+		}
+		e.attach(t, network.Attachment{App: app, Ports: ports, OnionOnly: app == apps[3]})
+		if r := same(app); !r.Publishes(ports) {
+			t.Errorf("%s: attached again, yet Addresses = %+v", app, r)
+		}
+	}
+	e.detach(t, apps[0])
+	e.attach(t, network.Attachment{App: apps[0], Ports: ports})
+	same(apps[0])
+	e.waitLAN(t, apps[0])
+	same(apps[0])
 }

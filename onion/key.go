@@ -15,6 +15,7 @@ import (
 type Key struct {
 	secret [64]byte
 	public [32]byte
+	id     string // ServiceID, derived once (a key is never changed)
 }
 
 // GenerateKey makes a new key from 32 random bytes read from rand (crypto/rand.Reader in
@@ -58,14 +59,20 @@ func keyFromExpanded(b []byte) (*Key, error) {
 	if k.public == identityPoint {
 		return nil, fmt.Errorf("onion: expanded secret key: scalar is zero: %w", ErrBadInput)
 	}
+	k.id = serviceIDFromPublic(k.public[:])
 	return k, nil
 }
 
 // Address is the onion address: 56 base32 characters and ".onion".
-func (k *Key) Address() string { return addressFromPublic(k.public[:]) }
+func (k *Key) Address() string { return k.ServiceID() + ".onion" }
 
 // ServiceID is the address without ".onion", as tor's control port names services.
-func (k *Key) ServiceID() string { return serviceIDFromPublic(k.public[:]) }
+func (k *Key) ServiceID() string {
+	if k.id != "" {
+		return k.id
+	}
+	return serviceIDFromPublic(k.public[:])
+}
 
 // PublicKey returns a copy of the 32-byte ed25519 public key.
 func (k *Key) PublicKey() []byte { return append([]byte(nil), k.public[:]...) }

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
@@ -34,6 +36,106 @@ type KeyStore struct {
 
 	// failCommit, when set (by tests), makes committing that app fail, to prove rollback.
 	failCommit func(app string) error
+
+	cache       keyCache
+	clientCache clientCache
+}
+
+// keyCache keeps the keys Load verified, each with the identities of the files it read (inode,
+// size, times): loading an unchanged key again costs three lstats, not three reads and a scalar
+// multiplication. Every write replaces the app's directory (a new inode for each file), and a
+// file changed in place changes its times: either is read and checked again. Keys are
+// immutable, so the cached *Key is shared.
+type keyCache struct {
+	mu    sync.Mutex
+	keys  map[string]cachedKey
+	watch *dirwatch.Watch // see FollowFiles
+}
+
+type cachedKey struct {
+	files [3]keyFileID // secret key, public key, hostname
+	key   *Key
+	mark  uint64 // the watch's mark before the files were last checked (0: none)
+}
+
+// FollowFiles makes loading a key (and listing clients) whose files nothing happened to since
+// they were last checked cost no stat (w sees the key directories' events). For a long-lived
+// process (the daemon).
+func (ks *KeyStore) FollowFiles(w *dirwatch.Watch) {
+	ks.cache.mu.Lock()
+	ks.cache.watch = w
+	ks.cache.mu.Unlock()
+	ks.clientCache.mu.Lock()
+	ks.clientCache.watch = w
+	ks.clientCache.mu.Unlock()
+}
+
+// vouched returns the key cached for app when the watch saw nothing happen to its files since
+// they were checked.
+func (c *keyCache) vouched(app, dir string) *Key {
+	c.mu.Lock()
+	k, ok := c.keys[app]
+	watch := c.watch
+	c.mu.Unlock()
+	if !ok || k.mark == 0 || !watch.Unchanged(k.mark, filepath.Join(dir, secretKeyFile),
+		filepath.Join(dir, publicKeyFile), filepath.Join(dir, hostnameFile)) {
+		return nil
+	}
+	return k.key
+}
+
+func (c *keyCache) mark() uint64 {
+	c.mu.Lock()
+	watch := c.watch
+	c.mu.Unlock()
+	return watch.Mark()
+}
+
+type keyFileID struct {
+	ino, size            uint64
+	mtimeNsec, ctimeNsec int64
+}
+
+// keyFiles are the files Load reads, in cachedKey.files' order.
+var keyFiles = [3]string{secretKeyFile, publicKeyFile, hostnameFile}
+
+// ids are the identities of an app's key files now (ok false when one cannot be stat'ed).
+func (c *keyCache) ids(dir string) (ids [3]keyFileID, ok bool) {
+	for i, name := range keyFiles {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return ids, false
+		}
+		ids[i] = keyFileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
+	}
+	return ids, true
+}
+
+// get returns the key cached for files of identities ids (checked after mark).
+func (c *keyCache) get(app string, ids [3]keyFileID, mark uint64) *Key {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.keys[app]; ok && k.files == ids {
+		k.mark = mark
+		c.keys[app] = k
+		return k.key
+	}
+	return nil
+}
+
+func (c *keyCache) put(app string, ids [3]keyFileID, k *Key, mark uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil {
+		c.keys = map[string]cachedKey{}
+	}
+	c.keys[app] = cachedKey{files: ids, key: k, mark: mark}
+}
+
+func (c *keyCache) forget(app string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.keys, app)
 }
 
 // AppKey is one app of the store, as List reports it.
@@ -54,9 +156,25 @@ func (ks *KeyStore) Load(app string) (*Key, error) {
 	if err := checkAppName(app); err != nil {
 		return nil, err
 	}
-	k, err := loadKeyDir(ks.appDir(app), true)
+	dir := ks.appDir(app)
+	if k := ks.cache.vouched(app, dir); k != nil {
+		return k, nil
+	}
+	mark := ks.cache.mark()
+	before, stable := ks.cache.ids(dir)
+	if stable {
+		if k := ks.cache.get(app, before, mark); k != nil {
+			return k, nil
+		}
+	}
+	k, err := loadKeyDir(dir, true)
 	if err != nil {
+		ks.cache.forget(app)
 		return nil, fmt.Errorf("onion: load %q: %w", app, err)
+	}
+	// Cached only when the files did not change while they were read.
+	if after, ok := ks.cache.ids(dir); stable && ok && after == before {
+		ks.cache.put(app, before, k, mark)
 	}
 	return k, nil
 }

@@ -8,9 +8,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 func newStore(t *testing.T) *KeyStore {
@@ -112,11 +115,22 @@ func TestLoadRefusesMismatchNamingTheFile(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, secretKeyFile), b[:90], 0o600)
 		},
 	}
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
 	for file, corrupt := range cases {
 		t.Run(file, func(t *testing.T) {
 			ks := newStore(t)
+			ks.FollowFiles(w)
 			if _, _, err := ks.Ensure("blog"); err != nil {
 				t.Fatal(err)
+			}
+			for range 3 { // loaded (and kept, then vouched for by the watch) before the damage
+				if _, err := ks.Load("blog"); err != nil {
+					t.Fatal(err)
+				}
 			}
 			corrupt(filepath.Join(ks.Dir, "blog"))
 			before := snapshot(t, ks.Dir)
@@ -420,5 +434,71 @@ func TestCleanupAfterInterruptedWrites(t *testing.T) {
 	}
 	if got, err := ks.Load("blog"); err != nil || !got.Equal(k) {
 		t.Fatalf("blog not put back: %v", err)
+	}
+}
+
+// Clients keeps each app's list by the identities of its directory and files: a client added or
+// removed, or a .auth file changed by hand, is read again.
+func TestClientsFollowTheDisk(t *testing.T) {
+	t.Run("stat", func(t *testing.T) { testClientsFollowTheDisk(t, nil) })
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	t.Run("watch", func(t *testing.T) { testClientsFollowTheDisk(t, w) })
+}
+
+func testClientsFollowTheDisk(t *testing.T, w *dirwatch.Watch) {
+	ks := newStore(t)
+	ks.FollowFiles(w)
+	if _, _, err := ks.Ensure("blog"); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		t.Helper()
+		cs, err := ks.Clients("blog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	for range 3 { // checked, then vouched for by the watch
+		if got := names(); len(got) != 0 {
+			t.Fatalf("clients of a new key: %v", got)
+		}
+	}
+	if _, err := ks.AddClient("blog", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"phone"}) {
+		t.Fatalf("after AddClient: %v", got)
+	}
+	if _, err := ks.AddClient("blog", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"laptop", "phone"}) {
+		t.Fatalf("after a second AddClient: %v", got)
+	}
+	before, _ := ks.Clients("blog")
+	// phone.auth rewritten in place with laptop's key: the list shows the new key.
+	dir := filepath.Join(ks.Dir, "blog", authorizedClients)
+	auth, _ := os.ReadFile(filepath.Join(dir, "laptop.auth"))
+	if err := os.WriteFile(filepath.Join(dir, "phone.auth"), auth, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := ks.Clients("blog")
+	if len(cs) != 2 || cs[1].PublicKey != before[0].PublicKey || cs[1].PublicKey == before[1].PublicKey {
+		t.Fatalf("after phone.auth was changed by hand: %+v", cs)
+	}
+	if err := ks.RemoveClient("blog", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"phone"}) {
+		t.Fatalf("after RemoveClient: %v", got)
 	}
 }

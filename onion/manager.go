@@ -43,6 +43,7 @@ type Manager struct {
 type svcState struct {
 	svc        Service
 	sig        string
+	address    string // of svc.Key, derived once
 	added      bool
 	uploadedAt time.Time
 	err        string
@@ -115,7 +116,7 @@ func (m *Manager) Set(ctx context.Context, services []Service) error {
 		byID[id] = s.App
 		s.Ports = append([]Port(nil), s.Ports...)
 		s.Clients = append([]AuthorizedClient(nil), s.Clients...)
-		states[s.App] = &svcState{svc: s, sig: sig}
+		states[s.App] = &svcState{svc: s, sig: sig, address: s.Key.Address()}
 	}
 	m.mu.Lock()
 	for app, st := range states {
@@ -172,7 +173,7 @@ func (m *Manager) Status() map[string]ServiceStatus {
 	out := make(map[string]ServiceStatus, len(m.services))
 	for app, st := range m.services {
 		out[app] = ServiceStatus{
-			Address:    st.svc.Key.Address(),
+			Address:    st.address,
 			Added:      st.added,
 			Uploaded:   !st.uploadedAt.IsZero(),
 			UploadedAt: st.uploadedAt,
@@ -195,12 +196,19 @@ func (m *Manager) Changes() <-chan struct{} { return m.notify }
 
 // changedLocked wakes Set waiters and Changes readers.
 func (m *Manager) changedLocked() {
-	close(m.changed)
-	m.changed = make(chan struct{})
+	m.appliedLocked()
 	select {
 	case m.notify <- struct{}{}:
 	default:
 	}
+}
+
+// appliedLocked wakes Set waiters only: an apply that changed nothing anyone could see (every
+// service already in tor as wanted) is no news for Changes readers, who would only recompute
+// what they have (a box of 1000 apps: every reconcile pass's Set).
+func (m *Manager) appliedLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
 }
 
 // Backoff between connection attempts: fast at first, so services are back right after a
@@ -419,7 +427,7 @@ func (m *Manager) reconcile(ctx context.Context, c *ctlConn) error {
 	}
 	m.mu.Lock()
 	gen := m.gen
-	ops := m.planLocked(detached)
+	ops, found := m.planLocked(detached)
 	m.mu.Unlock()
 
 	cmds := make([]string, len(ops))
@@ -442,16 +450,23 @@ func (m *Manager) reconcile(ctx context.Context, c *ctlConn) error {
 			errs = append(errs, e)
 		}
 	}
+	news := len(ops) > 0 || found
 	if gen > m.applied {
+		news = news || (m.applyErr != nil) != (len(errs) > 0)
 		m.applied = gen
 		m.applyErr = errors.Join(errs...)
 	}
-	m.changedLocked()
+	if news {
+		m.changedLocked()
+	} else {
+		m.appliedLocked()
+	}
 	return nil
 }
 
-// planLocked compares tor's detached services with the desired set.
-func (m *Manager) planLocked(detached map[string]bool) []op {
+// planLocked compares tor's detached services with the desired set; found reports desired
+// services it found in tor as wanted that were not known to be added.
+func (m *Manager) planLocked(detached map[string]bool) (ops []op, found bool) {
 	for id := range m.owned {
 		if !detached[id] {
 			delete(m.owned, id) // tor restarted or someone removed it
@@ -468,6 +483,7 @@ func (m *Manager) planLocked(detached map[string]bool) []op {
 			// Unknown ports or clients (added by an earlier daemon), or changed: re-add.
 			dels = append(dels, op{del: true, id: id, app: app, cmd: "DEL_ONION " + id})
 		case wanted:
+			found = found || !m.services[app].added
 			m.services[app].added = true
 		}
 	}
@@ -478,7 +494,7 @@ func (m *Manager) planLocked(detached map[string]bool) []op {
 		}
 		adds = append(adds, op{id: id, app: app, sig: st.sig, cmd: st.svc.addOnionCommand()})
 	}
-	return append(dels, adds...)
+	return append(dels, adds...), found
 }
 
 // recordLocked applies the reply to one op and returns its error, if any.

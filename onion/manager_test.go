@@ -407,3 +407,59 @@ func TestManagerBootstrap(t *testing.T) {
 		}
 	}
 }
+
+// A Set that changes nothing (every service already in tor as wanted: what every reconcile pass
+// of a daemon with nothing to do asks) is no news for Changes readers, who would recompute every
+// app's status for it; a Set that adds or removes, and finding services an earlier daemon added,
+// are.
+func TestManagerNoChangesForNothingNew(t *testing.T) {
+	tor := oniontest.NewOffline(t)
+	m := startManager(t, tor, false)
+	svcs := genServices(t, 3)
+	ctx := setCtx(t)
+	news := func() bool {
+		select {
+		case <-m.Changes():
+			return true
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	}
+	if err := m.Set(ctx, svcs); err != nil {
+		t.Fatal(err)
+	}
+	if !news() {
+		t.Error("no Changes after services were added")
+	}
+	for news() { // drain
+	}
+	for i := range 3 {
+		if err := m.Set(ctx, svcs); err != nil {
+			t.Fatal(err)
+		}
+		if news() {
+			t.Errorf("Set #%d of the same services: Changes received a value", i+1)
+		}
+	}
+	if err := m.Set(ctx, svcs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if !news() {
+		t.Error("no Changes after a service was removed")
+	}
+	// A new Manager finds the services in tor: news for its readers (they are added now).
+	m2 := startManager(t, tor, false)
+	if err := m2.Set(ctx, svcs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m2.Changes():
+	case <-time.After(2 * time.Second):
+		t.Error("no Changes after a new Manager found its services in tor")
+	}
+	for _, st := range m2.Status() {
+		if !st.Added {
+			t.Errorf("service found in tor not added: %+v", st)
+		}
+	}
+}

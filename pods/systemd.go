@@ -3,6 +3,7 @@ package pods
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +18,10 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 )
 
@@ -29,6 +32,165 @@ type Systemd struct {
 
 	mu   sync.Mutex
 	conn *sddbus.Conn
+
+	sums fileSums // what Current read
+}
+
+// fileSums remembers the SHA-256 of the files Current read, each with the identity of the file
+// (inode, size, times): a file that did not change is not read again (a reconcile pass asks
+// whether every unit of every app is current). Every write is a rename (a new inode), and a file
+// changed in place changes its times. With a watch (FollowFiles), a file nothing happened to
+// since it was last checked is not even stat'ed.
+type fileSums struct {
+	mu    sync.Mutex
+	files map[string]fileSum
+	watch *dirwatch.Watch
+}
+
+type fileSum struct {
+	id     fileID
+	sum    [sha256.Size]byte
+	absent bool   // no file there
+	other  bool   // not a regular file: holds no content of ours
+	mark   uint64 // the watch's mark before the file was checked (0: none)
+	// matched is the last content found to be the file's: asked again about the same slice
+	// (the daemon renders an app's units once and asks with them at every pass), no hashing.
+	matched []byte
+}
+
+type fileID struct {
+	ino, size            uint64
+	mtimeNsec, ctimeNsec int64
+}
+
+func idOfStat(st *unix.Stat_t) fileID {
+	return fileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
+}
+
+func (f *fileSum) holds(content []byte) bool {
+	switch {
+	case f.absent:
+		return content == nil
+	case f.other || content == nil || f.id.size != uint64(len(content)):
+		return false
+	case len(content) > 0 && len(f.matched) == len(content) && &f.matched[0] == &content[0]:
+		return true // the very slice found to match before (units are never changed)
+	}
+	if f.sum != sha256.Sum256(content) {
+		return false
+	}
+	f.matched = content
+	return true
+}
+
+// vouched answers for all of paths at once (known) when the watch saw nothing happen to any of
+// them since each was last checked: whether each holds its content.
+func (c *fileSums) vouched(paths []string, contents [][]byte) (held, known bool) {
+	c.mu.Lock()
+	watch := c.watch
+	known = watch != nil
+	oldest := uint64(0)
+	found := make([]fileSum, len(paths))
+	for i, p := range paths {
+		f, ok := c.files[p]
+		if !known || !ok || f.mark == 0 {
+			known = false
+			break
+		}
+		found[i] = f
+		if oldest == 0 || f.mark < oldest {
+			oldest = f.mark
+		}
+	}
+	c.mu.Unlock()
+	if !known || !watch.Unchanged(oldest, paths...) { // one read of the watch for them all
+		return false, false
+	}
+	held = true
+	for i := range found {
+		if !found[i].holds(contents[i]) {
+			held = false
+		} else {
+			c.remember(paths[i], found[i])
+		}
+	}
+	return held, true
+}
+
+// holds reports whether the regular file at path holds exactly content; with content nil,
+// whether there is no file there.
+func (c *fileSums) holds(path string, content []byte) bool {
+	c.mu.Lock()
+	f, ok := c.files[path]
+	watch := c.watch
+	c.mu.Unlock()
+	if ok && f.mark != 0 && watch.Unchanged(f.mark, path) {
+		if f.holds(content) {
+			c.remember(path, f)
+			return true
+		}
+		return false
+	}
+	mark := watch.Mark() // before the look: a change during it shows next time
+	f, ok = c.check(path, f, ok)
+	if !ok {
+		return false
+	}
+	f.mark = mark
+	held := f.holds(content)
+	c.remember(path, f)
+	return held
+}
+
+// remember keeps what is known of the file at path.
+func (c *fileSums) remember(path string, f fileSum) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil {
+		c.files = map[string]fileSum{}
+	}
+	if cur, ok := c.files[path]; ok && cur.mark > f.mark {
+		return // a later look at the file won
+	}
+	c.files[path] = f
+}
+
+// check looks at the file at path now (reading it only when it is not the file known: known,
+// when had). ok is false when it cannot be told (an error, or a file changing while read).
+func (c *fileSums) check(path string, known fileSum, had bool) (fileSum, bool) {
+	var st unix.Stat_t
+	err := unix.Lstat(path, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return fileSum{absent: true}, true
+	}
+	if err != nil {
+		return fileSum{}, false
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fileSum{other: true, id: idOfStat(&st)}, true
+	}
+	id := idOfStat(&st)
+	if had && !known.absent && !known.other && known.id == id {
+		return known, true
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fileSum{}, false
+	}
+	var after unix.Stat_t
+	if unix.Lstat(path, &after) != nil || idOfStat(&after) != id { // not the file stat'ed
+		return fileSum{}, false
+	}
+	return fileSum{id: id, sum: sha256.Sum256(data)}, true
+}
+
+// forget drops what is known of files that are removed.
+func (c *fileSums) forget(paths ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range paths {
+		delete(c.files, p)
+	}
 }
 
 // Status is what systemd says about a unit.
@@ -249,19 +411,32 @@ func writeEnvFile(file string, content []byte) (bool, error) {
 	return atomicfile.WriteFile(file, content, 0o600)
 }
 
+// FollowFiles makes Current skip the stat of unit and environment files nothing happened to
+// since it last looked (w sees their directories' events). For a long-lived process.
+func (s *Systemd) FollowFiles(w *dirwatch.Watch) {
+	s.sums.mu.Lock()
+	defer s.sums.mu.Unlock()
+	s.sums.watch = w
+}
+
 // Current reports whether the unit files, and their environment files, on disk are exactly
-// units (and so Apply would change nothing on disk).
+// units (and so Apply would change nothing on disk). A file that did not change since Current
+// last read it costs an lstat.
 func (s *Systemd) Current(units []Unit) bool {
+	paths := make([]string, 0, 2*len(units))
+	contents := make([][]byte, 0, 2*len(units))
 	for _, u := range units {
-		if checkUnitName(u.Name) != nil {
+		if checkUnitName(u.Name) != nil || u.Content == nil {
 			return false
 		}
-		have, err := os.ReadFile(filepath.Join(s.unitDir, u.Name))
-		if err != nil || !bytes.Equal(have, u.Content) {
-			return false
-		}
-		env, err := os.ReadFile(EnvFile(u.Name))
-		if u.Env == nil && !errors.Is(err, os.ErrNotExist) || u.Env != nil && (err != nil || !bytes.Equal(env, u.Env)) {
+		paths = append(paths, filepath.Join(s.unitDir, u.Name), EnvFile(u.Name))
+		contents = append(contents, u.Content, u.Env)
+	}
+	if held, known := s.sums.vouched(paths, contents); known {
+		return held && len(units) > 0
+	}
+	for i, p := range paths {
+		if !s.sums.holds(p, contents[i]) {
 			return false
 		}
 	}
@@ -507,6 +682,7 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 		}
 	}
 	for _, n := range names {
+		s.sums.forget(filepath.Join(s.unitDir, n), EnvFile(n))
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
 		// The environment goes with its unit (also one left by an Apply cut short).
 		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -18,10 +18,14 @@ export PATH=$PATH:/usr/local/go/bin
 BENCHTIME=${BENCHTIME:-1s}
 LOGDIR=${LOGDIR:-$(mktemp -d /tmp/onionpod-bench.XXXXXX)}
 mkdir -p "$LOGDIR"
-# Go benchmarks a script already runs (pods.sh: BenchmarkPodsVsPodman), skipped by the Go pass.
-SCRIPTED='^BenchmarkPodsVsPodman$'
+# Go benchmarks a script already runs (pods.sh: BenchmarkPodsVsPodman, scale.sh: BenchmarkScale),
+# skipped by the Go pass.
+SCRIPTED='^BenchmarkPodsVsPodman$|^BenchmarkScale$'
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+# summary_lines is how many closing lines of a script's log the summary shows (scale.sh closes
+# with its table of figures).
+summary_lines() { if [ "$1" = scale ]; then echo 20; else echo 6; fi; }
 declare -a summary=()
 failed=0
 
@@ -42,7 +46,7 @@ for script in ${SCRIPTS:-e2e/bench/*.sh}; do
 	summary+=("$script: $status in ${took} s")
 	if [ "$rc" = 0 ]; then
 		while IFS= read -r line; do summary+=("    $line"); done < <(
-			grep -v -e '^PASS$' -e '^ok ' -e '^goos:' -e '^goarch:' -e '^pkg:' -e '^cpu:' "$LOGDIR/$name.log" | tail -n 6)
+			grep -v -e '^PASS$' -e '^ok ' -e '^goos:' -e '^goarch:' -e '^pkg:' -e '^cpu:' "$LOGDIR/$name.log" | tail -n "$(summary_lines "$name")")
 	fi
 done
 

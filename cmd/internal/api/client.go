@@ -114,6 +114,12 @@ func (c *Client) Apps(ctx context.Context) ([]AppStatus, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/apps", nil, nil, &out)
 }
 
+// AppList returns every app's ListView: what ls prints.
+func (c *Client) AppList(ctx context.Context) ([]AppStatus, error) {
+	var out []AppStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/apps", url.Values{"view": {"list"}}, nil, &out)
+}
+
 // App returns one app's status.
 func (c *Client) App(ctx context.Context, name string) (AppStatus, error) {
 	var out AppStatus

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -54,6 +55,12 @@ func runDaemon(opts *daemonOptions) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(opts.Err, &slog.HandlerOptions{Level: level}))
+	if os.Getenv("GOGC") == "" {
+		// The daemon lives for months with a live heap of about 20 kB per app; with Go's default
+		// its heap may grow to twice that between collections (1000 apps in the lab: 58-66 MB
+		// resident with the default, 54 MB with 50).
+		debug.SetGCPercent(50)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)

@@ -87,6 +87,15 @@ func (f *fakeDaemon) called(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
+// AppList is Apps seen through ListView, as the daemon serves it.
+func (f *fakeDaemon) AppList(ctx context.Context) ([]api.AppStatus, error) {
+	apps, err := f.Apps(ctx)
+	for i := range apps {
+		apps[i] = apps[i].ListView()
+	}
+	return apps, err
+}
+
 func (f *fakeDaemon) Apps(ctx context.Context) ([]api.AppStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -15,6 +15,8 @@ import (
 // lsClient is the part of the LocalAPI ls uses.
 type lsClient interface {
 	Apps(ctx context.Context) ([]api.AppStatus, error)
+	// AppList is Apps with only what the table prints (api.AppStatus.ListView).
+	AppList(ctx context.Context) ([]api.AppStatus, error)
 }
 
 type lsOptions struct {
@@ -46,12 +48,16 @@ func runLs(opts *lsOptions) error {
 	if err != nil {
 		return err
 	}
-	apps, err := client.Apps(opts.Ctx)
+	if opts.JSON {
+		apps, err := client.Apps(opts.Ctx)
+		if err != nil {
+			return err
+		}
+		return writeJSON(opts.Out, apps)
+	}
+	apps, err := client.AppList(opts.Ctx)
 	if err != nil {
 		return err
-	}
-	if opts.JSON {
-		return writeJSON(opts.Out, apps)
 	}
 	if len(apps) == 0 {
 		_, err := fmt.Fprintln(opts.Out, "No apps yet. Try: onionpod expose hello --static DIR --port 80")

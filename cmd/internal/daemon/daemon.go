@@ -75,11 +75,13 @@ type Daemon struct {
 	updateLocks updateLocks // one update or rollback of an app at a time
 	quiesced    quiesced    // apps held stopped for a backup or a restore
 
-	mu        sync.Mutex
-	statuses  map[string]api.AppStatus
-	lastPass  time.Time
-	nextRetry time.Time     // when the earliest backoff ends (zero: none)
-	changed   chan struct{} // closed and replaced whenever statuses change
+	mu          sync.Mutex
+	statuses    map[string]api.AppStatus
+	lastPass    time.Time
+	nextRetry   time.Time     // when the earliest backoff ends (zero: none)
+	passTimes   api.PassTimes // the last pass
+	changeTimes api.PassTimes // the last pass that changed anything
+	changed     chan struct{} // closed and replaced whenever statuses change
 }
 
 // New prepares a daemon for cfg; Run starts it. The daemon is the only part of onionpod that
@@ -131,6 +133,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	d.store.FollowFiles(p.files)
+	defer d.store.FollowFiles(nil) // before p.close closes it
 	d.logDamagedState()
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs before p.close (deferred first), after cancel (deferred last)
@@ -229,7 +233,8 @@ func (d *Daemon) setStatuses(next map[string]api.AppStatus, nextRetry time.Time)
 func (d *Daemon) daemonStatus() api.DaemonStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass}
+	st := api.DaemonStatus{Version: d.opts.Version, Started: d.started, Apps: len(d.statuses), LastPass: d.lastPass,
+		Pass: d.passTimes, LastChange: d.changeTimes}
 	if d.parts != nil {
 		conn := d.parts.tor.Conn()
 		st.Tor = "connected"

@@ -117,13 +117,31 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	d.syncEdge(ctx, desired.Apps, res)
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
-	d.publishStatuses(ctx, desired, res)
+	var units map[pods.PodRef]pods.Status
+	if plan.Empty() {
+		units = obs.UnitStates // nothing was started or stopped since they were listed
+	}
+	d.publishStatuses(ctx, desired, res, units)
+	took := api.PassTimes{Ended: time.Now(), Desired: tObserve.Sub(start), Observe: observeTook, Apply: applyTook,
+		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed()}
+	took.Took = took.Ended.Sub(start)
+	d.notePass(took)
 	if !plan.Empty() {
-		d.log.Info("pass done", "took", time.Since(start).Round(time.Millisecond),
+		d.log.Info("pass done", "took", took.Took.Round(time.Millisecond), "desired", took.Desired.Round(time.Millisecond),
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
-			"status", time.Since(tStatus).Round(time.Millisecond))
+			"status", took.Status.Round(time.Millisecond), "apps", took.Apps, "changed", took.Changed)
 	}
 	return res
+}
+
+// notePass keeps the last pass's times, and the last changing pass's, for the daemon's status.
+func (d *Daemon) notePass(t api.PassTimes) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.passTimes = t
+	if t.Changed > 0 {
+		d.changeTimes = t
+	}
 }
 
 // desired reads the store: the apps, the held ones (a damaged record is quarantined: kept aside
@@ -144,8 +162,13 @@ func (d *Daemon) desired(ctx context.Context, now time.Time) (reconcile.Desired,
 		d.pinImages(ctx, &apps[i])
 	}
 	d.holdStopped(out.Apps)
+	d.parts.pods.forget(apps)
+	copied, err := d.store.Copied()
+	if err != nil {
+		d.log.Warn("listing the copies of the app records", "err", err)
+	}
 	for _, a := range apps {
-		if !d.store.HasCopy(a.Name) { // a record of an older onionpod: give it its copy
+		if err == nil && !copied[a.Name] { // a record of an older onionpod: give it its copy
 			if err := d.store.Update(ctx, func(tx *store.Tx) error { return tx.Copy(a.Name) }); err != nil {
 				d.log.Warn("copying an app record", "app", a.Name, "err", err)
 			}
@@ -243,15 +266,19 @@ func (d *Daemon) anyIPv4Attached(ctx context.Context) bool {
 func (d *Daemon) refresh(ctx context.Context) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	d.publishStatuses(ctx, d.lastWanted, d.lastResult)
+	d.publishStatuses(ctx, d.lastWanted, d.lastResult, nil)
 }
 
-// publishStatuses builds every app's status from a pass result and what the adapters say now,
-// and gives the health monitor the checks of the running containers.
-func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result) {
+// publishStatuses builds every app's status from a pass result and what the adapters say now
+// (the containers' units as listed in units, or, when nil, as systemd lists them now), and gives
+// the health monitor the checks of the running containers.
+func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired, res reconcile.Result, units map[pods.PodRef]pods.Status) {
 	p := d.parts
 	onions := p.tor.Status()
-	units, unitsErr := p.systemd.PodStates(ctx)
+	var unitsErr error
+	if units == nil {
+		units, unitsErr = p.systemd.PodStates(ctx)
+	}
 	d.setHealthTargets(desired.Apps, res, units)
 	var published map[string][]string // DNS name -> addresses
 	if pub := p.publisher(); pub != nil {

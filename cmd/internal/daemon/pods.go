@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -23,8 +25,23 @@ type podBuilder struct {
 	netnsDir   string
 	fetches    *fetcher // registry pulls in the background (set by Run)
 
-	mu     sync.Mutex
-	loaded map[string]localImage // records of older onionpods: archive path -> what it loaded as (images/local.json)
+	mu       sync.Mutex
+	loaded   map[string]localImage    // records of older onionpods: archive path -> what it loaded as (images/local.json)
+	rendered map[string]renderedUnits // by app: the units Units rendered last
+	files    *dirwatch.Watch          // the image roots' events (nil: a stat of each root tells)
+}
+
+// renderedUnits is one rendering of an app's units, reused while the app's record and netns are
+// the same and the images' roots are still there: a pass asks for every app's units (to tell
+// whether they are current), and an app of pinned images renders the same units until its
+// record changes. Images are immutable by ID; an app with a registry image not pinned yet, or a
+// static site (whose directory is checked at each rendering), is rendered every time.
+type renderedUnits struct {
+	app   store.App
+	netns string
+	roots []string
+	units []pods.Unit
+	mark  uint64 // the watch's mark before the roots were last seen (0: none)
 }
 
 // localImage is what a local archive or layout named by path loaded as, when an older onionpod
@@ -154,13 +171,76 @@ func (b *podBuilder) cached(c store.Container) (*pods.Image, error) {
 	return img, err
 }
 
-// Units renders the app's network unit and its containers' units for a pod in netns.
+// Units renders the app's network unit and its containers' units for a pod in netns. The units
+// returned may be shared with later calls: never change them.
 func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
+	if units, ok := b.rerender(app, netns); ok {
+		return units, nil
+	}
+	mark := b.files.Mark()
 	specs, err := b.specs(app, netns)
 	if err != nil {
 		return nil, err
 	}
-	return pods.AppUnits(specs...)
+	units, err := pods.AppUnits(specs...)
+	if err != nil {
+		return nil, err
+	}
+	r := renderedUnits{app: app.Clone(), netns: netns, units: units, mark: mark}
+	for i, c := range app.Containers {
+		if c.Static != "" || c.ImageID == "" {
+			return units, nil
+		}
+		r.roots = append(r.roots, specs[i].Root)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rendered == nil {
+		b.rendered = map[string]renderedUnits{}
+	}
+	b.rendered[app.Name] = r
+	return units, nil
+}
+
+// rerender returns the units rendered last for app, when they are still what rendering would give.
+func (b *podBuilder) rerender(app store.App, netns string) ([]pods.Unit, bool) {
+	b.mu.Lock()
+	r, ok := b.rendered[app.Name]
+	b.mu.Unlock()
+	if !ok || r.netns != netns || !reflect.DeepEqual(r.app, app) {
+		return nil, false
+	}
+	if r.mark != 0 && b.files.Unchanged(r.mark, r.roots...) {
+		return r.units, true // nothing happened to the roots
+	}
+	mark := b.files.Mark()
+	for _, root := range r.roots {
+		if st, err := os.Stat(root); err != nil || !st.IsDir() {
+			return nil, false
+		}
+	}
+	b.mu.Lock()
+	if cur, ok := b.rendered[app.Name]; ok && &cur.units[0] == &r.units[0] {
+		cur.mark = mark
+		b.rendered[app.Name] = cur
+	}
+	b.mu.Unlock()
+	return r.units, true
+}
+
+// forget drops the renderings of apps not in keep.
+func (b *podBuilder) forget(keep []store.App) {
+	names := make(map[string]bool, len(keep))
+	for _, a := range keep {
+		names[a.Name] = true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for name := range b.rendered {
+		if !names[name] {
+			delete(b.rendered, name)
+		}
+	}
 }
 
 // specs are the pod specs of the app's containers.

@@ -29,6 +29,11 @@ func (d *Daemon) handler() http.Handler {
 			fail(w, err)
 			return
 		}
+		if r.URL.Query().Get("view") == "list" {
+			for i := range apps {
+				apps[i] = apps[i].ListView()
+			}
+		}
 		reply(w, apps)
 	})
 	mux.HandleFunc("GET /v1/apps/{name}", func(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/dns"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/onion"
 	"github.com/onionpod/onionpod/pods"
@@ -34,8 +35,9 @@ type parts struct {
 	dnsSrv  *dns.Server   // builtin mode
 	dnsUpd  *dns.RFC2136  // rfc2136 mode
 	runner  *reconcile.Runner
-	sets    *dnsSets  // the zone's one publisher (addresses, challenges, the edge's A records)
-	tls     *tlsParts // HTTPS (nil when tls and edge are off)
+	sets    *dnsSets        // the zone's one publisher (addresses, challenges, the edge's A records)
+	tls     *tlsParts       // HTTPS (nil when tls and edge are off)
+	files   *dirwatch.Watch // events of the files the caches check (nil: none)
 	closers []func() error
 }
 
@@ -77,6 +79,17 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 	p.units = &unitAdapter{Systemd: p.systemd}
 	p.pods = &podBuilder{images: p.images, self: self, configPath: configPath, netnsDir: cfg.Network.NetnsDir}
 	p.loader = p.images
+	// The files a pass checks for every app (records, keys, leases, unit files, image roots) are
+	// looked at again only after an event in their directories. Without inotify (out of
+	// instances), a stat of each tells, as in a short-lived process.
+	if files, err := dirwatch.New(); err == nil {
+		p.files = files
+		p.closers = append(p.closers, files.Close)
+		p.keys.FollowFiles(files)
+		p.systemd.FollowFiles(files)
+		p.net.FollowFiles(files)
+		p.pods.files = files
+	}
 
 	control, err := torControl(cfg)
 	if err != nil {

@@ -27,6 +27,7 @@ type Monitor struct {
 
 	mu   sync.Mutex
 	hist map[string]map[Path][]Result
+	strs map[string]string // see internLocked
 }
 
 // DefaultInterval is how often an app is probed unless configured otherwise.
@@ -124,6 +125,7 @@ func (m *Monitor) record(app string, r Result) {
 		keep = 20
 	}
 	m.mu.Lock()
+	r.Err, r.Hop, r.Addr = m.internLocked(r.Err), m.internLocked(r.Hop), m.internLocked(r.Addr)
 	if m.hist == nil {
 		m.hist = map[string]map[Path][]Result{}
 	}
@@ -142,6 +144,25 @@ func (m *Monitor) record(app string, r Result) {
 		m.OnResult(app, r)
 	}
 }
+
+// internLocked returns the copy of s the history already holds, if any: the history of 1000
+// apps holds 40000 results, whose error, hop and address strings repeat (kept once, not once per
+// result). The table is forgotten when it grows past maxInterned (results keep their strings).
+func (m *Monitor) internLocked(s string) string {
+	if s == "" {
+		return s
+	}
+	if v, ok := m.strs[s]; ok {
+		return v
+	}
+	if m.strs == nil || len(m.strs) >= maxInterned {
+		m.strs = map[string]string{}
+	}
+	m.strs[s] = s
+	return s
+}
+
+const maxInterned = 16384
 
 // forgetExcept drops the history of apps no longer probed.
 func (m *Monitor) forgetExcept(targets []Target) {

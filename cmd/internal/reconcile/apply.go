@@ -36,8 +36,15 @@ type Runner struct {
 	// Fronts reports whether an app is served by its HTTPS front (nil: none is): the pod's
 	// firewall then sends the LAN's :443 and :80 to the front (NetAttachment).
 	Fronts func(store.App) bool
-	// Parallel bounds how many apps converge at once (default 4).
+	// Parallel bounds how many apps converge (and are observed) at once (default 4).
 	Parallel int
+}
+
+func (r *Runner) parallel() int {
+	if r.Parallel <= 0 {
+		return 4
+	}
+	return r.Parallel
 }
 
 // StepResult is one step as it ran.
@@ -96,11 +103,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	}
 
 	// 1. key, image, network, unit: per app, in order.
-	parallel := r.Parallel
-	if parallel <= 0 {
-		parallel = 4
-	}
-	sem := make(chan struct{}, parallel)
+	sem := make(chan struct{}, r.parallel())
 	var wg sync.WaitGroup
 	for _, p := range creations {
 		wg.Add(1)
@@ -271,7 +274,8 @@ func (r *Runner) stopApp(ctx context.Context, app store.App, p AppPlan, out *App
 		return
 	}
 	start := time.Now()
-	out.record(StopUnit, time.Since(start), r.Units.Stop(ctx, app.Name))
+	err := r.Units.Stop(ctx, app.Name)
+	out.record(StopUnit, time.Since(start), err)
 }
 
 func (r *Runner) remove(ctx context.Context, p AppPlan, out *AppResult) {

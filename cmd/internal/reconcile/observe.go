@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
@@ -35,38 +36,57 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	for _, app := range attached {
 		obs.Networks[app] = true
 	}
+	// systemd lists the units' states while the files are looked at.
+	type listed struct {
+		states map[pods.PodRef]pods.Status
+		err    error
+	}
+	statesCh := make(chan listed, 1)
+	go func() {
+		states, err := r.Systemd.PodStates(ctx)
+		statesCh <- listed{states, err}
+	}()
 	present, err := r.Systemd.PodUnits(ctx)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	states, err := r.Systemd.PodStates(ctx)
-	if err != nil {
-		errs = append(errs, err)
+	for _, ref := range present {
+		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true}
+	}
+	// Each app's network, image and units, on a few workers (each asks the file system and the
+	// kernel a dozen things per app: the box's cores answer side by side), then merged.
+	seen := make([]appObserved, len(desired))
+	r.eachApp(len(desired), func(i int) { seen[i] = r.observeApp(desired[i], obs.Networks[desired[i].Name], obs.Units) })
+	l := <-statesCh
+	if l.err != nil {
+		errs = append(errs, l.err)
+	} else {
+		obs.UnitStates = l.states
 	}
 	for _, ref := range present {
-		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true, Active: isActive(states[ref].ActiveState)}
+		key := UnitKey(ref.App, ref.Container)
+		st := obs.Units[key]
+		st.Active = isActive(l.states[ref].ActiveState)
+		obs.Units[key] = st
 	}
-	for _, app := range desired {
-		netns := ""
-		if obs.Networks[app.Name] {
-			res, err := r.Network.Addresses(app.Name)
-			if err == nil {
-				netns = res.Netns
-				obs.Addresses[app.Name] = res
-			}
-			if (err == nil && !res.Publishes(NetAttachment(app, r.front(app)).Ports)) || errors.Is(err, network.ErrDamagedLease) {
-				obs.NetStale[app.Name] = true // Attach changes it in place
-			}
+	for i, app := range desired {
+		a := seen[i]
+		if a.attached {
+			obs.Addresses[app.Name] = a.net
 		}
-		units, err := r.Pods.Units(app, netns)
-		if err == nil {
+		if a.netStale {
+			obs.NetStale[app.Name] = true
+		}
+		if a.image {
 			obs.Images[app.Name] = true
-		} else if r.Pods.Fetching(app) {
+		}
+		if a.fetching {
 			obs.Fetching[app.Name] = true
 		}
-		// Without its netns the rendered units are not what would be written: not current.
-		if err == nil && netns != "" {
-			r.observeCurrent(app.Name, units, obs.Units)
+		for key := range a.current {
+			st := obs.Units[key]
+			st.Current = true
+			obs.Units[key] = st
 		}
 	}
 	for app, st := range r.Onions.Status() {
@@ -85,21 +105,75 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	return obs, errors.Join(errs...)
 }
 
-// observeCurrent marks the app's container units whose files (and the network unit's) are
-// those of units.
-func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string]UnitState) {
+// appObserved is what Observe found of one desired app.
+type appObserved struct {
+	attached, netStale, image, fetching bool
+	net                                 network.Result
+	current                             map[string]bool // UnitKeys of the units whose files are current
+}
+
+// observeApp asks the network, the images and the unit files about one app (attached: its
+// network is; units: the observed units, only read).
+func (r *Runner) observeApp(app store.App, attached bool, units map[string]UnitState) appObserved {
+	var a appObserved
+	netns := ""
+	if attached {
+		res, err := r.Network.Addresses(app.Name)
+		if err == nil {
+			netns, a.attached, a.net = res.Netns, true, res
+		}
+		if (err == nil && !res.Publishes(NetAttachment(app, r.front(app)).Ports)) || errors.Is(err, network.ErrDamagedLease) {
+			a.netStale = true // Attach changes it in place
+		}
+	}
+	rendered, err := r.Pods.Units(app, netns)
+	if err == nil {
+		a.image = true
+	} else if r.Pods.Fetching(app) {
+		a.fetching = true
+	}
+	// Without its netns the rendered units are not what would be written: not current.
+	if err == nil && netns != "" {
+		a.current = r.observeCurrent(app.Name, rendered, units)
+	}
+	return a
+}
+
+// observeCurrent returns the keys of the app's present container units whose files (and the
+// network unit's) are those of units.
+func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string]UnitState) map[string]bool {
 	var net []pods.Unit
 	if len(units) > 0 && units[0].Name == pods.NetUnitName(app) {
 		net, units = units[:1], units[1:]
 	}
+	current := map[string]bool{}
 	for _, u := range units {
 		ref, ok := pods.ParsePodUnit(u.Name)
 		key := UnitKey(ref.App, ref.Container)
-		if st, present := states[key]; ok && present {
-			st.Current = r.Systemd.Current(append(slices.Clone(net), u))
-			states[key] = st
+		if _, present := states[key]; ok && present && r.Systemd.Current(append(slices.Clone(net), u)) {
+			current[key] = true
 		}
 	}
+	return current
+}
+
+// eachApp runs fn(0..n-1) on up to Parallel workers (default 4).
+func (r *Runner) eachApp(n int, fn func(i int)) {
+	workers := min(r.parallel(), n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
 
 // isActive reports whether a unit in this ActiveState runs or is on its way to.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // StepKind is one kind of reconcile step. The constants are in the order they run for one app.
@@ -65,6 +66,9 @@ type Observed struct {
 	// Addresses of the attached apps, as observed (not used by the plan: Apply reuses them
 	// rather than asking the network again).
 	Addresses map[string]network.Result `json:"-"`
+	// UnitStates are the containers' units as systemd listed them (not used by the plan: the
+	// statuses of a pass that changed nothing reuse them rather than asking systemd again).
+	UnitStates map[pods.PodRef]pods.Status `json:"-"`
 }
 
 // UnitState is what systemd says of a container's unit.
@@ -104,12 +108,24 @@ func (o Observed) AppUnits(app string) (present, active bool) {
 	return present, active
 }
 
-// strays are the keys of the app's container units that its record no longer has, sorted.
-func (o Observed) strays(app store.App) []string {
-	var out []string
+// unitsByApp lists the containers of the observed units, by app: what strays looks through
+// (one look at every unit per plan, not one per app).
+type unitsByApp map[string][]string
+
+func (o Observed) unitsByApp() unitsByApp {
+	out := unitsByApp{}
 	for key := range o.Units {
 		a, c := appOfKey(key)
-		if _, ok := app.Container(c); a == app.Name && !ok {
+		out[a] = append(out[a], c)
+	}
+	return out
+}
+
+// strays are the containers of the app's observed units that its record no longer has, sorted.
+func (u unitsByApp) strays(app store.App) []string {
+	var out []string
+	for _, c := range u[app.Name] {
+		if _, ok := app.Container(c); !ok {
 			out = append(out, c)
 		}
 	}
@@ -172,6 +188,17 @@ func (p Plan) Empty() bool {
 	return true
 }
 
+// Changed is how many apps have steps.
+func (p Plan) Changed() int {
+	n := 0
+	for _, a := range p.Apps {
+		if len(a.Steps) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // String renders the plan one app per line; the golden tests compare it.
 func (p Plan) String() string {
 	var b strings.Builder
@@ -214,13 +241,14 @@ func times(n int) string {
 func MakePlan(desired Desired, obs Observed) Plan {
 	var plan Plan
 	wanted := map[string]bool{}
+	units := obs.unitsByApp()
 	for name, h := range desired.Held {
 		wanted[name] = true
 		plan.Apps = append(plan.Apps, AppPlan{App: name, Hold: h.Why})
 	}
 	for _, app := range desired.Apps {
 		wanted[app.Name] = true
-		p := planApp(app, obs)
+		p := planApp(app, obs, units)
 		if r, ok := desired.Retry[app.Name]; ok && r.In > 0 {
 			p = AppPlan{App: app.Name, Retry: &r}
 		}
@@ -233,7 +261,7 @@ func MakePlan(desired Desired, obs Observed) Plan {
 	return plan
 }
 
-func planApp(app store.App, obs Observed) AppPlan {
+func planApp(app store.App, obs Observed, units unitsByApp) AppPlan {
 	p := AppPlan{App: app.Name}
 	add := func(k StepKind, reason string) { p.Steps = append(p.Steps, Step{k, reason}) }
 	name := app.Name
@@ -256,7 +284,7 @@ func planApp(app store.App, obs Observed) AppPlan {
 				add(StopUnit, of(c.Name)+"stopped by the user")
 			}
 		}
-		for _, c := range obs.strays(app) {
+		for _, c := range units.strays(app) {
 			if obs.Units[UnitKey(name, c)].Active {
 				add(StopUnit, "container "+c+": stopped by the user (and no longer in the app)")
 			}
@@ -292,7 +320,7 @@ func planApp(app store.App, obs Observed) AppPlan {
 			starts = append(starts, Step{StartUnit, of(c.Name) + "unit is not running"})
 		}
 	}
-	for _, c := range obs.strays(app) {
+	for _, c := range units.strays(app) {
 		add(WriteUnit, "container "+c+": no longer in the app: its unit is removed")
 	}
 	p.Steps = append(p.Steps, starts...)

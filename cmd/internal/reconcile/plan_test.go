@@ -132,7 +132,7 @@ func simulate(p Plan, desired []store.App, obs *Observed) {
 				obs.Networks[a.App] = true
 				delete(obs.NetStale, a.App)
 			case WriteUnit:
-				for _, stray := range obs.strays(apps[a.App]) {
+				for _, stray := range obs.unitsByApp().strays(apps[a.App]) {
 					delete(obs.Units, UnitKey(a.App, stray))
 				}
 				for _, c := range apps[a.App].Containers {

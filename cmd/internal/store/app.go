@@ -178,6 +178,23 @@ type Volume struct {
 	Path string `json:"path"`
 }
 
+// Clone returns a copy of a that shares no slice or pointer with it.
+func (a App) Clone() App {
+	a.Containers = slices.Clone(a.Containers)
+	for i := range a.Containers {
+		c := &a.Containers[i]
+		c.Entrypoint, c.Command, c.Env = slices.Clone(c.Entrypoint), slices.Clone(c.Command), slices.Clone(c.Env)
+		c.Volumes, c.After = slices.Clone(c.Volumes), slices.Clone(c.After)
+		if c.Health != nil {
+			h := *c.Health
+			h.Command = slices.Clone(h.Command)
+			c.Health = &h
+		}
+	}
+	a.Ports = slices.Clone(a.Ports)
+	return a
+}
+
 // Container returns the app's container of that name.
 func (a App) Container(name string) (Container, bool) {
 	for _, c := range a.Containers {

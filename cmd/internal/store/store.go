@@ -5,16 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
 )
@@ -30,7 +33,42 @@ const damagedSuffix = ".json.damaged-"
 // Store is the desired-state directory: DIR/apps/NAME.json, a copy of each record in
 // DIR/apps/.last/NAME.json (what a held app's damaged record described), DIR/lock.
 type Store struct {
-	dir string
+	dir   string
+	cache recordCache
+}
+
+// recordCache keeps the records decoded, each with the identity of the file it was read from
+// (inode, size, times): every write is a new file (a rename), so reading a record again costs a
+// stat when it did not change, not a read, a decode and a validation. Records are handed out as
+// clones (App.Clone): a caller changing its copy changes nothing here.
+type recordCache struct {
+	mu    sync.Mutex
+	files map[string]cachedRecord
+	watch *dirwatch.Watch // see FollowFiles
+}
+
+type cachedRecord struct {
+	id   fileID
+	app  App
+	mark uint64 // the watch's mark before the file was last checked (0: none)
+}
+
+// FollowFiles makes reading a record nothing happened to since it was last read cost no stat
+// (w sees the records directory's events). For a long-lived process (the daemon).
+func (s *Store) FollowFiles(w *dirwatch.Watch) {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	s.cache.watch = w
+}
+
+// fileID is what tells one file from another at one path: a new inode, or the same one changed.
+type fileID struct {
+	ino, size            uint64
+	mtimeNsec, ctimeNsec int64
+}
+
+func idOfStat(st *unix.Stat_t) fileID {
+	return fileID{ino: st.Ino, size: uint64(st.Size), mtimeNsec: st.Mtim.Nano(), ctimeNsec: st.Ctim.Nano()}
 }
 
 // record is the on-disk envelope of an App.
@@ -195,9 +233,19 @@ func (s *Store) lastGood(name string) *App {
 	return &app
 }
 
-// read reads NAME.json.
+// read reads NAME.json (through the cache: decoded again only when the file changed).
 func (s *Store) read(name string) (App, error) {
-	data, err := os.ReadFile(s.path(name))
+	if app, ok := s.cache.vouched(name, s.path(name)); ok {
+		return app, nil // nothing happened to the file: no syscall but the watch's read
+	}
+	mark := s.cache.mark()
+	var st unix.Stat_t
+	if err := unix.Stat(s.path(name), &st); err == nil {
+		if app, ok := s.cache.lookup(name, idOfStat(&st), mark); ok {
+			return app, nil // the one syscall of an unchanged record
+		}
+	}
+	data, id, err := readFile(s.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return App{}, errkind.NotFoundf("store: app %q: no such app", name)
 	}
@@ -209,7 +257,77 @@ func (s *Store) read(name string) (App, error) {
 		h := &Held{Name: name, Record: true, Damaged: errors.Is(err, ErrDamaged), Err: err, Copies: s.copies(name), Last: s.lastGood(name)}
 		return App{}, h
 	}
+	s.cache.put(name, id, app, mark)
 	return app, nil
+}
+
+// readFile reads a file and the identity of the file it read.
+func readFile(path string) ([]byte, fileID, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileID{}, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fileID{}, err
+	}
+	data, err := io.ReadAll(f)
+	return data, idOfStat(&st), err
+}
+
+// lookup returns a clone of the record cached for the file of identity id (checked after mark).
+func (c *recordCache) lookup(name string, id fileID, mark uint64) (App, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.files[name]
+	if !ok || r.id != id {
+		return App{}, false
+	}
+	r.mark = mark
+	c.files[name] = r
+	return r.app.Clone(), true
+}
+
+// vouched returns a clone of the record cached for name when the watch saw nothing happen to
+// its file since it was checked.
+func (c *recordCache) vouched(name, path string) (App, bool) {
+	c.mu.Lock()
+	r, ok := c.files[name]
+	watch := c.watch
+	c.mu.Unlock()
+	if !ok || r.mark == 0 || !watch.Unchanged(r.mark, path) {
+		return App{}, false
+	}
+	return r.app.Clone(), true
+}
+
+// mark is the watch's mark now (0 without a watch).
+func (c *recordCache) mark() uint64 {
+	c.mu.Lock()
+	watch := c.watch
+	c.mu.Unlock()
+	return watch.Mark()
+}
+
+func (c *recordCache) put(name string, id fileID, app App, mark uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil {
+		c.files = map[string]cachedRecord{}
+	}
+	c.files[name] = cachedRecord{id: id, app: app.Clone(), mark: mark}
+}
+
+// keepOnly drops the records of apps no longer listed.
+func (c *recordCache) keepOnly(names map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range c.files {
+		if !names[name] {
+			delete(c.files, name)
+		}
+	}
 }
 
 func decode(name string, data []byte) (App, error) {
@@ -281,9 +399,25 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 		}
 		// Otherwise deleted meanwhile.
 	}
+	s.cache.keepOnly(seen)
 	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
 	sort.Slice(held, func(i, j int) bool { return held[i].Name < held[j].Name })
 	return apps, held, nil
+}
+
+// Copied lists the apps whose record has its copy (see HasCopy), in one read of the directory.
+func (s *Store) Copied() (map[string]bool, error) {
+	entries, err := os.ReadDir(s.copyDir())
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	out := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			out[name] = true
+		}
+	}
+	return out, nil
 }
 
 // Get reads one app's record inside the transaction (see Store.Get).

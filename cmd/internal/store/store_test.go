@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 func TestParsePortAndVolume(t *testing.T) {
@@ -283,5 +285,79 @@ func TestDamagedRecordsAreHeld(t *testing.T) {
 	})
 	if _, err := s.Get("trunc"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("after Delete, Get(trunc) = %v", err)
+	}
+}
+
+// Records are read through a cache (decoded again only when their file changed): a record
+// another process wrote, or that was edited in place, is read as it is on disk, and a caller
+// changing the record it was given changes nothing of what the next reader gets.
+func TestCachedRecordsFollowTheDisk(t *testing.T) {
+	t.Run("stat", func(t *testing.T) { testCachedRecords(t, nil) })
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	t.Run("watch", func(t *testing.T) { testCachedRecords(t, w) })
+}
+
+func testCachedRecords(t *testing.T, w *dirwatch.Watch) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.FollowFiles(w)
+	ctx := context.Background()
+	app := App{Name: "blog", Containers: []Container{{Name: "blog", Image: "r.example/blog:1", Env: []string{"A=b"}}},
+		Ports: []Port{{Public: 80, Target: 8080}}, Onion: true, Generation: 1}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.Put(app) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // decoded, then from the cache
+		got, err := s.Get("blog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Containers[0].Env[0] != "A=b" || got.Containers[0].Image != "r.example/blog:1" || got.Ports[0].Public != 80 {
+			t.Errorf("read %d: a caller's change of its copy reached the store: %+v", i, got)
+		}
+		got.Containers[0].Env[0] = "A=changed"
+		got.Containers[0].Image = "r.example/other:1"
+		got.Ports[0].Public = 81
+	}
+
+	// Another process (a second Store on the dir) changes the record.
+	other, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Generation = 2
+	app.Containers[0].Image = "r.example/blog:2"
+	if err := other.Update(ctx, func(tx *Tx) error { return tx.Put(app) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get("blog"); got.Generation != 2 || got.Containers[0].Image != "r.example/blog:2" {
+		t.Errorf("after another process's change: %+v", got)
+	}
+
+	// Edited in place (same inode, same size): its times tell.
+	path := filepath.Join(dir, "apps", "blog.json")
+	data, _ := os.ReadFile(path)
+	edited := bytes.Replace(data, []byte("blog:2"), []byte("blog:3"), 1)
+	if err := os.WriteFile(path, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if apps, _, _ := s.List(); len(apps) != 1 || apps[0].Containers[0].Image != "r.example/blog:3" {
+		t.Errorf("after an edit in place: %+v", apps)
+	}
+
+	// Damaged in place: held, not served from the cache.
+	if err := os.WriteFile(path, []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var h *Held
+	if _, err := s.Get("blog"); !errors.As(err, &h) || !h.Damaged {
+		t.Errorf("a damaged record read as %v", err)
 	}
 }

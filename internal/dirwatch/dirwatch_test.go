@@ -1,0 +1,92 @@
+package dirwatch
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A file counts as unchanged only while nothing happened to it (or to its directory) since the
+// mark: written in place, replaced by a rename, removed, its directory replaced or removed; and
+// a directory not watched since before the mark vouches for nothing.
+func TestUnchanged(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	root := t.TempDir()
+	app := filepath.Join(root, "blog")
+	if err := os.Mkdir(app, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file, other := filepath.Join(app, "key"), filepath.Join(app, "other")
+	write := func(p, s string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(file, "a")
+	write(other, "b")
+
+	m := w.Mark()
+	if w.Unchanged(m, file) {
+		t.Fatal("a directory not watched before the mark vouched for its file")
+	}
+	m = w.Mark() // watched from now on
+	if !w.Unchanged(m, file) {
+		t.Fatal("nothing happened, yet changed")
+	}
+	os.ReadFile(file) // reading is nothing
+	if !w.Unchanged(m, file) {
+		t.Fatal("a read counted as a change")
+	}
+	write(other, "c") // another file
+	if !w.Unchanged(m, file) || w.Unchanged(m, other) {
+		t.Fatal("a write to another file: only that one changed")
+	}
+	for what, change := range map[string]func(){
+		"written in place":   func() { write(file, "z") },
+		"chmod":              func() { os.Chmod(file, 0o644) },
+		"replaced by rename": func() { write(file+".tmp", "y"); os.Rename(file+".tmp", file) },
+		"removed":            func() { os.Remove(file) },
+		"directory replaced": func() {
+			staged := filepath.Join(root, ".stage")
+			os.Mkdir(staged, 0o700)
+			write(filepath.Join(staged, "key"), "new")
+			os.Rename(app, filepath.Join(root, ".old"))
+			os.Rename(staged, app)
+			os.RemoveAll(filepath.Join(root, ".old"))
+		},
+		"directory removed": func() { os.RemoveAll(app) },
+	} {
+		os.MkdirAll(app, 0o700)
+		write(file, "a")
+		w.Unchanged(w.Mark(), file) // (re)watch what is there now
+		m := w.Mark()
+		if !w.Unchanged(m, file) {
+			t.Fatalf("%s: changed before the change", what)
+		}
+		change()
+		if w.Unchanged(m, file) {
+			t.Errorf("%s: still unchanged", what)
+		}
+	}
+
+	// A directory's listing: unchanged until an entry comes or goes.
+	os.MkdirAll(app, 0o700)
+	w.UnchangedDir(w.Mark(), app)
+	m = w.Mark()
+	if !w.UnchangedDir(m, app) {
+		t.Fatal("an untouched directory changed")
+	}
+	write(filepath.Join(app, "new.auth"), "x")
+	if w.UnchangedDir(m, app) {
+		t.Error("a file added, yet the directory is unchanged")
+	}
+	w.Close()
+	if w.Unchanged(w.Mark(), file) {
+		t.Error("a closed watch vouched for a file")
+	}
+}
