@@ -86,7 +86,7 @@ func (d *Daemon) newObservability(p *parts) (*observability, error) {
 	box, _ := os.Hostname()
 	dash, err := dashboard.New(dashboard.Config{Dir: cfg.DashboardDir(), Session: cfg.Dashboard.Session.D(),
 		OnionLogin: cfg.Dashboard.OnionLogin, Box: box},
-		dashboard.Deps{Apps: daemonApps{d}, Actions: daemonActions{d}, Backups: daemonBackups{d}, Logs: journalLogs{}, Probes: o.monitor})
+		dashboard.Deps{Apps: daemonApps{d}, Actions: daemonActions{d}, Backups: daemonBackups{d}, Logs: journalLogs{}, Probes: o.monitor, Updates: daemonActions{d}})
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +322,27 @@ func (a daemonActions) SetOnion(ctx context.Context, app string, on bool) error 
 	rec.Onion = on
 	_, err = a.d.putApp(ctx, rec, peer{}) // the record's generation: refused if it changed meanwhile
 	return err
+}
+
+// Update updates the app's images as `onionpod update APP` does (waiting, as it does, until the
+// app is healthy on the new images or rolled back) and says what happened.
+func (a daemonActions) Update(ctx context.Context, app string) (string, error) {
+	res, err := a.d.updateApp(ctx, app, api.UpdateRequest{})
+	return updateOutcome(res), notFound(app, err)
+}
+
+// Rollback puts back the app's previous images, as `onionpod rollback APP` does.
+func (a daemonActions) Rollback(ctx context.Context, app string) (string, error) {
+	res, err := a.d.rollbackApp(ctx, app, api.RollbackRequest{})
+	return updateOutcome(res), notFound(app, err)
+}
+
+// updateOutcome is an update's result in a few words for the dashboard's notice.
+func updateOutcome(res api.UpdateResult) string {
+	if res.Reason != "" {
+		return res.Result + ": " + res.Reason
+	}
+	return res.Result
 }
 
 // daemonBackups writes age backups of the apps' keys, as `onionpod onion backup` does.

@@ -115,6 +115,15 @@ func (b *testBox) SetOnion(_ context.Context, app string, on bool) error {
 	return b.do(app, fmt.Sprint("onion=", on), func(a *api.AppStatus) { a.App.Onion = on })
 }
 
+// Update and Rollback record the action; the daemon's own update is tested in package daemon.
+func (b *testBox) Update(_ context.Context, app string) (string, error) {
+	return "updated", b.do(app, "update", func(*api.AppStatus) {})
+}
+
+func (b *testBox) Rollback(_ context.Context, app string) (string, error) {
+	return "rolled back", b.do(app, "rollback", func(*api.AppStatus) {})
+}
+
 func (b *testBox) Backup(_ context.Context, w io.Writer, apps []string, passphrase string) error {
 	r, err := age.NewScryptRecipient(passphrase)
 	if err != nil {
@@ -142,5 +151,5 @@ func (b *testBox) recorded() []string {
 }
 
 func (b *testBox) deps() Deps {
-	return Deps{Apps: b, Actions: b, Backups: b, Logs: b, Probes: b}
+	return Deps{Apps: b, Actions: b, Backups: b, Logs: b, Probes: b, Updates: b}
 }

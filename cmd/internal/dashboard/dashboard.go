@@ -64,11 +64,13 @@ type Probes interface {
 	History(app string) map[probe.Path][]probe.Result
 }
 
-// Updates is the hook for updating an app's image and rolling it back (nil: the buttons are
-// not shown).
+// Updates update an app's images and roll them back, as `onionpod update` and `rollback` do:
+// each returns once the app is healthy on its new (or old) images, saying what happened in a
+// line for the owner ("updated", "rolled back: why", "up to date"). nil: the buttons are not
+// shown.
 type Updates interface {
-	Update(ctx context.Context, app string) error
-	Rollback(ctx context.Context, app string) error
+	Update(ctx context.Context, app string) (string, error)
+	Rollback(ctx context.Context, app string) (string, error)
 }
 
 // Deps are what the dashboard reads and drives. Apps and Actions are required.
@@ -326,14 +328,16 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, _ session) {
 		err, done = a.SetOnion(ctx, name, false), name+": onion service taken down (its key is kept)"
 	case "update", "rollback":
 		if s.deps.Updates == nil {
-			s.fail(w, r, http.StatusNotImplemented, fmt.Errorf("dashboard: %s is not available yet", action))
+			s.fail(w, r, http.StatusNotFound, fmt.Errorf("dashboard: no action %q", action))
 			return
 		}
+		var what string
 		if action == "update" {
-			err, done = s.deps.Updates.Update(ctx, name), name+" is updating"
+			what, err = s.deps.Updates.Update(ctx, name)
 		} else {
-			err, done = s.deps.Updates.Rollback(ctx, name), name+" is rolling back"
+			what, err = s.deps.Updates.Rollback(ctx, name)
 		}
+		done = name + ": " + what
 	default:
 		s.fail(w, r, http.StatusNotFound, fmt.Errorf("dashboard: no action %q", action))
 		return

@@ -136,7 +136,8 @@ func TestLANLoginAndActions(t *testing.T) {
 		{"unknown app", "/apps/nosuch/stop", url.Values{"csrf": {token}}, nil, http.StatusNotFound},
 		{"not an app name", "/apps/..%2Fetc/stop", url.Values{"csrf": {token}}, nil, http.StatusNotFound},
 		{"unknown action", "/apps/blog/explode", url.Values{"csrf": {token}}, nil, http.StatusNotFound},
-		{"update (not yet)", "/apps/blog/update", url.Values{"csrf": {token}}, nil, http.StatusNotImplemented},
+		{"update with a forged token", "/apps/blog/update", url.Values{"csrf": {strings.Repeat("A", len(token))}}, nil, http.StatusForbidden},
+		{"rollback of an unknown app", "/apps/nosuch/rollback", url.Values{"csrf": {token}}, nil, http.StatusNotFound},
 	} {
 		if code, body, _ := c.post(bad.path, bad.form, bad.header...); code != bad.want {
 			t.Errorf("%s: %d, want %d\n%.300s", bad.name, code, bad.want, body)
@@ -160,7 +161,17 @@ func TestLANLoginAndActions(t *testing.T) {
 	if code, loc, _ := c.post("/apps/blog/start", url.Values{"csrf": {token}, "back": {"//evil.example/"}}); code != http.StatusSeeOther || loc != "/apps/blog" {
 		t.Errorf("start with a foreign back: %d %s, want /apps/blog", code, loc)
 	}
-	if got := box.recorded(); !slices.Equal(got, []string{"stop blog", "start blog"}) {
+	_, html = c.get("/apps/blog")
+	if !strings.Contains(html, `data-action="blog-update"`) || !strings.Contains(html, `data-action="blog-rollback"`) {
+		t.Errorf("the app's page has no update or roll back button:\n%.1500s", html)
+	}
+	if code, loc, _ := c.post("/apps/blog/update", url.Values{"csrf": {token}}); code != http.StatusSeeOther || loc != "/apps/blog" {
+		t.Errorf("update: %d %s", code, loc)
+	}
+	if _, html = c.get("/apps/blog"); !strings.Contains(html, "blog: updated") {
+		t.Errorf("after update, the page does not say what happened:\n%.1500s", html)
+	}
+	if got := box.recorded(); !slices.Equal(got, []string{"stop blog", "start blog", "update blog"}) {
 		t.Errorf("actions = %v", got)
 	}
 
