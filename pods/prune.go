@@ -114,108 +114,148 @@ type PruneReport struct {
 // or in another process: it waits (until ctx ends) for the loads in progress to finish, and
 // images loaded or used after Prune was called are kept too.
 func (s *ImageStore) Prune(ctx context.Context, keep []string) (PruneReport, error) {
-	var report PruneReport
 	started := time.Now()
-	keepHex := map[string]bool{}
-	for _, id := range keep {
-		h, err := idHex(id)
-		if err != nil {
-			return report, err
-		}
-		keepHex[h] = true
+	keepHex, err := hexSet(keep)
+	if err != nil {
+		return PruneReport{}, err
 	}
 	unlock, err := s.lock(ctx, true)
 	if err != nil {
-		return report, fmt.Errorf("pods: prune: %w", err)
+		return PruneReport{}, fmt.Errorf("pods: prune: %w", err)
 	}
 	defer unlock()
-	var errs []error
-	keptLayers := map[string]bool{}
 	records, err := filepath.Glob(filepath.Join(s.Dir, "images", "*.json"))
 	if err != nil {
-		return report, fmt.Errorf("pods: prune: %w", err)
+		return PruneReport{}, fmt.Errorf("pods: prune: %w", err)
 	}
+	p := pruning{keepHex: keepHex, keptLayers: map[string]bool{}}
 	for _, rec := range records {
-		h := strings.TrimSuffix(filepath.Base(rec), ".json")
-		if st, err := os.Stat(rec); err == nil && !st.ModTime().Before(started) {
-			keepHex[h] = true // loaded or used since Prune was called
-		}
-		if keepHex[h] {
-			var r imageRecord
-			if err := readJSON(rec, &r); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			for _, d := range r.DiffIDs {
-				if hash, err := v1.NewHash(d); err == nil {
-					keptLayers[hash.Hex] = true
-				}
-			}
-			continue
-		}
-		// The record goes last: a prune interrupted half-way is finished by the next one.
-		root := filepath.Join(s.Dir, "roots", h)
-		freed := diskUsage(root)
-		if err := os.RemoveAll(root); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-			continue
-		}
-		report.Images = append(report.Images, "sha256:"+h)
-		report.Bytes += freed
+		s.pruneImage(&p, rec, started)
 	}
+	s.pruneRefs(&p)
+	s.pruneLayers(&p)
+	s.pruneOrphanRoots(&p)
+	s.clearTmp(&p)
+	sort.Strings(p.report.Images)
+	if err := errors.Join(p.errs...); err != nil {
+		return p.report, fmt.Errorf("pods: prune: %w", err)
+	}
+	return p.report, nil
+}
+
+// pruning is the state of one Prune: what it keeps, what it removed, what failed.
+type pruning struct {
+	keepHex    map[string]bool // the hex IDs of the images kept
+	keptLayers map[string]bool // the hex diff IDs of the kept images' layers
+	report     PruneReport
+	errs       []error
+}
+
+// hexSet is the set of the hex digests of image IDs.
+func hexSet(ids []string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, id := range ids {
+		h, err := idHex(id)
+		if err != nil {
+			return nil, err
+		}
+		set[h] = true
+	}
+	return set, nil
+}
+
+// pruneImage removes the image of the record rec (its root, then the record) unless it is kept
+// (or was loaded or used since started), in which case its layers are kept.
+func (s *ImageStore) pruneImage(p *pruning, rec string, started time.Time) {
+	h := strings.TrimSuffix(filepath.Base(rec), ".json")
+	if st, err := os.Stat(rec); err == nil && !st.ModTime().Before(started) {
+		p.keepHex[h] = true // loaded or used since Prune was called
+	}
+	if p.keepHex[h] {
+		var r imageRecord
+		if err := readJSON(rec, &r); err != nil {
+			p.errs = append(p.errs, err)
+			return
+		}
+		for _, d := range r.DiffIDs {
+			if hash, err := v1.NewHash(d); err == nil {
+				p.keptLayers[hash.Hex] = true
+			}
+		}
+		return
+	}
+	// The record goes last: a prune interrupted half-way is finished by the next one.
+	root := filepath.Join(s.Dir, "roots", h)
+	freed := diskUsage(root)
+	if err := os.RemoveAll(root); err != nil {
+		p.errs = append(p.errs, err)
+		return
+	}
+	if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.errs = append(p.errs, err)
+		return
+	}
+	p.report.Images = append(p.report.Images, "sha256:"+h)
+	p.report.Bytes += freed
+}
+
+// pruneRefs removes the references to images not kept.
+func (s *ImageStore) pruneRefs(p *pruning) {
 	for id, refs := range s.refsByID() {
-		if h, err := idHex(id); err == nil && keepHex[h] {
+		if h, err := idHex(id); err == nil && p.keepHex[h] {
 			continue
 		}
 		for _, ref := range refs {
 			if err := os.Remove(filepath.Join(s.Dir, "refs", refKey(ref)+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, err)
+				p.errs = append(p.errs, err)
 			}
 		}
 	}
+}
+
+// pruneLayers removes the cached layers no kept image uses.
+func (s *ImageStore) pruneLayers(p *pruning) {
 	layers, _ := os.ReadDir(filepath.Join(s.Dir, "layers"))
 	for _, l := range layers {
-		if keptLayers[l.Name()] {
+		if p.keptLayers[l.Name()] {
 			continue
 		}
-		p := filepath.Join(s.Dir, "layers", l.Name())
-		freed := diskUsage(p)
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+		path := filepath.Join(s.Dir, "layers", l.Name())
+		freed := diskUsage(path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.errs = append(p.errs, err)
 			continue
 		}
-		report.Layers++
-		report.Bytes += freed
+		p.report.Layers++
+		p.report.Bytes += freed
 	}
-	// Roots without a record (an interrupted prune) go too; the static sites' empty root stays.
+}
+
+// pruneOrphanRoots removes the roots without a record (an interrupted prune); the static sites'
+// empty root stays.
+func (s *ImageStore) pruneOrphanRoots(p *pruning) {
 	roots, _ := os.ReadDir(filepath.Join(s.Dir, "roots"))
 	for _, r := range roots {
-		if r.Name() == "empty" || keepHex[r.Name()] {
+		if r.Name() == "empty" || p.keepHex[r.Name()] {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(s.Dir, "images", r.Name()+".json")); errors.Is(err, os.ErrNotExist) {
-			report.Bytes += diskUsage(filepath.Join(s.Dir, "roots", r.Name()))
+			p.report.Bytes += diskUsage(filepath.Join(s.Dir, "roots", r.Name()))
 			if err := os.RemoveAll(filepath.Join(s.Dir, "roots", r.Name())); err != nil {
-				errs = append(errs, err)
+				p.errs = append(p.errs, err)
 			}
 		}
 	}
-	// No load is in progress (the lock): what is in tmp was left by a crash.
+}
+
+// clearTmp removes what a crashed load left in tmp: no load is in progress (the lock).
+func (s *ImageStore) clearTmp(p *pruning) {
 	tmp, _ := os.ReadDir(filepath.Join(s.Dir, "tmp"))
 	for _, e := range tmp {
 		if err := os.RemoveAll(filepath.Join(s.Dir, "tmp", e.Name())); err != nil {
-			errs = append(errs, err)
+			p.errs = append(p.errs, err)
 		}
 	}
-	sort.Strings(report.Images)
-	if err := errors.Join(errs...); err != nil {
-		return report, fmt.Errorf("pods: prune: %w", err)
-	}
-	return report, nil
 }
 
 // lock takes the store's lock: shared for a load (any number at once), exclusive for a prune. It

@@ -494,30 +494,50 @@ func (h HostService) UnitName() string { return UnitPrefix + h.Name + ".service"
 
 // Unit validates and renders the service's unit file. Its errors match ErrBadInput.
 func (h HostService) Unit() (Unit, error) {
-	fail := func(err error) (Unit, error) { return Unit{}, fmt.Errorf("pods: service %q: %w", h.Name, err) }
+	if err := h.check(); err != nil {
+		return Unit{}, fmt.Errorf("pods: service %q: %w", h.Name, err)
+	}
+	b := &unitBuilder{}
+	h.unitSection(b)
+	h.serviceSection(b)
+	b.fixed("Install", "WantedBy", "multi-user.target")
+	content, err := b.bytes()
+	if err != nil {
+		return Unit{}, fmt.Errorf("pods: service %q: %w", h.Name, err)
+	}
+	return Unit{Name: h.UnitName(), Content: content}, nil
+}
+
+// check refuses a name that is not the service's own, a relative command, and users, groups,
+// address families or capabilities that are not names.
+func (h HostService) check() error {
 	if err := names.App(h.Name); err != nil || strings.HasPrefix(h.Name, "pod-") || strings.HasPrefix(h.Name, "net-") {
-		return fail(errkind.BadInputf("name: a DNS label, not starting with pod- or net-"))
+		return errkind.BadInputf("name: a DNS label, not starting with pod- or net-")
 	}
 	if len(h.ExecStart) == 0 || !path.IsAbs(h.ExecStart[0]) {
-		return fail(errkind.BadInputf("ExecStart needs an absolute argv[0]"))
+		return errkind.BadInputf("ExecStart needs an absolute argv[0]")
 	}
 	if h.User != "" && !volumeName.MatchString(h.User) {
-		return fail(errkind.BadInputf("user %q", h.User))
+		return errkind.BadInputf("user %q", h.User)
 	}
 	if h.Group != "" && !volumeName.MatchString(h.Group) {
-		return fail(errkind.BadInputf("group %q", h.Group))
+		return errkind.BadInputf("group %q", h.Group)
 	}
 	for _, f := range h.AddressFamilies {
 		if !addressFamily.MatchString(f) {
-			return fail(errkind.BadInputf("address family %q", f))
+			return errkind.BadInputf("address family %q", f)
 		}
 	}
 	for _, c := range h.Capabilities {
 		if !capName.MatchString(c) {
-			return fail(errkind.BadInputf("capability %q", c))
+			return errkind.BadInputf("capability %q", c)
 		}
 	}
-	b := &unitBuilder{}
+	return nil
+}
+
+// unitSection writes the [Unit] section: the description and the ordering and dependencies.
+func (h HostService) unitSection(b *unitBuilder) {
 	desc := h.Description
 	if desc == "" {
 		desc = "onionpod " + h.Name
@@ -537,6 +557,11 @@ func (h HostService) Unit() (Unit, error) {
 		b.set("Unit", "PartOf", tokensValue, "part of", u)
 		b.set("Unit", "After", tokensValue, "after", u)
 	}
+}
+
+// serviceSection writes the [Service] section: the command, its identity and environment, its
+// sandbox and file system, and the restart policy.
+func (h HostService) serviceSection(b *unitBuilder) {
 	b.set("Service", "Type", tokensValue, "type", cmp.Or(h.Type, "exec"))
 	b.set("Service", "ExecStart", commandValue, "ExecStart", h.ExecStart...)
 	for _, e := range h.Environment {
@@ -563,6 +588,13 @@ func (h HostService) Unit() (Unit, error) {
 		b.set("Service", "CapabilityBoundingSet", tokensValue, "capabilities", h.Capabilities...)
 		b.set("Service", "AmbientCapabilities", tokensValue, "capabilities", h.Capabilities...)
 	}
+	h.fileSystemOptions(b)
+	b.set("Service", "Restart", tokensValue, "restart", cmp.Or(h.Restart, "on-failure"))
+}
+
+// fileSystemOptions writes the paths the service may write, the tmpfs it gets and the paths
+// bound into its view.
+func (h HostService) fileSystemOptions(b *unitBuilder) {
 	for _, p := range h.ReadWritePaths {
 		b.set("Service", "ReadWritePaths", pathValue, "ReadWritePaths", p)
 	}
@@ -575,13 +607,6 @@ func (h HostService) Unit() (Unit, error) {
 	for _, p := range h.BindReadOnlyPaths {
 		b.set("Service", "BindReadOnlyPaths", pathValue, "BindReadOnlyPaths", p)
 	}
-	b.set("Service", "Restart", tokensValue, "restart", cmp.Or(h.Restart, "on-failure"))
-	b.fixed("Install", "WantedBy", "multi-user.target")
-	content, err := b.bytes()
-	if err != nil {
-		return fail(err)
-	}
-	return Unit{Name: h.UnitName(), Content: content}, nil
 }
 
 // sandboxOptions adds the settings of HostService.Sandbox.

@@ -117,27 +117,45 @@ func (rs *restore) read(ctx context.Context, src io.Reader) error {
 	for _, a := range h.Apps {
 		rs.apps = append(rs.apps, &restoreApp{hdr: a, vols: map[string]*stagedVolume{}})
 	}
-	var counted trailer
-	var end *trailer
+	counted, end, apps, err := rs.readEntries(ctx, tr)
+	if err != nil {
+		return err
+	}
+	// Read age's stream to its end: its last chunk authenticates the end of the backup.
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return err
+	}
+	if err := rs.checkComplete(counted, end, apps); err != nil {
+		return err
+	}
+	if err := rs.finishVolumes(); err != nil {
+		return err
+	}
+	return rs.syncStaged()
+}
+
+// readEntries reads the archive's entries after its header, each app's in turn, staging its
+// volumes. It answers what it counted, the trailer (nil when missing) and how many apps it read.
+func (rs *restore) readEntries(ctx context.Context, tr *tar.Reader) (counted trailer, end *trailer, apps int, _ error) {
 	cur := -1
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return counted, nil, 0, err
 		}
 		e, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return errkind.BadInputf("not a valid backup archive: %v", err)
+			return counted, nil, 0, errkind.BadInputf("not a valid backup archive: %v", err)
 		}
 		if end != nil {
-			return errkind.BadInputf("entry %q after %s", e.Name, trailerName)
+			return counted, nil, 0, errkind.BadInputf("entry %q after %s", e.Name, trailerName)
 		}
 		if e.Name == trailerName {
 			t, err := readJSON[trailer](tr, e)
 			if err != nil {
-				return err
+				return counted, nil, 0, err
 			}
 			end = &t
 			continue
@@ -149,31 +167,39 @@ func (rs *restore) read(ctx context.Context, src io.Reader) error {
 		if cur+1 < len(rs.apps) && e.Name == recordName(rs.apps[cur+1].hdr.Name) {
 			cur++
 			if err := rs.startApp(ctx, rs.apps[cur], tr, e); err != nil {
-				return err
+				return counted, nil, 0, err
 			}
 			continue
 		}
 		if cur < 0 || !strings.HasPrefix(e.Name, appPrefix(rs.apps[cur].hdr.Name)) {
-			return errkind.BadInputf("unexpected entry %q", e.Name)
+			return counted, nil, 0, errkind.BadInputf("unexpected entry %q", e.Name)
 		}
 		if err := rs.appEntry(rs.apps[cur], tr, e); err != nil {
-			return err
+			return counted, nil, 0, err
 		}
 	}
-	// Read age's stream to its end: its last chunk authenticates the end of the backup.
-	if _, err := io.Copy(io.Discard, src); err != nil {
-		return err
-	}
+	return counted, end, cur + 1, nil
+}
+
+// checkComplete fails unless the archive ended with its trailer, held every app its header
+// lists, and the trailer's counts are what was read.
+func (rs *restore) checkComplete(counted trailer, end *trailer, apps int) error {
 	if end == nil {
 		return errkind.BadInputf("the backup has no %s: it was cut short", trailerName)
 	}
-	if cur+1 != len(rs.apps) {
-		return errkind.BadInputf("app %q is listed but not in the backup", rs.apps[cur+1].hdr.Name)
+	if apps != len(rs.apps) {
+		return errkind.BadInputf("app %q is listed but not in the backup", rs.apps[apps].hdr.Name)
 	}
-	counted.Apps = cur + 1
+	counted.Apps = apps
 	if counted != *end {
 		return errkind.BadInputf("the backup's trailer says %+v, its entries are %+v", *end, counted)
 	}
+	return nil
+}
+
+// finishVolumes checks that every volume listed was in the archive, finishes and syncs what was
+// staged of each, and fills in the apps' volume reports.
+func (rs *restore) finishVolumes() error {
 	for _, a := range rs.apps {
 		for _, v := range a.hdr.Volumes {
 			if sv := a.vols[v.Name]; sv == nil || !sv.started {
@@ -197,7 +223,12 @@ func (rs *restore) read(ctx context.Context, src io.Reader) error {
 		}
 		slices.SortFunc(a.rep.Volumes, func(x, y VolumeReport) int { return strings.Compare(x.Name, y.Name) })
 	}
-	// What is staged reaches the disk before it is swapped in (one syncfs per file system).
+	return nil
+}
+
+// syncStaged makes what is staged reach the disk before it is swapped in (one syncfs per file
+// system).
+func (rs *restore) syncStaged() error {
 	synced := map[uint64]bool{}
 	for _, p := range rs.staged {
 		if err := syncFS(p, synced); err != nil {

@@ -137,16 +137,46 @@ type App struct {
 // Parse reads an app file. name is the file's name in messages; dir is the directory local
 // image paths are relative to. Every error matches errkind.BadInput and says where.
 func Parse(data []byte, name, dir string) (App, error) {
-	fail := func(line int, format string, args ...any) (App, error) {
-		where := "app file " + name
-		if line > 0 {
-			where += fmt.Sprintf(": line %d", line)
-		}
-		return App{}, errkind.BadInputf("%s: %s", where, fmt.Sprintf(format, args...))
-	}
+	p := parser{name: name, dir: dir}
 	if len(data) > MaxSize {
-		return fail(0, "larger than %d bytes", MaxSize)
+		return App{}, p.fail(0, "larger than %d bytes", MaxSize)
 	}
+	f, err := p.decode(data)
+	if err != nil {
+		return App{}, err
+	}
+	p.lines = keyLines(data)
+	out, err := p.app(f)
+	if err != nil {
+		return App{}, err
+	}
+	if err := p.validate(out); err != nil {
+		return App{}, err
+	}
+	return out, nil
+}
+
+// parser turns one app file into an App, its errors saying where in the file.
+type parser struct {
+	name  string         // the file's name in messages
+	dir   string         // the directory local image paths are relative to
+	lines map[string]int // the line of each key (keyLines)
+}
+
+// fail is an error at a line of the file (0: the file as a whole).
+func (p *parser) fail(line int, format string, args ...any) error {
+	where := "app file " + p.name
+	if line > 0 {
+		where += fmt.Sprintf(": line %d", line)
+	}
+	return errkind.BadInputf("%s: %s", where, fmt.Sprintf(format, args...))
+}
+
+// at is the line of a key (0 when unknown).
+func (p *parser) at(key string) int { return p.lines[key] }
+
+// decode reads the TOML strictly: an unknown key or a syntax error says its line.
+func (p *parser) decode(data []byte) (file, error) {
 	var f file
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -155,7 +185,7 @@ func Parse(data []byte, name, dir string) (App, error) {
 		if errors.As(err, &strict) && len(strict.Errors) > 0 {
 			e := strict.Errors[0]
 			line, _ := e.Position()
-			return fail(line, "unknown key %q", strings.Join(e.Key(), "."))
+			return file{}, p.fail(line, "unknown key %q", strings.Join(e.Key(), "."))
 		}
 		var syntax *toml.DecodeError
 		if errors.As(err, &syntax) {
@@ -164,91 +194,106 @@ func Parse(data []byte, name, dir string) (App, error) {
 			if k := syntax.Key(); len(k) > 0 {
 				msg = fmt.Sprintf("%s: %s", strings.Join(k, "."), msg)
 			}
-			return fail(line, "column %d: %s", col, msg)
+			return file{}, p.fail(line, "column %d: %s", col, msg)
 		}
-		return fail(0, "%s", strings.TrimPrefix(err.Error(), "toml: "))
+		return file{}, p.fail(0, "%s", strings.TrimPrefix(err.Error(), "toml: "))
 	}
-	lines := keyLines(data)
-	at := func(key string) int { return lines[key] }
+	return f, nil
+}
+
+// app converts the file's fields, checking each as it goes.
+func (p *parser) app(f file) (App, error) {
 	if f.Version != 0 && f.Version != Version {
-		return fail(at("version"), "version %d: this onionpod reads version %d", f.Version, Version)
+		return App{}, p.fail(p.at("version"), "version %d: this onionpod reads version %d", f.Version, Version)
 	}
 	out := App{App: store.App{Name: f.Name, Onion: f.Onion, OnionOnly: f.OnionOnly, IPv4: f.IPv4,
 		NoOnionLocation: f.OnionLocation != nil && !*f.OnionLocation, AutoUpdate: f.AutoUpdate}, Local: map[string]string{}}
 	if f.Name == "" {
-		return fail(0, "name: the app's name is missing")
+		return App{}, p.fail(0, "name: the app's name is missing")
 	}
 	if f.Limits != nil {
 		out.Limits = f.Limits.pods()
 		if err := out.Limits.Check(); err != nil {
-			return fail(at("limits"), "%v", err)
+			return App{}, p.fail(p.at("limits"), "%v", err)
 		}
 	}
 	if len(f.Containers) == 0 {
-		return fail(0, "no [[containers]]: an app needs at least one")
+		return App{}, p.fail(0, "no [[containers]]: an app needs at least one")
 	}
 	for i, fc := range f.Containers {
-		key := fmt.Sprintf("containers[%d]", i)
 		if fc.Name == "" && len(f.Containers) == 1 {
 			fc.Name = f.Name // the app's own container
 		}
-		c := store.Container{Name: fc.Name, Static: fc.Static, Entrypoint: fc.Entrypoint, Command: fc.Command,
-			Env: fc.Env, User: fc.User, After: fc.After}
-		what := fmt.Sprintf("container %q", fc.Name)
-		if fc.Name == "" {
-			return fail(at(key), "%s: name: a container of an app of several needs a name", key)
+		if err := p.container(&out, fmt.Sprintf("containers[%d]", i), fc, len(f.Containers) > 1); err != nil {
+			return App{}, err
 		}
-		if fc.Image != "" {
-			ref, local, err := imageOf(fc.Image, dir)
-			if err != nil {
-				return fail(at(key+".image"), "%s: image: %v", what, err)
-			}
-			if local {
-				out.Local[fc.Name] = ref
-			} else {
-				c.Image = ref
-			}
-		}
-		if fc.Static != "" && !filepath.IsAbs(fc.Static) {
-			c.Static = filepath.Join(dir, fc.Static)
-		}
-		if err := store.ValidateEnv(fc.Env); err != nil {
-			return fail(at(key+".env"), "%s: env: %v", what, err)
-		}
-		for _, v := range fc.Volumes {
-			vol, err := store.ParseVolume(v)
-			if err != nil {
-				return fail(at(key+".volumes"), "%s: volumes: %v", what, err)
-			}
-			c.Volumes = append(c.Volumes, vol)
-		}
-		for _, p := range fc.Ports {
-			port, err := store.ParsePort(p)
-			if err != nil {
-				return fail(at(key+".ports"), "%s: ports: %v", what, err)
-			}
-			if len(f.Containers) > 1 {
-				port.Container = fc.Name
-			}
-			out.Ports = append(out.Ports, port)
-		}
-		if fc.Health != nil {
-			h, field, err := fc.Health.store()
-			if err != nil {
-				return fail(at(key+".health."+field), "%s: health.%s: %v", what, field, err)
-			}
-			c.Health = &h
-		}
-		if fc.Limits != nil {
-			c.Limits = fc.Limits.pods()
-		}
-		if fc.Backup != nil {
-			c.Backup = &store.BackupHook{Volume: fc.Backup.Volume, Dump: fc.Backup.Dump, Restore: fc.Backup.Restore}
-		}
-		out.Containers = append(out.Containers, c)
 	}
-	// What only the whole app can tell (names, order, shared volumes...), checked as the daemon
-	// checks a record: images that are local files stand in as their path until sent.
+	return out, nil
+}
+
+// container converts the file's container at key and adds it to out, with its ports (which
+// name the container when the app has several) and its image when that is a local file.
+func (p *parser) container(out *App, key string, fc container, several bool) error {
+	c := store.Container{Name: fc.Name, Static: fc.Static, Entrypoint: fc.Entrypoint, Command: fc.Command,
+		Env: fc.Env, User: fc.User, After: fc.After}
+	what := fmt.Sprintf("container %q", fc.Name)
+	if fc.Name == "" {
+		return p.fail(p.at(key), "%s: name: a container of an app of several needs a name", key)
+	}
+	if fc.Image != "" {
+		ref, local, err := imageOf(fc.Image, p.dir)
+		if err != nil {
+			return p.fail(p.at(key+".image"), "%s: image: %v", what, err)
+		}
+		if local {
+			out.Local[fc.Name] = ref
+		} else {
+			c.Image = ref
+		}
+	}
+	if fc.Static != "" && !filepath.IsAbs(fc.Static) {
+		c.Static = filepath.Join(p.dir, fc.Static)
+	}
+	if err := store.ValidateEnv(fc.Env); err != nil {
+		return p.fail(p.at(key+".env"), "%s: env: %v", what, err)
+	}
+	for _, v := range fc.Volumes {
+		vol, err := store.ParseVolume(v)
+		if err != nil {
+			return p.fail(p.at(key+".volumes"), "%s: volumes: %v", what, err)
+		}
+		c.Volumes = append(c.Volumes, vol)
+	}
+	for _, s := range fc.Ports {
+		port, err := store.ParsePort(s)
+		if err != nil {
+			return p.fail(p.at(key+".ports"), "%s: ports: %v", what, err)
+		}
+		if several {
+			port.Container = fc.Name
+		}
+		out.Ports = append(out.Ports, port)
+	}
+	if fc.Health != nil {
+		h, field, err := fc.Health.store()
+		if err != nil {
+			return p.fail(p.at(key+".health."+field), "%s: health.%s: %v", what, field, err)
+		}
+		c.Health = &h
+	}
+	if fc.Limits != nil {
+		c.Limits = fc.Limits.pods()
+	}
+	if fc.Backup != nil {
+		c.Backup = &store.BackupHook{Volume: fc.Backup.Volume, Dump: fc.Backup.Dump, Restore: fc.Backup.Restore}
+	}
+	out.Containers = append(out.Containers, c)
+	return nil
+}
+
+// validate checks what only the whole app can tell (names, order, shared volumes...), as the
+// daemon checks a record: images that are local files stand in as their path until sent.
+func (p *parser) validate(out App) error {
 	check := out.App
 	check.Containers = append([]store.Container(nil), out.Containers...)
 	for i, c := range check.Containers {
@@ -257,9 +302,9 @@ func Parse(data []byte, name, dir string) (App, error) {
 		}
 	}
 	if err := check.Validate(); err != nil {
-		return fail(lineOf(err.Error(), check, lines), "%v", err)
+		return p.fail(lineOf(err.Error(), check, p.lines), "%v", err)
 	}
-	return out, nil
+	return nil
 }
 
 // lineOf finds the line of what an error of Validate is about: the key of a container it names

@@ -85,91 +85,115 @@ var (
 
 // Validate checks a recipe; its errors match errkind.BadInput and name the field.
 func (r Recipe) Validate() error {
-	bad := func(format string, args ...any) error {
-		return errkind.BadInputf("debimage: recipe %q: "+format, append([]any{r.Ref}, args...)...)
-	}
 	if _, err := name.NewTag(r.Ref, name.StrictValidation); err != nil {
-		return bad("ref: want a tag such as registry.example/name:1: %v", err)
+		return r.bad("ref: want a tag such as registry.example/name:1: %v", err)
 	}
 	if r.Debian == nil && len(r.Files) == 0 {
-		return bad("neither Debian packages nor files")
+		return r.bad("neither Debian packages nor files")
 	}
-	if d := r.Debian; d != nil {
-		if !suiteRE.MatchString(d.Suite) {
-			return bad("debian suite %q", d.Suite)
-		}
-		if d.Variant != "" && !slices.Contains(Variants, d.Variant) {
-			return bad("debian variant %q (one of %s)", d.Variant, strings.Join(Variants, ", "))
-		}
-		if (d.Variant == "" || d.Variant == "extract" || d.Variant == "custom") && len(d.Packages) == 0 {
-			return bad("debian packages: none given")
-		}
-		for _, p := range d.Packages {
-			if !packageRE.MatchString(p) {
-				return bad("debian package %q", p)
-			}
-		}
-		for i, s := range d.Sources {
-			if err := genvalue.Check("debian sources", s); err != nil {
-				return bad("debian sources[%d]: %v", i, err)
-			}
-			if !strings.HasPrefix(s, "deb ") {
-				return bad("debian sources[%d]: want a one-line \"deb URI SUITE COMPONENT...\" entry", i)
-			}
-		}
-		for _, x := range d.Exclude {
-			if _, err := path.Match(x, "/"); err != nil || !path.IsAbs(x) {
-				return bad("debian exclude %q: want an absolute glob", x)
-			}
+	if r.Debian != nil {
+		if err := r.validateDebian(*r.Debian); err != nil {
+			return err
 		}
 	}
+	if err := r.validateFiles(); err != nil {
+		return err
+	}
+	return r.validateConfig()
+}
+
+// bad is an error about the recipe.
+func (r Recipe) bad(format string, args ...any) error {
+	return errkind.BadInputf("debimage: recipe %q: "+format, append([]any{r.Ref}, args...)...)
+}
+
+// validateDebian checks the suite, variant, packages, sources and excludes of d.
+func (r Recipe) validateDebian(d Debian) error {
+	if !suiteRE.MatchString(d.Suite) {
+		return r.bad("debian suite %q", d.Suite)
+	}
+	if d.Variant != "" && !slices.Contains(Variants, d.Variant) {
+		return r.bad("debian variant %q (one of %s)", d.Variant, strings.Join(Variants, ", "))
+	}
+	if (d.Variant == "" || d.Variant == "extract" || d.Variant == "custom") && len(d.Packages) == 0 {
+		return r.bad("debian packages: none given")
+	}
+	for _, p := range d.Packages {
+		if !packageRE.MatchString(p) {
+			return r.bad("debian package %q", p)
+		}
+	}
+	for i, s := range d.Sources {
+		if err := genvalue.Check("debian sources", s); err != nil {
+			return r.bad("debian sources[%d]: %v", i, err)
+		}
+		if !strings.HasPrefix(s, "deb ") {
+			return r.bad("debian sources[%d]: want a one-line \"deb URI SUITE COMPONENT...\" entry", i)
+		}
+	}
+	for _, x := range d.Exclude {
+		if _, err := path.Match(x, "/"); err != nil || !path.IsAbs(x) {
+			return r.bad("debian exclude %q: want an absolute glob", x)
+		}
+	}
+	return nil
+}
+
+// validateFiles checks each file's path (clean, absolute, once), mode, data and owner.
+func (r Recipe) validateFiles() error {
 	seen := map[string]bool{}
 	for i, f := range r.Files {
 		if err := genvalue.Check("file path", f.Path); err != nil {
-			return bad("files[%d]: %v", i, err)
+			return r.bad("files[%d]: %v", i, err)
 		}
 		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
-			return bad("files[%d] path %q: want a clean absolute path", i, f.Path)
+			return r.bad("files[%d] path %q: want a clean absolute path", i, f.Path)
 		}
 		if seen[f.Path] {
-			return bad("files[%d] path %q: twice", i, f.Path)
+			return r.bad("files[%d] path %q: twice", i, f.Path)
 		}
 		seen[f.Path] = true
 		if f.Mode&^(fs.ModePerm|fs.ModeDir|fs.ModeSymlink|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 ||
 			f.Mode&fs.ModeDir != 0 && f.Mode&fs.ModeSymlink != 0 {
-			return bad("files[%d] %s: mode %v", i, f.Path, f.Mode)
+			return r.bad("files[%d] %s: mode %v", i, f.Path, f.Mode)
 		}
 		if f.Mode&fs.ModeSymlink != 0 && len(f.Data) == 0 || f.Mode&fs.ModeDir != 0 && len(f.Data) != 0 {
-			return bad("files[%d] %s: a symlink needs a target, a directory no data", i, f.Path)
+			return r.bad("files[%d] %s: a symlink needs a target, a directory no data", i, f.Path)
 		}
 		if f.UID < 0 || f.GID < 0 || f.UID > 1<<31-1 || f.GID > 1<<31-1 {
-			return bad("files[%d] %s: owner %d:%d", i, f.Path, f.UID, f.GID)
+			return r.bad("files[%d] %s: owner %d:%d", i, f.Path, f.UID, f.GID)
 		}
 	}
+	return nil
+}
+
+// validateConfig checks the image config: something to run, env, working dir, ports, stop
+// signal and volumes.
+func (r Recipe) validateConfig() error {
 	c := r.Config
 	if len(c.Entrypoint) == 0 && len(c.Cmd) == 0 {
-		return bad("config: no entrypoint and no cmd")
+		return r.bad("config: no entrypoint and no cmd")
 	}
 	for _, e := range c.Env {
 		k, _, ok := strings.Cut(e, "=")
 		if !ok || !envKeyRE.MatchString(k) {
-			return bad("config env %q: want KEY=VALUE", k)
+			return r.bad("config env %q: want KEY=VALUE", k)
 		}
 	}
 	if c.WorkingDir != "" && !path.IsAbs(c.WorkingDir) {
-		return bad("config working dir %q: want an absolute path", c.WorkingDir)
+		return r.bad("config working dir %q: want an absolute path", c.WorkingDir)
 	}
 	for _, p := range c.ExposedPorts {
 		if !portRE.MatchString(p) {
-			return bad("config exposed port %q: want PORT or PORT/tcp", p)
+			return r.bad("config exposed port %q: want PORT or PORT/tcp", p)
 		}
 	}
 	if c.StopSignal != "" && !signalRE.MatchString(c.StopSignal) {
-		return bad("config stop signal %q: want a name such as SIGINT", c.StopSignal)
+		return r.bad("config stop signal %q: want a name such as SIGINT", c.StopSignal)
 	}
 	for _, v := range c.Volumes {
 		if !path.IsAbs(v) {
-			return bad("config volume %q: want an absolute path", v)
+			return r.bad("config volume %q: want an absolute path", v)
 		}
 	}
 	return nil
