@@ -256,6 +256,9 @@ func (o *observability) snapshot(ctx context.Context) (metrics.Snapshot, error) 
 		if !a.Onion.Published {
 			m.Uploaded = time.Time{}
 		}
+		if a.TLS != nil {
+			m.CertExpiry = a.TLS.NotAfter
+		}
 		for _, c := range a.App.Containers {
 			m.Restarts += units[pods.PodRef{App: a.App.Name, Container: c.Name}].Restarts
 		}

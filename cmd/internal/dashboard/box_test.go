@@ -50,6 +50,15 @@ func newTestBox(t testing.TB, n int) *testBox {
 			Onion: api.OnionStatus{Address: k.Address(), Added: true, Published: true, Since: now},
 			DNS:   api.DNSRecord{Name: name + ".box.example.", Published: true},
 		}
+		if i == 0 { // a pod of two containers with a health check, and an HTTPS certificate
+			st.App.Containers = append(st.App.Containers, store.Container{Name: "db", Image: "registry.example/postgres:15"})
+			st.Containers = []api.ContainerStatus{
+				{Name: name, Image: "registry.example/blog:1", Unit: api.UnitStatus{ActiveState: "active"},
+					Health: &api.HealthStatus{Check: "http GET [fd00::6]:8080/healthz every 10s", State: api.HealthHealthy}},
+				{Name: "db", Image: "registry.example/postgres:15", Unit: api.UnitStatus{ActiveState: "active", Restarts: 1}}}
+			st.TLS = &api.TLSStatus{Issuer: "Pebble", NotAfter: now.Add(5 * 24 * time.Hour), RenewAt: now.Add(-time.Hour),
+				LastError: "certs: blog.box.example: the CA refused the order"}
+		}
 		b.apps[name] = st
 		var onionHist, v6Hist []probe.Result
 		for j := range 12 {

@@ -162,6 +162,12 @@ func TestLANLoginAndActions(t *testing.T) {
 		t.Errorf("start with a foreign back: %d %s, want /apps/blog", code, loc)
 	}
 	_, html = c.get("/apps/blog")
+	for _, want := range []string{`id="container-db"`, "registry.example/postgres:15", `<span class="health h-healthy">healthy</span>`,
+		"/healthz every 10s", "no check", `id="cert" class="error">expires `, "the CA refused the order"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the app's page does not show %q (containers, their health, the certificate)", want)
+		}
+	}
 	if !strings.Contains(html, `data-action="blog-update"`) || !strings.Contains(html, `data-action="blog-rollback"`) {
 		t.Errorf("the app's page has no update or roll back button:\n%.1500s", html)
 	}

@@ -34,6 +34,15 @@ type appView struct {
 	Restarts   int
 	LastError  string
 	Paths      []pathView
+	Containers []containerView // on the app's page
+	Cert       string          // the HTTPS certificate: until when, or why there is none
+	CertBad    bool            // Cert is an error or expires within a week
+}
+
+// containerView is one container on the app's page: its unit and its health check.
+type containerView struct {
+	Name, Image, Unit, Health, HealthDetail string
+	Restarts                                int
 }
 
 // pathView is one probe path: its last result and a small history.
@@ -94,10 +103,51 @@ func (s *Server) view(a api.AppStatus, detail bool) appView {
 		latest = append(latest, p.Last)
 	}
 	v.Health = probe.Health(a.State == api.StateRunning, latest)
-	if detail && v.Onion != "" {
-		v.OnionQR = qrDataURL("http://" + v.Onion + "/")
+	if detail {
+		if v.Onion != "" {
+			v.OnionQR = qrDataURL("http://" + v.Onion + "/")
+		}
+		v.Containers = containerViews(a.Containers)
+		v.Cert, v.CertBad = certView(a.TLS, s.cfg.Now())
 	}
 	return v
+}
+
+// containerViews are the containers of an app's status, as its page shows them.
+func containerViews(cs []api.ContainerStatus) []containerView {
+	var out []containerView
+	for _, c := range cs {
+		cv := containerView{Name: c.Name, Image: c.Image, Unit: c.Unit.ActiveState, Restarts: c.Unit.Restarts}
+		if h := c.Health; h != nil {
+			cv.Health, cv.HealthDetail = h.State, h.Check
+			if h.LastError != "" {
+				cv.HealthDetail += ": " + h.LastError
+			}
+		}
+		out = append(out, cv)
+	}
+	return out
+}
+
+// certView says until when the app's certificate holds, or why it has none (tls nil: the box
+// does not do HTTPS).
+func certView(tls *api.TLSStatus, now time.Time) (string, bool) {
+	switch {
+	case tls == nil:
+		return "", false
+	case tls.NotAfter.IsZero() && tls.LastError != "":
+		return "none: " + tls.LastError, true
+	case tls.NotAfter.IsZero():
+		return "not obtained yet", false
+	}
+	text := "expires " + tls.NotAfter.UTC().Format("2006-01-02 15:04 MST")
+	if !tls.RenewAt.IsZero() {
+		text += ", renewal due " + tls.RenewAt.UTC().Format("2006-01-02")
+	}
+	if tls.LastError != "" {
+		text += " (last renewal failed: " + tls.LastError + ")"
+	}
+	return text, tls.LastError != "" || tls.NotAfter.Sub(now) < 7*24*time.Hour
 }
 
 // qrDataURL is a QR code of text as a PNG data: URL ("" if it cannot be made).

@@ -31,6 +31,8 @@ type App struct {
 	Uploaded time.Time
 	// Probes are the last result of each path.
 	Probes []probe.Result
+	// CertExpiry is when the app's HTTPS certificate expires (zero: none, or no HTTPS).
+	CertExpiry time.Time
 }
 
 // Tor is the daemon's view of tor.
@@ -145,6 +147,8 @@ var (
 	descUploaded = prometheus.NewDesc("onionpod_onion_descriptor_upload_timestamp_seconds",
 		"When tor last uploaded the app's onion service descriptor (Unix time); absent until it did. Its age: time() - this.",
 		[]string{"app"}, nil)
+	descCertExpiry = prometheus.NewDesc("onionpod_tls_certificate_expiry_timestamp_seconds",
+		"When the app's HTTPS certificate expires (Unix time); absent while it has none.", []string{"app"}, nil)
 	descQueries = prometheus.NewDesc("onionpod_dns_queries_total",
 		"DNS queries the built-in server answered, by response code.", []string{"rcode"}, nil)
 	descUpdates = prometheus.NewDesc("onionpod_dns_updates_total",
@@ -214,6 +218,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(a.Restarts), a.Name)
 		if a.Onion && !a.Uploaded.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descUploaded, prometheus.GaugeValue, unix(a.Uploaded), a.Name)
+		}
+		if !a.CertExpiry.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, unix(a.CertExpiry), a.Name)
 		}
 		for _, r := range a.Probes {
 			path := string(r.Path)

@@ -30,6 +30,7 @@ func snapshot() Snapshot {
 		Tor: Tor{Connected: true, Bootstrap: 100},
 		Apps: []App{
 			{Name: "blog", State: "running", Healthy: true, Restarts: 2, Onion: true, Uploaded: now.Add(-time.Minute),
+				CertExpiry: now.Add(5 * 24 * time.Hour),
 				Probes: []probe.Result{
 					{Path: probe.PathOnion, At: now, OK: true, Status: 200, Latency: 800 * time.Millisecond},
 					{Path: probe.PathIPv6, At: now, OK: true, Status: 200, Latency: 3 * time.Millisecond},
@@ -75,13 +76,14 @@ func TestPrometheusScrapes(t *testing.T) {
 	}
 	ctx := context.Background()
 	for q, want := range map[string][]string{
-		`onionpod_app_state{state="running"} == 1`:                         {"blog"},
-		`onionpod_app_healthy == 0`:                                        {"shop", "wiki"},
-		`onionpod_probe_success{path="onion"} == 0`:                        {"wiki"},
-		`onionpod_probe_duration_seconds{path="ipv6"} < 1`:                 {"blog"},
-		`time() - onionpod_onion_descriptor_upload_timestamp_seconds > 30`: {"blog"},
-		`onionpod_probes_total{result="descriptor"}`:                       {"wiki"},
-		`onionpod_app_restarts_total > 1`:                                  {"blog"},
+		`onionpod_app_state{state="running"} == 1`:                               {"blog"},
+		`onionpod_app_healthy == 0`:                                              {"shop", "wiki"},
+		`onionpod_probe_success{path="onion"} == 0`:                              {"wiki"},
+		`onionpod_probe_duration_seconds{path="ipv6"} < 1`:                       {"blog"},
+		`time() - onionpod_onion_descriptor_upload_timestamp_seconds > 30`:       {"blog"},
+		`onionpod_probes_total{result="descriptor"}`:                             {"wiki"},
+		`onionpod_app_restarts_total > 1`:                                        {"blog"},
+		`onionpod_tls_certificate_expiry_timestamp_seconds - time() < 7 * 86400`: {"blog"},
 	} {
 		s, err := p.Query(ctx, "", q)
 		if err != nil || !slices.Equal(apps(s), want) {
