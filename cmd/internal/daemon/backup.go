@@ -237,6 +237,11 @@ func (b boxApps) Commit(ctx context.Context, rec appbackup.App) (func(context.Co
 	if err != nil {
 		return nil, err
 	}
+	// An update on trial when the backup was taken is no trial here: nothing would decide it.
+	// The app runs what it ran then.
+	for i := range app.Containers {
+		app.Containers[i].Trial = nil
+	}
 	var prev store.App
 	var existed bool
 	now := time.Now().UTC()
