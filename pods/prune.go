@@ -160,6 +160,10 @@ func (s *ImageStore) Prune(ctx context.Context, keep []string) (PruneReport, err
 			errs = append(errs, err)
 			continue
 		}
+		if err := os.Remove(s.configPath(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
 		if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 			continue
