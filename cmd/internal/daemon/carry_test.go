@@ -50,3 +50,19 @@ func TestCarryImages(t *testing.T) {
 		t.Error("carryImages changed its input")
 	}
 }
+
+// TestOneLine: the reason of a rollback is kept as one line the record accepts, however long or
+// broken the health check's words.
+func TestOneLine(t *testing.T) {
+	long := strings.Repeat("é", store.MaxReason) // two bytes each
+	for in, want := range map[string]string{
+		"not healthy after 8s":        "not healthy after 8s",
+		"HTTP 500\r\nSet-Cookie: x\t": "HTTP 500  Set-Cookie: x ",
+		"a\u2028b\xffc":               "a b c",
+		long:                          long[:store.MaxReason],
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%.40q) = %.40q, want %.40q", in, got, want)
+		}
+	}
+}
