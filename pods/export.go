@@ -42,6 +42,17 @@ func (s *ImageStore) saveConfig(hexID string, img v1.Image) error {
 	return err
 }
 
+// CanWriteArchive says whether WriteArchive can write the image id: the store has it and keeps
+// its config (an image loaded by an older onionpod has none until it is loaded again).
+func (s *ImageStore) CanWriteArchive(id string) bool {
+	hexID, err := idHex(id)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(s.configPath(hexID))
+	return err == nil
+}
+
 // WriteArchive writes the image id (its ID, "sha256:...") to w as an OCI image archive, which
 // LoadArchiveStream loads as the same image ID on another box: its config as it came, its layers
 // as the store keeps them (compressed or not), no reference. An image the store keeps no config

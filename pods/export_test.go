@@ -51,6 +51,9 @@ func TestWriteArchiveRoundTrip(t *testing.T) {
 	if err := os.Remove(src.configPath(hexID)); err != nil {
 		t.Fatal(err)
 	}
+	if src.CanWriteArchive(fromDocker.Digest) || !src.CanWriteArchive(fromLayout.Digest) {
+		t.Error("CanWriteArchive: wrong")
+	}
 	if err := src.WriteArchive(ctx, &bytes.Buffer{}, fromDocker.Digest); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("WriteArchive of an image without its config: %v, want NotFound", err)
 	}

@@ -85,16 +85,22 @@ func (b boxApps) Describe(_ context.Context, name string) (appbackup.App, error)
 	if err != nil {
 		return appbackup.App{}, err
 	}
-	return appbackup.App{Name: name, Record: rec, Volumes: volumesOf(app, !app.Stopped), Images: sentImagesOf(app)}, nil
+	return appbackup.App{Name: name, Record: rec, Volumes: volumesOf(app, !app.Stopped), Images: b.sentImagesOf(app)}, nil
 }
 
 // sentImagesOf lists the IDs of the images the app's containers run that were sent to the box
-// as archives (each once).
-func sentImagesOf(app store.App) []string {
+// as archives (each once). An image loaded by an older onionpod, which kept too little of it to
+// write it back, is left out (a restore then needs it sent first, as before): a warning says so.
+func (b boxApps) sentImagesOf(app store.App) []string {
 	var out []string
 	for _, c := range app.Containers {
 		id := cmpOr(c.ImageID, c.Image)
 		if c.Static != "" || RegistryImage(c.Image) || !UploadedImage(id) || slices.Contains(out, id) {
+			continue
+		}
+		if !b.d.parts.images.CanWriteArchive(id) {
+			b.d.log.Warn("backup without an image: loaded by an older onionpod, it cannot be written back; load it again (onionpod image load FILE) to have it in backups",
+				"app", app.Name, "container", c.Name, "image", id)
 			continue
 		}
 		out = append(out, id)
