@@ -241,7 +241,11 @@ func (s *ImageStore) importImage(ctx context.Context, ref, repoDigest string, im
 	if err != nil {
 		return fail(err)
 	}
+	hexID, _ := idHex(id)
 	if done, err := s.cached(id, ref); err != nil || done != nil {
+		if err == nil {
+			err = s.saveConfig(hexID, img) // kept by no older onionpod
+		}
 		if err == nil && !reflect.DeepEqual(done.Config, config) {
 			// Recorded by an older onionpod, which kept less of the config (StopSignal).
 			err = s.rewriteConfig(id, config)
@@ -253,7 +257,6 @@ func (s *ImageStore) importImage(ctx context.Context, ref, repoDigest string, im
 		if err != nil {
 			return fail(err)
 		}
-		hexID, _ := idHex(id)
 		s.touch(hexID) // used now: a prune already waiting keeps it
 		done.RepoDigest = repoDigest
 		return done, nil
@@ -276,7 +279,9 @@ func (s *ImageStore) importImage(ctx context.Context, ref, repoDigest string, im
 		return fail(err)
 	}
 	rec := imageRecord{ID: id, DiffIDs: diffIDs, Config: config}
-	hexID, _ := idHex(id)
+	if err := s.saveConfig(hexID, img); err != nil { // before the record: a recorded image has it
+		return fail(err)
+	}
 	if err := writeJSON(filepath.Join(s.Dir, "images", hexID+".json"), rec); err != nil {
 		return fail(err)
 	}

@@ -191,6 +191,10 @@ func (s *ImageStore) pruneImage(p *pruning, rec string, started time.Time) {
 		p.errs = append(p.errs, err)
 		return
 	}
+	if err := os.Remove(s.configPath(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.errs = append(p.errs, err)
+		return
+	}
 	if err := os.Remove(rec); err != nil && !errors.Is(err, os.ErrNotExist) {
 		p.errs = append(p.errs, err)
 		return

@@ -123,6 +123,10 @@ type ContainerStatus struct {
 	Digest         string `json:"digest,omitempty"`
 	PreviousDigest string `json:"previous_digest,omitempty"`
 	Rejected       string `json:"rejected,omitempty"`
+	RejectedReason string `json:"rejected_reason,omitempty"` // why it was rolled back
+	// Trial is the update under way: ImageID is on trial until Trial.Deadline, then kept if
+	// the app is healthy on it, else Trial.Back runs again.
+	Trial *store.Trial `json:"trial,omitempty"`
 	// Ports are the public ports it serves (PUBLIC->TARGET).
 	Ports  []string      `json:"ports,omitempty"`
 	Health *HealthStatus `json:"health,omitempty"` // nil: no health check

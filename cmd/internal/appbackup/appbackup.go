@@ -13,8 +13,11 @@ import (
 
 // The archive's format.
 const (
-	formatName    = "onionpod-app-backup"
-	formatVersion = 1
+	formatName = "onionpod-app-backup"
+	// formatVersion is written for a backup that holds images (apps/APP/images/), and
+	// formatVersionNoImages for one that holds none, which an onionpod before images reads.
+	formatVersion         = 2
+	formatVersionNoImages = 1
 
 	headerName  = "backup.json"
 	trailerName = "end.json"
@@ -40,6 +43,12 @@ type App struct {
 	// and checked by Target.
 	Record  []byte
 	Volumes []Volume
+	// Images are the IDs ("sha256:...") of images the box runs the app's containers on that
+	// no registry serves (sent to it as archives): Source.Describe names them, and the backup
+	// holds them (Source.WriteImage). Target.Check returns those this box lacks: Restore stages
+	// them in ImageDir and loads them (Target.LoadImage) before the app's record is committed.
+	Images   []string
+	ImageDir string
 	// Replaces is set by Target.Check: the box has an app of that name, which the restore
 	// replaces (force).
 	Replaces bool
@@ -65,6 +74,8 @@ type Source interface {
 	// Dump runs the dump hook that covers volume (inside the app, while it runs) and writes the
 	// dump to w.
 	Dump(ctx context.Context, app, volume string, w io.Writer) error
+	// WriteImage writes the image id (one of App.Images) to w as an archive LoadImage loads.
+	WriteImage(ctx context.Context, id string, w io.Writer) error
 }
 
 // Target is the box's side of a restore.
@@ -81,6 +92,8 @@ type Target interface {
 	Commit(ctx context.Context, rec App) (undo func(context.Context) error, err error)
 	// Load applies a dump to the volume it covers once the app runs (its restore hook).
 	Load(ctx context.Context, app, volume string, r io.Reader) error
+	// LoadImage loads an image archive written by Source.WriteImage, which must be the image id.
+	LoadImage(ctx context.Context, id string, r io.Reader) error
 }
 
 // Keys keeps the apps' onion keys and client lists (OnionKeys over onion.KeyStore).
@@ -104,6 +117,7 @@ type headerApp struct {
 	Name    string         `json:"name"`
 	Address string         `json:"address,omitempty"` // its .onion, when it has a key
 	Volumes []headerVolume `json:"volumes,omitempty"`
+	Images  []string       `json:"images,omitempty"` // IDs of the images it holds (version 2)
 }
 
 type headerVolume struct {
@@ -118,7 +132,10 @@ type trailer struct {
 	Bytes   int64 `json:"bytes"`   // bytes of file and dump content before end.json
 }
 
-var volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+var (
+	volumeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	imageID    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
 
 func checkApp(a headerApp) error {
 	if !names.IsApp(a.Name) {
@@ -134,6 +151,15 @@ func checkApp(a headerApp) error {
 		}
 		seen[v.Name] = true
 	}
+	for _, id := range a.Images {
+		if !imageID.MatchString(id) {
+			return errkind.BadInputf("app %q: image %q: want sha256: and 64 hex digits", a.Name, id)
+		}
+		if seen[id] {
+			return errkind.BadInputf("app %q: image %s listed twice", a.Name, id)
+		}
+		seen[id] = true
+	}
 	return nil
 }
 
@@ -141,8 +167,8 @@ func (h header) check() error {
 	if h.Format != formatName {
 		return errkind.BadInputf("not an onionpod app backup (format is not %q)", formatName)
 	}
-	if h.Version != formatVersion {
-		return errkind.BadInputf("backup version %d, this onionpod reads %d", h.Version, formatVersion)
+	if h.Version != formatVersion && h.Version != formatVersionNoImages {
+		return errkind.BadInputf("backup version %d, this onionpod reads %d and %d", h.Version, formatVersionNoImages, formatVersion)
 	}
 	if len(h.Apps) == 0 {
 		return errkind.BadInputf("the backup holds no apps")
@@ -151,6 +177,9 @@ func (h header) check() error {
 	for _, a := range h.Apps {
 		if err := checkApp(a); err != nil {
 			return err
+		}
+		if len(a.Images) > 0 && h.Version < formatVersion {
+			return errkind.BadInputf("app %q: images in a backup of version %d", a.Name, h.Version)
 		}
 		if seen[a.Name] {
 			return errkind.BadInputf("app %q listed twice", a.Name)
@@ -165,6 +194,12 @@ func recordName(app string) string        { return appPrefix(app) + "record" }
 func keyName(app string) string           { return appPrefix(app) + "onion" }
 func volumePrefix(app, vol string) string { return appPrefix(app) + "volumes/" + vol + "/" }
 func dumpPrefix(app, vol string) string   { return appPrefix(app) + "dumps/" + vol + "/" }
+func imagePrefix(app, id string) string {
+	return appPrefix(app) + "images/" + id[len("sha256:"):] + "/"
+}
 func dumpChunkName(app, vol string, n int) string {
 	return fmt.Sprintf("%s%06d", dumpPrefix(app, vol), n)
+}
+func imageChunkName(app, id string, n int) string {
+	return fmt.Sprintf("%s%06d", imagePrefix(app, id), n)
 }

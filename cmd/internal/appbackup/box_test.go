@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,7 @@ type testBox struct {
 	events   []string // quiesce APP, resume APP, commit APP, undo APP, load APP/VOL
 	dumps    map[string][]byte
 	loaded   map[string][]byte
+	images   map[string][]byte // the box's image store: an image's ID is the sha256 of its bytes
 	failLoad error
 	failOn   string // app whose Commit fails
 }
@@ -40,6 +43,7 @@ type testBox struct {
 type testRecord struct {
 	Image   string   `json:"image"`
 	Volumes []Volume `json:"volumes"`
+	Images  []string `json:"images,omitempty"` // images sent to the box that it runs
 }
 
 func newTestBox(t *testing.T) *testBox {
@@ -55,6 +59,7 @@ func newTestBox(t *testing.T) *testBox {
 		records: map[string][]byte{},
 		dumps:   map[string][]byte{},
 		loaded:  map[string][]byte{},
+		images:  map[string][]byte{},
 	}
 }
 
@@ -102,7 +107,7 @@ func (b *testBox) Describe(_ context.Context, app string) (App, error) {
 	if err := json.Unmarshal(rec, &r); err != nil {
 		return App{}, err
 	}
-	a := App{Name: app, Record: rec}
+	a := App{Name: app, Record: rec, Images: r.Images}
 	for _, v := range r.Volumes {
 		v.Dir = b.volumeDir(app, v.Name)
 		a.Volumes = append(a.Volumes, v)
@@ -131,7 +136,16 @@ func (b *testBox) Check(ctx context.Context, rec App, force bool) (App, error) {
 	if exists && !force {
 		return App{}, fmt.Errorf("app %q exists: %w", rec.Name, errkind.Conflict)
 	}
-	a := App{Name: rec.Name, Record: rec.Record, Replaces: exists}
+	a := App{Name: rec.Name, Record: rec.Record, Replaces: exists, ImageDir: filepath.Join(b.dir, "images", "tmp")}
+	for _, id := range r.Images {
+		_, have := b.images[id]
+		switch {
+		case !have && slices.Contains(rec.Images, id):
+			a.Images = append(a.Images, id)
+		case !have:
+			return App{}, fmt.Errorf("image %s: %w", id, errkind.NotFound)
+		}
+	}
 	for _, v := range r.Volumes {
 		v.Dir = b.volumeDir(rec.Name, v.Name)
 		a.Volumes = append(a.Volumes, v)
@@ -168,6 +182,37 @@ func (b *testBox) Load(_ context.Context, app, vol string, r io.Reader) error {
 	}
 	b.loaded[app+"/"+vol] = data
 	return nil
+}
+
+func (b *testBox) WriteImage(_ context.Context, id string, w io.Writer) error {
+	data, ok := b.images[id]
+	if !ok {
+		return fmt.Errorf("image %s: %w", id, errkind.NotFound)
+	}
+	_, err := w.Write(data)
+	return err
+}
+
+func (b *testBox) LoadImage(_ context.Context, id string, r io.Reader) error {
+	b.event("load image %s", id[:12])
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(data); id != "sha256:"+hex.EncodeToString(sum[:]) {
+		return fmt.Errorf("image %s: the archive is another image", id)
+	}
+	b.images[id] = data
+	return nil
+}
+
+// addImage puts an image of n random bytes in the box's image store and returns its ID.
+func (b *testBox) addImage(t *testing.T, n int) string {
+	data := randomBytes(t, n)
+	sum := sha256.Sum256(data)
+	id := "sha256:" + hex.EncodeToString(sum[:])
+	b.images[id] = data
+	return id
 }
 
 // passphrase returns a fast recipient/identity pair (X25519; scrypt's work factor would slow

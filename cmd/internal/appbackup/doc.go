@@ -8,6 +8,9 @@
 //	backup.json                     the header: format, version, apps, their volumes (first)
 //	apps/APP/record                 the app's record, opaque here (Source and Target read it)
 //	apps/APP/onion                  its key and clients (Keys; absent for an app without a key)
+//	apps/APP/images/HEX/000000...   an image it runs that no registry serves (sent to its box as
+//	                                an archive): the archive Source.WriteImage writes, in 4 MiB
+//	                                chunks; restored into the image store of a box that lacks it
 //	apps/APP/volumes/VOL/...        the files of a volume copied as files: modes, numeric owners,
 //	                                modification times, symlinks (never followed), hard links
 //	                                (within the volume), sparse files (below)

@@ -94,7 +94,19 @@ type restoreApp struct {
 	record bool
 	key    []byte
 	vols   map[string]*stagedVolume
+	images map[string]*stagedImage
 	rep    AppReport
+}
+
+// stagedImage is an image of the backup: staged in a file when this box lacks it (want), read
+// and verified all the same when not.
+type stagedImage struct {
+	want    bool
+	path    string
+	file    *os.File
+	chunks  int
+	started bool
+	bytes   int64
 }
 
 type stagedVolume struct {
@@ -115,7 +127,7 @@ func (rs *restore) read(ctx context.Context, src io.Reader) error {
 		return err
 	}
 	for _, a := range h.Apps {
-		rs.apps = append(rs.apps, &restoreApp{hdr: a, vols: map[string]*stagedVolume{}})
+		rs.apps = append(rs.apps, &restoreApp{hdr: a, vols: map[string]*stagedVolume{}, images: map[string]*stagedImage{}})
 	}
 	counted, end, apps, err := rs.readEntries(ctx, tr)
 	if err != nil {
@@ -204,6 +216,18 @@ func (rs *restore) finishVolumes() error {
 		for _, v := range a.hdr.Volumes {
 			if sv := a.vols[v.Name]; sv == nil || !sv.started {
 				return errkind.BadInputf("app %q: volume %q is listed but not in the backup", a.hdr.Name, v.Name)
+			}
+		}
+		for _, id := range a.hdr.Images {
+			si := a.images[id]
+			if !si.started {
+				return errkind.BadInputf("app %q: image %s is listed but not in the backup", a.hdr.Name, id)
+			}
+			if si.file != nil {
+				if err := si.file.Sync(); err != nil {
+					return err
+				}
+				a.rep.Images = append(a.rep.Images, ImageReport{ID: id, Bytes: si.bytes})
 			}
 		}
 		for _, sv := range a.vols {
@@ -302,7 +326,7 @@ func (rs *restore) startApp(ctx context.Context, a *restoreApp, tr *tar.Reader, 
 	if err != nil {
 		return err
 	}
-	want := App{Name: a.hdr.Name, Record: rec}
+	want := App{Name: a.hdr.Name, Record: rec, Images: a.hdr.Images}
 	for _, v := range a.hdr.Volumes {
 		want.Volumes = append(want.Volumes, Volume{Name: v.Name, Dump: v.Dump})
 	}
@@ -320,6 +344,16 @@ func (rs *restore) startApp(ctx context.Context, a *restoreApp, tr *tar.Reader, 
 		}
 		a.vols[hv.Name] = &stagedVolume{vol: got.Volumes[i], rep: VolumeReport{Name: hv.Name, Dump: hv.Dump}}
 	}
+	for _, id := range a.hdr.Images {
+		a.images[id] = &stagedImage{}
+	}
+	for _, id := range got.Images {
+		si := a.images[id]
+		if si == nil || si.want || !filepath.IsAbs(got.ImageDir) {
+			return fmt.Errorf("app %q: image %s to load is not an image of the backup, or has no staging directory: %w", a.hdr.Name, id, ErrBadInput)
+		}
+		si.want = true
+	}
 	return nil
 }
 
@@ -336,6 +370,11 @@ func (rs *restore) appEntry(a *restoreApp, tr *tar.Reader, e *tar.Header) error 
 		}
 		a.key = b
 		return nil
+	}
+	for _, id := range a.hdr.Images {
+		if strings.HasPrefix(e.Name, imagePrefix(name, id)) {
+			return rs.imageChunk(a, a.images[id], tr, e, imageChunkName(name, id, a.images[id].chunks))
+		}
 	}
 	for _, hv := range a.hdr.Volumes {
 		sv := a.vols[hv.Name]
@@ -372,6 +411,36 @@ func (rs *restore) dumpChunk(sv *stagedVolume, tr *tar.Reader, e *tar.Header, wa
 	}
 	sv.chunks++
 	sv.rep.Bytes += n
+	return nil
+}
+
+// imageChunk stages a chunk of an image this box lacks, or reads it to verify it.
+func (rs *restore) imageChunk(a *restoreApp, si *stagedImage, tr *tar.Reader, e *tar.Header, want string) error {
+	if e.Name != want || e.Typeflag != tar.TypeReg {
+		return errkind.BadInputf("entry %q: want %s", e.Name, want)
+	}
+	var w io.Writer = io.Discard
+	if si.want {
+		if !si.started {
+			if err := rs.mkdirAll(a.app.ImageDir); err != nil {
+				return err
+			}
+			f, err := os.CreateTemp(a.app.ImageDir, ".image-")
+			if err != nil {
+				return err
+			}
+			rs.staged = append(rs.staged, f.Name())
+			si.path, si.file = f.Name(), f
+		}
+		w = si.file
+	}
+	si.started = true
+	n, err := io.CopyBuffer(w, tr, rs.buf)
+	if err != nil {
+		return err
+	}
+	si.chunks++
+	si.bytes += n
 	return nil
 }
 
@@ -443,6 +512,11 @@ func (rs *restore) cleanup() {
 			}
 			if sv.dump != nil {
 				sv.dump.Close()
+			}
+		}
+		for _, si := range a.images {
+			if si.file != nil {
+				si.file.Close()
 			}
 		}
 	}
@@ -538,6 +612,19 @@ func (rs *restore) commit(ctx context.Context, keys Keys) (err error) {
 }
 
 func (rs *restore) commitApp(ctx context.Context, a *restoreApp, keys Keys, undo *undoStack) error {
+	// Images first: an image no app runs is pruned, nothing to undo.
+	for _, id := range a.hdr.Images {
+		si := a.images[id]
+		if !si.want {
+			continue
+		}
+		if _, err := si.file.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if err := rs.dst.LoadImage(ctx, id, si.file); err != nil {
+			return fmt.Errorf("image %s: %w", id, err)
+		}
+	}
 	if a.key != nil {
 		addr, undoKey, err := keys.Restore(bytes.NewReader(a.key), a.hdr.Name, rs.force)
 		if err != nil {

@@ -63,6 +63,7 @@ func Backup(ctx context.Context, w io.Writer, src Source, keys Keys, apps []stri
 		for _, v := range a.Volumes {
 			ha.Volumes = append(ha.Volumes, headerVolume{Name: v.Name, Dump: v.Dump})
 		}
+		ha.Images = a.Images
 		if err := checkApp(ha); err != nil {
 			return nil, fmt.Errorf("appbackup: backup: %w", err)
 		}
@@ -82,6 +83,10 @@ func Backup(ctx context.Context, w io.Writer, src Source, keys Keys, apps []stri
 		plan = append(plan, planned{app: a, key: key.Bytes()})
 	}
 
+	h.Version = formatVersionNoImages
+	if slices.ContainsFunc(h.Apps, func(a headerApp) bool { return len(a.Images) > 0 }) {
+		h.Version = formatVersion
+	}
 	enc, err := age.Encrypt(w, recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("appbackup: backup: %w", err)
@@ -147,8 +152,8 @@ func (aw *archiveWriter) writeJSON(name string, v any) error {
 	return aw.writeBytes(name, append(b, '\n'))
 }
 
-// writeApp writes one app: record, key, dumps (the app running), then the file volumes (the
-// app quiesced meanwhile).
+// writeApp writes one app: record, key, images, dumps (the app running), then the file volumes
+// (the app quiesced meanwhile).
 func (aw *archiveWriter) writeApp(ctx context.Context, src Source, a App, key []byte) (rep AppReport, err error) {
 	rep.Name = a.Name
 	if err := aw.writeBytes(recordName(a.Name), a.Record); err != nil {
@@ -159,6 +164,16 @@ func (aw *archiveWriter) writeApp(ctx context.Context, src Source, a App, key []
 			return rep, err
 		}
 	}
+	for _, id := range a.Images {
+		cw := &chunkWriter{aw: aw, name: func(n int) string { return imageChunkName(a.Name, id, n) }, buf: make([]byte, 0, dumpChunkBytes)}
+		if err := src.WriteImage(ctx, id, cw); err != nil {
+			return rep, fmt.Errorf("image %s: %w", id, err)
+		}
+		if err := cw.flush(); err != nil {
+			return rep, fmt.Errorf("image %s: %w", id, err)
+		}
+		rep.Images = append(rep.Images, ImageReport{ID: id, Bytes: cw.total})
+	}
 	var files []Volume
 	for _, v := range a.Volumes {
 		if !v.Dump {
@@ -166,7 +181,7 @@ func (aw *archiveWriter) writeApp(ctx context.Context, src Source, a App, key []
 			continue
 		}
 		vr := VolumeReport{Name: v.Name, Dump: true}
-		cw := &chunkWriter{aw: aw, app: a.Name, vol: v.Name, buf: make([]byte, 0, dumpChunkBytes)}
+		cw := &chunkWriter{aw: aw, name: func(n int) string { return dumpChunkName(a.Name, v.Name, n) }, buf: make([]byte, 0, dumpChunkBytes)}
 		if err := src.Dump(ctx, a.Name, v.Name, cw); err != nil {
 			return rep, fmt.Errorf("dump of volume %q: %w", v.Name, err)
 		}
@@ -200,14 +215,14 @@ func (aw *archiveWriter) writeApp(ctx context.Context, src Source, a App, key []
 	return rep, nil
 }
 
-// chunkWriter stores a dump as entries of dumpChunkBytes: a stream of unknown length in bounded
-// memory.
+// chunkWriter stores a dump (or an image) as entries of dumpChunkBytes, named by name: a stream
+// of unknown length in bounded memory.
 type chunkWriter struct {
-	aw       *archiveWriter
-	app, vol string
-	buf      []byte
-	n        int
-	total    int64
+	aw    *archiveWriter
+	name  func(n int) string
+	buf   []byte
+	n     int
+	total int64
 }
 
 func (c *chunkWriter) Write(p []byte) (int, error) {
@@ -230,7 +245,7 @@ func (c *chunkWriter) flush() error {
 	if len(c.buf) == 0 && c.n > 0 {
 		return nil
 	}
-	if err := c.aw.writeBytes(dumpChunkName(c.app, c.vol, c.n), c.buf); err != nil {
+	if err := c.aw.writeBytes(c.name(c.n), c.buf); err != nil {
 		return err
 	}
 	c.n++

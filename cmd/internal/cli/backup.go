@@ -149,6 +149,9 @@ func printAppReports(w io.Writer, reps []appbackup.AppReport) {
 			line += fmt.Sprintf("  (stopped %.2f s for the copy)", a.Quiesced.Seconds())
 		}
 		fmt.Fprintln(w, line)
+		for _, img := range a.Images {
+			fmt.Fprintf(w, "    image %s (sent to the box as an archive), %s\n", shortID(img.ID), humanBytes(img.Bytes))
+		}
 		for _, v := range a.Volumes {
 			what := fmt.Sprintf("%d files, %d dirs", v.Files, v.Dirs)
 			if v.Dump {

@@ -514,14 +514,17 @@ func withTLS(now time.Time) []api.AppStatus {
 	return []api.AppStatus{wwwSt, apiSt}
 }
 
-// podOfContainers is an app of two containers with health checks: the database restarted once
-// by its check and starting again, the web app healthy; the web app runs its second image (an
-// update to a third was rolled back).
+// podOfContainers is an app of two containers with health checks: the database, updated from
+// 15 to 16 and on trial, restarted once by its check and starting again; the web app healthy,
+// running its second image (an update to a third was rolled back).
 func podOfContainers(now time.Time) api.AppStatus {
 	app := store.App{Name: "pod", Onion: true, Generation: 2,
 		Containers: []store.Container{
-			{Name: "db", Image: "onionpod.test/postgres:15", ImageID: "sha256:" + strings.Repeat("d", 64),
-				Health: &store.Health{Command: []string{"pg_isready"}}},
+			{Name: "db", Image: "onionpod.test/postgres:16", ImageID: "sha256:" + strings.Repeat("d", 64),
+				PreviousImage: "onionpod.test/postgres:15", PreviousImageID: "sha256:" + strings.Repeat("c", 64),
+				Health: &store.Health{Command: []string{"pg_isready"}},
+				Trial: &store.Trial{Deadline: now.Add(90 * time.Second), Grace: 2 * time.Minute,
+					Back: store.ImageFields{Image: "onionpod.test/postgres:15", ImageID: "sha256:" + strings.Repeat("c", 64)}}},
 			{Name: "web", Image: "onionpod.test/notes:2", ImageID: "sha256:" + strings.Repeat("2", 64),
 				PreviousImageID: "sha256:" + strings.Repeat("1", 64), After: []string{"db"}, Health: &store.Health{HTTP: "/healthz"}},
 		},
@@ -533,7 +536,8 @@ func podOfContainers(now time.Time) api.AppStatus {
 		return api.UnitStatus{Name: name, ActiveState: "active", SubState: "running", MainPID: pid, Since: now.Add(-time.Minute)}
 	}
 	st.Containers = []api.ContainerStatus{
-		{Name: "db", Image: app.Containers[0].Image, ImageID: app.Containers[0].ImageID, Unit: unit("onionpod-pod-pod_db.service", 311),
+		{Name: "db", Image: app.Containers[0].Image, ImageID: app.Containers[0].ImageID, PreviousImageID: app.Containers[0].PreviousImageID,
+			Trial: app.Containers[0].Trial, Unit: unit("onionpod-pod-pod_db.service", 311),
 			Health: &api.HealthStatus{Check: "command pg_isready every 10s (timeout 5s, 3 retries, start period 1m0s)", State: api.HealthStarting,
 				Since: now.Add(-30 * time.Second), Failures: 1, LastError: "pg_isready exited with status 2: 127.0.0.1:5432 - rejecting connections",
 				Restarts: 1, LastRestart: now.Add(-30 * time.Second), RestartReason: "3 checks failed in a row, the last: pg_isready exited with status 2: 127.0.0.1:5432 - no response"}},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -234,6 +235,13 @@ func printImages(w io.Writer, indent string, c api.ContainerStatus) {
 	}
 	if c.Rejected != "" {
 		fmt.Fprintf(w, "%s  rejected:  %s (an update to it was rolled back)\n", indent, c.Rejected)
+		if c.RejectedReason != "" {
+			fmt.Fprintf(w, "%s             why: %s\n", indent, c.RejectedReason)
+		}
+	}
+	if t := c.Trial; t != nil {
+		fmt.Fprintf(w, "%s  updating:  trial of %s until %s (kept once healthy, else back to %s)\n",
+			indent, cmp.Or(c.Image, c.ImageID), t.Deadline.Format(time.RFC3339), cmp.Or(t.Back.Image, t.Back.ImageID))
 	}
 }
 

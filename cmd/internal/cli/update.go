@@ -55,8 +55,9 @@ names another image now gets it: the new image is pulled (only its new layers), 
 restarted on it, and the update is kept once the app is healthy again (its health checks pass;
 a container without one runs for a few seconds without a restart). If that does not happen
 within the grace period, the image it ran is put back at once and serves again: the update is
-rolled back (exit 1), and automatic updates do not try that image again. Volumes are kept
-through every update and rollback. --image gives a container a new reference the same way.
+rolled back (exit 1), and automatic updates do not try that image again. The trial is kept
+in the app's record (status shows it): a daemon restarted during it, or a reboot, resumes it.
+Volumes are kept through every update and rollback. --image gives a container a new reference the same way.
 
 --all updates every app; with --auto (what onionpod-update.timer runs) only the apps with
 auto_update = true (run --auto-update). --check only says whether new images are there.`,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -72,7 +73,8 @@ func (d *Daemon) holdStopped(apps []store.App) {
 // boxApps is the daemon as appbackup's Source and Target.
 type boxApps struct{ d *Daemon }
 
-// Describe returns the app's record (its JSON) and volumes: a volume some container's backup
+// Describe returns the app's record (its JSON), volumes and the images it runs that were sent to
+// the box (no registry serves them: the backup holds them): a volume some container's backup
 // hook covers is dumped, unless the app is stopped (its files are then consistent as they are).
 func (b boxApps) Describe(_ context.Context, name string) (appbackup.App, error) {
 	app, err := b.d.store.Get(name)
@@ -83,7 +85,44 @@ func (b boxApps) Describe(_ context.Context, name string) (appbackup.App, error)
 	if err != nil {
 		return appbackup.App{}, err
 	}
-	return appbackup.App{Name: name, Record: rec, Volumes: volumesOf(app, !app.Stopped)}, nil
+	return appbackup.App{Name: name, Record: rec, Volumes: volumesOf(app, !app.Stopped), Images: b.sentImagesOf(app)}, nil
+}
+
+// sentImagesOf lists the IDs of the images the app's containers run that were sent to the box
+// as archives (each once). An image loaded by an older onionpod, which kept too little of it to
+// write it back, is left out (a restore then needs it sent first, as before): a warning says so.
+func (b boxApps) sentImagesOf(app store.App) []string {
+	var out []string
+	for _, c := range app.Containers {
+		id := cmpOr(c.ImageID, c.Image)
+		if c.Static != "" || RegistryImage(c.Image) || !UploadedImage(id) || slices.Contains(out, id) {
+			continue
+		}
+		if !b.d.parts.images.CanWriteArchive(id) {
+			b.d.log.Warn("backup without an image: loaded by an older onionpod, it cannot be written back; load it again (onionpod image load FILE) to have it in backups",
+				"app", app.Name, "container", c.Name, "image", id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// WriteImage writes an image of the store as an archive (pods.ImageStore.WriteArchive).
+func (b boxApps) WriteImage(ctx context.Context, id string, w io.Writer) error {
+	return b.d.parts.images.WriteArchive(ctx, w, id)
+}
+
+// LoadImage loads an image archive of a backup into the image store; it must be the image id.
+func (b boxApps) LoadImage(ctx context.Context, id string, r io.Reader) error {
+	img, err := b.d.loadImage(ctx, r)
+	if err != nil {
+		return fmt.Errorf("daemon: restore: image %s: %w", id, err)
+	}
+	if img.ID != id {
+		return fmt.Errorf("daemon: restore: image %s: the backup's archive is the image %s: %w", id, img.ID, errkind.BadInput)
+	}
+	return nil
 }
 
 // volumesOf lists the app's volumes (shared ones once), with their host directories; with hooks,
@@ -189,19 +228,29 @@ func (b boxApps) Check(_ context.Context, rec appbackup.App, force bool) (appbac
 		return appbackup.App{}, errkind.Conflictf("daemon: restore: the box has an app %q already (--force replaces it)", rec.Name)
 	}
 	// Images pulled from a registry are pulled again (by their digest); one sent to the box
-	// from an archive is in no backup: it must be here.
+	// from an archive is in the backup (loaded before the record is committed), or, in a
+	// backup of an older onionpod, must be here.
+	var load []string
 	for _, c := range app.Containers {
 		id := cmpOr(c.ImageID, c.Image)
-		if c.Static != "" || RegistryImage(c.Image) || !UploadedImage(id) {
+		if c.Static != "" || RegistryImage(c.Image) || !UploadedImage(id) || slices.Contains(load, id) {
 			continue
 		}
-		if _, err := b.d.parts.images.Image(id); err != nil {
-			return appbackup.App{}, errkind.NotFoundf("daemon: restore %q: container %s runs the image %s, sent to its box from %s, which this box does not have: send it first (onionpod image load FILE)",
-				rec.Name, c.Name, id, cmpOr(c.Source, "an archive"))
+		if _, err := b.d.parts.images.Image(id); err == nil {
+			continue
 		}
+		if slices.Contains(rec.Images, id) {
+			load = append(load, id)
+			continue
+		}
+		return appbackup.App{}, errkind.NotFoundf("daemon: restore %q: container %s runs the image %s, sent to its box from %s, which neither this box nor the backup has: send it first (onionpod image load FILE)",
+			rec.Name, c.Name, id, cmpOr(c.Source, "an archive"))
 	}
 	// The dumps of the backup are loaded by the hooks of this record.
-	out := appbackup.App{Name: rec.Name, Record: rec.Record, Replaces: exists, Volumes: volumesOf(app, true)}
+	out := appbackup.App{Name: rec.Name, Record: rec.Record, Replaces: exists, Volumes: volumesOf(app, true),
+		// Staged in the image store's work directory (its file system); a prune that empties it
+		// meanwhile removes the names only: the restore reads what it staged by its open files.
+		Images: load, ImageDir: filepath.Join(b.d.parts.images.Dir, "tmp")}
 	for i, v := range out.Volumes {
 		for _, bv := range rec.Volumes {
 			if bv.Name == v.Name {
@@ -236,6 +285,11 @@ func (b boxApps) Commit(ctx context.Context, rec appbackup.App) (func(context.Co
 	app, err := decodeRecord(rec)
 	if err != nil {
 		return nil, err
+	}
+	// An update on trial when the backup was taken is no trial here: nothing would decide it.
+	// The app runs what it ran then.
+	for i := range app.Containers {
+		app.Containers[i].Trial = nil
 	}
 	var prev store.App
 	var existed bool

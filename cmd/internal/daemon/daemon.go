@@ -72,8 +72,9 @@ type Daemon struct {
 	health        *health.Monitor // the containers' health checks
 	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
-	updateLocks updateLocks // one update or rollback of an app at a time
-	quiesced    quiesced    // apps held stopped for a backup or a restore
+	updateLocks updateLocks     // one update or rollback of an app at a time
+	runDone     <-chan struct{} // closed when Run's context ends (set by Run before it serves)
+	quiesced    quiesced        // apps held stopped for a backup or a restore
 
 	mu          sync.Mutex
 	statuses    map[string]api.AppStatus
@@ -143,6 +144,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.runDone = ctx.Done()
 	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
 		_, err := p.images.Pull(ctx, ref, io.Discard)
 		return err
@@ -152,6 +154,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.runHealth(ctx, &wg)
 	d.obs.start(ctx, &wg)
+	d.resumeTrials(ctx, wg.Go)
 	ln, err := listenSocket(d.cfg.API.Socket, d.cfg.API.Group)
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -434,11 +437,14 @@ func (d *Daemon) prepareChange(tx *store.Tx, app store.App, who peer, now time.T
 // carryImages returns containers with what the old record knew of their images: a container
 // whose reference is unchanged keeps the image it runs (and its source, when the change names
 // none); one whose reference changed keeps the image it ran as its previous one. An image sent
-// to the daemon is its own resolved ID. IDs the change sets are kept.
+// to the daemon is its own resolved ID. IDs the change sets are kept. An update's trial goes on
+// through a change that keeps the container's image; a trial the change names is dropped (only
+// an update starts one).
 func carryImages(old store.App, containers []store.Container) []store.Container {
 	out := slices.Clone(containers)
 	for i := range out {
 		c := &out[i]
+		c.Trial = nil // only an update starts one
 		prev, existed := old.Container(c.Name)
 		switch {
 		case !existed || c.Static != "":
@@ -446,6 +452,7 @@ func carryImages(old store.App, containers []store.Container) []store.Container 
 			if c.ImageID == "" {
 				c.ImageID, c.PreviousImageID, c.PreviousImage = prev.ImageID, prev.PreviousImageID, prev.PreviousImage
 				c.Digest, c.PreviousDigest, c.RejectedImageID = prev.Digest, prev.PreviousDigest, prev.RejectedImageID
+				c.RejectedReason, c.Trial = prev.RejectedReason, prev.Trial
 			}
 			if c.Source == "" {
 				c.Source = prev.Source

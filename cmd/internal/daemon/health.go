@@ -128,6 +128,7 @@ func (d *Daemon) setHealthTargets(apps []store.App, res reconcile.Result, units 
 // ports, or a start of the app's units by a pass.
 func (d *Daemon) checkKey(app store.App, c store.Container) string {
 	h := sha256.New()
+	c.Trial = nil // its end changes nothing that runs
 	json.NewEncoder(h).Encode([]any{c, app.Limits, app.PortsOf(c.Name), d.unitStarts[app.Name]})
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
@@ -223,7 +224,7 @@ func (d *Daemon) containerStatuses(app store.App, units map[pods.PodRef]pods.Sta
 	out := make([]api.ContainerStatus, 0, len(app.Containers))
 	for _, c := range app.Containers {
 		cs := api.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.ImageID, PreviousImageID: c.PreviousImageID,
-			Digest: c.Digest, PreviousDigest: c.PreviousDigest, Rejected: c.RejectedImageID}
+			Digest: c.Digest, PreviousDigest: c.PreviousDigest, Rejected: c.RejectedImageID, RejectedReason: c.RejectedReason, Trial: c.Trial}
 		if c.Static != "" {
 			cs.Image = "static " + c.Static
 		}

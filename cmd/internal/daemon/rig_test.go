@@ -161,6 +161,31 @@ func (r *rig) start() {
 	waitFor(t, time.Minute, "the daemon answers", func() bool { _, err := r.client.Apps(t.Context()); return err == nil })
 }
 
+// startProcess runs the daemon as a process of its own (`onionpod daemon`, as onionpod.service
+// does) on the rig's config; stopping it (r.stop, or crash) kills it with SIGKILL: nothing of
+// it runs a line more.
+func (r *rig) startProcess() {
+	t := r.t
+	t.Helper()
+	cmd := exec.Command(os.Getenv(binEnv), "--config", r.cfgPath, "daemon")
+	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.stop = func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		r.stop = nil
+	}
+	waitFor(t, time.Minute, "the daemon process answers", func() bool { _, err := r.client.Apps(t.Context()); return err == nil })
+}
+
+// crash kills the daemon started by startProcess with SIGKILL.
+func (r *rig) crash() {
+	r.t.Helper()
+	r.stop()
+}
+
 // restart stops the daemon and starts a new one on the same state (pods, tor and BIND go on).
 // The stopped daemon must leave none of its goroutines running.
 func (r *rig) restart() {

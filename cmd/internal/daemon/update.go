@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/store"
@@ -25,6 +28,12 @@ import (
 // container turns unhealthy or keeps restarting, the previous images are put back the same way
 // (rolled back) and the new one is remembered as rejected: automatic updates do not take it
 // again. Volumes belong to the app, not to an image: they stay through every update and rollback.
+//
+// The wait is the update's trial, and it is desired state: the record of each updated container
+// holds it (store.Trial: the deadline, the grace, the image fields to go back to), written with
+// the new image and cleared when it is kept or rolled back. A daemon that stops during a trial
+// (restarted, killed, the box rebooted) leaves it there; the next one resumes it at start
+// (resumeTrials) before it serves the LocalAPI, and decides it the same way.
 
 // settleTime is how long an updated container without a health check must run without a restart
 // to count as healthy.
@@ -62,22 +71,51 @@ type imageSwitch struct {
 	toRef, to, toDigest string
 }
 
-// apply makes c run the switch's image, the one it ran becoming the previous one.
-func (s imageSwitch) apply(c *store.Container) {
+// apply makes c run the switch's image, the one it ran becoming the previous one; trial is the
+// update's trial (nil: a rollback asked for by hand, which is not tried).
+func (s imageSwitch) apply(c *store.Container, trial *store.Trial) {
 	c.PreviousImageID, c.PreviousDigest, c.PreviousImage = s.before.ImageID, s.before.Digest, ""
 	if s.before.Image != s.toRef {
 		c.PreviousImage = s.before.Image
 	}
 	c.Image, c.ImageID, c.Digest = s.toRef, s.to, s.toDigest
+	c.Trial = nil
+	if trial != nil {
+		t := *trial
+		t.Back = s.before.Images()
+		c.Trial = &t
+	}
 }
 
-// undo makes c what it was before the switch (apply undone), its image rejected.
-func (s imageSwitch) undo(c *store.Container) {
-	b := s.before
-	c.Image, c.ImageID, c.Digest = b.Image, b.ImageID, b.Digest
-	c.PreviousImage, c.PreviousImageID, c.PreviousDigest = b.PreviousImage, b.PreviousImageID, b.PreviousDigest
-	c.RejectedImageID = s.to
+// undo makes c what it was before the switch (apply undone), its image rejected for why.
+func (s imageSwitch) undo(c *store.Container, why string) {
+	c.SetImages(s.before.Images())
+	c.RejectedImageID, c.RejectedReason, c.Trial = s.to, oneLine(why), nil
 }
+
+// oneLine is why as one line of at most store.MaxReason bytes.
+func oneLine(why string) string {
+	why = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, why)
+	for len(why) > store.MaxReason {
+		_, size := utf8.DecodeLastRuneInString(why)
+		why = why[:len(why)-size]
+	}
+	return why
+}
+
+// switchMode is what a switch of images is.
+type switchMode int
+
+const (
+	switchUpdate   switchMode = iota // to new images, on trial
+	switchRollback                   // to the previous images, asked for by hand
+	switchBack                       // a trial that failed undone
+)
 
 // updateApp updates the app's containers to the images their registries serve (see the comment
 // at the top). A reference that does not resolve fails the update with the app untouched. A
@@ -151,32 +189,207 @@ func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateReque
 		res.Status, _ = d.appStatus(name)
 		return res, nil
 	}
-	ok, why, took, err := d.switchImages(ctx, name, switches, req.Grace, false)
-	res.Took = took
+	grace := cmp.Or(req.Grace, api.DefaultGrace)
+	gen, deadline, err := d.switchImages(name, switches, switchUpdate, grace, "")
 	if err != nil {
 		return res, err
 	}
-	setResults(&res, switches, api.UpdateUpdated, "")
-	if ok {
+	tr, err := d.decideTrial(ctx, name, switches, gen, deadline, grace)
+	res.Took = tr.took
+	switch {
+	case tr.stopping:
+		return res, fmt.Errorf("daemon: update %q: the daemon stopped during the update: the new image stays on trial until %s; when the daemon runs again it keeps it if the app is healthy on it by then, else rolls it back",
+			name, deadline.UTC().Format(time.RFC3339))
+	case tr.kept:
+		setResults(&res, switches, api.UpdateUpdated, "")
 		res.Result = api.UpdateUpdated
-		d.log.Info("app updated", "app", name, "took", took.Round(time.Millisecond))
 		res.Status, _ = d.appStatus(name)
 		return res, nil
 	}
-	// Back to what ran before.
-	d.log.Warn("update failed: rolling back", "app", name, "why", why)
-	okBack, whyBack, tookBack, err := d.switchImages(ctx, name, switches, req.Grace, true)
-	res.Took += tookBack
-	res.Result, res.Reason = api.UpdateRolledBack, why
-	setResults(&res, switches, api.UpdateRolledBack, why)
+	res.Result, res.Reason = api.UpdateRolledBack, tr.why
+	setResults(&res, switches, api.UpdateRolledBack, tr.why)
 	if err != nil {
-		return res, fmt.Errorf("daemon: update %q failed (%s), and rolling back failed: %w", name, why, err)
+		return res, fmt.Errorf("daemon: update %q failed (%s), and rolling back failed: %w", name, tr.why, err)
 	}
-	if !okBack {
-		res.Reason += "; after the rollback the app is not healthy either: " + whyBack
+	if !tr.backOK {
+		res.Reason += "; after the rollback the app is not healthy either: " + tr.whyBack
 	}
 	res.Status, _ = d.appStatus(name)
 	return res, nil
+}
+
+// trialResult is how an update's trial ended.
+type trialResult struct {
+	kept     bool // the app was healthy on the new images: they stay
+	stopping bool // the daemon stopped first: the trial stays in the record for the next one
+	why      string
+	backOK   bool   // rolled back (not kept), the app is healthy on the images it ran
+	whyBack  string // why not
+	took     time.Duration
+}
+
+// decideTrial waits until the app, at generation gen or later, is healthy on the images the
+// switches put on trial, or deadline passes (see awaitHealthy), and then ends the trial: the
+// new images are kept, or (with the reason) rolled back. When the daemon stops first, the
+// trial stays in the record: the next daemon resumes it (resumeTrials).
+func (d *Daemon) decideTrial(ctx context.Context, name string, switches []imageSwitch, gen int64, deadline time.Time, grace time.Duration) (trialResult, error) {
+	start := time.Now()
+	var tr trialResult
+	ok, why := d.awaitHealthy(ctx, name, gen, containersOf(switches), deadline, grace)
+	tr.took = time.Since(start)
+	if !ok && d.stopping() {
+		tr.stopping = true
+		d.log.Info("daemon stopping during an update's trial: the next daemon resumes it", "app", name, "deadline", deadline)
+		return tr, nil
+	}
+	if ok {
+		err := d.endTrial(name, switches)
+		tr.kept = err == nil
+		if err == nil {
+			d.log.Info("app updated", "app", name, "took", tr.took.Round(time.Millisecond))
+			return tr, nil
+		}
+		why = err.Error()
+	}
+	tr.why = why
+	d.log.Warn("update failed: rolling back", "app", name, "why", why)
+	gen, backBy, err := d.switchImages(name, switches, switchBack, grace, why)
+	if err != nil {
+		return tr, err
+	}
+	start = time.Now()
+	tr.backOK, tr.whyBack = d.awaitHealthy(ctx, name, gen, containersOf(switches), backBy, grace)
+	tr.took += time.Since(start)
+	return tr, nil
+}
+
+// endTrial keeps the images the switches put on trial: their trial ends. It changes nothing
+// that runs (no new generation).
+func (d *Daemon) endTrial(name string, switches []imageSwitch) error {
+	return d.store.Update(context.Background(), func(tx *store.Tx) error {
+		app, err := tx.Get(name)
+		if err != nil {
+			return err
+		}
+		for _, s := range switches {
+			i := slices.IndexFunc(app.Containers, func(c store.Container) bool { return c.Name == s.container })
+			if i < 0 || app.Containers[i].ImageID != s.to || app.Containers[i].Image != s.toRef {
+				return errkind.Conflictf("daemon: app %q: container %s changed while it was being updated", name, s.container)
+			}
+			app.Containers[i].Trial = nil
+		}
+		return tx.Put(app)
+	})
+}
+
+// containersOf names the switches' containers.
+func containersOf(switches []imageSwitch) []string {
+	out := make([]string, len(switches))
+	for i, s := range switches {
+		out[i] = s.container
+	}
+	return out
+}
+
+// stopping says whether the daemon is stopping (its Run's context ended).
+func (d *Daemon) stopping() bool {
+	select {
+	case <-d.runDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// lastLook is the least time a resumed trial is given (at most its grace): a daemon that was
+// down when its deadline passed (the box rebooted, say) does not reject an image it has not seen.
+const lastLook = time.Minute
+
+// resumeTrials resumes the trials of updates the records hold (the daemon stopped during them),
+// each app's in a goroutine of its own (run) that holds the app's update lock until it ends.
+// The locks are taken before the LocalAPI serves.
+func (d *Daemon) resumeTrials(ctx context.Context, run func(func())) {
+	apps, _, err := d.store.List()
+	if err != nil {
+		d.log.Error("updates on trial not resumed", "err", err)
+		return
+	}
+	for _, app := range apps {
+		if !slices.ContainsFunc(app.Containers, func(c store.Container) bool { return c.Trial != nil }) {
+			continue
+		}
+		end, err := d.updateLocks.begin(app.Name)
+		if err != nil {
+			continue
+		}
+		run(func() {
+			defer end()
+			d.resumeTrial(ctx, app.Name)
+		})
+	}
+}
+
+// resumeTrial resumes the trial of the app's update: its deadline put off to give it at least
+// lastLook (bounded by its grace) from now, and decided as the update would have.
+func (d *Daemon) resumeTrial(ctx context.Context, name string) {
+	var (
+		switches []imageSwitch
+		gen      int64
+		deadline time.Time
+		grace    time.Duration
+	)
+	err := d.store.Update(ctx, func(tx *store.Tx) error {
+		switches = nil
+		app, err := tx.Get(name)
+		if err != nil {
+			return err
+		}
+		for _, c := range app.Containers {
+			if t := c.Trial; t != nil {
+				deadline = maxTime(deadline, t.Deadline, time.Now().Add(min(t.Grace, lastLook)))
+				grace = max(grace, t.Grace)
+				before := c
+				before.SetImages(t.Back)
+				before.Trial = nil
+				switches = append(switches, imageSwitch{container: c.Name, before: before, toRef: c.Image, to: c.ImageID, toDigest: c.Digest})
+			}
+		}
+		if len(switches) == 0 {
+			return nil
+		}
+		for i := range app.Containers {
+			if t := app.Containers[i].Trial; t != nil {
+				t.Deadline = deadline.UTC()
+			}
+		}
+		gen = app.Generation
+		return tx.Put(app)
+	})
+	if err != nil || len(switches) == 0 {
+		if err != nil {
+			d.log.Error("update on trial not resumed", "app", name, "err", err)
+		}
+		return
+	}
+	d.log.Info("resuming an update's trial", "app", name, "containers", containersOf(switches), "deadline", deadline)
+	tr, err := d.decideTrial(ctx, name, switches, gen, deadline, grace)
+	switch {
+	case err != nil:
+		d.log.Error("resumed update failed, and rolling back failed", "app", name, "why", tr.why, "err", err)
+	case tr.kept || tr.stopping:
+	case !tr.backOK:
+		d.log.Error("resumed update rolled back, and the app is not healthy either", "app", name, "why", tr.why, "after", tr.whyBack)
+	}
+}
+
+func maxTime(ts ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
 }
 
 func (d *Daemon) skipped(res api.UpdateResult, why string) (api.UpdateResult, error) {
@@ -230,15 +443,16 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// switchImages makes the containers run their new images (or, back, undoes that: they run what
-// they ran, the new images remembered as rejected) and waits until the app is healthy on them,
-// or grace passes, or a switched container fails: ok says which, why why not, took how long.
-func (d *Daemon) switchImages(ctx context.Context, name string, switches []imageSwitch, grace time.Duration, back bool) (ok bool, why string, took time.Duration, err error) {
-	if grace <= 0 {
-		grace = api.DefaultGrace
+// switchImages makes the containers run their new images (an update: on trial until grace
+// from now; or a rollback by hand) or, back, undoes that: they run what they ran, the new images
+// remembered as rejected for why. It returns the app's new generation and when grace ends.
+func (d *Daemon) switchImages(name string, switches []imageSwitch, mode switchMode, grace time.Duration, why string) (gen int64, deadline time.Time, err error) {
+	deadline = time.Now().Add(grace)
+	var trial *store.Trial
+	if mode == switchUpdate {
+		trial = &store.Trial{Deadline: deadline.UTC(), Grace: grace}
 	}
-	var gen int64
-	err = d.store.Update(context.WithoutCancel(ctx), func(tx *store.Tx) error {
+	err = d.store.Update(context.Background(), func(tx *store.Tx) error {
 		app, err := tx.Get(name)
 		if err != nil {
 			return err
@@ -246,16 +460,16 @@ func (d *Daemon) switchImages(ctx context.Context, name string, switches []image
 		for _, s := range switches {
 			i := slices.IndexFunc(app.Containers, func(c store.Container) bool { return c.Name == s.container })
 			runs, ref := s.before.ImageID, s.before.Image
-			if back {
+			if mode == switchBack {
 				runs, ref = s.to, s.toRef
 			}
 			if i < 0 || app.Containers[i].ImageID != runs || app.Containers[i].Image != ref {
 				return errkind.Conflictf("daemon: app %q: container %s changed while it was being updated", name, s.container)
 			}
-			if back {
-				s.undo(&app.Containers[i])
+			if mode == switchBack {
+				s.undo(&app.Containers[i], why)
 			} else {
-				s.apply(&app.Containers[i])
+				s.apply(&app.Containers[i], trial)
 			}
 		}
 		app.Generation++
@@ -267,24 +481,18 @@ func (d *Daemon) switchImages(ctx context.Context, name string, switches []image
 		return tx.Put(app)
 	})
 	if err != nil {
-		return false, "", 0, err
+		return 0, time.Time{}, err
 	}
-	start := time.Now()
 	d.trigger("images of " + name + " switched")
-	containers := make([]string, len(switches))
-	for i, s := range switches {
-		containers[i] = s.container
-	}
-	ok, why = d.awaitHealthy(ctx, name, gen, containers, grace)
-	return ok, why, time.Since(start), nil
+	return gen, deadline, nil
 }
 
 // awaitHealthy waits until the app, at generation gen or later, runs with the containers named
 // healthy (a container without a check: active and not restarted for settleTime), and reports
 // false with the reason as soon as one of them is unhealthy, restarted by its check or by
-// systemd, or the app failed, or grace passed.
-func (d *Daemon) awaitHealthy(ctx context.Context, name string, gen int64, containers []string, grace time.Duration) (bool, string) {
-	deadline := time.NewTimer(grace)
+// systemd, or the app failed, or the time by passed (grace names the period in the reason).
+func (d *Daemon) awaitHealthy(ctx context.Context, name string, gen int64, containers []string, by time.Time, grace time.Duration) (bool, string) {
+	deadline := time.NewTimer(time.Until(by))
 	defer deadline.Stop()
 	poll := time.NewTicker(200 * time.Millisecond)
 	defer poll.Stop()
@@ -411,11 +619,14 @@ func (d *Daemon) rollbackApp(ctx context.Context, name string, req api.RollbackR
 	if len(switches) == 0 {
 		return res, errkind.BadInputf("daemon: rollback %q: no container has a previous image to go back to", name)
 	}
-	ok, why, took, err := d.switchImages(ctx, name, switches, req.Grace, false)
-	res.Took = took
+	grace := cmp.Or(req.Grace, api.DefaultGrace)
+	gen, deadline, err := d.switchImages(name, switches, switchRollback, grace, "")
 	if err != nil {
 		return res, err
 	}
+	start := time.Now()
+	ok, why := d.awaitHealthy(ctx, name, gen, containersOf(switches), deadline, grace)
+	res.Took = time.Since(start)
 	res.Result = api.UpdateRolledBack
 	if !ok {
 		res.Reason = "after the rollback the app is not healthy: " + why

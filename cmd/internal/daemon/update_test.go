@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -24,9 +25,9 @@ import (
 	"github.com/onionpod/onionpod/pods"
 )
 
-// httpdArchive writes a `docker save` archive of busybox httpd serving files (path -> content)
-// from /www on port 80.
-func httpdArchive(t *testing.T, path string, files map[string]string) {
+// httpdArchiveAfter writes a `docker save` archive of busybox httpd serving files (path ->
+// content) from /www on port 80, started delay after the container.
+func httpdArchiveAfter(t *testing.T, path string, files map[string]string, delay time.Duration) {
 	t.Helper()
 	bb, err := os.ReadFile(lab.BusyboxPath)
 	if err != nil {
@@ -57,8 +58,12 @@ func httpdArchive(t *testing.T, path string, files map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	entrypoint := []string{"/bin/busybox", "httpd", "-f", "-p", "[::]:80", "-h", "/www"}
+	if delay > 0 {
+		entrypoint = []string{"/bin/busybox", "sh", "-c", fmt.Sprintf("/bin/busybox sleep %d; exec %s", int(delay.Seconds()), strings.Join(entrypoint, " "))}
+	}
 	img, err = mutate.Config(img, v1.Config{
-		Entrypoint: []string{"/bin/busybox", "httpd", "-f", "-p", "[::]:80", "-h", "/www"},
+		Entrypoint: entrypoint,
 		Env:        []string{"PATH=/bin"},
 	})
 	if err != nil {
@@ -74,12 +79,18 @@ func httpdArchive(t *testing.T, path string, files map[string]string) {
 // pushes it to reg as web:latest, as a user's CI would.
 func pushWeb(t *testing.T, reg *registry.Registry, page string, healthy bool) {
 	t.Helper()
+	pushWebAfter(t, reg, page, healthy, 0)
+}
+
+// pushWebAfter is pushWeb of an image whose web server starts delay after the container.
+func pushWebAfter(t *testing.T, reg *registry.Registry, page string, healthy bool, delay time.Duration) {
+	t.Helper()
 	files := map[string]string{"index.html": page}
 	if healthy {
 		files["healthz"] = "ok\n"
 	}
 	archive := filepath.Join(t.TempDir(), "web.tar")
-	httpdArchive(t, archive, files)
+	httpdArchiveAfter(t, archive, files, delay)
 	if err := reg.Push(t.Context(), archive, "web:latest"); err != nil {
 		t.Fatal(err)
 	}

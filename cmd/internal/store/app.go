@@ -79,6 +79,13 @@ type Container struct {
 	// RejectedImageID is an image an update rolled back from (it failed its health check):
 	// automatic updates do not try it again (an update asked for by hand does).
 	RejectedImageID string `json:"rejected_image_id,omitempty"`
+	// RejectedReason says why the update to RejectedImageID was rolled back (one line).
+	RejectedReason string `json:"rejected_reason,omitempty"`
+	// Trial is an update of the container under way: it runs its new image (ImageID) on trial
+	// until the app is healthy on it, and goes back to what it ran (Trial.Back) if it is not by
+	// Trial.Deadline. It is desired state, so that a daemon that stops during the trial
+	// resumes it. nil: no update under way.
+	Trial *Trial `json:"trial,omitempty"`
 	// Static is a directory served by the built-in static server instead of an image.
 	Static string `json:"static,omitempty"`
 	// Entrypoint replaces the image's entrypoint (and drops its Cmd); Command replaces its Cmd.
@@ -108,6 +115,78 @@ type BackupHook struct {
 	// and applies it (all or nothing, e.g. in one transaction).
 	Dump    []string `json:"dump"`
 	Restore []string `json:"restore"`
+}
+
+// Trial is an update of a container on trial (Container.Trial).
+type Trial struct {
+	// Deadline is when the new image must be healthy; Grace is the period it was given (a
+	// daemon that was down when the deadline passed gives it a last look of at most that long).
+	Deadline time.Time     `json:"deadline"`
+	Grace    time.Duration `json:"grace"`
+	// Back is what the container ran before the update: what a rollback puts back.
+	Back ImageFields `json:"back"`
+}
+
+// ImageFields are the fields of a container that say which image it runs and ran before.
+type ImageFields struct {
+	Image           string `json:"image"`
+	ImageID         string `json:"image_id,omitempty"`
+	Digest          string `json:"digest,omitempty"`
+	PreviousImage   string `json:"previous_image,omitempty"`
+	PreviousImageID string `json:"previous_image_id,omitempty"`
+	PreviousDigest  string `json:"previous_digest,omitempty"`
+}
+
+// Images returns the container's image fields.
+func (c Container) Images() ImageFields {
+	return ImageFields{Image: c.Image, ImageID: c.ImageID, Digest: c.Digest,
+		PreviousImage: c.PreviousImage, PreviousImageID: c.PreviousImageID, PreviousDigest: c.PreviousDigest}
+}
+
+// SetImages sets the container's image fields.
+func (c *Container) SetImages(f ImageFields) {
+	c.Image, c.ImageID, c.Digest = f.Image, f.ImageID, f.Digest
+	c.PreviousImage, c.PreviousImageID, c.PreviousDigest = f.PreviousImage, f.PreviousImageID, f.PreviousDigest
+}
+
+// MaxReason bounds Container.RejectedReason.
+const MaxReason = 1024
+
+// MaxGrace bounds the grace period of an update.
+const MaxGrace = 24 * time.Hour
+
+// validate checks a trial of a container that runs an image.
+func (t *Trial) validate(c Container) error {
+	if t == nil {
+		return nil
+	}
+	switch {
+	case c.Static != "" || c.ImageID == "":
+		return errkind.BadInputf("trial: only a container running a resolved image is updated")
+	case t.Deadline.IsZero():
+		return errkind.BadInputf("trial: no deadline")
+	case t.Grace <= 0 || t.Grace > MaxGrace:
+		return errkind.BadInputf("trial: grace %v: from 1ns to %v", t.Grace, MaxGrace)
+	case t.Back.Image == "" || t.Back.ImageID == "":
+		return errkind.BadInputf("trial: back: the image to go back to is needed")
+	}
+	return t.Back.validate("trial: back: ")
+}
+
+// validate checks image references and IDs; prefix names where they are.
+func (f ImageFields) validate(prefix string) error {
+	for _, ref := range []string{f.Image, f.PreviousImage} {
+		if ref != "" && (strings.ContainsAny(ref, " \t\n\x00") || genvalue.Check("image", ref) != nil) {
+			return errkind.BadInputf("%s%q is not an image reference", prefix, ref)
+		}
+	}
+	for _, id := range []struct{ field, value string }{{"image_id", f.ImageID}, {"previous_image_id", f.PreviousImageID},
+		{"digest", f.Digest}, {"previous_digest", f.PreviousDigest}} {
+		if id.value != "" && !imageID.MatchString(id.value) {
+			return errkind.BadInputf("%s%s %q: want sha256: and 64 hex digits", prefix, id.field, id.value)
+		}
+	}
+	return nil
 }
 
 // UserOwn is Container.User for a container that runs as a dynamic user of its own.
@@ -424,16 +503,17 @@ func (c Container) validate(names map[string]bool) error {
 	if c.Static != "" && !strings.HasPrefix(c.Static, "/") {
 		return errkind.BadInputf("static directory %q must be an absolute path", c.Static)
 	}
-	for _, ref := range []string{c.Image, c.PreviousImage} {
-		if ref != "" && (strings.ContainsAny(ref, " \t\n\x00") || genvalue.Check("image", ref) != nil) {
-			return errkind.BadInputf("%q is not an image reference", ref)
-		}
+	if err := c.Images().validate(""); err != nil {
+		return err
 	}
-	for _, id := range []struct{ field, value string }{{"image_id", c.ImageID}, {"previous_image_id", c.PreviousImageID},
-		{"digest", c.Digest}, {"previous_digest", c.PreviousDigest}, {"rejected_image_id", c.RejectedImageID}} {
-		if id.value != "" && !imageID.MatchString(id.value) {
-			return errkind.BadInputf("%s %q: want sha256: and 64 hex digits", id.field, id.value)
-		}
+	if c.RejectedImageID != "" && !imageID.MatchString(c.RejectedImageID) {
+		return errkind.BadInputf("rejected_image_id %q: want sha256: and 64 hex digits", c.RejectedImageID)
+	}
+	if err := genvalue.Check("rejected_reason", c.RejectedReason); err != nil || len(c.RejectedReason) > MaxReason {
+		return errkind.BadInputf("rejected_reason: one line of at most %d bytes", MaxReason)
+	}
+	if err := c.Trial.validate(c); err != nil {
+		return err
 	}
 	if err := c.Backup.validate(c.Volumes); err != nil {
 		return err

@@ -86,6 +86,36 @@ func TestSchema1RecordsMigrate(t *testing.T) {
 	}
 }
 
+func goodTrial() *Trial {
+	return &Trial{Deadline: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), Grace: 2 * time.Minute,
+		Back: ImageFields{Image: "onionpod.test/notes:1", ImageID: "sha256:" + strings.Repeat("1", 64)}}
+}
+
+// onTrial puts the app's web container on trial (valid) and returns its trial.
+func onTrial(a *App) *Trial {
+	c := &a.Containers[1]
+	c.ImageID, c.Trial = "sha256:"+strings.Repeat("2", 64), goodTrial()
+	return c.Trial
+}
+
+// TestTrialIsStored: a container's trial is written with its record and read back the same.
+func TestTrialIsStored(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	a := notes()
+	onTrial(&a)
+	if err := s.Update(context.Background(), func(tx *Tx) error { return tx.Put(a) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get("notes")
+	if err != nil || !reflect.DeepEqual(got.Containers[1].Trial, a.Containers[1].Trial) || got.Containers[0].Trial != nil {
+		t.Fatalf("read back: %+v, %v", got.Containers, err)
+	}
+	data, _ := os.ReadFile(filepath.Join(s.Dir(), "apps", "notes.json"))
+	if !strings.Contains(string(data), `"deadline": "2026-12-01T10:00:00Z"`) {
+		t.Errorf("the record:\n%s", data)
+	}
+}
+
 // notes is an app of two containers that passes Validate.
 func notes() App {
 	return App{
@@ -142,6 +172,14 @@ func TestValidateContainers(t *testing.T) {
 		"too many containers":      {func(a *App) { a.Containers = slices.Repeat(a.Containers[:1], MaxContainers+1) }, `17 containers: at most 16`},
 		"an onion without a port":  {func(a *App) { a.Ports, a.Containers[1].Health = nil, nil }, `an onion service needs at least one --port`},
 		"an HTTP check of no port": {func(a *App) { a.Ports[0].Container = "db" }, `container "web": health: the check needs a port (the container serves none)`},
+		"a trial of no image":      {func(a *App) { a.Containers[0].Trial = goodTrial() }, `trial: only a container running a resolved image is updated`},
+		"a trial of no deadline":   {func(a *App) { onTrial(a).Deadline = time.Time{} }, `trial: no deadline`},
+		"a trial of no grace":      {func(a *App) { onTrial(a).Grace = 0 }, `trial: grace 0s`},
+		"a trial of no way back":   {func(a *App) { onTrial(a).Back.ImageID = "" }, `trial: back: the image to go back to is needed`},
+		"a trial back to a bad ID": {func(a *App) { onTrial(a).Back.PreviousImageID = "sha256:x" },
+			`container "web": trial: back: previous_image_id "sha256:x"`},
+		"a trial back to a bad reference": {func(a *App) { onTrial(a).Back.Image = "a b" }, `trial: back: "a b" is not an image reference`},
+		"a reason of two lines":           {func(a *App) { a.Containers[1].RejectedReason = "a\nb" }, `rejected_reason: one line of at most 1024 bytes`},
 	}
 	for name, c := range cases {
 		a := notes()
