@@ -533,7 +533,7 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 		}
 	}
 	d.forgetTLS(name)
-	d.pruneAfterRemoval(ctx, name)
+	d.pruneAfter(ctx, name, "rm")
 	return nil
 }
 

@@ -188,17 +188,18 @@ func (d *Daemon) pruneImages(ctx context.Context, wait time.Duration) (api.Prune
 }
 
 // How long a prune waits for loads and pulls in progress: asked for (image prune), and after
-// an app's removal, which must not hold up rm.
+// an app's removal or an update's end, which it must not hold up.
 const (
-	pruneWait        = 30 * time.Second
-	pruneAfterRmWait = time.Second
+	pruneWait      = 30 * time.Second
+	pruneAfterWait = time.Second
 )
 
-// pruneAfterRemoval removes the images no app uses any more, after an app's removal. A prune
-// that cannot run now is only logged: rm succeeded, and the next rm or `onionpod image prune`
-// removes them.
-func (d *Daemon) pruneAfterRemoval(ctx context.Context, app string) {
-	if _, err := d.pruneImages(ctx, pruneAfterRmWait); err != nil {
-		d.log.Info("images not pruned after rm", "app", app, "err", err)
+// pruneAfter removes the images no app uses any more, after what happened to app (an rm, an
+// update kept or rolled back: the image before the previous one, or the rejected one, is no
+// longer needed). A prune that cannot run now is only logged: what came before succeeded,
+// and the next one or `onionpod image prune` removes them.
+func (d *Daemon) pruneAfter(ctx context.Context, app, what string) {
+	if _, err := d.pruneImages(ctx, pruneAfterWait); err != nil {
+		d.log.Info("images not pruned after "+what, "app", app, "err", err)
 	}
 }

@@ -247,6 +247,7 @@ func (d *Daemon) decideTrial(ctx context.Context, name string, switches []imageS
 		tr.kept = err == nil
 		if err == nil {
 			d.log.Info("app updated", "app", name, "took", tr.took.Round(time.Millisecond))
+			d.pruneAfter(ctx, name, "an update")
 			return tr, nil
 		}
 		why = err.Error()
@@ -260,6 +261,7 @@ func (d *Daemon) decideTrial(ctx context.Context, name string, switches []imageS
 	start = time.Now()
 	tr.backOK, tr.whyBack = d.awaitHealthy(ctx, name, gen, containersOf(switches), backBy, grace)
 	tr.took += time.Since(start)
+	d.pruneAfter(ctx, name, "a rollback")
 	return tr, nil
 }
 

@@ -188,6 +188,10 @@ start_period = "1s"
 	if st.ImageID != v2ID || st.PreviousImageID != v1ID || rejected == "" || rejected == v2ID || rejected == v1ID {
 		t.Errorf("after the rollback (want v2 %s running, v1 %s before, the broken image rejected): %+v", v2ID, v1ID, st)
 	}
+	// The rejected image is pruned with the trial's end; v1 stays, for a rollback.
+	if out := r.must("image", "ls", "--json"); strings.Contains(out, strings.TrimPrefix(rejected, "sha256:")) || !strings.Contains(out, strings.TrimPrefix(v1ID, "sha256:")) {
+		t.Errorf("after the rollback, the images kept (want v1 %s, not the rejected %s):\n%s", v1ID, rejected, out)
+	}
 	// Automatic updates: off for this app, then on; they never take the rejected image again.
 	if out := r.must("update", "--all", "--auto"); !strings.Contains(out, "skipped") {
 		t.Errorf("automatic update of an app without auto_update:\n%s", out)
