@@ -328,15 +328,17 @@ func (a daemonActions) SetOnion(ctx context.Context, app string, on bool) error 
 }
 
 // Update updates the app's images as `onionpod update APP` does (waiting, as it does, until the
-// app is healthy on the new images or rolled back) and says what happened.
+// app is healthy on the new images or rolled back) and says what happened. A browser that goes
+// away meanwhile (a tab closed, a Tor circuit dropped) does not abort the update, as a CLI
+// interrupted does: the trial goes on to its end.
 func (a daemonActions) Update(ctx context.Context, app string) (string, error) {
-	res, err := a.d.updateApp(ctx, app, api.UpdateRequest{})
+	res, err := a.d.updateApp(context.WithoutCancel(ctx), app, api.UpdateRequest{})
 	return updateOutcome(res), notFound(app, err)
 }
 
 // Rollback puts back the app's previous images, as `onionpod rollback APP` does.
 func (a daemonActions) Rollback(ctx context.Context, app string) (string, error) {
-	res, err := a.d.rollbackApp(ctx, app, api.RollbackRequest{})
+	res, err := a.d.rollbackApp(context.WithoutCancel(ctx), app, api.RollbackRequest{})
 	return updateOutcome(res), notFound(app, err)
 }
 
