@@ -332,14 +332,31 @@ func (a daemonActions) SetOnion(ctx context.Context, app string, on bool) error 
 // away meanwhile (a tab closed, a Tor circuit dropped) does not abort the update, as a CLI
 // interrupted does: the trial goes on to its end.
 func (a daemonActions) Update(ctx context.Context, app string) (string, error) {
-	res, err := a.d.updateApp(context.WithoutCancel(ctx), app, api.UpdateRequest{})
+	ctx, cancel := a.d.untilStopped(ctx)
+	defer cancel()
+	res, err := a.d.updateApp(ctx, app, api.UpdateRequest{})
 	return updateOutcome(res), notFound(app, err)
 }
 
 // Rollback puts back the app's previous images, as `onionpod rollback APP` does.
 func (a daemonActions) Rollback(ctx context.Context, app string) (string, error) {
-	res, err := a.d.rollbackApp(context.WithoutCancel(ctx), app, api.RollbackRequest{})
+	ctx, cancel := a.d.untilStopped(ctx)
+	defer cancel()
+	res, err := a.d.rollbackApp(ctx, app, api.RollbackRequest{})
 	return updateOutcome(res), notFound(app, err)
+}
+
+// untilStopped is ctx's values, cancelled when the daemon stops, not when ctx ends.
+func (d *Daemon) untilStopped(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-d.runDone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // updateOutcome is an update's result in a few words for the dashboard's notice.
