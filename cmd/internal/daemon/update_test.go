@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -212,9 +215,12 @@ start_period = "1s"
 	if st := r.status("web").Containers[0]; st.ImageID != v1ID || st.PreviousImageID != v2ID {
 		t.Errorf("after `rollback`: %+v", st)
 	}
-	r.must("rollback", "web")
+	// The second one through the dashboard's button, as the owner's browser presses it.
+	if notice := dashboardAction(t, r, "web", "rollback"); !strings.Contains(notice, "web: rolled back") {
+		t.Errorf("the dashboard's notice after its rollback: %q", notice)
+	}
 	if got := page(t, r, "web"); got != "v2\n" {
-		t.Fatalf("after a second `rollback` the app serves %q, want v2", got)
+		t.Fatalf("after a second rollback (the dashboard's) the app serves %q, want v2", got)
 	}
 
 	// Bad input, and a tag that does not exist: the app is untouched.
@@ -245,4 +251,56 @@ func shortHex(id string) string {
 		h = h[:12]
 	}
 	return h
+}
+
+// dashboardAction logs in to the daemon's dashboard on loopback with the key `onionpod dashboard
+// login` prints, presses the button of action on app's page (a POST with the page's CSRF token)
+// and returns the notice the page then shows.
+func dashboardAction(t *testing.T, r *rig, app, action string) string {
+	t.Helper()
+	var key string
+	for _, line := range strings.Split(r.must("dashboard", "login"), "\n") {
+		if k, ok := strings.CutPrefix(line, "login key: "); ok {
+			key = strings.TrimSpace(k)
+		}
+	}
+	if key == "" {
+		t.Fatal("dashboard login printed no key")
+	}
+	jar, _ := cookiejar.New(nil)
+	const base = "http://127.0.0.1:8411"
+	c := &http.Client{Jar: jar, Timeout: 3 * time.Minute}
+	post := func(path string, form url.Values) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", base)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s: %s\n%.500s", path, resp.Status, body)
+		}
+		return string(body)
+	}
+	post("/login", url.Values{"key": {key}})
+	resp, err := c.Get(base + "/apps/" + app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(html)
+	if m == nil || !strings.Contains(string(html), `data-action="`+app+`-`+action+`"`) {
+		t.Fatalf("the dashboard's page of %s has no token or no %s button:\n%.800s", app, action, html)
+	}
+	after := post("/apps/"+app+"/"+action, url.Values{"csrf": {string(m[1])}})
+	n := regexp.MustCompile(`class="flash[^"]*"[^>]*>([^<]*)<`).FindStringSubmatch(after)
+	if n == nil {
+		return ""
+	}
+	return n[1]
 }
