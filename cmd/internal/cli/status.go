@@ -66,66 +66,22 @@ func runStatus(opts *statusOptions) error {
 
 // printStatus is the human output of status; now is when it is printed.
 func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
-	a := st.App
-	fmt.Fprintf(w, "%s: %s\n", a.Name, st.State)
+	fmt.Fprintf(w, "%s: %s\n", st.App.Name, st.State)
 	if held(st) {
 		printHeld(w, st)
 		return
 	}
 	if len(st.Containers) <= 1 {
-		fmt.Fprintf(w, "  source:    %s\n", source(st))
-		if u := st.Unit; u.Name != "" {
-			fmt.Fprintf(w, "  unit:      %s\n", unitLine(u))
-		}
-		for _, c := range st.Containers {
-			printCheck(w, "  check:     ", c.Health)
-			printImages(w, "  ", c)
-		}
+		printSingleContainer(w, st)
 	} else {
-		fmt.Fprintf(w, "  containers:\n")
-		for _, c := range st.Containers {
-			src := c.Image
-			if ac, ok := a.Container(c.Name); ok {
-				src = containerSource(ac)
-			}
-			fmt.Fprintf(w, "    %s: %s", c.Name, src)
-			if len(c.Ports) > 0 {
-				fmt.Fprintf(w, " (serves %s)", strings.Join(c.Ports, " "))
-			}
-			fmt.Fprintln(w)
-			fmt.Fprintf(w, "      unit:    %s\n", unitLine(c.Unit))
-			printCheck(w, "      check:   ", c.Health)
-			printImages(w, "    ", c)
-		}
+		printContainers(w, st)
 	}
-	var ports []string
-	for _, p := range a.Ports {
-		ports = append(ports, fmt.Sprintf("%d->%d", p.Public, p.Target))
+	printPorts(w, st)
+	if st.App.WantsOnion() {
+		printOnion(w, st)
 	}
-	fmt.Fprintf(w, "  ports:     %s\n", orDash(strings.Join(ports, " ")))
-	if a.WantsOnion() {
-		state := "not added"
-		switch {
-		case st.Onion.Published:
-			state = "published"
-		case st.Onion.Added:
-			state = "added, descriptor not uploaded yet"
-		}
-		fmt.Fprintf(w, "  onion:     %s (%s)\n", orDash(st.Onion.Address), state)
-		if st.Onion.Clients > 0 {
-			fmt.Fprintf(w, "  clients:   %d authorized (v3 client auth)\n", st.Onion.Clients)
-		}
-	}
-	if a.Clearnet() {
-		fmt.Fprintf(w, "  ipv6:      %s\n", orDash(st.Network.LAN))
-		if st.Network.IPv4 != "" {
-			fmt.Fprintf(w, "  ipv4:      %s\n", st.Network.IPv4)
-		}
-		dns := "not published"
-		if st.DNS.Published {
-			dns = "published"
-		}
-		fmt.Fprintf(w, "  dns:       %s (%s)\n", orDash(st.DNS.Name), dns)
+	if st.App.Clearnet() {
+		printClearnet(w, st)
 	} else {
 		fmt.Fprintf(w, "  clearnet:  none (onion-only)\n")
 	}
@@ -134,6 +90,86 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 	if st.Health != "" {
 		fmt.Fprintf(w, "  health:    %s\n", st.Health)
 	}
+	printProbes(w, st)
+	printTrouble(w, st, now)
+	if lines := addressLines(st); len(lines) > 0 && st.State == api.StateRunning {
+		fmt.Fprintln(w)
+		for _, l := range lines {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+// printSingleContainer shows the source, unit, check and images of an app of one container
+// (or none yet) on the app's own lines.
+func printSingleContainer(w io.Writer, st api.AppStatus) {
+	fmt.Fprintf(w, "  source:    %s\n", source(st))
+	if u := st.Unit; u.Name != "" {
+		fmt.Fprintf(w, "  unit:      %s\n", unitLine(u))
+	}
+	for _, c := range st.Containers {
+		printCheck(w, "  check:     ", c.Health)
+		printImages(w, "  ", c)
+	}
+}
+
+// printContainers shows each container of an app of several, indented under "containers:".
+func printContainers(w io.Writer, st api.AppStatus) {
+	fmt.Fprintf(w, "  containers:\n")
+	for _, c := range st.Containers {
+		src := c.Image
+		if ac, ok := st.App.Container(c.Name); ok {
+			src = containerSource(ac)
+		}
+		fmt.Fprintf(w, "    %s: %s", c.Name, src)
+		if len(c.Ports) > 0 {
+			fmt.Fprintf(w, " (serves %s)", strings.Join(c.Ports, " "))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "      unit:    %s\n", unitLine(c.Unit))
+		printCheck(w, "      check:   ", c.Health)
+		printImages(w, "    ", c)
+	}
+}
+
+func printPorts(w io.Writer, st api.AppStatus) {
+	var ports []string
+	for _, p := range st.App.Ports {
+		ports = append(ports, fmt.Sprintf("%d->%d", p.Public, p.Target))
+	}
+	fmt.Fprintf(w, "  ports:     %s\n", orDash(strings.Join(ports, " ")))
+}
+
+// printOnion shows the onion service: its address, how far it is published, its clients.
+func printOnion(w io.Writer, st api.AppStatus) {
+	state := "not added"
+	switch {
+	case st.Onion.Published:
+		state = "published"
+	case st.Onion.Added:
+		state = "added, descriptor not uploaded yet"
+	}
+	fmt.Fprintf(w, "  onion:     %s (%s)\n", orDash(st.Onion.Address), state)
+	if st.Onion.Clients > 0 {
+		fmt.Fprintf(w, "  clients:   %d authorized (v3 client auth)\n", st.Onion.Clients)
+	}
+}
+
+// printClearnet shows the LAN addresses and the DNS name of an app reachable off Tor.
+func printClearnet(w io.Writer, st api.AppStatus) {
+	fmt.Fprintf(w, "  ipv6:      %s\n", orDash(st.Network.LAN))
+	if st.Network.IPv4 != "" {
+		fmt.Fprintf(w, "  ipv4:      %s\n", st.Network.IPv4)
+	}
+	dns := "not published"
+	if st.DNS.Published {
+		dns = "published"
+	}
+	fmt.Fprintf(w, "  dns:       %s (%s)\n", orDash(st.DNS.Name), dns)
+}
+
+// printProbes shows one line per probe: what answered and how fast, or the hop that failed.
+func printProbes(w io.Writer, st api.AppStatus) {
 	for _, p := range st.Probes {
 		proto := "HTTP"
 		if p.TLS {
@@ -145,6 +181,11 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 		}
 		fmt.Fprintf(w, "  probe:     %-5s %s (%s)\n", p.Path, line, p.At.Format(time.TimeOnly))
 	}
+}
+
+// printTrouble shows what is not right yet: the last error, damaged files, the next retry, and
+// a change not applied yet.
+func printTrouble(w io.Writer, st api.AppStatus, now time.Time) {
 	if st.LastError != "" {
 		fmt.Fprintf(w, "  error:     %s\n", st.LastError)
 	}
@@ -154,14 +195,8 @@ func printStatus(w io.Writer, st api.AppStatus, now time.Time) {
 	if !st.RetryAt.IsZero() {
 		fmt.Fprintf(w, "  retry:     in %s (or at once when the app changes)\n", st.RetryAt.Sub(now).Round(time.Second))
 	}
-	if st.ObservedGeneration < a.Generation {
-		fmt.Fprintf(w, "  change:    %d not applied yet (the state above is of %d)\n", a.Generation, st.ObservedGeneration)
-	}
-	if lines := addressLines(st); len(lines) > 0 && st.State == api.StateRunning {
-		fmt.Fprintln(w)
-		for _, l := range lines {
-			fmt.Fprintln(w, l)
-		}
+	if st.ObservedGeneration < st.App.Generation {
+		fmt.Fprintf(w, "  change:    %d not applied yet (the state above is of %d)\n", st.App.Generation, st.ObservedGeneration)
 	}
 }
 
