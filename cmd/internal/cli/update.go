@@ -86,6 +86,43 @@ auto_update = true (run --auto-update). --check only says whether new images are
 var errUpdateFailed = errors.New("update rolled back")
 
 func runUpdate(opts *updateOptions) error {
+	if err := opts.check(); err != nil {
+		return err
+	}
+	client, err := opts.Client()
+	if err != nil {
+		return err
+	}
+	apps, err := opts.targets(client)
+	if err != nil {
+		return err
+	}
+	results, failed, err := opts.updateEach(client, apps)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if results == nil {
+			results = []api.UpdateResult{}
+		}
+		if err := writeJSON(opts.Out, results); err != nil {
+			return err
+		}
+	} else if opts.All && len(apps) == 0 {
+		fmt.Fprintln(opts.Out, "No app runs a registry image.")
+	}
+	if len(failed) == 1 && len(apps) == 1 {
+		return failed[0]
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d apps not updated: %w", len(failed), len(apps), errors.Join(failed...))
+	}
+	return nil
+}
+
+// check refuses a combination of arguments and flags that does not make sense, and names
+// that are not app or container names or image references, before anything is asked.
+func (opts *updateOptions) check() error {
 	bad := func(format string, args ...any) error {
 		return &usageError{err: fmt.Errorf(format, args...), cmdPath: "onionpod update"}
 	}
@@ -116,26 +153,33 @@ func runUpdate(opts *updateOptions) error {
 			return err
 		}
 	}
-	client, err := opts.Client()
+	return nil
+}
+
+// targets returns the apps to update: those named, or with --all every app that runs a
+// registry image.
+func (opts *updateOptions) targets(client updateClient) ([]string, error) {
+	if !opts.All {
+		return opts.Apps, nil
+	}
+	all, err := client.Apps(opts.Ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	apps := opts.Apps
-	if opts.All {
-		all, err := client.Apps(opts.Ctx)
-		if err != nil {
-			return err
-		}
-		apps = nil
-		for _, st := range all {
-			if hasRegistryImage(st) {
-				apps = append(apps, st.App.Name)
-			}
+	var apps []string
+	for _, st := range all {
+		if hasRegistryImage(st) {
+			apps = append(apps, st.App.Name)
 		}
 	}
+	return apps, nil
+}
+
+// updateEach updates the apps one after the other, printing each result unless the output is
+// JSON. An app that fails or rolls back is in failed and the others still go; with one app
+// only, its error is err.
+func (opts *updateOptions) updateEach(client updateClient, apps []string) (results []api.UpdateResult, failed []error, err error) {
 	req := api.UpdateRequest{Container: opts.Container, Image: opts.Image, Auto: opts.Auto, Grace: opts.Grace, Check: opts.Check}
-	var results []api.UpdateResult
-	var failed []error
 	for _, name := range apps {
 		if !opts.Check {
 			opts.prefetch(name, client)
@@ -143,7 +187,7 @@ func runUpdate(opts *updateOptions) error {
 		res, err := client.Update(opts.Ctx, name, req)
 		if err != nil {
 			if len(apps) == 1 {
-				return err
+				return nil, nil, err
 			}
 			fmt.Fprintf(opts.Err, "%s: %v\n", name, err)
 			failed = append(failed, fmt.Errorf("%s: %w", name, err))
@@ -157,23 +201,7 @@ func runUpdate(opts *updateOptions) error {
 			failed = append(failed, fmt.Errorf("%s: %w: %s", name, errUpdateFailed, res.Reason))
 		}
 	}
-	if opts.JSON {
-		if results == nil {
-			results = []api.UpdateResult{}
-		}
-		if err := writeJSON(opts.Out, results); err != nil {
-			return err
-		}
-	} else if opts.All && len(apps) == 0 {
-		fmt.Fprintln(opts.Out, "No app runs a registry image.")
-	}
-	if len(failed) == 1 && len(apps) == 1 {
-		return failed[0]
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d apps not updated: %w", len(failed), len(apps), errors.Join(failed...))
-	}
-	return nil
+	return results, failed, nil
 }
 
 func hasRegistryImage(st api.AppStatus) bool {
