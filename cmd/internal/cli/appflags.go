@@ -103,7 +103,32 @@ func (f *appFlags) apply(app *store.App) error {
 	if len(app.Containers) > 0 {
 		c = app.Containers[0]
 	}
-	if changed("image") {
+	if err := f.applySource(&c); err != nil {
+		return err
+	}
+	if err := f.applyPorts(app); err != nil {
+		return err
+	}
+	if err := f.applyEnv(&c); err != nil {
+		return err
+	}
+	if err := f.applyVolumes(&c); err != nil {
+		return err
+	}
+	if len(app.Containers) > 0 {
+		app.Containers[0] = c
+	}
+	f.applySwitches(app)
+	if c.Static != "" && len(app.Ports) == 0 {
+		app.Ports = []store.Port{{Public: 80, Target: 8080}}
+	}
+	return nil
+}
+
+// applySource sets what c runs from --image (a registry reference, or a local archive or
+// layout sent later) or --static (a directory), forgetting the other.
+func (f *appFlags) applySource(c *store.Container) error {
+	if f.Changed["image"] {
 		ref, local, err := imageRef(f.Image)
 		if err != nil {
 			return err
@@ -114,7 +139,7 @@ func (f *appFlags) apply(app *store.App) error {
 			c.Image, c.Source = f.sent.ID, ref // empty until sent (see submit)
 		}
 	}
-	if changed("static") {
+	if f.Changed["static"] {
 		dir, err := filepath.Abs(f.Static)
 		if err != nil {
 			return err
@@ -124,58 +149,73 @@ func (f *appFlags) apply(app *store.App) error {
 		}
 		c.Static, c.Image, c.ImageID, c.Source = dir, "", "", ""
 	}
-	if changed("port") {
-		app.Ports = nil
-		for _, p := range f.Ports {
-			port, err := store.ParsePort(p)
-			if err != nil {
-				return err
-			}
-			app.Ports = append(app.Ports, port)
-		}
+	return nil
+}
+
+// applyPorts replaces the app's ports with those of --port.
+func (f *appFlags) applyPorts(app *store.App) error {
+	if !f.Changed["port"] {
+		return nil
 	}
-	if changed("unset-env") {
+	app.Ports = nil
+	for _, p := range f.Ports {
+		port, err := store.ParsePort(p)
+		if err != nil {
+			return err
+		}
+		app.Ports = append(app.Ports, port)
+	}
+	return nil
+}
+
+// applyEnv removes the variables of --unset-env from c's environment, then sets those of --env.
+func (f *appFlags) applyEnv(c *store.Container) error {
+	if f.Changed["unset-env"] {
 		env, err := store.UnsetEnv(c.Env, f.UnsetEnv)
 		if err != nil {
 			return err
 		}
 		c.Env = env
 	}
-	if changed("env") {
+	if f.Changed["env"] {
 		if err := store.ValidateEnv(f.Env); err != nil {
 			return err
 		}
 		c.Env = store.SetEnv(c.Env, f.Env)
 	}
-	if changed("volume") {
-		c.Volumes = nil
-		for _, v := range f.Volumes {
-			vol, err := store.ParseVolume(v)
-			if err != nil {
-				return err
-			}
-			c.Volumes = append(c.Volumes, vol)
+	return nil
+}
+
+// applyVolumes replaces c's volumes with those of --volume.
+func (f *appFlags) applyVolumes(c *store.Container) error {
+	if !f.Changed["volume"] {
+		return nil
+	}
+	c.Volumes = nil
+	for _, v := range f.Volumes {
+		vol, err := store.ParseVolume(v)
+		if err != nil {
+			return err
 		}
-	}
-	if len(app.Containers) > 0 {
-		app.Containers[0] = c
-	}
-	if changed("no-onion-location") {
-		app.NoOnionLocation = f.NoOnionLocation
-	}
-	if changed("onion-only") {
-		app.OnionOnly = f.OnionOnly
-	}
-	if changed("ipv4") {
-		app.IPv4 = f.IPv4
-	}
-	if changed("auto-update") {
-		app.AutoUpdate = f.AutoUpdate
-	}
-	if c.Static != "" && len(app.Ports) == 0 {
-		app.Ports = []store.Port{{Public: 80, Target: 8080}}
+		c.Volumes = append(c.Volumes, vol)
 	}
 	return nil
+}
+
+// applySwitches sets the app's boolean flags that were given.
+func (f *appFlags) applySwitches(app *store.App) {
+	if f.Changed["no-onion-location"] {
+		app.NoOnionLocation = f.NoOnionLocation
+	}
+	if f.Changed["onion-only"] {
+		app.OnionOnly = f.OnionOnly
+	}
+	if f.Changed["ipv4"] {
+		app.IPv4 = f.IPv4
+	}
+	if f.Changed["auto-update"] {
+		app.AutoUpdate = f.AutoUpdate
+	}
 }
 
 // imageRef tells a local archive or layout (local: its absolute path, checked to be readable
