@@ -37,56 +37,82 @@ func Backup(ctx context.Context, w io.Writer, src Source, keys Keys, apps []stri
 	if len(apps) == 0 {
 		return nil, errkind.BadInputf("appbackup: backup: no app named")
 	}
-	// Everything small first (records, keys): a missing app fails before anything is written.
-	type planned struct {
-		app App
-		key []byte
+	h, plan, err := planBackup(ctx, src, keys, apps)
+	if err != nil {
+		return nil, err
 	}
-	var plan []planned
+	return writeBackup(ctx, w, src, h, plan, recipients)
+}
+
+// plannedApp is an app as a backup plans it: its description, and its onion key (none: empty).
+type plannedApp struct {
+	app App
+	key []byte
+}
+
+// planBackup takes everything small first (records, keys), so that a missing app fails before
+// anything is written, and makes the archive's header. An app named twice is backed up once.
+func planBackup(ctx context.Context, src Source, keys Keys, apps []string) (header, []plannedApp, error) {
+	var plan []plannedApp
 	h := header{Format: formatName, Version: formatVersion, Created: time.Now().UTC()}
 	for _, name := range apps {
 		if err := names.App(name); err != nil {
-			return nil, fmt.Errorf("appbackup: backup: %w", err)
+			return header{}, nil, fmt.Errorf("appbackup: backup: %w", err)
 		}
-		if slices.ContainsFunc(plan, func(p planned) bool { return p.app.Name == name }) {
+		if slices.ContainsFunc(plan, func(p plannedApp) bool { return p.app.Name == name }) {
 			continue
 		}
-		a, err := src.Describe(ctx, name)
+		p, ha, err := planApp(ctx, src, keys, name)
 		if err != nil {
-			return nil, fmt.Errorf("appbackup: backup %q: %w", name, err)
-		}
-		a.Name = name
-		if len(a.Record) > maxRecordBytes {
-			return nil, fmt.Errorf("appbackup: backup %q: record larger than %d bytes", name, maxRecordBytes)
-		}
-		ha := headerApp{Name: name}
-		for _, v := range a.Volumes {
-			ha.Volumes = append(ha.Volumes, headerVolume{Name: v.Name, Dump: v.Dump})
-		}
-		ha.Images = a.Images
-		if err := checkApp(ha); err != nil {
-			return nil, fmt.Errorf("appbackup: backup: %w", err)
-		}
-		var key bytes.Buffer
-		addr, err := keys.Backup(&key, name)
-		switch {
-		case errors.Is(err, errkind.NotFound):
-			key.Reset()
-		case err != nil:
-			return nil, fmt.Errorf("appbackup: backup %q: %w", name, err)
-		case key.Len() > maxKeyBytes:
-			return nil, fmt.Errorf("appbackup: backup %q: key larger than %d bytes", name, maxKeyBytes)
-		default:
-			ha.Address = addr
+			return header{}, nil, err
 		}
 		h.Apps = append(h.Apps, ha)
-		plan = append(plan, planned{app: a, key: key.Bytes()})
+		plan = append(plan, p)
 	}
-
 	h.Version = formatVersionNoImages
 	if slices.ContainsFunc(h.Apps, func(a headerApp) bool { return len(a.Images) > 0 }) {
 		h.Version = formatVersion
 	}
+	return h, plan, nil
+}
+
+// planApp describes one app and takes its onion key (an app without one has none), both
+// checked for size, and makes the app's entry of the header.
+func planApp(ctx context.Context, src Source, keys Keys, name string) (plannedApp, headerApp, error) {
+	a, err := src.Describe(ctx, name)
+	if err != nil {
+		return plannedApp{}, headerApp{}, fmt.Errorf("appbackup: backup %q: %w", name, err)
+	}
+	a.Name = name
+	if len(a.Record) > maxRecordBytes {
+		return plannedApp{}, headerApp{}, fmt.Errorf("appbackup: backup %q: record larger than %d bytes", name, maxRecordBytes)
+	}
+	ha := headerApp{Name: name}
+	for _, v := range a.Volumes {
+		ha.Volumes = append(ha.Volumes, headerVolume{Name: v.Name, Dump: v.Dump})
+	}
+	ha.Images = a.Images
+	if err := checkApp(ha); err != nil {
+		return plannedApp{}, headerApp{}, fmt.Errorf("appbackup: backup: %w", err)
+	}
+	var key bytes.Buffer
+	addr, err := keys.Backup(&key, name)
+	switch {
+	case errors.Is(err, errkind.NotFound):
+		key.Reset()
+	case err != nil:
+		return plannedApp{}, headerApp{}, fmt.Errorf("appbackup: backup %q: %w", name, err)
+	case key.Len() > maxKeyBytes:
+		return plannedApp{}, headerApp{}, fmt.Errorf("appbackup: backup %q: key larger than %d bytes", name, maxKeyBytes)
+	default:
+		ha.Address = addr
+	}
+	return plannedApp{app: a, key: key.Bytes()}, ha, nil
+}
+
+// writeBackup writes the planned apps as an archive encrypted to recipients: the header, each
+// app, then the trailer that counts what came before it.
+func writeBackup(ctx context.Context, w io.Writer, src Source, h header, plan []plannedApp, recipients []age.Recipient) ([]AppReport, error) {
 	enc, err := age.Encrypt(w, recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("appbackup: backup: %w", err)
