@@ -183,6 +183,24 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 	if len(identities) == 0 {
 		return nil, fmt.Errorf("onion: restore: no passphrase or identity: %w", ErrBadInput)
 	}
+	items, err := readBackup(r, identities)
+	if err != nil {
+		return nil, err
+	}
+	// Decide everything before writing anything.
+	results, todo, err := ks.planRestore(items, force)
+	if err != nil {
+		return nil, err
+	}
+	if err := ks.writeAll(items, todo); err != nil {
+		return nil, fmt.Errorf("onion: restore: nothing written: %w", err)
+	}
+	return results, nil
+}
+
+// readBackup decrypts a backup and decodes what it holds, verified. The plaintext is cleared
+// once decoded.
+func readBackup(r io.Reader, identities []age.Identity) ([]restoreItem, error) {
 	plainReader, err := age.Decrypt(r, identities...)
 	if err != nil {
 		return nil, fmt.Errorf("onion: restore: %w%s", ErrDecrypt, decryptReason(err))
@@ -199,10 +217,14 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 	if err != nil {
 		return nil, fmt.Errorf("onion: restore: %w", err)
 	}
-	// Decide everything before writing anything.
-	results := make([]RestoredApp, len(items))
+	return items, nil
+}
+
+// planRestore decides what restoring items does to each app (results) and which items are
+// written (todo, their indexes). Any conflict refuses the whole restore, naming every one.
+func (ks *KeyStore) planRestore(items []restoreItem, force bool) (results []RestoredApp, todo []int, _ error) {
+	results = make([]RestoredApp, len(items))
 	var conflicts []error
-	var todo []int
 	inBackup := map[string]bool{}
 	for _, it := range items {
 		inBackup[it.app] = true
@@ -210,56 +232,64 @@ func Restore(r io.Reader, ks *KeyStore, identities []age.Identity, force bool) (
 	for i, it := range items {
 		results[i] = RestoredApp{App: it.app, Address: it.key.Address()}
 		if other, err := ks.appWithKey(it.key, it.app); err != nil {
-			return nil, fmt.Errorf("onion: restore: %w", err)
+			return nil, nil, fmt.Errorf("onion: restore: %w", err)
 		} else if other != "" && !inBackup[other] {
 			conflicts = append(conflicts, fmt.Errorf("onion: %q: %s is the key of app %q: %w", it.app, it.key.Address(), other, ErrKeyInUse))
 			continue
 		}
-		old, err := ks.Load(it.app)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			results[i].Result = "created"
-			results[i].diffClients(nil, it.clients)
-		case err != nil && !force:
-			conflicts = append(conflicts, fmt.Errorf("%w (force replaces it)", err))
+		write, conflict := ks.decideRestore(it, force, &results[i])
+		if conflict != nil {
+			conflicts = append(conflicts, conflict)
 			continue
-		case err != nil:
-			results[i].Result = "replaced"
-			results[i].diffClients(nil, it.clients)
-		case !old.Equal(it.key) && !force:
-			conflicts = append(conflicts, fmt.Errorf("onion: %q has %s, the backup %s: %w", it.app, old.Address(), it.key.Address(), ErrKeyExists))
-			continue
-		default:
-			current, err := ks.Clients(it.app)
-			if err != nil && !force {
-				conflicts = append(conflicts, fmt.Errorf("%w (force replaces the client list)", err))
-				continue
-			}
-			results[i].diffClients(current, it.clients)
-			switch {
-			case !old.Equal(it.key):
-				results[i].Result = "replaced"
-			case err == nil && !results[i].ClientsDiffer():
-				results[i].Result = "unchanged"
-				continue
-			case !force:
-				// Same key, other clients: the box's list stays; the result says what differs.
-				results[i].Result = "unchanged"
-				continue
-			default:
-				results[i].Result = "updated"
-			}
 		}
-		results[i].ClientsApplied = true
-		todo = append(todo, i)
+		if write {
+			results[i].ClientsApplied = true
+			todo = append(todo, i)
+		}
 	}
 	if len(conflicts) > 0 {
-		return nil, fmt.Errorf("onion: restore: nothing written: %w", errors.Join(conflicts...))
+		return nil, nil, fmt.Errorf("onion: restore: nothing written: %w", errors.Join(conflicts...))
 	}
-	if err := ks.writeAll(items, todo); err != nil {
-		return nil, fmt.Errorf("onion: restore: nothing written: %w", err)
+	return results, todo, nil
+}
+
+// decideRestore compares it with what the box has of its app and sets res.Result and the
+// client differences. write says whether it is to be written; conflict, why it may not be
+// without force.
+func (ks *KeyStore) decideRestore(it restoreItem, force bool, res *RestoredApp) (write bool, conflict error) {
+	old, err := ks.Load(it.app)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		res.Result = "created"
+		res.diffClients(nil, it.clients)
+	case err != nil && !force:
+		return false, fmt.Errorf("%w (force replaces it)", err)
+	case err != nil:
+		res.Result = "replaced"
+		res.diffClients(nil, it.clients)
+	case !old.Equal(it.key) && !force:
+		return false, fmt.Errorf("onion: %q has %s, the backup %s: %w", it.app, old.Address(), it.key.Address(), ErrKeyExists)
+	default:
+		current, err := ks.Clients(it.app)
+		if err != nil && !force {
+			return false, fmt.Errorf("%w (force replaces the client list)", err)
+		}
+		res.diffClients(current, it.clients)
+		switch {
+		case !old.Equal(it.key):
+			res.Result = "replaced"
+		case err == nil && !res.ClientsDiffer():
+			res.Result = "unchanged"
+			return false, nil
+		case !force:
+			// Same key, other clients: the box's list stays; the result says what differs.
+			res.Result = "unchanged"
+			return false, nil
+		default:
+			res.Result = "updated"
+		}
 	}
-	return results, nil
+	return true, nil
 }
 
 // writeAll stages every app, then swaps them in one by one; if any step fails, the swapped
