@@ -65,33 +65,10 @@ func OpenVantage(opts VantageOptions) (_ *Vantage, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe: vantage: %w", err)
 	}
-	if netnsfile.Exists(opts.Netns) {
-		if err := netnsfile.Remove(opts.Netns); err != nil {
-			return nil, fmt.Errorf("probe: vantage: %w", err)
-		}
-	} else {
-		os.Remove(opts.Netns) // a stale plain file
+	if err := removeNetns(opts.Netns); err != nil {
+		return nil, fmt.Errorf("probe: vantage: %w", err)
 	}
-	setup := func() error {
-		for k, v := range map[string]string{
-			"net/ipv6/conf/all/forwarding":        "0",
-			"net/ipv6/conf/default/accept_ra":     "1",
-			"net/ipv6/conf/default/autoconf":      "1",
-			"net/ipv6/conf/default/accept_dad":    "0",
-			"net/ipv6/conf/default/use_tempaddr":  "0",
-			"net/ipv6/conf/default/addr_gen_mode": "0",
-		} {
-			if err := netnsfile.Sysctl(k, v); err != nil {
-				return err
-			}
-		}
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}
-	if err := netnsfile.Create(opts.Netns, setup); err != nil {
+	if err := netnsfile.Create(opts.Netns, setupVantageNetns); err != nil {
 		return nil, fmt.Errorf("probe: vantage: %w", err)
 	}
 	defer func() {
@@ -99,9 +76,53 @@ func OpenVantage(opts VantageOptions) (_ *Vantage, err error) {
 			netnsfile.Remove(opts.Netns)
 		}
 	}()
-	target, err := netns.GetFromPath(opts.Netns)
+	if err := addVantageMacvlan(h, uplink, opts.Netns); err != nil {
+		return nil, fmt.Errorf("probe: vantage: %w", err)
+	}
+	err = netnsfile.Do(opts.Netns, func() error { return upVantageIf(opts.IPv4) })
 	if err != nil {
 		return nil, fmt.Errorf("probe: vantage: %w", err)
+	}
+	return &Vantage{Netns: opts.Netns}, nil
+}
+
+// removeNetns removes what is at path: a namespace file (unmounted), or a stale plain file.
+func removeNetns(path string) error {
+	if netnsfile.Exists(path) {
+		return netnsfile.Remove(path)
+	}
+	os.Remove(path) // a stale plain file
+	return nil
+}
+
+// setupVantageNetns runs in the new namespace: a host, not a router, that autoconfigures its
+// stable address from router advertisements at once (no DAD, no temporary address), and lo up.
+func setupVantageNetns() error {
+	for k, v := range map[string]string{
+		"net/ipv6/conf/all/forwarding":        "0",
+		"net/ipv6/conf/default/accept_ra":     "1",
+		"net/ipv6/conf/default/autoconf":      "1",
+		"net/ipv6/conf/default/accept_dad":    "0",
+		"net/ipv6/conf/default/use_tempaddr":  "0",
+		"net/ipv6/conf/default/addr_gen_mode": "0",
+	} {
+		if err := netnsfile.Sysctl(k, v); err != nil {
+			return err
+		}
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(lo)
+}
+
+// addVantageMacvlan adds the vantage point's macvlan on uplink (h's namespace) and moves it
+// into the namespace at path, as vantageIf with the vantage point's MAC.
+func addVantageMacvlan(h *netlink.Handle, uplink netlink.Link, path string) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return err
 	}
 	defer target.Close()
 	mv := &netlink.Macvlan{
@@ -110,28 +131,28 @@ func OpenVantage(opts VantageOptions) (_ *Vantage, err error) {
 		Mode: netlink.MACVLAN_MODE_BRIDGE,
 	}
 	if err := h.LinkAdd(mv); err != nil {
-		return nil, fmt.Errorf("probe: vantage: macvlan on %s: %w", uplink.Attrs().Name, err)
+		return fmt.Errorf("macvlan on %s: %w", uplink.Attrs().Name, err)
 	}
-	err = netnsfile.Do(opts.Netns, func() error {
-		link, err := netlink.LinkByName(vantageIf)
-		if err != nil {
+	return nil
+}
+
+// upVantageIf runs in the vantage point's namespace: it gives vantageIf the static IPv4
+// address, if any, and brings it up.
+func upVantageIf(ipv4 netip.Prefix) error {
+	link, err := netlink.LinkByName(vantageIf)
+	if err != nil {
+		return err
+	}
+	if ipv4.IsValid() {
+		if !ipv4.Addr().Is4() {
+			return fmt.Errorf("ipv4 %s is not an IPv4 prefix", ipv4)
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ipv4.Addr().AsSlice(), Mask: net.CIDRMask(ipv4.Bits(), 32)}}
+		if err := netlink.AddrAdd(link, a); err != nil {
 			return err
 		}
-		if opts.IPv4.IsValid() {
-			if !opts.IPv4.Addr().Is4() {
-				return fmt.Errorf("ipv4 %s is not an IPv4 prefix", opts.IPv4)
-			}
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: opts.IPv4.Addr().AsSlice(), Mask: net.CIDRMask(opts.IPv4.Bits(), 32)}}
-			if err := netlink.AddrAdd(link, a); err != nil {
-				return err
-			}
-		}
-		return netlink.LinkSetUp(link)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("probe: vantage: %w", err)
 	}
-	return &Vantage{Netns: opts.Netns}, nil
+	return netlink.LinkSetUp(link)
 }
 
 func openNS(path string) (netns.NsHandle, error) {
