@@ -122,19 +122,8 @@ const (
 // rollback is no error: the result says so, and why.
 func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateRequest) (api.UpdateResult, error) {
 	res := api.UpdateResult{App: name}
-	if err := names.App(name); err != nil {
+	if err := checkUpdateRequest(name, req); err != nil {
 		return res, err
-	}
-	if req.Container != "" && !names.IsApp(req.Container) {
-		return res, errkind.BadInputf("daemon: update %q: %q is not a container name", name, req.Container)
-	}
-	if req.Image != "" {
-		if !RegistryImage(req.Image) {
-			return res, errkind.BadInputf("daemon: update %q: an update takes a registry reference (send an archive with `onionpod run %s --image FILE`)", name, name)
-		}
-		if err := pods.CheckRef(req.Image); err != nil {
-			return res, err
-		}
 	}
 	end, err := d.updateLocks.begin(name)
 	if err != nil {
@@ -151,33 +140,9 @@ func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateReque
 	case app.Stopped:
 		return d.skipped(res, "it is stopped (start it first)")
 	}
-	targets, err := updateTargets(app, req)
+	switches, err := d.resolveUpdates(ctx, app, req, &res)
 	if err != nil {
 		return res, err
-	}
-	var switches []imageSwitch
-	for _, c := range targets {
-		ref := c.Image
-		if req.Image != "" {
-			ref = req.Image
-		}
-		// Outside the store's lock: a registry may be slow.
-		img, _, err := d.parts.images.Refresh(ctx, ref, io.Discard)
-		if err != nil {
-			return res, fmt.Errorf("daemon: update %q: container %s: %w", name, c.Name, err)
-		}
-		cu := api.ContainerUpdate{Name: c.Name, Image: ref, From: c.ImageID, To: img.Digest, Digest: img.RepoDigest}
-		switch {
-		case img.Digest == c.ImageID && ref == c.Image:
-			cu.Result, cu.To = api.UpdateUpToDate, ""
-		case req.Auto && img.Digest == c.RejectedImageID:
-			cu.Result, cu.Reason = api.UpdateSkipped, "an update to it was rolled back (it failed its health check); update by hand to try it again"
-		case req.Check:
-			cu.Result = api.UpdateAvailable
-		default:
-			switches = append(switches, imageSwitch{container: c.Name, before: c, toRef: ref, to: img.Digest, toDigest: img.RepoDigest})
-		}
-		res.Containers = append(res.Containers, cu)
 	}
 	res.Result = api.UpdateUpToDate
 	if len(switches) == 0 {
@@ -195,6 +160,62 @@ func (d *Daemon) updateApp(ctx context.Context, name string, req api.UpdateReque
 		return res, err
 	}
 	tr, err := d.decideTrial(ctx, name, switches, gen, deadline, grace)
+	return d.trialOutcome(res, name, switches, deadline, tr, err)
+}
+
+// checkUpdateRequest refuses a bad app or container name and an image reference that is not a
+// registry's.
+func checkUpdateRequest(name string, req api.UpdateRequest) error {
+	if err := names.App(name); err != nil {
+		return err
+	}
+	if req.Container != "" && !names.IsApp(req.Container) {
+		return errkind.BadInputf("daemon: update %q: %q is not a container name", name, req.Container)
+	}
+	if req.Image != "" {
+		if !RegistryImage(req.Image) {
+			return errkind.BadInputf("daemon: update %q: an update takes a registry reference (send an archive with `onionpod run %s --image FILE`)", name, name)
+		}
+		if err := pods.CheckRef(req.Image); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveUpdates asks the registry for each target container's image (outside the store's
+// lock: a registry may be slow), adds what it found to res, and returns the switches to make:
+// none for an image already running, one rolled back from (automatic updates), or a check.
+func (d *Daemon) resolveUpdates(ctx context.Context, app store.App, req api.UpdateRequest, res *api.UpdateResult) ([]imageSwitch, error) {
+	targets, err := updateTargets(app, req)
+	if err != nil {
+		return nil, err
+	}
+	var switches []imageSwitch
+	for _, c := range targets {
+		ref := cmpOr(req.Image, c.Image)
+		img, _, err := d.parts.images.Refresh(ctx, ref, io.Discard)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: update %q: container %s: %w", app.Name, c.Name, err)
+		}
+		cu := api.ContainerUpdate{Name: c.Name, Image: ref, From: c.ImageID, To: img.Digest, Digest: img.RepoDigest}
+		switch {
+		case img.Digest == c.ImageID && ref == c.Image:
+			cu.Result, cu.To = api.UpdateUpToDate, ""
+		case req.Auto && img.Digest == c.RejectedImageID:
+			cu.Result, cu.Reason = api.UpdateSkipped, "an update to it was rolled back (it failed its health check); update by hand to try it again"
+		case req.Check:
+			cu.Result = api.UpdateAvailable
+		default:
+			switches = append(switches, imageSwitch{container: c.Name, before: c, toRef: ref, to: img.Digest, toDigest: img.RepoDigest})
+		}
+		res.Containers = append(res.Containers, cu)
+	}
+	return switches, nil
+}
+
+// trialOutcome is the update's result once its trial ended (tr, and err from rolling back).
+func (d *Daemon) trialOutcome(res api.UpdateResult, name string, switches []imageSwitch, deadline time.Time, tr trialResult, err error) (api.UpdateResult, error) {
 	res.Took = tr.took
 	switch {
 	case tr.stopping:
