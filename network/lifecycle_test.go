@@ -6,10 +6,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/onionpod/onionpod/internal/dirwatch"
 	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/network/nettest"
@@ -291,4 +293,50 @@ func TestBadInput(t *testing.T) {
 	if _, err := m.Attach(context.Background(), network.Attachment{App: "x", OnionOnly: true, IPv4: true}); !errors.Is(err, network.ErrBadInput) {
 		t.Errorf("onion-only with IPv4: %v, want ErrBadInput", err)
 	}
+}
+
+// With a watch (FollowFiles), Attached lists what the leases and namespaces directories hold
+// now: a pod attached or detached by another Manager (another process), a namespace left by
+// hand.
+func TestAttachedFollowsTheDisk(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nettest.Options{})
+	e.waitForBox(t)
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	e.m.FollowFiles(w)
+	other, err := network.New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx := context.Background()
+	want := func(what string, apps ...string) {
+		t.Helper()
+		for range 3 {
+			if got, err := e.m.Attached(ctx); err != nil || !slices.Equal(got, apps) {
+				t.Fatalf("%s: Attached = %q, %v; want %q", what, got, err, apps)
+			}
+		}
+	}
+	want("nothing")
+	if _, err := other.Attach(ctx, network.Attachment{App: "blog", OnionOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	want("attached by another", "blog")
+	ghost := filepath.Join(e.cfg.NetnsDir, "onionpod-ghost")
+	if err := netnsfile.Create(ghost, nil); err != nil {
+		t.Fatal(err)
+	}
+	want("a namespace left by hand", "blog", "ghost")
+	if err := netnsfile.Remove(ghost); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Detach(ctx, "blog"); err != nil {
+		t.Fatal(err)
+	}
+	want("detached by another")
 }

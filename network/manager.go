@@ -42,6 +42,10 @@ type Manager struct {
 	damaged   damagedScan  // DamagedLeases' last answer
 	wireless  map[int]bool // uplink ifindex -> is wireless (checked once)
 	bg        sync.WaitGroup
+
+	// leaseDir and netnsDir are the leases and namespaces directories as Attached read them
+	// last (read again after a change in them, with a watch: see FollowFiles).
+	leaseDir, netnsDir dirwatch.Dir
 }
 
 // New checks the configuration, opens the box namespace and checks that the stored leases are
@@ -100,7 +104,8 @@ func openBox(path string) (ns.NetNS, error) {
 }
 
 // FollowFiles makes Addresses skip the stat of lease files nothing happened to since they were
-// last read (w sees the leases directory's events). For a long-lived process (the daemon).
+// last read, and Attached the read of a leases or namespaces directory nothing happened in (w
+// sees the directories' events). For a long-lived process (the daemon).
 func (m *Manager) FollowFiles(w *dirwatch.Watch) {
 	m.cache.mu.Lock()
 	defer m.cache.mu.Unlock()
@@ -121,15 +126,20 @@ func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
+	m.cache.mu.Lock()
+	watch := m.cache.watch
+	m.cache.mu.Unlock()
 	set := map[string]bool{}
-	leased, err := m.leases.apps()
+	leased, err := m.leaseDir.ReadDir(watch, m.leases.dir)
 	if err != nil {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
-	for _, app := range leased {
-		set[app] = true
+	for _, e := range leased {
+		if app, ok := leaseApp(e.Name()); ok {
+			set[app] = true
+		}
 	}
-	entries, err := os.ReadDir(m.cfg.NetnsDir)
+	entries, err := m.netnsDir.ReadDir(watch, m.cfg.NetnsDir)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}

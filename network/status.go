@@ -87,6 +87,10 @@ func (m *Manager) Addresses(app string) (Result, error) {
 type cachedFirewall struct {
 	sub, epoch uint64
 	st         firewallState
+	// lease is the lease whose firewall st was last compared with (holds: whether st is that
+	// firewall): a lease file read again is a new lease, compared again.
+	lease *lease
+	holds bool
 }
 
 // followed is the result of lease l (file inode ino) from what a watch follows of it; ok false
@@ -101,18 +105,21 @@ func (m *Manager) followed(l *lease, ino uint64) (Result, bool) {
 		m.mu.Lock()
 		fw, ok := m.firewalls[l.App]
 		m.mu.Unlock()
-		if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch {
-			st, err := readFirewall(l.Netns) // after the epoch was taken: a change meanwhile makes it stale
-			if err != nil {
-				return Result{}, false
+		if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch || fw.lease != l {
+			if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch {
+				st, err := readFirewall(l.Netns) // after the epoch was taken: a change meanwhile makes it stale
+				if err != nil {
+					return Result{}, false
+				}
+				fw = cachedFirewall{sub: v.sub, epoch: v.fwEpoch, st: st}
 			}
-			fw = cachedFirewall{sub: v.sub, epoch: v.fwEpoch, st: st}
+			fw.lease, fw.holds = l, fw.st.holds(m.firewallFor(l, fw.st.ports))
 			m.mu.Lock()
 			m.firewalls[l.App] = fw
 			m.mu.Unlock()
 		}
 		if fw.st.present {
-			r.Ports, r.Firewall = fw.st.ports, fw.st.holds(m.firewallFor(l, fw.st.ports))
+			r.Ports, r.Firewall = fw.st.ports, fw.holds
 		}
 		if l.OnionOnly {
 			return r, true

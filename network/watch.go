@@ -104,12 +104,17 @@ type watcher struct {
 	leases leaseStore
 	epfd   int // every followed pod's sockets
 	wakeFD int // an eventfd in epfd: the loop ends when closed is set
+	// mountsFD is /proc/self/mountinfo, polled (with epfd, in one call) by every view: it
+	// signals a change of the mount table, which any change of what a pod's namespace path
+	// names is (an unmount, a new bind mount). -1: not open (every view stats the path).
+	mountsFD int
 
 	mu      sync.Mutex // also makes syncs one at a time, so the last one's view of the disk wins
 	pods    map[string]*follower
 	byFD    map[int32]*follower
 	closed  bool
 	nextSub uint64
+	mounts  uint64                   // counts the mount table changes the views saw
 	pending map[string]AddressChange // reports not yet taken by the reader (the latest per app)
 	queued  chan struct{}            // capacity 1: pending has something
 	buf     []byte                   // what the sockets are read into
@@ -139,6 +144,9 @@ type podSub struct {
 	dumped  bool
 	seen    map[netip.Addr]addrInfo
 	fwEpoch uint64 // counts nftables events (a firewall read before the last one is stale)
+	// mounts is the watcher's count of mount table changes when the namespace path was last
+	// found to be this namespace (0: not yet).
+	mounts uint64
 }
 
 // liveView is what a watcher knows of a followed pod now.
@@ -167,7 +175,11 @@ func newWatcher(ula netip.Prefix, leases leaseStore) (*watcher, error) {
 	}
 	w := &watcher{out: make(chan AddressChange, 64), ula: ula, leases: leases, epfd: epfd, wakeFD: wake,
 		pods: map[string]*follower{}, byFD: map[int32]*follower{}, pending: map[string]AddressChange{},
-		queued: make(chan struct{}, 1), ended: make(chan struct{}), buf: make([]byte, 64<<10)}
+		queued: make(chan struct{}, 1), ended: make(chan struct{}), buf: make([]byte, 64<<10), mounts: 1}
+	w.mountsFD, err = unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		w.mountsFD = -1
+	}
 	w.wg.Add(2)
 	go w.loop()
 	go w.send()
@@ -247,7 +259,7 @@ func (w *watcher) view(app string, ino uint64) (liveView, bool) {
 	if f == nil || f.ino != ino || f.sub == nil {
 		return liveView{}, false
 	}
-	if !f.sub.current(f.netns) { // the pod was attached again on the same lease (after a reboot)
+	if !w.currentLocked(f.sub, f.netns) { // the pod was attached again on the same lease (after a reboot)
 		w.unsubscribeLocked(f)
 		w.trySubscribeLocked(f)
 		return liveView{}, false
@@ -275,6 +287,9 @@ func (w *watcher) close() {
 	w.wg.Wait()
 	unix.Close(w.wakeFD)
 	unix.Close(w.epfd)
+	if w.mountsFD >= 0 {
+		unix.Close(w.mountsFD)
+	}
 	close(w.out)
 }
 
@@ -390,6 +405,19 @@ func (w *watcher) subscribe(f *follower) (_ *podSub, err error) {
 	return sub, nil
 }
 
+// currentLocked is sub.current(path), without looking at the path again while the mount table
+// did not change since it last did (drainLocked counts the changes).
+func (w *watcher) currentLocked(sub *podSub, path string) bool {
+	if w.mountsFD >= 0 && sub.mounts == w.mounts {
+		return true
+	}
+	if !sub.current(path) {
+		return false
+	}
+	sub.mounts = w.mounts
+	return true
+}
+
 // current reports whether the namespace at path is still the one sub follows.
 func (sub *podSub) current(path string) bool {
 	var st unix.Stat_t
@@ -430,10 +458,29 @@ func requestAddrDump(fd int) error {
 	return unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 }
 
-// drainLocked reads every socket that has something queued now (one epoll_wait when none has).
+// drainLocked reads every socket that has something queued now, and counts a change of the
+// mount table since the last look (one poll of both when nothing happened).
 func (w *watcher) drainLocked() {
 	if w.closed {
 		return
+	}
+	if w.mountsFD >= 0 {
+		fds := []unix.PollFd{{Fd: int32(w.epfd), Events: unix.POLLIN}, {Fd: int32(w.mountsFD), Events: unix.POLLPRI}}
+		for {
+			_, err := unix.Poll(fds, 0)
+			if !errors.Is(err, unix.EINTR) {
+				if err != nil {
+					fds[0].Revents, fds[1].Revents = unix.POLLIN, unix.POLLPRI // unsure: look
+				}
+				break
+			}
+		}
+		if fds[1].Revents&(unix.POLLPRI|unix.POLLERR) != 0 {
+			w.mounts++ // (polling it reset it: the next change signals again)
+		}
+		if fds[0].Revents&unix.POLLIN == 0 {
+			return
+		}
 	}
 	var events [32]unix.EpollEvent
 	for {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/network/nettest"
 )
@@ -147,4 +148,30 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 	same(apps[0])
 	e.waitLAN(t, apps[0])
 	same(apps[0])
+
+	// The namespace gone and made again on the same lease by another process, as the network
+	// unit does after a reboot (the lease file untouched): the new one is followed, not the old
+	// one (which the watch's sockets keep alive): its firewall flushed by hand is seen.
+	r, _ := e.m.Addresses(apps[2])
+	if out, err := nettest.Exec(context.Background(), r.Netns, "ip", "link", "del", "eth0"); err != nil { // its MAC is the new one's
+		t.Fatalf("ip link del: %v %s", err, out)
+	}
+	if err := netnsfile.Remove(r.Netns); err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithTimeout(context.Background(), time.Minute)
+	defer acancel()
+	if _, err := fresh.Attach(actx, network.Attachment{App: apps[2], Ports: ports}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLAN(t, apps[2])
+	if r := same(apps[2]); !r.Publishes(ports) {
+		t.Errorf("%s: its namespace made again, yet Addresses = %+v", apps[2], r)
+	}
+	if out, err := nettest.Exec(context.Background(), r.Netns, "nft", "flush", "ruleset"); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	if r := same(apps[2]); r.Firewall {
+		t.Errorf("%s: the new namespace's firewall flushed by hand, yet Addresses = %+v", apps[2], r)
+	}
 }

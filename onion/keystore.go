@@ -39,6 +39,7 @@ type KeyStore struct {
 
 	cache       keyCache
 	clientCache clientCache
+	listed      dirwatch.Dir // Dir as Apps read it last
 }
 
 // keyCache keeps the keys Load verified, each with the identities of the files it read (inode,
@@ -751,9 +752,13 @@ func (ks *KeyStore) Remove(app string) error {
 }
 
 // Apps lists the apps that have a key directory, sorted by name, without reading the keys (List
-// loads and checks them).
+// loads and checks them). With a watch (FollowFiles), Dir is read again only after something
+// happened in it.
 func (ks *KeyStore) Apps() ([]string, error) {
-	entries, err := os.ReadDir(ks.Dir)
+	ks.cache.mu.Lock()
+	watch := ks.cache.watch
+	ks.cache.mu.Unlock()
+	entries, err := ks.listed.ReadDir(watch, ks.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

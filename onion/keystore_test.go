@@ -502,3 +502,37 @@ func testClientsFollowTheDisk(t *testing.T, w *dirwatch.Watch) {
 		t.Fatalf("after RemoveClient: %v", got)
 	}
 }
+
+// Apps follows the key directory: a key created by another KeyStore (another process) is
+// listed, a key removed is not.
+func TestAppsFollowTheDisk(t *testing.T) {
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	ks := newStore(t)
+	ks.FollowFiles(w)
+	other := &KeyStore{Dir: ks.Dir}
+	want := func(what string, apps ...string) {
+		t.Helper()
+		for range 3 {
+			if got, err := ks.Apps(); err != nil || !slices.Equal(got, apps) {
+				t.Fatalf("%s: Apps = %q, %v; want %q", what, got, err, apps)
+			}
+		}
+	}
+	want("none")
+	if _, _, err := other.Ensure("blog"); err != nil {
+		t.Fatal(err)
+	}
+	want("blog created", "blog")
+	if _, _, err := other.Ensure("wiki"); err != nil {
+		t.Fatal(err)
+	}
+	want("wiki created", "blog", "wiki")
+	if err := other.Remove("blog"); err != nil {
+		t.Fatal(err)
+	}
+	want("blog removed", "wiki")
+}

@@ -3,6 +3,7 @@ package pods
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/onionpod/onionpod/internal/dirwatch"
@@ -106,4 +107,47 @@ func TestCurrentFollowsTheDisk(t *testing.T) {
 	if s.Current(units) {
 		t.Fatal("current without its network unit")
 	}
+}
+
+// Units answers from its last read while nothing happened in the unit directory, and reads it
+// again once a unit file was created, removed or renamed there.
+func TestUnitsFollowTheDisk(t *testing.T) {
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	s := &Systemd{unitDir: t.TempDir()}
+	s.FollowFiles(w)
+	want := func(what string, names ...string) {
+		t.Helper()
+		for range 3 {
+			got, err := s.Units(t.Context())
+			if err != nil || !slices.Equal(got, names) {
+				t.Fatalf("%s: Units = %q, %v; want %q", what, got, err, names)
+			}
+		}
+	}
+	write := func(name string) {
+		if err := os.WriteFile(filepath.Join(s.unitDir, name), []byte("[Service]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("empty")
+	write("onionpod-pod-blog.service")
+	write("other.service")
+	want("one unit", "onionpod-pod-blog.service")
+	write("onionpod-net-blog.service")
+	want("two units", "onionpod-net-blog.service", "onionpod-pod-blog.service")
+	tmp := filepath.Join(s.unitDir, ".tmp")
+	os.WriteFile(tmp, nil, 0o644)
+	if err := os.Rename(tmp, filepath.Join(s.unitDir, "onionpod-pod-wiki.service")); err != nil {
+		t.Fatal(err)
+	}
+	want("renamed into place", "onionpod-net-blog.service", "onionpod-pod-blog.service", "onionpod-pod-wiki.service")
+	os.Remove(filepath.Join(s.unitDir, "onionpod-pod-blog.service"))
+	want("removed", "onionpod-net-blog.service", "onionpod-pod-wiki.service")
+	got, _ := s.Units(t.Context())
+	got[0] = "changed by the caller"
+	want("a caller's change is its own", "onionpod-net-blog.service", "onionpod-pod-wiki.service")
 }

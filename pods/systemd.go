@@ -33,7 +33,8 @@ type Systemd struct {
 	mu   sync.Mutex
 	conn *sddbus.Conn
 
-	sums fileSums // what Current read
+	sums   fileSums     // what Current read
+	listed dirwatch.Dir // the unit directory as Units read it last
 }
 
 // fileSums remembers the SHA-256 of the files Current read, each with the identity of the file
@@ -108,13 +109,19 @@ func (c *fileSums) vouched(paths []string, contents [][]byte) (held, known bool)
 	}
 	held = true
 	for i := range found {
+		matched := found[i].matched
 		if !found[i].holds(contents[i]) {
 			held = false
-		} else {
+		} else if !sameSlice(matched, found[i].matched) { // hashed: remember the slice that matched
 			c.remember(paths[i], found[i])
 		}
 	}
 	return held, true
+}
+
+// sameSlice reports whether a and b are the same slice of the same array.
+func sameSlice(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // holds reports whether the regular file at path holds exactly content; with content nil,
@@ -412,7 +419,8 @@ func writeEnvFile(file string, content []byte) (bool, error) {
 }
 
 // FollowFiles makes Current skip the stat of unit and environment files nothing happened to
-// since it last looked (w sees their directories' events). For a long-lived process.
+// since it last looked, and Units the read of a unit directory nothing happened in (w sees
+// their directories' events). For a long-lived process.
 func (s *Systemd) FollowFiles(w *dirwatch.Watch) {
 	s.sums.mu.Lock()
 	defer s.sums.mu.Unlock()
@@ -779,10 +787,43 @@ func (s *Systemd) PodStates(ctx context.Context) (map[PodRef]Status, error) {
 	return out, nil
 }
 
+// PodStatesOf is PodStates for some container units only (loaded to be asked, if systemd had
+// not): one call to systemd, whatever their number. A unit that does not exist is left out.
+func (s *Systemd) PodStatesOf(ctx context.Context, refs []PodRef) (map[PodRef]Status, error) {
+	out := make(map[PodRef]Status, len(refs))
+	if len(refs) == 0 {
+		return out, nil
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(refs))
+	for i, r := range refs {
+		names[i] = r.Unit()
+	}
+	units, err := conn.ListUnitsByNamesContext(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("pods: list pod units: %w", err)
+	}
+	for _, u := range units {
+		ref, ok := ParsePodUnit(u.Name)
+		if u.LoadState == "not-found" || !ok {
+			continue
+		}
+		out[ref] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
+	}
+	return out, nil
+}
+
 // Units lists the onionpod unit files present (pods, networks, helper services), sorted: the
-// reconciler compares them with the desired state to find orphans.
+// reconciler compares them with the desired state to find orphans. With a watch (FollowFiles)
+// the directory is read again only after something happened in it.
 func (s *Systemd) Units(ctx context.Context) ([]string, error) {
-	entries, err := os.ReadDir(s.unitDir)
+	s.sums.mu.Lock()
+	watch := s.sums.watch
+	s.sums.mu.Unlock()
+	entries, err := s.listed.ReadDir(watch, s.unitDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil

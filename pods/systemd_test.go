@@ -202,6 +202,12 @@ func TestInsideRunPods(t *testing.T) {
 	if states, err := sd.PodStates(ctx); err != nil || states[blogRef].ActiveState != "active" || states[blogRef].SubState != "running" {
 		t.Errorf("PodStates when running: %+v, %v", states[blogRef], err)
 	}
+	// PodStatesOf asks for some units only; one that does not exist is left out.
+	noneRef := PodRef{App: "nosuchapp", Container: "nosuchapp"}
+	if states, err := sd.PodStatesOf(ctx, []PodRef{blogRef, noneRef}); err != nil || len(states) != 1 ||
+		states[blogRef].ActiveState != "active" || states[blogRef].SubState != "running" {
+		t.Errorf("PodStatesOf when running: %+v, %v", states, err)
+	}
 
 	// Logs come from the journal.
 	var logs bytes.Buffer

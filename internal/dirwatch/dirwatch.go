@@ -13,7 +13,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -220,4 +222,35 @@ func (w *Watch) apply(buf []byte) {
 			d.self = w.seq
 		}
 	}
+}
+
+// Dir is a directory's entries as last read: ReadDir reads the directory again only after the
+// watch saw something happen in it (an entry created, removed, renamed or changed) or could not
+// vouch for it. The zero Dir holds nothing; a Dir is safe for concurrent use.
+type Dir struct {
+	mu      sync.Mutex
+	path    string
+	entries []os.DirEntry
+	mark    uint64 // the watch's mark before entries were read (0: nothing kept)
+}
+
+// ReadDir is os.ReadDir(path), answered from the last read while w (nil: none) vouches that
+// nothing happened in the directory since. The slice returned is the caller's.
+func (d *Dir) ReadDir(w *Watch, path string) ([]os.DirEntry, error) {
+	path = filepath.Clean(path)
+	d.mu.Lock()
+	entries, mark, same := d.entries, d.mark, d.path == path
+	d.mu.Unlock()
+	if same && mark != 0 && w.UnchangedDir(mark, path) {
+		return slices.Clone(entries), nil
+	}
+	mark = w.Mark() // before the read: a change during it shows next time
+	entries, err := os.ReadDir(path)
+	if err != nil || mark == 0 {
+		return entries, err
+	}
+	d.mu.Lock()
+	d.path, d.entries, d.mark = path, slices.Clone(entries), mark
+	d.mu.Unlock()
+	return entries, nil
 }

@@ -3,6 +3,7 @@ package dirwatch
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -88,5 +89,61 @@ func TestUnchanged(t *testing.T) {
 	w.Close()
 	if w.Unchanged(w.Mark(), file) {
 		t.Error("a closed watch vouched for a file")
+	}
+}
+
+// Dir.ReadDir answers from its last read only while nothing happened in the directory: an entry
+// created, removed or renamed, or the directory itself replaced, is read again; without a watch
+// it always reads.
+func TestDirReadDir(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	for _, watch := range []*Watch{w, nil} {
+		root := t.TempDir()
+		path := filepath.Join(root, "leases")
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		var d Dir
+		want := func(what string, names ...string) {
+			t.Helper()
+			for range 3 {
+				entries, err := d.ReadDir(watch, path)
+				var got []string
+				for _, e := range entries {
+					got = append(got, e.Name())
+				}
+				if err != nil || !slices.Equal(got, names) {
+					t.Fatalf("watch %v: %s: ReadDir = %q, %v; want %q", watch != nil, what, got, err, names)
+				}
+			}
+		}
+		want("empty")
+		os.WriteFile(filepath.Join(path, "a"), nil, 0o600)
+		want("created", "a")
+		os.WriteFile(filepath.Join(root, "b"), nil, 0o600)
+		if err := os.Rename(filepath.Join(root, "b"), filepath.Join(path, "b")); err != nil {
+			t.Fatal(err)
+		}
+		want("renamed in", "a", "b")
+		os.Remove(filepath.Join(path, "a"))
+		want("removed", "b")
+		entries, _ := d.ReadDir(watch, path)
+		entries[0] = nil
+		want("a caller's change is its own", "b")
+		if err := os.Rename(path, path+".old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(path, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		want("the directory replaced")
+		os.RemoveAll(path)
+		if _, err := d.ReadDir(watch, path); !os.IsNotExist(err) {
+			t.Fatalf("watch %v: a removed directory: %v", watch != nil, err)
+		}
 	}
 }

@@ -294,7 +294,7 @@ func TestInsideAPILimits(t *testing.T) {
 	if code := curlAs(t, 65534, sock, "GET", "/v1/apps"); code != "200" {
 		t.Fatalf("the group member cannot use the API: %s", code)
 	}
-	for _, p := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/goroutine"} {
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1", "/debug/pprof/goroutine"} {
 		if code := curlAs(t, 65534, sock, "GET", p); code != "403" {
 			t.Errorf("%s for a group member: %s, want 403", p, code)
 		}

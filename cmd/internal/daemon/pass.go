@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -117,11 +118,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	d.syncEdge(ctx, desired.Apps, res)
 	d.obs.observePass(time.Since(start))
 	tStatus := time.Now()
-	var units map[pods.PodRef]pods.Status
-	if plan.Empty() {
-		units = obs.UnitStates // nothing was started or stopped since they were listed
-	}
-	d.publishStatuses(ctx, desired, res, units)
+	d.publishStatuses(ctx, desired, res, d.unitsAfter(ctx, plan, desired.Apps, obs.UnitStates))
 	took := api.PassTimes{Ended: time.Now(), Desired: tObserve.Sub(start), Observe: observeTook, Apply: applyTook,
 		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed()}
 	took.Took = took.Ended.Sub(start)
@@ -132,6 +129,42 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 			"status", took.Status.Round(time.Millisecond), "apps", took.Apps, "changed", took.Changed)
 	}
 	return res
+}
+
+// unitsAfter are the containers' units after the plan was applied: as observe listed them
+// (listed), those of the apps the plan changed asked of systemd again. Nil (list them all) when
+// observe could not list them or systemd does not answer now. The other apps' units are as an
+// idle pass shows them: as listed at the start of the pass.
+func (d *Daemon) unitsAfter(ctx context.Context, plan reconcile.Plan, apps []store.App, listed map[pods.PodRef]pods.Status) map[pods.PodRef]pods.Status {
+	if listed == nil || plan.Empty() {
+		return listed // nothing was started or stopped since they were listed
+	}
+	changed := map[string]bool{}
+	for _, p := range plan.Apps {
+		if len(p.Steps) > 0 {
+			changed[p.App] = true
+		}
+	}
+	var refs []pods.PodRef
+	for _, app := range apps {
+		if changed[app.Name] {
+			for _, c := range app.Containers {
+				refs = append(refs, pods.PodRef{App: app.Name, Container: c.Name})
+			}
+		}
+	}
+	now, err := d.parts.systemd.PodStatesOf(ctx, refs)
+	if err != nil {
+		return nil
+	}
+	out := make(map[pods.PodRef]pods.Status, len(listed)+len(now))
+	for ref, st := range listed {
+		if !changed[ref.App] {
+			out[ref] = st
+		}
+	}
+	maps.Copy(out, now)
+	return out
 }
 
 // notePass keeps the last pass's times, and the last changing pass's, for the daemon's status.

@@ -41,6 +41,7 @@ func (d *Daemon) handler() http.Handler {
 	// curl --unix-socket.
 	mux.HandleFunc("GET /debug/pprof/", rootOnly(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/profile", rootOnly(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/trace", rootOnly(pprof.Trace))
 	mux.HandleFunc("POST /v1/images", d.uploads.limited(d.handleLoadImage))
 	mux.HandleFunc("GET /v1/images/{id}", d.handleImageInfo)
 	if d.obs != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
@@ -103,18 +102,10 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	}
 
 	// 1. key, image, network, unit: per app, in order.
-	sem := make(chan struct{}, r.parallel())
-	var wg sync.WaitGroup
-	for _, p := range creations {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(p AppPlan) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			r.converge(ctx, apps[p.App], p, obs, res.Apps[p.App])
-		}(p)
-	}
-	wg.Wait()
+	r.eachApp(len(creations), func(i int) {
+		p := creations[i]
+		r.converge(ctx, apps[p.App], p, obs, res.Apps[p.App])
+	})
 
 	// 2. onion services and DNS records of every app whose pod is in place.
 	services, serviceErrs := r.onionServices(desired, res.Apps)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/network"
@@ -157,22 +158,19 @@ func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string
 	return current
 }
 
-// eachApp runs fn(0..n-1) on up to Parallel workers (default 4).
+// eachApp runs fn(0..n-1) on up to Parallel workers (default 4). Each worker takes the next
+// index itself (a counter, not a channel: no hand-off between goroutines per app).
 func (r *Runner) eachApp(n int, fn func(i int)) {
 	workers := min(r.parallel(), n)
-	next := make(chan int)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for i := range next {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				fn(i)
 			}
 		})
 	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
 	wg.Wait()
 }
 

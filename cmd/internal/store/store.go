@@ -35,6 +35,9 @@ const damagedSuffix = ".json.damaged-"
 type Store struct {
 	dir   string
 	cache recordCache
+	// records and copied are the records directory and that of their copies as List and Copied
+	// read them last (read again after a change in them, with a watch: see FollowFiles).
+	records, copied dirwatch.Dir
 }
 
 // recordCache keeps the records decoded, each with the identity of the file it was read from
@@ -53,12 +56,19 @@ type cachedRecord struct {
 	mark uint64 // the watch's mark before the file was last checked (0: none)
 }
 
-// FollowFiles makes reading a record nothing happened to since it was last read cost no stat
-// (w sees the records directory's events). For a long-lived process (the daemon).
+// FollowFiles makes reading a record nothing happened to since it was last read cost no stat,
+// and List and Copied the read of a directory nothing happened in (w sees the records
+// directory's events). For a long-lived process (the daemon).
 func (s *Store) FollowFiles(w *dirwatch.Watch) {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
 	s.cache.watch = w
+}
+
+func (s *Store) watch() *dirwatch.Watch {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	return s.cache.watch
 }
 
 // fileID is what tells one file from another at one path: a new inode, or the same one changed.
@@ -375,7 +385,7 @@ func (s *Store) copies(name string) []string {
 // damaged copies with no record beside them). Its error is only for the directory itself:
 // then nothing is known of any app.
 func (s *Store) List() (apps []App, held []*Held, err error) {
-	entries, err := os.ReadDir(s.appsDir())
+	entries, err := s.records.ReadDir(s.watch(), s.appsDir())
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
 	}
@@ -407,7 +417,7 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 
 // Copied lists the apps whose record has its copy (see HasCopy), in one read of the directory.
 func (s *Store) Copied() (map[string]bool, error) {
-	entries, err := os.ReadDir(s.copyDir())
+	entries, err := s.copied.ReadDir(s.watch(), s.copyDir())
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

@@ -360,4 +360,37 @@ func testCachedRecords(t *testing.T, w *dirwatch.Watch) {
 	if _, err := s.Get("blog"); !errors.As(err, &h) || !h.Damaged {
 		t.Errorf("a damaged record read as %v", err)
 	}
+
+	// The list follows the directory: an app another process adds, then removes; the copies too.
+	names := func() (list []string) {
+		apps, held, _ := s.List()
+		for _, a := range apps {
+			list = append(list, a.Name)
+		}
+		for _, h := range held {
+			list = append(list, h.Name+" (held)")
+		}
+		return list
+	}
+	for range 2 {
+		if got := names(); !slices.Equal(got, []string{"blog (held)"}) {
+			t.Fatalf("listed %q", got)
+		}
+	}
+	wiki := App{Name: "wiki", Containers: []Container{{Name: "wiki", Image: "r.example/wiki:1"}}, Generation: 1}
+	if err := other.Update(ctx, func(tx *Tx) error { return errors.Join(tx.Put(wiki), tx.Copy("wiki")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"wiki", "blog (held)"}) {
+		t.Errorf("after another process added wiki: %q", got)
+	}
+	if copied, err := s.Copied(); err != nil || !copied["wiki"] {
+		t.Errorf("wiki's copy: %v, %v", copied, err)
+	}
+	if err := other.Update(ctx, func(tx *Tx) error { _, err := tx.Delete("wiki"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"blog (held)"}) {
+		t.Errorf("after another process removed wiki: %q", got)
+	}
 }
