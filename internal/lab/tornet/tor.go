@@ -296,7 +296,13 @@ func (t *Tor) LogTail() string {
 		if err != nil || len(data) == 0 {
 			continue
 		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			// Every GETINFO of a wait opens one: noise that would fill the tail.
+			if !strings.Contains(l, "New control connection opened") {
+				lines = append(lines, l)
+			}
+		}
 		if len(lines) > 15 {
 			lines = lines[len(lines)-15:]
 		}
