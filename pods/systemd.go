@@ -652,8 +652,8 @@ func (s *Systemd) Remove(ctx context.Context, app string) error {
 	return s.RemoveUnits(ctx, append(units, NetUnitName(app))...)
 }
 
-// RemoveUnits stops, disables and deletes onionpod units (and their environment files) by name,
-// in order; idempotent.
+// RemoveUnits stops, disables and deletes onionpod units (and their environment files) by name:
+// stops in order, files in reverse order; idempotent.
 func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		if err := checkUnitName(n); err != nil {
@@ -675,7 +675,10 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 		}
 	}
 	if len(present) > 0 {
-		for _, n := range present {
+		// The files go last-named first: Remove names an app's container units before its
+		// network unit, so a removal cut short (the daemon killed) leaves a container unit,
+		// which the next pass sees and removes again, rather than a lone network unit.
+		for _, n := range slices.Backward(present) {
 			for _, f := range []string{filepath.Join(s.wantsDir(), n), filepath.Join(s.unitDir, n)} {
 				if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 					errs = append(errs, fmt.Errorf("pods: remove %s: %w", f, err))
@@ -851,6 +854,21 @@ func (s *Systemd) Apps(ctx context.Context) ([]string, error) {
 	for _, r := range refs {
 		if len(apps) == 0 || apps[len(apps)-1] != r.App {
 			apps = append(apps, r.App)
+		}
+	}
+	return apps, nil
+}
+
+// NetUnitApps lists the apps that have a network unit file, sorted.
+func (s *Systemd) NetUnitApps(ctx context.Context) ([]string, error) {
+	units, err := s.Units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var apps []string
+	for _, u := range units {
+		if app, ok := ParseNetUnit(u); ok {
+			apps = append(apps, app)
 		}
 	}
 	return apps, nil

@@ -128,6 +128,18 @@ func ParsePodUnit(unitName string) (PodRef, bool) {
 	return PodRef{App: app, Container: container}, true
 }
 
+// ParseNetUnit tells the app of a network unit's name (NetUnitName's inverse).
+func ParseNetUnit(unitName string) (app string, ok bool) {
+	stem, ok := strings.CutPrefix(unitName, UnitPrefix+"net-")
+	if !ok {
+		return "", false
+	}
+	if app, ok = strings.CutSuffix(stem, ".service"); !ok || !names.IsApp(app) {
+		return "", false
+	}
+	return app, true
+}
+
 // maxUserName is the longest user name systemd takes for User= (UT_NAMESIZE - 1).
 const maxUserName = 31
 

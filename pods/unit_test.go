@@ -180,6 +180,16 @@ func TestUnitNamesAndUsers(t *testing.T) {
 			t.Errorf("ParsePodUnit(%s) = %+v", bad, r)
 		}
 	}
+	for _, app := range []string{"blog", "notes-db"} {
+		if got, ok := ParseNetUnit(NetUnitName(app)); !ok || got != app {
+			t.Errorf("ParseNetUnit(%s) = %q, %v", NetUnitName(app), got, ok)
+		}
+	}
+	for _, bad := range []string{"onionpod-pod-blog.service", "onionpod-net-.service", "onionpod-net-A.service", "onionpod-net-a_b.service", "onionpod-net-a.socket"} {
+		if app, ok := ParseNetUnit(bad); ok {
+			t.Errorf("ParseNetUnit(%s) = %q", bad, app)
+		}
+	}
 	long := strings.Repeat("a", 40)
 	users := map[string]string{
 		AppUser("blog"): "blog", AppUser(long): "long", AppUser("a-b"): "a-b",

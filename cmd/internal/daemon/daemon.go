@@ -543,7 +543,7 @@ func (d *Daemon) remains(ctx context.Context, name string) []string {
 	defer d.passMu.Unlock()
 	obs, err := d.parts.runner.Observe(ctx, nil)
 	var left []string
-	if present, _ := obs.AppUnits(name); present {
+	if present, _ := obs.AppUnits(name); present || obs.NetUnits[name] {
 		left = append(left, "unit")
 	}
 	if obs.Networks[name] {

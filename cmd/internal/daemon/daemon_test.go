@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/api"
+	"github.com/onionpod/onionpod/cmd/internal/daemon"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // TestDaemonRFC2136AndSystemTor runs the daemon in-process inside a real systemd, with the modes
@@ -82,11 +84,21 @@ func TestInsideDaemon(t *testing.T) {
 	if apps := imageApps(t, client, img); !slices.Equal(apps, []string{"late"}) {
 		t.Errorf("after rm web, its image is used by %v, want late", apps)
 	}
+	// A removal cut short after web's container unit went (the daemon killed: CI's e2e saw it)
+	// leaves its network unit: the restarted daemon removes it.
+	lone := filepath.Join(daemon.UnitDir, pods.NetUnitName("web"))
+	if err := os.WriteFile(lone, []byte("[Unit]\nDescription=onionpod network of web\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// A restart leaves none of the daemon's goroutines behind, and the new daemon carries on.
 	r.restart()
 	if _, err := client.Wait(ctx, "late", api.WaitRunning, 0, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 30*time.Second, "web's lone network unit removed", func() bool {
+		_, err := os.Stat(lone)
+		return errors.Is(err, os.ErrNotExist) && len(r.remains("web", "")) == 0
+	})
 	// The last app using the image removed, the image goes with it.
 	if err := client.Remove(ctx, "late", false); err != nil {
 		t.Fatal(err)

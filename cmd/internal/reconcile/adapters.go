@@ -56,6 +56,8 @@ type Units interface {
 type UnitObserver interface {
 	// PodUnits lists the container unit files present.
 	PodUnits(ctx context.Context) ([]pods.PodRef, error)
+	// NetUnitApps lists the apps with a network unit file.
+	NetUnitApps(ctx context.Context) ([]string, error)
 	// PodStates gives the state of every loaded container unit in one call.
 	PodStates(ctx context.Context) (map[pods.PodRef]pods.Status, error)
 	// Current reports whether the unit files on disk are exactly these.

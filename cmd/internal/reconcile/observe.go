@@ -19,7 +19,7 @@ import (
 func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, error) {
 	obs := Observed{
 		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
-		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{},
+		Units: map[string]UnitState{}, NetUnits: map[string]bool{}, Onions: map[string]bool{}, DNS: map[string]bool{},
 		Fetching: map[string]bool{}, Addresses: map[string]network.Result{},
 	}
 	var errs []error
@@ -53,6 +53,13 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	}
 	for _, ref := range present {
 		obs.Units[UnitKey(ref.App, ref.Container)] = UnitState{Present: true}
+	}
+	netUnits, err := r.Systemd.NetUnitApps(ctx)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, app := range netUnits {
+		obs.NetUnits[app] = true
 	}
 	// Each app's network, image and units, on a few workers (each asks the file system and the
 	// kernel a dozen things per app: the box's cores answer side by side), then merged.

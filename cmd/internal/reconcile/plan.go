@@ -59,6 +59,7 @@ type Observed struct {
 	Networks map[string]bool      // the app's netns is attached
 	NetStale map[string]bool      // attached, but not as the app asks now (published ports, firewall, damaged lease)
 	Units    map[string]UnitState // the containers' units, by UnitKey (the app's name for its own container)
+	NetUnits map[string]bool      // the app has a network unit file
 	Onions   map[string]bool      // the app's onion service is added in tor, as wanted
 	DNS      map[string]bool      // the app's records are published, as wanted
 	Fetching map[string]bool      // the app's image is being fetched in the background
@@ -352,7 +353,7 @@ func planRemoval(name string, obs Observed) AppPlan {
 	if active {
 		add(StopUnit, "app removed")
 	}
-	if present {
+	if present || obs.NetUnits[name] {
 		add(RemoveUnit, "app removed")
 	}
 	if obs.Networks[name] {
@@ -375,6 +376,9 @@ func leftovers(wanted map[string]bool, obs Observed) []string {
 	for key := range obs.Units {
 		app, _ := appOfKey(key)
 		note(app)
+	}
+	for n := range obs.NetUnits {
+		note(n)
 	}
 	for n, ok := range obs.Onions {
 		if ok {

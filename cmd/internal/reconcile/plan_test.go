@@ -88,8 +88,10 @@ func TestPlanConverges(t *testing.T) {
 			Ports: []store.Port{{Public: 80, Target: 8080, Container: "web"}}, Onion: true},
 	}
 	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
-		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}}
+		Units: map[string]UnitState{}, NetUnits: map[string]bool{}, Onions: map[string]bool{}, DNS: map[string]bool{}}
 	obs.Networks["gone"] = true
+	obs.NetUnits["gone"] = true
+	obs.NetUnits["cut-short"] = true // a removal cut short after its container units went: only the network unit is left
 	obs.Units["gone"] = UnitState{Present: true, Current: true, Active: true}
 	obs.Units["notes/old"] = UnitState{Present: true, Current: true, Active: true} // a container taken out
 	obs.DNS["gone"] = true
@@ -158,9 +160,26 @@ func simulate(p Plan, desired []store.App, obs *Observed) {
 						delete(obs.Units, key)
 					}
 				}
+				delete(obs.NetUnits, a.App)
 			case DetachNetwork:
 				delete(obs.Networks, a.App)
 			}
 		}
+	}
+}
+
+// A removed app of which only the network unit file is left (a removal cut short between its
+// container units and its network unit) is removed: the leftover is not invisible.
+func TestPlanRemovesALoneNetworkUnit(t *testing.T) {
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Units: map[string]UnitState{}, NetUnits: map[string]bool{"gone": true}, Onions: map[string]bool{}, DNS: map[string]bool{}}
+	plan := MakePlan(Desired{}, obs)
+	if len(plan.Apps) != 1 || !plan.Apps[0].Removal || !planned(plan.Apps[0], RemoveUnit) {
+		t.Fatalf("plan for a lone network unit of a removed app:\n%s", plan)
+	}
+	// The same file of a wanted app is its own: nothing to remove.
+	app := store.App{Name: "gone", Containers: []store.Container{{Name: "gone", Static: "/srv/gone"}}, Stopped: true}
+	if plan := MakePlan(Desired{Apps: []store.App{app}}, obs); !plan.Empty() {
+		t.Fatalf("plan for a stopped app with its network unit:\n%s", plan)
 	}
 }
