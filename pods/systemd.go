@@ -674,6 +674,14 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 			present = append(present, n)
 		}
 	}
+	// The environments (they may hold secrets) go before their units, also one left by an
+	// Apply cut short: a removal cut short then leaves a unit, which is removed again, never a
+	// lone environment file.
+	for _, n := range names {
+		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("pods: remove %s: %w", EnvFile(n), err))
+		}
+	}
 	if len(present) > 0 {
 		// The files go last-named first: Remove names an app's container units before its
 		// network unit, so a removal cut short (the daemon killed) leaves a container unit,
@@ -695,10 +703,6 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	for _, n := range names {
 		s.sums.forget(filepath.Join(s.unitDir, n), EnvFile(n))
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
-		// The environment goes with its unit (also one left by an Apply cut short).
-		if err := os.Remove(EnvFile(n)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("pods: remove %s: %w", EnvFile(n), err))
-		}
 	}
 	return errors.Join(errs...)
 }
