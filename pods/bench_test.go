@@ -48,22 +48,13 @@ type benchResult struct {
 }
 
 func BenchmarkPodsVsPodman(b *testing.B) {
-	if podstest.Inside() {
-		b.Skip("runs on the host")
-	}
-	if err := podstest.Available(); err != nil {
-		b.Skip(err)
-	}
 	if _, err := exec.LookPath("podman"); err != nil {
 		b.Skip("podman needed for the comparison")
 	}
-	work := b.TempDir()
-	archive := filepath.Join(work, "image.tar")
 	tag := "localhost/onionpod-bench-" + randHex(4) + ":1"
-	writeDockerArchive(b, archive, tag, busyboxImage(b))
+	box, work, archive := benchBox(b, tag)
 	pm := newPodman(b, archive, tag)
 
-	box := podstest.New(b, podstest.Options{})
 	env := []string{envStore + "=" + filepath.Join(work, "store"), envBenchArchive + "=" + archive}
 	run := func(test string, round, count int) benchResult {
 		out := filepath.Join(work, fmt.Sprintf("%s-%d.json", test, round))
@@ -116,6 +107,22 @@ func BenchmarkPodsVsPodman(b *testing.B) {
 	fmt.Printf("  memory per pod    systemd PID 1 %+.0f kB RSS / %+.0f kB PSS, %d extra processes in %d pods\n",
 		mem.PID1RSSPerPodKB, mem.PID1PSSPerPodKB, mem.ExtraProcs, mem.Pods)
 	fmt.Printf("                    podman: conmon %.0f kB PSS / %.0f kB RSS per container (target: pods < 100 kB)\n\n", pmPSS, pmRSS)
+}
+
+// benchBox boots the box a benchmark's inside phase runs in, with the busybox image written as a
+// docker archive under tag in the benchmark's work directory.
+func benchBox(b *testing.B, tag string) (box *podstest.System, work, archive string) {
+	b.Helper()
+	if podstest.Inside() {
+		b.Skip("runs on the host")
+	}
+	if err := podstest.Available(); err != nil {
+		b.Skip(err)
+	}
+	work = b.TempDir()
+	archive = filepath.Join(work, "image.tar")
+	writeDockerArchive(b, archive, tag, busyboxImage(b))
+	return podstest.New(b, podstest.Options{}), work, archive
 }
 
 func TestInsideBenchStartStop(t *testing.T) {
