@@ -865,33 +865,30 @@ func (s *Systemd) Apps(ctx context.Context) ([]string, error) {
 
 // NetUnitApps lists the apps that have a network unit file, sorted.
 func (s *Systemd) NetUnitApps(ctx context.Context) ([]string, error) {
-	units, err := s.Units(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var apps []string
-	for _, u := range units {
-		if app, ok := ParseNetUnit(u); ok {
-			apps = append(apps, app)
-		}
-	}
-	return apps, nil
+	return parsedUnits(ctx, s, ParseNetUnit)
 }
 
 // PodUnits lists the container unit files present, sorted by app then unit name.
 func (s *Systemd) PodUnits(ctx context.Context) ([]PodRef, error) {
+	refs, err := parsedUnits(ctx, s, ParsePodUnit)
+	sort.SliceStable(refs, func(i, j int) bool { return refs[i].App < refs[j].App })
+	return refs, err
+}
+
+// parsedUnits is what parse makes of each unit file present that it takes, in the order of
+// Units.
+func parsedUnits[T any](ctx context.Context, s *Systemd, parse func(unit string) (T, bool)) ([]T, error) {
 	units, err := s.Units(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var refs []PodRef
+	var out []T
 	for _, u := range units {
-		if r, ok := ParsePodUnit(u); ok {
-			refs = append(refs, r)
+		if v, ok := parse(u); ok {
+			out = append(out, v)
 		}
 	}
-	sort.SliceStable(refs, func(i, j int) bool { return refs[i].App < refs[j].App })
-	return refs, nil
+	return out, nil
 }
 
 // Logs writes an app's journal to w, with `journalctl`: all its containers' and its network
