@@ -105,8 +105,9 @@ func (m *Manager) followed(l *lease, ino uint64) (Result, bool) {
 		m.mu.Lock()
 		fw, ok := m.firewalls[l.App]
 		m.mu.Unlock()
-		if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch || fw.lease != l {
-			if !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch {
+		stale := !ok || fw.sub != v.sub || fw.epoch != v.fwEpoch // the firewall read is not the namespace's now
+		if stale || fw.lease != l {
+			if stale {
 				st, err := readFirewall(l.Netns) // after the epoch was taken: a change meanwhile makes it stale
 				if err != nil {
 					return Result{}, false
