@@ -783,15 +783,7 @@ func (s *Systemd) PodStates(ctx context.Context) (map[PodRef]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pods: list pod units: %w", err)
 	}
-	out := make(map[PodRef]Status, len(units))
-	for _, u := range units {
-		ref, ok := ParsePodUnit(u.Name)
-		if u.LoadState == "not-found" || !ok {
-			continue
-		}
-		out[ref] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
-	}
-	return out, nil
+	return podStatuses(units, make(map[PodRef]Status, len(units))), nil
 }
 
 // PodStatesOf is PodStates for some container units only (loaded to be asked, if systemd had
@@ -813,6 +805,11 @@ func (s *Systemd) PodStatesOf(ctx context.Context, refs []PodRef) (map[PodRef]St
 	if err != nil {
 		return nil, fmt.Errorf("pods: list pod units: %w", err)
 	}
+	return podStatuses(units, out), nil
+}
+
+// podStatuses adds to out the states of the container units among units that exist.
+func podStatuses(units []sddbus.UnitStatus, out map[PodRef]Status) map[PodRef]Status {
 	for _, u := range units {
 		ref, ok := ParsePodUnit(u.Name)
 		if u.LoadState == "not-found" || !ok {
@@ -820,7 +817,7 @@ func (s *Systemd) PodStatesOf(ctx context.Context, refs []PodRef) (map[PodRef]St
 		}
 		out[ref] = Status{Unit: u.Name, ActiveState: u.ActiveState, SubState: u.SubState}
 	}
-	return out, nil
+	return out
 }
 
 // Units lists the onionpod unit files present (pods, networks, helper services), sorted: the
