@@ -242,20 +242,30 @@ func TestInsideBenchMemory(t *testing.T) {
 
 func benchInside(t *testing.T) (*ImageStore, *Systemd, *Image, int, int) {
 	t.Helper()
+	store, sd, img := benchImage(t, "BenchmarkPodsVsPodman")
+	count, _ := strconv.Atoi(os.Getenv(envBenchCount))
+	round, _ := strconv.Atoi(os.Getenv(envBenchRound))
+	return store, sd, img, count, round
+}
+
+// benchImage is the inside phase of the benchmark named from: its box's systemd and the image
+// the benchmark wrote (envBenchArchive), loaded into the store. It skips outside a box, or when
+// the benchmark did not start it (envBenchOut unset).
+func benchImage(t *testing.T, from string) (*ImageStore, *Systemd, *Image) {
+	t.Helper()
 	if !podstest.Inside() || os.Getenv(envBenchOut) == "" {
-		t.Skip("benchmark phase: runs inside a podstest box, from BenchmarkPodsVsPodman")
+		t.Skip("benchmark phase: runs inside a podstest box, from " + from)
 	}
 	store, sd := inside(t)
 	img, err := store.LoadArchive(t.Context(), os.Getenv(envBenchArchive), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	count, _ := strconv.Atoi(os.Getenv(envBenchCount))
-	round, _ := strconv.Atoi(os.Getenv(envBenchRound))
-	return store, sd, img, count, round
+	return store, sd, img
 }
 
-func writeBench(t *testing.T, r benchResult) {
+// writeBench hands the inside phase's result r to the benchmark, as JSON in envBenchOut.
+func writeBench(t *testing.T, r any) {
 	t.Helper()
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -64,13 +64,7 @@ func testFileSums(t *testing.T, w *dirwatch.Watch) {
 // Current answers for an app's units at once from the watch while nothing happened to their
 // files, and looks again at every file once something did.
 func TestCurrentFollowsTheDisk(t *testing.T) {
-	w, err := dirwatch.New()
-	if err != nil {
-		t.Skipf("no inotify: %v", err)
-	}
-	defer w.Close()
-	s := &Systemd{unitDir: t.TempDir()}
-	s.FollowFiles(w)
+	s := followingSystemd(t)
 	units := []Unit{
 		{Name: "onionpod-net-blog.service", Content: []byte("[Service]\nExecStart=/net\n")},
 		{Name: "onionpod-pod-blog.service", Content: []byte("[Service]\nExecStart=/pod\n")},
@@ -112,13 +106,7 @@ func TestCurrentFollowsTheDisk(t *testing.T) {
 // Units answers from its last read while nothing happened in the unit directory, and reads it
 // again once a unit file was created, removed or renamed there.
 func TestUnitsFollowTheDisk(t *testing.T) {
-	w, err := dirwatch.New()
-	if err != nil {
-		t.Skipf("no inotify: %v", err)
-	}
-	defer w.Close()
-	s := &Systemd{unitDir: t.TempDir()}
-	s.FollowFiles(w)
+	s := followingSystemd(t)
 	want := func(what string, names ...string) {
 		t.Helper()
 		for range 3 {
@@ -150,4 +138,18 @@ func TestUnitsFollowTheDisk(t *testing.T) {
 	got, _ := s.Units(t.Context())
 	got[0] = "changed by the caller"
 	want("a caller's change is its own", "onionpod-net-blog.service", "onionpod-pod-wiki.service")
+}
+
+// followingSystemd is a Systemd (no connection) over a new unit directory, following it with a
+// watch of its own.
+func followingSystemd(t *testing.T) *Systemd {
+	t.Helper()
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	t.Cleanup(func() { w.Close() })
+	s := &Systemd{unitDir: t.TempDir()}
+	s.FollowFiles(w)
+	return s
 }
