@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +18,14 @@ import (
 // test log.
 func run(t testing.TB, ctx context.Context, where string, argv ...string) (string, error) {
 	t.Helper()
+	return runIn(t, ctx, theLab, where, argv...)
+}
+
+// runIn is run in the lab l (a second lab of a test, or theLab).
+func runIn(t testing.TB, ctx context.Context, l *lab.Lab, where string, argv ...string) (string, error) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	c := theLab.Command(ctx, where, argv...)
+	c := l.Command(ctx, where, argv...)
 	c.Stdout, c.Stderr = &out, &errOut
 	err := c.Run()
 	if errOut.Len() > 0 {
@@ -103,19 +110,36 @@ func demoImage(t testing.TB, name, page string) string {
 }
 
 // fetch GETs url from the lab's LAN client (DNS through the box) or Tor client, retrying for up
-// to d (circuits, descriptors and DAD take a moment), and returns the body.
+// to d (circuits, descriptors and DAD take a moment; see curlRetrying), and returns the body.
 func fetch(t *testing.T, where, url string, d time.Duration) string {
 	t.Helper()
+	return curlRetrying(t, theLab, where, d, url)
+}
+
+// curlRetrying runs curl with args from where in the lab l until it succeeds, for up to d (then
+// it fails the test), and returns its output. Over Tor every retry asks for new circuits, as Tor
+// Browser's "New Tor circuit for this site" does: each retry gives its own SOCKS user name, and
+// tor keeps streams of different user names on different circuits (IsolateSOCKSAuth, on by
+// default). A Tor client that held a rendezvous circuit to a service whose tor went down can
+// keep sending into that circuit for minutes (tor gives up on each stream after SocksTimeout and
+// keeps the circuit): the lab saw it after 1 box reboot in 4, still stuck 4 minutes later, while
+// a new circuit fetched the page in 0.4 s. That is the client's state, not the box's.
+func curlRetrying(t testing.TB, l *lab.Lab, where string, d time.Duration, args ...string) string {
+	t.Helper()
 	deadline := time.Now().Add(d)
-	for {
+	for attempt := 0; ; attempt++ {
+		argv := []string{"curl", "-sS", "-g", "--fail", "--max-time", "30"}
+		if where == lab.InTor && attempt > 0 {
+			argv = append(argv, "--proxy", fmt.Sprintf("socks5h://retry%d-%s:x@%s", attempt, randomHex(3), l.State().Socks))
+		}
 		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-		out, err := run(t, ctx, where, "curl", "-sS", "-g", "--fail", "--max-time", "30", url)
+		out, err := runIn(t, ctx, l, where, append(argv, args...)...)
 		cancel()
 		if err == nil {
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fetch %s from %s: %v", url, where, err)
+			t.Fatalf("curl %s from %s: %v", strings.Join(args, " "), where, err)
 		}
 		time.Sleep(time.Second)
 	}

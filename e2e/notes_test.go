@@ -226,20 +226,8 @@ func stage(t *testing.T, from, to string) {
 // circuits and descriptors settle.
 func postNote(t *testing.T, where, base, text string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-		_, err := run(t, ctx, where, "curl", "-sS", "-g", "--fail", "--max-time", "30", "-H", "Accept: application/json",
-			"--data", "text="+url.QueryEscape(text), base+"notes")
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("POST %snotes from %s: %v", base, where, err)
-		}
-		time.Sleep(time.Second)
-	}
+	curlRetrying(t, theLab, where, 3*time.Minute, "-H", "Accept: application/json",
+		"--data", "text="+url.QueryEscape(text), base+"notes")
 }
 
 // readNotes lists the notes' texts through the app at base, from where.

@@ -302,20 +302,8 @@ func run2(t *testing.T, l *lab.Lab, argv ...string) string {
 	return out.String()
 }
 
-// fetchIn GETs url from where in l, retrying for up to d.
+// fetchIn GETs url from where in l, retrying for up to d (see curlRetrying).
 func fetchIn(t *testing.T, l *lab.Lab, where, url string, d time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-		out, err := l.Command(ctx, where, "curl", "-sS", "-g", "--fail", "--max-time", "30", url).Output()
-		cancel()
-		if err == nil {
-			return string(out)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fetch %s from %s: %v", url, where, err)
-		}
-		time.Sleep(time.Second)
-	}
+	return curlRetrying(t, l, where, d, url)
 }
