@@ -85,7 +85,7 @@ func leftovers(t *testing.T, app, onionURL string) []string {
 	if out, _ := run(t, ctx, lab.InBox, "systemctl", "list-unit-files", "--no-legend", "onionpod-*-"+app+".service"); strings.TrimSpace(out) != "" {
 		left = append(left, "units: "+out)
 	}
-	if out, _ := run(t, ctx, lab.InBox, "ls", "/run/netns"); strings.Contains(out, "onionpod-"+app+"\n") {
+	if out, _ := run(t, ctx, lab.InBox, "ls", boxNetnsDir+"/"); strings.Contains(out, "onionpod-"+app+"\n") {
 		left = append(left, "netns")
 	}
 	if out, _ := run(t, ctx, lab.InBox, "ls", "/var/lib/onionpod/network/leases"); strings.Contains(out, app+".json") {

@@ -88,7 +88,7 @@ func TestStaticSiteAndOnionOnly(t *testing.T) {
 	}
 	// From inside the pod the host (tor's side) answers, the LAN's router does not.
 	pingFromPod := func(addr string) error {
-		_, err := run(t, t.Context(), lab.InBox, "nsenter", "--net=/run/netns/onionpod-secret",
+		_, err := run(t, t.Context(), lab.InBox, "nsenter", "--net="+boxNetnsDir+"/onionpod-secret",
 			"busybox", "ping", "-6", "-c", "1", "-W", "2", addr)
 		return err
 	}

@@ -167,3 +167,7 @@ func writeFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// boxNetnsDir is where the box names the pods' network namespaces: the default network.netns_dir,
+// a link into the namespace holder (onionpod-netns.service).
+const boxNetnsDir = "/run/onionpod/netns"

@@ -48,7 +48,8 @@ type Config struct {
 	CNIPaths []string
 	// StateDir holds the leases and the CNI cache (created 0700).
 	StateDir string
-	// NetnsDir holds the pods' named namespaces; default /run/netns.
+	// NetnsDir holds the pods' named namespaces (a directory, or a namespace holder's link:
+	// netnsfile.Hold); default /run/onionpod/netns.
 	NetnsDir string
 	// DHCPSocket is the CNI dhcp daemon's socket, used only when a pod asks for IPv4;
 	// default /run/onionpod/dhcp.sock.
@@ -60,7 +61,7 @@ type Config struct {
 
 // Defaults for Config fields left empty.
 const (
-	DefaultNetnsDir   = "/run/netns"
+	DefaultNetnsDir   = "/run/onionpod/netns"
 	DefaultDHCPSocket = "/run/onionpod/dhcp.sock"
 	autoUplink        = "auto"
 )

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +45,7 @@ type AddressChange struct {
 // Every followed pod costs two netlink sockets (addresses, nftables events) and no goroutine:
 // one goroutine waits on all the sockets at once (epoll) and reads them with one buffer.
 func (m *Manager) Watch(ctx context.Context) <-chan AddressChange {
-	w, err := newWatcher(m.cfg.ULAPrefix, m.leases)
+	w, err := newWatcher(m.cfg.ULAPrefix, m.leases, netnsfile.MountTable(m.cfg.NetnsDir))
 	if err != nil {
 		// No epoll instance (out of file descriptors): a watch that reports nothing until ctx
 		// ends; Addresses reads the pods as without a watch.
@@ -104,7 +105,8 @@ type watcher struct {
 	leases leaseStore
 	epfd   int // every followed pod's sockets
 	wakeFD int // an eventfd in epfd: the loop ends when closed is set
-	// mountsFD is /proc/self/mountinfo, polled (with epfd, in one call) by every view: it
+	// mountsFD is the mountinfo of the mount table the pods' namespaces are named in (this
+	// process's, or the namespace holder's), polled (with epfd, in one call) by every view: it
 	// signals a change of the mount table, which any change of what a pod's namespace path
 	// names is (an unmount, a new bind mount). -1: not open (every view stats the path).
 	mountsFD int
@@ -158,7 +160,8 @@ type liveView struct {
 
 const dumpSeq = 1
 
-func newWatcher(ula netip.Prefix, leases leaseStore) (*watcher, error) {
+// mountTable is the mount table where the pods' namespaces are named (netnsfile.MountTable).
+func newWatcher(ula netip.Prefix, leases leaseStore, mountTable string) (*watcher, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -176,7 +179,7 @@ func newWatcher(ula netip.Prefix, leases leaseStore) (*watcher, error) {
 	w := &watcher{out: make(chan AddressChange, 64), ula: ula, leases: leases, epfd: epfd, wakeFD: wake,
 		pods: map[string]*follower{}, byFD: map[int32]*follower{}, pending: map[string]AddressChange{},
 		queued: make(chan struct{}, 1), ended: make(chan struct{}), buf: make([]byte, 64<<10), mounts: 1}
-	w.mountsFD, err = unix.Open("/proc/self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	w.mountsFD, err = unix.Open(mountTable, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		w.mountsFD = -1
 	}

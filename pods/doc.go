@@ -14,7 +14,9 @@
 //	onionpod-net-APP.service        the app's network (oneshot, RemainAfterExit), pulled in and
 //	                                ordered before every container by BindsTo= + After=
 //	onionpod-check-APP[_CONTAINER].service  a command health check while it runs (transient)
-//	onionpod-NAME.service           onionpod's own helper services (HostService), e.g. onionpod-tor
+//	onionpod-NAME.service           onionpod's own helper services (HostService), e.g. onionpod-tor,
+//	                                and onionpod-netns, the holder of the pods' namespaces
+//	                                (network units want it and start after it: Spec.NetAfter)
 //
 // Containers are enabled (WantedBy=multi-user.target), start after the containers their spec
 // names (After= and Wants=), stop with the image's StopSignal (KillSignal=), and run as one

@@ -24,9 +24,10 @@ import (
 // It starts one pod unit, then the same unit without its file-system sandbox options, then
 // without RootDirectory= too (so systemd makes no mount namespace for it), each with no other
 // pod and then with 1000 more network namespaces bind-mounted under /run/netns (one per pod, as
-// onionpod keeps them), and prints the medians and the cost per mount. The last row is the cure
-// not yet built: the pod's namespace and the 1000 others bind-mounted in a holder process's own
-// mount namespace (out of PID 1's mount table), the unit naming it as /proc/PID/root/....
+// onionpod kept them before its namespace holder), and prints the medians and the cost per
+// mount. The last row is what onionpod does now (onionpod-netns.service, netnsfile.Hold): the
+// pod's namespace and the 1000 others bind-mounted in a holder process's own mount namespace
+// (out of PID 1's mount table), the unit naming it as /proc/PID/root/....
 
 // mountCostVariant is one shape of the pod unit, measured with and without the extra mounts.
 type mountCostVariant struct {

@@ -35,6 +35,9 @@ type Spec struct {
 	// NetUp and NetDown are the network unit's ExecStart and ExecStop (e.g. `onionpod internal
 	// net-up APP`). With NetUp empty there is no network unit: Netns must then exist already.
 	NetUp, NetDown []string
+	// NetAfter are units the network unit wants and starts after (the holder of the pods'
+	// namespaces, onionpod-netns.service).
+	NetAfter []string
 	// OwnUser runs the container as a dynamic user of its own (ContainerUser) instead of the
 	// one every container of the app shares (AppUser): it then shares no volume with another.
 	OwnUser bool
@@ -431,6 +434,10 @@ func netUnit(s Spec, containers []Spec) *unitBuilder {
 	b := &unitBuilder{}
 	b.set("Unit", "Description", textValue, "description", "onionpod network of "+s.App)
 	b.fixed("Unit", "After", "network.target")
+	for _, u := range s.NetAfter {
+		b.set("Unit", "Wants", tokensValue, "network unit wants", u)
+		b.set("Unit", "After", tokensValue, "network unit after", u)
+	}
 	for _, c := range containers {
 		b.fixed("Unit", "Before", c.unitName())
 	}
@@ -477,6 +484,9 @@ type HostService struct {
 	// TemporaryFileSystem hides directories: each is an empty read-only tmpfs in the
 	// service's view.
 	TemporaryFileSystem []string
+	// OwnTmpfs are writable tmpfs of the service's own (mode 0755), in a mount namespace of its
+	// own: what the holder of the pods' namespaces keeps their mounts in, out of PID 1's table.
+	OwnTmpfs []string
 
 	// NetworkNamespacePath runs the service in that network namespace (e.g. a pod's).
 	NetworkNamespacePath string
@@ -612,6 +622,9 @@ func (h HostService) fileSystemOptions(b *unitBuilder) {
 	}
 	for _, p := range h.TemporaryFileSystem {
 		b.set("Service", "TemporaryFileSystem", readOnlyTmpfsValue, "TemporaryFileSystem", p)
+	}
+	for _, p := range h.OwnTmpfs {
+		b.set("Service", "TemporaryFileSystem", ownTmpfsValue, "TemporaryFileSystem", p)
 	}
 	for _, p := range h.BindPaths {
 		b.set("Service", "BindPaths", pathValue, "BindPaths", p)

@@ -35,6 +35,9 @@ const (
 	tokensValue
 	// readOnlyTmpfsValue is PATH of TemporaryFileSystem=, a pathValue written as PATH:ro.
 	readOnlyTmpfsValue
+	// ownTmpfsValue is PATH of TemporaryFileSystem=, a pathValue written as PATH:mode=0755
+	// (writable).
+	ownTmpfsValue
 	// assignmentValue is KEY=VALUE for Environment=: KEY a variable name, VALUE passing
 	// genvalue.Check; written double-quoted like a command word, '%' doubled ('$' is literal
 	// in Environment=).
@@ -52,7 +55,7 @@ const (
 // (which match ErrBadInput and never repeat a value that could be a secret).
 func unitValue(kind valueKind, field string, values ...string) (string, error) {
 	switch kind {
-	case textValue, pathValue, bindValue, relPathValue, readOnlyTmpfsValue, assignmentValue, credentialValue:
+	case textValue, pathValue, bindValue, relPathValue, readOnlyTmpfsValue, ownTmpfsValue, assignmentValue, credentialValue:
 		pair := kind == bindValue || kind == credentialValue
 		if len(values) != 1 && !pair || pair && len(values) != 2 {
 			return "", fmt.Errorf("pods: %s: %d values for one setting", field, len(values)) // a bug, not input
@@ -72,6 +75,8 @@ func unitValue(kind valueKind, field string, values ...string) (string, error) {
 		return values[0], genvalue.Path(field, values[0])
 	case readOnlyTmpfsValue:
 		return values[0] + ":ro", genvalue.Path(field, values[0])
+	case ownTmpfsValue:
+		return values[0] + ":mode=0755", genvalue.Path(field, values[0])
 	case bindValue:
 		for _, p := range values {
 			if err := genvalue.Path(field, p); err != nil {

@@ -1,6 +1,8 @@
 // Package netnsfile manages named network namespaces: a namespace kept alive by a bind mount of its
 // nsfs file at a path (what `ip netns add` does under /run/netns), and code run inside one. It is
-// shared by the network package and the lab's simulated LAN (internal/lab/lan).
+// shared by the network package and the lab's simulated LAN (internal/lab/lan). In a held
+// directory (a symlink into a holder process's own mount namespace, see Hold) the bind mounts are
+// made in the holder's namespace, out of PID 1's mount table.
 package netnsfile
 
 import (
@@ -20,19 +22,9 @@ import (
 // runs inside the new namespace, on the thread that created it, before Create returns (sysctls,
 // loopback): cheaper than entering the namespace again. If setup fails, the namespace is removed.
 func Create(path string, setup func() error) (err error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create netns %s: %w", path, err)
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("create netns %s: %w", path, fs.ErrExist)
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return fmt.Errorf("create netns %s: %w", path, err)
-	}
-	f.Close()
-	defer func() {
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
 	errc := make(chan error, 1)
 	go func() {
 		// The thread enters the new namespace and is never unlocked: it dies with this goroutine,
@@ -43,14 +35,13 @@ func Create(path string, setup func() error) (err error) {
 			return
 		}
 		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
+		if err := Pin(path, self); err != nil {
+			errc <- err
 			return
 		}
 		if setup != nil {
 			if err := setup(); err != nil {
-				unix.Unmount(path, unix.MNT_DETACH)
-				errc <- err
+				errc <- errors.Join(err, Remove(path))
 				return
 			}
 		}
@@ -65,8 +56,7 @@ func Create(path string, setup func() error) (err error) {
 // Remove unmounts the namespace at path and deletes the file. The kernel frees the namespace (and
 // the links inside it) once nothing else holds it. A path that is already gone is success.
 func Remove(path string) error {
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil &&
-		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+	if err := unbind(path); err != nil {
 		return fmt.Errorf("remove netns %s: unmount: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

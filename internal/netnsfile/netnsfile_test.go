@@ -1,12 +1,21 @@
 package netnsfile
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCreateDoRemove(t *testing.T) {
@@ -68,5 +77,121 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("path left behind: %v", err)
+	}
+}
+
+// holdEnv makes the test binary a holder (TestHoldHelper): "INNER LINK".
+const holdEnv = "NETNSFILE_TEST_HOLD"
+
+// TestHoldHelper is the holder process of TestHeldDirectory, not a test of its own.
+func TestHoldHelper(t *testing.T) {
+	spec := os.Getenv(holdEnv)
+	if spec == "" {
+		t.Skip("the holder process of TestHeldDirectory")
+	}
+	inner, link, _ := strings.Cut(spec, " ")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := Hold(ctx, inner, link, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// TestHeldDirectory: namespaces named in a held directory are mounted in the holder's mount
+// namespace, not the caller's, and are found, entered and removed through the link as in a
+// plain directory; the link goes when the holder stops.
+func TestHeldDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create namespaces")
+	}
+	dir := t.TempDir()
+	inner, link := filepath.Join(dir, "inner"), filepath.Join(dir, "link")
+	if err := os.Mkdir(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A holder the way systemd starts one: a mount namespace of its own, a tmpfs at inner.
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+		`mount -t tmpfs netns "$1" && exec "$2" -test.run '^TestHoldHelper$'`, "sh", inner, os.Args[0])
+	holder.Env = append(os.Environ(), holdEnv+"="+inner+" "+link)
+	holder.Stderr = os.Stderr
+	if err := holder.Start(); err != nil {
+		t.Skipf("unshare: %v", err)
+	}
+	exited := make(chan struct{})
+	var holderErr error
+	go func() { holderErr = holder.Wait(); close(exited) }()
+	defer func() {
+		holder.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}()
+	for HolderPID(link) != holder.Process.Pid {
+		select {
+		case <-exited:
+			t.Fatalf("the holder exited: %v", holderErr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	ns := filepath.Join(link, "ns")
+	if err := Create(ns, func() error { return Sysctl("net/ipv6/conf/default/accept_dad", "0") }); err != nil {
+		t.Fatal(err)
+	}
+	if !Exists(ns) {
+		t.Fatal("the held namespace is not found through the link")
+	}
+	mine, _ := os.ReadFile("/proc/self/mountinfo")
+	held, _ := os.ReadFile(MountTable(link))
+	if bytes.Contains(mine, []byte(inner)) || !bytes.Contains(held, []byte(filepath.Join(inner, "ns"))) {
+		t.Fatalf("the mount is in the caller's table (%v) or not in the holder's (%v)",
+			bytes.Contains(mine, []byte(inner)), bytes.Contains(held, []byte(filepath.Join(inner, "ns"))))
+	}
+	var got string
+	if err := Do(ns, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/accept_dad")
+		got = strings.TrimSpace(string(b))
+		return err
+	}); err != nil || got != "0" {
+		t.Fatalf("inside the held namespace: accept_dad %q, %v", got, err)
+	}
+	// Pin names the same namespace again.
+	again := filepath.Join(link, "again")
+	if err := Pin(again, ns); err != nil {
+		t.Fatal(err)
+	}
+	var a, b unix.Stat_t
+	if unix.Stat(ns, &a) != nil || unix.Stat(again, &b) != nil || a.Ino != b.Ino {
+		t.Fatal("Pin named another namespace")
+	}
+	if err := Create(ns, nil); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("Create over a held name = %v, want ErrExist", err)
+	}
+	for _, p := range []string{ns, again} {
+		if err := Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(p); Exists(p) || !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s left after Remove: %v", p, err)
+		}
+	}
+	if held, _ := os.ReadFile(MountTable(link)); bytes.Contains(held, []byte(filepath.Join(inner, "ns"))) {
+		t.Fatal("still mounted in the holder after Remove")
+	}
+	if err := Remove(ns); err != nil {
+		t.Fatalf("second Remove = %v", err)
+	}
+
+	// A holder in the mount namespace of the units' PID 1 is refused (here: of this process).
+	if err := notInMountNamespaceOf("/proc/self"); err == nil || !strings.Contains(err.Error(), "runs in the mount namespace of /proc/self") {
+		t.Fatalf("holding in the caller's own mount namespace = %v", err)
+	}
+
+	holder.Process.Signal(syscall.SIGTERM)
+	if <-exited; holderErr != nil {
+		t.Fatalf("holder: %v", holderErr)
+	}
+	if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the link outlived its holder: %v", err)
 	}
 }

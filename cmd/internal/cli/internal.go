@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
 	"github.com/onionpod/onionpod/cmd/internal/daemon"
@@ -12,6 +13,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/internal/names"
+	"github.com/onionpod/onionpod/internal/netnsfile"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
@@ -19,8 +21,22 @@ import (
 // newInternalCmd holds commands onionpod's own units run; users never need them.
 func newInternalCmd(env *Env) *cobra.Command {
 	cmd := groupCmd(&cobra.Command{Use: "internal", Short: "Commands run by onionpod's units", Hidden: true})
-	cmd.AddCommand(newNetUpCmd(env), newFrontCmd(env), newEdgeCmd(env))
+	cmd.AddCommand(newNetUpCmd(env), newFrontCmd(env), newEdgeCmd(env), newNetnsHolderCmd())
 	return cmd
+}
+
+// newNetnsHolderCmd is the ExecStart of onionpod-netns.service: the holder of the pods' network
+// namespaces. systemd starts it in a mount namespace of its own with a tmpfs at INNER; it points
+// LINK (network.netns_dir) at that tmpfs and waits, so that the pods' namespace mounts are made
+// there, out of the mount table systemd copies at every unit start (netnsfile.Hold).
+func newNetnsHolderCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:  "netns-holder INNER LINK",
+		Args: exactArgs("INNER", "LINK"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return netnsfile.Hold(cmd.Context(), args[0], args[1], func() { sddaemon.SdNotify(false, sddaemon.SdNotifyReady) })
+		},
+	}
 }
 
 type netUpOptions struct {

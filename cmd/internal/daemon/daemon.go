@@ -72,9 +72,10 @@ type Daemon struct {
 	health        *health.Monitor // the containers' health checks
 	healthChanged chan struct{}   // a container's health changed: refresh the statuses
 
-	updateLocks updateLocks     // one update or rollback of an app at a time
-	runDone     <-chan struct{} // closed when Run's context ends (set by Run before it serves)
-	quiesced    quiesced        // apps held stopped for a backup or a restore
+	updateLocks updateLocks             // one update or rollback of an app at a time
+	runDone     <-chan struct{}         // closed when Run's context ends (set by Run before it serves)
+	abort       context.CancelCauseFunc // ends Run with an error (set by Run before it serves)
+	quiesced    quiesced                // apps held stopped for a backup or a restore
 
 	mu          sync.Mutex
 	statuses    map[string]api.AppStatus
@@ -134,6 +135,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer p.close()
 	d.parts = p
+	if err := p.ensureNetnsHolder(ctx, d.cfg, d.opts.Self, d.log); err != nil {
+		return err
+	}
+	if p.netns.pid != 0 {
+		p.pods.netAfter = []string{netnsHolderService(d.opts.Self, p.netns.link).UnitName()}
+	}
 	d.store.FollowFiles(p.files)
 	defer d.store.FollowFiles(nil) // before p.close closes it
 	d.logDamagedState()
@@ -142,9 +149,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.obs, err = d.newObservability(p); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	d.runDone = ctx.Done()
+	d.abort = cancel
 	p.pods.fetches = newFetcher(ctx, func(ctx context.Context, ref string) error {
 		_, err := p.images.Pull(ctx, ref, io.Discard)
 		return err
@@ -173,7 +181,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.trigger("boot")
 	loopErr := d.loop(ctx)
-	cancel()
+	if cause := context.Cause(ctx); loopErr == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		loopErr = cause // the daemon stopped itself (abort)
+	}
+	cancel(nil)
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelShutdown()
 	srv.Shutdown(shutdownCtx)

@@ -73,6 +73,12 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	defer d.passMu.Unlock()
 	start := time.Now()
 	p := d.parts
+	if err := p.netns.stillHeld(); err != nil {
+		// Attaching would make second namespaces for pods that run in theirs.
+		d.log.Error("no pass", "err", err)
+		d.abort(err)
+		return reconcile.Result{}
+	}
 	desired, err := d.desired(ctx, start)
 	if err != nil {
 		d.log.Error("reading desired state: no pass", "err", err)

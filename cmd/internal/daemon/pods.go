@@ -23,6 +23,7 @@ type podBuilder struct {
 	self       string // the onionpod binary (static sites run it; network units call it)
 	configPath string
 	netnsDir   string
+	netAfter   []string // units the network units start after (the namespace holder)
 	fetches    *fetcher // registry pulls in the background (set by Run)
 
 	mu       sync.Mutex
@@ -304,6 +305,7 @@ func (b *podBuilder) spec(app store.App, c store.Container, netns string) (pods.
 	// no ExecStop: at shutdown the namespaces go with the box (leases stay, so the next boot gets
 	// the same addresses); removing an app detaches its network in the daemon.
 	spec.NetUp = []string{b.self, "--config", b.configPath, "internal", "net-up", app.Name}
+	spec.NetAfter = b.netAfter
 	return spec, img, nil
 }
 

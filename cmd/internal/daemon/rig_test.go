@@ -68,7 +68,8 @@ type rig struct {
 	tor     *oniontest.Tor
 	named   *dnstest.Named
 	client  *api.Client
-	stop    func() // stops the running daemon; nil when none runs
+	stop    func()     // stops the running daemon; nil when none runs
+	done    chan error // Run's result, of the daemon start runs
 }
 
 // newRig sets up the parts and starts the daemon. Call it inside a box.
@@ -150,6 +151,7 @@ func (r *rig) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	r.done = done
 	go func() { done <- d.Run(ctx) }()
 	r.stop = func() {
 		cancel()

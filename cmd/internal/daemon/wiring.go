@@ -38,6 +38,7 @@ type parts struct {
 	sets    *dnsSets        // the zone's one publisher (addresses, challenges, the edge's A records)
 	tls     *tlsParts       // HTTPS (nil when tls and edge are off)
 	files   *dirwatch.Watch // events of the files the caches check (nil: none)
+	netns   *netnsHolder    // the holder of the pods' network namespaces
 	closers []func() error
 }
 
