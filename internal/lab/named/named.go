@@ -203,34 +203,38 @@ func (n *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// waitReady polls with SOA queries until named answers.
+// waitReady polls with SOA queries until named answers, over UDP and then over TCP (which
+// dynamic updates and transfers use: named may answer on one a moment before the other).
 func (n *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c := &mdns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
 	m := new(mdns.Msg)
 	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
-	for {
-		select {
-		case <-n.done:
-			return errors.New("named exited")
-		default:
-		}
-		if r, err := n.exchange(ctx, c, m); err == nil && r != nil {
-			// A primary is ready when it serves the zone; a secondary as
-			// soon as it answers (the transfer follows).
-			if n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess {
-				return nil
+	for _, network := range []string{"udp", "tcp"} {
+		c := &mdns.Client{Net: network, Timeout: 200 * time.Millisecond}
+		for ready := false; !ready; {
+			select {
+			case <-n.done:
+				return errors.New("named exited")
+			default:
+			}
+			if r, err := n.exchange(ctx, c, m); err == nil && r != nil {
+				// A primary is ready when it serves the zone; a secondary as
+				// soon as it answers (the transfer follows).
+				if ready = n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess; ready {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("not answering over %s: %w", network, ctx.Err())
+			case <-n.done:
+				return errors.New("named exited")
+			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not answering: %w", ctx.Err())
-		case <-n.done:
-			return errors.New("named exited")
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
+	return nil
 }
 
 // exchange sends m to named, from its namespace.
