@@ -80,14 +80,14 @@ func TestFailedSetupLeavesNothing(t *testing.T) {
 	}
 }
 
-// holdEnv makes the test binary a holder (TestHoldHelper): "INNER LINK".
+// holdEnv makes the test binary a holder (see TestMain): "INNER LINK".
 const holdEnv = "NETNSFILE_TEST_HOLD"
 
-// TestHoldHelper is the holder process of TestHeldDirectory, not a test of its own.
-func TestHoldHelper(t *testing.T) {
+// TestMain runs the tests, or, with holdEnv set, is the holder process of TestHeldDirectory.
+func TestMain(m *testing.M) {
 	spec := os.Getenv(holdEnv)
 	if spec == "" {
-		t.Skip("the holder process of TestHeldDirectory")
+		os.Exit(m.Run())
 	}
 	inner, link, _ := strings.Cut(spec, " ")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -113,7 +113,7 @@ func TestHeldDirectory(t *testing.T) {
 	}
 	// A holder the way systemd starts one: a mount namespace of its own, a tmpfs at inner.
 	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-		`mount -t tmpfs netns "$1" && exec "$2" -test.run '^TestHoldHelper$'`, "sh", inner, os.Args[0])
+		`mount -t tmpfs netns "$1" && exec "$2"`, "sh", inner, os.Args[0])
 	holder.Env = append(os.Environ(), holdEnv+"="+inner+" "+link)
 	holder.Stderr = os.Stderr
 	if err := holder.Start(); err != nil {
