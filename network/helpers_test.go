@@ -266,3 +266,15 @@ func startDHCPDaemon(t testing.TB, box, socket string, extra ...string) (stop fu
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// flushFirewallByHand empties the nftables ruleset of the namespace at netnsPath with Debian's nft,
+// as an administrator would.
+func flushFirewallByHand(t testing.TB, netnsPath string) {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Fatal("nft not installed (apt-get install nftables; bash .ci/install-deps installs it)")
+	}
+	if out, err := nettest.Exec(context.Background(), netnsPath, "nft", "flush", "ruleset"); err != nil {
+		t.Fatalf("nft flush ruleset: %v: %s", err, out)
+	}
+}

@@ -60,9 +60,7 @@ func TestPublishedPortsAnswerOnTheLAN(t *testing.T) {
 		}
 	})
 	t.Run("a flushed firewall is noticed and put back", func(t *testing.T) {
-		if out, err := nettest.Exec(ctx, res.Netns, "nft", "flush", "ruleset"); err != nil {
-			t.Skipf("nft: %v %s", err, out)
-		}
+		flushFirewallByHand(t, res.Netns)
 		changed := []network.PortMap{{Public: 80, Target: 9090}}
 		if now, err := e.m.Addresses("site"); err != nil || now.Firewall || now.Publishes(changed) {
 			t.Fatalf("Addresses after a flush = %+v, %v; want no firewall", now, err)

@@ -138,9 +138,7 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 	}
 	for _, app := range []string{apps[1], apps[3]} { // a LAN pod, an onion-only one
 		r, _ := e.m.Addresses(app)
-		if out, err := nettest.Exec(context.Background(), r.Netns, "nft", "flush", "ruleset"); err != nil {
-			t.Skipf("nft: %v %s", err, out)
-		}
+		flushFirewallByHand(t, r.Netns)
 		if r := same(app); r.Firewall || r.Publishes(ports) {
 			t.Errorf("%s: firewall flushed by hand, yet Addresses = %+v", app, r)
 		}
@@ -174,9 +172,7 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 	if r := same(apps[2]); !r.Publishes(ports) {
 		t.Errorf("%s: its namespace made again, yet Addresses = %+v", apps[2], r)
 	}
-	if out, err := nettest.Exec(context.Background(), r.Netns, "nft", "flush", "ruleset"); err != nil {
-		t.Fatalf("nft: %v %s", err, out)
-	}
+	flushFirewallByHand(t, r.Netns)
 	if r := same(apps[2]); r.Firewall {
 		t.Errorf("%s: the new namespace's firewall flushed by hand, yet Addresses = %+v", apps[2], r)
 	}
