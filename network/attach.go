@@ -107,6 +107,9 @@ func (m *Manager) attachFresh(ctx context.Context, a Attachment) (_ Result, err 
 		if err := m.ensureShim(ctx, l.Uplink); err != nil {
 			return Result{}, err
 		}
+		if err := m.ensureNeighbourRoom(); err != nil {
+			return Result{}, err
+		}
 	}
 	podH, err := m.createPod(l, a.Ports)
 	if err != nil {
@@ -149,6 +152,9 @@ func (m *Manager) rebuild(ctx context.Context, old *lease, a Attachment) (_ Resu
 	}()
 	if !l.OnionOnly {
 		if err := m.ensureShim(ctx, l.Uplink); err != nil {
+			return Result{}, true, err
+		}
+		if err := m.ensureNeighbourRoom(); err != nil {
 			return Result{}, true, err
 		}
 	}

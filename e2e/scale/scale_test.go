@@ -32,6 +32,7 @@ import (
 
 	"github.com/onionpod/onionpod/internal/lab"
 	"github.com/onionpod/onionpod/internal/lab/hostcheck"
+	"github.com/onionpod/onionpod/network"
 )
 
 // Targets at 1000 apps (issue 14).
@@ -72,6 +73,7 @@ func BenchmarkScale(b *testing.B) {
 		b.Skip("-short: the lab and 1000 apps take half an hour")
 	}
 	counts := sizes(b)
+	roomForNeighbours(b, counts[len(counts)-1]+50) // the extra apps of the expose figure, too
 	s := newScaleLab(b)
 	fmt.Printf("machine: %d cores, %s, %s; tor offline (DisableNetwork 1); probes every 30 s (the lab's config)\n",
 		runtime.NumCPU(), memTotal(), runtime.Version())
@@ -99,6 +101,47 @@ func BenchmarkScale(b *testing.B) {
 		})
 	}
 	printTable(counts, results)
+}
+
+// roomForNeighbours raises this host's neighbour table limits for pods LAN pods, as onionpod
+// raises its box's on a real box: the kernel keeps one table for every network namespace, and the
+// lab's box is a namespace, whose limits are the host's. Without it, at 1000 apps some pods never
+// get their SLAAC address ("neighbor table overflow" in the kernel log). The limits are put back
+// at the end, unless the lab stays up.
+func roomForNeighbours(b *testing.B, pods int) {
+	saved := map[string][]byte{}
+	for _, family := range []string{"ipv6", "ipv4"} {
+		for _, name := range []string{"gc_thresh2", "gc_thresh3"} {
+			path := filepath.Join(network.NeighbourLimitsDir(family), name)
+			if v, err := os.ReadFile(path); err == nil {
+				saved[path] = v
+			}
+		}
+	}
+	if err := network.EnsureNeighbourRoom(pods); err != nil {
+		b.Fatal(err)
+	}
+	var now []string
+	for path, was := range saved {
+		v, _ := os.ReadFile(path)
+		if !bytes.Equal(v, was) {
+			now = append(now, fmt.Sprintf("%s %s -> %s", strings.TrimPrefix(path, "/proc/sys/"), bytes.TrimSpace(was), bytes.TrimSpace(v)))
+		}
+	}
+	slices.Sort(now)
+	if len(now) > 0 {
+		fmt.Printf("host neighbour table limits raised for %d pods: %s\n", pods, strings.Join(now, ", "))
+	}
+	if os.Getenv("ONIONPOD_SCALE_KEEP") == "1" {
+		return
+	}
+	b.Cleanup(func() {
+		for path, was := range saved {
+			if err := os.WriteFile(path, was, 0o644); err != nil {
+				b.Logf("putting back %s: %v", path, err)
+			}
+		}
+	})
 }
 
 // printTable prints each figure at each size and its slope per app between sizes.
