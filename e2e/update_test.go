@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -293,13 +292,11 @@ func run2(t *testing.T, l *lab.Lab, argv ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	var out, errOut bytes.Buffer
-	c := l.Command(ctx, lab.InBox, argv...)
-	c.Stdout, c.Stderr = &out, &errOut
-	if err := c.Run(); err != nil {
-		t.Fatalf("%s: %v\n%s%s", strings.Join(argv, " "), err, out.String(), errOut.String())
+	out, err := runIn(t, ctx, l, lab.InBox, argv...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 	}
-	return out.String()
+	return out
 }
 
 // fetchIn GETs url from where in l, retrying for up to d (see curlRetrying).

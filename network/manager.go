@@ -157,7 +157,13 @@ func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 }
 
 func (m *Manager) netnsPath(app string) string {
-	return filepath.Join(m.cfg.NetnsDir, netnsPrefix+app)
+	return NetnsPath(m.cfg.NetnsDir, app)
+}
+
+// NetnsPath is where app's pod namespace is named in dir (network.netns_dir): what its units'
+// NetworkNamespacePath= say.
+func NetnsPath(dir, app string) string {
+	return filepath.Join(dir, netnsPrefix+app)
 }
 
 // lock serializes Attach, Detach and Check of one app, among this process's goroutines and then

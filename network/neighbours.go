@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The kernel keeps one IPv6 neighbour table (NDP) and one IPv4 table (ARP) for the whole box,
@@ -55,7 +56,10 @@ func EnsureNeighbourRoom(pods int) error {
 	return nil
 }
 
+// raiseBothNeighbourLimits raises the IPv6 and IPv4 limits of the calling thread's namespace,
+// counting the pods (at most once) only if one of them is there to look at.
 func raiseBothNeighbourLimits(count func() (int, error)) error {
+	count = sync.OnceValues(count)
 	var errs []error
 	for _, family := range []string{"ipv6", "ipv4"} {
 		errs = append(errs, raiseNeighbourLimits(NeighbourLimitsDir(family), count))

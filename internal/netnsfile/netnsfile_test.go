@@ -117,7 +117,7 @@ func TestHeldDirectory(t *testing.T) {
 	holder.Env = append(os.Environ(), holdEnv+"="+inner+" "+link)
 	holder.Stderr = os.Stderr
 	if err := holder.Start(); err != nil {
-		t.Skipf("unshare: %v", err)
+		t.Fatalf("unshare (util-linux): %v", err)
 	}
 	exited := make(chan struct{})
 	var holderErr error

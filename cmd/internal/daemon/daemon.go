@@ -138,9 +138,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := p.ensureNetnsHolder(ctx, d.cfg, d.opts.Self, d.log); err != nil {
 		return err
 	}
-	if p.netns.pid != 0 {
-		p.pods.netAfter = []string{netnsHolderService(d.opts.Self, p.netns.link).UnitName()}
-	}
 	d.store.FollowFiles(p.files)
 	defer d.store.FollowFiles(nil) // before p.close closes it
 	d.logDamagedState()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/internal/netnsfile"
+	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -74,6 +75,7 @@ func (p *parts) ensureNetnsHolder(ctx context.Context, cfg *configs.Config, self
 		return fmt.Errorf("daemon: netns holder: %s (pid %d) did not point %s at itself", unit.Name, st.MainPID, link)
 	}
 	p.netns.pid = st.MainPID
+	p.pods.netAfter = []string{unit.Name}
 	if link != legacyNetnsDir {
 		if err := moveNamespaces(legacyNetnsDir, link, log); err != nil {
 			return fmt.Errorf("daemon: netns holder: %w", err)
@@ -127,7 +129,7 @@ func (p *parts) repinRunningPods(ctx context.Context, log *slog.Logger) error {
 	done := map[string]bool{}
 	var errs []error
 	for ref, st := range states {
-		path := filepath.Join(p.netns.link, "onionpod-"+ref.App)
+		path := network.NetnsPath(p.netns.link, ref.App)
 		if done[ref.App] || st.ActiveState != "active" || netnsfile.Exists(path) {
 			continue
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/reconcile"
 	"github.com/onionpod/onionpod/cmd/internal/store"
 	"github.com/onionpod/onionpod/internal/dirwatch"
+	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -298,7 +299,7 @@ func (b *podBuilder) spec(app store.App, c store.Container, netns string) (pods.
 		spec.Volumes = append(spec.Volumes, pods.Volume{Name: v.Name, Path: v.Path})
 	}
 	if netns == "" {
-		netns = filepath.Join(b.netnsDir, "onionpod-"+app.Name)
+		netns = network.NetnsPath(b.netnsDir, app.Name)
 	}
 	spec.Netns = netns
 	// The network unit recreates the pod's network at boot, before the pod and the daemon. It has

@@ -21,6 +21,7 @@ import (
 	"github.com/onionpod/onionpod/dns"
 	"github.com/onionpod/onionpod/front"
 	"github.com/onionpod/onionpod/internal/atomicfile"
+	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -263,7 +264,7 @@ func (t *tlsParts) frontUnit(app store.App, onion string) (pods.Unit, error) {
 	return pods.HostService{
 		Name: "front-" + app.Name, Description: "onionpod HTTPS front of " + app.Name,
 		ExecStart: argv, Restart: "always", DynamicUser: true, Sandbox: true,
-		NetworkNamespacePath: filepath.Join(t.cfg.Network.NetnsDir, "onionpod-"+app.Name),
+		NetworkNamespacePath: network.NetnsPath(t.cfg.Network.NetnsDir, app.Name),
 		Credentials:          []pods.Credential{{Name: front.BundleCredential, Path: certs.BundlePath(t.cfg.TLSDir(), app.Name)}},
 		TemporaryFileSystem:  []string{t.cfg.StateDir},
 		BindsTo:              []string{pods.NetUnitName(app.Name)},

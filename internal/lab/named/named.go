@@ -208,33 +208,37 @@ func (n *Server) Start(ctx context.Context) error {
 func (n *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	m := new(mdns.Msg)
-	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
 	for _, network := range []string{"udp", "tcp"} {
-		c := &mdns.Client{Net: network, Timeout: 200 * time.Millisecond}
-		for ready := false; !ready; {
-			select {
-			case <-n.done:
-				return errors.New("named exited")
-			default:
-			}
-			if r, err := n.exchange(ctx, c, m); err == nil && r != nil {
-				// A primary is ready when it serves the zone; a secondary as
-				// soon as it answers (the transfer follows).
-				if ready = n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess; ready {
-					break
-				}
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("not answering over %s: %w", network, ctx.Err())
-			case <-n.done:
-				return errors.New("named exited")
-			case <-time.After(20 * time.Millisecond):
-			}
+		if err := n.waitAnswer(ctx, network); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// waitAnswer polls with SOA queries over network until named answers: a primary when it serves
+// the zone, a secondary as soon as it answers (the transfer follows).
+func (n *Server) waitAnswer(ctx context.Context, network string) error {
+	c := &mdns.Client{Net: network, Timeout: 200 * time.Millisecond}
+	m := new(mdns.Msg)
+	m.SetQuestion(n.opts.Zone, mdns.TypeSOA)
+	for {
+		select {
+		case <-n.done:
+			return errors.New("named exited")
+		default:
+		}
+		if r, err := n.exchange(ctx, c, m); err == nil && r != nil && (n.opts.Primary != "" || r.Rcode == mdns.RcodeSuccess) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not answering over %s: %w", network, ctx.Err())
+		case <-n.done:
+			return errors.New("named exited")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // exchange sends m to named, from its namespace.
