@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,12 @@ type Systemd struct {
 
 	sums   fileSums     // what Current read
 	listed dirwatch.Dir // the unit directory as Units read it last
+
+	// removed are the units whose files were removed since systemd last read them all:
+	// RemoveUnits does not reload (with 1000 apps a daemon-reload takes 2 s), so systemd may
+	// still hold them, loaded from their old files. Tidy reloads.
+	removedMu sync.Mutex
+	removed   map[string]bool
 }
 
 // fileSums remembers the SHA-256 of the files Current read, each with the identity of the file
@@ -216,9 +223,23 @@ type Status struct {
 // where unit files are written, normally /etc/systemd/system.
 func Connect(ctx context.Context, unitDir string) (*Systemd, error) {
 	s := &Systemd{unitDir: unitDir}
-	if _, err := s.connection(ctx); err != nil {
+	conn, err := s.connection(ctx)
+	if err != nil {
 		return nil, err
 	}
+	// Units an earlier onionpod removed without a reload: systemd still holds them.
+	units, err := conn.ListUnitsByPatternsContext(ctx, nil, []string{UnitPrefix + "pod-*.service", UnitPrefix + "net-*.service"})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("pods: list units: %w", err)
+	}
+	var lingering []string
+	for _, u := range units {
+		if u.LoadState != "not-found" && !s.exists(u.Name) {
+			lingering = append(lingering, u.Name)
+		}
+	}
+	s.noteRemoved(lingering)
 	return s, nil
 }
 
@@ -272,7 +293,10 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	if err != nil {
 		return err
 	}
-	var replaced []string // units that existed and changed: systemd may have loaded or started them
+	// Units whose file changed and that systemd may hold loaded from an older file (or
+	// started): those that existed, and those removed since systemd's last reload. A new
+	// unit is not asked about: asking loads it, and it would be loaded again to start.
+	var replaced []string
 	for _, u := range units {
 		if r, ok := ParsePodUnit(u.Name); ok {
 			if err := MigrateVolumes(r.App, u.Volumes); err != nil {
@@ -283,7 +307,7 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		if err != nil {
 			return err
 		}
-		if changed && existed {
+		if changed && (existed || s.wasRemoved(u.Name)) {
 			replaced = append(replaced, u.Name)
 		}
 	}
@@ -303,20 +327,25 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	wasActive := map[string]bool{}
 	reload := false
 	for _, name := range replaced {
-		props, err := conn.GetUnitPropertiesContext(ctx, name)
+		// Two properties, not all of them.
+		need, err := conn.GetUnitPropertyContext(ctx, name, "NeedDaemonReload")
 		if err != nil {
 			return fmt.Errorf("pods: %s: %w", name, err)
 		}
-		if b, _ := props["NeedDaemonReload"].(bool); b {
+		if b, _ := need.Value.Value().(bool); b {
 			reload = true
 		}
-		if st, _ := props["ActiveState"].(string); st == "active" || st == "activating" || st == "reloading" {
+		active, err := conn.GetUnitPropertyContext(ctx, name, "ActiveState")
+		if err != nil {
+			return fmt.Errorf("pods: %s: %w", name, err)
+		}
+		if st, _ := active.Value.Value().(string); st == "active" || st == "activating" || st == "reloading" {
 			wasActive[name] = true
 		}
 	}
 	if reload {
-		if err := conn.ReloadContext(ctx); err != nil {
-			return fmt.Errorf("pods: daemon-reload: %w", err)
+		if err := s.reload(ctx, conn); err != nil {
+			return err
 		}
 	}
 
@@ -693,18 +722,75 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 				}
 			}
 		}
+		// No daemon-reload here: it reads every unit again (2 s with 1000 apps). A stopped unit
+		// whose file is gone harms nothing until Tidy reloads, and Apply reloads first if a new
+		// file would meet it.
 		if err := atomicfile.SyncDir(s.unitDir); err != nil {
 			errs = append(errs, err)
 		}
-		if err := conn.ReloadContext(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("pods: daemon-reload: %w", err))
-		}
+		s.noteRemoved(present)
 	}
 	for _, n := range names {
 		s.sums.forget(filepath.Join(s.unitDir, n), EnvFile(n))
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
 	}
 	return errors.Join(errs...)
+}
+
+// noteRemoved records units whose files are gone while systemd may still hold them.
+func (s *Systemd) noteRemoved(names []string) {
+	if len(names) == 0 {
+		return
+	}
+	s.removedMu.Lock()
+	defer s.removedMu.Unlock()
+	if s.removed == nil {
+		s.removed = map[string]bool{}
+	}
+	for _, n := range names {
+		s.removed[n] = true
+	}
+}
+
+func (s *Systemd) wasRemoved(name string) bool {
+	s.removedMu.Lock()
+	defer s.removedMu.Unlock()
+	return s.removed[name]
+}
+
+// ReloadOwed reports whether unit files were removed since systemd last read them all.
+func (s *Systemd) ReloadOwed() bool {
+	s.removedMu.Lock()
+	defer s.removedMu.Unlock()
+	return len(s.removed) > 0
+}
+
+// Tidy runs the daemon-reload the removals since the last one owe, if any: systemd then forgets
+// the removed units (until then it lists them "loaded inactive dead", warns that their files
+// changed on disk, and multi-user.target still wants them). The daemon calls it when the box is
+// quiet; a reload makes systemd answer nothing else for its duration.
+func (s *Systemd) Tidy(ctx context.Context) error {
+	if !s.ReloadOwed() {
+		return nil
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	return s.reload(ctx, conn)
+}
+
+// reload runs a daemon-reload, which pays what the removals before it owe.
+func (s *Systemd) reload(ctx context.Context, conn *sddbus.Conn) error {
+	s.removedMu.Lock()
+	owed := s.removed
+	s.removed = nil
+	s.removedMu.Unlock()
+	if err := conn.ReloadContext(ctx); err != nil {
+		s.noteRemoved(slices.Collect(maps.Keys(owed)))
+		return fmt.Errorf("pods: daemon-reload: %w", err)
+	}
+	return nil
 }
 
 func isNoSuchUnit(err error) bool {

@@ -289,7 +289,7 @@ func TestInsideRunPods(t *testing.T) {
 }
 
 func TestInsideAfterReboot(t *testing.T) {
-	_, sd := inside(t)
+	store, sd := inside(t)
 	ctx := t.Context()
 	// Both pods came back by themselves, network included.
 	st := waitRunning(t, sd, blogApp, 0)
@@ -305,7 +305,9 @@ func TestInsideAfterReboot(t *testing.T) {
 		t.Errorf("static after reboot GET / = %q", got)
 	}
 
-	// Remove: units gone, network torn down; again is fine.
+	// Remove: units gone, network torn down; again is fine. Removing reads no unit again (a
+	// daemon-reload takes 2 s with 1000 apps): a unit whose file changed on disk still says so.
+	marker := unitChangedOnDisk(t)
 	for _, app := range []string{blogApp, siteApp} {
 		if err := sd.Remove(ctx, app); err != nil {
 			t.Fatal(err)
@@ -316,6 +318,55 @@ func TestInsideAfterReboot(t *testing.T) {
 		if _, err := sd.Status(ctx, app); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Status(%s) after Remove = %v, want ErrNotFound", app, err)
 		}
+	}
+	if got := unitProperty(t, marker, "NeedDaemonReload"); got != "yes" {
+		t.Errorf("after the removals %s has NeedDaemonReload=%s: a removal reloaded systemd", marker, got)
+	}
+	if !sd.ReloadOwed() {
+		t.Errorf("units removed, and no reload owed")
+	}
+	// A daemon started now (a restart) finds the units systemd still holds.
+	sd2, err := Connect(ctx, "/etc/systemd/system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd2.Close()
+	if !sd2.ReloadOwed() {
+		t.Errorf("a new connection does not see the removed units systemd holds")
+	}
+	sd = sd2
+	// Created again at once under its name, on another port: its new units run, not the ones
+	// systemd still holds from before the removal.
+	sspec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), 81)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sspec.Netns = "/run/netns/" + siteNetns
+	sspec.NetUp, sspec.NetDown = netCommands(siteNetns)
+	sunits, err := PodUnits(sspec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(ctx, sunits...); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, sd, siteApp, 0)
+	if got := httpGet(t, siteNetns, "http://127.0.0.1:81/"); got != "static site\n" {
+		t.Errorf("the site created again: GET :81 = %q", got)
+	}
+	if err := sd.Remove(ctx, siteApp); err != nil {
+		t.Fatal(err)
+	}
+	// Tidy pays the reload owed: systemd forgets the removed units.
+	if err := sd.Tidy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sd.ReloadOwed() || unitProperty(t, marker, "NeedDaemonReload") != "no" {
+		t.Errorf("after Tidy: reload owed %v, %s NeedDaemonReload=%s", sd.ReloadOwed(), marker, unitProperty(t, marker, "NeedDaemonReload"))
+	}
+	removed := []string{PodUnitName(blogApp), NetUnitName(blogApp), PodUnitName(siteApp), NetUnitName(siteApp)}
+	if out, err := exec.Command("systemctl", append([]string{"list-units", "--all", "--plain", "--no-legend"}, removed...)...).Output(); err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Errorf("after Tidy systemd still lists removed units: %s, %v", out, err)
 	}
 	for _, ns := range []string{blogNetns, siteNetns} {
 		if _, err := os.Stat("/run/netns/" + ns); err == nil {
@@ -329,6 +380,41 @@ func TestInsideAfterReboot(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join("/etc/systemd/system/multi-user.target.wants", PodUnitName(blogApp))); err == nil {
 		t.Errorf("enable symlink left after Remove")
 	}
+}
+
+// unitChangedOnDisk starts a unit of its own and changes its file on disk after:
+// systemd says NeedDaemonReload=yes until a daemon-reload.
+func unitChangedOnDisk(t *testing.T) string {
+	t.Helper()
+	const name = "test-marker.service"
+	file := filepath.Join("/etc/systemd/system", name)
+	if err := os.WriteFile(file, []byte("[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("systemctl", "stop", name).Run()
+		os.Remove(file)
+	})
+	// Active after its start (RemainAfterExit): systemd keeps it loaded.
+	if out, err := exec.Command("systemctl", "start", name).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl start %s: %v\n%s", name, err, out)
+	}
+	if err := os.WriteFile(file, []byte("[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := unitProperty(t, name, "NeedDaemonReload"); got != "yes" {
+		t.Fatalf("%s changed on disk: NeedDaemonReload=%s, want yes", name, got)
+	}
+	return name
+}
+
+func unitProperty(t *testing.T, unit, prop string) string {
+	t.Helper()
+	out, err := exec.Command("systemctl", "show", "--value", "-p", prop, unit).Output()
+	if err != nil {
+		t.Fatalf("systemctl show %s: %v", unit, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // waitRunning waits until app's pod is active/running with a main PID other than notPID.

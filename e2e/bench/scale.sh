@@ -4,9 +4,9 @@
 # server, onionpod's managed tor offline: DisableNetwork 1), grows it to 10, 100 and 1000 apps
 # (busybox httpd pods of one image, each with an onion service and a DNS name) and prints at each
 # size the daemon's and tor's memory, a reconcile pass with nothing to do and with one change, a
-# reboot to every app running again, expose of one more app, ls and status, the machine's load
-# beside each figure, then a table of every figure with its slope per app. About 15 minutes on 2
-# cores (the reboot with 1000 apps loads the machine for two of them).
+# reboot to every app running again, expose of one more app and its rm, ls and status, the
+# machine's load beside each figure, then a table of every figure with its slope per app. About
+# 15 minutes on 2 cores (the reboot with 1000 apps loads the machine for two of them).
 #
 # Needs root and what `bash .ci/install-deps` installs (systemd, tor, radvd, CNI plugins,
 # busybox-static).

@@ -4,9 +4,9 @@
 // OFFLINE: DisableNetwork 1, so onion services are added but never published), grows it to 10,
 // 100 and 1000 apps (busybox httpd pods of one image, each with an onion service and a DNS name),
 // and prints at each size: the daemon's and tor's memory, one reconcile pass with nothing to do
-// and with one change, a reboot of the box to every app running again, `expose` of one more app,
-// `ls` and `status`; then each figure's slope per app. Nothing is asserted but bounds a loaded
-// machine never reaches: the figures are for reading (e2e/bench/scale.sh runs it).
+// and with one change, a reboot of the box to every app running again, `expose` of one more app
+// and its `rm`, `ls` and `status`; then each figure's slope per app. Nothing is asserted but
+// bounds a loaded machine never reaches: the figures are for reading (e2e/bench/scale.sh runs it).
 package scale_test
 
 import (
@@ -322,7 +322,9 @@ func (s *scaleLab) measure(b *testing.B, n int) []figure {
 			n, ms(change.Desired), ms(change.Observe), ms(change.Apply), ms(change.Status))
 	}
 	if want("expose") {
-		add("expose one more", "ms", ms(s.expose(b, 3)))
+		expose, rm := s.expose(b, 3)
+		add("expose one more", "ms", ms(expose))
+		add("rm of that one", "ms", ms(rm))
 	}
 	if want("ls") {
 		ls, lsAPI, lsBytes := s.ls(b, 5)
@@ -542,10 +544,11 @@ func medianPass(ps []passTimes) passTimes {
 }
 
 // expose exposes n new apps with the CLI (as a user would: the archive is sent, the command
-// returns once the pod runs, its onion service is added and its name published) and returns
-// the median time; the apps are removed after.
-func (s *scaleLab) expose(b *testing.B, n int) time.Duration {
-	var took []time.Duration
+// returns once the pod runs, its onion service is added and its name published), then removes
+// them (`rm --purge-key`: it returns once nothing of the app is left), and returns the median
+// times of both.
+func (s *scaleLab) expose(b *testing.B, n int) (expose, rm time.Duration) {
+	var took, removed []time.Duration
 	var made []string
 	for range n {
 		app := fmt.Sprintf("extra%03d", s.extra)
@@ -554,9 +557,9 @@ func (s *scaleLab) expose(b *testing.B, n int) time.Duration {
 		took = append(took, s.cli(b, "onionpod", "expose", app, "--image", s.image, "--port", "80", "--no-wait"))
 	}
 	for _, app := range made {
-		s.cli(b, "onionpod", "rm", "--purge-key", app)
+		removed = append(removed, s.cli(b, "onionpod", "rm", "--purge-key", app))
 	}
-	return median(took)
+	return median(took), median(removed)
 }
 
 // ls times `onionpod ls` and GET /v1/apps n times each; it returns the medians and the size of

@@ -34,6 +34,9 @@ type Options struct {
 	Version string
 	// DriftInterval is how often a pass runs with no trigger (default 30 s).
 	DriftInterval time.Duration
+	// TidyAfter is how long after the last pass that changed something systemd is reloaded, if
+	// units were removed since its last reload (default 20 s; see pods.Systemd.Tidy).
+	TidyAfter time.Duration
 	// Ready is called once the API socket listens (the CLI sends sd_notify READY=1).
 	Ready func()
 	// Self is the onionpod binary (network units and static sites run it); ConfigPath is the
@@ -94,6 +97,9 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 	}
 	if opts.DriftInterval == 0 {
 		opts.DriftInterval = 30 * time.Second
+	}
+	if opts.TidyAfter == 0 {
+		opts.TidyAfter = 20 * time.Second
 	}
 	if unreadable, err := cfg.CheckSecrets(); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -201,12 +207,17 @@ func (d *Daemon) trigger(reason string) {
 	}
 }
 
-// loop runs a pass on every trigger, on the drift tick, and when an app's backoff ends.
+// loop runs a pass on every trigger, on the drift tick, and when an app's backoff ends; and
+// tidies systemd once the box is quiet (TidyAfter).
 func (d *Daemon) loop(ctx context.Context) error {
 	tick := time.NewTicker(d.opts.DriftInterval)
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	tidy := time.NewTimer(time.Hour)
+	tidy.Stop()
+	defer tidy.Stop()
+	tidyArmed := false
 	for {
 		retry.Stop()
 		var retryC <-chan time.Time
@@ -220,9 +231,44 @@ func (d *Daemon) loop(ctx context.Context) error {
 		case <-d.triggerCh:
 		case <-tick.C:
 		case <-retryC:
+		case <-tidy.C:
+			tidyArmed = false
+			if err := d.tidyUnits(ctx); err != nil {
+				d.log.Warn("reloading systemd to forget removed units", "err", err)
+				tidy.Reset(d.opts.TidyAfter)
+				tidyArmed = true
+			}
+			continue
 		}
 		d.pass(ctx)
+		// TidyAfter from the last pass that changed something: never in a busy spell.
+		if d.parts.systemd.ReloadOwed() && (!tidyArmed || d.lastPassChanged()) {
+			tidy.Reset(d.opts.TidyAfter)
+			tidyArmed = true
+		}
 	}
+}
+
+// tidyUnits reloads systemd, between passes, if units were removed since its last reload.
+func (d *Daemon) tidyUnits(ctx context.Context) error {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	if !d.parts.systemd.ReloadOwed() {
+		return nil
+	}
+	start := time.Now()
+	if err := d.parts.systemd.Tidy(ctx); err != nil {
+		return err
+	}
+	d.log.Info("systemd reloaded to forget removed units", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// lastPassChanged reports whether the last pass had something to do.
+func (d *Daemon) lastPassChanged() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.passTimes.Changed > 0
 }
 
 func (d *Daemon) retryAt() time.Time {

@@ -143,7 +143,7 @@ func (r *rig) start() {
 	t := r.t
 	t.Helper()
 	d, err := daemon.New(r.cfg, daemon.Options{
-		Self: os.Getenv(binEnv), ConfigPath: r.cfgPath,
+		Self: os.Getenv(binEnv), ConfigPath: r.cfgPath, TidyAfter: time.Second,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
 	if err != nil {
