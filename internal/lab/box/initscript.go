@@ -71,6 +71,11 @@ func initScript(opts Options, bootID string) string {
 			w("mount -o remount,bind,ro %s", shq(m.Target))
 		}
 	}
+	// A real PID 1 may open as many files as the kernel allows, and systemd gives journald
+	// LimitNOFILE=524288 from it. Under a lower hard limit (this host's), journald kept 1024 and
+	// stopped taking log streams at about 1000 pods: the logs of later pods and of a restarted
+	// daemon went nowhere.
+	w("ulimit -Hn \"$(cat /proc/sys/fs/nr_open)\" 2>/dev/null || true")
 	w("exec env -i container=podstest SYSTEMD_UNIT_PATH=%s SYSTEMD_GENERATOR_PATH=/run/.podstest/empty "+
 		"SYSTEMD_ENVIRONMENT_GENERATOR_PATH=/run/.podstest/empty %s --unit=multi-user.target --show-status=no",
 		shq(strings.Join(unitPath, ":")), SystemdPath)
