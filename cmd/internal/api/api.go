@@ -229,6 +229,7 @@ type PassTimes struct {
 	Status  time.Duration `json:"status_ns"`  // the apps' statuses
 	Apps    int           `json:"apps"`       // apps in the desired state
 	Changed int           `json:"changed"`    // apps whose plan had steps
+	Looked  int           `json:"looked_at"`  // apps whose own state was looked at afresh
 }
 
 // ImageInfo is what an image archive sent to the daemon (POST /v1/images) loaded as: its ID

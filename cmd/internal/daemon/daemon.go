@@ -66,6 +66,7 @@ type Daemon struct {
 	sent      sentImages // images sent lately, which a prune spares
 
 	passMu     sync.Mutex // one pass or status refresh at a time
+	pending    pendingApps
 	lastResult reconcile.Result
 	lastWanted reconcile.Desired // what the last pass applied
 	retries    retries
@@ -198,13 +199,61 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return loopErr
 }
 
-// trigger asks for a reconcile pass soon; triggers coalesce.
+// trigger asks for a reconcile pass of every app soon; triggers coalesce.
 func (d *Daemon) trigger(reason string) {
+	d.pending.add("")
+	d.wake(reason)
+}
+
+// triggerApp asks for a pass soon after app's record changed: a pass that looks afresh at app
+// (and at every other app whose record changed meanwhile), and takes the others' own
+// observations from the last pass (reconcile.Runner.ObservePass).
+func (d *Daemon) triggerApp(app, reason string) {
+	d.pending.add(app)
+	d.wake(reason)
+}
+
+func (d *Daemon) wake(reason string) {
 	select {
 	case d.triggerCh <- struct{}{}:
 		d.log.Debug("pass triggered", "reason", reason)
 	default:
 	}
+}
+
+// pendingApps is what the passes asked for since the last one began: every app, or some.
+type pendingApps struct {
+	mu   sync.Mutex
+	all  bool
+	apps reconcile.Scope
+}
+
+// add asks for app ("": every app).
+func (p *pendingApps) add(app string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if app == "" {
+		p.all = true
+		return
+	}
+	if p.apps == nil {
+		p.apps = reconcile.Scope{}
+	}
+	p.apps[app] = true
+}
+
+// take returns what a pass beginning now must look at (nil scope: every app) and empties the
+// set; with all, every app whatever was asked. run is false when nothing was asked (a pass
+// that began since covered it).
+func (p *pendingApps) take(all bool) (scope reconcile.Scope, run bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	scope, run = p.apps, all || p.all || len(p.apps) > 0
+	if all || p.all {
+		scope = nil
+	}
+	p.all, p.apps = false, nil
+	return scope, run
 }
 
 // loop runs a pass on every trigger, on the drift tick, and when an app's backoff ends; and
@@ -225,10 +274,12 @@ func (d *Daemon) loop(ctx context.Context) error {
 			retry.Reset(time.Until(at))
 			retryC = retry.C
 		}
+		all := true
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.triggerCh:
+			all = false // what the triggers asked for
 		case <-tick.C:
 		case <-retryC:
 		case <-tidy.C:
@@ -240,7 +291,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 			}
 			continue
 		}
-		d.pass(ctx)
+		d.runPass(ctx, all)
 		// TidyAfter from the last pass that changed something: never in a busy spell.
 		if d.parts.systemd.ReloadOwed() && (!tidyArmed || d.lastPassChanged()) {
 			tidy.Reset(d.opts.TidyAfter)
@@ -421,7 +472,7 @@ func (d *Daemon) putApp(ctx context.Context, app store.App, who peer) (api.AppSt
 	for _, c := range app.Containers {
 		d.sent.claim(c.Image) // an image sent for it: the record keeps it now
 	}
-	d.trigger("app " + app.Name + " changed")
+	d.triggerApp(app.Name, "app "+app.Name+" changed")
 	return d.appStatus(app.Name)
 }
 
@@ -535,7 +586,7 @@ func (d *Daemon) setStopped(ctx context.Context, name string, stopped bool) (api
 	if err != nil {
 		return api.AppStatus{}, err
 	}
-	d.trigger("app " + name + " started/stopped")
+	d.triggerApp(name, "app "+name+" started/stopped")
 	return d.appStatus(name)
 }
 
@@ -564,7 +615,8 @@ func (d *Daemon) removeApp(ctx context.Context, name string, purgeKey bool) erro
 	if !existed && !(purgeKey && hasKey) && len(before) == 0 {
 		return errkind.NotFoundf("daemon: app %q: no such app", name)
 	}
-	res := d.pass(ctx) // its own result: another pass may run as soon as this one ends
+	d.pending.add(name)
+	res := d.runPass(ctx, false) // its own result: another pass may run as soon as this one ends
 	var failed error
 	if r, ok := res.Apps[name]; ok && r.Err != nil {
 		failed = r.Err

@@ -68,9 +68,17 @@ func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 // a plan, its application, and the apps' statuses; it returns the pass's result (the zero Result
 // when no pass ran). When the store cannot be listed at all, no pass runs (nothing is known of
 // any app: nothing may be withdrawn).
-func (d *Daemon) pass(ctx context.Context) reconcile.Result {
+func (d *Daemon) pass(ctx context.Context) reconcile.Result { return d.runPass(ctx, true) }
+
+// runPass runs a pass of what was asked for since the last one began (pendingApps), of every
+// app with all. It returns the zero Result when nothing was asked.
+func (d *Daemon) runPass(ctx context.Context, all bool) reconcile.Result {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
+	scope, run := d.pending.take(all)
+	if !run {
+		return reconcile.Result{}
+	}
 	start := time.Now()
 	p := d.parts
 	if err := p.netns.stillHeld(); err != nil {
@@ -93,7 +101,7 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	}
 	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
-	obs, obsErr := p.runner.Observe(ctx, desired.Apps)
+	obs, obsErr := p.runner.ObservePass(ctx, desired.Apps, scope)
 	observeTook := time.Since(tObserve)
 	if obsErr != nil {
 		d.log.Warn("observing", "err", obsErr)
@@ -126,13 +134,13 @@ func (d *Daemon) pass(ctx context.Context) reconcile.Result {
 	tStatus := time.Now()
 	d.publishStatuses(ctx, desired, res, d.unitsAfter(ctx, plan, desired.Apps, obs.UnitStates))
 	took := api.PassTimes{Ended: time.Now(), Desired: tObserve.Sub(start), Observe: observeTook, Apply: applyTook,
-		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed()}
+		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed(), Looked: obs.Looked}
 	took.Took = took.Ended.Sub(start)
 	d.notePass(took)
 	if !plan.Empty() {
 		d.log.Info("pass done", "took", took.Took.Round(time.Millisecond), "desired", took.Desired.Round(time.Millisecond),
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),
-			"status", took.Status.Round(time.Millisecond), "apps", took.Apps, "changed", took.Changed)
+			"status", took.Status.Round(time.Millisecond), "apps", took.Apps, "changed", took.Changed, "looked_at", took.Looked)
 	}
 	return res
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
@@ -37,6 +38,9 @@ type Runner struct {
 	Fronts func(store.App) bool
 	// Parallel bounds how many apps converge (and are observed) at once (default 4).
 	Parallel int
+
+	seenMu sync.Mutex
+	seen   map[string]seenApp // each app's own observation by the last ObservePass
 }
 
 func (r *Runner) parallel() int {
@@ -137,6 +141,15 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	for _, p := range removals {
 		r.remove(ctx, p, res.Apps[p.App])
 	}
+
+	// What was done to an app (or failed, or waits) is not what the last pass observed of it.
+	var touched []string
+	for _, p := range plan.Apps {
+		if a := res.Apps[p.App]; len(p.Steps) > 0 || p.Removal || p.Retry != nil || a.failed() || a.Fetching {
+			touched = append(touched, p.App)
+		}
+	}
+	r.forgetSeen(touched)
 	return res
 }
 

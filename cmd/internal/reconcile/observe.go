@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,63 @@ import (
 // error in the joined error: the plan then redoes idempotent steps, never removes on a guess
 // (removals only come from what was positively observed).
 func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, error) {
+	return r.observe(ctx, desired, nil, false)
+}
+
+// Scope names the apps a pass looks at afresh (nil: every app): those whose record changed.
+type Scope map[string]bool
+
+// ObservePass is Observe for a reconcile pass. It keeps each app's own observation (its network,
+// image and unit files: the part that costs per app), and, with a scope, takes it from the last
+// pass for the apps out of scope, when that pass observed the same record with the same
+// network and units present and Apply did nothing to the app since. What is listed for all
+// apps at once (units and their states, networks, keys, onion services, DNS records) is always
+// asked afresh. A pass for one app's change then costs what that app does, not what 1000 do;
+// the drift pass (scope nil) looks at everything again.
+func (r *Runner) ObservePass(ctx context.Context, desired []store.App, scope Scope) (Observed, error) {
+	return r.observe(ctx, desired, scope, true)
+}
+
+// seenApp is an app's own observation as ObservePass made it, with what it depended on.
+type seenApp struct {
+	app      store.App // the record observed
+	attached bool      // its network was listed as attached
+	present  uint64    // which of its containers' units were present (bit i: container i)
+	seen     appObserved
+}
+
+// presentUnits is the bit set of app's containers whose unit is present in units.
+func presentUnits(app store.App, units map[string]UnitState) uint64 {
+	var bits uint64
+	for i, c := range app.Containers {
+		if units[UnitKey(app.Name, c.Name)].Present {
+			bits |= 1 << (uint(i) % 64)
+		}
+	}
+	return bits
+}
+
+// lastSeen returns the kept observation of app if it still holds for attached and present.
+func (r *Runner) lastSeen(app store.App, attached bool, present uint64) (appObserved, bool) {
+	r.seenMu.Lock()
+	last, ok := r.seen[app.Name]
+	r.seenMu.Unlock()
+	if !ok || last.attached != attached || last.present != present || !reflect.DeepEqual(last.app, app) {
+		return appObserved{}, false
+	}
+	return last.seen, true
+}
+
+// forgetSeen drops the kept observations of apps.
+func (r *Runner) forgetSeen(apps []string) {
+	r.seenMu.Lock()
+	defer r.seenMu.Unlock()
+	for _, app := range apps {
+		delete(r.seen, app)
+	}
+}
+
+func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, keep bool) (Observed, error) {
 	obs := Observed{
 		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
 		Units: map[string]UnitState{}, NetUnits: map[string]bool{}, Onions: map[string]bool{}, DNS: map[string]bool{},
@@ -64,7 +122,25 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 	// Each app's network, image and units, on a few workers (each asks the file system and the
 	// kernel a dozen things per app: the box's cores answer side by side), then merged.
 	seen := make([]appObserved, len(desired))
-	r.eachApp(len(desired), func(i int) { seen[i] = r.observeApp(desired[i], obs.Networks[desired[i].Name], obs.Units) })
+	presentOf := make([]uint64, len(desired))
+	var looked atomic.Int64
+	r.eachApp(len(desired), func(i int) {
+		app := desired[i]
+		attached := obs.Networks[app.Name]
+		presentOf[i] = presentUnits(app, obs.Units)
+		if scope != nil && !scope[app.Name] {
+			if last, ok := r.lastSeen(app, attached, presentOf[i]); ok {
+				seen[i] = last
+				return
+			}
+		}
+		seen[i] = r.observeApp(app, attached, obs.Units)
+		looked.Add(1)
+	})
+	obs.Looked = int(looked.Load())
+	if keep {
+		r.keepSeen(desired, seen, presentOf, obs.Networks, len(errs) == 0)
+	}
 	l := <-statesCh
 	if l.err != nil {
 		errs = append(errs, l.err)
@@ -111,6 +187,20 @@ func (r *Runner) Observe(ctx context.Context, desired []store.App) (Observed, er
 		}
 	}
 	return obs, errors.Join(errs...)
+}
+
+// keepSeen keeps the apps' own observations for the next pass (none when an adapter failed:
+// what it left empty must be asked again).
+func (r *Runner) keepSeen(desired []store.App, seen []appObserved, present []uint64, attached map[string]bool, ok bool) {
+	next := make(map[string]seenApp, len(desired))
+	if ok {
+		for i, app := range desired {
+			next[app.Name] = seenApp{app: app, attached: attached[app.Name], present: present[i], seen: seen[i]}
+		}
+	}
+	r.seenMu.Lock()
+	defer r.seenMu.Unlock()
+	r.seen = next
 }
 
 // appObserved is what Observe found of one desired app.

@@ -70,6 +70,9 @@ type Observed struct {
 	// UnitStates are the containers' units as systemd listed them (not used by the plan: the
 	// statuses of a pass that changed nothing reuse them rather than asking systemd again).
 	UnitStates map[pods.PodRef]pods.Status `json:"-"`
+	// Looked counts the apps whose own state was looked at afresh (ObservePass takes the
+	// others' from the last pass).
+	Looked int `json:"-"`
 }
 
 // UnitState is what systemd says of a container's unit.

@@ -1,0 +1,128 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/network"
+	"github.com/onionpod/onionpod/pods"
+)
+
+// observedFakes answer Observe's questions (a unit test of which apps ObservePass looks at
+// again; TestInsideDaemon and the e2e tests run it against the real adapters). Every look at an
+// app's own state renders its units: that is what is counted.
+type observedFakes struct {
+	*fakes
+	attached    []string
+	netUnitsErr error
+	present     []pods.PodRef
+}
+
+func (o *observedFakes) Attached(context.Context) ([]string, error) { return o.attached, nil }
+func (o *observedFakes) Addresses(app string) (network.Result, error) {
+	return network.Result{Netns: "/run/netns/onionpod-" + app, ULA: netip.MustParseAddr("fd00::6")}, nil
+}
+func (o *observedFakes) Units(app store.App, netns string) ([]pods.Unit, error) {
+	o.log(app.Name, "look")
+	return o.fakes.Units(app, netns)
+}
+func (o *observedFakes) PodUnits(context.Context) ([]pods.PodRef, error) { return o.present, nil }
+func (o *observedFakes) NetUnitApps(context.Context) ([]string, error)   { return nil, o.netUnitsErr }
+func (o *observedFakes) PodStates(context.Context) (map[pods.PodRef]pods.Status, error) {
+	states := map[pods.PodRef]pods.Status{}
+	for _, ref := range o.present {
+		states[ref] = pods.Status{ActiveState: "active", SubState: "running"}
+	}
+	return states, nil
+}
+func (o *observedFakes) Current([]pods.Unit) bool { return true }
+
+// looks returns the apps looked at since the last call, and forgets them.
+func (o *observedFakes) looks() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var apps []string
+	for app, calls := range o.calls {
+		if slices.Contains(calls, "look") {
+			apps = append(apps, app)
+		}
+	}
+	clear(o.calls)
+	slices.Sort(apps)
+	return apps
+}
+
+// TestObservePassLooksAgainOnlyWhereNeeded: a pass for some apps' change looks afresh at those,
+// and at every other app whose record, network or units changed, that Apply worked on, or that
+// an adapter failure left unknown; the others' own observation is the last pass's.
+func TestObservePassLooksAgainOnlyWhereNeeded(t *testing.T) {
+	ctx := context.Background()
+	o := &observedFakes{fakes: newFakes(), attached: []string{"a", "b", "c"}}
+	for _, app := range []string{"a", "b", "c"} {
+		o.present = append(o.present, pods.PodRef{App: app, Container: app})
+	}
+	r := &Runner{Keys: o, Network: o, Pods: o, Units: o, Systemd: o, Onions: fakeOnions{o.fakes}, DNS: fakeDNS{o.fakes}, Zone: "box.example"}
+	apps := []store.App{
+		{Name: "a", Containers: image("a", "r.example/a:1"), Ports: []store.Port{{Public: 80, Target: 80}}},
+		{Name: "b", Containers: image("b", "r.example/b:1"), Ports: []store.Port{{Public: 80, Target: 80}}},
+		{Name: "c", Containers: image("c", "r.example/c:1"), Ports: []store.Port{{Public: 80, Target: 80}}},
+	}
+	pass := func(scope Scope, want ...string) Observed {
+		t.Helper()
+		obs, _ := r.ObservePass(ctx, apps, scope)
+		if got := o.looks(); !slices.Equal(got, want) || obs.Looked != len(want) {
+			t.Errorf("scope %v: looked at %v (counted %d), want %v", scope, got, obs.Looked, want)
+		}
+		for _, app := range apps {
+			if _, ok := obs.Addresses[app.Name]; !ok || !obs.Images[app.Name] || !obs.Units[app.Name].Current {
+				t.Errorf("scope %v: %s observed as %v, image %v, units %+v", scope, app.Name, obs.Addresses[app.Name], obs.Images[app.Name], obs.Units[app.Name])
+			}
+		}
+		return obs
+	}
+
+	pass(nil, "a", "b", "c")
+	pass(Scope{"a": true}, "a")
+	pass(Scope{}, nil...)
+	// Observe (not a pass) keeps nothing and changes nothing kept.
+	if _, err := r.Observe(ctx, apps[:1]); err != nil {
+		t.Fatal(err)
+	}
+	o.looks()
+	pass(Scope{"b": true}, "b")
+
+	// b's record changed without b in the scope: looked at again.
+	apps[1].Ports = []store.Port{{Public: 8080, Target: 80}}
+	pass(Scope{"a": true}, "a", "b")
+
+	// Apply worked on c: looked at again at the next pass.
+	obs := pass(Scope{}, nil...)
+	d := Desired{Apps: apps}
+	r.Apply(ctx, Plan{Apps: []AppPlan{{App: "a"}, {App: "b"}, {App: "c", Steps: []Step{{Kind: StartUnit}}}}}, d, obs)
+	o.looks()
+	pass(Scope{}, "c")
+
+	// c's unit went: looked at again (its units are no longer current without their files).
+	o.present = o.present[:2]
+	obs, _ = r.ObservePass(ctx, apps, Scope{})
+	if got := o.looks(); !slices.Equal(got, []string{"c"}) || obs.Units["c"].Current {
+		t.Errorf("c's unit gone: looked at %v, c's units %+v", got, obs.Units["c"])
+	}
+	o.present = append(o.present, pods.PodRef{App: "c", Container: "c"})
+	pass(Scope{}, "c")
+
+	// An adapter failed (one that no app's own observation depends on): nothing is kept, the
+	// next pass looks at every app.
+	o.netUnitsErr = errors.New("systemd: busy")
+	if _, err := r.ObservePass(ctx, apps, Scope{}); err == nil {
+		t.Fatal("the failing adapter's error is not returned")
+	}
+	o.looks()
+	o.netUnitsErr = nil
+	pass(Scope{}, "a", "b", "c")
+	pass(Scope{}, nil...)
+}
