@@ -72,10 +72,13 @@ func initScript(opts Options, bootID string) string {
 		}
 	}
 	// A real PID 1 may open as many files as the kernel allows, and systemd gives journald
-	// LimitNOFILE=524288 from it. Under a lower hard limit (this host's), journald kept 1024 and
-	// stopped taking log streams at about 1000 pods: the logs of later pods and of a restarted
-	// daemon went nowhere.
+	// LimitNOFILE=524288 from it. Under a lower hard limit (a host's, which a container may not
+	// raise), systemd left journald at 1024, and journald stopped taking log streams at about
+	// 1000 pods: the logs of later pods and of a restarted daemon went nowhere. Raise it where
+	// allowed, and give journald whatever hard limit there is.
 	w("ulimit -Hn \"$(cat /proc/sys/fs/nr_open)\" 2>/dev/null || true")
+	w("mkdir -p \"$STATE/units/systemd-journald.service.d\"")
+	w("printf '[Service]\\nLimitNOFILE=%%s\\n' \"$(ulimit -Hn)\" > \"$STATE/units/systemd-journald.service.d/podstest.conf\"")
 	w("exec env -i container=podstest SYSTEMD_UNIT_PATH=%s SYSTEMD_GENERATOR_PATH=/run/.podstest/empty "+
 		"SYSTEMD_ENVIRONMENT_GENERATOR_PATH=/run/.podstest/empty %s --unit=multi-user.target --show-status=no",
 		shq(strings.Join(unitPath, ":")), SystemdPath)
