@@ -237,19 +237,7 @@ func TestInsideRunPods(t *testing.T) {
 	}
 
 	// A static site: the (static) binary and the site, read-only, in an empty root, on port 80.
-	sspec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), 80)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sspec.Netns = "/run/netns/" + siteNetns
-	sspec.NetUp, sspec.NetDown = netCommands(siteNetns)
-	sunits, err := PodUnits(sspec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sd.Apply(ctx, sunits...); err != nil {
-		t.Fatal(err)
-	}
+	sspec := runSite(t, store, sd, 80)
 	sst := waitRunning(t, sd, siteApp, 0)
 	if got := httpGet(t, siteNetns, "http://127.0.0.1:80/"); got != "static site\n" {
 		t.Errorf("static GET / = %q", got)
@@ -337,19 +325,7 @@ func TestInsideAfterReboot(t *testing.T) {
 	sd = sd2
 	// Created again at once under its name, on another port: its new units run, not the ones
 	// systemd still holds from before the removal.
-	sspec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), 81)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sspec.Netns = "/run/netns/" + siteNetns
-	sspec.NetUp, sspec.NetDown = netCommands(siteNetns)
-	sunits, err := PodUnits(sspec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sd.Apply(ctx, sunits...); err != nil {
-		t.Fatal(err)
-	}
+	runSite(t, store, sd, 81)
 	waitRunning(t, sd, siteApp, 0)
 	if got := httpGet(t, siteNetns, "http://127.0.0.1:81/"); got != "static site\n" {
 		t.Errorf("the site created again: GET :81 = %q", got)
@@ -380,6 +356,25 @@ func TestInsideAfterReboot(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join("/etc/systemd/system/multi-user.target.wants", PodUnitName(blogApp))); err == nil {
 		t.Errorf("enable symlink left after Remove")
 	}
+}
+
+// runSite applies the units of the static site app serving on port, in its own netns.
+func runSite(t *testing.T, store *ImageStore, sd *Systemd, port uint16) Spec {
+	t.Helper()
+	spec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Netns = "/run/netns/" + siteNetns
+	spec.NetUp, spec.NetDown = netCommands(siteNetns)
+	units, err := PodUnits(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.Apply(t.Context(), units...); err != nil {
+		t.Fatal(err)
+	}
+	return spec
 }
 
 // unitChangedOnDisk starts a unit of its own and changes its file on disk after:
