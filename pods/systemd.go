@@ -765,19 +765,19 @@ func (s *Systemd) ReloadOwed() bool {
 	return len(s.removed) > 0
 }
 
-// Tidy runs the daemon-reload the removals since the last one owe, if any: systemd then forgets
-// the removed units (until then it lists them "loaded inactive dead", warns that their files
-// changed on disk, and multi-user.target still wants them). The daemon calls it when the box is
-// quiet; a reload makes systemd answer nothing else for its duration.
-func (s *Systemd) Tidy(ctx context.Context) error {
+// Tidy runs the daemon-reload the removals since the last one owe, if any (reloaded: it ran):
+// systemd then forgets the removed units (until then it lists them "loaded inactive dead", warns
+// that their files changed on disk, and multi-user.target still wants them). The daemon calls it
+// when the box is quiet; a reload makes systemd answer nothing else for its duration.
+func (s *Systemd) Tidy(ctx context.Context) (reloaded bool, err error) {
 	if !s.ReloadOwed() {
-		return nil
+		return false, nil
 	}
 	conn, err := s.connection(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	return s.reload(ctx, conn)
+	return true, s.reload(ctx, conn)
 }
 
 // reload runs a daemon-reload, which pays what the removals before it owe.

@@ -334,8 +334,8 @@ func TestInsideAfterReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tidy pays the reload owed: systemd forgets the removed units.
-	if err := sd.Tidy(ctx); err != nil {
-		t.Fatal(err)
+	if reloaded, err := sd.Tidy(ctx); err != nil || !reloaded {
+		t.Fatalf("Tidy with a reload owed: reloaded %v, %v", reloaded, err)
 	}
 	if sd.ReloadOwed() || unitProperty(t, marker, "NeedDaemonReload") != "no" {
 		t.Errorf("after Tidy: reload owed %v, %s NeedDaemonReload=%s", sd.ReloadOwed(), marker, unitProperty(t, marker, "NeedDaemonReload"))

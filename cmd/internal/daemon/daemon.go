@@ -34,8 +34,8 @@ type Options struct {
 	Version string
 	// DriftInterval is how often a pass runs with no trigger (default 30 s).
 	DriftInterval time.Duration
-	// TidyAfter is how long after the last pass that changed something systemd is reloaded, if
-	// units were removed since its last reload (default 20 s; see pods.Systemd.Tidy).
+	// TidyAfter is how long after the last pass systemd is reloaded, if units were removed
+	// since its last reload (default 20 s; see pods.Systemd.Tidy).
 	TidyAfter time.Duration
 	// Ready is called once the API socket listens (the CLI sends sd_notify READY=1).
 	Ready func()
@@ -54,6 +54,7 @@ type Daemon struct {
 	started time.Time
 
 	triggerCh chan struct{}
+	tidyCh    chan struct{} // a pass ended with a reload of systemd owed (tidyUnits)
 	parts     *parts
 	obs       *observability // dashboard, probes, metrics
 
@@ -118,6 +119,7 @@ func New(cfg *configs.Config, opts Options) (*Daemon, error) {
 		opts:      opts,
 		started:   time.Now(),
 		triggerCh: make(chan struct{}, 1),
+		tidyCh:    make(chan struct{}, 1),
 		maxWait:   maxWaitTimeout,
 		waits:     newPerUID("waits", maxWaitsPerUID),
 		followers: newPerUID("log followers", maxFollowersPerUID),
@@ -266,7 +268,6 @@ func (d *Daemon) loop(ctx context.Context) error {
 	tidy := time.NewTimer(time.Hour)
 	tidy.Stop()
 	defer tidy.Stop()
-	tidyArmed := false
 	for {
 		retry.Stop()
 		var retryC <-chan time.Time
@@ -282,21 +283,17 @@ func (d *Daemon) loop(ctx context.Context) error {
 			all = false // what the triggers asked for
 		case <-tick.C:
 		case <-retryC:
+		case <-d.tidyCh:
+			tidy.Reset(d.opts.TidyAfter) // TidyAfter after the last pass: never in a busy spell
+			continue
 		case <-tidy.C:
-			tidyArmed = false
 			if err := d.tidyUnits(ctx); err != nil {
 				d.log.Warn("reloading systemd to forget removed units", "err", err)
 				tidy.Reset(d.opts.TidyAfter)
-				tidyArmed = true
 			}
 			continue
 		}
 		d.runPass(ctx, all)
-		// TidyAfter from the last pass that changed something: never in a busy spell.
-		if d.parts.systemd.ReloadOwed() && (!tidyArmed || d.lastPassChanged()) {
-			tidy.Reset(d.opts.TidyAfter)
-			tidyArmed = true
-		}
 	}
 }
 
@@ -304,22 +301,12 @@ func (d *Daemon) loop(ctx context.Context) error {
 func (d *Daemon) tidyUnits(ctx context.Context) error {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	if !d.parts.systemd.ReloadOwed() {
-		return nil
-	}
 	start := time.Now()
-	if err := d.parts.systemd.Tidy(ctx); err != nil {
+	if reloaded, err := d.parts.systemd.Tidy(ctx); !reloaded {
 		return err
 	}
 	d.log.Info("systemd reloaded to forget removed units", "took", time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// lastPassChanged reports whether the last pass had something to do.
-func (d *Daemon) lastPassChanged() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.passTimes.Changed > 0
 }
 
 func (d *Daemon) retryAt() time.Time {

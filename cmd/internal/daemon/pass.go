@@ -137,6 +137,12 @@ func (d *Daemon) runPass(ctx context.Context, all bool) reconcile.Result {
 		Status: time.Since(tStatus), Apps: len(desired.Apps), Changed: plan.Changed(), Looked: obs.Looked}
 	took.Took = took.Ended.Sub(start)
 	d.notePass(took)
+	if p.systemd.ReloadOwed() { // this pass removed units, or an earlier one did: tidy once quiet
+		select {
+		case d.tidyCh <- struct{}{}:
+		default:
+		}
+	}
 	if !plan.Empty() {
 		d.log.Info("pass done", "took", took.Took.Round(time.Millisecond), "desired", took.Desired.Round(time.Millisecond),
 			"observe", observeTook.Round(time.Millisecond), "apply", applyTook.Round(time.Millisecond),

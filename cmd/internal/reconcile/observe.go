@@ -39,7 +39,7 @@ func (r *Runner) ObservePass(ctx context.Context, desired []store.App, scope Sco
 type seenApp struct {
 	app      store.App // the record observed
 	attached bool      // its network was listed as attached
-	present  uint64    // which of its containers' units were present (bit i: container i)
+	present  uint64    // which of its containers' units were present (bit i: container i; at most store.MaxContainers)
 	seen     appObserved
 }
 
@@ -48,7 +48,7 @@ func presentUnits(app store.App, units map[string]UnitState) uint64 {
 	var bits uint64
 	for i, c := range app.Containers {
 		if units[UnitKey(app.Name, c.Name)].Present {
-			bits |= 1 << (uint(i) % 64)
+			bits |= 1 << i
 		}
 	}
 	return bits
