@@ -40,8 +40,61 @@ type Systemd struct {
 	// removed are the units whose files were removed since systemd last read them all:
 	// RemoveUnits does not reload (with 1000 apps a daemon-reload takes 2 s), so systemd may
 	// still hold them, loaded from their old files. Tidy reloads.
-	removedMu sync.Mutex
-	removed   map[string]bool
+	removed nameSet
+	// rewritten are the units whose files Write or Apply replaced while systemd may hold the
+	// older ones, not yet looked at by an Apply (which reloads if one is stale, and restarts
+	// the running ones): a pass writes every app's changed units before it starts any, so that
+	// one reload covers them all (one per app took an hour for 1000 apps).
+	rewritten nameSet
+	// reloadMu makes Applies running side by side ask about stale units and reload one at a
+	// time: the first reloads, the others find their units read again.
+	reloadMu sync.Mutex
+}
+
+// nameSet is a set of unit names, safe for concurrent use.
+type nameSet struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (n *nameSet) add(names ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.names == nil {
+		n.names = map[string]bool{}
+	}
+	for _, name := range names {
+		n.names[name] = true
+	}
+}
+
+func (n *nameSet) has(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.names[name]
+}
+
+func (n *nameSet) remove(names ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, name := range names {
+		delete(n.names, name)
+	}
+}
+
+func (n *nameSet) empty() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.names) == 0
+}
+
+// take empties the set and returns what it held.
+func (n *nameSet) take() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	taken := slices.Collect(maps.Keys(n.names))
+	n.names = nil
+	return taken
 }
 
 // fileSums remembers the SHA-256 of the files Current read, each with the identity of the file
@@ -239,7 +292,7 @@ func Connect(ctx context.Context, unitDir string) (*Systemd, error) {
 			lingering = append(lingering, u.Name)
 		}
 	}
-	s.noteRemoved(lingering)
+	s.removed.add(lingering...)
 	return s, nil
 }
 
@@ -282,71 +335,23 @@ func checkUnitName(name string) error {
 }
 
 // Apply makes the given units match: each file is written (atomically) only when its content
-// changed, a unit's environment file (Unit.Env) root-only before the unit; systemd reloads once,
-// and only when a changed unit was already loaded (new units are loaded on demand, so creating a
-// pod needs no reload); units with an [Install] section are enabled (the multi-user.target.wants
-// symlink `systemctl enable` makes) and started, and a changed one that was running (its unit or
-// its environment) is restarted. Units without one (network units) start as dependencies of
-// their pod.
+// changed, a unit's environment file (Unit.Env) root-only before the unit (Write); systemd
+// reloads once, and only when a changed unit (changed here or by an earlier Write) was already
+// loaded (new units are loaded on demand, so creating a pod needs no reload); units with an
+// [Install] section are enabled (the multi-user.target.wants symlink `systemctl enable` makes)
+// and started, and a changed one that was running (its unit or its environment) is restarted.
+// Units without one (network units) start as dependencies of their pod.
 func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
-	// Units whose file changed and that systemd may hold loaded from an older file (or
-	// started): those that existed, and those removed since systemd's last reload. A new
-	// unit is not asked about: asking loads it, and it would be loaded again to start.
-	var replaced []string
-	for _, u := range units {
-		if r, ok := ParsePodUnit(u.Name); ok {
-			if err := MigrateVolumes(r.App, u.Volumes); err != nil {
-				return err
-			}
-		}
-		changed, existed, err := s.write(u)
-		if err != nil {
-			return err
-		}
-		if changed && (existed || s.wasRemoved(u.Name)) {
-			replaced = append(replaced, u.Name)
-		}
-	}
-	var enable []string
-	for _, u := range units {
-		if installable(u) && !s.enabled(u.Name) {
-			enable = append(enable, u.Name)
-		}
-	}
-	if err := s.enable(enable); err != nil {
+	if err := s.Write(units...); err != nil {
 		return err
 	}
-	if err := atomicfile.SyncDir(s.unitDir); err != nil {
-		return fmt.Errorf("pods: sync %s: %w", s.unitDir, err)
-	}
-
-	wasActive := map[string]bool{}
-	reload := false
-	for _, name := range replaced {
-		// Two properties, not all of them.
-		need, err := conn.GetUnitPropertyContext(ctx, name, "NeedDaemonReload")
-		if err != nil {
-			return fmt.Errorf("pods: %s: %w", name, err)
-		}
-		if b, _ := need.Value.Value().(bool); b {
-			reload = true
-		}
-		active, err := conn.GetUnitPropertyContext(ctx, name, "ActiveState")
-		if err != nil {
-			return fmt.Errorf("pods: %s: %w", name, err)
-		}
-		if st, _ := active.Value.Value().(string); st == "active" || st == "activating" || st == "reloading" {
-			wasActive[name] = true
-		}
-	}
-	if reload {
-		if err := s.reload(ctx, conn); err != nil {
-			return err
-		}
+	wasActive, err := s.settle(ctx, conn, units)
+	if err != nil {
+		return err
 	}
 
 	var errs []error
@@ -369,6 +374,86 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Write writes units (each only when changed, a unit's environment file root-only before the
+// unit) and enables those with an [Install] section, without starting any: Apply then starts
+// them, and restarts the changed ones that run. A pass writes every app's changed units first,
+// so that systemd reads them all again in one reload.
+func (s *Systemd) Write(units ...Unit) error {
+	for _, u := range units {
+		if r, ok := ParsePodUnit(u.Name); ok {
+			if err := MigrateVolumes(r.App, u.Volumes); err != nil {
+				return err
+			}
+		}
+		changed, existed, err := s.write(u)
+		if err != nil {
+			return err
+		}
+		// Units whose file changed and that systemd may hold loaded from an older file (or
+		// started): those that existed, and those removed since systemd's last reload. A
+		// new unit is not asked about: asking loads it, and it would be loaded again to start.
+		if changed && (existed || s.removed.has(u.Name)) {
+			s.rewritten.add(u.Name)
+		}
+	}
+	var enable []string
+	for _, u := range units {
+		if installable(u) && !s.enabled(u.Name) {
+			enable = append(enable, u.Name)
+		}
+	}
+	if err := s.enable(enable); err != nil {
+		return err
+	}
+	if err := atomicfile.SyncDir(s.unitDir); err != nil {
+		return fmt.Errorf("pods: sync %s: %w", s.unitDir, err)
+	}
+	return nil
+}
+
+// settle looks at the units of units that were rewritten (by this Apply or an earlier Write):
+// it reloads systemd if it holds one from an older file, and reports those that were running
+// (to be restarted).
+func (s *Systemd) settle(ctx context.Context, conn *sddbus.Conn, units []Unit) (wasActive map[string]bool, err error) {
+	var replaced []string
+	for _, u := range units {
+		if s.rewritten.has(u.Name) {
+			replaced = append(replaced, u.Name)
+		}
+	}
+	if len(replaced) == 0 {
+		return nil, nil
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	wasActive = map[string]bool{}
+	reload := false
+	for _, name := range replaced {
+		// Two properties, not all of them.
+		need, err := conn.GetUnitPropertyContext(ctx, name, "NeedDaemonReload")
+		if err != nil {
+			return nil, fmt.Errorf("pods: %s: %w", name, err)
+		}
+		if b, _ := need.Value.Value().(bool); b {
+			reload = true
+		}
+		active, err := conn.GetUnitPropertyContext(ctx, name, "ActiveState")
+		if err != nil {
+			return nil, fmt.Errorf("pods: %s: %w", name, err)
+		}
+		if st, _ := active.Value.Value().(string); st == "active" || st == "activating" || st == "reloading" {
+			wasActive[name] = true
+		}
+	}
+	if reload {
+		if err := s.reload(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
+	s.rewritten.remove(replaced...)
+	return wasActive, nil
 }
 
 // MigrateVolumes moves the app's volumes that are still where an older onionpod kept them
@@ -457,13 +542,15 @@ func (s *Systemd) FollowFiles(w *dirwatch.Watch) {
 }
 
 // Current reports whether the unit files, and their environment files, on disk are exactly
-// units (and so Apply would change nothing on disk). A file that did not change since Current
-// last read it costs an lstat.
+// units (and so Apply would change nothing on disk), and none of them was replaced by a Write
+// that no Apply followed yet. A file that did not change since Current last read it costs an
+// lstat.
 func (s *Systemd) Current(units []Unit) bool {
 	paths := make([]string, 0, 2*len(units))
 	contents := make([][]byte, 0, 2*len(units))
 	for _, u := range units {
-		if checkUnitName(u.Name) != nil || u.Content == nil {
+		// A unit Write replaced that no Apply looked at since may run its old file.
+		if checkUnitName(u.Name) != nil || u.Content == nil || s.rewritten.has(u.Name) {
 			return false
 		}
 		paths = append(paths, filepath.Join(s.unitDir, u.Name), EnvFile(u.Name))
@@ -588,13 +675,8 @@ func (s *Systemd) appUnits(app string) ([]string, error) {
 // ApplyApp is Apply for every unit of one app, which also stops, disables and deletes the
 // app's container units that units no longer has (a container taken out of the app).
 func (s *Systemd) ApplyApp(ctx context.Context, app string, units []Unit) error {
-	if err := ValidApp(app); err != nil {
+	if err := checkAppUnits(app, units); err != nil {
 		return err
-	}
-	for _, u := range units {
-		if r, ok := ParsePodUnit(u.Name); ok && r.App != app || !ok && u.Name != NetUnitName(app) {
-			return fmt.Errorf("pods: app %q: unit %s is not one of its own", app, u.Name) // a bug, not input
-		}
 	}
 	stale, err := s.staleUnits(app, units)
 	if err != nil {
@@ -606,6 +688,28 @@ func (s *Systemd) ApplyApp(ctx context.Context, app string, units []Unit) error 
 		}
 	}
 	return s.Apply(ctx, units...)
+}
+
+// WriteApp is Write for units of one app: ApplyApp then starts them (and removes the units of
+// containers the app no longer has).
+func (s *Systemd) WriteApp(app string, units []Unit) error {
+	if err := checkAppUnits(app, units); err != nil {
+		return err
+	}
+	return s.Write(units...)
+}
+
+// checkAppUnits checks that units are app's own.
+func checkAppUnits(app string, units []Unit) error {
+	if err := ValidApp(app); err != nil {
+		return err
+	}
+	for _, u := range units {
+		if r, ok := ParsePodUnit(u.Name); ok && r.App != app || !ok && u.Name != NetUnitName(app) {
+			return fmt.Errorf("pods: app %q: unit %s is not one of its own", app, u.Name) // a bug, not input
+		}
+	}
+	return nil
 }
 
 // staleUnits are the app's container units on disk that units does not have.
@@ -728,8 +832,9 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 		if err := atomicfile.SyncDir(s.unitDir); err != nil {
 			errs = append(errs, err)
 		}
-		s.noteRemoved(present)
+		s.removed.add(present...)
 	}
+	s.rewritten.remove(names...)
 	for _, n := range names {
 		s.sums.forget(filepath.Join(s.unitDir, n), EnvFile(n))
 		_ = conn.ResetFailedUnitContext(ctx, n) // forget a failed state; "not loaded" is fine
@@ -737,33 +842,8 @@ func (s *Systemd) RemoveUnits(ctx context.Context, names ...string) error {
 	return errors.Join(errs...)
 }
 
-// noteRemoved records units whose files are gone while systemd may still hold them.
-func (s *Systemd) noteRemoved(names []string) {
-	if len(names) == 0 {
-		return
-	}
-	s.removedMu.Lock()
-	defer s.removedMu.Unlock()
-	if s.removed == nil {
-		s.removed = map[string]bool{}
-	}
-	for _, n := range names {
-		s.removed[n] = true
-	}
-}
-
-func (s *Systemd) wasRemoved(name string) bool {
-	s.removedMu.Lock()
-	defer s.removedMu.Unlock()
-	return s.removed[name]
-}
-
 // ReloadOwed reports whether unit files were removed since systemd last read them all.
-func (s *Systemd) ReloadOwed() bool {
-	s.removedMu.Lock()
-	defer s.removedMu.Unlock()
-	return len(s.removed) > 0
-}
+func (s *Systemd) ReloadOwed() bool { return !s.removed.empty() }
 
 // Tidy runs the daemon-reload the removals since the last one owe, if any (reloaded: it ran):
 // systemd then forgets the removed units (until then it lists them "loaded inactive dead", warns
@@ -782,12 +862,9 @@ func (s *Systemd) Tidy(ctx context.Context) (reloaded bool, err error) {
 
 // reload runs a daemon-reload, which pays what the removals before it owe.
 func (s *Systemd) reload(ctx context.Context, conn *sddbus.Conn) error {
-	s.removedMu.Lock()
-	owed := s.removed
-	s.removed = nil
-	s.removedMu.Unlock()
+	owed := s.removed.take()
 	if err := conn.ReloadContext(ctx); err != nil {
-		s.noteRemoved(slices.Collect(maps.Keys(owed)))
+		s.removed.add(owed...)
 		return fmt.Errorf("pods: daemon-reload: %w", err)
 	}
 	return nil

@@ -94,10 +94,25 @@ func inside(t *testing.T) (*ImageStore, *Systemd) {
 	return &ImageStore{Dir: os.Getenv(envStore)}, sd
 }
 
-// netCommands is the stand-in for onionpod's network code: create a netns with loopback up.
+// netCommands is the stand-in for onionpod's network code: create a netns with loopback up
+// (and leave netUpRan's file, to tell that it ran).
 func netCommands(netns string) (up, down []string) {
-	return []string{"/bin/sh", "-c", fmt.Sprintf("ip netns del %[1]s 2>/dev/null; ip netns add %[1]s && ip -n %[1]s link set lo up", netns)},
+	return []string{"/bin/sh", "-c", fmt.Sprintf("touch %[2]s; ip netns del %[1]s 2>/dev/null; ip netns add %[1]s && ip -n %[1]s link set lo up", netns, netUpRan(netns))},
 		[]string{"/usr/sbin/ip", "netns", "del", netns}
+}
+
+// netUpRan is the file netCommands' up command leaves.
+func netUpRan(netns string) string { return "/run/netup-ran-" + netns }
+
+// makeNetns makes netns with loopback up, as the daemon's network code does before it starts a
+// pod.
+func makeNetns(t *testing.T, netns string) {
+	t.Helper()
+	for _, argv := range [][]string{{"ip", "netns", "add", netns}, {"ip", "-n", netns, "link", "set", "lo", "up"}} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
 }
 
 func TestInsideRunPods(t *testing.T) {
@@ -292,6 +307,7 @@ func TestInsideAfterReboot(t *testing.T) {
 	if got := httpGet(t, siteNetns, "http://127.0.0.1:80/"); got != "static site\n" {
 		t.Errorf("static after reboot GET / = %q", got)
 	}
+	checkUpgradeReloadsOnce(t, store, sd)
 
 	// Remove: units gone, network torn down; again is fine. Removing reads no unit again (a
 	// daemon-reload takes 2 s with 1000 apps): a unit whose file changed on disk still says so.
@@ -324,11 +340,38 @@ func TestInsideAfterReboot(t *testing.T) {
 	}
 	sd = sd2
 	// Created again at once under its name, on another port: its new units run, not the ones
-	// systemd still holds from before the removal.
+	// systemd still holds from before the removal. Its namespace is made first, as the daemon
+	// attaches a pod's network before it starts the pod: systemd skips the network unit (no
+	// network command runs), and the pod runs in that namespace.
+	os.Remove(netUpRan(siteNetns))
+	makeNetns(t, siteNetns)
 	runSite(t, store, sd, 81)
 	waitRunning(t, sd, siteApp, 0)
 	if got := httpGet(t, siteNetns, "http://127.0.0.1:81/"); got != "static site\n" {
 		t.Errorf("the site created again: GET :81 = %q", got)
+	}
+	if _, err := os.Stat(netUpRan(siteNetns)); err == nil {
+		t.Errorf("the network unit ran its command where the namespace existed")
+	}
+	if got := unitProperty(t, NetUnitName(siteApp), "ConditionResult"); got != "no" {
+		t.Errorf("network unit where the namespace existed: ConditionResult=%s, want no (skipped)", got)
+	}
+	// Without its namespace (a boot, or a holder lost), starting the pod runs the network unit.
+	if err := sd.Stop(ctx, siteApp); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "del", siteNetns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v\n%s", err, out)
+	}
+	if err := sd.Start(ctx, siteApp); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, sd, siteApp, 0)
+	if _, err := os.Stat(netUpRan(siteNetns)); err != nil {
+		t.Errorf("the namespace gone, starting the pod did not run the network unit: %v", err)
+	}
+	if got := httpGet(t, siteNetns, "http://127.0.0.1:81/"); got != "static site\n" {
+		t.Errorf("the site in the namespace its network unit made: GET :81 = %q", got)
 	}
 	if err := sd.Remove(ctx, siteApp); err != nil {
 		t.Fatal(err)
@@ -361,20 +404,80 @@ func TestInsideAfterReboot(t *testing.T) {
 // runSite applies the units of the static site app serving on port, in its own netns.
 func runSite(t *testing.T, store *ImageStore, sd *Systemd, port uint16) Spec {
 	t.Helper()
-	spec, err := store.StaticSpec(siteApp, os.Getenv(envSite), os.Getenv(envStaticBin), port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Netns = "/run/netns/" + siteNetns
-	spec.NetUp, spec.NetDown = netCommands(siteNetns)
-	units, err := PodUnits(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec, units := siteUnits(t, store, siteApp, siteNetns, port)
 	if err := sd.Apply(t.Context(), units...); err != nil {
 		t.Fatal(err)
 	}
 	return spec
+}
+
+// siteUnits renders the units of a static site app serving on port, in the netns named netns.
+func siteUnits(t *testing.T, store *ImageStore, app, netns string, port uint16) (Spec, []Unit) {
+	t.Helper()
+	spec, err := store.StaticSpec(app, os.Getenv(envSite), os.Getenv(envStaticBin), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Netns = "/run/netns/" + netns
+	spec.NetUp, spec.NetDown = netCommands(netns)
+	units, err := PodUnits(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec, units
+}
+
+// checkUpgradeReloadsOnce plays an upgrade that changes every app's units on the site and a
+// second one: the units of both are written (Write) before either is applied. The first Apply
+// reloads systemd, which reads the second app's new file too; the second Apply reloads nothing
+// more; each running pod restarts with its new unit.
+func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
+	t.Helper()
+	ctx := t.Context()
+	const second, secondNetns = "site2", "onionpod-site2"
+	_, old := siteUnits(t, store, second, secondNetns, 80)
+	if err := sd.Apply(ctx, old...); err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Remove(ctx, second)
+	running := map[string]int{siteApp: waitRunning(t, sd, siteApp, 0).MainPID, second: waitRunning(t, sd, second, 0).MainPID}
+
+	_, site := siteUnits(t, store, siteApp, siteNetns, 82)
+	_, site2 := siteUnits(t, store, second, secondNetns, 83)
+	for _, units := range [][]Unit{site, site2} {
+		if err := sd.Write(units...); err != nil {
+			t.Fatal(err)
+		}
+		if sd.Current(units) {
+			t.Errorf("%s: Current right after Write, before an Apply restarted it", units[1].Name)
+		}
+	}
+	if got := unitProperty(t, PodUnitName(second), "NeedDaemonReload"); got != "yes" {
+		t.Fatalf("%s rewritten: NeedDaemonReload=%s, want yes", PodUnitName(second), got)
+	}
+	if err := sd.Apply(ctx, site...); err != nil {
+		t.Fatal(err)
+	}
+	if got := unitProperty(t, PodUnitName(second), "NeedDaemonReload"); got != "no" {
+		t.Errorf("after the first Apply, %s still has NeedDaemonReload=%s: its reload did not cover the second app", PodUnitName(second), got)
+	}
+	marker := unitChangedOnDisk(t)
+	if err := sd.Apply(ctx, site2...); err != nil {
+		t.Fatal(err)
+	}
+	if got := unitProperty(t, marker, "NeedDaemonReload"); got != "yes" {
+		t.Errorf("the second Apply reloaded systemd again (%s NeedDaemonReload=%s)", marker, got)
+	}
+	for app, netns := range map[string]string{siteApp: siteNetns, second: secondNetns} {
+		waitRunning(t, sd, app, running[app])
+		port := map[string]int{siteApp: 82, second: 83}[app]
+		if got := httpGet(t, netns, fmt.Sprintf("http://127.0.0.1:%d/", port)); got != "static site\n" {
+			t.Errorf("%s after the upgrade: GET :%d = %q", app, port, got)
+		}
+	}
+	if !sd.Current(site) || !sd.Current(site2) {
+		t.Errorf("not Current after Apply")
+	}
 }
 
 // unitChangedOnDisk starts a unit of its own and changes its file on disk after:

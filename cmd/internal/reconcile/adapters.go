@@ -46,6 +46,9 @@ type Units interface {
 	// ApplyApp writes an app's units (when changed), enables and starts them (restarting
 	// changed ones), and removes the units of containers the app no longer has.
 	ApplyApp(ctx context.Context, app string, units []pods.Unit) error
+	// WriteApp writes an app's changed units without starting any; ApplyApp then starts them
+	// and restarts the changed ones that run (a pass writes them all first: one reload).
+	WriteApp(app string, units []pods.Unit) error
 	// Stop stops an app's containers (its network stays).
 	Stop(ctx context.Context, app string) error
 	// Remove stops, disables and deletes an app's units; idempotent.

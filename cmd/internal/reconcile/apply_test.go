@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ type fakes struct {
 	attached bool // Addresses answers as for an attached pod
 	calls    map[string][]string
 	global   []string
+	unitLog  []string // WriteApp and ApplyApp calls of every app, in order ("write APP", "apply APP")
 	failing  map[string]bool
 	services []onion.Service
 	records  []dns.Record
@@ -83,7 +85,17 @@ func (f *fakes) Fetch(_ context.Context, app store.App) error {
 	return nil
 }
 
+func (f *fakes) WriteApp(app string, units []pods.Unit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unitLog = append(f.unitLog, "write "+app)
+	return nil
+}
+
 func (f *fakes) ApplyApp(_ context.Context, app string, units []pods.Unit) error {
+	f.mu.Lock()
+	f.unitLog = append(f.unitLog, "apply "+app)
+	f.mu.Unlock()
 	for range units {
 		f.log(app, "unit")
 	}
@@ -190,6 +202,47 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 	}
 	if res.Apps["good"].Address == "" || res.Apps["good"].Address != f.keys["good"].Address() {
 		t.Errorf("good's address %q", res.Apps["good"].Address)
+	}
+}
+
+// TestApplyWritesChangedUnitsFirst: the changed units of every app whose image and network are
+// in place (an upgrade that changed every app's units) are written before any app's are
+// started, so that systemd reloads once for all; a new app (no network yet) and a stopped one
+// are not written ahead.
+func TestApplyWritesChangedUnitsFirst(t *testing.T) {
+	f := newFakes()
+	var apps []store.App
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}, Addresses: map[string]network.Result{}}
+	for _, a := range []string{"a1", "a2", "a3", "a4", "a5", "a6"} {
+		apps = append(apps, store.App{Name: a, Containers: image(a, "r.example/"+a+":1")})
+		obs.Keys[a], obs.Images[a], obs.Networks[a], obs.DNS[a] = true, true, true, true
+		obs.Units[a] = UnitState{Present: true, Active: true} // not current: written by an older onionpod
+		obs.Addresses[a] = network.Result{Netns: "/run/netns/onionpod-" + a}
+	}
+	apps = append(apps, store.App{Name: "fresh", Containers: image("fresh", "r.example/fresh:1")})
+	d := Desired{Apps: apps}
+	f.runner().Apply(context.Background(), MakePlan(d, obs), d, obs)
+
+	var written, applied []string
+	for i, call := range f.unitLog {
+		verb, app, _ := strings.Cut(call, " ")
+		if verb == "write" {
+			written = append(written, app)
+			if len(applied) > 0 {
+				t.Errorf("%s written ahead after an app's units were applied: %v", app, f.unitLog[:i+1])
+			}
+		} else {
+			applied = append(applied, app)
+		}
+	}
+	slices.Sort(written)
+	slices.Sort(applied)
+	if want := []string{"a1", "a2", "a3", "a4", "a5", "a6"}; !slices.Equal(written, want) {
+		t.Errorf("written ahead: %v, want %v (not fresh: it has no network yet)", written, want)
+	}
+	if want := []string{"a1", "a2", "a3", "a4", "a5", "a6", "fresh"}; !slices.Equal(applied, want) {
+		t.Errorf("applied: %v, want %v", applied, want)
 	}
 }
 
