@@ -73,8 +73,10 @@ func (c *Config) validateNetwork(bad reporter) {
 			bad(fmt.Sprintf("network.cni_paths[%d]", i), "%q must be an absolute path", p)
 		}
 	}
-	if !filepath.IsAbs(n.NetnsDir) {
-		bad("network.netns_dir", "%q must be an absolute path", n.NetnsDir)
+	// Under /run (a tmpfs): a pod's network unit runs only where its namespace is not named
+	// (pods.Spec.NetUp), so no name may outlive the boot.
+	if !filepath.IsAbs(n.NetnsDir) || !strings.HasPrefix(filepath.Clean(n.NetnsDir), "/run/") {
+		bad("network.netns_dir", "%q must be an absolute path under /run (names that end with the boot)", n.NetnsDir)
 	}
 	if !filepath.IsAbs(n.DHCPSocket) {
 		bad("network.dhcp_socket", "%q must be an absolute path", n.DHCPSocket)

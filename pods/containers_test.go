@@ -156,8 +156,8 @@ func TestInsideContainers(t *testing.T) {
 		}
 		return m
 	}
-	if p := show("web", "After", "Wants", "BindsTo"); !strings.Contains(p["After"], "onionpod-pod-duo_worker.service") ||
-		!strings.Contains(p["Wants"], "onionpod-pod-duo_worker.service") || !strings.Contains(p["BindsTo"], "onionpod-net-duo.service") {
+	if p := show("web", "After", "Wants", "Requires"); !strings.Contains(p["After"], "onionpod-pod-duo_worker.service") ||
+		!strings.Contains(p["Wants"], "onionpod-pod-duo_worker.service") || !strings.Contains(p["Requires"], "onionpod-net-duo.service") {
 		t.Errorf("web's order: %v", p)
 	}
 	want := map[string]string{"KillSignal": "2", "MemoryMax": strconv.Itoa(64 << 20), "CPUQuotaPerSecUSec": "500ms", "CPUWeight": "20", "TasksMax": "16"}

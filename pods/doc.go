@@ -12,7 +12,8 @@
 //	                                app of one container that `onionpod run` makes)
 //	onionpod-pod-APP_CONTAINER.service  each other container ('_' is in no app or container name)
 //	onionpod-net-APP.service        the app's network (oneshot, RemainAfterExit), pulled in and
-//	                                ordered before every container by BindsTo= + After=
+//	                                ordered before every container by Requires= + After=; it
+//	                                runs only where the pod's namespace does not exist (at boot)
 //	onionpod-check-APP[_CONTAINER].service  a command health check while it runs (transient)
 //	onionpod-NAME.service           onionpod's own helper services (HostService), e.g. onionpod-tor,
 //	                                and onionpod-netns, the holder of the pods' namespaces

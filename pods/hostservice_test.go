@@ -42,7 +42,7 @@ func TestFrontLikeHostService(t *testing.T) {
 		DynamicUser: true, Sandbox: true, NetworkNamespacePath: "/run/netns/onionpod-blog",
 		Credentials:         []Credential{{Name: "bundle", Path: "/var/lib/onionpod/tls/certs/blog.pem"}},
 		TemporaryFileSystem: []string{"/var/lib/onionpod"},
-		BindsTo:             []string{"onionpod-net-blog.service"}, PartOf: []string{"onionpod-pod-blog.service"},
+		Requires:            []string{"onionpod-net-blog.service"}, PartOf: []string{"onionpod-pod-blog.service"},
 	}.Unit()
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func TestFrontLikeHostService(t *testing.T) {
 		{Name: "x", ExecStart: []string{"/bin/true"}, Credentials: []Credential{{Name: "a", Path: "x"}}},
 		{Name: "x", ExecStart: []string{"/bin/true"}, NetworkNamespacePath: "/run/netns/a b"},
 		{Name: "x", ExecStart: []string{"/bin/true"}, Capabilities: []string{"CAP_SYS_ADMIN CAP_NET_ADMIN"}},
-		{Name: "x", ExecStart: []string{"/bin/true"}, BindsTo: []string{"a.service\nUser=root"}},
+		{Name: "x", ExecStart: []string{"/bin/true"}, Requires: []string{"a.service\nUser=root"}},
 	} {
 		if _, err := h.Unit(); !errors.Is(err, ErrBadInput) {
 			t.Errorf("%+v: %v, want ErrBadInput", h, err)

@@ -34,6 +34,12 @@ type Spec struct {
 	BindReadOnly []Bind   // host paths shown read-only inside the root
 	// NetUp and NetDown are the network unit's ExecStart and ExecStop (e.g. `onionpod internal
 	// net-up APP`). With NetUp empty there is no network unit: Netns must then exist already.
+	// The network unit runs only where Netns does not exist (ConditionPathExists=!Netns): at
+	// boot, or after the namespace was lost. Where the caller made the namespace before the
+	// start (the daemon attaches a pod's network before it starts the pod), systemd skips it, and
+	// the pod starts without waiting for a process that would find its work done; NetDown then
+	// does not run either (the namespace is the caller's to undo). Netns must be on a file system
+	// that ends with the boot (/run): a name left over from the last boot would skip NetUp.
 	NetUp, NetDown []string
 	// NetAfter are units the network unit wants and starts after (the holder of the pods'
 	// namespaces, onionpod-netns.service).
@@ -368,7 +374,9 @@ func podUnit(s Spec) *unitBuilder {
 	}
 	b.set("Unit", "Description", textValue, "description", desc)
 	if len(s.NetUp) > 0 {
-		b.fixed("Unit", "BindsTo", NetUnitName(s.App))
+		// Requires=, not BindsTo=: a network unit skipped by its condition (the namespace was
+		// there) stays inactive, which BindsTo= would stop the pod for.
+		b.fixed("Unit", "Requires", NetUnitName(s.App))
 		b.fixed("Unit", "After", NetUnitName(s.App))
 	}
 	for _, a := range s.After {
@@ -428,11 +436,15 @@ func podUnit(s Spec) *unitBuilder {
 	return b
 }
 
-// netUnit builds the network unit of a spec with NetUp set: a oneshot that stays "active" while
-// the pod's network exists, ordered before the containers' units.
+// netUnit builds the network unit of a spec with NetUp set: a oneshot, ordered before the
+// containers' units, that makes the pod's network where its namespace does not exist yet and
+// then stays "active" (where it existed, systemd skips it: Spec.NetUp).
 func netUnit(s Spec, containers []Spec) *unitBuilder {
 	b := &unitBuilder{}
 	b.set("Unit", "Description", textValue, "description", "onionpod network of "+s.App)
+	if s.Netns != "" {
+		b.set("Unit", "ConditionPathExists", absentPathValue, "netns", s.Netns)
+	}
 	b.fixed("Unit", "After", "network.target")
 	for _, u := range s.NetAfter {
 		b.set("Unit", "Wants", tokensValue, "network unit wants", u)
@@ -497,9 +509,11 @@ type HostService struct {
 	// own $CREDENTIALS_DIRECTORY readable by it only (LoadCredential=): how a root-only file
 	// reaches a dynamic user, and nothing else of its directory.
 	Credentials []Credential
-	// BindsTo and PartOf tie the service to other units: it stops when they stop (and, with
-	// PartOf, restarts with them). Each is also ordered After.
-	BindsTo, PartOf []string
+	// Requires and PartOf tie the service to other units: it starts them (Requires) and stops
+	// when they are stopped (both), and restarts with them (PartOf). Each is also ordered
+	// After. (Not BindsTo=: a pod's network unit, skipped by its condition where the namespace
+	// exists, stays inactive, which BindsTo= would stop the service for.)
+	Requires, PartOf []string
 	// Capabilities the service keeps (ambient and bounding; under Sandbox too), e.g.
 	// CAP_NET_BIND_SERVICE to bind :443; empty = none.
 	Capabilities []string
@@ -571,8 +585,8 @@ func (h HostService) unitSection(b *unitBuilder) {
 	for _, u := range h.After {
 		b.set("Unit", "After", tokensValue, "after", u)
 	}
-	for _, u := range h.BindsTo {
-		b.set("Unit", "BindsTo", tokensValue, "binds to", u)
+	for _, u := range h.Requires {
+		b.set("Unit", "Requires", tokensValue, "requires", u)
 		b.set("Unit", "After", tokensValue, "after", u)
 	}
 	for _, u := range h.PartOf {

@@ -249,7 +249,7 @@ func TestRenderUnitParsesBack(t *testing.T) {
 		"Service.StateDirectory":        "onionpod-volumes/blog/data",
 		"Service.BindPaths":             "/var/lib/private/onionpod-volumes/blog/data:/data",
 		"Service.EnvironmentFile":       "/etc/onionpod/env/onionpod-pod-blog.env",
-		"Unit.BindsTo":                  "onionpod-net-blog.service",
+		"Unit.Requires":                 "onionpod-net-blog.service",
 		"Unit.After":                    "onionpod-net-blog.service",
 		"Install.WantedBy":              "multi-user.target",
 	}

@@ -39,7 +39,7 @@ func FuzzRenderUnits(f *testing.F) {
 			net, pod := units[0], units[1]
 			checkUnitText(t, net.Content)
 			checkUnitText(t, pod.Content)
-			want := []string{"Unit.Description", "Unit.BindsTo", "Unit.After", "Service.Type", "Service.ExecStart",
+			want := []string{"Unit.Description", "Unit.Requires", "Unit.After", "Service.Type", "Service.ExecStart",
 				"Service.RootDirectory", "Service.MountAPIVFS", "Service.NetworkNamespacePath", "Service.DynamicUser",
 				"Service.User", "Service.NoNewPrivileges", "Service.CapabilityBoundingSet", "Service.ProtectSystem",
 				"Service.PrivateDevices", "Service.PrivateTmp", "Service.RestrictSUIDSGID", "Service.LockPersonality",
@@ -75,9 +75,12 @@ func FuzzRenderUnits(f *testing.F) {
 				t.Fatalf("environment file reads back as %q, want %q\n%s", env, s.Env, pod.Env)
 			}
 			netOpts := parseUnit(t, net.Content)
-			if names := optionNames(netOpts); !slices.Equal(names, []string{"Unit.Description", "Unit.After", "Unit.Before",
+			if names := optionNames(netOpts); !slices.Equal(names, []string{"Unit.Description", "Unit.ConditionPathExists", "Unit.After", "Unit.Before",
 				"Service.Type", "Service.RemainAfterExit", "Service.ExecStart", "Service.SyslogIdentifier"}) {
 				t.Fatalf("network unit directives %q", names)
+			}
+			if c := optionValues(netOpts)["Unit.ConditionPathExists"]; c != "!"+s.Netns {
+				t.Fatalf("network unit condition %q, want !%s", c, s.Netns)
 			}
 			if argv := decodeCommand(t, optionValues(netOpts)["Service.ExecStart"]); !slices.Equal(argv, s.NetUp) {
 				t.Fatalf("network ExecStart reads back as %q, want %q", argv, s.NetUp)

@@ -44,6 +44,9 @@ const (
 	assignmentValue
 	// credentialValue is ID:PATH of LoadCredential=: ID a token, PATH a pathValue.
 	credentialValue
+	// absentPathValue is !PATH of ConditionPathExists= (the unit runs only where PATH does
+	// not exist), PATH a pathValue.
+	absentPathValue
 	// limitValue is a resource limit (MemoryMax=, CPUQuota=...) that Limits.Check accepted:
 	// letters, digits and '%' only, written as is (these settings expand no specifier).
 	limitValue
@@ -55,7 +58,7 @@ const (
 // (which match ErrBadInput and never repeat a value that could be a secret).
 func unitValue(kind valueKind, field string, values ...string) (string, error) {
 	switch kind {
-	case textValue, pathValue, bindValue, relPathValue, readOnlyTmpfsValue, ownTmpfsValue, assignmentValue, credentialValue:
+	case textValue, pathValue, absentPathValue, bindValue, relPathValue, readOnlyTmpfsValue, ownTmpfsValue, assignmentValue, credentialValue:
 		pair := kind == bindValue || kind == credentialValue
 		if len(values) != 1 && !pair || pair && len(values) != 2 {
 			return "", fmt.Errorf("pods: %s: %d values for one setting", field, len(values)) // a bug, not input
@@ -73,6 +76,8 @@ func unitValue(kind valueKind, field string, values ...string) (string, error) {
 		return strings.ReplaceAll(v, "%", "%%"), nil
 	case pathValue:
 		return values[0], genvalue.Path(field, values[0])
+	case absentPathValue:
+		return "!" + values[0], genvalue.Path(field, values[0])
 	case readOnlyTmpfsValue:
 		return values[0] + ":ro", genvalue.Path(field, values[0])
 	case ownTmpfsValue:

@@ -41,6 +41,11 @@ func TestInsideDaemon(t *testing.T) {
 		journal, _ := exec.Command("journalctl", "--no-pager", "-n", "30", "-u", "onionpod-net-web", "-u", "onionpod-pod-web").CombinedOutput()
 		t.Fatalf("%v\n%s", err, journal)
 	}
+	// The daemon attached web's network before it started the pod: systemd skipped the network
+	// unit (its net-up runs at boot, where no namespace is named).
+	if out, err := exec.Command("systemctl", "show", "--value", "-p", "ConditionResult", pods.NetUnitName("web")).Output(); err != nil || strings.TrimSpace(string(out)) != "no" {
+		t.Errorf("web's network unit after the daemon attached it: ConditionResult=%s, %v; want no (skipped)", strings.TrimSpace(string(out)), err)
+	}
 	// The record is in BIND, by a signed dynamic update.
 	if got := aaaa(t, r.named, "web"); got != st.Network.LAN || got == "" {
 		t.Fatalf("BIND has AAAA %q for web, the pod has %q", got, st.Network.LAN)

@@ -267,7 +267,7 @@ func (t *tlsParts) frontUnit(app store.App, onion string) (pods.Unit, error) {
 		NetworkNamespacePath: network.NetnsPath(t.cfg.Network.NetnsDir, app.Name),
 		Credentials:          []pods.Credential{{Name: front.BundleCredential, Path: certs.BundlePath(t.cfg.TLSDir(), app.Name)}},
 		TemporaryFileSystem:  []string{t.cfg.StateDir},
-		BindsTo:              []string{pods.NetUnitName(app.Name)},
+		Requires:             []string{pods.NetUnitName(app.Name)},                      // skipped where the daemon made the network
 		PartOf:               []string{pods.ContainerUnitName(app.Name, web.Container)}, // the container it serves
 	}.Unit()
 }

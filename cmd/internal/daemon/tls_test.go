@@ -116,7 +116,7 @@ func TestFrontUnitOfContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	content := string(u.Content)
-	for _, want := range []string{"PartOf=onionpod-pod-notes_web.service", "BindsTo=onionpod-net-notes.service",
+	for _, want := range []string{"PartOf=onionpod-pod-notes_web.service", "Requires=onionpod-net-notes.service",
 		`"--target" "3000"`, `"--host" "notes.box.example"`, `"--onion" "nnnn`} {
 		if !strings.Contains(content, want) {
 			t.Errorf("no %s in:\n%s", want, content)
