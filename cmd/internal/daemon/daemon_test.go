@@ -18,6 +18,7 @@ import (
 	"github.com/onionpod/onionpod/cmd/internal/api"
 	"github.com/onionpod/onionpod/cmd/internal/daemon"
 	"github.com/onionpod/onionpod/cmd/internal/store"
+	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/pods"
 )
 
@@ -54,6 +55,25 @@ func TestInsideDaemon(t *testing.T) {
 	if !slices.Contains(detached(t, r.tor), strings.TrimSuffix(st.Onion.Address, ".onion")) {
 		t.Fatalf("the system tor does not have %s", st.Onion.Address)
 	}
+
+	// A daemon killed in the middle of an attach leaves web's namespace named but without its
+	// link, and its pod not started. The next daemon attaches it again before it starts the
+	// pod (the network unit skips a named namespace: it would not).
+	r.stop()
+	if out, err := exec.Command("systemctl", "stop", pods.PodUnitName("web")).CombinedOutput(); err != nil {
+		t.Fatalf("stop web's pod: %v\n%s", err, out)
+	}
+	webNetns := network.NetnsPath(r.cfg.Network.NetnsDir, "web")
+	if out, err := exec.Command("nsenter", "--net="+webNetns, "ip", "link", "del", "eth0").CombinedOutput(); err != nil {
+		t.Fatalf("delete web's link: %v\n%s", err, out)
+	}
+	r.start()
+	if _, err := client.Wait(ctx, "web", api.WaitRunning, 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "web answering at its ULA after the half-made attach", func() bool {
+		return page(t, r, "web") == "web\n"
+	})
 
 	// BIND down: the next app waits (starting, saying why); BIND back: the update arrives by itself.
 	if err := r.named.Stop(); err != nil {

@@ -258,6 +258,15 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 			return
 		}
 		out.record(AttachNetwork, time.Since(start), nil)
+	} else if planned(p, StartUnit) {
+		// A pod starts only on a namespace Attach has looked at: a daemon killed mid-attach
+		// leaves a lease and a named namespace without its links, which the pod's network unit
+		// (it skips a named namespace) would not mend. Attach keeps a finished attach as it is
+		// and makes a half-made one again.
+		if net, err = r.Network.Attach(ctx, NetAttachment(app, r.front(app))); err != nil {
+			out.record(AttachNetwork, time.Since(start), err)
+			return
+		}
 	} else if observed, ok := obs.Addresses[app.Name]; ok {
 		net = observed
 	} else if net, err = r.Network.Addresses(app.Name); err != nil {

@@ -165,11 +165,17 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 		{Name: "bad", Containers: image("bad", "r.example/bad:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true},
 		{Name: "lan", Containers: image("lan", "r.example/lan:1")},
 		{Name: "paused", Containers: image("paused", "r.example/p:1"), Ports: []store.Port{{Public: 80, Target: 80}}, Onion: true, Stopped: true},
+		{Name: "down", Containers: image("down", "r.example/down:1")},
+		{Name: "steady", Containers: image("steady", "r.example/steady:1")},
 	}
-	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{},
-		Units:  map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true}},
-		Onions: map[string]bool{}, DNS: map[string]bool{}}
-	obs.Networks["gone"] = true
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{"down": true, "steady": true}, Networks: map[string]bool{},
+		Units: map[string]UnitState{"paused": {Present: true, Current: true, Active: true}, "gone": {Present: true, Active: true},
+			"down": {Present: true, Current: true}, "steady": {Present: true, Current: true, Active: true}},
+		Onions: map[string]bool{}, DNS: map[string]bool{"down": true, "steady": true}, Addresses: map[string]network.Result{}}
+	for _, a := range []string{"down", "steady"} {
+		obs.Addresses[a] = network.Result{Netns: "/run/netns/onionpod-" + a, LAN: netip.MustParseAddr("2001:db8:1::7")}
+	}
+	obs.Networks["gone"], obs.Networks["down"], obs.Networks["steady"] = true, true, true
 	d := Desired{Apps: desired}
 	res := f.runner().Apply(context.Background(), MakePlan(d, obs), d, obs)
 
@@ -179,6 +185,10 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 		"lan":    {"image", "attach", "unit"},
 		"paused": {"stop"},
 		"gone":   {"remove-unit", "detach"}, // removal: unit, then network
+		// A pod that does not run starts on a namespace Attach has looked at (a crash may have
+		// left it half-made); a running one is left alone.
+		"down":   {"attach", "unit"},
+		"steady": nil,
 	}
 	for app, calls := range want {
 		if !slices.Equal(f.calls[app], calls) {
@@ -191,7 +201,7 @@ func TestApplyOrderAndIsolation(t *testing.T) {
 	if got := f.serviceApps(); !slices.Equal(got, []string{"good"}) {
 		t.Errorf("onion services for %v, want only good (bad failed, lan has none, paused is stopped)", got)
 	}
-	if got := f.recordNames(); !slices.Equal(got, []string{"good.box.example.", "lan.box.example."}) {
+	if got := f.recordNames(); !slices.Equal(got, []string{"down.box.example.", "good.box.example.", "lan.box.example.", "steady.box.example."}) {
 		t.Errorf("DNS records %v", got)
 	}
 	if s := f.services[0]; len(s.Ports) != 1 || s.Ports[0].Virtual != 80 || s.Ports[0].Target != "[fd00::6]:8080" {
