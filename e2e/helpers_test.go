@@ -41,7 +41,9 @@ func onionpod(t testing.TB, args ...string) string {
 	defer cancel()
 	out, err := run(t, ctx, lab.InBox, append([]string{"onionpod"}, args...)...)
 	if err != nil {
-		t.Fatalf("onionpod %s: %v\n%s", strings.Join(args, " "), err, out)
+		// What the box's journal says of the daemon and the pods: a failure in CI is read there.
+		journal, _ := run(t, context.WithoutCancel(ctx), lab.InBox, "journalctl", "--no-pager", "-o", "short-precise", "-n", "80", "-u", "onionpod.service", "-u", "onionpod-*")
+		t.Fatalf("onionpod %s: %v\n%s\nthe box's journal:\n%s", strings.Join(args, " "), err, out, journal)
 	}
 	return out
 }
