@@ -44,8 +44,9 @@ type Systemd struct {
 	// rewritten are the units whose files Write or Apply replaced while systemd may hold the
 	// older ones, not yet looked at by an Apply (which reloads if one is stale, and restarts
 	// the running ones): a pass writes every app's changed units before it starts any, so that
-	// one reload covers them all (one per app took an hour for 1000 apps).
-	rewritten nameSet
+	// one reload covers them all (one per app took an hour for 1000 apps). Kept in RewrittenDir
+	// too, for the next process if this one is killed.
+	rewritten rewrittenSet
 	// reloadMu makes Applies running side by side ask about stale units and reload one at a
 	// time: the first reloads, the others find their units read again.
 	reloadMu sync.Mutex
@@ -275,7 +276,10 @@ type Status struct {
 // Connect connects to systemd (the system bus, or systemd's private socket as root). unitDir is
 // where unit files are written, normally /etc/systemd/system.
 func Connect(ctx context.Context, unitDir string) (*Systemd, error) {
-	s := &Systemd{unitDir: unitDir}
+	s := &Systemd{unitDir: unitDir, rewritten: rewrittenSet{dir: RewrittenDir}}
+	if err := s.rewritten.load(); err != nil {
+		return nil, err
+	}
 	conn, err := s.connection(ctx)
 	if err != nil {
 		return nil, err
@@ -387,15 +391,8 @@ func (s *Systemd) Write(units ...Unit) error {
 				return err
 			}
 		}
-		changed, existed, err := s.write(u)
-		if err != nil {
+		if err := s.write(u); err != nil {
 			return err
-		}
-		// Units whose file changed and that systemd may hold loaded from an older file (or
-		// started): those that existed, and those removed since systemd's last reload. A
-		// new unit is not asked about: asking loads it, and it would be loaded again to start.
-		if changed && (existed || s.removed.has(u.Name)) {
-			s.rewritten.add(u.Name)
 		}
 	}
 	var enable []string
@@ -491,22 +488,38 @@ func MigrateVolumes(app string, volumes []string) error {
 }
 
 // write writes a unit's environment file (or removes a stale one) and then its unit file, each
-// only when changed. It reports whether either changed and whether the unit file existed.
-func (s *Systemd) write(u Unit) (changed, existed bool, err error) {
+// only when changed. A unit that systemd may hold loaded from an older file (or run) is recorded
+// as rewritten before its files change: one whose file is there, or was removed since systemd's
+// last reload. A new unit is not: asking systemd about it loads it, and it would be loaded again
+// to start.
+func (s *Systemd) write(u Unit) error {
 	if err := checkUnitName(u.Name); err != nil {
-		return false, false, err
-	}
-	envChanged, err := writeEnvFile(EnvFile(u.Name), u.Env)
-	if err != nil {
-		return false, false, fmt.Errorf("pods: write the environment of %s: %w", u.Name, err)
+		return err
 	}
 	file := filepath.Join(s.unitDir, u.Name)
-	_, statErr := os.Lstat(file)
-	unitChanged, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644)
-	if err != nil {
-		return false, false, fmt.Errorf("pods: write %s: %w", u.Name, err)
+	old, err := os.ReadFile(file)
+	existed := err == nil
+	if (existed && (!bytes.Equal(old, u.Content) || !envHolds(EnvFile(u.Name), u.Env))) || (!existed && s.removed.has(u.Name)) {
+		if err := s.rewritten.add(u.Name); err != nil {
+			return err
+		}
 	}
-	return unitChanged || envChanged, statErr == nil, nil
+	if _, err := writeEnvFile(EnvFile(u.Name), u.Env); err != nil {
+		return fmt.Errorf("pods: write the environment of %s: %w", u.Name, err)
+	}
+	if _, err := atomicfile.WriteFileNoDirSync(file, u.Content, 0o644); err != nil {
+		return fmt.Errorf("pods: write %s: %w", u.Name, err)
+	}
+	return nil
+}
+
+// envHolds reports whether the environment file is content (nil: there is none).
+func envHolds(file string, content []byte) bool {
+	old, err := os.ReadFile(file)
+	if content == nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	return err == nil && bytes.Equal(old, content)
 }
 
 // writeEnvFile writes an environment file root-only (0600, in a 0700 directory), atomically; nil

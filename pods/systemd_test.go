@@ -455,6 +455,18 @@ func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
 	if got := unitProperty(t, PodUnitName(second), "NeedDaemonReload"); got != "yes" {
 		t.Fatalf("%s rewritten: NeedDaemonReload=%s, want yes", PodUnitName(second), got)
 	}
+	// A daemon killed here (files written, no pod restarted yet): the next one must not take
+	// the new files for what runs.
+	next, err := Connect(ctx, sd.unitDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, units := range [][]Unit{site, site2} {
+		if next.Current(units) {
+			t.Errorf("%s: Current for a new process after another's Write, before an Apply restarted it", units[1].Name)
+		}
+	}
+	next.Close()
 	if err := sd.Apply(ctx, site...); err != nil {
 		t.Fatal(err)
 	}
@@ -477,6 +489,11 @@ func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
 	}
 	if !sd.Current(site) || !sd.Current(site2) {
 		t.Errorf("not Current after Apply")
+	}
+	for _, name := range []string{PodUnitName(siteApp), PodUnitName(second)} {
+		if _, err := os.Stat(filepath.Join(RewrittenDir, name)); err == nil {
+			t.Errorf("%s still recorded as rewritten after its restart", name)
+		}
 	}
 }
 
