@@ -20,6 +20,11 @@ func TestDaemonKilledMidOperationConverges(t *testing.T) {
 	for i, delay := range []time.Duration{0, 20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond} {
 		app := fmt.Sprintf("crash%d", i)
 		t.Run(app, func(t *testing.T) {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Log(boxJournal(t))
+				}
+			})
 			killDuring(t, l, delay, "onionpod", "expose", app, "--image", img, "--port", "80", "--timeout", "30s")
 			keyBefore := keyOf(t, app)
 			e := parseExposed(t, onionpod(t, "expose", app, "--image", img, "--port", "80"))

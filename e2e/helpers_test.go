@@ -41,11 +41,19 @@ func onionpod(t testing.TB, args ...string) string {
 	defer cancel()
 	out, err := run(t, ctx, lab.InBox, append([]string{"onionpod"}, args...)...)
 	if err != nil {
-		// What the box's journal says of the daemon and the pods: a failure in CI is read there.
-		journal, _ := run(t, context.WithoutCancel(ctx), lab.InBox, "journalctl", "--no-pager", "-o", "short-precise", "-n", "80", "-u", "onionpod.service", "-u", "onionpod-*")
-		t.Fatalf("onionpod %s: %v\n%s\nthe box's journal:\n%s", strings.Join(args, " "), err, out, journal)
+		t.Fatalf("onionpod %s: %v\n%s\n%s", strings.Join(args, " "), err, out, boxJournal(t))
 	}
 	return out
+}
+
+// boxJournal is what the box's journal last says of the daemon and the pods: a failure in CI is
+// read there.
+func boxJournal(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
+	defer cancel()
+	journal, _ := run(t, ctx, lab.InBox, "journalctl", "--no-pager", "-o", "short-precise", "-n", "80", "-u", "onionpod.service", "-u", "onionpod-*")
+	return "the box's journal:\n" + journal
 }
 
 // appStatus is what the tests read of `onionpod status APP --json`, as a user's script would.
