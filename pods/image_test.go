@@ -437,6 +437,61 @@ func TestPrune(t *testing.T) {
 	}
 }
 
+// TestPruneStoppedHalfWay: a prune whose removal of an image's files stops half-way (here a
+// mount point in its root, which no removal gets past; on a box, the daemon killed) must not
+// leave a half-removed root that the image's record still vouches for: the image's next load
+// (its app exposed again) must give a whole root.
+func TestPruneStoppedHalfWay(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a mount point")
+	}
+	ctx := context.Background()
+	reg := startRegistry(t)
+	ref := reg + "/test/b:1"
+	push(t, ref, busyboxImage(t, tarOf(t, entry{name: "www/b.html", body: "b"})))
+	store := &ImageStore{Dir: t.TempDir()}
+	b, err := store.Pull(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := filepath.Join(b.Root, "zz-stuck")
+	if err := os.Mkdir(stuck, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("none", stuck, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("tmpfs mount: %v", err)
+	}
+	t.Cleanup(func() { unmountUnder(t, store.Dir) })
+	if _, err := store.Prune(ctx, nil); err == nil {
+		t.Fatal("Prune removed a mount point")
+	}
+	again, err := store.Pull(ctx, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"www/b.html", "bin/busybox"} {
+		if _, err := os.Stat(filepath.Join(again.Root, f)); err != nil {
+			t.Errorf("after a prune stopped half-way, the image loaded again lacks %s: %v", f, err)
+		}
+	}
+}
+
+// unmountUnder unmounts every mount point under dir.
+func unmountUnder(t *testing.T, dir string) {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			if err := syscall.Unmount(f[4], syscall.MNT_DETACH); err != nil {
+				t.Errorf("unmount %s: %v", f[4], err)
+			}
+		}
+	}
+}
+
 func TestCheckRef(t *testing.T) {
 	for _, ok := range []string{"busybox", "registry.example/blog:1", "127.0.0.1:5000/x/y:latest", "r.example/x@sha256:" + strings.Repeat("a", 64)} {
 		if err := CheckRef(ok); err != nil {

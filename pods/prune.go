@@ -184,10 +184,14 @@ func (s *ImageStore) pruneImage(p *pruning, rec string, started time.Time) {
 		}
 		return
 	}
-	// The record goes last: a prune interrupted half-way is finished by the next one.
+	// The root leaves its place in one rename (its files go with Dir/tmp, at the end of the
+	// prune), and the record goes last: a prune killed half-way leaves either the whole image
+	// or a record without a root, which a load of the image unpacks again. (A root removed in
+	// place, half-removed by a kill, was still vouched for by its record: the image's next
+	// load found it present, and its pods failed in it.)
 	root := filepath.Join(s.Dir, "roots", h)
 	freed := diskUsage(root)
-	if err := os.RemoveAll(root); err != nil {
+	if err := s.discard(root); err != nil {
 		p.errs = append(p.errs, err)
 		return
 	}
@@ -201,6 +205,18 @@ func (s *ImageStore) pruneImage(p *pruning, rec string, started time.Time) {
 	}
 	p.report.Images = append(p.report.Images, "sha256:"+h)
 	p.report.Bytes += freed
+}
+
+// discard moves dir (if it exists) into Dir/tmp, which clearTmp empties.
+func (s *ImageStore) discard(dir string) error {
+	tmp, err := s.tempDir("pruned")
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(dir, filepath.Join(tmp, "root")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pods: prune: %w", err)
+	}
+	return nil
 }
 
 // pruneRefs removes the references to images not kept.
@@ -245,7 +261,7 @@ func (s *ImageStore) pruneOrphanRoots(p *pruning) {
 		}
 		if _, err := os.Stat(filepath.Join(s.Dir, "images", r.Name()+".json")); errors.Is(err, os.ErrNotExist) {
 			p.report.Bytes += diskUsage(filepath.Join(s.Dir, "roots", r.Name()))
-			if err := os.RemoveAll(filepath.Join(s.Dir, "roots", r.Name())); err != nil {
+			if err := s.discard(filepath.Join(s.Dir, "roots", r.Name())); err != nil {
 				p.errs = append(p.errs, err)
 			}
 		}
