@@ -160,6 +160,10 @@ func (m *Manager) netnsPath(app string) string {
 	return NetnsPath(m.cfg.NetnsDir, app)
 }
 
+// PodNetns is where an attach from nothing names app's pod namespace (an attach kept from an
+// earlier config keeps the path its lease has).
+func (m *Manager) PodNetns(app string) string { return m.netnsPath(app) }
+
 // NetnsPath is where app's pod namespace is named in dir (network.netns_dir): what its units'
 // NetworkNamespacePath= say.
 func NetnsPath(dir, app string) string {

@@ -712,6 +712,36 @@ func (s *Systemd) WriteApp(app string, units []Unit) error {
 	return s.Write(units...)
 }
 
+// LoadApp is WriteApp, then has systemd load the units that start at boot (and so what they
+// require: the network unit) without starting any. A unit systemd has not loaded yet makes it
+// read its unit directories again when it is first asked for (about 11 µs per unit file: 20-40
+// ms beside the 2000 files of 1000 apps); the daemon has that done while a new app's network is
+// attached, and ApplyApp then only starts them. A unit that cannot be loaded is an error (its
+// start would fail the same way).
+func (s *Systemd) LoadApp(ctx context.Context, app string, units []Unit) error {
+	if err := s.WriteApp(app, units); err != nil {
+		return err
+	}
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range units {
+		if !installable(u) {
+			continue
+		}
+		// A unit's object is loaded by being looked up (what `systemctl show` does).
+		v, err := conn.GetUnitPropertyContext(ctx, u.Name, "LoadState")
+		if err != nil {
+			return fmt.Errorf("pods: load %s: %w", u.Name, err)
+		}
+		if st, _ := v.Value.Value().(string); st != "loaded" {
+			return fmt.Errorf("pods: load %s: systemd says %q", u.Name, st)
+		}
+	}
+	return nil
+}
+
 // checkAppUnits checks that units are app's own.
 func checkAppUnits(app string, units []Unit) error {
 	if err := ValidApp(app); err != nil {

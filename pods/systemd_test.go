@@ -104,6 +104,11 @@ func netCommands(netns string) (up, down []string) {
 // netUpRan is the file netCommands' up command leaves.
 func netUpRan(netns string) string { return "/run/netup-ran-" + netns }
 
+func netUpRanYet(netns string) bool {
+	_, err := os.Stat(netUpRan(netns))
+	return err == nil
+}
+
 // makeNetns makes netns with loopback up, as the daemon's network code does before it starts a
 // pod.
 func makeNetns(t *testing.T, netns string) {
@@ -142,11 +147,27 @@ func TestInsideRunPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Loaded ahead (what the daemon does while a new app's network is attached): written and
+	// enabled, nothing started; then started.
+	if err := sd.LoadApp(ctx, blogApp, units); err != nil {
+		t.Fatal(err)
+	}
+	pod := PodUnitName(blogApp)
+	if st := unitProperty(t, pod, "ActiveState"); st != "inactive" || !sd.enabled(pod) || netUpRanYet(blogNetns) {
+		t.Errorf("after LoadApp: %s is %s (enabled %v, net-up ran %v); want written, enabled, not started", pod, st, sd.enabled(pod), netUpRanYet(blogNetns))
+	}
 	start := time.Now()
-	if err := sd.Apply(ctx, units...); err != nil {
+	if err := sd.ApplyApp(ctx, blogApp, units); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("pod created and started in %v", time.Since(start))
+	broken := Unit{Name: PodUnitName("broken"), Content: []byte("[Service]\nType=exec\n\n[Install]\nWantedBy=multi-user.target\n")}
+	if err := sd.LoadApp(ctx, "broken", []Unit{broken}); err == nil || !strings.Contains(err.Error(), "bad-setting") {
+		t.Errorf("LoadApp of a unit without ExecStart=: %v, want systemd's bad-setting", err)
+	}
+	if err := sd.Remove(ctx, "broken"); err != nil {
+		t.Error(err)
+	}
 	st := waitRunning(t, sd, blogApp, 0)
 	if !st.Enabled || time.Since(st.Since) > time.Minute || st.Result != "success" {
 		t.Errorf("pod status: %+v (want enabled, recent Since, Result success)", st)

@@ -26,6 +26,8 @@ type Network interface {
 	Detach(ctx context.Context, app string) error
 	Attached(ctx context.Context) ([]string, error)
 	Addresses(app string) (network.Result, error)
+	// PodNetns is where an attach from nothing names the app's pod namespace.
+	PodNetns(app string) string
 }
 
 // Pods turns an app into its unit files (from its containers' cached images) and fetches images.
@@ -49,6 +51,9 @@ type Units interface {
 	// WriteApp writes an app's changed units without starting any; ApplyApp then starts them
 	// and restarts the changed ones that run (a pass writes them all first: one reload).
 	WriteApp(app string, units []pods.Unit) error
+	// LoadApp writes an app's units and has systemd load them, without starting any: ApplyApp
+	// then finds them loaded (a new app's converge does it while its network is attached).
+	LoadApp(ctx context.Context, app string, units []pods.Unit) error
 	// Stop stops an app's containers (its network stays).
 	Stop(ctx context.Context, app string) error
 	// Remove stops, disables and deletes an app's units; idempotent.

@@ -252,7 +252,9 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	var net network.Result
 	var err error
 	if planned(p, AttachNetwork) {
+		loaded := r.loadAhead(ctx, app, p, obs)
 		net, err = r.Network.Attach(ctx, NetAttachment(app, r.front(app)))
+		loaded()
 		if err != nil {
 			out.record(AttachNetwork, time.Since(start), err)
 			return
@@ -298,6 +300,38 @@ func (r *Runner) writeAhead(app store.App, p AppPlan, obs Observed) {
 	if units, err := r.Pods.Units(app, net.Netns); err == nil {
 		_ = r.Units.WriteApp(app.Name, units)
 	}
+}
+
+// loadAhead has a new app's units written and loaded by systemd while its network is attached
+// from nothing (the path its namespace will have is known): systemd reads its unit directories
+// for a unit it has not loaded (20-40 ms beside 1000 apps' unit files) beside the attach, and the
+// start then finds them loaded. wait waits for it; an error is left for ApplyApp to meet and
+// report. Nothing is done for an app whose network or units exist (the attach may keep an
+// earlier path; writeAhead and ApplyApp see to changed units).
+func (r *Runner) loadAhead(ctx context.Context, app store.App, p AppPlan, obs Observed) (wait func()) {
+	if !planned(p, StartUnit) || obs.Networks[app.Name] || anyUnit(app, obs) {
+		return func() {}
+	}
+	units, err := r.Pods.Units(app, r.Network.PodNetns(app.Name))
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Units.LoadApp(ctx, app.Name, units)
+	}()
+	return func() { <-done }
+}
+
+// anyUnit reports whether a container of app has a unit file.
+func anyUnit(app store.App, obs Observed) bool {
+	for _, c := range app.Containers {
+		if obs.Units[UnitKey(app.Name, c.Name)].Present {
+			return true
+		}
+	}
+	return false
 }
 
 // stopApp stops a stopped app's pod; its onion service and records go with the declarative sets.

@@ -27,11 +27,13 @@ type fakes struct {
 	attached bool // Addresses answers as for an attached pod
 	calls    map[string][]string
 	global   []string
-	unitLog  []string // WriteApp and ApplyApp calls of every app, in order ("write APP", "apply APP")
-	failing  map[string]bool
-	services []onion.Service
-	records  []dns.Record
-	keys     map[string]*onion.Key
+	unitLog  []string // WriteApp, LoadApp and ApplyApp calls, in order ("write APP", "load APP NETNS", "apply APP")
+	// loadBeside makes Attach wait (up to 10 s) for the app's LoadApp to be called.
+	loadBeside map[string]chan struct{}
+	failing    map[string]bool
+	services   []onion.Service
+	records    []dns.Record
+	keys       map[string]*onion.Key
 }
 
 func newFakes() *fakes {
@@ -60,11 +62,19 @@ func (f *fakes) Apps() ([]string, error)                          { return nil, 
 
 func (f *fakes) Attach(_ context.Context, a network.Attachment) (network.Result, error) {
 	f.log(a.App, "attach")
+	if loaded, ok := f.loadBeside[a.App]; ok {
+		select {
+		case <-loaded:
+			f.log(a.App, "loaded during the attach")
+		case <-time.After(10 * time.Second):
+		}
+	}
 	return network.Result{Netns: "/run/netns/onionpod-" + a.App, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 		ULA: netip.MustParseAddr("fd00::6"), LAN: netip.MustParseAddr("2001:db8:1::6")}, nil
 }
 func (f *fakes) Detach(_ context.Context, app string) error { f.log(app, "detach"); return nil }
 func (f *fakes) Attached(context.Context) ([]string, error) { return nil, nil }
+func (f *fakes) PodNetns(app string) string                 { return "/run/netns/onionpod-" + app }
 func (f *fakes) Addresses(app string) (network.Result, error) {
 	if !f.attached {
 		return network.Result{}, network.ErrNotFound
@@ -89,6 +99,16 @@ func (f *fakes) WriteApp(app string, units []pods.Unit) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.unitLog = append(f.unitLog, "write "+app)
+	return nil
+}
+
+func (f *fakes) LoadApp(_ context.Context, app string, units []pods.Unit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unitLog = append(f.unitLog, "load "+app+" "+string(units[0].Content))
+	if ch, ok := f.loadBeside[app]; ok {
+		close(ch)
+	}
 	return nil
 }
 
@@ -237,6 +257,9 @@ func TestApplyWritesChangedUnitsFirst(t *testing.T) {
 	var written, applied []string
 	for i, call := range f.unitLog {
 		verb, app, _ := strings.Cut(call, " ")
+		if verb == "load" {
+			continue
+		}
 		if verb == "write" {
 			written = append(written, app)
 			if len(applied) > 0 {
@@ -305,5 +328,36 @@ func TestApplyHoldsAndWaits(t *testing.T) {
 		if p.Removal {
 			t.Errorf("plan removes %s", p.App)
 		}
+	}
+}
+
+// TestNewAppLoadedBesideAttach: a new app's units are written and loaded by systemd while its
+// network is attached (the fake attach waits for the load: a load after the attach would leave
+// it waiting), with the namespace path the attach gives; an app whose network or unit is there
+// gets no load ahead.
+func TestNewAppLoadedBesideAttach(t *testing.T) {
+	f := newFakes()
+	f.loadBeside = map[string]chan struct{}{"fresh": make(chan struct{})}
+	obs := Observed{Keys: map[string]bool{}, Images: map[string]bool{"fresh": true, "rewired": true, "restarted": true},
+		Networks: map[string]bool{"restarted": true}, Units: map[string]UnitState{"rewired": {Present: true, Current: true}},
+		Onions: map[string]bool{}, DNS: map[string]bool{}, Addresses: map[string]network.Result{}}
+	var apps []store.App
+	for _, a := range []string{"fresh", "rewired", "restarted"} {
+		apps = append(apps, store.App{Name: a, Containers: image(a, "r.example/"+a+":1")})
+	}
+	d := Desired{Apps: apps}
+	f.runner().Apply(context.Background(), MakePlan(d, obs), d, obs)
+
+	if got, want := f.calls["fresh"], []string{"attach", "loaded during the attach", "unit"}; !slices.Equal(got, want) {
+		t.Errorf("fresh: %v, want %v", got, want)
+	}
+	var loads []string
+	for _, call := range f.unitLog {
+		if strings.HasPrefix(call, "load ") {
+			loads = append(loads, call)
+		}
+	}
+	if want := []string{"load fresh /run/netns/onionpod-fresh"}; !slices.Equal(loads, want) {
+		t.Errorf("loads: %v, want %v (rewired has its unit, restarted its network)", loads, want)
 	}
 }
