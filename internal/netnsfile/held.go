@@ -78,19 +78,29 @@ func (h holder) run(argv ...string) error {
 // bind bind-mounts source (a namespace file such as /proc/PID/ns/net) onto path: in the holder's
 // mount namespace for a held directory, else in the caller's.
 func bind(source, path string) error {
-	if h, ok := heldDir(filepath.Dir(path)); ok {
-		return h.run("mount", "--no-canonicalize", "--bind", source, filepath.Join(h.inner, filepath.Base(path)))
+	dir, name := filepath.Split(path)
+	dir = filepath.Clean(dir)
+	if h, ok := heldDir(dir); ok {
+		if err := h.ask(dir, "bind", name, source); !errors.Is(err, errNoSocket) {
+			return err
+		}
+		return h.run("mount", "--no-canonicalize", "--bind", source, filepath.Join(h.inner, name))
 	}
 	return unix.Mount(source, path, "none", unix.MS_BIND, "")
 }
 
 // unbind undoes bind.
 func unbind(path string) error {
-	if h, ok := heldDir(filepath.Dir(path)); ok {
+	dir, name := filepath.Split(path)
+	dir = filepath.Clean(dir)
+	if h, ok := heldDir(dir); ok {
 		if !Exists(path) {
 			return nil
 		}
-		return h.run("umount", "--lazy", filepath.Join(h.inner, filepath.Base(path)))
+		if err := h.ask(dir, "unbind", name, ""); !errors.Is(err, errNoSocket) {
+			return err
+		}
+		return h.run("umount", "--lazy", filepath.Join(h.inner, name))
 	}
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return err
@@ -120,8 +130,9 @@ func Pin(path, source string) (err error) {
 // Hold makes the calling process the holder of link: it checks that it runs in a mount namespace
 // of its own (not PID 1's) with a tmpfs of its own at inner, points link at it (replacing an
 // earlier holder's link, never a directory), calls ready (if not nil: systemd's READY=1, so that
-// units ordered after the holder find the link), and waits for ctx. On return it removes link if
-// link still points at it. systemd gives a holder its namespace and tmpfs with
+// units ordered after the holder find the link), and waits for ctx, making and undoing the
+// namespaces' mounts it is asked for on its socket (LINK.sock). On return it removes link and
+// the socket if link still points at it. systemd gives a holder its namespace and tmpfs with
 // TemporaryFileSystem=INNER (which implies PrivateMounts=yes).
 func Hold(ctx context.Context, inner, link string, ready func()) error {
 	if err := notInMountNamespaceOf("/proc/1"); err != nil {
@@ -137,6 +148,11 @@ func Hold(ctx context.Context, inner, link string, ready func()) error {
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return fmt.Errorf("netns holder: %w", err)
 	}
+	serving, stop := context.WithCancel(ctx)
+	defer stop()
+	if err := serve(serving, socketOf(link), inner); err != nil {
+		return fmt.Errorf("netns holder: %w", err)
+	}
 	tmp := link + ".new"
 	os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {
@@ -150,8 +166,10 @@ func Hold(ctx context.Context, inner, link string, ready func()) error {
 		ready()
 	}
 	<-ctx.Done()
+	stop()
 	if now, err := os.Readlink(link); err == nil && now == target {
 		os.Remove(link)
+		os.Remove(socketOf(link))
 	}
 	return nil
 }

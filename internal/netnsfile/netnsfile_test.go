@@ -99,9 +99,9 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
-// TestHeldDirectory: namespaces named in a held directory are mounted in the holder's mount
-// namespace, not the caller's, and are found, entered and removed through the link as in a
-// plain directory; the link goes when the holder stops.
+// TestHeldDirectory: a holder made by Hold names namespaces in its own mount namespace (see
+// checkHeld) through its socket, without nsenter; it refuses a bad name or a file that is not a
+// network namespace; its link and socket go when it stops.
 func TestHeldDirectory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create namespaces")
@@ -134,6 +134,74 @@ func TestHeldDirectory(t *testing.T) {
 		}
 	}
 
+	// The holder makes the mounts itself, asked on its socket: no nsenter is run (none is found).
+	t.Setenv("PATH", "")
+	checkHeld(t, inner, link)
+	h, _ := heldDir(link)
+	ns := filepath.Join(link, "asked")
+	if f, err := os.Create(ns); err != nil {
+		t.Fatal(err)
+	} else {
+		f.Close()
+	}
+	for _, c := range []struct{ name, source, want string }{
+		{"../x", "/proc/self/ns/net", "bad name"},
+		{"asked", "/etc/hostname", "not a namespace file"},
+		{"asked", "/proc/self/ns/mnt", "not a network namespace"},
+		{"missing", "/proc/self/ns/net", "is not a file made for the name"},
+	} {
+		if err := h.ask(link, "bind", c.name, c.source); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("bind %s to %s: %v, want %q", c.source, c.name, err, c.want)
+		}
+	}
+	os.Remove(ns)
+
+	holder.Process.Signal(syscall.SIGTERM)
+	if <-exited; holderErr != nil {
+		t.Fatalf("holder: %v", holderErr)
+	}
+	for _, p := range []string{link, socketOf(link)} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s outlived its holder: %v", p, err)
+		}
+	}
+}
+
+// TestHeldDirectoryWithoutSocket: a holder without a socket (one an older onionpod started)
+// is reached through nsenter, the same way.
+func TestHeldDirectoryWithoutSocket(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create namespaces")
+	}
+	dir := t.TempDir()
+	inner, link := filepath.Join(dir, "inner"), filepath.Join(dir, "link")
+	if err := os.Mkdir(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+		`mount -t tmpfs netns "$1" && ln -s "/proc/$$/root$1" "$2" && exec sleep 600`, "sh", inner, link)
+	holder.Stderr = os.Stderr
+	if err := holder.Start(); err != nil {
+		t.Fatalf("unshare (util-linux): %v", err)
+	}
+	defer func() {
+		holder.Process.Kill()
+		holder.Wait()
+	}()
+	for HolderPID(link) != holder.Process.Pid {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Lstat(socketOf(link)); err == nil {
+		t.Fatal("the shell holder has a socket")
+	}
+	checkHeld(t, inner, link)
+}
+
+// checkHeld: namespaces named in the held directory link (into inner) are mounted in the
+// holder's mount namespace, not the caller's, and are found, entered and removed through the
+// link as in a plain directory.
+func checkHeld(t *testing.T, inner, link string) {
+	t.Helper()
 	ns := filepath.Join(link, "ns")
 	if err := Create(ns, func() error { return Sysctl("net/ipv6/conf/default/accept_dad", "0") }); err != nil {
 		t.Fatal(err)
@@ -185,13 +253,5 @@ func TestHeldDirectory(t *testing.T) {
 	// A holder in the mount namespace of the units' PID 1 is refused (here: of this process).
 	if err := notInMountNamespaceOf("/proc/self"); err == nil || !strings.Contains(err.Error(), "runs in the mount namespace of /proc/self") {
 		t.Fatalf("holding in the caller's own mount namespace = %v", err)
-	}
-
-	holder.Process.Signal(syscall.SIGTERM)
-	if <-exited; holderErr != nil {
-		t.Fatalf("holder: %v", holderErr)
-	}
-	if _, err := os.Lstat(link); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("the link outlived its holder: %v", err)
 	}
 }
