@@ -106,11 +106,7 @@ func TestHeldDirectory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create namespaces")
 	}
-	dir := t.TempDir()
-	inner, link := filepath.Join(dir, "inner"), filepath.Join(dir, "link")
-	if err := os.Mkdir(inner, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	inner, link := heldPaths(t)
 	// A holder the way systemd starts one: a mount namespace of its own, a tmpfs at inner.
 	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
 		`mount -t tmpfs netns "$1" && exec "$2"`, "sh", inner, os.Args[0])
@@ -173,11 +169,7 @@ func TestHeldDirectoryWithoutSocket(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create namespaces")
 	}
-	dir := t.TempDir()
-	inner, link := filepath.Join(dir, "inner"), filepath.Join(dir, "link")
-	if err := os.Mkdir(inner, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	inner, link := heldPaths(t)
 	holder := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
 		`mount -t tmpfs netns "$1" && ln -s "/proc/$$/root$1" "$2" && exec sleep 600`, "sh", inner, link)
 	holder.Stderr = os.Stderr
@@ -195,6 +187,17 @@ func TestHeldDirectoryWithoutSocket(t *testing.T) {
 		t.Fatal("the shell holder has a socket")
 	}
 	checkHeld(t, inner, link)
+}
+
+// heldPaths makes the directory a test holder mounts its tmpfs on (inner) and names the link to
+// it, in a temporary directory.
+func heldPaths(t *testing.T) (inner, link string) {
+	dir := t.TempDir()
+	inner, link = filepath.Join(dir, "inner"), filepath.Join(dir, "link")
+	if err := os.Mkdir(inner, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return inner, link
 }
 
 // checkHeld: namespaces named in the held directory link (into inner) are mounted in the
