@@ -264,7 +264,7 @@ func (l *Lab) startTor(ctx context.Context) error {
 	}
 	l.tor = n
 	l.state.Socks = n.SocksAddr()
-	return nil
+	return n.WaitFormed(ctx) // before the box's tor picks its guards
 }
 
 // torrcExtra joins the box's tor to the private network, or keeps it offline.

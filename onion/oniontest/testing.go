@@ -66,8 +66,9 @@ type SharedNetwork struct {
 	err  error
 }
 
-// Get starts the network on first use and returns it; it does not wait for bootstrap
-// (call WaitReady, possibly after starting the tors that join it).
+// Get starts the network on first use and returns it once it has formed (WaitFormed: a tor
+// joining it picks its guards from a whole consensus); it does not wait for the client's
+// bootstrap (call WaitReady, possibly after starting the tors that join it).
 func (s *SharedNetwork) Get(t testing.TB) *Network {
 	t.Helper()
 	if r := SkipReason(); r != "" {
@@ -83,7 +84,9 @@ func (s *SharedNetwork) Get(t testing.TB) *Network {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		s.net, s.err = StartNetwork(ctx, NetworkOptions{Dir: s.dir})
+		if s.net, s.err = StartNetwork(ctx, NetworkOptions{Dir: s.dir}); s.err == nil {
+			s.err = s.net.WaitFormed(ctx)
+		}
 	})
 	if s.err != nil {
 		t.Fatal(s.err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,8 +68,8 @@ const (
 )
 
 // StartNetwork generates (or reuses) the authorities' keys, starts every node and returns
-// once each answers on its control socket. Call WaitReady before fetching through it: the
-// first consensus takes 15-35 s.
+// once each answers on its control socket. Call WaitFormed before starting a tor that joins
+// it, WaitReady before fetching through it: the first consensus takes 7-35 s.
 func StartNetwork(ctx context.Context, o NetworkOptions) (_ *Network, err error) {
 	if o.Dir == "" {
 		return nil, errors.New("tornet: NetworkOptions.Dir is empty")
@@ -307,6 +308,60 @@ func (n *Network) startClient(ctx context.Context, dir string, authPrivate []str
 // circuit).
 func (n *Network) WaitReady(ctx context.Context) error {
 	return n.client.WaitBootstrapped(ctx)
+}
+
+// formedFlags are the flags every node of the network has in a formed consensus: what a tor
+// that hosts onion services needs to pick its guards and layer-2 guards and its HSDirs.
+var formedFlags = []string{"Running", "Valid", "Guard", "HSDir", "Fast", "Stable"}
+
+// WaitFormed waits until the client's consensus lists every authority and relay with the
+// flags in formedFlags. Start a tor that keeps entry guards and vanguards-lite layer-2 guards
+// (the box's tor, the product's torrc plus JoinTorrc) only after it: such a tor picks its
+// guard sets from its first consensus, and one picked from an early consensus (authorities
+// only, or relays not yet Running) can leave no node for a circuit's second hop ("Failed to
+// find node for hop #2 of our path") until the sets rotate, hours later: CI saw a service
+// host upload no descriptor in 4 minutes.
+func (n *Network) WaitFormed(ctx context.Context) error {
+	want := len(n.auths) + len(n.relays)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	last := "no consensus"
+	for {
+		ns, err := n.client.GetInfo(ctx, "ns/all")
+		if err == nil {
+			ready, total := formedNodes(ns)
+			if ready >= want {
+				return nil
+			}
+			last = fmt.Sprintf("%d of %d nodes listed, %d of them with %s", total, want, ready, strings.Join(formedFlags, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tornet: the network did not form (%s): %w", last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// formedNodes counts the routers of a consensus (GETINFO ns/all) and those with every flag in
+// formedFlags.
+func formedNodes(ns string) (ready, total int) {
+	for _, line := range strings.Split(ns, "\n") {
+		switch {
+		case strings.HasPrefix(line, "r "):
+			total++
+		case strings.HasPrefix(line, "s "):
+			flags := strings.Fields(line)[1:]
+			all := true
+			for _, f := range formedFlags {
+				all = all && slices.Contains(flags, f)
+			}
+			if all {
+				ready++
+			}
+		}
+	}
+	return ready, total
 }
 
 // WaitBootstrapped waits until tor reports "Bootstrapped 100%".
