@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -322,9 +323,14 @@ func (s *scaleLab) measure(b *testing.B, n int) []figure {
 			n, ms(change.Desired), ms(change.Observe), ms(change.Apply), ms(change.Status))
 	}
 	if want("expose") {
-		expose, rm := s.expose(b, 3)
+		expose, rm, steps := s.expose(b, 3)
 		add("expose one more", "ms", ms(expose))
 		add("rm of that one", "ms", ms(rm))
+		fmt.Printf("apps=%d:   expose's steps (medians, from its status):", n)
+		for _, name := range slices.Sorted(maps.Keys(steps)) {
+			fmt.Printf(" %s %.1f ms", name, ms(median(steps[name])))
+		}
+		fmt.Println()
 	}
 	if want("ls") {
 		ls, lsAPI, lsBytes := s.ls(b, 5)
@@ -546,20 +552,32 @@ func medianPass(ps []passTimes) passTimes {
 // expose exposes n new apps with the CLI (as a user would: the archive is sent, the command
 // returns once the pod runs, its onion service is added and its name published), then removes
 // them (`rm --purge-key`: it returns once nothing of the app is left), and returns the median
-// times of both.
-func (s *scaleLab) expose(b *testing.B, n int) (expose, rm time.Duration) {
+// times of both, and each expose's reconcile steps as its status shows them right after it (a
+// later pass, which had nothing to do for the app, may have cleared them).
+func (s *scaleLab) expose(b *testing.B, n int) (expose, rm time.Duration, steps map[string][]time.Duration) {
 	var took, removed []time.Duration
 	var made []string
+	steps = map[string][]time.Duration{}
 	for range n {
 		app := fmt.Sprintf("extra%03d", s.extra)
 		s.extra++
 		made = append(made, app)
 		took = append(took, s.cli(b, "onionpod", "expose", app, "--image", s.image, "--port", "80", "--no-wait"))
+		var st struct {
+			Steps []struct {
+				Name     string        `json:"name"`
+				Duration time.Duration `json:"duration_ns"`
+			} `json:"steps"`
+		}
+		s.getJSON(b, "/v1/apps/"+app, &st)
+		for _, step := range st.Steps {
+			steps[step.Name] = append(steps[step.Name], step.Duration)
+		}
 	}
 	for _, app := range made {
 		removed = append(removed, s.cli(b, "onionpod", "rm", "--purge-key", app))
 	}
-	return median(took), median(removed)
+	return median(took), median(removed), steps
 }
 
 // ls times `onionpod ls` and GET /v1/apps n times each; it returns the medians and the size of
