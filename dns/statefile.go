@@ -80,7 +80,7 @@ func (d *damagedFile) err(what string) error {
 
 var (
 	serialField = regexp.MustCompile(`"serial"\s*:\s*([0-9]{1,10})\s*[,}\n]`)
-	nameField   = regexp.MustCompile(`"name"\s*:\s*"([^"\\]{1,254})"`)
+	nameField   = regexp.MustCompile(`"name"\s*:\s*"([^"\\]+)"`) // canonicalName bounds the length
 )
 
 // salvageSerial finds the serial in what is left of a state file.
