@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/onionpod/onionpod/internal/peercred"
 )
 
 // A Feed hands each of onionpod's sandboxed units (fronts, edge) its own latest message, now and
@@ -174,19 +174,9 @@ func (f *Feed) serve(c *net.UnixConn) {
 }
 
 func (f *Feed) peerUnit(c *net.UnixConn) (string, error) {
-	raw, err := c.SyscallConn()
+	cred, err := peercred.Of(c)
 	if err != nil {
 		return "", err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return "", err
-	}
-	if credErr != nil {
-		return "", credErr
 	}
 	return f.identify(cred.Pid)
 }

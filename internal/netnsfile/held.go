@@ -75,12 +75,19 @@ func (h holder) run(argv ...string) error {
 	return nil
 }
 
+// heldPath finds the holder of path's directory (ok: it is a held directory), that directory
+// and path's name in it.
+func heldPath(path string) (h holder, dir, name string, ok bool) {
+	dir, name = filepath.Split(path)
+	dir = filepath.Clean(dir)
+	h, ok = heldDir(dir)
+	return h, dir, name, ok
+}
+
 // bind bind-mounts source (a namespace file such as /proc/PID/ns/net) onto path: in the holder's
 // mount namespace for a held directory, else in the caller's.
 func bind(source, path string) error {
-	dir, name := filepath.Split(path)
-	dir = filepath.Clean(dir)
-	if h, ok := heldDir(dir); ok {
+	if h, dir, name, ok := heldPath(path); ok {
 		if err := h.ask(dir, "bind", name, source); !errors.Is(err, errNoSocket) {
 			return err
 		}
@@ -91,9 +98,7 @@ func bind(source, path string) error {
 
 // unbind undoes bind.
 func unbind(path string) error {
-	dir, name := filepath.Split(path)
-	dir = filepath.Clean(dir)
-	if h, ok := heldDir(dir); ok {
+	if h, dir, name, ok := heldPath(path); ok {
 		if !Exists(path) {
 			return nil
 		}

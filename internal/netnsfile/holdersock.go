@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/onionpod/onionpod/internal/peercred"
 )
 
 // A holder (Hold) makes and undoes its mounts itself, asked over a socket beside its link
@@ -73,7 +75,7 @@ func answer(c *net.UnixConn, inner string) {
 		}
 		c.Write([]byte(msg))
 	}
-	if cred, err := peerCred(c); err != nil || cred.Uid != 0 {
+	if cred, err := peercred.Of(c); err != nil || cred.Uid != 0 {
 		reply(errors.New("only root may name namespaces"))
 		return
 	}
@@ -144,21 +146,6 @@ func receivedFDs(oob []byte) []int {
 	return fds
 }
 
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, credErr
-}
-
 // ask sends one request to holder h through the socket of link; source, if not empty, is the
 // namespace file to bind. errNoSocket when the holder has no socket (or another process has its
 // name): the caller falls back to nsenter.
@@ -170,7 +157,7 @@ func (h holder) ask(link, verb, name, source string) error {
 	}
 	c := conn.(*net.UnixConn)
 	defer c.Close()
-	if cred, err := peerCred(c); err != nil || int(cred.Pid) != h.pid {
+	if cred, err := peercred.Of(c); err != nil || int(cred.Pid) != h.pid {
 		return errNoSocket
 	}
 	c.SetDeadline(time.Now().Add(requestTimeout))

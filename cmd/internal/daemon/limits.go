@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/onionpod/onionpod/internal/peercred"
 )
 
 // Bounds of the LocalAPI: what one client (a uid) may hold open at once, how long a wait may
@@ -38,12 +38,8 @@ type peerKey struct{}
 func withPeer(ctx context.Context, c net.Conn) context.Context {
 	var p peer
 	if uc, ok := c.(*net.UnixConn); ok {
-		if raw, err := uc.SyscallConn(); err == nil {
-			raw.Control(func(fd uintptr) {
-				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-					p = peer{known: true, uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
-				}
-			})
+		if cred, err := peercred.Of(uc); err == nil {
+			p = peer{known: true, uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
 		}
 	}
 	return context.WithValue(ctx, peerKey{}, p)
