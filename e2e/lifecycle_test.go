@@ -30,6 +30,18 @@ func TestRebootKeepsOnionAndAddress(t *testing.T) {
 		return st.State == running
 	})
 	t.Logf("running again %v after the reboot began", time.Since(start))
+	// The apps' networks were made by one process at boot (onionpod-networks.service), before
+	// the apps' network units, which systemd then skipped: no onionpod process per app.
+	if out, err := run(t, t.Context(), lab.InBox, "systemctl", "show", "-p", "ActiveState,Result", "onionpod-networks.service"); err != nil ||
+		!strings.Contains(out, "ActiveState=active") || !strings.Contains(out, "Result=success") {
+		t.Errorf("onionpod-networks.service after the reboot: %q, %v; want active, success", out, err)
+	}
+	if out, err := run(t, t.Context(), lab.InBox, "systemctl", "show", "--value", "-p", "ConditionResult", "onionpod-net-survivor.service"); err != nil || strings.TrimSpace(out) != "no" {
+		t.Errorf("survivor's network unit after the reboot: ConditionResult=%q, %v; want no (skipped: its namespace was made)", out, err)
+	}
+	if out, err := run(t, t.Context(), lab.InBox, "journalctl", "--no-pager", "-b", "-o", "cat", "-u", "onionpod-networks.service"); err == nil {
+		t.Logf("onionpod-networks.service at this boot:\n%s", out)
+	}
 	if "http://"+st.Onion.Address+"/" != before.Onion {
 		t.Errorf(".onion changed across the reboot: %s, was %s", st.Onion.Address, before.Onion)
 	}

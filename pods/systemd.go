@@ -380,6 +380,21 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 	return errors.Join(errs...)
 }
 
+// Install writes units and enables those with an [Install] section, and reloads systemd where
+// it holds one of them from an older file, without starting any: for a unit that runs at boot
+// only (the apps' networks of onionpod-networks.service).
+func (s *Systemd) Install(ctx context.Context, units ...Unit) error {
+	conn, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.Write(units...); err != nil {
+		return err
+	}
+	_, err = s.settle(ctx, conn, units)
+	return err
+}
+
 // Write writes units (each only when changed, a unit's environment file root-only before the
 // unit) and enables those with an [Install] section, without starting any: Apply then starts
 // them, and restarts the changed ones that run. A pass writes every app's changed units first,

@@ -234,7 +234,24 @@ func TestInsideRunPods(t *testing.T) {
 	if err := sd.Apply(ctx, units...); err != nil {
 		t.Fatal(err)
 	}
-	waitRunning(t, sd, blogApp, 0)
+	running := waitRunning(t, sd, blogApp, 0)
+	// A network unit rewritten (an upgrade orders it after onionpod-networks.service) is read
+	// again, and the pod that requires it goes on running: its namespace is made.
+	reordered := spec
+	reordered.NetBoot = "onionpod-networks.service"
+	newUnits, err := PodUnits(reordered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.ApplyApp(ctx, blogApp, newUnits); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := sd.Status(ctx, blogApp); err != nil || st.MainPID != running.MainPID {
+		t.Errorf("after its network unit changed, the pod is %+v, %v; want the same process %d", st, err, running.MainPID)
+	}
+	if got := unitProperty(t, NetUnitName(blogApp), "After"); !strings.Contains(got, "onionpod-networks.service") {
+		t.Errorf("the network unit as systemd holds it starts after %q, want onionpod-networks.service among them", got)
+	}
 	if states, err := sd.PodStates(ctx); err != nil || states[blogRef].ActiveState != "active" || states[blogRef].SubState != "running" {
 		t.Errorf("PodStates when running: %+v, %v", states[blogRef], err)
 	}

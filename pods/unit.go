@@ -44,6 +44,11 @@ type Spec struct {
 	// NetAfter are units the network unit wants and starts after (the holder of the pods'
 	// namespaces, onionpod-netns.service).
 	NetAfter []string
+	// NetBoot is the unit that makes every pod's network at boot in one process (the daemon's
+	// onionpod-networks.service): the network unit starts after it where both start (at boot),
+	// and is then skipped where it made the namespace. Unlike NetAfter, it is not wanted: a
+	// network unit started later (with its pod) does not pull it in.
+	NetBoot string
 	// OwnUser runs the container as a dynamic user of its own (ContainerUser) instead of the
 	// one every container of the app shares (AppUser): it then shares no volume with another.
 	OwnUser bool
@@ -321,7 +326,7 @@ func AppUnits(specs ...Spec) ([]Unit, error) {
 		if err := s.checkShape(); err != nil {
 			return nil, err
 		}
-		if s.App != first.App || s.Netns != first.Netns || !slices.Equal(s.NetUp, first.NetUp) || !slices.Equal(s.NetDown, first.NetDown) {
+		if s.App != first.App || s.Netns != first.Netns || s.NetBoot != first.NetBoot || !slices.Equal(s.NetUp, first.NetUp) || !slices.Equal(s.NetDown, first.NetDown) {
 			return nil, errkind.BadInputf("pods: app %q: its containers must share the app, network namespace and network unit", first.App)
 		}
 		if seen[s.containerName()] {
@@ -450,6 +455,9 @@ func netUnit(s Spec, containers []Spec) *unitBuilder {
 		b.set("Unit", "Wants", tokensValue, "network unit wants", u)
 		b.set("Unit", "After", tokensValue, "network unit after", u)
 	}
+	if s.NetBoot != "" {
+		b.set("Unit", "After", tokensValue, "network boot unit", s.NetBoot)
+	}
 	for _, c := range containers {
 		b.fixed("Unit", "Before", c.unitName())
 	}
@@ -475,6 +483,10 @@ type HostService struct {
 	Restart     string   // "" = on-failure; no, always, ...
 	After       []string // ordering (units this one starts after)
 	Wants       []string
+
+	// RemainAfterExit keeps a oneshot "active" once its command has run (started again only
+	// after a stop, or at the next boot).
+	RemainAfterExit bool
 
 	// Group runs the service with this group ("" = User's primary group).
 	Group string
@@ -600,6 +612,9 @@ func (h HostService) unitSection(b *unitBuilder) {
 func (h HostService) serviceSection(b *unitBuilder) {
 	b.set("Service", "Type", tokensValue, "type", cmp.Or(h.Type, "exec"))
 	b.set("Service", "ExecStart", commandValue, "ExecStart", h.ExecStart...)
+	if h.RemainAfterExit {
+		b.fixed("Service", "RemainAfterExit", "yes")
+	}
 	for _, e := range h.Environment {
 		b.set("Service", "Environment", assignmentValue, "environment", e)
 	}

@@ -48,6 +48,8 @@ func blogSpec() Spec {
 		Volumes:    []Volume{{Name: "data", Path: "/data"}},
 		NetUp:      []string{"/usr/bin/onionpod", "internal", "net-up", "blog"},
 		NetDown:    []string{"/usr/bin/onionpod", "internal", "net-down", "blog"},
+		NetAfter:   []string{"onionpod-netns.service"},
+		NetBoot:    "onionpod-networks.service",
 	}
 }
 
@@ -85,6 +87,18 @@ func TestRenderUnitsGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, tor.Name, tor.Content)
+
+	boot, err := HostService{Name: "net-boot", ExecStart: []string{"/usr/bin/onionpod", "internal", "net-boot"},
+		Type: "oneshot", RemainAfterExit: true, Restart: "no", After: []string{"onionpod-netns.service"}}.Unit()
+	if err == nil {
+		t.Errorf("a host service named net-*: %s, want an error (the name of an app's network unit)", boot.Name)
+	}
+	boot, err = HostService{Name: "networks", ExecStart: []string{"/usr/bin/onionpod", "internal", "net-boot"},
+		Type: "oneshot", RemainAfterExit: true, Restart: "no", After: []string{"onionpod-netns.service"}}.Unit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, boot.Name, boot.Content)
 }
 
 // notesSpecs are the containers of a two-container app (a database and a web app sharing a

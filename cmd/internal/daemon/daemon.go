@@ -147,6 +147,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := p.ensureNetnsHolder(ctx, d.cfg, d.opts.Self, d.log); err != nil {
 		return err
 	}
+	if err := p.ensureNetBoot(ctx, d.opts.Self, d.opts.ConfigPath); err != nil {
+		return err
+	}
 	d.store.FollowFiles(p.files)
 	defer d.store.FollowFiles(nil) // before p.close closes it
 	d.logDamagedState()

@@ -25,6 +25,7 @@ type podBuilder struct {
 	configPath string
 	netnsDir   string
 	netAfter   []string // units the network units start after (the namespace holder)
+	netBoot    string   // the unit that makes every app's network at boot (onionpod-networks.service)
 	fetches    *fetcher // registry pulls in the background (set by Run)
 
 	mu       sync.Mutex
@@ -307,6 +308,7 @@ func (b *podBuilder) spec(app store.App, c store.Container, netns string) (pods.
 	// the same addresses); removing an app detaches its network in the daemon.
 	spec.NetUp = []string{b.self, "--config", b.configPath, "internal", "net-up", app.Name}
 	spec.NetAfter = b.netAfter
+	spec.NetBoot = b.netBoot
 	return spec, img, nil
 }
 
