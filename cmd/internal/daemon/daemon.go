@@ -188,6 +188,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.opts.Ready != nil {
 		d.opts.Ready()
 	}
+	p.waitBootNetworks(ctx, d.log)
 	d.trigger("boot")
 	loopErr := d.loop(ctx)
 	if cause := context.Cause(ctx); loopErr == nil && cause != nil && !errors.Is(cause, context.Canceled) {

@@ -47,6 +47,12 @@ func TestInsideDaemon(t *testing.T) {
 	if out, err := exec.Command("systemctl", "show", "--value", "-p", "ConditionResult", pods.NetUnitName("web")).Output(); err != nil || strings.TrimSpace(string(out)) != "no" {
 		t.Errorf("web's network unit after the daemon attached it: ConditionResult=%s, %v; want no (skipped)", strings.TrimSpace(string(out)), err)
 	}
+	// The boot's networks unit is installed for the next boot, not run by the daemon: it would
+	// attach apps beside the daemon's own attaches.
+	if out, err := exec.Command("systemctl", "show", "-p", "ActiveState,UnitFileState", "onionpod-networks.service").Output(); err != nil ||
+		!strings.Contains(string(out), "ActiveState=inactive") || !strings.Contains(string(out), "UnitFileState=enabled") {
+		t.Errorf("onionpod-networks.service with the daemon running: %q, %v; want inactive and enabled", out, err)
+	}
 	// The record is in BIND, by a signed dynamic update.
 	if got := aaaa(t, r.named, "web"); got != st.Network.LAN || got == "" {
 		t.Fatalf("BIND has AAAA %q for web, the pod has %q", got, st.Network.LAN)

@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/onionpod/onionpod/pods"
 )
@@ -39,4 +41,38 @@ func (p *parts) ensureNetBoot(ctx context.Context, self, configPath string) erro
 	}
 	p.pods.netBoot = unit.Name
 	return nil
+}
+
+// bootNetworksWait bounds how long the daemon's first pass waits for onionpod-networks.service.
+const bootNetworksWait = 5 * time.Minute
+
+// waitBootNetworks waits while onionpod-networks.service makes the apps' networks at boot (at
+// most bootNetworksWait), before the daemon's first pass: a pass beside it finds apps half
+// attached and attaches them again, the two processes taking turns on each app's lock (1000
+// apps: most of them attached twice).
+func (p *parts) waitBootNetworks(ctx context.Context, log *slog.Logger) {
+	name := p.pods.netBoot
+	if name == "" {
+		return
+	}
+	start := time.Now()
+	waited := false
+	for time.Since(start) < bootNetworksWait {
+		st, err := p.systemd.UnitStatus(ctx, name)
+		if err != nil || st.ActiveState != "activating" {
+			break
+		}
+		if !waited {
+			log.Info("the apps' networks are being made at boot: the first pass waits", "unit", name)
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if waited {
+		log.Info("the apps' networks made at boot: first pass", "waited", time.Since(start).Round(time.Millisecond))
+	}
 }
