@@ -54,6 +54,42 @@ func TestRebootKeepsOnionAndAddress(t *testing.T) {
 	if got := fetch(t, lab.InTor, before.Onion, 3*time.Minute); got != page {
 		t.Errorf("after reboot, over tor: %q", got)
 	}
+
+	// An app the boot's process does not attach (here: none begun, its budget 0) is attached by
+	// its own network unit, and comes back the same.
+	dropIn := "/etc/systemd/system/onionpod-networks.service.d"
+	t.Cleanup(func() {
+		run(t, context.Background(), lab.InBox, "sh", "-c", "rm -rf "+dropIn+" && systemctl daemon-reload")
+	})
+	execStart, err := run(t, t.Context(), lab.InBox, "sed", "-n", "s/^ExecStart=//p", "/etc/systemd/system/onionpod-networks.service")
+	if err != nil || !strings.Contains(execStart, "net-boot") {
+		t.Fatalf("onionpod-networks.service's ExecStart: %q, %v", execStart, err)
+	}
+	conf := "[Service]\nExecStart=\nExecStart=" + strings.TrimSpace(execStart) + " \"--budget\" \"0s\"\n"
+	if out, err := run(t, t.Context(), lab.InBox, "sh", "-c", `mkdir -p "$1" && printf %s "$2" > "$1/budget.conf" && systemctl daemon-reload`,
+		"sh", dropIn, conf); err != nil {
+		t.Fatalf("drop-in: %v\n%s", err, out)
+	}
+	if err := l.Reboot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "running after the second reboot", func() bool {
+		st = status(t, "survivor")
+		return st.State == running
+	})
+	if out, err := run(t, t.Context(), lab.InBox, "journalctl", "--no-pager", "-b", "-o", "cat", "-u", "onionpod-networks.service"); err != nil || !strings.Contains(out, "net-boot: 0 apps attached, 0 failed, 1 not begun in time") {
+		t.Errorf("onionpod-networks.service with budget 0: %v\n%s", err, out)
+	}
+	if out, err := run(t, t.Context(), lab.InBox, "systemctl", "show", "-p", "ConditionResult,ActiveState,Result", "onionpod-net-survivor.service"); err != nil ||
+		!strings.Contains(out, "ConditionResult=yes") || !strings.Contains(out, "ActiveState=active") || !strings.Contains(out, "Result=success") {
+		t.Errorf("survivor's network unit when the boot's process left it: %q, %v; want run, active, success", out, err)
+	}
+	if "http://["+st.Network.LAN+"]/" != before.IPv6 {
+		t.Errorf("IPv6 address changed across the second reboot: %s, was %s", st.Network.LAN, before.IPv6)
+	}
+	if got := fetch(t, lab.InClient, before.DNS, 30*time.Second); got != page {
+		t.Errorf("after the second reboot, by DNS: %q", got)
+	}
 }
 
 // TestTorRestart restarts the box's tor: the daemon reconnects, re-adds the onion service (within
