@@ -17,7 +17,10 @@
 //	onionpod-check-APP[_CONTAINER].service  a command health check while it runs (transient)
 //	onionpod-NAME.service           onionpod's own helper services (HostService), e.g. onionpod-tor,
 //	                                and onionpod-netns, the holder of the pods' namespaces
-//	                                (network units want it and start after it: Spec.NetAfter)
+//	                                (network units want it and start after it: Spec.NetAfter),
+//	                                and onionpod-networks, which makes every app's network at
+//	                                boot in one process (network units start after it, and are
+//	                                then skipped: Spec.NetBoot)
 //
 // Containers are enabled (WantedBy=multi-user.target), start after the containers their spec
 // names (After= and Wants=), stop with the image's StopSignal (KillSignal=), and run as one
