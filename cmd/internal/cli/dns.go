@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -72,7 +71,7 @@ func runDNSLs(opts *dnsLsOptions) error {
 	if st.Damaged != "" {
 		fmt.Fprintln(w, "damaged state:", st.Damaged)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "NAME\tADDRESSES")
 	for _, r := range st.Records {
 		fmt.Fprintf(tw, "%s\t%s\n", r.Name, strings.Join(r.Addresses, " "))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -73,7 +72,7 @@ func runImageLs(opts *imageLsOptions) error {
 		_, err := fmt.Fprintln(opts.Out, "No images yet.")
 		return err
 	}
-	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	tw := newTable(opts.Out)
 	fmt.Fprintln(tw, "IMAGE\tSIZE\tAPPS\tREFERENCES")
 	for _, img := range images {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortID(img.ID), humanBytes(img.Size),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -63,7 +62,7 @@ func runLs(opts *lsOptions) error {
 		_, err := fmt.Fprintln(opts.Out, "No apps yet. Try: onionpod expose hello --static DIR --port 80")
 		return err
 	}
-	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	tw := newTable(opts.Out)
 	fmt.Fprintln(tw, "APP\tSTATE\tCONTAINERS\tPROBES\tONION\tIPV6\tSOURCE")
 	for _, a := range apps {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.App.Name, a.State, orDash(containersLine(a)), orDash(probeColumn(a.Probes)),

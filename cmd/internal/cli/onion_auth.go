@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -160,7 +159,7 @@ func runOnionAuthLs(opts *onionAuthOptions) error {
 		fmt.Fprintf(opts.Out, "%s: no clients: the service is open to everyone\n", opts.App)
 		return nil
 	}
-	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	tw := newTable(opts.Out)
 	fmt.Fprintln(tw, "CLIENT\tPUBLIC KEY")
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%s\t%s\n", e.Client, e.PublicKey)

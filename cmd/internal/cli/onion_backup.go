@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"filippo.io/age"
 	"github.com/spf13/cobra"
@@ -219,7 +218,7 @@ func runOnionRestore(opts *onionRestoreOptions) error {
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+	tw := newTable(opts.Out)
 	fmt.Fprintln(tw, "APP\tRESULT\tADDRESS")
 	for _, r := range restored {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.App, r.Result, r.Address)

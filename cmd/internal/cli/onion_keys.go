@@ -8,7 +8,6 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -79,7 +78,7 @@ func runOnionLs(opts *onionLsOptions) error {
 	} else if len(entries) == 0 {
 		fmt.Fprintln(opts.Out, "No onion keys yet. Apps get one when exposed; or: onionpod onion import APP SOURCE")
 	} else {
-		tw := tabwriter.NewWriter(opts.Out, 0, 4, 2, ' ', 0)
+		tw := newTable(opts.Out)
 		fmt.Fprintln(tw, "APP\tADDRESS\tCLIENTS")
 		for _, e := range entries {
 			addr := e.Address
