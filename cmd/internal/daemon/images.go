@@ -1,11 +1,11 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -109,11 +109,16 @@ func (d *Daemon) imagesInUse() (map[string][]string, error) {
 		apps = append(apps, *h.Last)
 	}
 	inUse := map[string][]string{}
+	used := map[[2]string]bool{}
 	use := func(id, app string) {
-		if !slices.Contains(inUse[id], app) {
+		if !used[[2]string{id, app}] {
+			used[[2]string{id, app}] = true
 			inUse[id] = append(inUse[id], app)
 		}
 	}
+	// Apps mostly share images: each image is looked up once (its record read from disk), not
+	// once per container (1000 apps of one image: 40 ms of every rm's prune).
+	digests := map[string]string{}
 	for _, app := range apps {
 		for _, c := range app.Containers {
 			if c.Static != "" {
@@ -122,14 +127,23 @@ func (d *Daemon) imagesInUse() (map[string][]string, error) {
 			if c.PreviousImageID != "" {
 				use(c.PreviousImageID, app.Name) // what a rollback returns to
 			}
-			img, err := d.parts.pods.cached(c)
-			if errors.Is(err, reconcile.ErrImageMissing) {
-				continue // not in the store (yet): nothing of it to keep
+			key := cmp.Or(c.ImageID, c.Image)
+			digest, seen := digests[key]
+			if !seen {
+				img, err := d.parts.pods.cached(c)
+				switch {
+				case errors.Is(err, reconcile.ErrImageMissing):
+					// not in the store (yet): nothing of it to keep
+				case err != nil:
+					return nil, fmt.Errorf("daemon: app %q: container %s: %w", app.Name, c.Name, err)
+				default:
+					digest = img.Digest
+				}
+				digests[key] = digest
 			}
-			if err != nil {
-				return nil, fmt.Errorf("daemon: app %q: container %s: %w", app.Name, c.Name, err)
+			if digest != "" {
+				use(digest, app.Name)
 			}
-			use(img.Digest, app.Name)
 		}
 	}
 	return inUse, nil
