@@ -354,6 +354,7 @@ func (s *scaleLab) measure(b *testing.B, n int) []figure {
 	if want("memory") {
 		mem := s.memory(b)
 		add("daemon RSS", "MB", mem.daemonRSS)
+		add("daemon RSS, its own (anon)", "MB", mem.daemonAnon)
 		add("daemon Go heap in use", "MB", mem.heapInuse)
 		add("tor RSS", "MB", mem.torRSS)
 		add("systemd (PID 1) RSS", "MB", mem.pid1RSS)
@@ -650,6 +651,9 @@ func (s *scaleLab) sinceBoxBoot(b *testing.B) time.Duration {
 
 type memory struct {
 	daemonRSS, heapInuse, torRSS, pid1RSS float64 // MB
+	// daemonAnon is the daemon's anonymous resident memory: VmRSS less the pages of its binary
+	// and libraries (file-backed, shared with the page cache and every other onionpod process).
+	daemonAnon float64
 }
 
 // memory reads the resident memory of the daemon, tor and the box's systemd, and the daemon's
@@ -657,6 +661,7 @@ type memory struct {
 func (s *scaleLab) memory(b *testing.B) memory {
 	var m memory
 	m.daemonRSS = s.rss(b, "$(systemctl show -P MainPID onionpod.service)")
+	m.daemonAnon = s.statusMB(b, "$(systemctl show -P MainPID onionpod.service)", "RssAnon")
 	m.torRSS = s.rss(b, "$(systemctl show -P MainPID onionpod-tor.service)")
 	m.pid1RSS = s.rss(b, "1")
 	body, _, err := s.call(http.MethodGet, "/debug/pprof/heap?debug=1", nil)
@@ -673,11 +678,14 @@ func (s *scaleLab) memory(b *testing.B) memory {
 }
 
 // rss is VmRSS of the process pid (a shell word) in the box, in MB.
-func (s *scaleLab) rss(b *testing.B, pid string) float64 {
-	out := s.boxOutput(b, "sh", "-c", "grep VmRSS /proc/"+pid+"/status")
+func (s *scaleLab) rss(b *testing.B, pid string) float64 { return s.statusMB(b, pid, "VmRSS") }
+
+// statusMB is the field of /proc/PID/status (a size in kB) of the process pid in the box, in MB.
+func (s *scaleLab) statusMB(b *testing.B, pid, field string) float64 {
+	out := s.boxOutput(b, "sh", "-c", "grep '^"+field+":' /proc/"+pid+"/status")
 	f := strings.Fields(out)
 	if len(f) < 2 {
-		b.Fatalf("rss of %s: %q", pid, out)
+		b.Fatalf("%s of %s: %q", field, pid, out)
 	}
 	kb, _ := strconv.ParseFloat(f[1], 64)
 	return kb / 1000
