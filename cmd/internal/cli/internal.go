@@ -91,7 +91,7 @@ func runNetUp(opts *netUpOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(opts.Out, "%s: netns %s, ula %s, lan %s\n", app, res.Netns, res.ULA, res.LAN)
+	fmt.Fprintln(opts.Out, attachedLine(app, res))
 	return nil
 }
 
@@ -174,7 +174,7 @@ func runNetBoot(opts *netBootOptions) error {
 					fmt.Fprintf(opts.Err, "%s: %v (left to %s)\n", app.Name, err, pods.NetUnitName(app.Name))
 				} else {
 					attached++
-					fmt.Fprintf(opts.Out, "%s: netns %s, ula %s, lan %s\n", app.Name, res.Netns, res.ULA, res.LAN)
+					fmt.Fprintln(opts.Out, attachedLine(app.Name, res))
 				}
 				mu.Unlock()
 			}
@@ -184,6 +184,16 @@ func runNetBoot(opts *netBootOptions) error {
 	fmt.Fprintf(opts.Out, "net-boot: %d apps attached, %d failed, %d not begun in time (left to their network units), %d stopped or with a network already, in %v\n",
 		attached, failed, late, len(apps)-len(todo), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// attachedLine says where an attached app is: its namespace and addresses ("lan -" for an app
+// on the .onion only).
+func attachedLine(app string, res network.Result) string {
+	lan := "-"
+	if res.LAN.IsValid() {
+		lan = res.LAN.String()
+	}
+	return fmt.Sprintf("%s: netns %s, ula %s, lan %s", app, res.Netns, res.ULA, lan)
 }
 
 // bootNetworks is what the boot-time network commands work with: the config, the network
