@@ -346,18 +346,10 @@ func checkUnitName(name string) error {
 // and started, and a changed one that was running (its unit or its environment) is restarted.
 // Units without one (network units) start as dependencies of their pod.
 func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
-	conn, err := s.connection(ctx)
+	conn, wasActive, err := s.install(ctx, units)
 	if err != nil {
 		return err
 	}
-	if err := s.Write(units...); err != nil {
-		return err
-	}
-	wasActive, err := s.settle(ctx, conn, units)
-	if err != nil {
-		return err
-	}
-
 	var errs []error
 	for _, u := range units {
 		if !installable(u) {
@@ -384,15 +376,22 @@ func (s *Systemd) Apply(ctx context.Context, units ...Unit) error {
 // it holds one of them from an older file, without starting any: for a unit that runs at boot
 // only (the apps' networks of onionpod-networks.service).
 func (s *Systemd) Install(ctx context.Context, units ...Unit) error {
+	_, _, err := s.install(ctx, units)
+	return err
+}
+
+// install is Install, returning the connection and the units that ran from an older file (for
+// Apply to start and restart).
+func (s *Systemd) install(ctx context.Context, units []Unit) (_ *sddbus.Conn, wasActive map[string]bool, err error) {
 	conn, err := s.connection(ctx)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if err := s.Write(units...); err != nil {
-		return err
+		return nil, nil, err
 	}
-	_, err = s.settle(ctx, conn, units)
-	return err
+	wasActive, err = s.settle(ctx, conn, units)
+	return conn, wasActive, err
 }
 
 // Write writes units (each only when changed, a unit's environment file root-only before the
