@@ -153,3 +153,40 @@ func followingSystemd(t *testing.T) *Systemd {
 	s.FollowFiles(w)
 	return s
 }
+
+// Writing a pod's environment file keeps its directory 0700 without touching the directory
+// when it already is: a chmod is an event on the directory (in its parent's watch), after which
+// the watch vouches for no environment file in it, and a pass at 1000 apps looks at every one.
+func TestEnvFileWriteLeavesItsDirectoryAlone(t *testing.T) {
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	dir := filepath.Join(t.TempDir(), "env")
+	other := filepath.Join(dir, "onionpod-pod-other.env")
+	if _, err := writeEnvFile(other, []byte("A=1\n")); err != nil {
+		t.Fatal(err)
+	}
+	w.Unchanged(w.Mark(), other) // watched from now on
+	mark := w.Mark()
+	if changed, err := writeEnvFile(filepath.Join(dir, "onionpod-pod-app.env"), []byte("B=2\n")); err != nil || !changed {
+		t.Fatalf("write: changed %v, %v", changed, err)
+	}
+	if !w.Unchanged(mark, other) {
+		t.Error("another pod's environment file is no longer vouched for after a write beside it")
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("env dir: %v, %v; want 0700", fi, err)
+	}
+
+	if err := os.Chmod(dir, 0o755); err != nil { // loosened by hand: the next write tightens it
+		t.Fatal(err)
+	}
+	if _, err := writeEnvFile(filepath.Join(dir, "onionpod-pod-app.env"), []byte("B=3\n")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("env dir after a write: %v, %v; want 0700 again", fi, err)
+	}
+}

@@ -553,10 +553,25 @@ func writeEnvFile(file string, content []byte) (bool, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return false, err
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	if err := keepMode(dir, 0o700); err != nil {
 		return false, err
 	}
 	return atomicfile.WriteFile(file, content, 0o600)
+}
+
+// keepMode gives the directory at dir the permissions perm, changing them only when they
+// differ: a chmod is an event on the directory for every watch of its parent, and a file watch
+// (dirwatch) then vouches for none of the files in it (every unit's environment file, at a pod
+// write each).
+func keepMode(dir string, perm os.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() == perm {
+		return nil
+	}
+	return os.Chmod(dir, perm)
 }
 
 // FollowFiles makes Current skip the stat of unit and environment files nothing happened to
