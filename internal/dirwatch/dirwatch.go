@@ -18,20 +18,30 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
 // Watch follows the directories of the files it is asked about.
+//
+// Every answer first has the events queued before the question read and applied. Callers
+// asking at once share reads: one that began after a question was asked answers it (a
+// reconcile pass asks thousands of questions on a few workers; each read is a syscall). The
+// answers themselves are looked up side by side, under a read lock.
 type Watch struct {
-	fd int
+	// readMu is held across a read of the queue; begun counts the reads begun, done is the
+	// number of the last read whose events are applied.
+	readMu      sync.Mutex
+	begun, done atomic.Uint64
+	buf         []byte // under readMu
 
-	mu   sync.Mutex
+	mu   sync.RWMutex // the fields below
+	fd   int
 	dirs map[string]*dir // by clean path
 	wds  map[int32]*dir
 	seq  uint64 // events read so far; a Mark is a value of it
 	lost uint64 // seq when events were last lost: nothing before it can be vouched for
-	buf  []byte
 }
 
 // dir is one watched directory.
@@ -58,6 +68,8 @@ func New() (*Watch, error) {
 
 // Close releases the inotify instance; a closed Watch (or a nil one) vouches for nothing.
 func (w *Watch) Close() error {
+	w.readMu.Lock()
+	defer w.readMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.fd < 0 {
@@ -74,9 +86,9 @@ func (w *Watch) Mark() uint64 {
 	if w == nil {
 		return 0
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.readLocked()
+	w.catchUp()
+	w.mu.RLock()
+	defer w.mu.RUnlock()
 	return w.seq
 }
 
@@ -84,31 +96,39 @@ func (w *Watch) Mark() uint64 {
 // can tell (see the package doc). It reads the events queued first (one read when there are
 // none), and watches from now on the directories it was not watching.
 func (w *Watch) Unchanged(mark uint64, paths ...string) bool {
+	_, unchanged := w.Still(mark, paths...)
+	return unchanged
+}
+
+// Still is Unchanged, also returning the watch's mark at the answer: when unchanged, nothing
+// happened to paths up to that later mark either, and a caller may keep it in place of mark.
+// Files checked at different marks then come to share one (a caller asking for several files
+// at once at the oldest of their marks is answered from the watch again).
+func (w *Watch) Still(mark uint64, paths ...string) (now uint64, unchanged bool) {
 	if w == nil {
-		return false
+		return 0, false
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fd < 0 {
-		return false
-	}
-	w.readLocked()
-	unchanged := w.lost <= mark
+	w.catchUp()
+	w.mu.RLock()
+	unchanged, unwatched := w.fd >= 0 && w.lost <= mark, []string(nil)
 	for _, p := range paths {
 		p = filepath.Clean(p)
 		d, name := filepath.Split(p)
 		d = filepath.Clean(d)
 		parent, dirName := filepath.Split(d)
-		// Both lookups run (and add watches) even when the answer is known: the next ask can
-		// then be answered.
-		if !w.quietLocked(d, name, mark) {
+		// Both lookups run (and unwatched directories are watched) even when the answer is
+		// known: the next ask can then be answered.
+		if !w.quietRLocked(d, name, mark, &unwatched) {
 			unchanged = false
 		}
-		if parent != "" && dirName != "" && !w.quietLocked(filepath.Clean(parent), dirName, mark) {
+		if parent != "" && dirName != "" && !w.quietRLocked(filepath.Clean(parent), dirName, mark, &unwatched) {
 			unchanged = false // the directory itself was replaced, moved or removed
 		}
 	}
-	return unchanged
+	now = w.seq
+	w.mu.RUnlock()
+	w.watch(unwatched)
+	return now, unchanged
 }
 
 // UnchangedDir reports whether nothing happened in the directory at path since mark: no entry
@@ -118,35 +138,47 @@ func (w *Watch) UnchangedDir(mark uint64, path string) bool {
 	if w == nil {
 		return false
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.fd < 0 {
-		return false
-	}
-	w.readLocked()
+	w.catchUp()
 	path = filepath.Clean(path)
-	unchanged := w.lost <= mark
+	w.mu.RLock()
+	unchanged, unwatched := w.fd >= 0 && w.lost <= mark, []string(nil)
 	if d := w.dirs[path]; d == nil {
-		w.addLocked(path)
+		unwatched = append(unwatched, path)
 		unchanged = false
 	} else if d.since > mark || d.self > mark || d.any > mark {
 		unchanged = false
 	}
-	if parent, name := filepath.Split(path); parent != "" && name != "" && !w.quietLocked(filepath.Clean(parent), name, mark) {
+	if parent, name := filepath.Split(path); parent != "" && name != "" && !w.quietRLocked(filepath.Clean(parent), name, mark, &unwatched) {
 		unchanged = false
 	}
+	w.mu.RUnlock()
+	w.watch(unwatched)
 	return unchanged
 }
 
-// quietLocked reports whether no event touched name in dir path since mark (path being watched
-// since before mark); it starts watching path if it does not.
-func (w *Watch) quietLocked(path, name string, mark uint64) bool {
+// quietRLocked reports whether no event touched name in dir path since mark (path being
+// watched since before mark); a path not watched is added to unwatched.
+func (w *Watch) quietRLocked(path, name string, mark uint64, unwatched *[]string) bool {
 	d := w.dirs[path]
 	if d == nil {
-		w.addLocked(path)
+		*unwatched = append(*unwatched, path)
 		return false
 	}
 	return d.since <= mark && d.self <= mark && d.names[name] <= mark
+}
+
+// watch starts watching the directories at paths that are not watched yet.
+func (w *Watch) watch(paths []string) {
+	if len(paths) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range paths {
+		if w.fd >= 0 && w.dirs[p] == nil {
+			w.addLocked(p)
+		}
+	}
 }
 
 // addLocked starts watching path (a directory that does not exist is looked at again next time).
@@ -164,25 +196,49 @@ func (w *Watch) addLocked(path string) *dir {
 	return d
 }
 
-// readLocked applies every queued event.
-func (w *Watch) readLocked() {
+// catchUp returns once a read of the queue that began after it was called has applied its
+// events: every event queued before the call is then applied. A read begun by another caller
+// in the meantime counts, so callers asking at once share one.
+func (w *Watch) catchUp() {
+	want := w.begun.Load() + 1 // reads numbered from want on begin after this point
+	w.readMu.Lock()
+	defer w.readMu.Unlock()
+	if w.done.Load() >= want {
+		return
+	}
+	n := w.begun.Add(1)
+	w.mu.RLock()
+	fd := w.fd
+	w.mu.RUnlock()
+	if fd >= 0 { // Close waits for readMu: fd stays open while it is held
+		w.readAll(fd)
+	}
+	w.done.Store(n)
+}
+
+// readAll reads every queued event and applies them (under readMu).
+func (w *Watch) readAll(fd int) {
 	for {
-		n, err := unix.Read(w.fd, w.buf)
+		n, err := unix.Read(fd, w.buf)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil || n <= 0 {
 			if err != nil && !errors.Is(err, unix.EAGAIN) {
+				w.mu.Lock()
 				w.seq++
 				w.lost = w.seq // a broken queue: vouch for nothing before now
+				w.mu.Unlock()
 			}
 			return
 		}
+		w.mu.Lock()
 		w.apply(w.buf[:n])
+		w.mu.Unlock()
 	}
 }
 
-// apply applies a buffer of events.
+// apply applies a buffer of events (under mu).
 func (w *Watch) apply(buf []byte) {
 	for len(buf) >= unix.SizeofInotifyEvent {
 		wd := int32(binary.NativeEndian.Uint32(buf[0:4]))

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -145,5 +147,93 @@ func TestDirReadDir(t *testing.T) {
 		if _, err := d.ReadDir(watch, path); !os.IsNotExist(err) {
 			t.Fatalf("watch %v: a removed directory: %v", watch != nil, err)
 		}
+	}
+}
+
+// Callers asking at once share reads of the queue, yet each one sees every change made before
+// it asked: here a writer changes a file and tells a checker (a channel: the change happens
+// before the question), while other goroutines keep asking about other files; the checker must
+// find the file changed every time.
+func TestConcurrentAskersSeeEveryEarlierChange(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	dir := t.TempDir()
+	file, quiet := filepath.Join(dir, "record"), filepath.Join(dir, "quiet")
+	for _, p := range []string{file, quiet} {
+		if err := os.WriteFile(p, []byte("0"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Unchanged(w.Mark(), file) // watched from now on
+
+	stop := make(chan struct{})
+	var busy sync.WaitGroup
+	for range 4 {
+		busy.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					w.Unchanged(w.Mark(), quiet)
+				}
+			}
+		})
+	}
+	changed := make(chan uint64)
+	go func() {
+		defer close(changed)
+		for i := range 500 {
+			mark := w.Mark()
+			if err := os.WriteFile(file, []byte(strconv.Itoa(i)), 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+			changed <- mark
+		}
+	}()
+	missed := 0
+	for mark := range changed {
+		if w.Unchanged(mark, file) {
+			missed++
+		}
+	}
+	close(stop)
+	busy.Wait()
+	if missed > 0 {
+		t.Errorf("%d of 500 writes made before the question were not seen", missed)
+	}
+	if m := w.Mark(); !w.Unchanged(m, quiet) {
+		t.Error("a file nobody wrote is not vouched for")
+	}
+}
+
+// Still answers as Unchanged and gives a later mark that vouches for the file as well: kept in
+// place of the old one, it still sees the next change.
+func TestStillMovesTheMarkForward(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	dir := t.TempDir()
+	file, other := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(file, []byte("1"), 0o600)
+	w.Unchanged(w.Mark(), file)
+	mark := w.Mark()
+	os.WriteFile(other, []byte("x"), 0o600) // moves the watch's mark on, not file's
+	now, still := w.Still(mark, file)
+	if !still || now <= mark {
+		t.Fatalf("Still = %d, %v; want a mark after %d, unchanged", now, still, mark)
+	}
+	if !w.Unchanged(now, file) {
+		t.Fatal("the later mark does not vouch for the file")
+	}
+	os.WriteFile(file, []byte("2"), 0o600)
+	if _, still := w.Still(now, file); still {
+		t.Fatal("a change after the later mark went unseen")
 	}
 }
