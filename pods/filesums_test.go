@@ -190,3 +190,49 @@ func TestEnvFileWriteLeavesItsDirectoryAlone(t *testing.T) {
 		t.Errorf("env dir after a write: %v, %v; want 0700 again", fi, err)
 	}
 }
+
+// Files of one unit set that were first looked at at different marks, their directories
+// watched in between (a unit file and its environment file, in two directories), come to be
+// answered for together by the watch: a look that finds one quiet moves its mark forward.
+// Before, the set was asked about at the oldest mark, older than the second directory's watch,
+// and every pass at 1000 apps looked at 4000 files one by one.
+func TestFilesSeenAtDifferentMarksAreVouchedForTogether(t *testing.T) {
+	w, err := dirwatch.New()
+	if err != nil {
+		t.Skipf("no inotify: %v", err)
+	}
+	defer w.Close()
+	c := fileSums{watch: w}
+	root := t.TempDir()
+	paths := []string{filepath.Join(root, "units", "onionpod-pod-blog.service"), filepath.Join(root, "env", "onionpod-pod-blog.env")}
+	contents := [][]byte{[]byte("[Service]\nExecStart=/pod\n"), []byte("A=1\n")}
+	for i, p := range paths {
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		if err := os.WriteFile(p, contents[i], 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rounds := 0
+	for ; rounds < 4; rounds++ {
+		if held, known := c.vouched(paths, contents); known {
+			if !held {
+				t.Fatal("vouched for, yet not holding what was written")
+			}
+			break
+		}
+		for i, p := range paths { // what Current does when the watch cannot answer for the set
+			if !c.holds(p, contents[i]) {
+				t.Fatalf("%s does not hold what was written", p)
+			}
+		}
+	}
+	if rounds > 2 {
+		t.Fatalf("the watch answered for the set only after %d rounds of one-by-one looks (want at most 2)", rounds)
+	}
+	if err := os.WriteFile(paths[1], []byte("A=2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if held, known := c.vouched(paths, contents); known && held {
+		t.Fatal("vouched for after the environment file changed")
+	}
+}
