@@ -115,7 +115,7 @@ func TestDamagedLeaseHarmsOnlyItsApp(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if _, err := m.Addresses(victim.App); !errors.Is(err, network.ErrDamagedLease) {
+			if _, err := m.Addresses(context.Background(), victim.App); !errors.Is(err, network.ErrDamagedLease) {
 				t.Errorf("Addresses of %s = %v, want ErrDamagedLease", victim.App, err)
 			}
 			if err := m.Check(ctx, victim.App); !errors.Is(err, network.ErrDamagedLease) || !errors.Is(err, network.ErrDrift) {
@@ -138,7 +138,7 @@ func TestDamagedLeaseHarmsOnlyItsApp(t *testing.T) {
 			if err := m.Check(ctx, victim.App); err != nil {
 				t.Fatalf("Check after the repair: %v", err)
 			}
-			if now, err := m.Addresses(victim.App); err != nil || now.ULA != res.ULA || now.IPv4 != before[victim.App].IPv4 {
+			if now, err := m.Addresses(context.Background(), victim.App); err != nil || now.ULA != res.ULA || now.IPv4 != before[victim.App].IPv4 {
 				t.Fatalf("Addresses after the repair = %+v, %v; want %+v", now, err, before[victim.App])
 			}
 			list, err = m.DamagedLeases()
@@ -159,7 +159,7 @@ func TestDamagedLeaseHarmsOnlyItsApp(t *testing.T) {
 			t.Fatalf("Detach with a damaged lease: %v", err)
 		}
 		assertGone(t, e, "web")
-		if _, err := e.m.Addresses("web"); !errors.Is(err, network.ErrNotFound) {
+		if _, err := e.m.Addresses(context.Background(), "web"); !errors.Is(err, network.ErrNotFound) {
 			t.Fatalf("Addresses after Detach = %v, want ErrNotFound", err)
 		}
 		again := e.attach(t, apps[0])
@@ -234,7 +234,7 @@ func TestDamagedLeasesAfterReboot(t *testing.T) {
 		return
 	}
 	for _, a := range apps {
-		res, err := booted.m.Addresses(a.App)
+		res, err := booted.m.Addresses(context.Background(), a.App)
 		if err != nil || !res.Publishes(ports) {
 			t.Fatalf("%s after the reboot: %+v, %v", a.App, res, err)
 		}

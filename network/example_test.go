@@ -37,7 +37,7 @@ func Example() {
 	}
 	fmt.Println(res.Netns, res.ULA, res.LAN)
 	// Each pass: attach again (in place) when the app's ports changed, and report damaged leases.
-	if now, err := m.Addresses("blog"); errors.Is(err, network.ErrDamagedLease) || (err == nil && !now.Publishes(ports)) {
+	if now, err := m.Addresses(context.Background(), "blog"); errors.Is(err, network.ErrDamagedLease) || (err == nil && !now.Publishes(ports)) {
 		m.Attach(ctx, network.Attachment{App: "blog", Ports: ports})
 	}
 	if damaged, _ := m.DamagedLeases(); len(damaged) > 0 {

@@ -120,7 +120,7 @@ func (e *testEnv) waitLAN(t testing.TB, app string) netip.Addr {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		res, err := e.m.Addresses(app)
+		res, err := e.m.Addresses(context.Background(), app)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -31,7 +31,7 @@ func TestIPv4LeaseObtainedAndReleased(t *testing.T) {
 	if len(leases) != 1 || leases[0].Addr != res.IPv4 || leases[0].MAC.String() != res.MAC.String() {
 		t.Fatalf("dnsmasq leases = %+v, want one for %s %s", leases, res.MAC, res.IPv4)
 	}
-	if again, err := e.m.Addresses("legacy"); err != nil || again.IPv4 != res.IPv4 {
+	if again, err := e.m.Addresses(context.Background(), "legacy"); err != nil || again.IPv4 != res.IPv4 {
 		t.Fatalf("Addresses = %+v, %v; want IPv4 %s", again, err, res.IPv4)
 	}
 	if err := e.m.Check(context.Background(), "legacy"); err != nil {

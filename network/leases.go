@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -293,12 +294,12 @@ func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
 
 // loadCached is load through the cache (a stat when the file did not change), with the file's
 // inode. A cached lease is shared: never change it.
-func (s leaseStore) loadCached(c *leaseCache, app string) (*lease, uint64, error) {
+func (s leaseStore) loadCached(ctx context.Context, c *leaseCache, app string) (*lease, uint64, error) {
 	c.mu.Lock()
 	cached, ok := c.files[app]
 	watch := c.watch
 	c.mu.Unlock()
-	if ok && cached.mark != 0 && watch.Unchanged(cached.mark, s.path(app)) {
+	if ok && cached.mark != 0 && watch.UnchangedIn(ctx, cached.mark, s.path(app)) {
 		return cached.lease, cached.id.ino, cached.err // nothing happened to the file
 	}
 	mark := watch.Mark()

@@ -43,7 +43,7 @@ func TestDetachLeavesNothing(t *testing.T) {
 	if apps, _ := e.m.Attached(ctx); len(apps) != 0 {
 		t.Errorf("Attached after detach = %v", apps)
 	}
-	if _, err := e.m.Addresses("web"); !errors.Is(err, network.ErrNotFound) {
+	if _, err := e.m.Addresses(context.Background(), "web"); !errors.Is(err, network.ErrNotFound) {
 		t.Errorf("Addresses after detach: %v, want ErrNotFound", err)
 	}
 	if err := e.m.Check(ctx, "web"); !errors.Is(err, network.ErrNotFound) {

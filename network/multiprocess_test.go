@@ -36,7 +36,7 @@ func TestOtherProcessAttachAndDetachAreSeen(t *testing.T) {
 		if apps, err := e.m.Attached(ctx); err != nil || !slices.Contains(apps, a.App) {
 			t.Fatalf("Attached = %v, %v; want it to include %s", apps, err, a.App)
 		}
-		seen, err := e.m.Addresses(a.App)
+		seen, err := e.m.Addresses(context.Background(), a.App)
 		if err != nil || !sameAttachment(seen, theirs) {
 			t.Fatalf("Addresses(%s) = %+v, %v; want %+v", a.App, seen, err, theirs)
 		}
@@ -135,7 +135,7 @@ func TestTwoProcessesChurn(t *testing.T) {
 			t.Errorf("left in a broken state: %v", err)
 			continue
 		}
-		res, err := e.m.Addresses(app)
+		res, err := e.m.Addresses(context.Background(), app)
 		if err != nil || res.ULA.String() != ula {
 			t.Fatalf("Addresses(%s) = %+v, %v; lease says %s", app, res, err, ula)
 		}
@@ -238,7 +238,7 @@ func assertGone(t *testing.T, e *testEnv, app string) {
 	if apps, err := e.m.Attached(ctx); err != nil || slices.Contains(apps, app) {
 		t.Fatalf("Attached = %v, %v after the other process detached %s", apps, err, app)
 	}
-	if _, err := e.m.Addresses(app); !errors.Is(err, network.ErrNotFound) {
+	if _, err := e.m.Addresses(context.Background(), app); !errors.Is(err, network.ErrNotFound) {
 		t.Fatalf("Addresses(%s) = %v, want ErrNotFound", app, err)
 	}
 	if err := e.m.Check(ctx, app); !errors.Is(err, network.ErrNotFound) {

@@ -52,7 +52,7 @@ func TestPublishedPortsAnswerOnTheLAN(t *testing.T) {
 		}
 		fetchEventually(t, client, httpURLPort(lan, 80), "admin on 9090") // the same servers: the same namespace
 		assertRefused(t, client, httpURLPort(lan, 443))
-		if now, err := e.m.Addresses("site"); err != nil || !now.Publishes(changed) {
+		if now, err := e.m.Addresses(context.Background(), "site"); err != nil || !now.Publishes(changed) {
 			t.Fatalf("Addresses = %+v, %v; want ports %v", now, err, changed)
 		}
 		if err := e.m.Check(ctx, "site"); err != nil {
@@ -62,7 +62,7 @@ func TestPublishedPortsAnswerOnTheLAN(t *testing.T) {
 	t.Run("a flushed firewall is noticed and put back", func(t *testing.T) {
 		flushFirewallByHand(t, res.Netns)
 		changed := []network.PortMap{{Public: 80, Target: 9090}}
-		if now, err := e.m.Addresses("site"); err != nil || now.Firewall || now.Publishes(changed) {
+		if now, err := e.m.Addresses(context.Background(), "site"); err != nil || now.Firewall || now.Publishes(changed) {
 			t.Fatalf("Addresses after a flush = %+v, %v; want no firewall", now, err)
 		}
 		if err := e.m.Check(ctx, "site"); !errors.Is(err, network.ErrDrift) {

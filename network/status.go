@@ -65,11 +65,11 @@ func (m *Manager) predict(l *lease, r Result) Result {
 // While a Watch follows the pod, its addresses are those its netlink events left, and its
 // firewall is read again only after an nftables event in its namespace: asking for every pod of
 // a big box then costs a stat of each lease file, not a netlink conversation with each pod.
-func (m *Manager) Addresses(app string) (Result, error) {
+func (m *Manager) Addresses(ctx context.Context, app string) (Result, error) {
 	if err := validApp(app); err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
 	}
-	l, ino, err := m.leases.loadCached(&m.cache, app)
+	l, ino, err := m.leases.loadCached(ctx, &m.cache, app)
 	if err != nil {
 		return Result{}, fmt.Errorf("network: addresses: %w", err)
 	}

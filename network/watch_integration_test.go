@@ -43,7 +43,7 @@ func TestWatchReportsPrefixChange(t *testing.T) {
 	if !slices.Contains(moved.Deprecated, oldAddr) {
 		t.Errorf("old address %s not reported deprecated: %+v", oldAddr, moved)
 	}
-	if got, _ := e.m.Addresses("blog"); got.LAN != want {
+	if got, _ := e.m.Addresses(context.Background(), "blog"); got.LAN != want {
 		t.Errorf("Addresses().LAN = %s after the change, want %s", got.LAN, want)
 	}
 
@@ -120,8 +120,8 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 	defer fresh.Close()
 	same := func(app string) network.Result {
 		t.Helper()
-		got, err1 := e.m.Addresses(app)
-		want, err2 := fresh.Addresses(app)
+		got, err1 := e.m.Addresses(context.Background(), app)
+		want, err2 := fresh.Addresses(context.Background(), app)
 		if err1 != nil || err2 != nil {
 			t.Fatalf("Addresses(%s): %v, %v", app, err1, err2)
 		}
@@ -137,7 +137,7 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 		}
 	}
 	for _, app := range []string{apps[1], apps[3]} { // a LAN pod, an onion-only one
-		r, _ := e.m.Addresses(app)
+		r, _ := e.m.Addresses(context.Background(), app)
 		flushFirewallByHand(t, r.Netns)
 		if r := same(app); r.Firewall || r.Publishes(ports) {
 			t.Errorf("%s: firewall flushed by hand, yet Addresses = %+v", app, r)
@@ -156,7 +156,7 @@ func TestWatchFollowsPodsWithoutGoroutines(t *testing.T) {
 	// The namespace gone and made again on the same lease by another process, as the network
 	// unit does after a reboot (the lease file untouched): the new one is followed, not the old
 	// one (which the watch's sockets keep alive): its firewall flushed by hand is seen.
-	r, _ := e.m.Addresses(apps[2])
+	r, _ := e.m.Addresses(context.Background(), apps[2])
 	if out, err := nettest.Exec(context.Background(), r.Netns, "ip", "link", "del", "eth0"); err != nil { // its MAC is the new one's
 		t.Fatalf("ip link del: %v %s", err, out)
 	}

@@ -115,7 +115,7 @@ func TestInsideContainers(t *testing.T) {
 	web := waitContainer(t, sd, duoApp, "web", 0)
 	loner := waitContainer(t, sd, duoApp, "loner", 0)
 	t.Logf("three containers running %v after ApplyApp", time.Since(start).Round(time.Millisecond))
-	if !sd.CurrentApp(duoApp, units) {
+	if !sd.CurrentApp(t.Context(), duoApp, units) {
 		t.Error("CurrentApp is false right after ApplyApp")
 	}
 
@@ -224,7 +224,7 @@ func TestInsideContainers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sd.CurrentApp(duoApp, units) {
+	if sd.CurrentApp(t.Context(), duoApp, units) {
 		t.Error("CurrentApp is true with a container to remove")
 	}
 	if err := sd.ApplyApp(ctx, duoApp, units); err != nil {

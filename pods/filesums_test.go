@@ -26,21 +26,21 @@ func testFileSums(t *testing.T, w *dirwatch.Watch) {
 	c := fileSums{watch: w}
 	path := filepath.Join(t.TempDir(), "unit.service")
 	a, b := []byte("[Service]\nExecStart=/a\n"), []byte("[Service]\nExecStart=/b\n")
-	if c.holds(path, a) || !c.holds(path, nil) {
+	if c.holds(t.Context(), path, a) || !c.holds(t.Context(), path, nil) {
 		t.Fatal("no file: holds no content, and holds nothing")
 	}
 	if err := os.WriteFile(path, a, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if !c.holds(path, a) || c.holds(path, b) || c.holds(path, nil) {
+		if !c.holds(t.Context(), path, a) || c.holds(t.Context(), path, b) || c.holds(t.Context(), path, nil) {
 			t.Fatal("holds a, not b, not nothing")
 		}
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil { // in place, same size
 		t.Fatal(err)
 	}
-	if c.holds(path, a) || !c.holds(path, b) {
+	if c.holds(t.Context(), path, a) || !c.holds(t.Context(), path, b) {
 		t.Fatal("edited in place: holds b now")
 	}
 	tmp := path + ".tmp"
@@ -48,7 +48,7 @@ func testFileSums(t *testing.T, w *dirwatch.Watch) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	if !c.holds(path, a) || c.holds(path, b) {
+	if !c.holds(t.Context(), path, a) || c.holds(t.Context(), path, b) {
 		t.Fatal("replaced: holds a again")
 	}
 	os.Remove(path)
@@ -56,7 +56,7 @@ func testFileSums(t *testing.T, w *dirwatch.Watch) {
 		t.Fatal(err)
 	}
 	os.WriteFile(tmp, a, 0o644)
-	if c.holds(path, a) {
+	if c.holds(t.Context(), path, a) {
 		t.Fatal("a symlink is not a unit file of onionpod's")
 	}
 }
@@ -69,7 +69,7 @@ func TestCurrentFollowsTheDisk(t *testing.T) {
 		{Name: "onionpod-net-blog.service", Content: []byte("[Service]\nExecStart=/net\n")},
 		{Name: "onionpod-pod-blog.service", Content: []byte("[Service]\nExecStart=/pod\n")},
 	}
-	if s.Current(units) {
+	if s.Current(t.Context(), units) {
 		t.Fatal("current with no unit files")
 	}
 	for _, u := range units {
@@ -78,7 +78,7 @@ func TestCurrentFollowsTheDisk(t *testing.T) {
 		}
 	}
 	for i := range 4 {
-		if !s.Current(units) {
+		if !s.Current(t.Context(), units) {
 			t.Fatalf("ask %d: not current", i)
 		}
 	}
@@ -86,19 +86,19 @@ func TestCurrentFollowsTheDisk(t *testing.T) {
 	if err := os.WriteFile(pod, []byte("[Service]\nExecStart=/bad\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if s.Current(units) {
+	if s.Current(t.Context(), units) {
 		t.Fatal("current after the pod's unit was edited in place")
 	}
 	if err := os.WriteFile(pod, units[1].Content, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if !s.Current(units) {
+		if !s.Current(t.Context(), units) {
 			t.Fatalf("ask %d: not current once put back", i)
 		}
 	}
 	os.Remove(filepath.Join(s.unitDir, units[0].Name))
-	if s.Current(units) {
+	if s.Current(t.Context(), units) {
 		t.Fatal("current without its network unit")
 	}
 }
@@ -214,14 +214,14 @@ func TestFilesSeenAtDifferentMarksAreVouchedForTogether(t *testing.T) {
 	}
 	rounds := 0
 	for ; rounds < 4; rounds++ {
-		if held, known := c.vouched(paths, contents); known {
+		if held, known := c.vouched(t.Context(), paths, contents); known {
 			if !held {
 				t.Fatal("vouched for, yet not holding what was written")
 			}
 			break
 		}
 		for i, p := range paths { // what Current does when the watch cannot answer for the set
-			if !c.holds(p, contents[i]) {
+			if !c.holds(t.Context(), p, contents[i]) {
 				t.Fatalf("%s does not hold what was written", p)
 			}
 		}
@@ -232,7 +232,7 @@ func TestFilesSeenAtDifferentMarksAreVouchedForTogether(t *testing.T) {
 	if err := os.WriteFile(paths[1], []byte("A=2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if held, known := c.vouched(paths, contents); known && held {
+	if held, known := c.vouched(t.Context(), paths, contents); known && held {
 		t.Fatal("vouched for after the environment file changed")
 	}
 }

@@ -199,13 +199,13 @@ func TestInsideSecretsAndQuoting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(rotated[0].Content, units[0].Content) || sd.Current(rotated) || !sd.Current(units) {
+	if !bytes.Equal(rotated[0].Content, units[0].Content) || sd.Current(t.Context(), rotated) || !sd.Current(t.Context(), units) {
 		t.Fatalf("Current: an environment change must show, the unit must not change")
 	}
 	if err := sd.Apply(ctx, rotated...); err != nil {
 		t.Fatal(err)
 	}
-	if !sd.Current(rotated) {
+	if !sd.Current(t.Context(), rotated) {
 		t.Errorf("not Current after Apply")
 	}
 	st2 := waitRunning(t, sd, app, st.MainPID)

@@ -147,7 +147,7 @@ func (f *fileSum) holds(content []byte) bool {
 
 // vouched answers for all of paths at once (known) when the watch saw nothing happen to any of
 // them since each was last checked: whether each holds its content.
-func (c *fileSums) vouched(paths []string, contents [][]byte) (held, known bool) {
+func (c *fileSums) vouched(ctx context.Context, paths []string, contents [][]byte) (held, known bool) {
 	c.mu.Lock()
 	watch := c.watch
 	known = watch != nil
@@ -165,7 +165,7 @@ func (c *fileSums) vouched(paths []string, contents [][]byte) (held, known bool)
 		}
 	}
 	c.mu.Unlock()
-	if !known || !watch.Unchanged(oldest, paths...) { // one read of the watch for them all
+	if !known || !watch.UnchangedIn(ctx, oldest, paths...) { // one read of the watch for them all
 		return false, false
 	}
 	held = true
@@ -187,12 +187,12 @@ func sameSlice(a, b []byte) bool {
 
 // holds reports whether the regular file at path holds exactly content; with content nil,
 // whether there is no file there.
-func (c *fileSums) holds(path string, content []byte) bool {
+func (c *fileSums) holds(ctx context.Context, path string, content []byte) bool {
 	c.mu.Lock()
 	f, ok := c.files[path]
 	watch := c.watch
 	c.mu.Unlock()
-	if now, still := watch.Still(f.mark, path); ok && f.mark != 0 && still {
+	if now, still := watch.StillIn(ctx, f.mark, path); ok && f.mark != 0 && still {
 		f.mark = now // its neighbours, checked at other marks, then share one (see vouched)
 		if f.holds(content) {
 			c.remember(path, f)
@@ -588,7 +588,7 @@ func (s *Systemd) FollowFiles(w *dirwatch.Watch) {
 // units (and so Apply would change nothing on disk), and none of them was replaced by a Write
 // that no Apply followed yet. A file that did not change since Current last read it costs an
 // lstat.
-func (s *Systemd) Current(units []Unit) bool {
+func (s *Systemd) Current(ctx context.Context, units []Unit) bool {
 	paths := make([]string, 0, 2*len(units))
 	contents := make([][]byte, 0, 2*len(units))
 	for _, u := range units {
@@ -599,11 +599,11 @@ func (s *Systemd) Current(units []Unit) bool {
 		paths = append(paths, filepath.Join(s.unitDir, u.Name), EnvFile(u.Name))
 		contents = append(contents, u.Content, u.Env)
 	}
-	if held, known := s.sums.vouched(paths, contents); known {
+	if held, known := s.sums.vouched(ctx, paths, contents); known {
 		return held && len(units) > 0
 	}
 	for i, p := range paths {
-		if !s.sums.holds(p, contents[i]) {
+		if !s.sums.holds(ctx, p, contents[i]) {
 			return false
 		}
 	}
@@ -802,9 +802,9 @@ func (s *Systemd) staleUnits(app string, units []Unit) ([]string, error) {
 
 // CurrentApp is Current for an app's units, and also false when the app has a container unit
 // that units does not (a container to remove).
-func (s *Systemd) CurrentApp(app string, units []Unit) bool {
+func (s *Systemd) CurrentApp(ctx context.Context, app string, units []Unit) bool {
 	stale, err := s.staleUnits(app, units)
-	return err == nil && len(stale) == 0 && s.Current(units)
+	return err == nil && len(stale) == 0 && s.Current(ctx, units)
 }
 
 // StartUnit, StopUnit and RestartUnit act on any onionpod unit by name (e.g. a HostService's).

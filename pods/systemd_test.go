@@ -486,7 +486,7 @@ func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
 		if err := sd.Write(units...); err != nil {
 			t.Fatal(err)
 		}
-		if sd.Current(units) {
+		if sd.Current(t.Context(), units) {
 			t.Errorf("%s: Current right after Write, before an Apply restarted it", units[1].Name)
 		}
 	}
@@ -500,7 +500,7 @@ func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
 		t.Fatal(err)
 	}
 	for _, units := range [][]Unit{site, site2} {
-		if next.Current(units) {
+		if next.Current(t.Context(), units) {
 			t.Errorf("%s: Current for a new process after another's Write, before an Apply restarted it", units[1].Name)
 		}
 	}
@@ -525,7 +525,7 @@ func checkUpgradeReloadsOnce(t *testing.T, store *ImageStore, sd *Systemd) {
 			t.Errorf("%s after the upgrade: GET :%d = %q", app, port, got)
 		}
 	}
-	if !sd.Current(site) || !sd.Current(site2) {
+	if !sd.Current(t.Context(), site) || !sd.Current(t.Context(), site2) {
 		t.Errorf("not Current after Apply")
 	}
 	for _, name := range []string{PodUnitName(siteApp), PodUnitName(second)} {

@@ -2,7 +2,8 @@
 // its directory and on that directory's parent. A cache that validates what it holds by the
 // identity of each file (a stat per file per use) can then skip the stat of every file nothing
 // happened to: a daemon that checks the unit, key and record files of 1000 apps on every
-// reconcile pass asks the kernel one read of its inotify queue per check instead.
+// reconcile pass asks the kernel one read of its inotify queue per check instead (shared by the
+// checks asked at once), or one for a whole look that writes nothing (Settled).
 //
 // Anything the watch cannot vouch for counts as changed: a directory not watched since before
 // the moment (it is watched from then on), events lost (queue overflow), a directory moved,
@@ -10,6 +11,7 @@
 package dirwatch
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -92,6 +94,40 @@ func (w *Watch) Mark() uint64 {
 	return w.seq
 }
 
+// settledKey marks a context in which a watch's queue was read (see Settled).
+type settledKey struct{ w *Watch }
+
+// Settled reads every event queued now and returns ctx noting it: StillIn and UnchangedIn
+// given that context answer from the events read by then (or since, by anyone) without reading
+// the queue again. For a look at many files that writes none of them, such as a reconcile
+// pass's observation: it then sees each file as it was when it began, or later (as any look
+// that takes time does), for one read instead of one per file. A process that changed a file
+// before the look began is always seen; one changing it during the look may not be.
+func (w *Watch) Settled(ctx context.Context) context.Context {
+	if w == nil {
+		return ctx
+	}
+	w.catchUp()
+	return context.WithValue(ctx, settledKey{w}, true)
+}
+
+// StillIn is Still, without a read of the queue in a context w settled (see Settled).
+func (w *Watch) StillIn(ctx context.Context, mark uint64, paths ...string) (now uint64, unchanged bool) {
+	if w == nil {
+		return 0, false
+	}
+	if settled, _ := ctx.Value(settledKey{w}).(bool); !settled {
+		w.catchUp()
+	}
+	return w.answer(mark, paths)
+}
+
+// UnchangedIn is Unchanged, without a read of the queue in a context w settled (see Settled).
+func (w *Watch) UnchangedIn(ctx context.Context, mark uint64, paths ...string) bool {
+	_, unchanged := w.StillIn(ctx, mark, paths...)
+	return unchanged
+}
+
 // Unchanged reports whether nothing happened to any of paths since mark, as far as the watch
 // can tell (see the package doc). It reads the events queued first (one read when there are
 // none), and watches from now on the directories it was not watching.
@@ -109,6 +145,11 @@ func (w *Watch) Still(mark uint64, paths ...string) (now uint64, unchanged bool)
 		return 0, false
 	}
 	w.catchUp()
+	return w.answer(mark, paths)
+}
+
+// answer is Still from the events applied so far.
+func (w *Watch) answer(mark uint64, paths []string) (now uint64, unchanged bool) {
 	w.mu.RLock()
 	unchanged, unwatched := w.fd >= 0 && w.lost <= mark, []string(nil)
 	for _, p := range paths {

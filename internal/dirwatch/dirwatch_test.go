@@ -237,3 +237,40 @@ func TestStillMovesTheMarkForward(t *testing.T) {
 		t.Fatal("a change after the later mark went unseen")
 	}
 }
+
+// A settled context answers from the events read when it was settled (or since): a change made
+// before it was settled is seen in it; one made after may not be, but every check outside it,
+// and the next settled context, sees it.
+func TestSettled(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	file := filepath.Join(t.TempDir(), "lease")
+	os.WriteFile(file, []byte("1"), 0o600)
+	w.Unchanged(w.Mark(), file)
+	mark := w.Mark()
+
+	os.WriteFile(file, []byte("2"), 0o600) // before the look begins
+	look := w.Settled(t.Context())
+	if w.UnchangedIn(look, mark, file) {
+		t.Fatal("a change made before the context was settled went unseen in it")
+	}
+	mark = w.Mark()
+	look = w.Settled(t.Context())
+	if !w.UnchangedIn(look, mark, file) {
+		t.Fatal("nothing happened, yet changed")
+	}
+	os.WriteFile(file, []byte("3"), 0o600) // during the look
+	if w.UnchangedIn(t.Context(), mark, file) || w.Unchanged(mark, file) {
+		t.Fatal("a check outside the settled context missed the change")
+	}
+	if w.UnchangedIn(w.Settled(t.Context()), mark, file) {
+		t.Fatal("the next look missed the change")
+	}
+	var none *Watch
+	if none.Settled(t.Context()) != t.Context() || none.UnchangedIn(look, mark, file) {
+		t.Fatal("a nil watch vouches for nothing and settles nothing")
+	}
+}

@@ -101,7 +101,9 @@ func (d *Daemon) runPass(ctx context.Context, all bool) reconcile.Result {
 	}
 	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
-	obs, obsErr := p.runner.ObservePass(ctx, desired.Apps, scope)
+	// One read of the file watch's queue for the whole observation (it writes none of the files
+	// it looks at): it sees every app's files as they were when it began, or later.
+	obs, obsErr := p.runner.ObservePass(p.files.Settled(ctx), desired.Apps, scope)
 	observeTook := time.Since(tObserve)
 	if obsErr != nil {
 		d.log.Warn("observing", "err", obsErr)
@@ -306,7 +308,7 @@ func (d *Daemon) anyIPv4Attached(ctx context.Context) bool {
 		return true // unsure: keep it
 	}
 	for _, app := range apps {
-		if res, err := d.parts.net.Addresses(app); err == nil && res.IPv4.IsValid() {
+		if res, err := d.parts.net.Addresses(ctx, app); err == nil && res.IPv4.IsValid() {
 			return true
 		}
 	}
@@ -398,7 +400,7 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 		next[app.Name] = st
 	}
 	for name := range desired.Held {
-		next[name] = d.heldObserved(name, units, onions, published)
+		next[name] = d.heldObserved(ctx, name, units, onions, published)
 	}
 	nextRetry, _ := d.retries.nextAt(time.Now())
 	d.setStatuses(next, nextRetry)
@@ -406,14 +408,14 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 
 // heldObserved is what is observed of a held app (its record cannot be read): its unit, its
 // onion service and its DNS record, as they are.
-func (d *Daemon) heldObserved(name string, units map[pods.PodRef]pods.Status, onions map[string]onion.ServiceStatus, published map[string][]string) api.AppStatus {
+func (d *Daemon) heldObserved(ctx context.Context, name string, units map[pods.PodRef]pods.Status, onions map[string]onion.ServiceStatus, published map[string][]string) api.AppStatus {
 	st := api.AppStatus{App: store.App{Name: name}, State: api.StateDamaged, Updated: time.Now()}
 	for ref, us := range units {
 		if ref.App == name && (st.Unit.Name == "" || ref.Container == name) {
 			st.Unit = api.UnitStatus{Name: us.Unit, ActiveState: us.ActiveState, SubState: us.SubState}
 		}
 	}
-	if res, err := d.parts.net.Addresses(name); err == nil {
+	if res, err := d.parts.net.Addresses(ctx, name); err == nil {
 		st.Network = api.NetStatus{ULA: addrString(res.ULA), LAN: addrString(res.LAN), IPv4: addrString(res.IPv4), MAC: res.MAC.String()}
 	}
 	if o, ok := onions[name]; ok {

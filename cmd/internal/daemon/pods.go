@@ -176,8 +176,8 @@ func (b *podBuilder) cached(c store.Container) (*pods.Image, error) {
 
 // Units renders the app's network unit and its containers' units for a pod in netns. The units
 // returned may be shared with later calls: never change them.
-func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
-	if units, ok := b.rerender(app, netns); ok {
+func (b *podBuilder) Units(ctx context.Context, app store.App, netns string) ([]pods.Unit, error) {
+	if units, ok := b.rerender(ctx, app, netns); ok {
 		return units, nil
 	}
 	mark := b.files.Mark()
@@ -206,14 +206,14 @@ func (b *podBuilder) Units(app store.App, netns string) ([]pods.Unit, error) {
 }
 
 // rerender returns the units rendered last for app, when they are still what rendering would give.
-func (b *podBuilder) rerender(app store.App, netns string) ([]pods.Unit, bool) {
+func (b *podBuilder) rerender(ctx context.Context, app store.App, netns string) ([]pods.Unit, bool) {
 	b.mu.Lock()
 	r, ok := b.rendered[app.Name]
 	b.mu.Unlock()
 	if !ok || r.netns != netns || !reflect.DeepEqual(r.app, app) {
 		return nil, false
 	}
-	if r.mark != 0 && b.files.Unchanged(r.mark, r.roots...) {
+	if r.mark != 0 && b.files.UnchangedIn(ctx, r.mark, r.roots...) {
 		return r.units, true // nothing happened to the roots
 	}
 	mark := b.files.Mark()

@@ -26,7 +26,7 @@ func TestUnitsRenderedAgainOnlyOnChange(t *testing.T) {
 	b := &podBuilder{images: images, self: "/usr/bin/onionpod", configPath: "/etc/onionpod/onionpod.toml", netnsDir: "/run/netns"}
 	app := store.App{Name: "blog", Generation: 3, Ports: []store.Port{{Public: 80, Target: 80}},
 		Containers: []store.Container{{Name: "blog", Image: img.Digest, ImageID: img.Digest, Env: []string{"A=1"}}}}
-	first, err := b.Units(app, "/run/netns/onionpod-blog")
+	first, err := b.Units(context.Background(), app, "/run/netns/onionpod-blog")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestUnitsRenderedAgainOnlyOnChange(t *testing.T) {
 	if err := os.Rename(record, record+".away"); err != nil {
 		t.Fatal(err)
 	}
-	again, err := b.Units(app.Clone(), "/run/netns/onionpod-blog")
+	again, err := b.Units(context.Background(), app.Clone(), "/run/netns/onionpod-blog")
 	if err != nil || len(again) != len(first) || &again[0] != &first[0] {
 		t.Fatalf("the same app rendered again: %v", err)
 	}
@@ -43,18 +43,18 @@ func TestUnitsRenderedAgainOnlyOnChange(t *testing.T) {
 
 	changed := app.Clone()
 	changed.Containers[0].Env = []string{"A=2"}
-	units, err := b.Units(changed, "/run/netns/onionpod-blog")
+	units, err := b.Units(context.Background(), changed, "/run/netns/onionpod-blog")
 	if err != nil || bytes.Equal(units[1].Env, first[1].Env) {
 		t.Fatalf("a changed record gave the same units: %v", err)
 	}
-	units, err = b.Units(changed, "/run/netns/other")
+	units, err = b.Units(context.Background(), changed, "/run/netns/other")
 	if err != nil || bytes.Equal(units[1].Content, first[1].Content) {
 		t.Fatalf("another netns gave the same units: %v", err)
 	}
 	if err := os.RemoveAll(img.Root); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Units(changed, "/run/netns/other"); !errors.Is(err, reconcile.ErrImageMissing) {
+	if _, err := b.Units(context.Background(), changed, "/run/netns/other"); !errors.Is(err, reconcile.ErrImageMissing) {
 		t.Fatalf("units of an image whose root is gone: %v, want ErrImageMissing", err)
 	}
 }

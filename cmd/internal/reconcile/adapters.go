@@ -25,7 +25,7 @@ type Network interface {
 	Attach(ctx context.Context, a network.Attachment) (network.Result, error)
 	Detach(ctx context.Context, app string) error
 	Attached(ctx context.Context) ([]string, error)
-	Addresses(app string) (network.Result, error)
+	Addresses(ctx context.Context, app string) (network.Result, error)
 	// PodNetns is where an attach from nothing names the app's pod namespace.
 	PodNetns(app string) string
 }
@@ -34,7 +34,7 @@ type Network interface {
 type Pods interface {
 	// Units renders the app's units for a pod in netns: its network unit, then one per
 	// container; ErrImageMissing when an image is not cached yet (Fetch it first).
-	Units(app store.App, netns string) ([]pods.Unit, error)
+	Units(ctx context.Context, app store.App, netns string) ([]pods.Unit, error)
 	// Fetch makes sure the images of the app's containers are in the store (nothing for a
 	// static site). A fetch that takes time runs in the background: Fetch returns ErrFetching
 	// until it has ended, then its outcome.
@@ -69,7 +69,7 @@ type UnitObserver interface {
 	// PodStates gives the state of every loaded container unit in one call.
 	PodStates(ctx context.Context) (map[pods.PodRef]pods.Status, error)
 	// Current reports whether the unit files on disk are exactly these.
-	Current(units []pods.Unit) bool
+	Current(ctx context.Context, units []pods.Unit) bool
 }
 
 // Onions keeps the wanted onion services in tor (declarative: the set replaces the last one).

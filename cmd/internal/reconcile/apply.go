@@ -109,7 +109,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	// is started: a changed unit systemd holds needs a daemon-reload (2 s with 1000 apps), and
 	// one covers every file written before it (an upgrade that changes every app's units).
 	r.eachApp(len(creations), func(i int) {
-		r.writeAhead(apps[creations[i].App], creations[i], obs)
+		r.writeAhead(ctx, apps[creations[i].App], creations[i], obs)
 	})
 
 	// 1. key, image, network, unit: per app, in order.
@@ -123,7 +123,7 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	for app, err := range serviceErrs {
 		res.Apps[app].record(AddOnion, 0, err)
 	}
-	services = append(services, r.heldServices(d.Held, obs)...)
+	services = append(services, r.heldServices(ctx, d.Held, obs)...)
 	start := time.Now()
 	res.OnionErr = r.Onions.Set(ctx, services)
 	onionTime := time.Since(start)
@@ -163,14 +163,14 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 // heldServices are the onion services of held apps, as their last good record described them
 // (its key, ports and clients, to its pod's address): kept as they are. A held app with no
 // good record, no key or no network gets none: nothing is created for a held app.
-func (r *Runner) heldServices(held map[string]Hold, obs Observed) []onion.Service {
+func (r *Runner) heldServices(ctx context.Context, held map[string]Hold, obs Observed) []onion.Service {
 	var apps []store.App
 	results := map[string]*AppResult{}
 	for name, h := range held {
 		if h.Last == nil || !obs.Keys[name] || !obs.Networks[name] {
 			continue
 		}
-		net, err := r.Network.Addresses(name)
+		net, err := r.Network.Addresses(ctx, name)
 		if err != nil {
 			continue
 		}
@@ -271,14 +271,14 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 		}
 	} else if observed, ok := obs.Addresses[app.Name]; ok {
 		net = observed
-	} else if net, err = r.Network.Addresses(app.Name); err != nil {
+	} else if net, err = r.Network.Addresses(ctx, app.Name); err != nil {
 		out.record(AttachNetwork, time.Since(start), err)
 		return
 	}
 	out.Net = net
 	if planned(p, WriteUnit) || planned(p, StartUnit) {
 		start := time.Now()
-		units, err := r.Pods.Units(app, net.Netns)
+		units, err := r.Pods.Units(ctx, app, net.Netns)
 		if err == nil {
 			err = r.Units.ApplyApp(ctx, app.Name, units)
 		}
@@ -292,12 +292,12 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 
 // writeAhead writes the changed units of an app whose image and network are in place (its
 // converge then starts them); an error is left for the converge to meet and report.
-func (r *Runner) writeAhead(app store.App, p AppPlan, obs Observed) {
+func (r *Runner) writeAhead(ctx context.Context, app store.App, p AppPlan, obs Observed) {
 	net, ok := obs.Addresses[app.Name]
 	if app.Stopped || !planned(p, WriteUnit) || planned(p, EnsureImage) || planned(p, AttachNetwork) || !ok || net.Netns == "" {
 		return
 	}
-	if units, err := r.Pods.Units(app, net.Netns); err == nil {
+	if units, err := r.Pods.Units(ctx, app, net.Netns); err == nil {
 		_ = r.Units.WriteApp(app.Name, units)
 	}
 }
@@ -312,7 +312,7 @@ func (r *Runner) loadAhead(ctx context.Context, app store.App, p AppPlan, obs Ob
 	if !planned(p, StartUnit) || obs.Networks[app.Name] || anyUnit(app, obs) {
 		return func() {}
 	}
-	units, err := r.Pods.Units(app, r.Network.PodNetns(app.Name))
+	units, err := r.Pods.Units(ctx, app, r.Network.PodNetns(app.Name))
 	if err != nil {
 		return func() {}
 	}

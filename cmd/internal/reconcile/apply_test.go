@@ -75,14 +75,14 @@ func (f *fakes) Attach(_ context.Context, a network.Attachment) (network.Result,
 func (f *fakes) Detach(_ context.Context, app string) error { f.log(app, "detach"); return nil }
 func (f *fakes) Attached(context.Context) ([]string, error) { return nil, nil }
 func (f *fakes) PodNetns(app string) string                 { return "/run/netns/onionpod-" + app }
-func (f *fakes) Addresses(app string) (network.Result, error) {
+func (f *fakes) Addresses(_ context.Context, app string) (network.Result, error) {
 	if !f.attached {
 		return network.Result{}, network.ErrNotFound
 	}
 	return network.Result{Netns: "/run/netns/onionpod-" + app, ULA: netip.MustParseAddr("fd00::6")}, nil
 }
 
-func (f *fakes) Units(app store.App, netns string) ([]pods.Unit, error) {
+func (f *fakes) Units(_ context.Context, app store.App, netns string) ([]pods.Unit, error) {
 	return []pods.Unit{{Name: pods.PodUnitName(app.Name), Content: []byte(netns)}}, nil
 }
 func (f *fakes) Fetching(store.App) bool { return false }

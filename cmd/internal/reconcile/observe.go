@@ -134,7 +134,7 @@ func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, 
 				return
 			}
 		}
-		seen[i] = r.observeApp(app, attached, obs.Units)
+		seen[i] = r.observeApp(ctx, app, attached, obs.Units)
 		looked.Add(1)
 	})
 	obs.Looked = int(looked.Load())
@@ -212,11 +212,11 @@ type appObserved struct {
 
 // observeApp asks the network, the images and the unit files about one app (attached: its
 // network is; units: the observed units, only read).
-func (r *Runner) observeApp(app store.App, attached bool, units map[string]UnitState) appObserved {
+func (r *Runner) observeApp(ctx context.Context, app store.App, attached bool, units map[string]UnitState) appObserved {
 	var a appObserved
 	netns := ""
 	if attached {
-		res, err := r.Network.Addresses(app.Name)
+		res, err := r.Network.Addresses(ctx, app.Name)
 		if err == nil {
 			netns, a.attached, a.net = res.Netns, true, res
 		}
@@ -224,7 +224,7 @@ func (r *Runner) observeApp(app store.App, attached bool, units map[string]UnitS
 			a.netStale = true // Attach changes it in place
 		}
 	}
-	rendered, err := r.Pods.Units(app, netns)
+	rendered, err := r.Pods.Units(ctx, app, netns)
 	if err == nil {
 		a.image = true
 	} else if r.Pods.Fetching(app) {
@@ -232,14 +232,14 @@ func (r *Runner) observeApp(app store.App, attached bool, units map[string]UnitS
 	}
 	// Without its netns the rendered units are not what would be written: not current.
 	if err == nil && netns != "" {
-		a.current = r.observeCurrent(app.Name, rendered, units)
+		a.current = r.observeCurrent(ctx, app.Name, rendered, units)
 	}
 	return a
 }
 
 // observeCurrent returns the keys of the app's present container units whose files (and the
 // network unit's) are those of units.
-func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string]UnitState) map[string]bool {
+func (r *Runner) observeCurrent(ctx context.Context, app string, units []pods.Unit, states map[string]UnitState) map[string]bool {
 	var net []pods.Unit
 	if len(units) > 0 && units[0].Name == pods.NetUnitName(app) {
 		net, units = units[:1], units[1:]
@@ -248,7 +248,7 @@ func (r *Runner) observeCurrent(app string, units []pods.Unit, states map[string
 	for _, u := range units {
 		ref, ok := pods.ParsePodUnit(u.Name)
 		key := UnitKey(ref.App, ref.Container)
-		if _, present := states[key]; ok && present && r.Systemd.Current(append(slices.Clone(net), u)) {
+		if _, present := states[key]; ok && present && r.Systemd.Current(ctx, append(slices.Clone(net), u)) {
 			current[key] = true
 		}
 	}

@@ -23,12 +23,12 @@ type observedFakes struct {
 }
 
 func (o *observedFakes) Attached(context.Context) ([]string, error) { return o.attached, nil }
-func (o *observedFakes) Addresses(app string) (network.Result, error) {
+func (o *observedFakes) Addresses(_ context.Context, app string) (network.Result, error) {
 	return network.Result{Netns: "/run/netns/onionpod-" + app, ULA: netip.MustParseAddr("fd00::6")}, nil
 }
-func (o *observedFakes) Units(app store.App, netns string) ([]pods.Unit, error) {
+func (o *observedFakes) Units(ctx context.Context, app store.App, netns string) ([]pods.Unit, error) {
 	o.log(app.Name, "look")
-	return o.fakes.Units(app, netns)
+	return o.fakes.Units(ctx, app, netns)
 }
 func (o *observedFakes) PodUnits(context.Context) ([]pods.PodRef, error) { return o.present, nil }
 func (o *observedFakes) NetUnitApps(context.Context) ([]string, error)   { return nil, o.netUnitsErr }
@@ -39,7 +39,7 @@ func (o *observedFakes) PodStates(context.Context) (map[pods.PodRef]pods.Status,
 	}
 	return states, nil
 }
-func (o *observedFakes) Current([]pods.Unit) bool { return true }
+func (o *observedFakes) Current(context.Context, []pods.Unit) bool { return true }
 
 // looks returns the apps looked at since the last call, and forgets them.
 func (o *observedFakes) looks() []string {
