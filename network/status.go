@@ -76,7 +76,7 @@ func (m *Manager) Addresses(ctx context.Context, app string) (Result, error) {
 	if l == nil {
 		return Result{}, fmt.Errorf("network: addresses %q: %w", app, ErrNotFound)
 	}
-	if r, ok := m.followed(l, ino); ok {
+	if r, ok := m.followed(ctx, l, ino); ok {
 		return r, nil
 	}
 	return m.result(l), nil
@@ -95,9 +95,10 @@ type cachedFirewall struct {
 
 // followed is the result of lease l (file inode ino) from what a watch follows of it; ok false
 // when no watch follows that attach (yet).
-func (m *Manager) followed(l *lease, ino uint64) (Result, bool) {
+func (m *Manager) followed(ctx context.Context, l *lease, ino uint64) (Result, bool) {
+	settled, _ := ctx.Value(settledKey{m}).(bool)
 	for _, w := range m.currentWatchers() {
-		v, ok := w.view(l.App, ino)
+		v, ok := w.view(l.App, ino, settled)
 		if !ok {
 			continue
 		}

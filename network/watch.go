@@ -89,6 +89,22 @@ func (m *Manager) unwatchPod(app string) {
 	m.mu.Unlock()
 }
 
+// settledKey marks a context in which a Manager's watches were drained (see Settled).
+type settledKey struct{ m *Manager }
+
+// Settled reads every event the Manager's watches have queued now and returns ctx noting it:
+// Addresses given that context answers from what was read by then (or since) without reading
+// the pods' sockets again. For a look at many pods, such as a reconcile pass's observation (one
+// poll instead of one per pod): it sees each pod as it was when the look began, or later.
+func (m *Manager) Settled(ctx context.Context) context.Context {
+	for _, w := range m.currentWatchers() {
+		w.mu.Lock()
+		w.drainLocked()
+		w.mu.Unlock()
+	}
+	return context.WithValue(ctx, settledKey{m}, true)
+}
+
 func (m *Manager) currentWatchers() []*watcher {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -252,12 +268,14 @@ func (w *watcher) stop(app string) {
 
 // view is what the watcher follows of app's attach whose lease file is inode ino: ok only while
 // its sockets are open and (for a LAN pod) the first dump of its addresses has been read. Every
-// event the kernel queued before the call is read first: the view is never behind a change made
-// before it was asked for.
-func (w *watcher) view(app string, ino uint64) (liveView, bool) {
+// event the kernel queued before the call is read first (before the look began, when settled:
+// see Manager.Settled): the view is never behind a change made before it was asked for.
+func (w *watcher) view(app string, ino uint64, settled bool) (liveView, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.drainLocked()
+	if !settled {
+		w.drainLocked()
+	}
 	f := w.pods[app]
 	if f == nil || f.ino != ino || f.sub == nil {
 		return liveView{}, false
