@@ -216,11 +216,14 @@ var ErrDamaged = errors.New("damaged record")
 
 // Get reads one app's record. A record that cannot be used is a *Held error; an app with no
 // record and no damaged copy is ErrNotFound.
-func (s *Store) Get(name string) (App, error) {
+func (s *Store) Get(name string) (App, error) { return s.get(context.Background(), name) }
+
+// get is Get, checking the record's file with the watch in ctx's view (see dirwatch.Settled).
+func (s *Store) get(ctx context.Context, name string) (App, error) {
 	if err := names.App(name); err != nil {
 		return App{}, err
 	}
-	app, err := s.read(name)
+	app, err := s.read(ctx, name)
 	if !errors.Is(err, ErrNotFound) {
 		return app, err
 	}
@@ -244,8 +247,8 @@ func (s *Store) lastGood(name string) *App {
 }
 
 // read reads NAME.json (through the cache: decoded again only when the file changed).
-func (s *Store) read(name string) (App, error) {
-	if app, ok := s.cache.vouched(name, s.path(name)); ok {
+func (s *Store) read(ctx context.Context, name string) (App, error) {
+	if app, ok := s.cache.vouched(ctx, name, s.path(name)); ok {
 		return app, nil // nothing happened to the file: no syscall but the watch's read
 	}
 	mark := s.cache.mark()
@@ -301,12 +304,12 @@ func (c *recordCache) lookup(name string, id fileID, mark uint64) (App, bool) {
 
 // vouched returns a clone of the record cached for name when the watch saw nothing happen to
 // its file since it was checked.
-func (c *recordCache) vouched(name, path string) (App, bool) {
+func (c *recordCache) vouched(ctx context.Context, name, path string) (App, bool) {
 	c.mu.Lock()
 	r, ok := c.files[name]
 	watch := c.watch
 	c.mu.Unlock()
-	if !ok || r.mark == 0 || !watch.Unchanged(r.mark, path) {
+	if !ok || r.mark == 0 || !watch.UnchangedIn(ctx, r.mark, path) {
 		return App{}, false
 	}
 	return r.app.Clone(), true
@@ -389,6 +392,9 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
 	}
+	// One read of the watch's queue for every record: the list is of the records as they were
+	// when it began, or later.
+	look := s.watch().Settled(context.Background())
 	seen := map[string]bool{}
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
@@ -399,7 +405,7 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 			continue // temp files and strangers
 		}
 		seen[name] = true
-		app, err := s.Get(name)
+		app, err := s.get(look, name)
 		var h *Held
 		switch {
 		case err == nil:
@@ -495,7 +501,7 @@ func (tx *Tx) Copy(name string) error {
 // Quarantine moves a damaged record aside (NAME.json.damaged-UNIXTIME), keeping it for the user,
 // and returns the copy's path. Only a record Get reports as damaged is moved.
 func (tx *Tx) Quarantine(name string, now time.Time) (string, error) {
-	_, err := tx.s.read(name)
+	_, err := tx.s.read(context.Background(), name)
 	var h *Held
 	if !errors.As(err, &h) || !h.Damaged {
 		return "", fmt.Errorf("store: app %q: the record is not damaged: %w", name, errkind.Conflict)
