@@ -97,6 +97,9 @@ type settledKey struct{ m *Manager }
 // the pods' sockets again. For a look at many pods, such as a reconcile pass's observation (one
 // poll instead of one per pod): it sees each pod as it was when the look began, or later.
 func (m *Manager) Settled(ctx context.Context) context.Context {
+	if m == nil {
+		return ctx
+	}
 	for _, w := range m.currentWatchers() {
 		w.mu.Lock()
 		w.drainLocked()

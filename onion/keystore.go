@@ -1,6 +1,7 @@
 package onion
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -73,12 +74,12 @@ func (ks *KeyStore) FollowFiles(w *dirwatch.Watch) {
 
 // vouched returns the key cached for app when the watch saw nothing happen to its files since
 // they were checked.
-func (c *keyCache) vouched(app, dir string) *Key {
+func (c *keyCache) vouched(ctx context.Context, app, dir string) *Key {
 	c.mu.Lock()
 	k, ok := c.keys[app]
 	watch := c.watch
 	c.mu.Unlock()
-	if !ok || k.mark == 0 || !watch.Unchanged(k.mark, filepath.Join(dir, secretKeyFile),
+	if !ok || k.mark == 0 || !watch.UnchangedIn(ctx, k.mark, filepath.Join(dir, secretKeyFile),
 		filepath.Join(dir, publicKeyFile), filepath.Join(dir, hostnameFile)) {
 		return nil
 	}
@@ -153,12 +154,15 @@ func (ks *KeyStore) appDir(app string) string { return filepath.Join(ks.Dir, app
 // Load reads and verifies the app's key: the secret key file's header and length, and that
 // hs_ed25519_public_key and hostname are the ones of that secret key. A missing key is
 // ErrNotFound; a mismatch is an error naming the file and wrapping ErrKeyMismatch.
-func (ks *KeyStore) Load(app string) (*Key, error) {
+func (ks *KeyStore) Load(app string) (*Key, error) { return ks.load(context.Background(), app) }
+
+// load is Load, checking the key's files with the watch in ctx's view (see dirwatch.Settled).
+func (ks *KeyStore) load(ctx context.Context, app string) (*Key, error) {
 	if err := checkAppName(app); err != nil {
 		return nil, err
 	}
 	dir := ks.appDir(app)
-	if k := ks.cache.vouched(app, dir); k != nil {
+	if k := ks.cache.vouched(ctx, app, dir); k != nil {
 		return k, nil
 	}
 	mark := ks.cache.mark()
@@ -265,7 +269,13 @@ func readSmallFile(path string, max int) ([]byte, error) {
 // Ensure returns the app's key, creating one from crypto/rand if the app has none.
 // It never replaces a key that fails to load.
 func (ks *KeyStore) Ensure(app string) (key *Key, created bool, err error) {
-	k, err := ks.Load(app)
+	return ks.EnsureIn(context.Background(), app)
+}
+
+// EnsureIn is Ensure, an existing key's files checked with the watch in ctx's view (see
+// dirwatch.Settled: a reconcile pass looks at the keys it found in place once for all).
+func (ks *KeyStore) EnsureIn(ctx context.Context, app string) (key *Key, created bool, err error) {
+	k, err := ks.load(ctx, app)
 	if err == nil {
 		return k, false, nil
 	}

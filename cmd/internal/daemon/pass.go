@@ -101,10 +101,7 @@ func (d *Daemon) runPass(ctx context.Context, all bool) reconcile.Result {
 	}
 	p.tls.wantCerts(desired.Apps)
 	tObserve := time.Now()
-	// One read of the file watch's queue, and of the pods' address watch, for the whole
-	// observation (it writes none of what it looks at): it sees every app as it was when it
-	// began, or later.
-	obs, obsErr := p.runner.ObservePass(p.net.Settled(p.files.Settled(ctx)), desired.Apps, scope)
+	obs, obsErr := p.runner.ObservePass(ctx, desired.Apps, scope)
 	observeTook := time.Since(tObserve)
 	if obsErr != nil {
 		d.log.Warn("observing", "err", obsErr)

@@ -116,6 +116,8 @@ func buildParts(ctx context.Context, cfg *configs.Config, self string, configPat
 	p.runner = &reconcile.Runner{
 		Keys: p.keys, Network: p.net, Pods: p.pods, Units: p.units, Systemd: p.units, Onions: p.tor,
 		DNS: p.publisher(), Zone: cfg.DNS.Zone, Fronts: p.tls.hasFront,
+		// One read of the file watch's queue, and of the pods' address watch, per look.
+		Settle: func(ctx context.Context) context.Context { return p.net.Settled(p.files.Settled(ctx)) },
 	}
 	return p, nil
 }

@@ -15,7 +15,9 @@ import (
 
 // KeyStore holds the apps' onion keys.
 type KeyStore interface {
-	Ensure(app string) (key *onion.Key, created bool, err error)
+	// EnsureIn loads the app's key, or makes one when it has none; ctx may be a look settled
+	// once for many apps (see Runner.Settle).
+	EnsureIn(ctx context.Context, app string) (key *onion.Key, created bool, err error)
 	Clients(app string) ([]onion.AuthorizedClient, error)
 	Apps() ([]string, error)
 }

@@ -38,9 +38,22 @@ type Runner struct {
 	Fronts func(store.App) bool
 	// Parallel bounds how many apps converge (and are observed) at once (default 4).
 	Parallel int
+	// Settle returns a context for a look at many apps that writes none of what it looks at
+	// (nil: ctx itself): the daemon's reads the file and address watches' queues once, and the
+	// adapters then answer from what was read by then (dirwatch.Settled, network's Settled).
+	// Observe looks in one; Apply loads the keys it found in place (no EnsureKey step) in one.
+	Settle func(ctx context.Context) context.Context
 
 	seenMu sync.Mutex
 	seen   map[string]seenApp // each app's own observation by the last ObservePass
+}
+
+// settle is Settle(ctx), or ctx without one.
+func (r *Runner) settle(ctx context.Context) context.Context {
+	if r.Settle == nil {
+		return ctx
+	}
+	return r.Settle(ctx)
 }
 
 func (r *Runner) parallel() int {
@@ -113,9 +126,10 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 	})
 
 	// 1. key, image, network, unit: per app, in order.
+	keys := r.settle(ctx) // the keys observe found in place, looked at once for all
 	r.eachApp(len(creations), func(i int) {
 		p := creations[i]
-		r.converge(ctx, apps[p.App], p, obs, res.Apps[p.App])
+		r.converge(ctx, keys, apps[p.App], p, obs, res.Apps[p.App])
 	})
 
 	// 2. onion services and DNS records of every app whose pod is in place.
@@ -174,7 +188,7 @@ func (r *Runner) heldServices(ctx context.Context, held map[string]Hold, obs Obs
 		if err != nil {
 			continue
 		}
-		key, created, err := r.Keys.Ensure(name)
+		key, created, err := r.Keys.EnsureIn(ctx, name)
 		if err != nil || created {
 			continue
 		}
@@ -215,7 +229,9 @@ func (a *AppResult) note(kind StepKind, d time.Duration, err error) {
 func (a *AppResult) failed() bool { return a.Err != nil }
 
 // converge runs an app's per-app creation steps in order; the first failure stops the app's steps.
-func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Observed, out *AppResult) {
+// converge carries out one app's steps; keys is the settled look its key is loaded in when
+// the plan has no EnsureKey step (the key was found in place).
+func (r *Runner) converge(ctx, keys context.Context, app store.App, p AppPlan, obs Observed, out *AppResult) {
 	out.Net = obs.Addresses[app.Name]
 	if app.Stopped {
 		r.stopApp(ctx, app, p, out)
@@ -224,7 +240,11 @@ func (r *Runner) converge(ctx context.Context, app store.App, p AppPlan, obs Obs
 	// The key is needed for the address even when it exists; Ensure never replaces a key.
 	if app.WantsOnion() {
 		start := time.Now()
-		key, _, err := r.Keys.Ensure(app.Name)
+		keyCtx := keys
+		if planned(p, EnsureKey) {
+			keyCtx = ctx // made now, or found since the observation: looked at afresh
+		}
+		key, _, err := r.Keys.EnsureIn(keyCtx, app.Name)
 		if err != nil {
 			out.record(EnsureKey, time.Since(start), err)
 			return

@@ -46,9 +46,12 @@ func (f *fakes) log(app, call string) {
 	f.calls[app] = append(f.calls[app], call)
 }
 
-func (f *fakes) Ensure(app string) (*onion.Key, bool, error) {
+func (f *fakes) EnsureIn(ctx context.Context, app string) (*onion.Key, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if settled, _ := ctx.Value(settledLook{}).(bool); settled {
+		f.calls[app] = append(f.calls[app], "key in the settled look")
+	}
 	if k, ok := f.keys[app]; ok {
 		return k, false, nil
 	}
@@ -359,5 +362,43 @@ func TestNewAppLoadedBesideAttach(t *testing.T) {
 	}
 	if want := []string{"load fresh /run/netns/onionpod-fresh"}; !slices.Equal(loads, want) {
 		t.Errorf("loads: %v, want %v (rewired has its unit, restarted its network)", loads, want)
+	}
+}
+
+// settledLook marks the contexts the test's Runner.Settle made.
+type settledLook struct{}
+
+// Apply loads the keys the observation found in place in one settled look (the daemon's reads
+// the file watch's queue once for all of them), and makes or reloads the others afresh: a key
+// missing at the observation may have been made since, and is looked at now.
+func TestApplyLoadsFoundKeysInTheSettledLook(t *testing.T) {
+	f := newFakes()
+	found, _ := onion.GenerateKey(rand.Reader)
+	f.keys["kept"] = found
+	desired := []store.App{
+		{Name: "kept", Containers: image("kept", "r.example/kept:1"), Onion: true},
+		{Name: "new", Containers: image("new", "r.example/new:1"), Onion: true},
+	}
+	obs := Observed{Keys: map[string]bool{"kept": true}, Images: map[string]bool{}, Networks: map[string]bool{},
+		Units: map[string]UnitState{}, Onions: map[string]bool{}, DNS: map[string]bool{}, Addresses: map[string]network.Result{}}
+	r := f.runner()
+	settles := 0
+	r.Settle = func(ctx context.Context) context.Context {
+		settles++
+		return context.WithValue(ctx, settledLook{}, true)
+	}
+	d := Desired{Apps: desired}
+	res := r.Apply(context.Background(), MakePlan(d, obs), d, obs)
+	if res.Apps["kept"].Address != found.Address() {
+		t.Errorf("kept: address %q, want its key's %q", res.Apps["kept"].Address, found.Address())
+	}
+	if !slices.Contains(f.calls["kept"], "key in the settled look") {
+		t.Errorf("the key found in place was not loaded in the settled look: %q", f.calls["kept"])
+	}
+	if slices.Contains(f.calls["new"], "key in the settled look") || !slices.Contains(f.calls["new"], "key") {
+		t.Errorf("the key to make was not made afresh: %q", f.calls["new"])
+	}
+	if settles != 1 {
+		t.Errorf("Apply settled %d looks, want one for all its apps", settles)
 	}
 }

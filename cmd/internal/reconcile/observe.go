@@ -75,6 +75,7 @@ func (r *Runner) forgetSeen(apps []string) {
 }
 
 func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, keep bool) (Observed, error) {
+	ctx = r.settle(ctx) // a look that writes nothing: the watches' queues read once
 	obs := Observed{
 		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
 		Units: map[string]UnitState{}, NetUnits: map[string]bool{}, Onions: map[string]bool{}, DNS: map[string]bool{},

@@ -28,6 +28,9 @@ func (o *observedFakes) Addresses(_ context.Context, app string) (network.Result
 }
 func (o *observedFakes) Units(ctx context.Context, app store.App, netns string) ([]pods.Unit, error) {
 	o.log(app.Name, "look")
+	if settled, _ := ctx.Value(settledLook{}).(bool); settled {
+		o.log(app.Name, "look in the settled look")
+	}
 	return o.fakes.Units(ctx, app, netns)
 }
 func (o *observedFakes) PodUnits(context.Context) ([]pods.PodRef, error) { return o.present, nil }
@@ -125,4 +128,28 @@ func TestObservePassLooksAgainOnlyWhereNeeded(t *testing.T) {
 	o.netUnitsErr = nil
 	pass(Scope{}, "a", "b", "c")
 	pass(Scope{}, nil...)
+}
+
+// Observe looks at every app in one settled look (Runner.Settle: the daemon's reads the file
+// and address watches' queues once for the whole observation).
+func TestObserveLooksInOneSettledLook(t *testing.T) {
+	o := &observedFakes{fakes: newFakes(), attached: []string{"a", "b"}}
+	settles := 0
+	r := &Runner{Keys: o, Network: o, Pods: o, Units: o, Systemd: o, Onions: fakeOnions{o.fakes}, DNS: fakeDNS{o.fakes}, Zone: "box.example",
+		Settle: func(ctx context.Context) context.Context {
+			settles++
+			return context.WithValue(ctx, settledLook{}, true)
+		}}
+	apps := []store.App{{Name: "a", Containers: image("a", "r.example/a:1")}, {Name: "b", Containers: image("b", "r.example/b:1")}}
+	if _, err := r.ObservePass(context.Background(), apps, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, app := range apps {
+		if !slices.Contains(o.calls[app.Name], "look in the settled look") {
+			t.Errorf("%s was not looked at in the settled look: %q", app.Name, o.calls[app.Name])
+		}
+	}
+	if settles != 1 {
+		t.Errorf("the observation settled %d looks, want one", settles)
+	}
 }
