@@ -192,13 +192,15 @@ func (c *fileSums) holds(ctx context.Context, path string, content []byte) bool 
 	f, ok := c.files[path]
 	watch := c.watch
 	c.mu.Unlock()
-	if now, still := watch.StillIn(ctx, f.mark, path); ok && f.mark != 0 && still {
-		f.mark = now // its neighbours, checked at other marks, then share one (see vouched)
-		if f.holds(content) {
-			c.remember(path, f)
-			return true
+	if ok && f.mark != 0 {
+		if now, still := watch.StillIn(ctx, f.mark, path); still {
+			f.mark = now // its neighbours, checked at other marks, then share one (see vouched)
+			if f.holds(content) {
+				c.remember(path, f)
+				return true
+			}
+			return false
 		}
-		return false
 	}
 	mark := watch.Mark() // before the look: a change during it shows next time
 	f, ok = c.check(path, f, ok)

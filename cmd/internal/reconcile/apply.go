@@ -229,8 +229,8 @@ func (a *AppResult) note(kind StepKind, d time.Duration, err error) {
 func (a *AppResult) failed() bool { return a.Err != nil }
 
 // converge runs an app's per-app creation steps in order; the first failure stops the app's steps.
-// converge carries out one app's steps; keys is the settled look its key is loaded in when
-// the plan has no EnsureKey step (the key was found in place).
+// keys is the settled look its key is loaded in when the plan has no EnsureKey step (the key was
+// found in place).
 func (r *Runner) converge(ctx, keys context.Context, app store.App, p AppPlan, obs Observed, out *AppResult) {
 	out.Net = obs.Addresses[app.Name]
 	if app.Stopped {
