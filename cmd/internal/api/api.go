@@ -69,27 +69,80 @@ type AppStatus struct {
 	Updated time.Time      `json:"updated"`
 }
 
-// ListView is what `onionpod ls` shows of an app (GET /v1/apps?view=list): the status with only
-// the fields its table prints. The full status is about 1.6 kB per app: 1.6 MB to encode and
-// decode for 1000 apps, most of ls's time.
-func (s AppStatus) ListView() AppStatus {
-	out := AppStatus{App: store.App{Name: s.App.Name}, State: s.State, Network: NetStatus{LAN: s.Network.LAN}}
+// ListEntry is what `onionpod ls` shows of an app, as GET /v1/apps?view=list sends it: only the
+// fields its table prints, each left out when empty. The full status is about 1.6 kB per app, and
+// the status merely trimmed to these fields still about 1 kB (its zero times, flags and counts):
+// at 1000 apps, encoding and decoding that was much of ls's time and of the daemon's memory
+// growth per ls. Status turns an entry back into the status it was taken from, trimmed.
+type ListEntry struct {
+	Name    string       `json:"name"`
+	State   string       `json:"state"`
+	LAN     string       `json:"lan,omitempty"`
+	Onion   string       `json:"onion,omitempty"`   // the onion address
+	Sources []ListSource `json:"sources,omitempty"` // the record's containers, in its order
+	Units   []ListUnit   `json:"units,omitempty"`   // the containers' units, as Containers
+	Probes  []ListProbe  `json:"probes,omitempty"`
+}
+
+// ListSource is where one container of a listed app comes from.
+type ListSource struct {
+	Name   string `json:"name"`
+	Image  string `json:"image,omitempty"`
+	Source string `json:"source,omitempty"`
+	Static string `json:"static,omitempty"`
+}
+
+// ListUnit is how one container of a listed app is.
+type ListUnit struct {
+	Name        string `json:"name"`
+	ActiveState string `json:"active_state,omitempty"`
+	SubState    string `json:"sub_state,omitempty"`
+	Health      string `json:"health,omitempty"` // its health check's state
+}
+
+// ListProbe is the last probe of one path of a listed app.
+type ListProbe struct {
+	Path probe.Path `json:"path"`
+	OK   bool       `json:"ok,omitempty"`
+	Hop  string     `json:"hop,omitempty"` // where it failed
+}
+
+// ListEntry is what ls shows of s.
+func (s AppStatus) ListEntry() ListEntry {
+	e := ListEntry{Name: s.App.Name, State: s.State, LAN: s.Network.LAN, Onion: s.Onion.Address}
 	for _, c := range s.App.Containers {
-		out.App.Containers = append(out.App.Containers,
-			store.Container{Name: c.Name, Image: c.Image, Source: c.Source, ImageID: c.ImageID, Static: c.Static})
+		e.Sources = append(e.Sources, ListSource{Name: c.Name, Image: c.Image, Source: c.Source, Static: c.Static})
 	}
 	for _, c := range s.Containers {
-		cs := ContainerStatus{Name: c.Name, Unit: UnitStatus{ActiveState: c.Unit.ActiveState, SubState: c.Unit.SubState}}
+		u := ListUnit{Name: c.Name, ActiveState: c.Unit.ActiveState, SubState: c.Unit.SubState}
 		if c.Health != nil {
-			cs.Health = &HealthStatus{State: c.Health.State}
+			u.Health = c.Health.State
 		}
-		out.Containers = append(out.Containers, cs)
+		e.Units = append(e.Units, u)
 	}
 	for _, p := range s.Probes {
-		out.Probes = append(out.Probes, probe.Result{Path: p.Path, OK: p.OK, Hop: p.Hop})
+		e.Probes = append(e.Probes, ListProbe{Path: p.Path, OK: p.OK, Hop: p.Hop})
 	}
-	out.Onion.Address = s.Onion.Address
-	return out
+	return e
+}
+
+// Status is the app status e was taken from, with only e's fields.
+func (e ListEntry) Status() AppStatus {
+	s := AppStatus{App: store.App{Name: e.Name}, State: e.State, Network: NetStatus{LAN: e.LAN}, Onion: OnionStatus{Address: e.Onion}}
+	for _, c := range e.Sources {
+		s.App.Containers = append(s.App.Containers, store.Container{Name: c.Name, Image: c.Image, Source: c.Source, Static: c.Static})
+	}
+	for _, u := range e.Units {
+		c := ContainerStatus{Name: u.Name, Unit: UnitStatus{ActiveState: u.ActiveState, SubState: u.SubState}}
+		if u.Health != "" {
+			c.Health = &HealthStatus{State: u.Health}
+		}
+		s.Containers = append(s.Containers, c)
+	}
+	for _, p := range e.Probes {
+		s.Probes = append(s.Probes, probe.Result{Path: p.Path, OK: p.OK, Hop: p.Hop})
+	}
+	return s
 }
 
 // Step is one reconcile step of an app and how long it took.

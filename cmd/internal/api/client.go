@@ -114,10 +114,17 @@ func (c *Client) Apps(ctx context.Context) ([]AppStatus, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/apps", nil, nil, &out)
 }
 
-// AppList returns every app's ListView: what ls prints.
+// AppList returns every app with only what ls prints (ListEntry.Status).
 func (c *Client) AppList(ctx context.Context) ([]AppStatus, error) {
-	var out []AppStatus
-	return out, c.do(ctx, http.MethodGet, "/v1/apps", url.Values{"view": {"list"}}, nil, &out)
+	var entries []ListEntry
+	if err := c.do(ctx, http.MethodGet, "/v1/apps", url.Values{"view": {"list"}}, nil, &entries); err != nil {
+		return nil, err
+	}
+	out := make([]AppStatus, len(entries))
+	for i, e := range entries {
+		out[i] = e.Status()
+	}
+	return out, nil
 }
 
 // App returns one app's status.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -87,13 +88,25 @@ func (f *fakeDaemon) called(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
-// AppList is Apps seen through ListView, as the daemon serves it.
+// AppList is Apps as ls gets them: each app's ListEntry, through JSON, as the daemon serves
+// them and the client reads them (so the golden table shows what the list view loses).
 func (f *fakeDaemon) AppList(ctx context.Context) ([]api.AppStatus, error) {
 	apps, err := f.Apps(ctx)
-	for i := range apps {
-		apps[i] = apps[i].ListView()
+	if err != nil {
+		return nil, err
 	}
-	return apps, err
+	for i := range apps {
+		wire, err := json.Marshal(apps[i].ListEntry())
+		if err != nil {
+			return nil, err
+		}
+		var e api.ListEntry
+		if err := json.Unmarshal(wire, &e); err != nil {
+			return nil, err
+		}
+		apps[i] = e.Status()
+	}
+	return apps, nil
 }
 
 func (f *fakeDaemon) Apps(ctx context.Context) ([]api.AppStatus, error) {

@@ -14,7 +14,7 @@ import (
 // lsClient is the part of the LocalAPI ls uses.
 type lsClient interface {
 	Apps(ctx context.Context) ([]api.AppStatus, error)
-	// AppList is Apps with only what the table prints (api.AppStatus.ListView).
+	// AppList is Apps with only what the table prints (api.ListEntry).
 	AppList(ctx context.Context) ([]api.AppStatus, error)
 }
 

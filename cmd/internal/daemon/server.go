@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,7 +59,8 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	reply(w, d.daemonStatus())
 }
 
-// handleListApps answers every app's status; ?view=list trims each to its list view.
+// handleListApps answers every app's status; ?view=list only what ls prints of each
+// (api.ListEntry).
 func (d *Daemon) handleListApps(w http.ResponseWriter, r *http.Request) {
 	apps, err := d.appStatuses()
 	if err != nil {
@@ -66,11 +68,10 @@ func (d *Daemon) handleListApps(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Query().Get("view") == "list" {
-		for i := range apps {
-			apps[i] = apps[i].ListView()
-		}
+		replyEach(w, apps, api.AppStatus.ListEntry)
+		return
 	}
-	reply(w, apps)
+	replyEach(w, apps, func(s api.AppStatus) api.AppStatus { return s })
 }
 
 func (d *Daemon) handleGetApp(w http.ResponseWriter, r *http.Request) {
@@ -241,6 +242,26 @@ func decodeBody(r *http.Request, v any) error {
 func reply(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
+}
+
+// replyEach answers a JSON array of view(item) for each item, encoded one at a time: a list of
+// 1000 apps is never a whole buffer of JSON (1.6 MB, and as much again while that grew) in the
+// daemon's heap.
+func replyEach[T, V any](w http.ResponseWriter, items []T, view func(T) V) {
+	w.Header().Set("Content-Type", "application/json")
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	bw.WriteByte('[')
+	for i, item := range items {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		if err := enc.Encode(view(item)); err != nil {
+			return // the client went away: the rest would not reach it either
+		}
+	}
+	bw.WriteString("]\n")
+	bw.Flush()
 }
 
 func replyErr(w http.ResponseWriter, err error) {
