@@ -1,6 +1,7 @@
 package onion
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -21,11 +22,17 @@ import (
 // Clients returns the app's authorized clients sorted by name (empty when the service is
 // open to everyone). An .auth file that does not parse is an error naming the file.
 func (ks *KeyStore) Clients(app string) ([]AuthorizedClient, error) {
+	return ks.ClientsIn(context.Background(), app)
+}
+
+// ClientsIn is Clients, the cached list checked with the watch in ctx's view (see
+// dirwatch.Settled: a reconcile pass looks at every app's clients once for all).
+func (ks *KeyStore) ClientsIn(ctx context.Context, app string) ([]AuthorizedClient, error) {
 	if err := checkAppName(app); err != nil {
 		return nil, err
 	}
 	dir := filepath.Join(ks.appDir(app), authorizedClients)
-	if clients, ok := ks.clientCache.get(app, dir); ok {
+	if clients, ok := ks.clientCache.get(ctx, app, dir); ok {
 		return clients, nil // its directory is where it was: so is the app's key directory
 	}
 	if _, err := os.Stat(filepath.Join(ks.appDir(app), secretKeyFile)); errors.Is(err, fs.ErrNotExist) {
@@ -84,7 +91,7 @@ func clientFileIDs(dir string, clients []AuthorizedClient) clientIDs {
 	return ids
 }
 
-func (c *clientCache) get(app, dir string) ([]AuthorizedClient, bool) {
+func (c *clientCache) get(ctx context.Context, app, dir string) ([]AuthorizedClient, bool) {
 	c.mu.Lock()
 	cached, ok := c.apps[app]
 	watch := c.watch
@@ -92,7 +99,7 @@ func (c *clientCache) get(app, dir string) ([]AuthorizedClient, bool) {
 	if !ok || cached.ids.dir == (keyFileID{}) {
 		return nil, false
 	}
-	if cached.mark != 0 && watch.UnchangedDir(cached.mark, dir) {
+	if cached.mark != 0 && watch.UnchangedDirIn(ctx, cached.mark, dir) {
 		return slices.Clone(cached.clients), true // nothing happened in the directory
 	}
 	mark := watch.Mark()

@@ -111,14 +111,19 @@ func (w *Watch) Settled(ctx context.Context) context.Context {
 	return context.WithValue(ctx, settledKey{w}, true)
 }
 
+// catchUpOutside reads the events queued unless ctx is one w settled.
+func (w *Watch) catchUpOutside(ctx context.Context) {
+	if settled, _ := ctx.Value(settledKey{w}).(bool); !settled {
+		w.catchUp()
+	}
+}
+
 // StillIn is Still, without a read of the queue in a context w settled (see Settled).
 func (w *Watch) StillIn(ctx context.Context, mark uint64, paths ...string) (now uint64, unchanged bool) {
 	if w == nil {
 		return 0, false
 	}
-	if settled, _ := ctx.Value(settledKey{w}).(bool); !settled {
-		w.catchUp()
-	}
+	w.catchUpOutside(ctx)
 	return w.answer(mark, paths)
 }
 
@@ -176,10 +181,16 @@ func (w *Watch) answer(mark uint64, paths []string) (now uint64, unchanged bool)
 // created, removed, renamed or changed in it, and the directory itself not replaced (see
 // Unchanged).
 func (w *Watch) UnchangedDir(mark uint64, path string) bool {
+	return w.UnchangedDirIn(context.Background(), mark, path)
+}
+
+// UnchangedDirIn is UnchangedDir, without a read of the queue in a context w settled (see
+// Settled).
+func (w *Watch) UnchangedDirIn(ctx context.Context, mark uint64, path string) bool {
 	if w == nil {
 		return false
 	}
-	w.catchUp()
+	w.catchUpOutside(ctx)
 	path = filepath.Clean(path)
 	w.mu.RLock()
 	unchanged, unwatched := w.fd >= 0 && w.lost <= mark, []string(nil)

@@ -274,3 +274,36 @@ func TestSettled(t *testing.T) {
 		t.Fatal("a nil watch vouches for nothing and settles nothing")
 	}
 }
+
+// TestSettledDir is TestSettled for a directory's entries (UnchangedDirIn).
+func TestSettledDir(t *testing.T) {
+	w, err := New()
+	if err != nil {
+		t.Skipf("no inotify here: %v", err)
+	}
+	defer w.Close()
+	dir := filepath.Join(t.TempDir(), "authorized_clients")
+	os.Mkdir(dir, 0o700)
+	w.UnchangedDir(w.Mark(), dir)
+	mark := w.Mark()
+
+	os.WriteFile(filepath.Join(dir, "alice.auth"), []byte("1"), 0o600) // before the look begins
+	if w.UnchangedDirIn(w.Settled(t.Context()), mark, dir) {
+		t.Fatal("an entry made before the context was settled went unseen in it")
+	}
+	mark = w.Mark()
+	if !w.UnchangedDirIn(w.Settled(t.Context()), mark, dir) {
+		t.Fatal("nothing happened, yet changed")
+	}
+	os.Remove(filepath.Join(dir, "alice.auth")) // during the look
+	if w.UnchangedDirIn(t.Context(), mark, dir) || w.UnchangedDir(mark, dir) {
+		t.Fatal("a check outside the settled context missed the removal")
+	}
+	if w.UnchangedDirIn(w.Settled(t.Context()), mark, dir) {
+		t.Fatal("the next look missed the removal")
+	}
+	var none *Watch
+	if none.UnchangedDirIn(t.Context(), mark, dir) {
+		t.Fatal("a nil watch vouches for nothing")
+	}
+}

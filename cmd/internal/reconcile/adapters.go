@@ -18,7 +18,8 @@ type KeyStore interface {
 	// EnsureIn loads the app's key, or makes one when it has none; ctx may be a look settled
 	// once for many apps (see Runner.Settle).
 	EnsureIn(ctx context.Context, app string) (key *onion.Key, created bool, err error)
-	Clients(app string) ([]onion.AuthorizedClient, error)
+	// ClientsIn is the app's authorized clients, looked at in ctx's view (see EnsureIn).
+	ClientsIn(ctx context.Context, app string) ([]onion.AuthorizedClient, error)
 	Apps() ([]string, error)
 }
 

@@ -132,8 +132,9 @@ func (r *Runner) Apply(ctx context.Context, plan Plan, d Desired, obs Observed) 
 		r.converge(ctx, keys, apps[p.App], p, obs, res.Apps[p.App])
 	})
 
-	// 2. onion services and DNS records of every app whose pod is in place.
-	services, serviceErrs := r.onionServices(desired, res.Apps)
+	// 2. onion services and DNS records of every app whose pod is in place, their clients looked
+	// at once for all (after step 1's writes).
+	services, serviceErrs := r.onionServices(r.settle(ctx), desired, res.Apps)
 	for app, err := range serviceErrs {
 		res.Apps[app].record(AddOnion, 0, err)
 	}
@@ -195,7 +196,7 @@ func (r *Runner) heldServices(ctx context.Context, held map[string]Hold, obs Obs
 		apps = append(apps, *h.Last)
 		results[name] = &AppResult{App: name, Net: net, key: key}
 	}
-	services, _ := r.onionServices(apps, results)
+	services, _ := r.onionServices(ctx, apps, results)
 	return services
 }
 
@@ -413,7 +414,7 @@ func planned(p AppPlan, kind StepKind) bool {
 }
 
 // onionServices are the services of running apps that want one and whose pod is in place.
-func (r *Runner) onionServices(desired []store.App, results map[string]*AppResult) ([]onion.Service, map[string]error) {
+func (r *Runner) onionServices(ctx context.Context, desired []store.App, results map[string]*AppResult) ([]onion.Service, map[string]error) {
 	var services []onion.Service
 	errs := map[string]error{}
 	for _, app := range desired {
@@ -422,7 +423,7 @@ func (r *Runner) onionServices(desired []store.App, results map[string]*AppResul
 			continue
 		}
 		key := res.key
-		clients, err := r.Keys.Clients(app.Name)
+		clients, err := r.Keys.ClientsIn(ctx, app.Name)
 		if err != nil {
 			errs[app.Name] = err
 			continue

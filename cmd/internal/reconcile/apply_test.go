@@ -29,11 +29,12 @@ type fakes struct {
 	global   []string
 	unitLog  []string // WriteApp, LoadApp and ApplyApp calls, in order ("write APP", "load APP NETNS", "apply APP")
 	// loadBeside makes Attach wait (up to 10 s) for the app's LoadApp to be called.
-	loadBeside map[string]chan struct{}
-	failing    map[string]bool
-	services   []onion.Service
-	records    []dns.Record
-	keys       map[string]*onion.Key
+	loadBeside  map[string]chan struct{}
+	failing     map[string]bool
+	services    []onion.Service
+	records     []dns.Record
+	keys        map[string]*onion.Key
+	clientLooks map[string]clientLook // see ClientsIn
 }
 
 func newFakes() *fakes {
@@ -60,8 +61,27 @@ func (f *fakes) EnsureIn(ctx context.Context, app string) (*onion.Key, bool, err
 	f.calls[app] = append(f.calls[app], "key")
 	return k, true, err
 }
-func (f *fakes) Clients(string) ([]onion.AuthorizedClient, error) { return nil, nil }
-func (f *fakes) Apps() ([]string, error)                          { return nil, nil }
+
+// ClientsIn notes, apart from the calls that change something, whether the look was settled
+// and which calls for app had been made by then.
+func (f *fakes) ClientsIn(ctx context.Context, app string) ([]onion.AuthorizedClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	settled, _ := ctx.Value(settledLook{}).(bool)
+	if f.clientLooks == nil {
+		f.clientLooks = map[string]clientLook{}
+	}
+	f.clientLooks[app] = clientLook{settled: settled, after: slices.Clone(f.calls[app])}
+	return nil, nil
+}
+
+// clientLook is how ClientsIn was asked about an app.
+type clientLook struct {
+	settled bool
+	after   []string // the app's calls made before
+}
+
+func (f *fakes) Apps() ([]string, error) { return nil, nil }
 
 func (f *fakes) Attach(_ context.Context, a network.Attachment) (network.Result, error) {
 	f.log(a.App, "attach")
@@ -370,7 +390,8 @@ type settledLook struct{}
 
 // Apply loads the keys the observation found in place in one settled look (the daemon's reads
 // the file watch's queue once for all of them), and makes or reloads the others afresh: a key
-// missing at the observation may have been made since, and is looked at now.
+// missing at the observation may have been made since, and is looked at now. The onion
+// services' clients are looked at in a second settled look, after the keys were made.
 func TestApplyLoadsFoundKeysInTheSettledLook(t *testing.T) {
 	f := newFakes()
 	found, _ := onion.GenerateKey(rand.Reader)
@@ -398,7 +419,15 @@ func TestApplyLoadsFoundKeysInTheSettledLook(t *testing.T) {
 	if slices.Contains(f.calls["new"], "key in the settled look") || !slices.Contains(f.calls["new"], "key") {
 		t.Errorf("the key to make was not made afresh: %q", f.calls["new"])
 	}
-	if settles != 1 {
-		t.Errorf("Apply settled %d looks, want one for all its apps", settles)
+	for _, app := range []string{"kept", "new"} {
+		if look := f.clientLooks[app]; !look.settled {
+			t.Errorf("%s: its clients were not looked at in a settled look", app)
+		}
+	}
+	if look := f.clientLooks["new"]; !slices.Contains(look.after, "key") {
+		t.Errorf("new: its clients were looked at before its key was made (calls by then: %q)", look.after)
+	}
+	if settles != 2 {
+		t.Errorf("Apply settled %d looks, want two for all its apps (keys, then clients)", settles)
 	}
 }
