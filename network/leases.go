@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -202,6 +203,10 @@ type leaseCache struct {
 	mu    sync.Mutex
 	files map[string]cachedLease
 	watch *dirwatch.Watch // see Manager.FollowFiles
+	// all is loadAll's last whole set, kept while the watch vouches that nothing happened in the
+	// leases directory since allMark (0: none kept): an attach then reads no lease file's stat.
+	all     leaseSet
+	allMark uint64
 }
 
 type cachedLease struct {
@@ -230,9 +235,33 @@ type leaseSet struct {
 }
 
 // loadAll reads every lease now on disk (including those other processes wrote), through the
-// cache: a stat per file (relative to the open dir), a read only for files new or changed. Only a
-// fault of the directory itself is an error: a file that cannot be read goes to the set's bad.
+// cache: nothing at all while the watch vouches that nothing happened in the directory since the
+// last whole read that found every file a lease; else a stat per file (relative to the open dir),
+// a read only for files new or changed. Only a fault of the directory itself is an error: a file
+// that cannot be read goes to the set's bad. The set's leases are shared: never change them.
 func (s leaseStore) loadAll(c *leaseCache) (leaseSet, error) {
+	c.mu.Lock()
+	last, lastMark, watch := c.all, c.allMark, c.watch
+	c.mu.Unlock()
+	if lastMark != 0 && watch.UnchangedDir(lastMark, s.dir) {
+		return leaseSet{leases: maps.Clone(last.leases), bad: map[string]error{}}, nil
+	}
+	mark := watch.Mark() // before the listing: a change during it shows next time
+	set, err := s.readAll(c)
+	if err != nil {
+		return set, err
+	}
+	c.mu.Lock()
+	c.all, c.allMark = leaseSet{}, 0
+	if len(set.bad) == 0 { // a bad file may be an I/O error that passes: read it again next time
+		c.all, c.allMark = leaseSet{leases: maps.Clone(set.leases)}, mark
+	}
+	c.mu.Unlock()
+	return set, nil
+}
+
+// readAll is loadAll from the directory: a stat per file, a read for files new or changed.
+func (s leaseStore) readAll(c *leaseCache) (leaseSet, error) {
 	dir, err := os.Open(s.dir)
 	if err != nil {
 		return leaseSet{}, err

@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/onionpod/onionpod/internal/dirwatch"
 )
 
 func testManager(t *testing.T) *Manager {
@@ -64,10 +67,27 @@ func TestHoldRefusesMACCollision(t *testing.T) {
 	}
 }
 
+// withAndWithoutWatch runs test on a Manager without a watch and on one that follows its files
+// (FollowFiles, as the daemon's does).
+func withAndWithoutWatch(t *testing.T, test func(t *testing.T, m *Manager)) {
+	t.Run("no watch", func(t *testing.T) { test(t, testManager(t)) })
+	t.Run("watch", func(t *testing.T) {
+		w, err := dirwatch.New()
+		if err != nil {
+			t.Skipf("no inotify here: %v", err)
+		}
+		t.Cleanup(func() { w.Close() })
+		m := testManager(t)
+		m.FollowFiles(w)
+		test(t, m)
+	})
+}
+
 // A ULA in a lease another process stored (after this Manager last read the leases) is not given
 // again.
-func TestHoldNeverReusesAHeldULA(t *testing.T) {
-	m := testManager(t)
+func TestHoldNeverReusesAHeldULA(t *testing.T) { withAndWithoutWatch(t, holdNeverReusesAHeldULA) }
+
+func holdNeverReusesAHeldULA(t *testing.T, m *Manager) {
 	if _, err := m.leases.loadAll(&m.cache); err != nil { // the cache is warm and empty
 		t.Fatal(err)
 	}
@@ -95,23 +115,44 @@ func TestHoldNeverReusesAHeldULA(t *testing.T) {
 	}
 }
 
-// The lease cache never serves a lease that changed or went away on disk.
-func TestLeaseCacheFollowsTheDisk(t *testing.T) {
-	m := testManager(t)
+// The lease cache never serves a lease that changed, went away or came on disk, nor a damaged
+// file mended.
+func TestLeaseCacheFollowsTheDisk(t *testing.T) { withAndWithoutWatch(t, leaseCacheFollowsTheDisk) }
+
+func leaseCacheFollowsTheDisk(t *testing.T, m *Manager) {
 	prefix := m.cfg.ULAPrefix
+	loadAll := func(step string, want map[string]netip.Addr, bad ...string) {
+		t.Helper()
+		for range 2 { // the second from the cache, if any
+			all, err := m.leases.loadAll(&m.cache)
+			if err != nil {
+				t.Fatalf("%s: loadAll: %v", step, err)
+			}
+			got := map[string]netip.Addr{}
+			for app, l := range all.leases {
+				got[app] = l.ULA
+			}
+			if !maps.Equal(got, want) || len(all.bad) != len(bad) {
+				t.Fatalf("%s: loadAll = %v (bad %v), want %v (bad %v)", step, got, all.bad, want, bad)
+			}
+		}
+	}
 	storeLease(t, m, "a", ulaFor(prefix, "a", 0))
 	storeLease(t, m, "b", ulaFor(prefix, "b", 0))
-	if all, err := m.leases.loadAll(&m.cache); err != nil || len(all.leases) != 2 {
-		t.Fatalf("loadAll = %v, %v", all, err)
-	}
+	loadAll("two leases", map[string]netip.Addr{"a": ulaFor(prefix, "a", 0), "b": ulaFor(prefix, "b", 0)})
 	storeLease(t, m, "a", ulaFor(prefix, "a", 1)) // same size
 	if err := m.leases.remove("b"); err != nil {
 		t.Fatal(err)
 	}
-	all, err := m.leases.loadAll(&m.cache)
-	if err != nil || len(all.leases) != 1 || all.leases["a"].ULA != ulaFor(prefix, "a", 1) {
-		t.Fatalf("loadAll after changes = %v, %v; want only a with its new ULA", all, err)
+	loadAll("a changed, b removed", map[string]netip.Addr{"a": ulaFor(prefix, "a", 1)})
+	storeLease(t, m, "c", ulaFor(prefix, "c", 0))
+	loadAll("c came", map[string]netip.Addr{"a": ulaFor(prefix, "a", 1), "c": ulaFor(prefix, "c", 0)})
+	if err := os.WriteFile(filepath.Join(m.leases.dir, "d.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	loadAll("d damaged", map[string]netip.Addr{"a": ulaFor(prefix, "a", 1), "c": ulaFor(prefix, "c", 0)}, "d")
+	storeLease(t, m, "d", ulaFor(prefix, "d", 0))
+	loadAll("d mended", map[string]netip.Addr{"a": ulaFor(prefix, "a", 1), "c": ulaFor(prefix, "c", 0), "d": ulaFor(prefix, "d", 0)})
 }
 
 // The lock file's bytes exclude each other across open file descriptions (so across goroutines as

@@ -156,6 +156,22 @@ func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 	return apps, nil
 }
 
+// leaseCount is how many lease files there are, the directory read again only after a change in
+// it (with a watch: see FollowFiles).
+func (m *Manager) leaseCount() (int, error) {
+	m.cache.mu.Lock()
+	watch := m.cache.watch
+	m.cache.mu.Unlock()
+	entries, err := m.leaseDir.ReadDir(watch, m.leases.dir)
+	n := 0
+	for _, e := range entries {
+		if _, ok := leaseApp(e.Name()); ok {
+			n++
+		}
+	}
+	return n, err
+}
+
 func (m *Manager) netnsPath(app string) string {
 	return NetnsPath(m.cfg.NetnsDir, app)
 }

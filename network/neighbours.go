@@ -39,10 +39,7 @@ func neighbourLimits(pods int) (need, raiseTo int) {
 // every attached pod. It counts the lease files only when the box has limits to look at.
 func (m *Manager) ensureNeighbourRoom() error {
 	return m.boxDo(func() error {
-		return raiseBothNeighbourLimits(func() (int, error) {
-			apps, err := m.leases.apps()
-			return len(apps), err
-		})
+		return raiseBothNeighbourLimits(m.leaseCount)
 	})
 }
 
