@@ -250,3 +250,70 @@ func BenchmarkServe(b *testing.B) {
 		b.ReportMetric(float64(tn)/float64(tb), "x-faster-than-naive")
 	})
 }
+
+// A Set that changes one name of many packs that name's answers again and takes the others'
+// from the snapshot it replaces; every name then answers what the new set holds, and NODATA and
+// NXDOMAIN carry the new serial.
+func TestSetRepacksOnlyChangedNames(t *testing.T) {
+	s := newTestServer(t, 50)
+	old := s.snap.Load()
+	recs := s.Records()
+	changed, removed, kept := "app7.box.example.", "app8.box.example.", "app9.box.example."
+	var next []Record
+	for _, r := range recs {
+		switch r.Name {
+		case removed:
+		case changed:
+			next = append(next, Record{Name: changed, Addr: netip.MustParseAddr("2001:db8::77")})
+		default:
+			next = append(next, r)
+		}
+	}
+	next = append(next, Record{Name: "new.box.example.", Addr: netip.MustParseAddr("2001:db8::99")})
+	if err := s.Set(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.snap.Load()
+	if snap.serial == old.serial {
+		t.Fatal("the serial did not move")
+	}
+	ask := func(name string, qtype uint16) *mdns.Msg {
+		t.Helper()
+		out := make([]byte, maxMsgSize)
+		resp, _ := s.serve(new(worker), packQuery(t, name, qtype, false), out, false)
+		m := new(mdns.Msg)
+		if err := m.Unpack(resp); err != nil {
+			t.Fatalf("%s %s: %v", name, mdns.TypeToString[qtype], err)
+		}
+		return m
+	}
+	wantAAAA := func(name, addr string) {
+		t.Helper()
+		m := ask(name, mdns.TypeAAAA)
+		if m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 || m.Answer[0].(*mdns.AAAA).AAAA.String() != addr {
+			t.Errorf("%s AAAA: %v, want %s", name, m, addr)
+		}
+	}
+	wantAAAA(changed, "2001:db8::77")
+	wantAAAA("new.box.example.", "2001:db8::99")
+	wantAAAA(kept, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 10}).String())
+	if m := ask(removed, mdns.TypeAAAA); m.Rcode != mdns.RcodeNameError || len(m.Ns) != 1 || m.Ns[0].(*mdns.SOA).Serial != snap.serial {
+		t.Errorf("removed name: %v, want NXDOMAIN with serial %d", m, snap.serial)
+	}
+	if m := ask(kept, mdns.TypeTXT); m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 0 || len(m.Ns) != 1 || m.Ns[0].(*mdns.SOA).Serial != snap.serial {
+		t.Errorf("NODATA of a kept name: %v, want the SOA with serial %d", m, snap.serial)
+	}
+	if m := ask("box.example.", mdns.TypeSOA); len(m.Answer) != 1 || m.Answer[0].(*mdns.SOA).Serial != snap.serial {
+		t.Errorf("SOA: %v, want serial %d", m, snap.serial)
+	}
+	key := func(name string, qtype uint16) string {
+		w, _ := wireName(name)
+		return typeKey(w, qtype)
+	}
+	if snap.answers[key(kept, mdns.TypeAAAA)] != old.answers[key(kept, mdns.TypeAAAA)] {
+		t.Error("the answer of a name whose records did not change was packed again")
+	}
+	if snap.answers[key(changed, mdns.TypeAAAA)] == old.answers[key(changed, mdns.TypeAAAA)] {
+		t.Error("the answer of a changed name was taken from the old snapshot")
+	}
+}

@@ -52,7 +52,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.damaged = init.damaged
-	snap, err := buildSnapshot(&setup.zone, init.serial, init.records)
+	snap, err := buildSnapshot(&setup.zone, init.serial, init.records, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (s *Server) raiseSerial(theirs uint32) {
 	if s.closed || serialGreater(cur.serial, theirs) || (cur.serial == theirs && s.damaged == nil) {
 		return
 	}
-	snap, err := buildSnapshot(&s.setup.zone, nextSerial(theirs, time.Now()), cur.records)
+	snap, err := buildSnapshot(&s.setup.zone, nextSerial(theirs, time.Now()), cur.records, cur)
 	if err != nil || s.saveState(snap) != nil {
 		return // the next Set tries again with the next serial
 	}
@@ -113,7 +113,7 @@ func (s *Server) Set(ctx context.Context, records []Record) error {
 	if recordsEqual(cur.records, recs) {
 		return nil
 	}
-	snap, err := buildSnapshot(&s.setup.zone, nextSerial(cur.serial, time.Now()), recs)
+	snap, err := buildSnapshot(&s.setup.zone, nextSerial(cur.serial, time.Now()), recs, cur)
 	if err != nil {
 		return err
 	}

@@ -34,11 +34,15 @@ type snapshot struct {
 	serial  uint32
 	zone    []byte             // lowercase wire form of the apex
 	answers map[string]*answer // key: lowercase wire name + qtype (2 bytes)
-	names   map[string]*answer // key: lowercase wire name; NODATA answer
+	names   map[string]*answer // key: lowercase wire name; NODATA answer (nodata: one for all)
 	nx      answer             // NXDOMAIN with the SOA (uncompressed)
+	nodata  *answer            // NODATA with the SOA (uncompressed, so the same after any name)
 	soa     *mdns.SOA
 	xfr     []mdns.RR // SOA, NS, addresses (a transfer adds the final SOA)
 	records []Record  // the onionpod records, normalized
+	// byName are the records by owner name (sub-slices of records): a later snapshot takes the
+	// packed answers of a name whose records did not change from this one.
+	byName map[string][]Record
 }
 
 const (
@@ -92,31 +96,61 @@ func typeKey(wire []byte, qtype uint16) string {
 	return string(k)
 }
 
-// buildSnapshot packs every answer of the zone. records must be normalized.
-func buildSnapshot(z *zoneData, serial uint32, records []Record) (*snapshot, error) {
+// buildSnapshot packs every answer of the zone. records must be normalized. prev (nil: none) is
+// the snapshot served until now, of the same zone data: the answers of a name whose records are
+// the same in both are taken from it rather than packed again (at 1000 names, a change of one
+// packs one name's, not 3000 answers). Only the serial's answers (the apex's SOA, and NODATA and
+// NXDOMAIN, which carry the SOA) are always new.
+func buildSnapshot(z *zoneData, serial uint32, records []Record, prev *snapshot) (*snapshot, error) {
 	soa := z.soaRR(serial)
 	s := &snapshot{
 		serial:  serial,
-		answers: make(map[string]*answer),
-		names:   make(map[string]*answer),
+		answers: make(map[string]*answer, 3*len(records)),
+		names:   make(map[string]*answer, len(records)),
 		soa:     soa,
 		records: records,
+		byName:  recordsByName(records),
 	}
 	var err error
 	if s.zone, err = wireName(z.zone); err != nil {
 		return nil, fmt.Errorf("dns: zone %s: %w", z.zone, err)
 	}
-	sets, glue := collectRRsets(z, soa, records)
-	for name := range existingNames(sets, z.zone) {
-		if err := s.packName(name, sets[name], glue); err != nil {
-			return nil, err
-		}
-	}
 	if s.nx, err = nxdomainAnswer(soa); err != nil {
 		return nil, err
 	}
+	s.nodata = &answer{flags: flagAA, ns: 1, tail: s.nx.tail}
+	sets, glue := collectRRsets(z, soa, records)
+	for name := range existingNames(sets, z.zone) {
+		if err := s.packName(name, sets[name], glue, s.reusable(prev, z, name)); err != nil {
+			return nil, err
+		}
+	}
 	s.xfr = transferOrder(sets, z.zone)
 	return s, nil
+}
+
+// recordsByName groups normalized (sorted) records by owner name, as sub-slices.
+func recordsByName(records []Record) map[string][]Record {
+	out := map[string][]Record{}
+	for i := 0; i < len(records); {
+		j := i + 1
+		for j < len(records) && records[j].Name == records[i].Name {
+			j++
+		}
+		out[records[i].Name] = records[i:j:j]
+		i = j
+	}
+	return out
+}
+
+// reusable returns prev when its answers for name are still right for s: not the apex (its SOA
+// answer carries the serial) and the same records for name in both (what else a name's answers
+// hold, the glue of in-zone name servers, is the zone data's, the same in both).
+func (s *snapshot) reusable(prev *snapshot, z *zoneData, name string) *snapshot {
+	if prev == nil || name == z.zone || !slices.Equal(prev.byName[name], s.byName[name]) {
+		return nil
+	}
+	return prev
 }
 
 // rrsets are the zone's records by owner name and type.
@@ -173,18 +207,18 @@ func existingNames(sets rrsets, zone string) map[string]bool {
 	return exists
 }
 
-// packName packs the answers of one existing name: NODATA, one per type
-// it holds (an NS answer with the glue), and ANY.
-func (s *snapshot) packName(name string, types map[uint16][]mdns.RR, glue []mdns.RR) error {
+// packName packs the answers of one existing name: one per type it holds (an NS answer with
+// the glue), and ANY; they are taken from prev when it is not nil (see reusable). Every name
+// answers NODATA for the other types.
+func (s *snapshot) packName(name string, types map[uint16][]mdns.RR, glue []mdns.RR, prev *snapshot) error {
 	wire, err := wireName(name)
 	if err != nil {
 		return fmt.Errorf("dns: name %s: %w", name, err)
 	}
-	nodata, err := packAnswer(name, mdns.TypeNone, nil, []mdns.RR{s.soa}, nil, mdns.RcodeSuccess)
-	if err != nil {
-		return err
+	s.names[string(wire)] = s.nodata
+	if prev != nil && s.takeAnswers(prev, wire, types) {
+		return nil
 	}
-	s.names[string(wire)] = nodata
 	var all []mdns.RR
 	for _, t := range slices.Sorted(maps.Keys(types)) {
 		rrs := types[t]
@@ -207,6 +241,27 @@ func (s *snapshot) packName(name string, types map[uint16][]mdns.RR, glue []mdns
 		s.answers[typeKey(wire, mdns.TypeANY)] = a
 	}
 	return nil
+}
+
+// takeAnswers copies the answers of the name wire for types (and ANY) from prev; false, copying
+// nothing, when prev lacks one.
+func (s *snapshot) takeAnswers(prev *snapshot, wire []byte, types map[uint16][]mdns.RR) bool {
+	keys := make([]string, 0, len(types)+1)
+	for t := range types {
+		keys = append(keys, typeKey(wire, t))
+	}
+	if len(types) > 0 {
+		keys = append(keys, typeKey(wire, mdns.TypeANY))
+	}
+	for _, k := range keys {
+		if prev.answers[k] == nil {
+			return false
+		}
+	}
+	for _, k := range keys {
+		s.answers[k] = prev.answers[k]
+	}
+	return true
 }
 
 // nxdomainAnswer is NXDOMAIN with the SOA in authority, packed without
