@@ -28,15 +28,14 @@ func (s *snapshot) respond(req, key []byte, q *query, out []byte, limit int) []b
 		ans = &refusedAnswer
 	default:
 		ans = s.answers[string(key[:q.nameLen+2])]
-		if ans == nil {
-			ans = s.names[string(key[:q.nameLen])]
-		}
-		if ans == nil {
-			if hasZoneSuffix(key[:q.nameLen], s.zone) {
-				ans = &s.nx
-			} else {
-				ans = &refusedAnswer
-			}
+		switch {
+		case ans != nil:
+		case s.names[string(key[:q.nameLen])]:
+			ans = &s.nodata
+		case hasZoneSuffix(key[:q.nameLen], s.zone):
+			ans = &s.nx
+		default:
+			ans = &refusedAnswer
 		}
 	}
 	qlen := q.questionEnd - headerLen

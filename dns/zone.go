@@ -34,9 +34,9 @@ type snapshot struct {
 	serial  uint32
 	zone    []byte             // lowercase wire form of the apex
 	answers map[string]*answer // key: lowercase wire name + qtype (2 bytes)
-	names   map[string]*answer // key: lowercase wire name; NODATA answer (nodata: one for all)
+	names   map[string]bool    // key: lowercase wire name; every name that exists answers nodata
 	nx      answer             // NXDOMAIN with the SOA (uncompressed)
-	nodata  *answer            // NODATA with the SOA (uncompressed, so the same after any name)
+	nodata  answer             // NODATA with the SOA (uncompressed, so the same after any name)
 	soa     *mdns.SOA
 	xfr     []mdns.RR // SOA, NS, addresses (a transfer adds the final SOA)
 	records []Record  // the onionpod records, normalized
@@ -106,7 +106,7 @@ func buildSnapshot(z *zoneData, serial uint32, records []Record, prev *snapshot)
 	s := &snapshot{
 		serial:  serial,
 		answers: make(map[string]*answer, 3*len(records)),
-		names:   make(map[string]*answer, len(records)),
+		names:   make(map[string]bool, len(records)),
 		soa:     soa,
 		records: records,
 		byName:  recordsByName(records),
@@ -118,7 +118,7 @@ func buildSnapshot(z *zoneData, serial uint32, records []Record, prev *snapshot)
 	if s.nx, err = nxdomainAnswer(soa); err != nil {
 		return nil, err
 	}
-	s.nodata = &answer{flags: flagAA, ns: 1, tail: s.nx.tail}
+	s.nodata = answer{flags: flagAA, ns: 1, tail: s.nx.tail}
 	sets, glue := collectRRsets(z, soa, records)
 	for name := range existingNames(sets, z.zone) {
 		if err := s.packName(name, sets[name], glue, s.reusable(prev, z, name)); err != nil {
@@ -215,7 +215,7 @@ func (s *snapshot) packName(name string, types map[uint16][]mdns.RR, glue []mdns
 	if err != nil {
 		return fmt.Errorf("dns: name %s: %w", name, err)
 	}
-	s.names[string(wire)] = s.nodata
+	s.names[string(wire)] = true
 	if prev != nil && s.takeAnswers(prev, wire, types) {
 		return nil
 	}
