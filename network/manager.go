@@ -126,20 +126,15 @@ func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
-	m.cache.mu.Lock()
-	watch := m.cache.watch
-	m.cache.mu.Unlock()
 	set := map[string]bool{}
-	leased, err := m.leaseDir.ReadDir(watch, m.leases.dir)
+	leased, err := m.leasedApps()
 	if err != nil {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
-	for _, e := range leased {
-		if app, ok := leaseApp(e.Name()); ok {
-			set[app] = true
-		}
+	for _, app := range leased {
+		set[app] = true
 	}
-	entries, err := m.netnsDir.ReadDir(watch, m.cfg.NetnsDir)
+	entries, err := m.netnsDir.ReadDir(m.watch(), m.cfg.NetnsDir)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("network: attached: %w", err)
 	}
@@ -156,20 +151,27 @@ func (m *Manager) Attached(ctx context.Context) ([]string, error) {
 	return apps, nil
 }
 
-// leaseCount is how many lease files there are, the directory read again only after a change in
-// it (with a watch: see FollowFiles).
-func (m *Manager) leaseCount() (int, error) {
+// watch is the watch FollowFiles gave (nil: none).
+func (m *Manager) watch() *dirwatch.Watch {
 	m.cache.mu.Lock()
-	watch := m.cache.watch
-	m.cache.mu.Unlock()
-	entries, err := m.leaseDir.ReadDir(watch, m.leases.dir)
-	n := 0
+	defer m.cache.mu.Unlock()
+	return m.cache.watch
+}
+
+// leasedApps are the apps with a lease file, unsorted, the directory read again only after a
+// change in it (with a watch: see FollowFiles).
+func (m *Manager) leasedApps() ([]string, error) {
+	entries, err := m.leaseDir.ReadDir(m.watch(), m.leases.dir)
+	if err != nil {
+		return nil, err
+	}
+	apps := make([]string, 0, len(entries))
 	for _, e := range entries {
-		if _, ok := leaseApp(e.Name()); ok {
-			n++
+		if app, ok := leaseApp(e.Name()); ok {
+			apps = append(apps, app)
 		}
 	}
-	return n, err
+	return apps, nil
 }
 
 func (m *Manager) netnsPath(app string) string {

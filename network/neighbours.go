@@ -39,7 +39,10 @@ func neighbourLimits(pods int) (need, raiseTo int) {
 // every attached pod. It counts the lease files only when the box has limits to look at.
 func (m *Manager) ensureNeighbourRoom() error {
 	return m.boxDo(func() error {
-		return raiseBothNeighbourLimits(m.leaseCount)
+		return raiseBothNeighbourLimits(func() (int, error) {
+			apps, err := m.leasedApps()
+			return len(apps), err
+		})
 	})
 }
 
