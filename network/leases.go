@@ -181,13 +181,18 @@ func (s leaseStore) apps() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return leaseApps(entries), nil
+}
+
+// leaseApps are the apps whose lease files are among a listing of the leases dir.
+func leaseApps(entries []os.DirEntry) []string {
 	apps := make([]string, 0, len(entries))
 	for _, e := range entries {
 		if app, ok := leaseApp(e.Name()); ok {
 			apps = append(apps, app)
 		}
 	}
-	return apps, nil
+	return apps
 }
 
 // leaseApp is the app a file name in the leases dir is the lease of.

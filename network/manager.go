@@ -165,13 +165,7 @@ func (m *Manager) leasedApps() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	apps := make([]string, 0, len(entries))
-	for _, e := range entries {
-		if app, ok := leaseApp(e.Name()); ok {
-			apps = append(apps, app)
-		}
-	}
-	return apps, nil
+	return leaseApps(entries), nil
 }
 
 func (m *Manager) netnsPath(app string) string {
