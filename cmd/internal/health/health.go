@@ -93,8 +93,11 @@ type Monitor struct {
 }
 
 type check struct {
-	target  Target
-	cancel  context.CancelFunc
+	target Target
+	cancel context.CancelFunc
+	// runCtx is the monitor's (Run's) context: a restart runs in it, so that Set starting the
+	// check over (the pass saw the restarted unit) does not cut the restart short.
+	runCtx  context.Context
 	state   State
 	started time.Time // when this run of the check began (its start period counts from it)
 	// up: the container has been healthy since this run began; its start period is over.
@@ -165,7 +168,7 @@ func (m *Monitor) addLocked(t Target, prev *State) {
 
 func (m *Monitor) startLocked(c *check) {
 	ctx, cancel := context.WithCancel(m.ctx)
-	c.cancel = cancel
+	c.cancel, c.runCtx = cancel, m.ctx
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -210,7 +213,7 @@ func (m *Monitor) loop(ctx context.Context, c *check) {
 		}
 		next, unhealthy := m.record(c, err)
 		if unhealthy != "" {
-			m.restartUnhealthy(ctx, c, unhealthy)
+			m.restartUnhealthy(c, unhealthy)
 			next = m.startEvery
 		}
 		timer.Reset(next)
@@ -252,23 +255,36 @@ func (m *Monitor) record(c *check, err error) (next time.Duration, restartReason
 }
 
 // restartUnhealthy asks for the container's restart; either way its check starts over.
-func (m *Monitor) restartUnhealthy(ctx context.Context, c *check, reason string) {
+//
+// The restart runs in the monitor's context, not the check's: the pass that sees the restarted
+// unit may call Set meanwhile, which replaces this check by one that starts over (with the
+// restarts counted so far). The outcome is then recorded in that replacement, so that no restart
+// goes uncounted.
+func (m *Monitor) restartUnhealthy(c *check, reason string) {
 	m.mu.Lock()
 	since := c.started
 	ref := c.target.Ref
+	runCtx := c.runCtx
 	m.mu.Unlock()
-	restarted, err := m.restart(ctx, ref, since, reason)
+	restarted, err := m.restart(runCtx, ref, since, reason)
 	m.mu.Lock()
 	now := m.now()
-	s := &c.state
+	current := m.checks[ref]
+	if current == nil { // no longer checked: nothing to record
+		m.mu.Unlock()
+		return
+	}
+	s := &current.state
 	if restarted {
 		s.Restarts++
 		s.LastRestart, s.RestartReason = now, reason
 	} else if err != nil {
 		s.LastError = "restarting it failed: " + err.Error()
 	}
-	c.started, c.up = now, false
-	s.Status, s.Since, s.Failures = Starting, now, 0
+	if current == c { // not replaced meanwhile: it starts over here
+		c.started, c.up = now, false
+		s.Status, s.Since, s.Failures = Starting, now, 0
+	}
 	m.mu.Unlock()
 	if m.changed != nil {
 		m.changed()

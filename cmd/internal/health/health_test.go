@@ -165,3 +165,36 @@ func TestSetStartsOver(t *testing.T) {
 		t.Error("a container no longer given still has a state")
 	}
 }
+
+// TestRestartSeenByAPass: the pass that sees the restarted unit starts the check over (a new
+// Key) while the restart is still under way. The restart is not cut short by it, and it is
+// counted in the check that carries on.
+func TestRestartSeenByAPass(t *testing.T) {
+	ref := Ref{"notes", "db"}
+	failing := func(context.Context) error { return errors.New("no response") }
+	var m *Monitor
+	var cutShort atomic.Bool
+	m = New(func(ctx context.Context, r Ref, _ time.Time, reason string) (bool, error) {
+		// The unit restarts; a pass sees it and gives the check a new Key.
+		m.Set([]Target{{Ref: ref, Check: tcpCheck(time.Hour, time.Hour, 1), Key: "2", Probe: failing}})
+		if ctx.Err() != nil {
+			cutShort.Store(true)
+			return false, ctx.Err()
+		}
+		return true, nil
+	}, func() {})
+	m.startEvery, m.grace = 20*time.Millisecond, 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	m.Set([]Target{{Ref: ref, Check: tcpCheck(10*time.Millisecond, 0, 1), Key: "1", Probe: failing}})
+	st := waitState(t, m, ref, "restarted", func(s State) bool { return s.Restarts == 1 })
+	if cutShort.Load() {
+		t.Error("the restart's context ended when the check started over")
+	}
+	if st.Status != Starting || !strings.Contains(st.RestartReason, "1 checks failed in a row") {
+		t.Errorf("after the restart: %+v", st)
+	}
+}
