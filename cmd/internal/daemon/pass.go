@@ -335,8 +335,9 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 	d.setHealthTargets(desired.Apps, res, units)
 	var published map[string][]string // DNS name -> addresses
 	if pub := p.publisher(); pub != nil {
-		published = map[string][]string{}
-		for _, r := range pub.Status().Published {
+		recs := pub.Status().Published
+		published = make(map[string][]string, len(recs))
+		for _, r := range recs {
 			published[r.Name] = append(published[r.Name], r.Addr.String())
 		}
 	}
@@ -354,7 +355,8 @@ func (d *Daemon) publishStatuses(ctx context.Context, desired reconcile.Desired,
 	for _, app := range desired.Apps {
 		st := api.AppStatus{App: app, ObservedGeneration: app.Generation, Updated: time.Now()}
 		r := res.Apps[app.Name]
-		if r != nil {
+		if r != nil && len(r.Steps) > 0 {
+			st.Steps = make([]api.Step, 0, len(r.Steps))
 			for _, s := range r.Steps {
 				step := api.Step{Name: s.Kind.String(), Duration: s.Duration}
 				if s.Err != nil {

@@ -113,8 +113,9 @@ func (s *dnsSets) Status() dns.Status {
 	return st
 }
 
+// addressesOnly keeps the address records of recs, in place: recs is a Status's own copy.
 func addressesOnly(recs []dns.Record) []dns.Record {
-	out := recs[:0:0]
+	out := recs[:0]
 	for _, r := range recs {
 		if r.IsAddress() {
 			out = append(out, r)

@@ -76,10 +76,11 @@ func (r *Runner) forgetSeen(apps []string) {
 
 func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, keep bool) (Observed, error) {
 	ctx = r.settle(ctx) // a look that writes nothing: the watches' queues read once
+	n := len(desired) // the maps are made to their likely size at once
 	obs := Observed{
-		Keys: map[string]bool{}, Images: map[string]bool{}, Networks: map[string]bool{}, NetStale: map[string]bool{},
-		Units: map[string]UnitState{}, NetUnits: map[string]bool{}, Onions: map[string]bool{}, DNS: map[string]bool{},
-		Fetching: map[string]bool{}, Addresses: map[string]network.Result{},
+		Keys: make(map[string]bool, n), Images: make(map[string]bool, n), Networks: make(map[string]bool, n), NetStale: map[string]bool{},
+		Units: make(map[string]UnitState, n), NetUnits: make(map[string]bool, n), Onions: make(map[string]bool, n), DNS: make(map[string]bool, n),
+		Fetching: map[string]bool{}, Addresses: make(map[string]network.Result, n),
 	}
 	var errs []error
 	keyed, err := r.Keys.Apps()
@@ -192,16 +193,32 @@ func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, 
 
 // keepSeen keeps the apps' own observations for the next pass (none when an adapter failed:
 // what it left empty must be asked again).
+// The map is updated in place: an entry is large, and replacing the map each pass made 1000 of
+// them anew.
 func (r *Runner) keepSeen(desired []store.App, seen []appObserved, present []uint64, attached map[string]bool, ok bool) {
-	next := make(map[string]seenApp, len(desired))
-	if ok {
-		for i, app := range desired {
-			next[app.Name] = seenApp{app: app, attached: attached[app.Name], present: present[i], seen: seen[i]}
-		}
-	}
 	r.seenMu.Lock()
 	defer r.seenMu.Unlock()
-	r.seen = next
+	if !ok {
+		clear(r.seen)
+		return
+	}
+	if r.seen == nil {
+		r.seen = make(map[string]seenApp, len(desired))
+	}
+	for i, app := range desired {
+		r.seen[app.Name] = seenApp{app: app, attached: attached[app.Name], present: present[i], seen: seen[i]}
+	}
+	if len(r.seen) != len(desired) { // apps gone since: forgotten
+		want := make(map[string]bool, len(desired))
+		for _, app := range desired {
+			want[app.Name] = true
+		}
+		for name := range r.seen {
+			if !want[name] {
+				delete(r.seen, name)
+			}
+		}
+	}
 }
 
 // appObserved is what Observe found of one desired app.

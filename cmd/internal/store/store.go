@@ -395,7 +395,8 @@ func (s *Store) List() (apps []App, held []*Held, err error) {
 	// One read of the watch's queue for every record: the list is of the records as they were
 	// when it began, or later.
 	look := s.watch().Settled(context.Background())
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(entries))
+	apps = make([]App, 0, len(entries))
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".json")
 		if !ok {
