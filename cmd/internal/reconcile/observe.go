@@ -76,7 +76,7 @@ func (r *Runner) forgetSeen(apps []string) {
 
 func (r *Runner) observe(ctx context.Context, desired []store.App, scope Scope, keep bool) (Observed, error) {
 	ctx = r.settle(ctx) // a look that writes nothing: the watches' queues read once
-	n := len(desired) // the maps are made to their likely size at once
+	n := len(desired)   // the maps are made to their likely size at once
 	obs := Observed{
 		Keys: make(map[string]bool, n), Images: make(map[string]bool, n), Networks: make(map[string]bool, n), NetStale: map[string]bool{},
 		Units: make(map[string]UnitState, n), NetUnits: make(map[string]bool, n), Onions: make(map[string]bool, n), DNS: make(map[string]bool, n),
