@@ -58,7 +58,9 @@ func (d *Daemon) startServices(ctx context.Context, wg *sync.WaitGroup) error {
 	wg.Go(func() {
 		for change := range p.net.Watch(ctx) {
 			d.log.Info("address changed", "app", change.App, "lan", change.LAN, "ipv4", change.IPv4)
-			d.trigger("address of " + change.App + " changed")
+			// The change is the app's own (each app's is reported, the latest kept): a pass
+			// that looks afresh at it, the others' observations kept from the last pass.
+			d.triggerApp(change.App, "address of "+change.App+" changed")
 		}
 	})
 	return nil
