@@ -71,6 +71,8 @@ type UnitObserver interface {
 	NetUnitApps(ctx context.Context) ([]string, error)
 	// PodStates gives the state of every loaded container unit in one call.
 	PodStates(ctx context.Context) (map[pods.PodRef]pods.Status, error)
+	// PodStatesOf gives the states of these containers' units (those that exist) in one call.
+	PodStatesOf(ctx context.Context, refs []pods.PodRef) (map[pods.PodRef]pods.Status, error)
 	// Current reports whether the unit files on disk are exactly these.
 	Current(ctx context.Context, units []pods.Unit) bool
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/onionpod/onionpod/front"
 	"github.com/onionpod/onionpod/network"
 	"github.com/onionpod/onionpod/onion"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // ErrImageMissing is what Pods.Units returns when the app's image is not cached.
@@ -46,6 +47,10 @@ type Runner struct {
 
 	seenMu sync.Mutex
 	seen   map[string]seenApp // each app's own observation by the last ObservePass
+	// states are the container units' states as the last ObservePass had them (nil: none
+	// kept), relist the apps whose units Apply worked on since (see podStates).
+	states map[pods.PodRef]pods.Status
+	relist map[string]bool
 }
 
 // settle is Settle(ctx), or ctx without one.

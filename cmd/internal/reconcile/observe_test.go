@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/onionpod/onionpod/cmd/internal/store"
@@ -20,6 +21,11 @@ type observedFakes struct {
 	attached    []string
 	netUnitsErr error
 	present     []pods.PodRef
+	// states are the units' states systemd would list (nil: every present unit active);
+	// listings records each listing asked: "all", or the apps whose units were asked.
+	states    map[pods.PodRef]string
+	statesErr error
+	listings  []string
 }
 
 func (o *observedFakes) Attached(context.Context) ([]string, error) { return o.attached, nil }
@@ -35,10 +41,38 @@ func (o *observedFakes) Units(ctx context.Context, app store.App, netns string) 
 }
 func (o *observedFakes) PodUnits(context.Context) ([]pods.PodRef, error) { return o.present, nil }
 func (o *observedFakes) NetUnitApps(context.Context) ([]string, error)   { return nil, o.netUnitsErr }
-func (o *observedFakes) PodStates(context.Context) (map[pods.PodRef]pods.Status, error) {
+func (o *observedFakes) PodStates(ctx context.Context) (map[pods.PodRef]pods.Status, error) {
+	o.listings = append(o.listings, "all")
+	return o.list(o.present)
+}
+func (o *observedFakes) PodStatesOf(ctx context.Context, refs []pods.PodRef) (map[pods.PodRef]pods.Status, error) {
+	var apps []string
+	for _, ref := range refs {
+		if !slices.Contains(apps, ref.App) {
+			apps = append(apps, ref.App)
+		}
+	}
+	slices.Sort(apps)
+	o.listings = append(o.listings, strings.Join(apps, ","))
+	var present []pods.PodRef
+	for _, ref := range refs {
+		if slices.Contains(o.present, ref) {
+			present = append(present, ref)
+		}
+	}
+	return o.list(present)
+}
+func (o *observedFakes) list(refs []pods.PodRef) (map[pods.PodRef]pods.Status, error) {
+	if o.statesErr != nil {
+		return nil, o.statesErr
+	}
 	states := map[pods.PodRef]pods.Status{}
-	for _, ref := range o.present {
-		states[ref] = pods.Status{ActiveState: "active", SubState: "running"}
+	for _, ref := range refs {
+		st := pods.Status{ActiveState: "active", SubState: "running"}
+		if s, ok := o.states[ref]; ok {
+			st.ActiveState = s
+		}
+		states[ref] = st
 	}
 	return states, nil
 }
@@ -152,4 +186,59 @@ func TestObserveLooksInOneSettledLook(t *testing.T) {
 	if settles != 1 {
 		t.Errorf("the observation settled %d looks, want one", settles)
 	}
+}
+
+// TestObservePassListsUnitStatesOnlyWhereNeeded: a drift pass lists every unit's state; a pass
+// for some apps' change asks systemd only about those apps' units and about those Apply worked
+// on since, and takes the others' states from the last listing; a failed listing is not kept.
+func TestObservePassListsUnitStatesOnlyWhereNeeded(t *testing.T) {
+	ctx := context.Background()
+	o := &observedFakes{fakes: newFakes(), attached: []string{"a", "b", "c"}, states: map[pods.PodRef]string{}}
+	var apps []store.App
+	for _, app := range []string{"a", "b", "c"} {
+		o.present = append(o.present, pods.PodRef{App: app, Container: app})
+		apps = append(apps, store.App{Name: app, Containers: image(app, "r.example/"+app+":1"), Ports: []store.Port{{Public: 80, Target: 80}}})
+	}
+	r := &Runner{Keys: o, Network: o, Pods: o, Units: o, Systemd: o, Onions: fakeOnions{o.fakes}, DNS: fakeDNS{o.fakes}, Zone: "box.example"}
+	ref := func(app string) pods.PodRef { return pods.PodRef{App: app, Container: app} }
+	pass := func(scope Scope, wantListing string, wantActive map[string]bool) Observed {
+		t.Helper()
+		o.listings = nil
+		obs, err := r.ObservePass(ctx, apps, scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(o.listings, []string{wantListing}) {
+			t.Errorf("scope %v: listings %q, want %q", scope, o.listings, wantListing)
+		}
+		for app, active := range wantActive {
+			if obs.Units[app].Active != active || len(obs.UnitStates) != 3 {
+				t.Errorf("scope %v: %s's units %+v, want active %v (states of %d units)", scope, app, obs.Units[app], active, len(obs.UnitStates))
+			}
+		}
+		return obs
+	}
+
+	pass(nil, "all", map[string]bool{"a": true, "b": true, "c": true})
+	pass(Scope{"a": true}, "a", map[string]bool{"a": true, "b": true, "c": true})
+
+	// b's unit failed by itself: a pass for a's change asks nothing of b; the drift pass sees it.
+	o.states[ref("b")] = "failed"
+	pass(Scope{"a": true}, "a", map[string]bool{"b": true})
+	pass(nil, "all", map[string]bool{"b": false})
+	o.states[ref("b")] = "active"
+
+	// b changed in a's pass (Apply started its unit): the next pass asks about it too.
+	obs := pass(Scope{"a": true}, "a", map[string]bool{"b": false})
+	r.Apply(ctx, Plan{Apps: []AppPlan{{App: "a"}, {App: "b", Steps: []Step{{Kind: StartUnit}}}, {App: "c"}}}, Desired{Apps: apps}, obs)
+	pass(Scope{"c": true}, "b,c", map[string]bool{"b": true, "c": true})
+	pass(Scope{}, "", map[string]bool{"a": true, "b": true, "c": true})
+
+	// A listing failed: nothing is kept, the next pass lists every unit.
+	o.statesErr = errors.New("systemd: busy")
+	if _, err := r.ObservePass(ctx, apps, Scope{"a": true}); err == nil {
+		t.Fatal("the failed listing's error is not returned")
+	}
+	o.statesErr = nil
+	pass(Scope{"a": true}, "all", map[string]bool{"a": true, "b": true, "c": true})
 }
