@@ -26,6 +26,7 @@ import (
 	"github.com/onionpod/onionpod/configs"
 	"github.com/onionpod/onionpod/internal/errkind"
 	"github.com/onionpod/onionpod/internal/names"
+	"github.com/onionpod/onionpod/pods"
 )
 
 // Options are the daemon's inputs besides the config.
@@ -70,6 +71,8 @@ type Daemon struct {
 	pending    pendingApps
 	lastResult reconcile.Result
 	lastWanted reconcile.Desired // what the last pass applied
+	// lastUnits are the containers' unit states the last statuses were built from (nil: none).
+	lastUnits  map[pods.PodRef]pods.Status
 	retries    retries
 	dhcp       *bool            // whether the DHCP daemon was last made to run (nil: not yet decided)
 	unitStarts map[string]int64 // per app, the passes that started its units (noteStarts)

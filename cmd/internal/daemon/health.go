@@ -48,7 +48,7 @@ func (d *Daemon) runHealth(ctx context.Context, wg *sync.WaitGroup) {
 			case <-ctx.Done():
 				return
 			case <-d.healthChanged:
-				d.refresh(ctx)
+				d.refresh(ctx, true)
 			}
 		}
 	})
