@@ -23,7 +23,9 @@ func (p *recordingPublisher) Set(_ context.Context, r []dns.Record) error {
 	p.last = slices.Clone(r)
 	return nil
 }
-func (p *recordingPublisher) Status() dns.Status { return dns.Status{Published: p.last} }
+func (p *recordingPublisher) Status() dns.Status {
+	return dns.Status{Published: slices.Clone(p.last)} // the caller's own copy (reconcile.Publisher)
+}
 
 // TestDNSSetsUnion: the zone gets the apps' addresses, the pending challenges and the box's IPv4
 // for the edge's names (not for an app with an IPv4 of its own); each part changes alone, and

@@ -86,5 +86,6 @@ type Onions interface {
 // Publisher keeps the zone holding exactly the given records (declarative).
 type Publisher interface {
 	Set(ctx context.Context, records []dns.Record) error
+	// Status's record slices are the caller's own copies (the daemon filters them in place).
 	Status() dns.Status
 }
