@@ -89,6 +89,7 @@ type Daemon struct {
 	statuses    map[string]api.AppStatus
 	lastPass    time.Time
 	nextRetry   time.Time     // when the earliest backoff ends (zero: none)
+	settling    settling      // the apps whose units systemd is still starting or stopping
 	passTimes   api.PassTimes // the last pass
 	changeTimes api.PassTimes // the last pass that changed anything
 	changed     chan struct{} // closed and replaced whenever statuses change
@@ -265,8 +266,9 @@ func (p *pendingApps) take(all bool) (scope reconcile.Scope, run bool) {
 	return scope, run
 }
 
-// loop runs a pass on every trigger, on the drift tick, and when an app's backoff ends; and
-// tidies systemd once the box is quiet (TidyAfter).
+// loop runs a pass on every trigger, on the drift tick, when an app's backoff ends, and of the
+// apps whose units were settling when it is time to look at them again (settling); and tidies
+// systemd once the box is quiet (TidyAfter).
 func (d *Daemon) loop(ctx context.Context) error {
 	tick := time.NewTicker(d.opts.DriftInterval)
 	defer tick.Stop()
@@ -275,12 +277,20 @@ func (d *Daemon) loop(ctx context.Context) error {
 	tidy := time.NewTimer(time.Hour)
 	tidy.Stop()
 	defer tidy.Stop()
+	settle := time.NewTimer(time.Hour)
+	defer settle.Stop()
 	for {
 		retry.Stop()
 		var retryC <-chan time.Time
 		if at := d.retryAt(); !at.IsZero() {
 			retry.Reset(time.Until(at))
 			retryC = retry.C
+		}
+		settle.Stop()
+		var settleC <-chan time.Time
+		if at := d.settleAt(); !at.IsZero() {
+			settle.Reset(time.Until(at))
+			settleC = settle.C
 		}
 		all := true
 		select {
@@ -290,6 +300,11 @@ func (d *Daemon) loop(ctx context.Context) error {
 			all = false // what the triggers asked for
 		case <-tick.C:
 		case <-retryC:
+		case <-settleC:
+			for _, app := range d.settleDue() {
+				d.pending.add(app)
+			}
+			all = false
 		case <-d.tidyCh:
 			tidy.Reset(d.opts.TidyAfter) // TidyAfter after the last pass: never in a busy spell
 			continue
@@ -322,12 +337,28 @@ func (d *Daemon) retryAt() time.Time {
 	return d.nextRetry
 }
 
+// settleAt is when the daemon looks again at the apps whose units were settling (zero: none).
+func (d *Daemon) settleAt() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settling.at
+}
+
+// settleDue returns the settling apps to look at now, and sets the next look.
+func (d *Daemon) settleDue() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settling.due(time.Now())
+}
+
 func (d *Daemon) setStatuses(next map[string]api.AppStatus, nextRetry time.Time) {
+	settling := settlingUnits(next)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.statuses = next
 	d.lastPass = time.Now()
 	d.nextRetry = nextRetry
+	d.settling.update(settling, d.lastPass)
 	close(d.changed)
 	d.changed = make(chan struct{})
 }

@@ -519,3 +519,51 @@ func TestInsideStalledFetch(t *testing.T) {
 		t.Errorf("stalled is %s (%s)", st.State, st.LastError)
 	}
 }
+
+// TestStatusFollowsAUnitSystemdStarts: a pass that finds an app's unit still being started by
+// systemd (activating: here a drop-in makes its start wait 5 s, as a loaded boot or a restart
+// after a crash can) shows the app starting, and the app is shown running soon after systemd
+// has started the unit, not at the next drift pass (an hour here).
+func TestStatusFollowsAUnitSystemdStarts(t *testing.T) { inBox(t, "TestInsideUnitSettles") }
+
+func TestInsideUnitSettles(t *testing.T) {
+	r := newRig(t)
+	r.stop()
+	r.drift = time.Hour
+	r.start()
+	r.must("run", "slow", "--image", r.image("slow", "slow\n"), "--port", "80", "--timeout", "1m")
+	unit := pods.PodUnitName("slow")
+	dropin := filepath.Join("/etc/systemd/system", unit+".d")
+	if err := os.MkdirAll(dropin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// In the pod's sandbox: its root is the image's, busybox.
+	if err := os.WriteFile(filepath.Join(dropin, "slow-start.conf"), []byte("[Service]\nExecStartPre=/bin/busybox sleep 5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"daemon-reload"}, {"restart", "--no-block", unit}} {
+		if out, err := exec.Command("systemctl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("systemctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	waitFor(t, 30*time.Second, "slow's unit waiting in its ExecStartPre=", func() bool {
+		out, _ := exec.Command("systemctl", "show", "--value", "-p", "SubState", unit).Output()
+		return strings.TrimSpace(string(out)) == "start-pre"
+	})
+	r.sync()
+	st := r.status("slow")
+	if st.Unit.ActiveState != "activating" {
+		t.Skipf("the pass saw slow's unit %s, not activating: this machine took more than 5 s", st.Unit.ActiveState)
+	}
+	if st.State != api.StateStarting {
+		t.Fatalf("slow with its unit activating is %s, want starting", st.State)
+	}
+	// Started 5 s after the restart; a look every 0.5-8 s after that. A minute is far below
+	// the hour of the drift pass and far above what a loaded machine takes.
+	waitFor(t, time.Minute, "slow shown running after systemd started its unit", func() bool {
+		return r.status("slow").State == api.StateRunning
+	})
+	if !r.unitActive("slow") {
+		t.Fatal("slow shown running while its unit is not active")
+	}
+}

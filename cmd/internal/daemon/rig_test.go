@@ -68,8 +68,9 @@ type rig struct {
 	tor     *oniontest.Tor
 	named   *dnstest.Named
 	client  *api.Client
-	stop    func()     // stops the running daemon; nil when none runs
-	done    chan error // Run's result, of the daemon start runs
+	stop    func()        // stops the running daemon; nil when none runs
+	drift   time.Duration // the next daemon's DriftInterval (0: the daemon's default)
+	done    chan error    // Run's result, of the daemon start runs
 }
 
 // newRig sets up the parts and starts the daemon. Call it inside a box.
@@ -143,7 +144,7 @@ func (r *rig) start() {
 	t := r.t
 	t.Helper()
 	d, err := daemon.New(r.cfg, daemon.Options{
-		Self: os.Getenv(binEnv), ConfigPath: r.cfgPath, TidyAfter: time.Second,
+		Self: os.Getenv(binEnv), ConfigPath: r.cfgPath, TidyAfter: time.Second, DriftInterval: r.drift,
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
 	if err != nil {
