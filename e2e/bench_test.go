@@ -53,9 +53,10 @@ func BenchmarkExposeCachedImage(b *testing.B) {
 
 // BenchmarkHundredAppsReboot reboots the lab's box with 100 apps (pods with onion services) and
 // measures, from the box's systemd starting: every pod, address and onion service back (the
-// target of issue 7: under 10 s), side by side with the floor of the same boot, the daemon
-// answering at all. Reported: s-all-back, s-daemon-floor, x-floor (all-back/floor) and x-target
-// (all-back/10 s: under 1 meets the target).
+// target of issue 7: under 10 s), side by side with the floor of the same boot, the box's systemd
+// done starting every unit (the pods' included: onionpod cannot have them back before). Reported:
+// s-all-back, s-systemd-floor, x-floor (all-back/floor), x-target (all-back/10 s: under 1 meets
+// the target) and s-daemon-ready (the daemon answering).
 //
 //	go test -run '^$' -bench HundredAppsReboot -benchtime 3x ./e2e
 func BenchmarkHundredAppsReboot(b *testing.B) {
@@ -63,15 +64,17 @@ func BenchmarkHundredAppsReboot(b *testing.B) {
 		b.Skip("the lab cannot run here: " + skipReason)
 	}
 	names := runHundredApps(b)
-	var all, floor []time.Duration
+	var all, floor, ready []time.Duration
 	for b.Loop() {
 		r := rebootAndWaitAll(b, theLab, names)
 		all = append(all, r.sinceBoot)
-		floor = append(floor, r.daemonSinceBoot)
+		floor = append(floor, r.systemdSinceBoot)
+		ready = append(ready, r.daemonSinceBoot)
 	}
 	a, f := median(all), median(floor)
 	b.ReportMetric(a.Seconds(), "s-all-back")
-	b.ReportMetric(f.Seconds(), "s-daemon-floor")
+	b.ReportMetric(f.Seconds(), "s-systemd-floor")
+	b.ReportMetric(median(ready).Seconds(), "s-daemon-ready")
 	b.ReportMetric(a.Seconds()/f.Seconds(), "x-floor")
 	b.ReportMetric(a.Seconds()/rebootTarget.Seconds(), "x-target")
 }
