@@ -54,6 +54,10 @@ type TorService struct {
 	User, Group string
 	// ReadWritePaths are the writable paths outside the Hide dirs (everything else is read-only).
 	ReadWritePaths []string
+	// RuntimeDirectories are those of ReadWritePaths under /run (the control socket's, by
+	// default): systemd makes them for tor's user before it starts tor, since /run is empty at
+	// boot and systemd may start tor before the daemon has run Prepare.
+	RuntimeDirectories []string
 	// BindPaths are the writable paths under a Hide dir, mounted into its tmpfs.
 	BindPaths []string
 	// BindReadOnlyPaths are the read-only paths under a Hide dir (the torrc).
@@ -151,9 +155,13 @@ func (m ManagedTor) Service() (TorService, error) {
 		AddressFamilies:     []string{"AF_UNIX", "AF_INET", "AF_INET6"},
 	}
 	for _, w := range m.writable() {
-		if m.hidden(w) {
+		switch {
+		case m.hidden(w):
 			s.BindPaths = append(s.BindPaths, w)
-		} else {
+		case strings.HasPrefix(w, "/run/"):
+			s.ReadWritePaths = append(s.ReadWritePaths, w)
+			s.RuntimeDirectories = append(s.RuntimeDirectories, w)
+		default:
 			s.ReadWritePaths = append(s.ReadWritePaths, w)
 		}
 	}

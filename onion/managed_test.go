@@ -158,8 +158,16 @@ func TestManagedTorService(t *testing.T) {
 	if !slices.Equal(s.TemporaryFileSystem, []string{state}) ||
 		!slices.Equal(s.BindPaths, []string{m.Torrc.DataDir}) ||
 		!slices.Equal(s.BindReadOnlyPaths, []string{m.TorrcPath}) ||
-		!slices.Equal(s.ReadWritePaths, []string{filepath.Dir(m.Torrc.ControlSocket)}) {
+		!slices.Equal(s.ReadWritePaths, []string{filepath.Dir(m.Torrc.ControlSocket)}) || len(s.RuntimeDirectories) != 0 {
 		t.Errorf("paths: %+v", s)
+	}
+	// A socket under /run (the default): /run is empty at boot, where systemd may start tor
+	// before the daemon made the socket's directory; systemd makes it.
+	atRun := m
+	atRun.Torrc.ControlSocket = "/run/onionpod/tor/control.sock"
+	if rs, err := atRun.Service(); err != nil || !slices.Equal(rs.RuntimeDirectories, []string{"/run/onionpod/tor"}) ||
+		!slices.Equal(rs.ReadWritePaths, []string{"/run/onionpod/tor"}) {
+		t.Errorf("socket under /run: %+v, %v; want its directory a runtime directory", rs, err)
 	}
 	if len(s.ExecStart) == 0 || !filepath.IsAbs(s.ExecStart[0]) || !slices.Contains(s.ExecStart, m.TorrcPath) {
 		t.Errorf("ExecStart %q", s.ExecStart)

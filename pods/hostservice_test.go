@@ -11,7 +11,8 @@ func TestSandboxedHostService(t *testing.T) {
 	u, err := HostService{
 		Name: "sandboxed", ExecStart: []string{"/usr/sbin/tor", "-f", "/var/lib/onionpod/tor/torrc"}, Restart: "always",
 		User: "debian-tor", Group: "debian-tor", Sandbox: true, AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6"},
-		ReadWritePaths: []string{"/run/onionpod/tor"}, TemporaryFileSystem: []string{"/var/lib/onionpod"},
+		ReadWritePaths: []string{"/run/onionpod/tor"}, RuntimeDirectories: []string{"/run/onionpod/tor"},
+		TemporaryFileSystem: []string{"/var/lib/onionpod"},
 		BindPaths: []string{"/var/lib/onionpod/tor/data"}, BindReadOnlyPaths: []string{"/var/lib/onionpod/tor/torrc"},
 	}.Unit()
 	if err != nil {
@@ -21,6 +22,8 @@ func TestSandboxedHostService(t *testing.T) {
 
 	for _, h := range []HostService{
 		{Name: "x", ExecStart: []string{"/bin/true"}, ReadWritePaths: []string{"relative"}},
+		{Name: "x", ExecStart: []string{"/bin/true"}, RuntimeDirectories: []string{"/var/lib/x"}},
+		{Name: "x", ExecStart: []string{"/bin/true"}, RuntimeDirectories: []string{"/run/../etc"}},
 		{Name: "x", ExecStart: []string{"/bin/true"}, BindPaths: []string{"/a:/b"}},
 		{Name: "x", ExecStart: []string{"/bin/true"}, TemporaryFileSystem: []string{"/a\n[Service]"}},
 		{Name: "x", ExecStart: []string{"/bin/true"}, BindReadOnlyPaths: []string{"/a b"}},

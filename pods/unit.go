@@ -500,6 +500,11 @@ type HostService struct {
 	AddressFamilies []string
 	// ReadWritePaths stay writable under Sandbox.
 	ReadWritePaths []string
+	// RuntimeDirectories are directories under /run that systemd makes (0700, owned by User)
+	// before each start and keeps when the service stops (RuntimeDirectory=): /run is empty at
+	// boot, and a service started before whatever else would make them (as tor at boot, before
+	// the daemon) finds them there. Writable under Sandbox.
+	RuntimeDirectories []string
 	// BindPaths are bind-mounted onto themselves, writable: a path under a
 	// TemporaryFileSystem stays visible this way.
 	BindPaths []string
@@ -648,6 +653,17 @@ func (h HostService) serviceSection(b *unitBuilder) {
 func (h HostService) fileSystemOptions(b *unitBuilder) {
 	for _, p := range h.ReadWritePaths {
 		b.set("Service", "ReadWritePaths", pathValue, "ReadWritePaths", p)
+	}
+	if len(h.RuntimeDirectories) > 0 {
+		for _, p := range h.RuntimeDirectories {
+			rel, ok := strings.CutPrefix(p, "/run/")
+			if !ok && b.err == nil {
+				b.err = errkind.BadInputf("pods: RuntimeDirectory %q is not under /run", p)
+			}
+			b.set("Service", "RuntimeDirectory", relPathValue, "RuntimeDirectory", rel)
+		}
+		b.fixed("Service", "RuntimeDirectoryMode", "0700")
+		b.fixed("Service", "RuntimeDirectoryPreserve", "yes")
 	}
 	for _, p := range h.TemporaryFileSystem {
 		b.set("Service", "TemporaryFileSystem", readOnlyTmpfsValue, "TemporaryFileSystem", p)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,5 +232,33 @@ func TestInsideManagedTor(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.KeysDir(), "blog", "hostname")); err != nil {
 		t.Errorf("the key store is gone outside tor's sandbox: %v", err)
+	}
+
+	// At boot /run is empty, and systemd starts the enabled tor before the daemon has made its
+	// socket's directory: tor starts all the same (systemd makes the directory for tor's user).
+	sockDir := filepath.Dir(sock)
+	if out, err := exec.Command("systemctl", "stop", unitName).CombinedOutput(); err != nil {
+		t.Fatalf("stop %s: %v\n%s", unitName, err, out)
+	}
+	if err := os.RemoveAll(sockDir); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("systemctl", "start", unitName).CombinedOutput(); err != nil {
+		t.Fatalf("start %s without its socket's directory, as at boot: %v\n%s\n%s", unitName, err, out, journal())
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st, err := sd.UnitStatus(ctx, unitName)
+		_, serr := os.Stat(sock)
+		if err == nil && st.ActiveState == "active" && serr == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not running with its control socket after a start as at boot: %+v %v %v\n%s", unitName, st, err, serr, journal())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fi, err := os.Stat(sockDir); err != nil || fi.Mode().Perm() != 0o700 || fmt.Sprint(fi.Sys().(*syscall.Stat_t).Uid) != torUser.Uid {
+		t.Errorf("the socket's directory systemd made: %v, %v; want 0700, owned by debian-tor", fi.Mode(), err)
 	}
 }

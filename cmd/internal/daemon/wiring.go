@@ -215,7 +215,8 @@ func (p *parts) ensureManagedTor(ctx context.Context, cfg *configs.Config) error
 		Name: "tor", Description: "onionpod's tor (onion services of the apps)",
 		ExecStart: svc.ExecStart, Restart: "always",
 		User: svc.User, Group: svc.Group, Sandbox: true, AddressFamilies: svc.AddressFamilies,
-		ReadWritePaths: svc.ReadWritePaths, BindPaths: svc.BindPaths, BindReadOnlyPaths: svc.BindReadOnlyPaths,
+		ReadWritePaths: svc.ReadWritePaths, RuntimeDirectories: svc.RuntimeDirectories,
+		BindPaths: svc.BindPaths, BindReadOnlyPaths: svc.BindReadOnlyPaths,
 		TemporaryFileSystem: svc.TemporaryFileSystem,
 	}.Unit()
 	if err != nil {
