@@ -13,7 +13,7 @@ func TestSandboxedHostService(t *testing.T) {
 		User: "debian-tor", Group: "debian-tor", Sandbox: true, AddressFamilies: []string{"AF_UNIX", "AF_INET", "AF_INET6"},
 		ReadWritePaths: []string{"/run/onionpod/tor"}, RuntimeDirectories: []string{"/run/onionpod/tor"},
 		TemporaryFileSystem: []string{"/var/lib/onionpod"},
-		BindPaths: []string{"/var/lib/onionpod/tor/data"}, BindReadOnlyPaths: []string{"/var/lib/onionpod/tor/torrc"},
+		BindPaths:           []string{"/var/lib/onionpod/tor/data"}, BindReadOnlyPaths: []string{"/var/lib/onionpod/tor/torrc"},
 	}.Unit()
 	if err != nil {
 		t.Fatal(err)
