@@ -280,18 +280,8 @@ func (d *Daemon) loop(ctx context.Context) error {
 	settle := time.NewTimer(time.Hour)
 	defer settle.Stop()
 	for {
-		retry.Stop()
-		var retryC <-chan time.Time
-		if at := d.retryAt(); !at.IsZero() {
-			retry.Reset(time.Until(at))
-			retryC = retry.C
-		}
-		settle.Stop()
-		var settleC <-chan time.Time
-		if at := d.settleAt(); !at.IsZero() {
-			settle.Reset(time.Until(at))
-			settleC = settle.C
-		}
+		retryAt, settleAt := d.nextLooks()
+		retryC, settleC := armAt(retry, retryAt), armAt(settle, settleAt)
 		all := true
 		select {
 		case <-ctx.Done():
@@ -331,17 +321,23 @@ func (d *Daemon) tidyUnits(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) retryAt() time.Time {
+// nextLooks are when the earliest backoff ends and when the daemon looks again at the apps
+// whose units were settling (zero: none).
+func (d *Daemon) nextLooks() (retry, settle time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.nextRetry
+	return d.nextRetry, d.settling.at
 }
 
-// settleAt is when the daemon looks again at the apps whose units were settling (zero: none).
-func (d *Daemon) settleAt() time.Time {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.settling.at
+// armAt sets t to fire at at and returns its channel; nil (a case that never fires) for a zero
+// at.
+func armAt(t *time.Timer, at time.Time) <-chan time.Time {
+	t.Stop()
+	if at.IsZero() {
+		return nil
+	}
+	t.Reset(time.Until(at))
+	return t.C
 }
 
 // settleDue returns the settling apps to look at now, and sets the next look.
