@@ -3,9 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,7 +90,13 @@ func rebootAndWaitAll(tb testing.TB, l *lab.Lab, names []string) rebooted {
 	if err := l.Reboot(tb.Context()); err != nil {
 		tb.Fatal(err)
 	}
-	r := rebooted{systemdSinceBoot: sinceBoxBoot(tb), daemonSinceBoot: activeAfterBoot(tb, "onionpod.service")}
+	var r rebooted
+	var err1, err2 error
+	r.systemdSinceBoot, err1 = l.SinceBoot(tb.Context())
+	r.daemonSinceBoot, err2 = l.ActiveAfterBoot(tb.Context(), "onionpod.service")
+	if err := errors.Join(err1, err2); err != nil {
+		tb.Fatal(err)
+	}
 	waitFor(tb, 2*rebootBound, fmt.Sprintf("all %d apps back", len(names)), func() bool {
 		r.after = appsByName(tb)
 		for _, app := range names {
@@ -102,42 +107,11 @@ func rebootAndWaitAll(tb testing.TB, l *lab.Lab, names []string) rebooted {
 		return true
 	})
 	r.took = time.Since(start)
-	r.sinceBoot = sinceBoxBoot(tb)
+	var err error
+	if r.sinceBoot, err = l.SinceBoot(tb.Context()); err != nil {
+		tb.Fatal(err)
+	}
 	return r
-}
-
-// activeAfterBoot is how long after the box's systemd started the unit became active (the
-// daemon's onionpod.service is Type=notify: active once it answers).
-func activeAfterBoot(t testing.TB, unit string) time.Duration {
-	t.Helper()
-	out, err := run(t, t.Context(), lab.InBox, "sh", "-c", "systemctl show -P UserspaceTimestampMonotonic; systemctl show -P ActiveEnterTimestampMonotonic "+unit)
-	f := strings.Fields(out)
-	if err != nil || len(f) != 2 {
-		t.Fatalf("box clock: %v %q", err, out)
-	}
-	booted, err1 := strconv.ParseInt(f[0], 10, 64)
-	active, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil || active < booted {
-		t.Fatalf("box clock: %q", out)
-	}
-	return time.Duration(active-booted) * time.Microsecond
-}
-
-// sinceBoxBoot is how long ago the box's systemd started (both clocks are the host's monotonic
-// clock: /proc/uptime and systemd's UserspaceTimestampMonotonic).
-func sinceBoxBoot(t testing.TB) time.Duration {
-	t.Helper()
-	out, err := run(t, t.Context(), lab.InBox, "sh", "-c", "cut -d' ' -f1 /proc/uptime; systemctl show -P UserspaceTimestampMonotonic")
-	f := strings.Fields(out)
-	if err != nil || len(f) != 2 {
-		t.Fatalf("box clock: %v %q", err, out)
-	}
-	up, err1 := strconv.ParseFloat(f[0], 64)
-	started, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("box clock: %q", out)
-	}
-	return time.Duration(up*float64(time.Second)) - time.Duration(started)*time.Microsecond
 }
 
 func appsByName(t testing.TB) map[string]appStatus {

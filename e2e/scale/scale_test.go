@@ -641,36 +641,22 @@ func (s *scaleLab) reboot(b *testing.B) booted {
 	return r
 }
 
-// activeAfterBoot is how long after the box's systemd started the unit became active (the
-// daemon's onionpod.service is Type=notify: active once it answers).
+// activeAfterBoot is lab.ActiveAfterBoot, failing the benchmark on an error.
 func (s *scaleLab) activeAfterBoot(b *testing.B, unit string) time.Duration {
-	out := s.boxOutput(b, "sh", "-c", "systemctl show -P UserspaceTimestampMonotonic; systemctl show -P ActiveEnterTimestampMonotonic "+unit)
-	f := strings.Fields(out)
-	if len(f) != 2 {
-		b.Fatalf("box clock: %q", out)
+	d, err := s.l.ActiveAfterBoot(b.Context(), unit)
+	if err != nil {
+		b.Fatal(err)
 	}
-	booted, err1 := strconv.ParseInt(f[0], 10, 64)
-	active, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil || active < booted {
-		b.Fatalf("box clock: %q", out)
-	}
-	return time.Duration(active-booted) * time.Microsecond
+	return d
 }
 
-// sinceBoxBoot is how long ago the box's systemd started (both clocks are the host's monotonic
-// clock: /proc/uptime and systemd's UserspaceTimestampMonotonic).
+// sinceBoxBoot is lab.SinceBoot, failing the benchmark on an error.
 func (s *scaleLab) sinceBoxBoot(b *testing.B) time.Duration {
-	out := s.boxOutput(b, "sh", "-c", "cut -d' ' -f1 /proc/uptime; systemctl show -P UserspaceTimestampMonotonic")
-	f := strings.Fields(out)
-	if len(f) != 2 {
-		b.Fatalf("box clock: %q", out)
+	d, err := s.l.SinceBoot(b.Context())
+	if err != nil {
+		b.Fatal(err)
 	}
-	up, err1 := strconv.ParseFloat(f[0], 64)
-	started, err2 := strconv.ParseInt(f[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("box clock: %q", out)
-	}
-	return time.Duration(up*float64(time.Second)) - time.Duration(started)*time.Microsecond
+	return d
 }
 
 type memory struct {
