@@ -33,7 +33,7 @@ func BenchmarkFrontVsCaddy(b *testing.B) {
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	splitBundle(b, bundle, certFile, keyFile)
 
-	appLn := listen(b, "127.0.0.1:0")
+	appLn := listenIPv4Only(b) // the front dials ::1 first
 	page := []byte(strings.Repeat("x", 1024))
 	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) })}
 	go app.Serve(appLn)

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // testCA is a throwaway CA that issues bundles as the daemon hands them to fronts.
@@ -100,4 +102,29 @@ func listen(t testing.TB, addr string) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// listenIPv4Only listens on 127.0.0.1 at a port it also holds on ::1 without listening there:
+// the front dials the app at ::1 first and falls back to 127.0.0.1 on a refusal. In a pod, the
+// loopback is the pod's own; here, in the host's, a port bound on 127.0.0.1 may be another
+// listener's on ::1 (the front's own, or another test package's), and the front would proxy there.
+func listenIPv4Only(t testing.TB) net.Listener {
+	t.Helper()
+	for range 20 {
+		ln := listen(t, "127.0.0.1:0")
+		port := ln.Addr().(*net.TCPAddr).Port
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet6{Port: port, Addr: [16]byte{15: 1}}); err != nil {
+			unix.Close(fd)
+			ln.Close()
+			continue // taken on ::1: another port
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return ln
+	}
+	t.Fatal("no port free on both 127.0.0.1 and ::1")
+	return nil
 }

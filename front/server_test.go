@@ -32,7 +32,7 @@ type seen struct {
 // it reports what it saw, streams on /stream and echoes WebSocket messages on /ws.
 func startApp(t testing.TB) uint16 {
 	t.Helper()
-	ln := listen(t, "127.0.0.1:0")
+	ln := listenIPv4Only(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(seen{Path: r.URL.RequestURI(), Host: r.Host, XFF: r.Header.Get("X-Forwarded-For"),
